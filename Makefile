@@ -1,0 +1,24 @@
+# Two commands on a fresh machine with Python >= 3.11 and pip: `make demo`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/orderflow demo
+
+# pytest exits 5 when it collects no test: that fails here like any other non-zero code.
+test: $(STAMP)
+	$(BIN)/python -m ruff check orderflow_plugin hooks tests
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,70 @@
+"""Diagnostics: log every lifecycle event in one readable line, with timings.
+
+Settings (``[default.hooks.diagnostics]``): ``enabled`` (default true).
+Logger: ``orderflow_hooks.diagnostics`` (INFO for progress, WARNING for trouble).
+Trades and metrics are not logged here: one line per trade would drown the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+log = logging.getLogger("orderflow_hooks.diagnostics")
+_enabled = True
+
+
+def on_startup(settings: Any) -> None:
+    global _enabled
+    _enabled = settings.hooks.diagnostics.enabled
+    if _enabled:
+        log.info("starting: symbols %s, market %s, env %s", ", ".join(settings.symbols), settings.market, settings.env)
+
+
+def on_connect_attempt(attempt: int, url: str, symbols: tuple[str, ...]) -> None:
+    if _enabled:
+        log.info("connect attempt %d to %s for %s", attempt, url, ", ".join(symbols))
+
+
+def on_connected(url: str, stage_timings: Mapping[str, float]) -> None:
+    if _enabled:
+        stages = ", ".join(f"{stage} {seconds * 1000:.1f} ms" for stage, seconds in stage_timings.items())
+        log.info("connected to %s (%s)", url, stages or "no stage timings")
+
+
+def on_disconnected(url: str, code: int | None, reason: str, error: BaseException | None) -> None:
+    if _enabled:
+        cause = f", error {type(error).__name__}: {error}" if error else ""
+        log.warning("disconnected from %s: code %s, reason %r%s", url, code, reason, cause)
+
+
+def on_reconnect_scheduled(attempt: int, delay: float, error: BaseException | None) -> None:
+    if _enabled:
+        log.warning("reconnect attempt %d in %.2f s after %s", attempt, delay, error or "a clean close")
+
+
+def on_stall(symbols: tuple[str, ...], silent_for: float, stage: str) -> None:
+    if _enabled:
+        log.warning("stalled in stage %s: no progress for %.1f s on %s", stage, silent_for, ", ".join(symbols))
+
+
+def on_gap(symbol: str, first_missing: int, last_missing: int) -> None:
+    if _enabled:
+        count = last_missing - first_missing + 1
+        log.warning("%s gap: %d aggTrade ids missing (%d..%d)", symbol, count, first_missing, last_missing)
+
+
+def on_backfill(symbol: str, first_id: int, last_id: int, count: int) -> None:
+    if _enabled:
+        log.info("%s backfilled %d trades (%d..%d) over REST", symbol, count, first_id, last_id)
+
+
+def on_error(error: BaseException, where: str) -> None:
+    if _enabled:
+        log.error("error in %s: %s: %s", where, type(error).__name__, error)
+
+
+def on_shutdown(summary: Mapping[str, Any]) -> None:
+    if _enabled:
+        log.info("stopped: %s", ", ".join(f"{key} {value}" for key, value in summary.items()))

@@ -1,0 +1,188 @@
+"""The one place an event becomes hook calls and a signal send.
+
+Order, fixed: first every hook implementation in pluggy's order (``tryfirst`` ones, then the
+most recently registered first, then ``trylast``), then every signal receiver in the order
+they connected. A hook or receiver that raises is isolated: counted, logged with its name
+(at most once per ``report_interval`` per plugin, with how often it failed meanwhile),
+reported through ``on_error``, and the event still reaches everyone else. ``async def``
+receivers get the events in order on a task of their own, through a bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from blinker import NamedSignal
+
+from .errors import HookFailed, HookTooSlow, PluginError
+from .plugins import PluginManager
+from .signals import signal_for_hook
+
+__all__ = ["Dispatcher"]
+
+logger = logging.getLogger(__name__)
+
+_Call = tuple[str, Callable[..., Any], tuple[str, ...]]
+
+
+class Dispatcher:
+    """Deliver events to the plugins of ``manager`` and the receivers of our signals."""
+
+    def __init__(
+        self,
+        manager: PluginManager,
+        sender: object,
+        *,
+        slow_hook_ms: float = 5.0,
+        report_interval: float = 60.0,
+        async_queue_size: int = 10_000,
+    ) -> None:
+        self.manager = manager
+        self.sender = sender
+        self.plugin_errors = 0
+        self.slow_calls = 0
+        self.dropped_async = 0
+        self._budget = slow_hook_ms / 1000.0
+        self._report_interval = report_interval
+        self._queue_size = async_queue_size
+        self._calls: dict[str, tuple[_Call, ...]] = {}
+        self._version = -1
+        self._last_report: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
+        self._workers: dict[Any, _AsyncReceiver] = {}
+
+    def emit(self, hook: str, **kwargs: Any) -> None:
+        """Call every implementation of ``hook``, then send the parallel signal."""
+        for name, function, argnames in self._hook_calls(hook):
+            start = time.perf_counter()
+            try:
+                function(*[kwargs[arg] for arg in argnames])
+            except Exception as exc:
+                self._failed(name, hook, exc)
+            elapsed = time.perf_counter() - start
+            if elapsed > self._budget:
+                self._slow(name, hook, elapsed)
+        signal = signal_for_hook(hook)
+        if signal.receivers:
+            self._send(signal, hook, kwargs)
+
+    async def aclose(self, timeout: float = 1.0) -> None:
+        """Let async receivers drain their queues for up to ``timeout`` s, then stop their tasks."""
+        workers = list(self._workers.values())
+        self._workers.clear()
+        if workers:
+            await asyncio.wait([asyncio.ensure_future(w.queue.join()) for w in workers], timeout=timeout)
+        for worker in workers:
+            worker.task.cancel()
+        await asyncio.gather(*(w.task for w in workers), return_exceptions=True)
+
+    def _hook_calls(self, hook: str) -> tuple[_Call, ...]:
+        if self._version != self.manager.version:
+            self._calls.clear()
+            self._version = self.manager.version
+        calls = self._calls.get(hook)
+        if calls is None:
+            impls = getattr(self.manager.hook, hook).get_hookimpls()
+            calls = tuple((impl.plugin_name, impl.function, tuple(impl.argnames)) for impl in reversed(impls))
+            self._calls[hook] = calls
+        return calls
+
+    def _send(self, signal: NamedSignal, hook: str, kwargs: dict[str, Any]) -> None:
+        for receiver in signal.receivers_for(self.sender):
+            if inspect.iscoroutinefunction(receiver):
+                self._enqueue(receiver, hook, kwargs)
+                continue
+            start = time.perf_counter()
+            try:
+                receiver(self.sender, **kwargs)
+            except Exception as exc:
+                self._failed(_receiver_name(receiver), hook, exc)
+            elapsed = time.perf_counter() - start
+            if elapsed > self._budget:
+                self._slow(_receiver_name(receiver), hook, elapsed)
+
+    def _enqueue(self, receiver: Callable[..., Any], hook: str, kwargs: dict[str, Any]) -> None:
+        worker = self._workers.get(receiver)
+        if worker is None:
+            try:
+                worker = _AsyncReceiver(self, receiver)
+            except RuntimeError:
+                name = _receiver_name(receiver)
+                message = f"{name} is async but {hook} was sent with no running event loop; event dropped"
+                self._report(name, "loop", PluginError(name, message), hook)
+                return
+            self._workers[receiver] = worker
+        try:
+            worker.queue.put_nowait((hook, kwargs))
+        except asyncio.QueueFull:
+            self.dropped_async += 1
+            name = _receiver_name(receiver)
+            self._report(name, "queue", PluginError(
+                name, f"{name} is {self._queue_size} events behind; {hook} event dropped ({self.dropped_async} so far)"
+            ))
+
+    def _failed(self, name: str, hook: str, exc: Exception) -> None:
+        self.plugin_errors += 1
+        error = HookFailed(name, hook, exc)
+        error.__cause__ = exc
+        suppressed = self._may_log(name, hook)
+        if suppressed is not None:
+            again = f" ({suppressed} more failures since the last report)" if suppressed else ""
+            logger.error("%s%s; the event still reached the other plugins", error, again, exc_info=exc)
+        if hook != "on_error":  # a failing error hook must not feed itself
+            self.emit("on_error", error=error, where=f"plugin:{name}.{hook}")
+
+    def _slow(self, name: str, hook: str, elapsed: float) -> None:
+        self.slow_calls += 1
+        self._report(name, "slow", HookTooSlow(name, hook, elapsed, self._budget), hook)
+
+    def _report(self, name: str, kind: str, error: PluginError, hook: str = "") -> None:
+        """Log and emit ``error`` at most once per report interval per plugin and kind."""
+        if self._may_log(name, kind) is None:
+            return
+        logger.warning("%s", error)
+        if hook != "on_error":
+            self.emit("on_error", error=error, where=f"plugin:{name}.{hook or kind}")
+
+    def _may_log(self, name: str, kind: str) -> int | None:
+        """How many reports were held back since the last one, or None to hold this one back."""
+        key = (name, kind)
+        now = time.monotonic()
+        last = self._last_report.get(key)
+        if last is not None and now - last < self._report_interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        self._last_report[key] = now
+        return self._suppressed.pop(key, 0)
+
+
+class _AsyncReceiver:
+    """One ``async def`` receiver: a bounded queue and the task that awaits it in order."""
+
+    def __init__(self, dispatcher: Dispatcher, receiver: Callable[..., Any]) -> None:
+        loop = asyncio.get_running_loop()  # RuntimeError when there is none
+        self.dispatcher = dispatcher
+        self.receiver = receiver
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(dispatcher._queue_size)
+        self.task = loop.create_task(self._run(), name=f"orderflow receiver {_receiver_name(receiver)}")
+
+    async def _run(self) -> None:
+        dispatcher = self.dispatcher
+        while True:
+            hook, kwargs = await self.queue.get()
+            try:
+                await self.receiver(dispatcher.sender, **kwargs)
+            except Exception as exc:
+                dispatcher._failed(_receiver_name(self.receiver), hook, exc)
+            finally:
+                self.queue.task_done()
+
+
+def _receiver_name(receiver: Callable[..., Any]) -> str:
+    module = getattr(receiver, "__module__", None) or "?"
+    return f"{module}.{getattr(receiver, '__qualname__', repr(receiver))}"

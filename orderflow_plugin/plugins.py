@@ -1,0 +1,192 @@
+"""Build a fresh plugin manager: built-in plugins, then entry points, then hooks folders.
+
+Nothing is loaded at import time. A plugin that cannot be imported or registered becomes a
+:class:`PluginLoadError` in ``manager.load_errors`` (naming the file and the line) and the
+others still load.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import importlib.util
+import inspect
+import logging
+import sys
+import traceback
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginLoadError
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+__all__ = ["ENTRY_POINT_GROUP", "HOOK_NAMES", "PluginManager", "load_plugins", "plugins_from_settings"]
+
+ENTRY_POINT_GROUP = "orderflow_plugin"
+HOOK_NAMES = frozenset(
+    name for name, value in vars(hookspecs).items() if name.startswith("on_") and inspect.isfunction(value)
+)
+logger = logging.getLogger(__name__)
+
+
+class PluginManager(pluggy.PluginManager):
+    """A pluggy manager for our hooks that also accepts unmarked ``on_*`` functions.
+
+    ``version`` changes on every register and unregister so a dispatcher can cache the
+    call lists. Wrappers are refused: our hooks are notifications with nothing to wrap.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.add_hookspecs(hookspecs)
+        self.version = 0
+        self.load_errors: list[PluginLoadError] = []
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> pluggy.HookimplOpts | None:
+        """Take ``@hookimpl`` functions, and plain functions named like a hook."""
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name in HOOK_NAMES:
+            attr = inspect.getattr_static(plugin, name, None)
+            if inspect.isroutine(attr) or isinstance(attr, (staticmethod, classmethod)):
+                return {}  # type: ignore[typeddict-item]  # pluggy fills in the defaults
+        return opts
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        """Register ``plugin``, refusing unknown ``on_*`` names and wrappers with a clear error."""
+        label = name or self.get_canonical_name(plugin)
+        for attr in dir(plugin):
+            marked = pluggy.PluginManager.parse_hookimpl_opts(self, plugin, attr)
+            unknown = attr not in HOOK_NAMES and (
+                marked is not None or (attr.startswith("on_") and callable(getattr(plugin, attr, None)))
+            )
+            if unknown and not (marked and marked.get("specname") in HOOK_NAMES):
+                close = difflib.get_close_matches(attr, sorted(HOOK_NAMES), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise PluginLoadError(label, f"plugin {label}: {attr} is not an orderflow hook{hint}")
+            if marked and (marked.get("wrapper") or marked.get("hookwrapper")):
+                raise PluginLoadError(
+                    label, f"plugin {label}: {attr} is a wrapper; orderflow hooks are notifications, use a plain hook"
+                )
+        try:
+            registered = super().register(plugin, name)
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            raise PluginLoadError(label, f"plugin {label}: {exc}") from exc
+        self.version += 1
+        return registered
+
+    def unregister(self, plugin: Any | None = None, name: str | None = None) -> Any | None:
+        """Unregister a plugin (by object or name)."""
+        removed = super().unregister(plugin, name)
+        self.version += 1
+        return removed
+
+    def plugin_name(self, plugin: Any) -> str:
+        """The name ``plugin`` was registered under."""
+        return self.get_name(plugin) or self.get_canonical_name(plugin)
+
+
+def load_plugins(
+    *,
+    builtins: Iterable[tuple[str, object]] = (),
+    entry_points: bool = True,
+    hooks_dirs: Sequence[str | Path] = (),
+    allow: Sequence[str] = (),
+    deny: Sequence[str] = (),
+) -> PluginManager:
+    """Return a new manager with the allowed plugins registered, in that order."""
+    manager = PluginManager()
+    allowed = set(allow)
+    denied = set(deny)
+
+    def wanted(name: str) -> bool:
+        return name not in denied and (not allowed or name in allowed)
+
+    def add(name: str, load: Any) -> None:
+        try:
+            plugin = load()
+            manager.register(plugin, name=name)
+        except PluginLoadError as exc:
+            _failed(manager, exc)
+        except Exception as exc:  # a plugin's import may raise anything
+            _failed(manager, PluginLoadError(name, f"plugin {name}: {type(exc).__name__}: {exc}"), exc)
+        else:
+            logger.debug("loaded plugin %s", name)
+
+    for name, plugin in builtins:
+        if wanted(name):
+            add(name, lambda plugin=plugin: plugin)
+    if entry_points:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if wanted(ep.name):
+                add(ep.name, ep.load)
+    for folder in hooks_dirs:
+        folder = Path(folder)
+        if not folder.is_dir():
+            if folder != Path("hooks"):  # the default folder may simply not exist
+                _failed(manager, PluginLoadError(str(folder), f"hooks folder {folder} does not exist"))
+            continue
+        for path in sorted(folder.glob("*.py")):
+            if path.name.startswith("_") or not wanted(path.stem):
+                continue
+            try:
+                module = _import_file(path)
+            except PluginLoadError as exc:
+                _failed(manager, exc)
+                continue
+            add(path.stem, lambda module=module: module)
+    return manager
+
+
+def plugins_from_settings(settings: Settings, builtins: Iterable[tuple[str, object]] = ()) -> PluginManager:
+    """``load_plugins`` configured by the ``[plugins]`` settings table."""
+    table = settings.plugins
+    return load_plugins(
+        builtins=builtins,
+        entry_points=table.entry_points,
+        hooks_dirs=table.hooks_dirs,
+        allow=table.allow,
+        deny=table.deny,
+    )
+
+
+def _import_file(path: Path) -> ModuleType:
+    """Import a hooks file as a fresh module; a failure names the file and the line."""
+    module_name = f"orderflow_hooks.{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PluginLoadError(path.stem, f"hooks file {path}: cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up here
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise PluginLoadError(path.stem, f"hooks file {path}, line {_line_in(exc, path)}: {_describe(exc)}") from exc
+    return module
+
+
+def _line_in(exc: BaseException, path: Path) -> int | str:
+    if isinstance(exc, SyntaxError) and exc.lineno is not None:
+        return exc.lineno
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == path]
+    return lines[-1] if lines and lines[-1] is not None else "?"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _failed(manager: PluginManager, error: PluginLoadError, cause: BaseException | None = None) -> None:
+    if cause is not None:
+        error.__cause__ = cause
+    manager.load_errors.append(error)
+    logger.error("%s (other plugins still load)", error)

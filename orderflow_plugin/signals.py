@@ -1,0 +1,68 @@
+"""One blinker signal per hook, named like the hook in kebab case (``on_connect_attempt`` ->
+``connect-attempt``). The sender is always the stream; the keyword arguments are the hook's.
+
+Receivers are held by weak reference unless connected with ``weak=False``: keep a reference
+to a receiver that is a bound method or a closure, or it disappears with its object.
+``async def`` receivers work too: each gets its events in order on a task of its own.
+"""
+
+from __future__ import annotations
+
+from blinker import NamedSignal, Namespace
+
+__all__ = [
+    "SIGNALS",
+    "backfill",
+    "connect_attempt",
+    "connected",
+    "disconnected",
+    "error",
+    "gap",
+    "metric",
+    "reconnect_scheduled",
+    "shutdown",
+    "signal_for_hook",
+    "stall",
+    "startup",
+    "trade",
+]
+
+_signals = Namespace()
+
+startup = _signals.signal("startup", doc="The stream is starting. Kwargs: settings.")
+connect_attempt = _signals.signal("connect-attempt", doc="A connection attempt starts. Kwargs: attempt, url, symbols.")
+connected = _signals.signal("connected", doc="A connection is delivering. Kwargs: url, stage_timings.")
+disconnected = _signals.signal("disconnected", doc="A connection closed. Kwargs: url, code, reason, error.")
+reconnect_scheduled = _signals.signal(
+    "reconnect-scheduled", doc="A reconnect is scheduled. Kwargs: attempt, delay, error."
+)
+stall = _signals.signal("stall", doc="A connection is silent or stuck. Kwargs: symbols, silent_for, stage.")
+gap = _signals.signal("gap", doc="Aggregate ids were missed. Kwargs: symbol, first_missing, last_missing.")
+backfill = _signals.signal("backfill", doc="A gap was filled over REST. Kwargs: symbol, first_id, last_id, count.")
+trade = _signals.signal("trade", doc="A trade, in order, once. Kwargs: trade.")
+metric = _signals.signal("metric", doc="An order-flow metric. Kwargs: metric.")
+error = _signals.signal("error", doc="A handled error. Kwargs: error, where.")
+shutdown = _signals.signal("shutdown", doc="The stream stopped. Kwargs: summary.")
+
+SIGNALS: dict[str, NamedSignal] = {
+    sig.name: sig
+    for sig in (
+        startup,
+        connect_attempt,
+        connected,
+        disconnected,
+        reconnect_scheduled,
+        stall,
+        gap,
+        backfill,
+        trade,
+        metric,
+        error,
+        shutdown,
+    )
+}
+
+
+def signal_for_hook(hook: str) -> NamedSignal:
+    """Return the signal parallel to hook ``hook`` (``on_trade`` -> ``trade``)."""
+    return SIGNALS[hook.removeprefix("on_").replace("_", "-")]

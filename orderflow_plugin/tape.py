@@ -1,0 +1,184 @@
+"""Read recorded aggTrade tapes: data.binance.vision CSV dumps and WebSocket frame files.
+
+Rows keep Binance's exact decimal strings, so a replayed frame carries the same bytes the
+exchange sent. Gzip files (``.gz``) are read transparently.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import IO
+
+import msgspec
+
+from .errors import TapeError
+from .models import Market, Trade
+from .symbols import normalize_symbol
+
+__all__ = ["BUNDLED_TAPE", "Tape", "TapeRow", "bundled_tape", "load_tape"]
+
+BUNDLED_TAPE = "BTCUSDT-aggTrades-2026-01-01_first5000.csv.gz"
+_CSV_HEADER_FIRST = "agg_trade_id"
+# Epoch microseconds have 16 digits until the year 2286; milliseconds have 13.
+_MICROSECONDS = 10**14
+
+
+class TapeRow(msgspec.Struct, frozen=True, gc=False):
+    """One aggregate trade as recorded, decimals kept as Binance's strings."""
+
+    id: int
+    price: str
+    qty: str
+    first_id: int
+    last_id: int
+    time: int  # ms
+    buyer_maker: bool
+    event_time: int = 0
+    notional_qty: str | None = None  # USD-M "nq"
+
+    def to_trade(self, symbol: str, market: Market = "spot") -> Trade:
+        """The exact :class:`Trade` this row stands for."""
+        return Trade(
+            symbol,
+            self.id,
+            Decimal(self.price),
+            Decimal(self.qty),
+            self.first_id,
+            self.last_id,
+            self.time,
+            "sell" if self.buyer_maker else "buy",
+            self.event_time or self.time,
+            market,
+        )
+
+
+@dataclass(frozen=True)
+class Tape:
+    """The rows of one symbol, in the order recorded."""
+
+    symbol: str
+    market: Market
+    rows: Sequence[TapeRow]
+    source: str
+
+    def trades(self) -> Iterator[Trade]:
+        """The rows as :class:`Trade` objects."""
+        for row in self.rows:
+            yield row.to_trade(self.symbol, self.market)
+
+
+def bundled_tape() -> Tape:
+    """The real BTCUSDT spot slice shipped in the package (5,000 aggTrades, 2026-01-01)."""
+    resource = resources.files("orderflow_plugin") / "data" / BUNDLED_TAPE
+    with resources.as_file(resource) as path:
+        return load_tape(path)
+
+
+def load_tape(path: str | Path, *, symbol: str | None = None, market: Market | None = None) -> Tape:
+    """Read a CSV dump or a frames JSONL file; the symbol comes from the file when not given."""
+    path = Path(path)
+    name = path.name.removesuffix(".gz")
+    try:
+        with _open_text(path) as handle:
+            if name.endswith(".csv"):
+                rows = _read_csv(handle, path)
+                found_market: Market | None = None
+                found_symbol = _symbol_from_name(name)
+            else:
+                found_symbol, found_market, rows = _read_frames(handle, path)
+    except OSError as exc:
+        raise TapeError(f"tape {path}: cannot be read ({exc.strerror or exc})") from exc
+    chosen = symbol or found_symbol
+    if not chosen:
+        raise TapeError(f"tape {path}: no symbol in the file name or the rows; pass symbol=")
+    if not rows:
+        raise TapeError(f"tape {path}: no aggTrade rows")
+    return Tape(normalize_symbol(chosen), market or found_market or "spot", rows, str(path))
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return path.open(encoding="utf-8", newline="")
+
+
+def _symbol_from_name(name: str) -> str | None:
+    match = re.match(r"([A-Za-z0-9]{2,20})-aggTrades-", name)
+    return match.group(1) if match else None
+
+
+def _bool(text: str, path: Path, line: int) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    raise TapeError(f"tape {path}, line {line}: is_buyer_maker {text!r} is not True or False")
+
+
+def _read_csv(handle: IO[str], path: Path) -> list[TapeRow]:
+    rows: list[TapeRow] = []
+    for line, fields in enumerate(csv.reader(handle), start=1):
+        if not fields or (line == 1 and fields[0].strip() == _CSV_HEADER_FIRST):
+            continue
+        try:
+            agg, price, qty, first, last, ts, maker = fields[:7]
+            stamp = int(ts)
+            Decimal(price), Decimal(qty)  # reject non-numbers now, not at replay
+            rows.append(
+                TapeRow(
+                    int(agg),
+                    price,
+                    qty,
+                    int(first),
+                    int(last),
+                    stamp // 1000 if stamp >= _MICROSECONDS else stamp,
+                    _bool(maker, path, line),
+                )
+            )
+        except TapeError:
+            raise
+        except (ValueError, ArithmeticError) as exc:
+            raise TapeError(f"tape {path}, line {line}: not an aggTrades CSV row ({exc}): {fields!r}") from exc
+    return rows
+
+
+def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None, list[TapeRow]]:
+    """Raw (``{"e":"aggTrade",...}``) or combined (``{"stream":...,"data":{...}}``) frames, one per line."""
+    rows: list[TapeRow] = []
+    symbol: str | None = None
+    market: Market | None = None
+    for line, text in enumerate(handle, start=1):
+        text = text.strip()
+        if not text:
+            continue
+        try:
+            frame = json.loads(text)
+            data = frame.get("data", frame)
+            if data.get("e") != "aggTrade":
+                continue
+            symbol = symbol or data["s"]
+            market = market or ("usdm" if "nq" in data or "st" in data else "spot")
+            rows.append(
+                TapeRow(
+                    int(data["a"]),
+                    str(data["p"]),
+                    str(data["q"]),
+                    int(data["f"]),
+                    int(data["l"]),
+                    int(data["T"]),
+                    bool(data["m"]),
+                    int(data.get("E", 0)),
+                    data.get("nq"),
+                )
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TapeError(f"tape {path}, line {line}: not an aggTrade frame ({exc})") from exc
+    return symbol, market, rows
