@@ -57,16 +57,43 @@ def _parser() -> argparse.ArgumentParser:
         "demo", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="replay the bundled real BTCUSDT tape through the plugins, offline",
     )
-    demo.add_argument("--speed", type=float, default=None, help="replay speed (default: settings demo.speed)")
+    demo.add_argument("--speed", type=_positive, default=None, help="replay speed (default: settings demo.speed)")
     demo.add_argument(
-        "--duration", type=float, default=None, help="seconds to run, 0 = whole tape (default: settings demo.duration)"
+        "--duration", type=_not_negative, default=None,
+        help="seconds to run, 0 = whole tape (default: settings demo.duration)",
     )
     demo.add_argument("--tape", default=None, help="tape file (CSV dump or frames JSONL) instead of the bundled one")
     demo.set_defaults(run=_demo)
 
-    show = sub.add_parser("config", parents=[common], help="validate the settings and print them as JSON")
+    show = sub.add_parser(
+        "config", parents=[common], help="validate the settings and print them as JSON"
+    )
     show.set_defaults(run=_config)
     return parser
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
 
 
 def _configure_logging(settings: Settings) -> None:

@@ -1,0 +1,49 @@
+"""Shared fixtures: settings in the testing environment, a fresh plugin manager, a dispatcher."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from orderflow_plugin import Dispatcher, PluginManager, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts from the testing environment with no stray ORDERFLOW_ overrides."""
+    for key in list(os.environ):
+        if key.startswith("ORDERFLOW_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("ORDERFLOW_ENV", "testing")
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """The validated defaults of the testing environment."""
+    return load_settings()
+
+
+@pytest.fixture
+def manager() -> PluginManager:
+    """A fresh plugin manager with no plugins."""
+    return PluginManager()
+
+
+class Sender:
+    """Stands in for the stream as the sender of signals."""
+
+
+@pytest.fixture
+def sender() -> Sender:
+    """The object events are sent from."""
+    return Sender()
+
+
+@pytest.fixture
+def dispatcher(manager: PluginManager, sender: Sender) -> Dispatcher:
+    """A dispatcher over the fresh manager, with a 5 ms slow-hook budget."""
+    return Dispatcher(manager, sender, slow_hook_ms=5.0, report_interval=60.0, async_queue_size=100)

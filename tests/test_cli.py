@@ -1,0 +1,69 @@
+"""The command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import ROOT
+
+
+def run(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+    environ.update({"ORDERFLOW_ENV": "testing", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "orderflow_plugin", *args],
+        cwd=cwd, env=environ, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_demo_replays_bundled_tape_through_plugins() -> None:
+    """`orderflow demo` replays real trades through the project's hooks and ends with a summary line."""
+    result = run("demo", "--speed", "100000", "--duration", "20",
+                 env={"ORDERFLOW_PLUGINS__HOOKS_DIRS": '["hooks"]'})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("replaying 5000 real BTCUSDT aggTrades")
+    assert "plugins: diagnostics, recorder, whale_alert" in lines[0]
+    summary = json.loads(lines[-1])
+    assert summary["event"] == "summary" and summary["trades"] == 5000 and summary["plugin_errors"] == 0
+    assert "delta +" in lines[-2]
+    assert "whale BTCUSDT" in result.stderr  # whale_alert ran on the real tape; logs go to stderr
+    assert "stopped: trades 5000" in result.stderr
+
+
+def test_demo_stops_at_duration() -> None:
+    """--duration bounds the run even when the tape is longer."""
+    result = run("demo", "--speed", "1", "--duration", "1")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 0 < summary["trades"] < 5000 and summary["uptime_s"] < 3
+
+
+def test_bad_settings_file_exits_2_with_every_error(tmp_path: Path) -> None:
+    """A bad settings file gives exit 2 and one message listing each error, no traceback."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[default]\nsymbols = ["BTC/USDT"]\nmarket = "margin"\n')
+    result = run("config", "--settings", str(bad))
+    assert result.returncode == 2
+    assert "invalid settings (2 errors)" in result.stderr
+    assert "symbols" in result.stderr and "market = 'margin'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_option_value_exits_2() -> None:
+    """A bad option value exits 2 with argparse's one clear error line."""
+    result = run("demo", "--speed", "-3")
+    assert result.returncode == 2
+    assert "argument --speed: must be > 0, got -3" in result.stderr
+
+
+def test_config_prints_effective_settings() -> None:
+    """`orderflow config` prints the validated settings, environment overrides applied."""
+    result = run("config", env={"ORDERFLOW_SYMBOLS": "ethusdt"})
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["env"] == "testing" and shown["settings"]["symbols"] == ["ETHUSDT"]

@@ -1,0 +1,164 @@
+"""Settings: layering, environment overrides, and validation that lists every error."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from orderflow_plugin import SettingsError, load_settings
+from orderflow_plugin.config import RULES, default_settings_file
+
+from .conftest import ROOT
+
+
+def write(tmp_path: Path, text: str, name: str = "user.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_load_and_testing_env_applies() -> None:
+    """The shipped settings.toml validates, and [testing] overrides [default] key by key."""
+    settings = load_settings()
+    assert settings.env == "testing"
+    assert settings.symbols == ["BTCUSDT"]
+    assert settings.plugins.entry_points is False  # from [testing.plugins]
+    assert settings.plugins.slow_hook_ms == 5.0  # kept from [default.plugins]
+
+
+def test_production_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORDERFLOW_ENV=production selects the [production] tables."""
+    monkeypatch.setenv("ORDERFLOW_ENV", "production")
+    assert load_settings().plugins.slow_hook_ms == 2.0
+
+
+def test_user_file_merges_tables_and_replaces_lists(tmp_path: Path) -> None:
+    """A user file changes only the keys it names; a list replaces the default list."""
+    user = write(tmp_path, '[default]\nsymbols = ["ethusdt", "SOLUSDT"]\n[default.plugins]\nslow_hook_ms = 20\n')
+    settings = load_settings([user])
+    assert settings.symbols == ["ETHUSDT", "SOLUSDT"]
+    assert settings.plugins.slow_hook_ms == 20
+    assert settings.plugins.report_interval == 60.0
+
+
+def test_environment_overrides_with_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORDERFLOW_ variables override files, with __ for nesting and TOML-parsed values."""
+    monkeypatch.setenv("ORDERFLOW_PLUGINS__SLOW_HOOK_MS", "12.5")
+    monkeypatch.setenv("ORDERFLOW_SYMBOLS", "btcusdt,ethusdt")
+    monkeypatch.setenv("ORDERFLOW_PLUGINS__DENY", '["recorder"]')
+    settings = load_settings()
+    assert settings.plugins.slow_hook_ms == 12.5
+    assert settings.symbols == ["BTCUSDT", "ETHUSDT"]
+    assert settings.plugins.deny == ["recorder"]
+
+
+def test_settings_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORDERFLOW_SETTINGS_FILES layers files like --settings does."""
+    user = write(tmp_path, "[default]\nmarket = \"usdm\"\n")
+    monkeypatch.setenv("ORDERFLOW_SETTINGS_FILES", str(user))
+    assert load_settings().market == "usdm"
+
+
+def test_bad_file_lists_every_error_at_once(tmp_path: Path) -> None:
+    """Several wrong values give one SettingsError naming each key and its allowed range."""
+    user = write(
+        tmp_path,
+        "[default]\nmarket = \"margin\"\n"
+        "[default.plugins]\nslow_hook_ms = -1\nasync_queue_size = 2.5\nentry_points = \"yes\"\n",
+    )
+    with pytest.raises(SettingsError) as info:
+        load_settings([user])
+    error = info.value
+    assert len(error.errors) == 4
+    text = str(error)
+    assert "market = 'margin': must be one of spot, usdm" in text
+    assert "plugins.slow_hook_ms = -1: must be a number in (0, 60000]" in text
+    assert "plugins.async_queue_size = 2.5: must be a whole number in [1, 10000000]" in text
+    assert "plugins.entry_points = 'yes': must be true or false" in text
+    assert str(user) in text
+    assert "Traceback" not in text
+
+
+def test_unknown_symbol_format_rejected_with_pattern(tmp_path: Path) -> None:
+    """A symbol outside ^[A-Z0-9]{2,20}$ is rejected and the message shows the pattern."""
+    user = write(tmp_path, '[default]\nsymbols = ["BTC-USDT"]\n')
+    with pytest.raises(SettingsError, match=re.escape("^[A-Z0-9]{2,20}$")):
+        load_settings([user])
+
+
+def test_typo_is_named_with_suggestion(tmp_path: Path) -> None:
+    """An unknown key is an error that suggests the nearest real key."""
+    user = write(tmp_path, "[default.plugins]\nslow_hook_msec = 3\n")
+    with pytest.raises(SettingsError, match=r"plugins\.slow_hook_msec: unknown setting \(did you mean plugins\.slow_hook_ms\?\)"):
+        load_settings([user])
+
+
+def test_third_party_hook_tables_are_allowed(tmp_path: Path) -> None:
+    """A table under hooks.<name> for a plugin we do not know is passed through untouched."""
+    user = write(tmp_path, "[default.hooks.my_strategy]\nthreshold = 3\n")
+    assert load_settings([user]).hooks.my_strategy.threshold == 3
+
+
+def test_invalid_toml_names_file_and_line(tmp_path: Path) -> None:
+    """A file that is not TOML is reported with its path and the parser's line and column."""
+    user = write(tmp_path, "[default]\nsymbols = [\"BTCUSDT\"\nmarket = 1\n")
+    with pytest.raises(SettingsError, match=r"not valid TOML: .*line \d+"):
+        load_settings([user])
+
+
+def test_missing_file_and_unknown_env_reported_together(tmp_path: Path) -> None:
+    """A missing settings file and an unknown environment are both listed."""
+    with pytest.raises(SettingsError) as info:
+        load_settings([tmp_path / "nope.toml"], env="staging")
+    assert len(info.value.errors) == 2
+    assert "nope.toml: cannot be read" in str(info.value)
+    assert "ORDERFLOW_ENV = 'staging'" in str(info.value)
+
+
+def test_unknown_top_level_table_rejected(tmp_path: Path) -> None:
+    """Only [default] and the three environments are valid top-level tables."""
+    user = write(tmp_path, "[staging]\nmarket = \"spot\"\n")
+    with pytest.raises(SettingsError, match=r"\[staging\] is not one of"):
+        load_settings([user])
+
+
+def test_every_rule_has_a_default_with_a_comment() -> None:
+    """Every validated key is in settings.toml's [default] tables with a comment line above it."""
+    path = default_settings_file()
+    assert path == ROOT / "settings.toml"
+    defaults = tomllib.loads(path.read_text())["default"]
+    lines = path.read_text().splitlines()
+    for rule in RULES:
+        node = defaults
+        for part in rule.key.split("."):
+            assert part in node, f"{rule.key} missing from settings.toml [default]"
+            node = node[part]
+        leaf = rule.key.rsplit(".", 1)[-1]
+        index = next(i for i, line in enumerate(lines) if re.match(rf"{leaf}\s*=", line))
+        assert lines[index - 1].startswith("#"), f"{rule.key} has no comment line in settings.toml"
+
+
+def test_every_default_key_has_a_rule() -> None:
+    """No key in settings.toml escapes validation."""
+    defaults = tomllib.loads(default_settings_file().read_text())["default"]
+
+    def keys(node: dict, prefix: str = ""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from keys(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    assert set(keys(defaults)) == {rule.key for rule in RULES}
+
+
+def test_settings_are_read_only() -> None:
+    """Settings cannot be changed after validation."""
+    settings = load_settings()
+    with pytest.raises(TypeError):
+        settings["market"] = "usdm"  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        settings.no_such_setting  # noqa: B018

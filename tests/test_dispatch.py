@@ -1,0 +1,291 @@
+"""Dispatch: every hook and signal delivered in a fixed order, failures isolated and reported."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from decimal import Decimal
+
+import pytest
+
+from orderflow_plugin import Dispatcher, HookFailed, HookTooSlow, PluginError, PluginManager, Trade, hookimpl, signals
+from orderflow_plugin.config import Settings
+
+TRADE = Trade("BTCUSDT", 1, Decimal("87648.21"), Decimal("0.5"), 10, 11, 1767225600039, "sell")
+
+# One sample event per hook, with the exact argument names of its hookspec.
+EVENTS: dict[str, dict] = {
+    "on_startup": {"settings": Settings({"symbols": ["BTCUSDT"]})},
+    "on_connect_attempt": {"attempt": 1, "url": "ws://127.0.0.1:1/stream", "symbols": ("BTCUSDT",)},
+    "on_connected": {"url": "ws://127.0.0.1:1/stream", "stage_timings": {"tcp_connect": 0.01}},
+    "on_disconnected": {"url": "ws://127.0.0.1:1/stream", "code": 1001, "reason": "going away", "error": None},
+    "on_reconnect_scheduled": {"attempt": 2, "delay": 0.5, "error": ConnectionResetError()},
+    "on_stall": {"symbols": ("BTCUSDT",), "silent_for": 30.0, "stage": "first_message"},
+    "on_gap": {"symbol": "BTCUSDT", "first_missing": 5, "last_missing": 9},
+    "on_backfill": {"symbol": "BTCUSDT", "first_id": 5, "last_id": 9, "count": 5},
+    "on_trade": {"trade": TRADE},
+    "on_metric": {"metric": object()},
+    "on_error": {"error": ValueError("bad frame"), "where": "decode"},
+    "on_shutdown": {"summary": {"trades": 3}},
+}
+
+
+class Recorder:
+    """A plugin implementing every hook, recording (hook, kwargs)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+
+
+def _recording(hook: str):
+    argnames = tuple(EVENTS[hook])
+    namespace: dict = {}
+    args = ", ".join(argnames)
+    exec(f"def {hook}(self, {args}):\n    self.calls.append(({hook!r}, dict({', '.join(f'{a}={a}' for a in argnames)})))",
+         namespace)
+    return namespace[hook]
+
+
+for _hook in EVENTS:
+    setattr(Recorder, _hook, _recording(_hook))
+
+
+@pytest.mark.parametrize("hook", sorted(EVENTS))
+def test_every_hook_reaches_plugins_and_its_signal(hook: str, manager: PluginManager, dispatcher, sender) -> None:
+    """Each hook is called with its arguments and its kebab-case signal is sent from the stream."""
+    plugin = Recorder()
+    manager.register(plugin, name="recorder")
+    received = []
+
+    def receiver(sent_by, **kwargs):
+        received.append((sent_by, kwargs))
+
+    signal = signals.signal_for_hook(hook)
+    assert signal.name == hook.removeprefix("on_").replace("_", "-")
+    with signal.connected_to(receiver, sender=sender):
+        dispatcher.emit(hook, **EVENTS[hook])
+    assert plugin.calls == [(hook, EVENTS[hook])]
+    assert received == [(sender, EVENTS[hook])]
+
+
+def test_receiver_for_another_sender_is_not_called(dispatcher) -> None:
+    """A receiver connected to one stream does not get another stream's events."""
+    received = []
+    with signals.trade.connected_to(lambda s, **kw: received.append(kw), sender=object()):
+        dispatcher.emit("on_trade", trade=TRADE)
+    assert received == []
+
+
+def test_raising_plugin_is_isolated(manager: PluginManager, dispatcher, caplog) -> None:
+    """A raising plugin is logged with its name, counted and reported; everyone else gets the event."""
+    seen: list[str] = []
+    errors: list[tuple[BaseException, str]] = []
+
+    class Boom:
+        def on_trade(self, trade):
+            raise ZeroDivisionError("strategy bug")
+
+    class Good:
+        def on_trade(self, trade):
+            seen.append("plugin")
+
+        def on_error(self, error, where):
+            errors.append((error, where))
+
+    manager.register(Good(), name="good")
+    manager.register(Boom(), name="boom")  # registered last, so called first
+    with signals.trade.connected_to(lambda s, **kw: seen.append("receiver")), caplog.at_level(logging.ERROR):
+        dispatcher.emit("on_trade", trade=TRADE)
+        dispatcher.emit("on_trade", trade=TRADE)
+    assert seen == ["plugin", "receiver", "plugin", "receiver"]
+    assert dispatcher.plugin_errors == 2
+    assert [where for _, where in errors] == ["plugin:boom.on_trade"] * 2
+    assert isinstance(errors[0][0], HookFailed)
+    assert isinstance(errors[0][0].__cause__, ZeroDivisionError)
+    logged = [r for r in caplog.records if "boom.on_trade raised ZeroDivisionError: strategy bug" in r.getMessage()]
+    assert len(logged) == 1  # once per report interval, not once per trade
+
+
+def test_raising_receiver_is_isolated(dispatcher) -> None:
+    """A raising signal receiver does not stop later receivers and is reported through on_error."""
+    seen = []
+    reported = []
+
+    def bad(sender, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    def good(sender, **kwargs):
+        seen.append(kwargs["trade"].id)
+
+    def on_error(sender, error, where):
+        reported.append(where)
+
+    with signals.trade.connected_to(bad), signals.trade.connected_to(good), signals.error.connected_to(on_error):
+        dispatcher.emit("on_trade", trade=TRADE)
+    assert seen == [1]
+    assert reported == [f"plugin:{__name__}.test_raising_receiver_is_isolated.<locals>.bad.on_trade"]
+
+
+def test_raising_error_hook_does_not_recurse(manager: PluginManager, dispatcher) -> None:
+    """An on_error hook that raises is counted but does not feed itself."""
+
+    class Boom:
+        def on_trade(self, trade):
+            raise ValueError("first")
+
+        def on_error(self, error, where):
+            raise ValueError("second")
+
+    manager.register(Boom(), name="boom")
+    dispatcher.emit("on_trade", trade=TRADE)
+    assert dispatcher.plugin_errors == 2
+
+
+def test_slow_plugin_reported_once_per_interval(manager: PluginManager, dispatcher, caplog) -> None:
+    """A hook over its budget is reported with name and duration, at most once per interval."""
+    reports = []
+
+    class Slow:
+        def on_trade(self, trade):
+            time.sleep(0.02)
+
+    class Watcher:
+        def on_error(self, error, where):
+            reports.append((error, where))
+
+    manager.register(Slow(), name="slow")
+    manager.register(Watcher(), name="watcher")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            dispatcher.emit("on_trade", trade=TRADE)
+    assert dispatcher.slow_calls == 3
+    assert len(reports) == 1
+    error, where = reports[0]
+    assert isinstance(error, HookTooSlow) and where == "plugin:slow.on_trade"
+    assert error.seconds >= 0.02
+    assert "slow.on_trade took" in caplog.text and "budget 5.0 ms" in caplog.text
+
+
+def test_slow_report_repeats_after_interval(manager: PluginManager, sender) -> None:
+    """With a zero report interval every slow call is reported."""
+    dispatcher = Dispatcher(manager, sender, slow_hook_ms=1.0, report_interval=0.0)
+    reports = []
+
+    class Slow:
+        def on_trade(self, trade):
+            time.sleep(0.005)
+
+        def on_error(self, error, where):
+            reports.append(where)
+
+    manager.register(Slow(), name="slow")
+    dispatcher.emit("on_trade", trade=TRADE)
+    dispatcher.emit("on_trade", trade=TRADE)
+    assert reports == ["plugin:slow.on_trade", "plugin:slow.on_trade"]
+
+
+def test_order_is_tryfirst_then_newest_then_trylast_then_receivers(manager: PluginManager, dispatcher) -> None:
+    """Hooks run in pluggy's order, all before signal receivers, which run in connect order."""
+    order = []
+
+    def plugin(label, **opts):
+        class P:
+            @hookimpl(**opts)
+            def on_trade(self, trade):
+                order.append(label)
+
+        return P()
+
+    manager.register(plugin("last", trylast=True), name="last")
+    manager.register(plugin("old"), name="old")
+    manager.register(plugin("new"), name="new")
+    manager.register(plugin("first", tryfirst=True), name="first")
+
+    def r1(sender, **kw):
+        order.append("r1")
+
+    def r2(sender, **kw):
+        order.append("r2")
+
+    with signals.trade.connected_to(r1), signals.trade.connected_to(r2):
+        dispatcher.emit("on_trade", trade=TRADE)
+    assert order == ["first", "new", "old", "last", "r1", "r2"]
+
+
+def test_plugins_registered_later_are_called(manager: PluginManager, dispatcher) -> None:
+    """Registering or unregistering after the first event refreshes the call list."""
+    seen = []
+
+    class P:
+        def on_trade(self, trade):
+            seen.append(1)
+
+    dispatcher.emit("on_trade", trade=TRADE)
+    plugin = P()
+    manager.register(plugin, name="late")
+    dispatcher.emit("on_trade", trade=TRADE)
+    manager.unregister(plugin)
+    dispatcher.emit("on_trade", trade=TRADE)
+    assert seen == [1]
+
+
+async def test_async_receiver_gets_events_in_order(dispatcher) -> None:
+    """An async receiver is awaited for every event, in order, on its own task."""
+    got = []
+    done = asyncio.Event()
+
+    async def receiver(sender, trade):
+        await asyncio.sleep(0)
+        got.append(trade.id)
+        if len(got) == 50:
+            done.set()
+
+    with signals.trade.connected_to(receiver):
+        for i in range(50):
+            dispatcher.emit("on_trade", trade=Trade("BTCUSDT", i, Decimal(1), Decimal(1), i, i, 0, "buy"))
+        await asyncio.wait_for(done.wait(), 5)
+    await dispatcher.aclose()
+    assert got == list(range(50))
+
+
+async def test_async_receiver_failure_and_overflow_reported(dispatcher) -> None:
+    """A raising async receiver is reported; events past the queue bound are dropped and reported."""
+    reported = []
+
+    async def failing(sender, trade):
+        raise RuntimeError("async bug")
+
+    def on_error(sender, error, where):
+        reported.append(type(error).__name__)
+
+    with signals.trade.connected_to(failing), signals.error.connected_to(on_error):
+        for _ in range(101):  # queue size is 100 in the fixture
+            dispatcher.emit("on_trade", trade=TRADE)
+        assert dispatcher.dropped_async == 1
+        assert reported == ["PluginError"]
+        await asyncio.sleep(0)
+        await dispatcher.aclose()
+    assert dispatcher.plugin_errors == 100
+    assert reported.count("HookFailed") == 100
+
+
+def test_async_receiver_without_loop_is_reported(dispatcher) -> None:
+    """An async receiver with no running loop gets a clear error instead of a never-awaited coroutine."""
+    reported = []
+
+    async def receiver(sender, trade):  # pragma: no cover - cannot run without a loop
+        pass
+
+    def on_error(sender, error, where):
+        reported.append(str(error))
+
+    with signals.trade.connected_to(receiver), signals.error.connected_to(on_error):
+        dispatcher.emit("on_trade", trade=TRADE)
+    assert isinstance(reported and reported[0], str) and "no running event loop" in reported[0]
+
+
+def test_plugin_error_carries_plugin_name() -> None:
+    """PluginError subclasses name the plugin they are about."""
+    assert PluginError("p", "m").plugin == "p"
+    assert HookFailed("p", "on_trade", ValueError("x")).hook == "on_trade"

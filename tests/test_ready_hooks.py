@@ -1,0 +1,105 @@
+"""The ready-made plugins in hooks/: diagnostics, whale_alert, recorder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from orderflow_plugin import Dispatcher, Trade, load_plugins, load_settings
+
+from .conftest import ROOT
+
+
+def trade(i: int, price: str = "87648.21", qty: str = "0.5", side: str = "buy") -> Trade:
+    return Trade("BTCUSDT", i, Decimal(price), Decimal(qty), i, i, 1767225600000 + i, side)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sender):
+    """Load one project hook with settings overrides; return (dispatcher, module)."""
+
+    def load(name: str, toml: str = ""):
+        user = tmp_path / "user.toml"
+        user.write_text(toml)
+        settings = load_settings([user])
+        manager = load_plugins(entry_points=False, hooks_dirs=[ROOT / "hooks"], allow=[name])
+        assert manager.load_errors == []
+        dispatcher = Dispatcher(manager, sender)
+        dispatcher.emit("on_startup", settings=settings)
+        return dispatcher, manager.get_plugin(name)
+
+    return load
+
+
+def test_diagnostics_logs_one_line_per_lifecycle_event(hooks, caplog) -> None:
+    """Each lifecycle event becomes one readable log line with its timings."""
+    with caplog.at_level(logging.INFO, logger="orderflow_hooks"):
+        dispatcher, _ = hooks("diagnostics")
+        dispatcher.emit("on_connect_attempt", attempt=1, url="ws://127.0.0.1:9/stream", symbols=("BTCUSDT",))
+        dispatcher.emit("on_connected", url="ws://127.0.0.1:9/stream", stage_timings={"tcp_connect": 0.0123})
+        dispatcher.emit("on_gap", symbol="BTCUSDT", first_missing=10, last_missing=14)
+        dispatcher.emit("on_shutdown", summary={"trades": 5})
+    lines = [r.getMessage() for r in caplog.records if r.name == "orderflow_hooks.diagnostics"]
+    assert lines[1] == "connect attempt 1 to ws://127.0.0.1:9/stream for BTCUSDT"
+    assert lines[2] == "connected to ws://127.0.0.1:9/stream (tcp_connect 12.3 ms)"
+    assert lines[3] == "BTCUSDT gap: 5 aggTrade ids missing (10..14)"
+    assert lines[4] == "stopped: trades 5"
+
+
+def test_diagnostics_can_be_disabled(hooks, caplog) -> None:
+    """enabled = false silences the diagnostics plugin."""
+    with caplog.at_level(logging.INFO, logger="orderflow_hooks"):
+        dispatcher, _ = hooks("diagnostics", "[default.hooks.diagnostics]\nenabled = false\n")
+        dispatcher.emit("on_gap", symbol="BTCUSDT", first_missing=1, last_missing=1)
+    assert not [r for r in caplog.records if r.name == "orderflow_hooks.diagnostics"]
+
+
+def test_whale_alert_at_or_over_threshold(hooks, caplog) -> None:
+    """A trade whose notional reaches min_notional is alerted; a smaller one is not."""
+    with caplog.at_level(logging.WARNING, logger="orderflow_hooks"):
+        dispatcher, module = hooks("whale_alert", "[default.hooks.whale_alert]\nmin_notional = 1000\n")
+        dispatcher.emit("on_trade", trade=trade(1, "100.00000000", "10.00000000"))  # exactly 1000
+        dispatcher.emit("on_trade", trade=trade(2, "100", "9.99999999"))
+    assert [t.id for t in module.alerts] == [1]
+    assert "whale BTCUSDT buy 10 @ 100 = 1,000.00 notional (id 1)" in caplog.text
+
+
+def test_recorder_writes_json_lines_and_flushes_on_disconnect(hooks, tmp_path: Path) -> None:
+    """Trades are appended as stable JSON lines and are on disk after a disconnect."""
+    path = tmp_path / "rec" / "trades.jsonl"
+    dispatcher, _ = hooks("recorder", f"[default.hooks.recorder]\nenabled = true\npath = \"{path}\"\n")
+    dispatcher.emit("on_trade", trade=trade(1, "87648.21000000", "0.08185000", "sell"))
+    dispatcher.emit("on_disconnected", url="ws://x", code=1006, reason="reset", error=None)
+    line = json.loads(path.read_text().splitlines()[0])
+    assert line == {"symbol": "BTCUSDT", "id": 1, "price": "87648.21", "qty": "0.08185", "side": "sell",
+                    "time": 1767225600001, "first_id": 1, "last_id": 1, "source": "live"}
+    dispatcher.emit("on_shutdown", summary={})
+
+
+def test_recorder_rotates_by_size(hooks, tmp_path: Path) -> None:
+    """Past max_bytes the file rotates to .1, .2 and at most `backups` old files are kept."""
+    path = tmp_path / "trades.jsonl"
+    dispatcher, _ = hooks(
+        "recorder", f"[default.hooks.recorder]\nenabled = true\npath = \"{path}\"\nmax_bytes = 1024\nbackups = 2\n"
+    )
+    for i in range(60):  # ~150 bytes each: about 9 files' worth
+        dispatcher.emit("on_trade", trade=trade(i))
+    dispatcher.emit("on_shutdown", summary={})
+    files = sorted(p.name for p in tmp_path.glob("trades*"))
+    assert files == ["trades.jsonl", "trades.jsonl.1", "trades.jsonl.2"]
+    ids = [json.loads(line)["id"] for name in ("trades.jsonl.2", "trades.jsonl.1", "trades.jsonl")
+           for line in (tmp_path / name).read_text().splitlines()]
+    assert ids == list(range(ids[0], 60))  # newest trades kept, in order, none twice
+
+
+def test_recorder_off_by_default(hooks, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the default settings the recorder writes nothing."""
+    monkeypatch.chdir(tmp_path)
+    dispatcher, _ = hooks("recorder")
+    dispatcher.emit("on_trade", trade=trade(1))
+    dispatcher.emit("on_shutdown", summary={})
+    assert list(tmp_path.iterdir()) == [tmp_path / "user.toml"]

@@ -1,0 +1,88 @@
+"""Tapes: the bundled real slice, CSV dumps with or without header, and frame files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from orderflow_plugin import TapeError, bundled_tape, load_tape
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+def test_bundled_tape_is_the_real_contiguous_slice() -> None:
+    """The bundled tape holds 5,000 contiguous real aggTrades with µs times turned into ms."""
+    tape = bundled_tape()
+    assert (tape.symbol, tape.market, len(tape.rows)) == ("BTCUSDT", "spot", 5000)
+    ids = [row.id for row in tape.rows]
+    assert ids == list(range(3800397495, 3800402495))
+    assert all(b.first_id == a.last_id + 1 for a, b in zip(tape.rows, tape.rows[1:], strict=False))
+    assert sum(row.last_id - row.first_id + 1 for row in tape.rows) == 16028
+    first = tape.rows[0]
+    assert (first.price, first.qty, first.time, first.buyer_maker) == ("87648.21000000", "0.08185000", 1767225600039, True)
+    assert sum(row.buyer_maker for row in tape.rows) == 2003
+
+
+def test_trades_are_exact_with_taker_side() -> None:
+    """Rows become Trades with exact Decimals; m=true is a taker sell."""
+    trade = next(bundled_tape().trades())
+    assert trade.price == Decimal("87648.21") and trade.qty == Decimal("0.08185")
+    assert trade.side == "sell" and trade.trade_count == 1 and trade.source == "live"
+
+
+def test_csv_with_header_and_milliseconds(tmp_path: Path) -> None:
+    """A dump with a header row and ms timestamps reads the same way."""
+    path = tmp_path / "ETHUSDT-aggTrades-2024-05-01.csv"
+    path.write_text(
+        "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker,is_best_match\n"
+        "7,3000.10,1.5,70,72,1714521600000,false,true\n"
+    )
+    tape = load_tape(path)
+    assert tape.symbol == "ETHUSDT"
+    assert tape.rows[0].time == 1714521600000 and tape.rows[0].buyer_maker is False
+
+
+def test_bad_csv_row_names_file_and_line(tmp_path: Path) -> None:
+    """A malformed row is reported with the file and its line number."""
+    path = tmp_path / "BTCUSDT-aggTrades-x.csv"
+    path.write_text("1,1.0,1.0,1,1,1714521600000,True,True\n2,abc,1.0,2,2,1714521600001,True,True\n")
+    with pytest.raises(TapeError, match=rf"{path}, line 2"):
+        load_tape(path)
+
+
+@pytest.mark.parametrize("name,market,count,first", [
+    ("polysim_spot_aggTrade_BTCUSDT_2026-07-18_ws_frames.jsonl.gz", "spot", 188, 4017087867),
+    ("polysim_perp_aggTrade_BTCUSDT_2026-07-18_ws_frames.jsonl.gz", "usdm", 228, 3387056463),
+])
+def test_bundled_frame_files(name: str, market: str, count: int, first: int) -> None:
+    """Recorded combined-stream frames read with their symbol and market detected."""
+    path = Path(__file__).resolve().parents[1] / "orderflow_plugin" / "data" / name
+    tape = load_tape(path)
+    assert (tape.symbol, tape.market, len(tape.rows), tape.rows[0].id) == ("BTCUSDT", market, count, first)
+    raw = json.loads(gzip.open(path, "rt").readline())["data"]
+    assert tape.rows[0].price == raw["p"] and tape.rows[0].event_time == raw["E"]
+
+
+def test_raw_frames_and_bad_frame(tmp_path: Path) -> None:
+    """Raw (unwrapped) frames are read; a frame missing a field names its line."""
+    path = tmp_path / "frames.jsonl"
+    good = {"e": "aggTrade", "E": 2, "s": "BTCUSDT", "a": 1, "p": "1.0", "q": "2.0", "f": 1, "l": 1, "T": 1, "m": False}
+    path.write_text(json.dumps(good) + "\n")
+    assert load_tape(path).rows[0].qty == "2.0"
+    bad = dict(good)
+    del bad["p"]
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(TapeError, match="line 2"):
+        load_tape(path)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared is not present")
+def test_bundled_slice_matches_shared_original() -> None:
+    """The bundled CSV is byte-for-byte the shared original."""
+    bundled = Path(__file__).resolve().parents[1] / "orderflow_plugin" / "data" / "BTCUSDT-aggTrades-2026-01-01_first5000.csv.gz"
+    original = SHARED / "spot_BTCUSDT-aggTrades-2026-01-01_first5000.csv"
+    assert gzip.open(bundled).read() == original.read_bytes()
