@@ -65,6 +65,23 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--tape", default=None, help="tape file (CSV dump or frames JSONL) instead of the bundled one")
     demo.set_defaults(run=_demo)
 
+    sim = sub.add_parser(
+        "sim", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="run the local Binance simulator for testing a bot by hand",
+    )
+    sim.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sim.add_argument("--port", type=int, default=9443, help="port to listen on (0 = any free port)")
+    sim.add_argument("--tape", action="append", default=[], help="tape file, repeatable (default: the bundled tape)")
+    pace = sim.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=_positive, default=1.0, help="replay speed (1 = original timing)")
+    pace.add_argument("--rate", type=_positive, default=None, help="fixed trades per second instead of --speed")
+    pace.add_argument("--asap", action="store_true", help="as fast as clients read")
+    sim.add_argument("--loop", action="store_true", help="repeat the tape with ids and times shifted")
+    sim.add_argument("--market", choices=["spot", "usdm"], default=None, help="frame shape (default: the tape's)")
+    sim.add_argument("--scenario", default=None, help="fault scenario file (.toml or .json)")
+    sim.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
+    sim.set_defaults(run=_sim)
+
     show = sub.add_parser(
         "config", parents=[common], help="validate the settings and print them as JSON"
     )
@@ -107,6 +124,38 @@ def _configure_logging(settings: Settings) -> None:
 
 def _config(args: argparse.Namespace, settings: Settings) -> int:
     print(json.dumps({"env": settings.env, "settings": settings.to_dict()}, indent=2))
+    return 0
+
+
+def _sim(args: argparse.Namespace, settings: Settings) -> int:
+    from .sim import Pace, Scenario, Simulator  # the server is only imported when asked for
+
+    try:
+        scenario = Scenario.from_file(args.scenario) if args.scenario else None
+    except ValueError as exc:
+        print(f"orderflow sim: {exc}", file=sys.stderr)
+        return 2
+    tapes = [load_tape(path) for path in args.tape] or None
+    simulator = Simulator(
+        tapes, scenario=scenario, pace=Pace(speed=args.speed, rate=args.rate, asap=args.asap),
+        loop=args.loop, market=args.market, host=args.host, port=args.port, record_ids=False,
+    )
+
+    async def serve() -> None:
+        async with simulator:
+            print(f"simulator listening: streams {simulator.ws_url}/stream?streams=<symbol>@aggTrade, "
+                  f"REST {simulator.rest_url}/api/v3/aggTrades; Ctrl-C to stop", flush=True)
+            try:
+                await asyncio.sleep(args.duration or float("inf"))
+            finally:
+                record = simulator.record
+                print(json.dumps({
+                    "event": "summary", "connections": len(record.connections),
+                    "rest_requests": len(record.rest),
+                    "played": {s: simulator.happened(s) for s in simulator.feeds},
+                }), flush=True)
+
+    asyncio.run(serve())
     return 0
 
 

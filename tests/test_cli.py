@@ -67,3 +67,47 @@ def test_config_prints_effective_settings() -> None:
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["env"] == "testing" and shown["settings"]["symbols"] == ["ETHUSDT"]
+
+
+def test_sim_command_serves_a_plain_client(tmp_path: Path) -> None:
+    """`orderflow sim` serves the bundled tape with a scenario file until --duration ends, then prints a summary."""
+    import asyncio
+    import re
+
+    import websockets
+
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('[[connection]]\nfaults = [{kind = "close_after", after = 3, code = 1001}]\n')
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "orderflow_plugin", "sim", "--port", "0", "--rate", "500", "--duration", "4",
+         "--scenario", str(scenario)],
+        cwd=ROOT, env={**environ, "ORDERFLOW_ENV": "testing"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    port = int(re.search(r"127\.0\.0\.1:(\d+)", server.stdout.readline()).group(1))
+
+    async def client() -> tuple[int, int]:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/stream?streams=btcusdt@aggTrade") as ws:
+            received = 0
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 3)
+                    received += 1
+            except websockets.ConnectionClosed as closed:
+                return received, closed.rcvd.code
+
+    assert asyncio.run(client()) == (3, 1001)
+    out, err = server.communicate(timeout=15)
+    assert server.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["event"] == "summary" and summary["connections"] == 1 and summary["played"]["BTCUSDT"] >= 3
+
+
+def test_sim_command_rejects_bad_scenario(tmp_path: Path) -> None:
+    """A scenario naming an unknown fault exits 2 with the list of known faults."""
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"connection": [{"faults": [{"kind": "explode"}]}]}')
+    result = run("sim", "--port", "0", "--scenario", str(bad))
+    assert result.returncode == 2
+    assert "unknown fault 'explode'" in result.stderr and "blackhole_after" in result.stderr

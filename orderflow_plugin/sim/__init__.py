@@ -1,0 +1,25 @@
+"""A local Binance exchange simulator with fault injection, for tests, demos and benchmarks.
+
+::
+
+    from orderflow_plugin.sim import Simulator, Scenario, Fault, Pace
+
+    async with Simulator(scenario=Scenario([[Fault("reset_after", after=500)]])) as sim:
+        ...  # connect to f"{sim.ws_url}/stream?streams=btcusdt@aggTrade", REST at sim.rest_url
+"""
+
+from .feed import Pace, SymbolFeed
+from .scenario import CONNECTION_FAULTS, REST_FAULTS, Fault, Scenario
+from .server import ConnectionRecord, SimRecord, Simulator
+
+__all__ = [
+    "CONNECTION_FAULTS",
+    "REST_FAULTS",
+    "ConnectionRecord",
+    "Fault",
+    "Pace",
+    "Scenario",
+    "SimRecord",
+    "Simulator",
+    "SymbolFeed",
+]
