@@ -4,31 +4,49 @@ from . import signals
 from .config import Settings, load_settings
 from .dispatch import Dispatcher
 from .errors import (
+    BadFrame,
+    ConnectionLost,
+    GaveUp,
+    HandshakeRejected,
     HookFailed,
     HookTooSlow,
     OrderFlowError,
     PluginError,
     PluginLoadError,
     SettingsError,
+    StageTimeout,
+    Stalled,
+    StreamError,
     TapeError,
 )
 from .hookspecs import hookimpl
 from .models import Metric, Trade
 from .plugins import PluginManager, load_plugins, plugins_from_settings
+from .stream import OrderFlow
 from .symbols import normalize_symbol, stream_name
 from .tape import Tape, TapeRow, bundled_tape, load_tape
+from .transport import Deadlines
 
 __all__ = [
+    "BadFrame",
+    "ConnectionLost",
+    "Deadlines",
     "Dispatcher",
+    "GaveUp",
+    "HandshakeRejected",
     "HookFailed",
     "HookTooSlow",
     "Metric",
+    "OrderFlow",
     "OrderFlowError",
     "PluginError",
     "PluginLoadError",
     "PluginManager",
     "Settings",
     "SettingsError",
+    "StageTimeout",
+    "Stalled",
+    "StreamError",
     "Tape",
     "TapeError",
     "TapeRow",

@@ -139,9 +139,46 @@ def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
 
+def url(key: str, *schemes: str, empty: bool = False) -> Rule:
+    """A URL starting with one of ``schemes`` (or "" when ``empty``)."""
+
+    def check(value: Any) -> bool:
+        return isinstance(value, str) and (value.startswith(schemes) or (empty and value == ""))
+
+    allowed = " or ".join(f"{s}..." for s in schemes) + (' or ""' if empty else "")
+    return Rule(key, check, f"a URL starting with {allowed}")
+
+
+_WS = ("ws://", "wss://")
+_HTTP = ("http://", "https://")
+
 RULES: tuple[Rule, ...] = (
     symbol_list("symbols"),
     choice("market", "spot", "usdm"),
+    url("endpoints.spot.ws_url", *_WS),
+    url("endpoints.spot.rest_url", *_HTTP),
+    url("endpoints.usdm.ws_url", *_WS),
+    url("endpoints.usdm.rest_url", *_HTTP),
+    url("connector.ws_url", *_WS, empty=True),
+    url("connector.rest_url", *_HTTP, empty=True),
+    number("connector.resolve_timeout", 0, 300, low_open=True),
+    number("connector.tcp_connect_timeout", 0, 300, low_open=True),
+    number("connector.tls_timeout", 0, 300, low_open=True),
+    number("connector.http_upgrade_timeout", 0, 300, low_open=True),
+    number("connector.subscribed_timeout", 0, 300, low_open=True),
+    number("connector.first_message_timeout", 0, 3600, low_open=True),
+    number("connector.ping_interval", 0, 3600),
+    number("connector.ping_timeout", 0, 3600, low_open=True),
+    number("connector.close_timeout", 0, 300, low_open=True),
+    integer("connector.max_size", 1024, 2**30),
+    number("connector.stall_timeout", 0, 86_400, low_open=True),
+    number("connector.backoff_initial", 0, 3600, low_open=True),
+    number("connector.backoff_max", 0, 86_400, low_open=True),
+    number("connector.backoff_factor", 1, 100),
+    integer("connector.max_attempts", 0, 1_000_000),
+    number("connector.max_connection_age", 1, 86_400),
+    integer("connector.streams_per_connection", 1, 1024),
+    integer("connector.connections_per_5min", 1, 300),
     choice("logging.level", "DEBUG", "INFO", "WARNING", "ERROR", cast=_upper),
     string_list("plugins.hooks_dirs"),
     boolean("plugins.entry_points"),

@@ -8,7 +8,14 @@
      │    ├── PluginLoadError a plugin could not be imported or registered (names the file and line)
      │    ├── HookFailed      a hook or signal receiver raised (the original is the __cause__)
      │    └── HookTooSlow     a synchronous hook took longer than its budget
-     └── TapeError            a recorded tape file cannot be read (names the file and line)
+     ├── TapeError            a recorded tape file cannot be read (names the file and line)
+     ├── BadFrame             a frame is not one Binance would send (skipped, counted, reported)
+     └── StreamError          a connection problem, always naming the URL and what was running
+          ├── StageTimeout     a connect stage passed its deadline (``stage``, ``deadline``)
+          ├── HandshakeRejected the upgrade was answered with an HTTP error (``status``, ``retry_after``)
+          ├── ConnectionLost   an open connection ended (``code``, ``reason``)
+          ├── Stalled          an open connection stopped delivering (``silent_for``)
+          └── GaveUp           ``max_attempts`` were spent; says what was tried and why it failed
 
 Lower-level exceptions are translated at the boundary with ``raise ... from exc`` so the
 original stays available as ``__cause__``.
@@ -19,12 +26,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "BadFrame",
+    "ConnectionLost",
+    "GaveUp",
+    "HandshakeRejected",
     "HookFailed",
     "HookTooSlow",
     "OrderFlowError",
     "PluginError",
     "PluginLoadError",
     "SettingsError",
+    "StageTimeout",
+    "Stalled",
+    "StreamError",
     "TapeError",
 ]
 
@@ -83,3 +97,54 @@ class HookTooSlow(PluginError):
 
 class TapeError(OrderFlowError, ValueError):
     """A tape file cannot be read; the message names the file and the line."""
+
+
+class BadFrame(OrderFlowError, ValueError):
+    """A frame that is not JSON, has the wrong types, or is an unknown event; it is skipped."""
+
+
+class StreamError(OrderFlowError):
+    """A connection problem; ``url`` says where and ``stage`` what was running."""
+
+    def __init__(self, message: str, *, url: str = "", stage: str = "") -> None:
+        self.url = url
+        self.stage = stage
+        super().__init__(message)
+
+
+class StageTimeout(StreamError, TimeoutError):
+    """A connect stage did not finish within its deadline."""
+
+    def __init__(self, message: str, *, url: str, stage: str, deadline: float) -> None:
+        self.deadline = deadline
+        super().__init__(message, url=url, stage=stage)
+
+
+class HandshakeRejected(StreamError):
+    """The server answered the WebSocket upgrade with an HTTP error."""
+
+    def __init__(self, message: str, *, url: str, status: int, retry_after: float | None) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(message, url=url, stage="http_upgrade")
+
+
+class ConnectionLost(StreamError):
+    """An open connection ended: a close frame (``code``, ``reason``) or a dropped socket."""
+
+    def __init__(self, message: str, *, url: str, code: int | None, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(message, url=url, stage="streaming")
+
+
+class Stalled(StreamError):
+    """An open connection delivered no trade for longer than ``stall_timeout``."""
+
+    def __init__(self, message: str, *, url: str, stage: str, silent_for: float) -> None:
+        self.silent_for = silent_for
+        super().__init__(message, url=url, stage=stage)
+
+
+class GaveUp(StreamError):
+    """``max_attempts`` connection attempts failed; the message lists what was tried."""

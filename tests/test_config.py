@@ -126,19 +126,22 @@ def test_unknown_top_level_table_rejected(tmp_path: Path) -> None:
 
 
 def test_every_rule_has_a_default_with_a_comment() -> None:
-    """Every validated key is in settings.toml's [default] tables with a comment line above it."""
+    """Every validated key is in settings.toml's [default] tables with a comment line right above it."""
     path = default_settings_file()
     assert path == ROOT / "settings.toml"
-    defaults = tomllib.loads(path.read_text())["default"]
     lines = path.read_text().splitlines()
+    where: dict[str, int] = {}
+    table = ""
+    for index, line in enumerate(lines):
+        header = re.match(r"\[([\w.]+)\]", line)
+        if header:
+            table = header.group(1)
+        key = re.match(r"(\w+)\s*=", line)
+        if key and (table == "default" or table.startswith("default.")):
+            where[f"{table.removeprefix('default').lstrip('.')}.{key.group(1)}".lstrip(".")] = index
     for rule in RULES:
-        node = defaults
-        for part in rule.key.split("."):
-            assert part in node, f"{rule.key} missing from settings.toml [default]"
-            node = node[part]
-        leaf = rule.key.rsplit(".", 1)[-1]
-        index = next(i for i, line in enumerate(lines) if re.match(rf"{leaf}\s*=", line))
-        assert lines[index - 1].startswith("#"), f"{rule.key} has no comment line in settings.toml"
+        assert rule.key in where, f"{rule.key} missing from settings.toml [default]"
+        assert lines[where[rule.key] - 1].startswith("#"), f"{rule.key} has no comment line in settings.toml"
 
 
 def test_every_default_key_has_a_rule() -> None:

@@ -1,0 +1,77 @@
+"""Frames to values: strict, exact, schema-checked decoding of Binance combined-stream frames.
+
+Plain synchronous code with no I/O. A frame is an aggTrade event, a ``serverShutdown``
+notice, or a reply to a control message; anything else (not JSON, wrong types, missing
+fields, an unknown event) raises :class:`BadFrame` with a short sample of the frame.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from .errors import BadFrame
+from .models import Market, Trade
+
+__all__ = ["Decoder", "Reply", "ServerShutdown"]
+
+
+class _AggTrade(msgspec.Struct, tag_field="e", tag="aggTrade", gc=False):
+    E: int
+    s: str
+    a: int
+    p: Decimal
+    q: Decimal
+    f: int
+    l: int  # noqa: E741 - Binance's field name
+    T: int
+    m: bool
+
+
+class ServerShutdown(msgspec.Struct, tag_field="e", tag="serverShutdown", gc=False):
+    """Binance will close this connection soon: replace it now."""
+
+    E: int = 0
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    stream: str
+    data: _AggTrade | ServerShutdown
+
+
+class Reply(msgspec.Struct, gc=False):
+    """The answer to a control message such as SUBSCRIBE (``result`` or ``error``)."""
+
+    id: int | None = None
+    result: Any = None
+    error: Any = None
+
+
+_SAMPLE = 200
+
+
+class Decoder:
+    """Decode combined-stream frames of one market into :class:`Trade`, ServerShutdown or Reply."""
+
+    def __init__(self, market: Market = "spot") -> None:
+        self.market: Market = market
+        self._envelope = msgspec.json.Decoder(_Envelope)
+        self._reply = msgspec.json.Decoder(Reply)
+
+    def decode(self, frame: bytes | str) -> Trade | ServerShutdown | Reply:
+        """Decode one frame; raise BadFrame when it is not one Binance would send."""
+        try:
+            if frame[:10] in (b'{"stream":', '{"stream":'):
+                data = self._envelope.decode(frame).data
+                if type(data) is _AggTrade:
+                    return Trade(
+                        data.s, data.a, data.p, data.q, data.f, data.l, data.T,
+                        "sell" if data.m else "buy", data.E, self.market,
+                    )
+                return data
+            return self._reply.decode(frame)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            sample = frame[:_SAMPLE] if isinstance(frame, str) else frame[:_SAMPLE].decode("utf-8", "replace")
+            raise BadFrame(f"{exc} in frame {sample!r}{'...' if len(frame) > _SAMPLE else ''}") from exc

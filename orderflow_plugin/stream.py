@@ -1,0 +1,464 @@
+"""OrderFlow: the asyncio shell that keeps aggTrade streams flowing and says why when they don't.
+
+Symbols are sharded over connections. Each shard has one supervisor task that opens a
+connection stage by stage (:mod:`.transport`), streams, and on any ending (close frame, reset,
+stall, ping timeout) reconnects with capped exponential backoff and full jitter, forever
+unless ``max_attempts`` is set. Before ``max_connection_age``, or on ``serverShutdown``, the
+connection is replaced make-before-break. Frames go synchronously through decode, the
+sequencer (each id once, in order) and dispatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Settings, load_settings
+from .decode import Decoder, Reply, ServerShutdown
+from .dispatch import Dispatcher
+from .errors import BadFrame, GaveUp, HandshakeRejected, OrderFlowError, Stalled, StreamError
+from .models import Market, Trade
+from .plugins import PluginManager, plugins_from_settings
+from .sequencer import DELIVER, DUPLICATE, GAP, OVERFLOW, READY, Sequencer
+from .symbols import normalize_symbol, stream_name
+from .transport import Deadlines, WsConnection, open_connection
+
+__all__ = ["DEFAULT_ENDPOINTS", "OrderFlow"]
+
+logger = logging.getLogger("orderflow_plugin.stream")
+
+DEFAULT_ENDPOINTS: dict[str, tuple[str, str]] = {
+    "spot": ("wss://stream.binance.com:9443", "https://api.binance.com"),
+    "usdm": ("wss://fstream.binance.com/market", "https://fapi.binance.com"),
+}
+_STREAM_LIMIT = {"spot": 1024, "usdm": 200}
+
+
+@dataclass
+class _Shard:
+    """Symbols served by one connection at a time, and its supervisor's state."""
+
+    number: int
+    symbols: tuple[str, ...]
+    streams: list[str]
+    state: str = "starting"  # connecting, streaming, backoff, failed, stopped
+    connection: WsConnection | None = None
+    rotate: asyncio.Event = field(default_factory=asyncio.Event)
+    connects: int = 0
+
+
+class OrderFlow:
+    """A live, gap-checked aggTrade feed for ``symbols`` delivered to plugins and signals.
+
+    Use ``async with OrderFlow(...)`` or ``await flow.start()`` / ``await flow.stop()``.
+    ``start()`` returns once the tasks run; it does not wait for a connection.
+    """
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        *,
+        market: Market = "spot",
+        ws_url: str | None = None,
+        rest_url: str | None = None,
+        plugins: PluginManager | None = None,
+        settings: Settings | None = None,
+        # Timeouts
+        deadlines: Deadlines | None = None,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 20.0,
+        close_timeout: float = 5.0,
+        stall_timeout: float = 30.0,
+        # Limits
+        max_size: int = 2**20,
+        streams_per_connection: int | None = None,
+        connections_per_5min: int = 300,
+        # Reconnects
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        backoff_factor: float = 2.0,
+        max_attempts: int = 0,
+        max_connection_age: float = 85_800.0,
+        # Reporting
+        slow_hook_ms: float = 5.0,
+        report_interval: float = 60.0,
+        async_queue_size: int = 10_000,
+    ) -> None:
+        if market not in DEFAULT_ENDPOINTS:
+            raise ValueError(f"market must be spot or usdm, got {market!r}")
+        self.symbols = tuple(dict.fromkeys(normalize_symbol(s) for s in symbols))
+        if not self.symbols:
+            raise ValueError("at least one symbol is needed")
+        self.market: Market = market
+        default_ws, default_rest = DEFAULT_ENDPOINTS[market]
+        self.ws_url = (ws_url or default_ws).rstrip("/")
+        self.rest_url = (rest_url or default_rest).rstrip("/")
+        if not self.ws_url.startswith(("ws://", "wss://")):
+            raise ValueError(f"ws_url must start with ws:// or wss://, got {self.ws_url!r}")
+        self.settings = settings
+        self.plugins = plugins if plugins is not None else PluginManager()
+        self.deadlines = deadlines or Deadlines()
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.stall_timeout = stall_timeout
+        self.max_size = max_size
+        limit = _STREAM_LIMIT[market]
+        self.streams_per_connection = min(streams_per_connection or limit, limit)
+        self.connections_per_5min = connections_per_5min
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.backoff_factor = backoff_factor
+        self.max_attempts = max_attempts
+        self.max_connection_age = max_connection_age
+        self.dispatcher = Dispatcher(
+            self.plugins, self, slow_hook_ms=slow_hook_ms, report_interval=report_interval,
+            async_queue_size=async_queue_size,
+        )
+        self._report_interval = report_interval
+        self._decoder = Decoder(market)
+        self._sequencers = {symbol: Sequencer(symbol) for symbol in self.symbols}
+        self._last_trade_at: dict[str, float] = {}
+        per = self.streams_per_connection
+        self._shards = [
+            _Shard(i + 1, self.symbols[k : k + per], [stream_name(s) for s in self.symbols[k : k + per]])
+            for i, k in enumerate(range(0, len(self.symbols), per))
+        ]
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._live: set[WsConnection] = set()
+        self._opens: deque[float] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state = "new"
+        self._started_at = 0.0
+        self._bad_frame_logged = 0.0
+        self.counters = dict.fromkeys(
+            ("trades", "reconnects", "gaps", "backfilled", "bad_frames", "duplicates", "stalls", "rotations"), 0
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings | None = None, *, plugins: PluginManager | None = None, **overrides: Any
+    ) -> OrderFlow:
+        """Build from validated settings (loaded when not given); keyword ``overrides`` win."""
+        settings = settings if settings is not None else load_settings()
+        c = settings.connector
+        market = settings.market
+        endpoints = settings.endpoints[market]
+        kwargs: dict[str, Any] = dict(
+            market=market,
+            ws_url=c.ws_url or endpoints.ws_url,
+            rest_url=c.rest_url or endpoints.rest_url,
+            settings=settings,
+            deadlines=Deadlines(
+                resolve=c.resolve_timeout, tcp_connect=c.tcp_connect_timeout, tls=c.tls_timeout,
+                http_upgrade=c.http_upgrade_timeout, subscribed=c.subscribed_timeout,
+                first_message=c.first_message_timeout,
+            ),
+            ping_interval=c.ping_interval, ping_timeout=c.ping_timeout, close_timeout=c.close_timeout,
+            stall_timeout=c.stall_timeout, max_size=c.max_size,
+            streams_per_connection=c.streams_per_connection, connections_per_5min=c.connections_per_5min,
+            backoff_initial=c.backoff_initial, backoff_max=c.backoff_max, backoff_factor=c.backoff_factor,
+            max_attempts=c.max_attempts, max_connection_age=c.max_connection_age,
+            slow_hook_ms=settings.plugins.slow_hook_ms, report_interval=settings.plugins.report_interval,
+            async_queue_size=settings.plugins.async_queue_size,
+        )
+        kwargs.update(overrides)
+        if plugins is None:
+            plugins = plugins_from_settings(settings)
+        return cls(overrides.pop("symbols", settings.symbols), plugins=plugins, **kwargs)
+
+    # Lifecycle
+
+    async def __aenter__(self) -> OrderFlow:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start the shard tasks and return; connecting happens in the background."""
+        if self._state != "new":
+            raise OrderFlowError(f"OrderFlow.start() called on a stream that is {self._state}; create a new one")
+        self._loop = asyncio.get_running_loop()
+        self._state = "running"
+        self._started_at = time.monotonic()
+        for error in self.plugins.load_errors:
+            self._emit("on_error", error=error, where="plugins")
+        self._emit("on_startup", settings=self.settings if self.settings is not None else Settings({}))
+        for shard in self._shards:
+            self._spawn(self._run_shard(shard), f"orderflow shard {shard.number}")
+        logger.info("streaming %s from %s in %d connection(s)", ", ".join(self.symbols), self.ws_url,
+                    len(self._shards))
+
+    async def stop(self) -> None:
+        """Close every connection within ``close_timeout``, end every task, then fire on_shutdown."""
+        if self._state in ("new", "stopped"):
+            self._state = "stopped"
+            return
+        self._state = "stopping"
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(c.close(1000, "client stopped", self.close_timeout) for c in list(self._live)),
+                             return_exceptions=True)
+        for shard in self._shards:
+            shard.state = "stopped"
+        self._state = "stopped"
+        self._emit("on_shutdown", summary=self.summary())
+        await self.dispatcher.aclose(timeout=0.5)
+        logger.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in self.summary().items()))
+
+    # Reading the state
+
+    def summary(self) -> dict[str, Any]:
+        """Counters of the run so far."""
+        return {
+            **self.counters,
+            "plugin_errors": self.dispatcher.plugin_errors,
+            "uptime_s": round(time.monotonic() - self._started_at, 3) if self._started_at else 0.0,
+        }
+
+    def health(self) -> dict[str, Any]:
+        """A snapshot: state, each connection's stage and for how long, last trade age per symbol, counters."""
+        now = time.monotonic()
+        connections = []
+        for shard in self._shards:
+            c = shard.connection
+            connections.append({
+                "shard": shard.number,
+                "symbols": list(shard.symbols),
+                "state": shard.state,
+                "stage": c.stage if c else None,
+                "stage_for_s": round(now - c.stage_started, 3) if c else None,
+                "connected_for_s": round(now - c.opened_at, 3) if c and c.opened_at else None,
+                "connects": shard.connects,
+            })
+        symbols = {}
+        for symbol, sequencer in self._sequencers.items():
+            last = self._last_trade_at.get(symbol)
+            symbols[symbol] = {
+                "last_trade_age_s": round(now - last, 3) if last else None,
+                "last_id": sequencer.last_delivered,
+                "held": sequencer.held,
+            }
+        return {"state": self._state, "connections": connections, "symbols": symbols, **self.summary()}
+
+    # Shards
+
+    async def _run_shard(self, shard: _Shard) -> None:
+        connection = await self._open_with_retries(shard, after=None)
+        while connection is not None:
+            rotate_wait = asyncio.ensure_future(shard.rotate.wait())
+            age = asyncio.get_running_loop().call_later(self.max_connection_age, shard.rotate.set)
+            try:
+                await asyncio.wait({connection.done, rotate_wait}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                rotate_wait.cancel()
+                age.cancel()
+            if connection.done.done():
+                error = self._ended(shard, connection)
+                connection = await self._open_with_retries(shard, after=error)
+            else:
+                shard.rotate.clear()
+                connection = await self._replace(shard, connection)
+
+    async def _replace(self, shard: _Shard, old: WsConnection) -> WsConnection | None:
+        """Make-before-break: the new connection delivers before the old one is closed."""
+        self.counters["rotations"] += 1
+        logger.info("rotating connection %d to %s", shard.number, self.ws_url)
+        opening = asyncio.ensure_future(self._open_with_retries(shard, after=None, replacing=True))
+        await asyncio.wait({opening, old.done}, return_when=asyncio.FIRST_COMPLETED)
+        if not opening.done():  # the old one ended first: report it and keep waiting for the new one
+            self._ended(shard, old)
+            return await opening
+        new = opening.result()
+        self._spawn(self._retire(old), f"orderflow retire {shard.number}")
+        return new
+
+    async def _retire(self, old: WsConnection) -> None:
+        await old.close(1000, "rotated", self.close_timeout)
+        self._emit("on_disconnected", url=old.url, code=1000, reason="rotated", error=None)
+
+    def _ended(self, shard: _Shard, connection: WsConnection) -> StreamError:
+        error = connection.done.result()
+        if shard.connection is connection:
+            shard.connection = None
+        if isinstance(error, Stalled):
+            self.counters["stalls"] += 1
+            logger.warning("%s", error)
+            self._emit("on_stall", symbols=shard.symbols, silent_for=error.silent_for, stage=error.stage)
+        else:
+            logger.info("%s", error)
+        code = getattr(error, "code", None)
+        self._emit("on_disconnected", url=connection.url, code=code, reason=getattr(error, "reason", str(error)),
+                   error=error)
+        return error
+
+    async def _open_with_retries(
+        self, shard: _Shard, after: StreamError | None, *, replacing: bool = False
+    ) -> WsConnection | None:
+        """Connect, retrying with backoff; None when max_attempts is spent (reported as GaveUp)."""
+        attempt = 0
+        failures: list[str] = []
+        if after is not None:  # a connection just ended: a short jittered pause, then reconnect
+            await self._backoff(shard, 1, after)
+        while True:
+            attempt += 1
+            await self._open_slot()
+            shard.state = "connecting"
+            self._emit("on_connect_attempt", attempt=attempt, url=self.ws_url, symbols=shard.symbols)
+            logger.info("connecting to %s for %s (attempt %d%s)", self.ws_url, ", ".join(shard.symbols), attempt,
+                        f"/{self.max_attempts}" if self.max_attempts else "")
+            try:
+                connection = await open_connection(
+                    f"{self.ws_url}/stream", shard.streams, self._on_frame, deadlines=self.deadlines,
+                    max_size=self.max_size, on_stage=lambda c, shard=shard: self._on_stage(shard, c),
+                )
+            except StreamError as exc:
+                failures.append(f"attempt {attempt}: {exc}")
+                logger.warning("%s", exc)
+                self._emit("on_error", error=exc, where=f"connect:{exc.stage}")
+                if self.max_attempts and attempt >= self.max_attempts:
+                    gave_up = GaveUp(
+                        f"gave up connecting to {self.ws_url} for {', '.join(shard.symbols)} after {attempt} "
+                        f"attempts; " + "; ".join(failures[-5:]), url=self.ws_url, stage=exc.stage)
+                    shard.state = "failed"
+                    logger.error("%s", gave_up)
+                    self._emit("on_error", error=gave_up, where="connect")
+                    return None
+                await self._backoff(shard, attempt + 1, exc)
+                continue
+            shard.connects += 1
+            if shard.connects > 1 and not replacing:
+                self.counters["reconnects"] += 1
+            shard.connection = connection  # a replacement takes over here; the old one is retired
+            shard.state = "streaming"
+            if self.ping_interval > 0:
+                connection.spawn(connection.keepalive(self.ping_interval, self.ping_timeout))
+            connection.spawn(connection.watch_trades(self.stall_timeout))
+            logger.info("connected to %s for %s (%s)", self.ws_url, ", ".join(shard.symbols),
+                        ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in connection.timings.items()))
+            self._emit("on_connected", url=connection.url, stage_timings=dict(connection.timings))
+            return connection
+
+    async def _backoff(self, shard: _Shard, attempt: int, error: StreamError) -> None:
+        """Sleep a capped exponential delay with full jitter, at least any Retry-After."""
+        ceiling = min(self.backoff_max, self.backoff_initial * self.backoff_factor ** max(0, attempt - 2))
+        delay = random.uniform(0, ceiling)
+        if isinstance(error, HandshakeRejected) and error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        shard.state = "backoff"
+        self._emit("on_reconnect_scheduled", attempt=attempt, delay=delay, error=error)
+        logger.info("reconnecting in %.2f s (attempt %d)", delay, attempt)
+        await asyncio.sleep(delay)
+
+    async def _open_slot(self) -> None:
+        """Open at most ``connections_per_5min`` connections per 300 s, as Binance allows per IP."""
+        now = time.monotonic()
+        while self._opens and now - self._opens[0] > 300:
+            self._opens.popleft()
+        if len(self._opens) >= self.connections_per_5min:
+            wait = 300 - (now - self._opens[0])
+            logger.warning("connection rate limit reached; waiting %.1f s", wait)
+            await asyncio.sleep(wait)
+        self._opens.append(time.monotonic())
+
+    def _on_stage(self, shard: _Shard, connection: WsConnection) -> None:
+        if connection not in self._live:  # every socket, even half-open, is closed by stop()
+            self._live.add(connection)
+            connection.done.add_done_callback(lambda _, c=connection: self._live.discard(c))
+        if shard.connection is None or shard.connection.done.done():
+            shard.connection = connection
+
+    # The hot path: one frame
+
+    def _on_frame(self, connection: WsConnection, frame: bytes) -> None:
+        try:
+            event = self._decoder.decode(frame)
+        except BadFrame as exc:
+            self._bad_frame(exc, connection)
+            return
+        if type(event) is Trade:
+            connection.trades += 1
+            if connection.trades == 1:
+                connection.first_trade()
+            sequencer = self._sequencers.get(event.symbol)
+            if sequencer is None:
+                self._bad_frame(BadFrame(f"trade for {event.symbol}, which this stream did not subscribe to"),
+                                connection)
+                return
+            status = sequencer.push(event)
+            if status == DELIVER:
+                self._deliver(event)
+            elif status == DUPLICATE:
+                self.counters["duplicates"] += 1
+            elif status == GAP or status == OVERFLOW or status == READY:
+                self._resequence(sequencer)
+            # HELD: waits behind the open gap
+        elif type(event) is ServerShutdown:
+            logger.info("%s announced serverShutdown: replacing the connection", connection.endpoint)
+            for shard in self._shards:
+                if shard.connection is connection:
+                    shard.rotate.set()
+        elif type(event) is Reply:
+            connection.subscribed(event.id, event.error)
+
+    def _deliver(self, trade: Trade) -> None:
+        self.counters["trades"] += 1
+        self._last_trade_at[trade.symbol] = time.monotonic()
+        self.dispatcher.emit("on_trade", trade=trade)
+
+    def _resequence(self, sequencer: Sequencer) -> None:
+        """A hole opened or closed: report it, and release what the sequencer lets through."""
+        for trade in sequencer.drain():
+            self._deliver(trade)
+        gap = sequencer.gap
+        if gap is not None:
+            self.counters["gaps"] += 1
+            logger.warning("%s: aggTrade ids %d..%d missing (%d)", gap.symbol, gap.first, gap.last, gap.size)
+            self._emit("on_gap", symbol=gap.symbol, first_missing=gap.first, last_missing=gap.last)
+            skipped, released = sequencer.skip()
+            for trade in released:
+                self._deliver(trade)
+            if skipped is not None:
+                error = StreamError(f"{skipped.symbol}: aggTrade ids {skipped.first}..{skipped.last} were not "
+                                    "received and backfill is not available; continuing after them",
+                                    url=self.ws_url, stage="sequence")
+                self._emit("on_error", error=error, where="sequence")
+
+    def _bad_frame(self, error: BadFrame, connection: WsConnection) -> None:
+        self.counters["bad_frames"] += 1
+        now = time.monotonic()
+        if now - self._bad_frame_logged >= self._report_interval:
+            self._bad_frame_logged = now
+            logger.warning("bad frame from %s skipped (%d so far): %s", connection.endpoint,
+                           self.counters["bad_frames"], error)
+        self._emit("on_error", error=error, where="decode")
+
+    # Plumbing
+
+    def _emit(self, hook: str, **kwargs: Any) -> None:
+        self.dispatcher.emit(hook, **kwargs)
+
+    def _spawn(self, coroutine: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:  # a bug in the shell: never swallowed
+            logger.error("task %s failed", task.get_name(), exc_info=exc)
+            self._emit("on_error", error=exc, where=f"task:{task.get_name()}")
+

@@ -1,0 +1,325 @@
+"""One WebSocket client connection, opened stage by stage, each stage with its own deadline.
+
+websockets' ``connect()`` has one ``open_timeout`` for DNS, TCP, TLS and the HTTP upgrade
+together, so when it expires nobody knows which of them hung. Here the stages are separate
+awaits: ``resolve`` (getaddrinfo), ``tcp_connect``, ``tls`` (``loop.start_tls``),
+``http_upgrade`` (websockets' sans-I/O ``ClientProtocol``), ``subscribed`` (the reply to our
+SUBSCRIBE) and ``first_message`` (the first trade). A stage that passes its deadline raises
+:class:`StageTimeout` naming the stage and the endpoint.
+
+Frames are handed to ``on_frame`` synchronously from ``data_received``: no queue and no task
+per message on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidStatus, PayloadTooBig
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from .errors import ConnectionLost, HandshakeRejected, StageTimeout, Stalled, StreamError
+
+__all__ = ["STAGES", "Deadlines", "WsConnection", "open_connection"]
+
+logger = logging.getLogger(__name__)
+_protocol_logger = logging.getLogger("orderflow_plugin.transport.protocol")
+_protocol_logger.setLevel(logging.WARNING)  # websockets logs every handshake at INFO
+
+STAGES = ("resolve", "tcp_connect", "tls", "http_upgrade", "subscribed", "first_message")
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Seconds each connect stage may take."""
+
+    resolve: float = 5.0
+    tcp_connect: float = 5.0
+    tls: float = 5.0
+    http_upgrade: float = 10.0
+    subscribed: float = 10.0
+    first_message: float = 30.0
+
+
+class WsConnection(asyncio.Protocol):
+    """A client connection driven by websockets' sans-I/O protocol.
+
+    ``done`` resolves (never raises) with the :class:`StreamError` that ended the connection.
+    ``stage`` is where it is now; ``timings`` how long each finished stage took.
+    """
+
+    def __init__(self, url: str, on_frame: Callable[[WsConnection, bytes], None], *, max_size: int) -> None:
+        self.url = url
+        self.uri = parse_uri(url)
+        self.endpoint = f"{self.uri.host}:{self.uri.port}"
+        self.on_frame = on_frame
+        self.max_size = max_size
+        self.protocol = ClientProtocol(self.uri, max_size=max_size, logger=_protocol_logger)
+        self.transport: asyncio.Transport | None = None
+        loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[StreamError] = loop.create_future()
+        self._handshake: asyncio.Future[None] = loop.create_future()
+        self._subscribed: asyncio.Future[None] = loop.create_future()
+        self._first_trade: asyncio.Future[None] = loop.create_future()
+        self.stage = "resolve"
+        self.stage_started = time.monotonic()
+        self.timings: dict[str, float] = {}
+        self.trades = 0  # trades seen; the stall watchdog watches it move
+        self.opened_at = 0.0
+        self.symbols: tuple[str, ...] = ()
+        self._pong_waiter: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # Stages
+
+    def enter(self, stage: str) -> None:
+        """Finish the current stage (recording its time) and start ``stage``."""
+        now = time.monotonic()
+        if self.stage in STAGES and self.stage not in self.timings:
+            self.timings[self.stage] = now - self.stage_started
+        logger.debug("%s: %s done in %.1f ms, entering %s", self.endpoint, self.stage,
+                     (now - self.stage_started) * 1000, stage)
+        self.stage = stage
+        self.stage_started = now
+
+    def subscribed(self, reply_id: int | None, error: Any) -> None:
+        """The server answered our SUBSCRIBE."""
+        if self._subscribed.done():
+            return
+        if error is not None:
+            self._subscribed.set_exception(StreamError(
+                f"{self.endpoint} refused the subscription: {error}", url=self.url, stage="subscribed"))
+        elif reply_id == 1:
+            self._subscribed.set_result(None)
+
+    def first_trade(self) -> None:
+        """The first trade arrived."""
+        if not self._first_trade.done():
+            self._first_trade.set_result(None)
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        protocol.receive_data(data)
+        for event in protocol.events_received():
+            if type(event) is Frame:
+                opcode = event.opcode
+                if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                    self.on_frame(self, event.data)
+                elif opcode is Opcode.PONG and self._pong_waiter is not None and not self._pong_waiter.done():
+                    self._pong_waiter.set_result(None)
+            elif isinstance(event, Response) and not self._handshake.done():
+                self._handshake.set_result(None)
+        self._flush()
+
+    def eof_received(self) -> bool:
+        self.protocol.receive_eof()
+        self._flush()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for waiter in (self._handshake, self._subscribed, self._first_trade):
+            if not waiter.done():
+                waiter.set_exception(self._lost_error(exc))
+                waiter.exception()  # mark retrieved: the stage await reports it, or nobody needs it
+        for task in self._tasks:
+            task.cancel()
+        self._finish(self._lost_error(exc))
+
+    def _lost_error(self, exc: Exception | None) -> StreamError:
+        protocol = self.protocol
+        if isinstance(protocol.parser_exc, PayloadTooBig):
+            return ConnectionLost(
+                f"{self.endpoint} sent a frame over max_size ({self.max_size} bytes): {protocol.parser_exc}; "
+                "closed it to reconnect", url=self.url, code=1009, reason="message too big")
+        close = protocol.close_rcvd
+        if close is not None:
+            return ConnectionLost(f"{self.endpoint} closed the connection: code {close.code} {close.reason!r}".rstrip(),
+                                  url=self.url, code=close.code, reason=close.reason)
+        detail = f": {exc}" if exc else ""
+        return ConnectionLost(f"connection to {self.endpoint} dropped without a close frame{detail}",
+                              url=self.url, code=None, reason=str(exc or "connection dropped"))
+
+    def _finish(self, error: StreamError) -> None:
+        if not self.done.done():
+            self.done.set_result(error)
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self.protocol.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+
+    # Sending and ending
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        """Send one control message."""
+        self.protocol.send_text(json.dumps(message).encode())
+        self._flush()
+
+    async def close(self, code: int = 1000, reason: str = "", timeout: float = 5.0) -> None:
+        """Close cleanly, or abort if the server does not finish the handshake within ``timeout``."""
+        if self.transport is None or self.done.done():
+            self.abort()
+            return
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(code, reason)
+            self._flush()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.done), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection now."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def fail(self, error: StreamError) -> None:
+        """End the connection because of ``error`` (a stall, a ping timeout)."""
+        self._finish(error)
+        self.abort()
+
+    def spawn(self, coroutine: Any) -> None:
+        """Run a helper task that dies with the connection."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def keepalive(self, interval: float, timeout: float) -> None:
+        """Ping every ``interval`` s; fail the connection if a pong takes longer than ``timeout`` s."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            self._pong_waiter = loop.create_future()
+            self.protocol.send_ping(str(time.monotonic_ns()).encode())
+            self._flush()
+            try:
+                await asyncio.wait_for(self._pong_waiter, timeout)
+            except TimeoutError:
+                self.fail(Stalled(f"{self.endpoint} did not answer a ping within {timeout:.1f} s",
+                                  url=self.url, stage="ping", silent_for=timeout))
+                return
+
+    async def watch_trades(self, stall_timeout: float) -> None:
+        """Fail the connection when no trade arrives for ``stall_timeout`` s (armed at subscription)."""
+        check = min(stall_timeout / 4, 1.0)
+        seen, since = self.trades, time.monotonic()
+        while True:
+            await asyncio.sleep(check)
+            now = time.monotonic()
+            if self.trades != seen:
+                seen, since = self.trades, now
+            elif now - since >= stall_timeout:
+                self.fail(Stalled(f"{self.endpoint} delivered no trade for {now - since:.1f} s "
+                                  f"(stall_timeout {stall_timeout:.1f} s)", url=self.url,
+                                  stage=self.stage, silent_for=now - since))
+                return
+
+
+async def open_connection(
+    url: str,
+    streams: list[str],
+    on_frame: Callable[[WsConnection, bytes], None],
+    *,
+    deadlines: Deadlines,
+    max_size: int = 2**20,
+    ssl_context: ssl.SSLContext | None = None,
+    on_stage: Callable[[WsConnection], None] | None = None,
+) -> WsConnection:
+    """Open ``url``, subscribe to ``streams`` and wait for the first trade, stage by stage."""
+    loop = asyncio.get_running_loop()
+    connection = WsConnection(url, on_frame, max_size=max_size)
+    uri, endpoint = connection.uri, connection.endpoint
+
+    def stage(name: str) -> None:
+        connection.enter(name)
+        if on_stage is not None:
+            on_stage(connection)
+
+    async def within(name: str, awaitable: Any, message: str) -> Any:
+        deadline = getattr(deadlines, name)
+        try:
+            return await asyncio.wait_for(awaitable, deadline)
+        except TimeoutError:
+            raise StageTimeout(f"{message} within {deadline:.1f} s", url=url, stage=name, deadline=deadline) from None
+
+    try:
+        stage("resolve")
+        infos = await within("resolve", loop.getaddrinfo(uri.host, uri.port, type=socket.SOCK_STREAM),
+                             f"resolving {uri.host} got no answer")
+        stage("tcp_connect")
+        family, _, proto, _, address = infos[0]
+        try:
+            await within("tcp_connect", loop.create_connection(lambda: connection, address[0], address[1],
+                                                               family=family, proto=proto),
+                         f"TCP connect to {endpoint} did not complete")
+        except OSError as exc:
+            raise StreamError(f"TCP connect to {endpoint} failed: {exc}", url=url, stage="tcp_connect") from exc
+        if uri.secure:
+            stage("tls")
+            context = ssl_context or ssl.create_default_context()
+            assert connection.transport is not None
+            connection.transport = await within(
+                "tls", loop.start_tls(connection.transport, connection, context, server_hostname=uri.host),
+                f"TLS handshake with {endpoint} did not complete",
+            )
+        stage("http_upgrade")
+        connection.protocol.send_request(connection.protocol.connect())
+        connection._flush()
+        await within("http_upgrade", connection._handshake, f"handshake with {endpoint} got no HTTP response")
+        if connection.protocol.state is not State.OPEN:
+            raise _rejected(connection)
+        connection.opened_at = time.monotonic()
+        stage("subscribed")
+        connection.send_json({"method": "SUBSCRIBE", "params": streams, "id": 1})
+        await within("subscribed", connection._subscribed,
+                     f"subscription to {len(streams)} streams on {endpoint} was not confirmed")
+        stage("first_message")
+        await within("first_message", connection._first_trade, f"no trade from {endpoint} after subscribing")
+        stage("streaming")
+        return connection
+    except StreamError as exc:
+        connection.fail(exc)
+        raise
+    except BaseException as exc:  # cancelled (stop() during a stage), or a bug: never leave a socket behind
+        connection.fail(StreamError(f"opening {endpoint} interrupted in stage {connection.stage}: {exc!r}",
+                                    url=url, stage=connection.stage))
+        raise
+
+
+def _rejected(connection: WsConnection) -> StreamError:
+    exc = connection.protocol.handshake_exc
+    url, endpoint = connection.url, connection.endpoint
+    if isinstance(exc, InvalidStatus):
+        response = exc.response
+        retry = response.headers.get("Retry-After")
+        retry_after = float(retry) if retry and retry.replace(".", "", 1).isdigit() else None
+        body = bytes(response.body[:200]).decode("utf-8", "replace")
+        wait = f", Retry-After {retry_after:g} s" if retry_after is not None else ""
+        return HandshakeRejected(f"handshake with {endpoint} answered HTTP {response.status_code}{wait}: {body}",
+                                 url=url, status=response.status_code, retry_after=retry_after)
+    return StreamError(f"handshake with {endpoint} failed: {exc}", url=url, stage="http_upgrade")
