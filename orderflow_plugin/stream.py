@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .backfill import Backfiller, BackfillFailed
 from .config import Settings, load_settings
 from .decode import Decoder, Reply, ServerShutdown
 from .dispatch import Dispatcher
@@ -85,6 +86,16 @@ class OrderFlow:
         backoff_factor: float = 2.0,
         max_attempts: int = 0,
         max_connection_age: float = 85_800.0,
+        # Sequence
+        reorder_window: float = 0.2,
+        backfill: bool = True,
+        max_buffered_trades: int = 100_000,
+        rest_timeout: float = 5.0,
+        rest_retries: int = 3,
+        rest_weight_per_minute: int = 6000,
+        history_size: int = 10_000,
+        history_age: float = 3600.0,
+        start_from_id: int | None = None,
         # Reporting
         slow_hook_ms: float = 5.0,
         report_interval: float = 60.0,
@@ -123,7 +134,17 @@ class OrderFlow:
         )
         self._report_interval = report_interval
         self._decoder = Decoder(market)
-        self._sequencers = {symbol: Sequencer(symbol) for symbol in self.symbols}
+        self.reorder_window = reorder_window
+        self.backfiller = Backfiller(self.rest_url, market, timeout=rest_timeout, retries=rest_retries,
+                                     weight_per_minute=rest_weight_per_minute) if backfill else None
+        start_after = None if start_from_id is None else start_from_id - 1
+        self._sequencers = {
+            symbol: Sequencer(symbol, start_after=start_after, max_held=max_buffered_trades)
+            for symbol in self.symbols
+        }
+        self._filling: dict[str, asyncio.Task[None] | asyncio.TimerHandle] = {}
+        self._history = {symbol: deque[Trade](maxlen=history_size) for symbol in self.symbols}
+        self.history_age_ms = int(history_age * 1000)
         self._last_trade_at: dict[str, float] = {}
         per = self.streams_per_connection
         self._shards = [
@@ -148,6 +169,7 @@ class OrderFlow:
         """Build from validated settings (loaded when not given); keyword ``overrides`` win."""
         settings = settings if settings is not None else load_settings()
         c = settings.connector
+        q = settings.sequence
         market = settings.market
         endpoints = settings.endpoints[market]
         kwargs: dict[str, Any] = dict(
@@ -165,6 +187,10 @@ class OrderFlow:
             streams_per_connection=c.streams_per_connection, connections_per_5min=c.connections_per_5min,
             backoff_initial=c.backoff_initial, backoff_max=c.backoff_max, backoff_factor=c.backoff_factor,
             max_attempts=c.max_attempts, max_connection_age=c.max_connection_age,
+            reorder_window=q.reorder_window, backfill=q.backfill, max_buffered_trades=q.max_buffered_trades,
+            rest_timeout=q.rest_timeout, rest_retries=q.rest_retries,
+            rest_weight_per_minute=q.rest_weight_per_minute, history_size=q.history_size,
+            history_age=q.history_age, start_from_id=q.start_from_id or None,
             slow_hook_ms=settings.plugins.slow_hook_ms, report_interval=settings.plugins.report_interval,
             async_queue_size=settings.plugins.async_queue_size,
         )
@@ -203,12 +229,16 @@ class OrderFlow:
             self._state = "stopped"
             return
         self._state = "stopping"
+        for pending in self._filling.values():
+            pending.cancel()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(c.close(1000, "client stopped", self.close_timeout) for c in list(self._live)),
                              return_exceptions=True)
+        if self.backfiller is not None:
+            await self.backfiller.aclose()
         for shard in self._shards:
             shard.state = "stopped"
         self._state = "stopped"
@@ -400,9 +430,13 @@ class OrderFlow:
                 self._deliver(event)
             elif status == DUPLICATE:
                 self.counters["duplicates"] += 1
-            elif status == GAP or status == OVERFLOW or status == READY:
-                self._resequence(sequencer)
-            # HELD: waits behind the open gap
+            elif status == READY:
+                self._release(sequencer)
+            elif status == GAP:
+                self._gap_opened(sequencer)
+            elif status == OVERFLOW:
+                self._give_up(sequencer, "more than max_buffered_trades live trades waited behind it")
+            # HELD: waits behind the open hole
         elif type(event) is ServerShutdown:
             logger.info("%s announced serverShutdown: replacing the connection", connection.endpoint)
             for shard in self._shards:
@@ -414,25 +448,82 @@ class OrderFlow:
     def _deliver(self, trade: Trade) -> None:
         self.counters["trades"] += 1
         self._last_trade_at[trade.symbol] = time.monotonic()
+        self._history[trade.symbol].append(trade)
         self.dispatcher.emit("on_trade", trade=trade)
 
-    def _resequence(self, sequencer: Sequencer) -> None:
-        """A hole opened or closed: report it, and release what the sequencer lets through."""
+    def history(self, symbol: str, since: int | None = None) -> list[Trade]:
+        """Delivered trades of ``symbol`` still in the bounded history, from trade time ``since`` (ms)."""
+        trades = self._history[normalize_symbol(symbol)]
+        newest = trades[-1].time if trades else 0
+        oldest = max(since or 0, newest - self.history_age_ms)
+        return [t for t in trades if t.time >= oldest]
+
+    # Holes in the sequence
+
+    def _release(self, sequencer: Sequencer) -> None:
+        """Deliver what became contiguous; if a hole is still open, make sure it is handled."""
         for trade in sequencer.drain():
             self._deliver(trade)
+        if sequencer.gap is not None:
+            self._gap_opened(sequencer)
+
+    def _gap_opened(self, sequencer: Sequencer) -> None:
+        """Give reordered trades ``reorder_window`` to arrive before declaring the hole a gap."""
+        if sequencer.symbol in self._filling:
+            return
+        loop = asyncio.get_running_loop()
+        self._filling[sequencer.symbol] = loop.call_later(self.reorder_window, self._declare_gap, sequencer)
+
+    def _declare_gap(self, sequencer: Sequencer) -> None:
+        self._filling.pop(sequencer.symbol, None)
         gap = sequencer.gap
+        if gap is None or self._state != "running":
+            return
+        self.counters["gaps"] += 1
+        logger.warning("%s: aggTrade ids %d..%d missing (%d)", gap.symbol, gap.first, gap.last, gap.size)
+        self._emit("on_gap", symbol=gap.symbol, first_missing=gap.first, last_missing=gap.last)
+        if self.backfiller is None:
+            self._give_up(sequencer, "backfill is off")
+            return
+        task = asyncio.get_running_loop().create_task(self._backfill(sequencer, gap.first, gap.last),
+                                                      name=f"orderflow backfill {gap.symbol}")
+        self._filling[gap.symbol] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _backfill(self, sequencer: Sequencer, first: int, last: int) -> None:
+        assert self.backfiller is not None
+        try:
+            trades = await self.backfiller.fetch(sequencer.symbol, first, last)
+        except BackfillFailed as exc:
+            self._filling.pop(sequencer.symbol, None)
+            logger.error("%s", exc)
+            self._emit("on_error", error=exc, where="backfill")
+            self._give_up(sequencer, f"backfill failed: {exc}")
+            return
+        self._filling.pop(sequencer.symbol, None)
+        self.counters["backfilled"] += len(trades)
+        for trade in sequencer.fill(trades):
+            self._deliver(trade)
+        self._emit("on_backfill", symbol=sequencer.symbol, first_id=first, last_id=last, count=len(trades))
+        if sequencer.gap is not None:
+            self._gap_opened(sequencer)
+
+    def _give_up(self, sequencer: Sequencer, why: str) -> None:
+        """Skip the open hole so the stream goes on; say exactly which ids were not seen."""
+        pending = self._filling.pop(sequencer.symbol, None)
+        if pending is not None:
+            pending.cancel()
+        gap, released = sequencer.skip()
+        for trade in released:
+            self._deliver(trade)
         if gap is not None:
-            self.counters["gaps"] += 1
-            logger.warning("%s: aggTrade ids %d..%d missing (%d)", gap.symbol, gap.first, gap.last, gap.size)
-            self._emit("on_gap", symbol=gap.symbol, first_missing=gap.first, last_missing=gap.last)
-            skipped, released = sequencer.skip()
-            for trade in released:
-                self._deliver(trade)
-            if skipped is not None:
-                error = StreamError(f"{skipped.symbol}: aggTrade ids {skipped.first}..{skipped.last} were not "
-                                    "received and backfill is not available; continuing after them",
-                                    url=self.ws_url, stage="sequence")
-                self._emit("on_error", error=error, where="sequence")
+            error = StreamError(f"{gap.symbol}: aggTrade ids {gap.first}..{gap.last} ({gap.size}) were not "
+                                f"delivered: {why}; continuing after them", url=self.ws_url, stage="sequence")
+            logger.error("%s", error)
+            self._emit("on_error", error=error, where="sequence")
+        if sequencer.gap is not None:
+            self._gap_opened(sequencer)
 
     def _bad_frame(self, error: BadFrame, connection: WsConnection) -> None:
         self.counters["bad_frames"] += 1
