@@ -22,8 +22,8 @@ class _AggTrade(msgspec.Struct, tag_field="e", tag="aggTrade", gc=False):
     E: int
     s: str
     a: int
-    p: Decimal
-    q: Decimal
+    p: str  # decimals arrive as strings; a JSON number here is a bad frame, not a rounded price
+    q: str
     f: int
     l: int  # noqa: E741 - Binance's field name
     T: int
@@ -66,12 +66,15 @@ class Decoder:
             if frame[:10] in (b'{"stream":', '{"stream":'):
                 data = self._envelope.decode(frame).data
                 if type(data) is _AggTrade:
+                    price, qty = Decimal(data.p), Decimal(data.q)
+                    if not (price.is_finite() and qty.is_finite()):
+                        raise ArithmeticError(f"price {data.p!r} or quantity {data.q!r} is not a finite number")
                     return Trade(
-                        data.s, data.a, data.p, data.q, data.f, data.l, data.T,
+                        data.s, data.a, price, qty, data.f, data.l, data.T,
                         "sell" if data.m else "buy", data.E, self.market,
                     )
                 return data
             return self._reply.decode(frame)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, ArithmeticError) as exc:  # msgspec.ValidationError is a DecodeError
             sample = frame[:_SAMPLE] if isinstance(frame, str) else frame[:_SAMPLE].decode("utf-8", "replace")
             raise BadFrame(f"{exc} in frame {sample!r}{'...' if len(frame) > _SAMPLE else ''}") from exc

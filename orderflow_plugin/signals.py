@@ -1,16 +1,21 @@
 """One blinker signal per hook, named like the hook in kebab case (``on_connect_attempt`` ->
 ``connect-attempt``). The sender is always the stream; the keyword arguments are the hook's.
 
-Receivers are held by weak reference unless connected with ``weak=False``: keep a reference
+Receivers run in the order they connected: those connected for any sender first, then those
+connected for this stream. Receivers are held by weak reference unless connected with ``weak=False``: keep a reference
 to a receiver that is a bound method or a closure, or it disappears with its object.
 ``async def`` receivers work too: each gets its events in order on a task of its own.
 """
 
 from __future__ import annotations
 
-from blinker import NamedSignal, Namespace
+from collections.abc import Iterable, Iterator, MutableSet
+from typing import Any
+
+from blinker import ANY, NamedSignal, Namespace
 
 __all__ = [
+    "ANY",
     "SIGNALS",
     "backfill",
     "connect_attempt",
@@ -27,7 +32,45 @@ __all__ = [
     "trade",
 ]
 
-_signals = Namespace()
+class _OrderedSet(MutableSet[Any]):
+    """A set that iterates in insertion order: blinker's ``set_class`` hook for ordered receivers."""
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        self._items = dict.fromkeys(items)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: Any) -> None:
+        self._items[item] = None
+
+    def discard(self, item: Any) -> None:
+        self._items.pop(item, None)
+
+    def copy(self) -> _OrderedSet:
+        return _OrderedSet(self._items)
+
+
+class _OrderedSignal(NamedSignal):
+    """A signal whose receivers run in the order they connected (blinker's own is unordered)."""
+
+    set_class = _OrderedSet  # type: ignore[assignment]
+
+
+class _Namespace(Namespace):
+    def signal(self, name: str, doc: str | None = None) -> NamedSignal:
+        if name not in self:
+            self[name] = _OrderedSignal(name, doc)
+        return self[name]
+
+
+_signals = _Namespace()
 
 startup = _signals.signal("startup", doc="The stream is starting. Kwargs: settings.")
 connect_attempt = _signals.signal("connect-attempt", doc="A connection attempt starts. Kwargs: attempt, url, symbols.")

@@ -289,3 +289,20 @@ def test_plugin_error_carries_plugin_name() -> None:
     """PluginError subclasses name the plugin they are about."""
     assert PluginError("p", "m").plugin == "p"
     assert HookFailed("p", "on_trade", ValueError("x")).hook == "on_trade"
+
+
+def test_many_receivers_run_in_connect_order(dispatcher, sender) -> None:
+    """Receivers run in the order they connected (blinker's default sets would scramble them)."""
+    order: list[int] = []
+    receivers = []
+    for i in range(20):
+        def receiver(s, i=i, **kwargs):
+            order.append(i)
+        receivers.append(receiver)
+        signals.trade.connect(receiver, sender=sender if i % 2 else signals.ANY)  # type: ignore[attr-defined]
+    try:
+        dispatcher.emit("on_trade", trade=TRADE)
+    finally:
+        for receiver in receivers:
+            signals.trade.disconnect(receiver)
+    assert order == list(range(0, 20, 2)) + list(range(1, 20, 2))  # any-sender ones first, each group in order

@@ -1,0 +1,70 @@
+"""A plugin that records every hook call, and waits on them with deadlines (no sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from orderflow_plugin import OrderFlow, PluginManager, Trade
+
+
+class Events:
+    """Records every hook call with its arrival time; trades also by symbol."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str, dict[str, Any]]] = []
+        self.trades: list[Trade] = []
+        self._changed = asyncio.Event()
+
+    def _add(self, hook: str, **kwargs: Any) -> None:
+        self.calls.append((time.monotonic(), hook, kwargs))
+        self._changed.set()
+
+    def on_startup(self, settings): self._add("on_startup", settings=settings)
+    def on_connect_attempt(self, attempt, url, symbols): self._add("on_connect_attempt", attempt=attempt, url=url, symbols=symbols)
+    def on_connected(self, url, stage_timings): self._add("on_connected", url=url, stage_timings=stage_timings)
+    def on_disconnected(self, url, code, reason, error): self._add("on_disconnected", code=code, reason=reason, error=error)
+    def on_reconnect_scheduled(self, attempt, delay, error): self._add("on_reconnect_scheduled", attempt=attempt, delay=delay, error=error)
+    def on_stall(self, symbols, silent_for, stage): self._add("on_stall", symbols=symbols, silent_for=silent_for, stage=stage)
+    def on_gap(self, symbol, first_missing, last_missing): self._add("on_gap", symbol=symbol, first=first_missing, last=last_missing)
+    def on_backfill(self, symbol, first_id, last_id, count): self._add("on_backfill", symbol=symbol, first=first_id, last=last_id, count=count)
+    def on_error(self, error, where): self._add("on_error", error=error, where=where)
+    def on_shutdown(self, summary): self._add("on_shutdown", summary=summary)
+
+    def on_trade(self, trade):
+        self.trades.append(trade)
+        self._changed.set()
+
+    def of(self, hook: str) -> list[dict[str, Any]]:
+        """The arguments of every call of ``hook``."""
+        return [kwargs for _, name, kwargs in self.calls if name == hook]
+
+    def at(self, hook: str) -> list[float]:
+        """When ``hook`` was called."""
+        return [when for when, name, _ in self.calls if name == hook]
+
+    def ids(self, symbol: str = "BTCUSDT") -> list[int]:
+        """Delivered ids of ``symbol``."""
+        return [t.id for t in self.trades if t.symbol == symbol]
+
+    async def until(self, predicate: Callable[[Events], bool], timeout: float) -> None:
+        """Wait until ``predicate(self)`` holds; TimeoutError after ``timeout`` s."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                self._changed.clear()
+                await self._changed.wait()
+
+
+def make_flow(sim, events: Events, symbols=("BTCUSDT",), **kwargs: Any) -> OrderFlow:
+    """An OrderFlow on the simulator with short test timings, reporting to ``events``."""
+    manager = PluginManager()
+    manager.register(events, name="events")
+    kwargs.setdefault("backoff_initial", 0.1)
+    kwargs.setdefault("backoff_max", 0.5)
+    kwargs.setdefault("stall_timeout", 5.0)
+    kwargs.setdefault("close_timeout", 1.0)
+    kwargs.setdefault("rest_timeout", 1.0)
+    kwargs.setdefault("rest_retries", 1)
+    return OrderFlow(list(symbols), ws_url=sim.ws_url, rest_url=sim.rest_url, plugins=manager, **kwargs)
