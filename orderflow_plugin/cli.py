@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 import sys
-import time
 from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
 
 from .config import Settings, load_settings
-from .dispatch import Dispatcher
 from .errors import OrderFlowError, SettingsError
-from .models import format_decimal
-from .plugins import plugins_from_settings
-from .replay import ReplayStats, TapeReplay
-from .tape import bundled_tape, load_tape
+from .models import Trade, format_decimal
+from .stream import OrderFlow
+from .tape import Tape, bundled_tape, load_tape
 
 __all__ = ["main"]
 
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="replay the bundled real BTCUSDT tape through the plugins, offline",
+        help="offline: the local simulator replays the bundled real BTCUSDT tape into the live stream",
     )
     demo.add_argument("--speed", type=_positive, default=None, help="replay speed (default: settings demo.speed)")
     demo.add_argument(
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to run, 0 = whole tape (default: settings demo.duration)",
     )
     demo.add_argument("--tape", default=None, help="tape file (CSV dump or frames JSONL) instead of the bundled one")
+    demo.add_argument("--scenario", default=None, help="simulator fault scenario (.toml/.json) to watch it recover")
     demo.set_defaults(run=_demo)
 
     sim = sub.add_parser(
@@ -160,45 +162,74 @@ def _sim(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from .sim import Scenario
+
     tape = load_tape(args.tape) if args.tape else bundled_tape()
     speed = args.speed if args.speed is not None else settings.demo.speed
     duration = args.duration if args.duration is not None else settings.demo.duration
-    return asyncio.run(_run_demo(settings, TapeReplay(tape, speed=speed, duration=duration)))
+    try:
+        scenario = Scenario.from_file(args.scenario) if args.scenario else None
+    except ValueError as exc:
+        print(f"orderflow demo: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_run_demo(settings, tape, speed, duration, scenario))
 
 
-async def _run_demo(settings: Settings, replay: TapeReplay) -> int:
-    manager = plugins_from_settings(settings)
-    dispatcher = Dispatcher(
-        manager, replay,
-        slow_hook_ms=settings.plugins.slow_hook_ms,
-        report_interval=settings.plugins.report_interval,
-        async_queue_size=settings.plugins.async_queue_size,
-    )
-    for error in manager.load_errors:
-        dispatcher.emit("on_error", error=error, where="plugins")
-    started = time.monotonic()
-    tape = replay.tape
-    print(f"replaying {len(tape.rows)} real {tape.symbol} aggTrades from {tape.source} at {replay.speed:g}x; "
-          f"plugins: {', '.join(sorted(n for n, _ in manager.list_name_plugin())) or 'none'}", flush=True)
-    dispatcher.emit("on_startup", settings=settings)
-    stats = await replay.run(dispatcher, on_tick=lambda s: print(_line(tape.symbol, s), flush=True))
-    print(_line(tape.symbol, stats), flush=True)
-    summary = {
-        "trades": stats.trades,
-        "plugin_errors": dispatcher.plugin_errors,
-        "uptime_s": round(time.monotonic() - started, 3),
-    }
-    dispatcher.emit("on_shutdown", summary=summary)
-    await dispatcher.aclose()
+class _Totals:
+    """The demo's view: exact running taker volumes of the delivered trades."""
+
+    def __init__(self) -> None:
+        self.trades = 0
+        self.buy_volume = Decimal(0)
+        self.sell_volume = Decimal(0)
+        self.last: Trade | None = None
+
+    def on_trade(self, trade: Trade) -> None:
+        self.trades += 1
+        if trade.side == "buy":
+            self.buy_volume += trade.qty
+        else:
+            self.sell_volume += trade.qty
+        self.last = trade
+
+
+async def _run_demo(settings: Settings, tape: Tape, speed: float, duration: float, scenario: Any) -> int:
+    """The simulator on loopback replays ``tape``; the real stream consumes it through the plugins."""
+    from .sim import Pace, Simulator
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    totals = _Totals()
+    async with Simulator(tape, pace=Pace(speed=speed), scenario=scenario, record_ids=False) as sim:
+        flow = OrderFlow.from_settings(settings, symbols=[tape.symbol], ws_url=sim.ws_url, rest_url=sim.rest_url)
+        flow.plugins.register(totals, name="demo-view")
+        names = sorted(n for n, _ in flow.plugins.list_name_plugin() if n != "demo-view")
+        print(f"replaying {len(tape.rows)} real {tape.symbol} aggTrades from {tape.source} at {speed:g}x "
+              f"through the local simulator on {sim.ws_url}; plugins: {', '.join(names) or 'none'}", flush=True)
+        last_id = tape.rows[-1].id
+        deadline = loop.time() + duration if duration else float("inf")
+        async with flow:
+            while not stop.is_set() and loop.time() < deadline:
+                if totals.last is not None and totals.last.id == last_id:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), min(1.0, max(0.0, deadline - loop.time())))
+                print(_line(tape.symbol, totals, flow), flush=True)
+        summary = flow.summary()
     print(json.dumps({"event": "summary", **summary}), flush=True)
     return 0
 
 
-def _line(symbol: str, stats: ReplayStats) -> str:
-    last = stats.last
+def _line(symbol: str, totals: _Totals, flow: OrderFlow) -> str:
+    last = totals.last
     price = format_decimal(last.price) if last else "-"
+    delta = totals.buy_volume - totals.sell_volume
+    state = flow.health()["connections"][0]["state"]
     return (
-        f"{symbol}  last {price}  trades {stats.trades}  "
-        f"buy {format_decimal(stats.buy_volume)}  sell {format_decimal(stats.sell_volume)}  "
-        f"delta {'+' if stats.delta >= 0 else ''}{format_decimal(stats.delta)}"
+        f"{symbol}  last {price}  trades {totals.trades}  "
+        f"buy {format_decimal(totals.buy_volume)}  sell {format_decimal(totals.sell_volume)}  "
+        f"delta {'+' if delta >= 0 else ''}{format_decimal(delta)}  [{state}, reconnects "
+        f"{flow.counters['reconnects']}, gaps {flow.counters['gaps']}]"
     )

@@ -41,10 +41,10 @@ class _Envelope(msgspec.Struct, gc=False):
     data: _AggTrade | ServerShutdown
 
 
-class Reply(msgspec.Struct, gc=False):
-    """The answer to a control message such as SUBSCRIBE (``result`` or ``error``)."""
+class Reply(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+    """The answer to a control message such as SUBSCRIBE (``result`` or ``error``, and the ``id``)."""
 
-    id: int | None = None
+    id: int | None
     result: Any = None
     error: Any = None
 
@@ -58,6 +58,7 @@ class Decoder:
     def __init__(self, market: Market = "spot") -> None:
         self.market: Market = market
         self._envelope = msgspec.json.Decoder(_Envelope)
+        self._raw = msgspec.json.Decoder(_AggTrade | ServerShutdown)
         self._reply = msgspec.json.Decoder(Reply)
 
     def decode(self, frame: bytes | str) -> Trade | ServerShutdown | Reply:
@@ -65,16 +66,19 @@ class Decoder:
         try:
             if frame[:10] in (b'{"stream":', '{"stream":'):
                 data = self._envelope.decode(frame).data
-                if type(data) is _AggTrade:
-                    price, qty = Decimal(data.p), Decimal(data.q)
-                    if not (price.is_finite() and qty.is_finite()):
-                        raise ArithmeticError(f"price {data.p!r} or quantity {data.q!r} is not a finite number")
-                    return Trade(
-                        data.s, data.a, price, qty, data.f, data.l, data.T,
-                        "sell" if data.m else "buy", data.E, self.market,
-                    )
-                return data
-            return self._reply.decode(frame)
+            elif frame[:5] in (b'{"e":', '{"e":'):  # a raw-stream event, unwrapped
+                data = self._raw.decode(frame)
+            else:
+                return self._reply.decode(frame)
+            if type(data) is _AggTrade:
+                price, qty = Decimal(data.p), Decimal(data.q)
+                if not (price.is_finite() and qty.is_finite()):
+                    raise ArithmeticError(f"price {data.p!r} or quantity {data.q!r} is not a finite number")
+                return Trade(
+                    data.s, data.a, price, qty, data.f, data.l, data.T,
+                    "sell" if data.m else "buy", data.E, self.market,
+                )
+            return data
         except (msgspec.DecodeError, ArithmeticError) as exc:  # msgspec.ValidationError is a DecodeError
             sample = frame[:_SAMPLE] if isinstance(frame, str) else frame[:_SAMPLE].decode("utf-8", "replace")
             raise BadFrame(f"{exc} in frame {sample!r}{'...' if len(frame) > _SAMPLE else ''}") from exc

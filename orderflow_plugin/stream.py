@@ -194,10 +194,11 @@ class OrderFlow:
             slow_hook_ms=settings.plugins.slow_hook_ms, report_interval=settings.plugins.report_interval,
             async_queue_size=settings.plugins.async_queue_size,
         )
+        symbols = overrides.pop("symbols", settings.symbols)
         kwargs.update(overrides)
         if plugins is None:
             plugins = plugins_from_settings(settings)
-        return cls(overrides.pop("symbols", settings.symbols), plugins=plugins, **kwargs)
+        return cls(symbols, plugins=plugins, **kwargs)
 
     # Lifecycle
 

@@ -35,6 +35,17 @@ def test_demo_replays_bundled_tape_through_plugins() -> None:
     assert "stopped: trades 5000" in result.stderr
 
 
+def test_demo_recovers_from_a_fault_scenario(tmp_path: Path) -> None:
+    """With a reset in the scenario the demo reconnects, backfills, and still delivers the whole tape."""
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('[[connection]]\nfaults = [{kind = "reset_after", after = 1000}]\n')
+    result = run("demo", "--speed", "500", "--duration", "30", "--scenario", str(scenario))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["trades"] == 5000 and summary["reconnects"] == 1 and summary["gaps"] == 1
+    assert summary["backfilled"] > 0
+
+
 def test_demo_stops_at_duration() -> None:
     """--duration bounds the run even when the tape is longer."""
     result = run("demo", "--speed", "1", "--duration", "1")

@@ -41,6 +41,13 @@ def test_shutdown_and_reply() -> None:
     decoder = Decoder()
     assert decoder.decode(b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":5}}') == ServerShutdown(5)
     assert decoder.decode(b'{"result": null, "id": 1}') == Reply(id=1)
+    assert decoder.decode(b'{"e":"serverShutdown","E":7}') == ServerShutdown(7)  # raw-stream form
+
+
+def test_raw_stream_trade_decodes() -> None:
+    """An unwrapped aggTrade event (raw /ws stream) decodes like a wrapped one."""
+    raw = SPOT[len(b'{"stream":"btcusdt@aggTrade","data":'):-1]
+    assert Decoder().decode(raw) == Decoder().decode(SPOT)
 
 
 @pytest.mark.parametrize("frame,why", [
@@ -52,6 +59,8 @@ def test_shutdown_and_reply() -> None:
     (SPOT.replace(b'"T":1784410630170,', b""), "missing field"),
     (SPOT.replace(b'"q":"0.02435000"', b'"q":"lots"'), "quantity not a number"),
     (SPOT.replace(b'"q":"0.02435000"', b'"q":"NaN"'), "quantity NaN"),
+    (b'{"unexpected": true}', "unknown object"),
+    (b"{}", "empty object"),
 ])
 def test_bad_frames_raise_with_sample(frame: bytes, why: str) -> None:
     """Anything Binance would not send raises BadFrame naming the problem and quoting the frame."""

@@ -291,6 +291,13 @@ async def test_from_settings_uses_environment_override(orderflow_sim_factory, mo
     assert got[:5] == list(range(FIRST, FIRST + 5))
 
 
+def test_from_settings_keyword_overrides_win(settings) -> None:
+    """Keyword arguments, symbols included, override what the settings say."""
+    flow = OrderFlow.from_settings(settings, symbols=["ethusdt"], ws_url="ws://127.0.0.1:1", stall_timeout=7.0)
+    assert flow.symbols == ("ETHUSDT",) and flow.ws_url == "ws://127.0.0.1:1" and flow.stall_timeout == 7.0
+    assert flow.max_connection_age == settings.connector.max_connection_age
+
+
 def test_default_endpoints_are_binance() -> None:
     """Without overrides the stream points at Binance's real endpoints (never used by the tests)."""
     assert OrderFlow(["btcusdt"]).ws_url == "wss://stream.binance.com:9443"
