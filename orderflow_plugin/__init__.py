@@ -3,6 +3,7 @@
 from . import signals
 from .config import Settings, load_settings
 from .dispatch import Dispatcher
+from .engine import Bar, FlowEngine, Footprint, Snapshot, Whale
 from .errors import (
     BadFrame,
     ConnectionLost,
@@ -29,9 +30,12 @@ from .transport import Deadlines
 
 __all__ = [
     "BadFrame",
+    "Bar",
     "ConnectionLost",
     "Deadlines",
     "Dispatcher",
+    "FlowEngine",
+    "Footprint",
     "GaveUp",
     "HandshakeRejected",
     "HookFailed",
@@ -44,6 +48,7 @@ __all__ = [
     "PluginManager",
     "Settings",
     "SettingsError",
+    "Snapshot",
     "StageTimeout",
     "Stalled",
     "StreamError",
@@ -51,6 +56,7 @@ __all__ = [
     "TapeError",
     "TapeRow",
     "Trade",
+    "Whale",
     "bundled_tape",
     "hookimpl",
     "load_plugins",

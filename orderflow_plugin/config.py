@@ -22,6 +22,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,29 @@ def url(key: str, *schemes: str, empty: bool = False) -> Rule:
 _WS = ("ws://", "wss://")
 _HTTP = ("http://", "https://")
 
+def _windows_ok(value: Any) -> bool:
+    if not isinstance(value, list) or not value:
+        return False
+    lengths = []
+    for item in value:
+        match = isinstance(item, str) and re.fullmatch(r"([1-9][0-9]*)([smhd])", item)
+        if not match:
+            return False
+        lengths.append(int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)])
+    return len(set(lengths)) == len(lengths)
+
+
+def _decimal_text_ok(value: Any) -> bool:
+    if value == "":
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        return Decimal(value).is_finite() and Decimal(value) > 0
+    except InvalidOperation:
+        return False
+
+
 RULES: tuple[Rule, ...] = (
     symbol_list("symbols"),
     choice("market", "spot", "usdm"),
@@ -188,6 +212,15 @@ RULES: tuple[Rule, ...] = (
     integer("sequence.history_size", 0, 100_000_000),
     number("sequence.history_age", 0, 86_400 * 30),
     integer("sequence.start_from_id", 0, 2**62),
+    boolean("flow.enabled"),
+    Rule("flow.windows", _windows_ok, 'a non-empty list of distinct windows like "1s", "1m", "5m", "1h"'),
+    Rule("flow.footprint_tick", _decimal_text_ok, 'a positive decimal as a string, e.g. "10" or "0.5", or ""'),
+    number("flow.value_area", 0, 1, low_open=True),
+    number("flow.whale_notional", 0, 1e15),
+    number("flow.whale_percentile", 0, 100),
+    integer("flow.whale_window", 10, 1_000_000),
+    number("flow.bar_close_grace", 0, 3600),
+    number("flow.snapshot_interval", 0, 3600, low_open=True),
     choice("logging.level", "DEBUG", "INFO", "WARNING", "ERROR", cast=_upper),
     string_list("plugins.hooks_dirs"),
     boolean("plugins.entry_points"),

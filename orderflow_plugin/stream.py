@@ -17,12 +17,14 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from .backfill import Backfiller, BackfillFailed
 from .config import Settings, load_settings
 from .decode import Decoder, Reply, ServerShutdown
 from .dispatch import Dispatcher
+from .engine import FlowEngine
 from .errors import BadFrame, GaveUp, HandshakeRejected, OrderFlowError, Stalled, StreamError
 from .models import Market, Trade
 from .plugins import PluginManager, plugins_from_settings
@@ -96,6 +98,16 @@ class OrderFlow:
         history_size: int = 10_000,
         history_age: float = 3600.0,
         start_from_id: int | None = None,
+        # Order flow
+        metrics: bool = True,
+        windows: Sequence[str] = ("1s", "1m", "5m"),
+        footprint_tick: Decimal | str | None = "10",
+        value_area: float = 0.7,
+        whale_notional: Decimal | str | int | None = 100_000,
+        whale_percentile: float | None = 99.9,
+        whale_window: int = 1000,
+        bar_close_grace: float = 2.0,
+        snapshot_interval: float = 1.0,
         # Reporting
         slow_hook_ms: float = 5.0,
         report_interval: float = 60.0,
@@ -144,6 +156,15 @@ class OrderFlow:
         }
         self._filling: dict[str, asyncio.Task[None] | asyncio.TimerHandle] = {}
         self._history = {symbol: deque[Trade](maxlen=history_size) for symbol in self.symbols}
+        self.engines = {
+            symbol: FlowEngine(symbol, windows=windows, footprint_tick=footprint_tick, value_area=value_area,
+                               whale_notional=whale_notional, whale_percentile=whale_percentile,
+                               whale_window=whale_window)
+            for symbol in self.symbols
+        } if metrics else {}
+        self.bar_close_grace = bar_close_grace
+        self.snapshot_interval = snapshot_interval
+        self._clock_offset: dict[str, float] = {}  # trade time minus wall time at delivery, ms
         self.history_age_ms = int(history_age * 1000)
         self._last_trade_at: dict[str, float] = {}
         per = self.streams_per_connection
@@ -170,6 +191,7 @@ class OrderFlow:
         settings = settings if settings is not None else load_settings()
         c = settings.connector
         q = settings.sequence
+        f = settings.flow
         market = settings.market
         endpoints = settings.endpoints[market]
         kwargs: dict[str, Any] = dict(
@@ -191,6 +213,10 @@ class OrderFlow:
             rest_timeout=q.rest_timeout, rest_retries=q.rest_retries,
             rest_weight_per_minute=q.rest_weight_per_minute, history_size=q.history_size,
             history_age=q.history_age, start_from_id=q.start_from_id or None,
+            metrics=f.enabled, windows=f.windows, footprint_tick=f.footprint_tick or None,
+            value_area=f.value_area, whale_notional=f.whale_notional or None,
+            whale_percentile=f.whale_percentile or None, whale_window=f.whale_window,
+            bar_close_grace=f.bar_close_grace, snapshot_interval=f.snapshot_interval,
             slow_hook_ms=settings.plugins.slow_hook_ms, report_interval=settings.plugins.report_interval,
             async_queue_size=settings.plugins.async_queue_size,
         )
@@ -221,6 +247,8 @@ class OrderFlow:
         self._emit("on_startup", settings=self.settings if self.settings is not None else Settings({}))
         for shard in self._shards:
             self._spawn(self._run_shard(shard), f"orderflow shard {shard.number}")
+        if self.engines:
+            self._spawn(self._tick(), "orderflow metrics ticker")
         logger.info("streaming %s from %s in %d connection(s)", ", ".join(self.symbols), self.ws_url,
                     len(self._shards))
 
@@ -448,9 +476,36 @@ class OrderFlow:
 
     def _deliver(self, trade: Trade) -> None:
         self.counters["trades"] += 1
-        self._last_trade_at[trade.symbol] = time.monotonic()
-        self._history[trade.symbol].append(trade)
+        now = time.monotonic()
+        symbol = trade.symbol
+        self._last_trade_at[symbol] = now
+        self._history[symbol].append(trade)
         self.dispatcher.emit("on_trade", trade=trade)
+        engine = self.engines.get(symbol)
+        if engine is not None:
+            if trade.source == "live":
+                self._clock_offset[symbol] = trade.time - now * 1000.0
+            for metric in engine.add(trade):
+                self.dispatcher.emit("on_metric", metric=metric)
+
+    async def _tick(self) -> None:
+        """Emit snapshots every snapshot_interval; close bars a quiet market left open past their grace."""
+        interval = min(self.snapshot_interval, self.bar_close_grace / 2)
+        next_snapshot = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for symbol, engine in self.engines.items():
+                offset = self._clock_offset.get(symbol)
+                # Never while a hole is open: a backfilled trade may still belong to the bar.
+                if offset is not None and self._sequencers[symbol].gap is None and symbol not in self._filling:
+                    for bar in engine.close_until(int(now * 1000.0 + offset - self.bar_close_grace * 1000)):
+                        self.dispatcher.emit("on_metric", metric=bar)
+            if now >= next_snapshot:
+                next_snapshot = now + self.snapshot_interval
+                for engine in self.engines.values():
+                    if engine.trades:
+                        self.dispatcher.emit("on_metric", metric=engine.snapshot())
 
     def history(self, symbol: str, since: int | None = None) -> list[Trade]:
         """Delivered trades of ``symbol`` still in the bounded history, from trade time ``since`` (ms)."""

@@ -16,6 +16,7 @@ class Events:
     def __init__(self) -> None:
         self.calls: list[tuple[float, str, dict[str, Any]]] = []
         self.trades: list[Trade] = []
+        self.metrics: list[Any] = []
         self._changed = asyncio.Event()
 
     def _add(self, hook: str, **kwargs: Any) -> None:
@@ -35,6 +36,10 @@ class Events:
 
     def on_trade(self, trade):
         self.trades.append(trade)
+        self._changed.set()
+
+    def on_metric(self, metric):
+        self.metrics.append(metric)
         self._changed.set()
 
     def of(self, hook: str) -> list[dict[str, Any]]:

@@ -1,0 +1,427 @@
+"""Order-flow metrics from the clean trade sequence: exact, windowed, bounded. No I/O.
+
+Per trade: cumulative volume delta (CVD) and running taker buy/sell volume and notional. Per
+window (aligned to the epoch, driven by trade time ``T``): OHLC, taker buy/sell volume and
+notional, delta, VWAP, counts, imbalance, trades per second, largest trade, CVD at close and a
+footprint (volume at price by side, point of control, value area). Whale trades by absolute
+notional or by percentile of the recent notional distribution.
+
+Sums use a private 80-digit decimal context with ``Inexact`` trapped: the default context
+keeps 28 digits and would silently round a long session's notional; here any rounding raises.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Context, Decimal, Inexact, InvalidOperation
+
+import msgspec
+
+from .models import Metric, Trade
+
+__all__ = ["Bar", "FlowEngine", "Footprint", "Snapshot", "Whale", "Window", "parse_window"]
+
+_EXACT = Context(prec=80, traps=[Inexact, InvalidOperation])
+_add = _EXACT.add
+_sub = _EXACT.subtract
+_mul = _EXACT.multiply
+_bucket_of = _EXACT.divide_int  # never the host's context: a host may lower getcontext().prec
+_QUOTIENT = Context(prec=34)  # VWAP and imbalance are ratios: 34 digits, far past 1e-12
+_ZERO = Decimal(0)
+_UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+@dataclass(frozen=True)
+class Window:
+    """A bar length: ``name`` as written (``"1m"``) and ``ms``."""
+
+    name: str
+    ms: int
+
+
+def parse_window(text: str) -> Window:
+    """``"1s"``, ``"15m"``, ``"4h"``, ``"1d"`` -> Window; ValueError otherwise."""
+    match = re.fullmatch(r"([1-9][0-9]*)([smhd])", text.strip()) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"window {text!r} is not a number followed by s, m, h or d (e.g. 1s, 1m, 5m, 1h)")
+    return Window(text.strip(), int(match.group(1)) * _UNITS[match.group(2)])
+
+
+class Footprint(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Volume at price by taker side for one bar, bucketed by ``tick``.
+
+    ``poc`` and the value area are computed when read (most 1 s bars are never asked).
+    """
+
+    tick: Decimal
+    levels: tuple[tuple[Decimal, Decimal, Decimal], ...]  # (bucket price, buy volume, sell volume), ascending
+    value_area_share: Decimal = Decimal("0.7")
+
+    @property
+    def poc(self) -> Decimal | None:
+        """Point of control: the bucket with the most volume (the lower price on ties)."""
+        if not self.levels:
+            return None
+        totals = [_add(buy, sell) for _, buy, sell in self.levels]
+        return self.levels[max(range(len(totals)), key=lambda i: (totals[i], -i))][0]
+
+    @property
+    def value_area(self) -> tuple[Decimal, Decimal] | None:
+        """The smallest run of buckets around the POC holding ``value_area_share`` of the volume: (low, high)."""
+        levels = self.levels
+        if not levels:
+            return None
+        totals = [_add(buy, sell) for _, buy, sell in levels]
+        poc = max(range(len(totals)), key=lambda i: (totals[i], -i))
+        target = _mul(sum(totals, _ZERO), self.value_area_share)
+        low = high = poc
+        covered = totals[poc]
+        while covered < target:
+            below = totals[low - 1] if low > 0 else None
+            above = totals[high + 1] if high + 1 < len(totals) else None
+            if above is not None and (below is None or above >= below):
+                high += 1
+                covered = _add(covered, above)
+            else:
+                low -= 1
+                covered = _add(covered, below)  # type: ignore[arg-type]
+        return levels[low][0], levels[high][0]
+
+
+class Bar(Metric, frozen=True, kw_only=True, gc=False):
+    """One closed window of one symbol. Ratios (``vwap``, ``imbalance``) are computed when read."""
+
+    kind = "bar"
+    window: str
+    start: int  # ms, inclusive
+    end: int  # ms, exclusive
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    buy_volume: Decimal
+    sell_volume: Decimal
+    buy_notional: Decimal
+    sell_notional: Decimal
+    trades: int  # aggregate trades
+    trade_count: int  # underlying trades (l - f + 1 summed)
+    largest_qty: Decimal
+    largest_id: int
+    cvd: Decimal  # cumulative volume delta at the close
+    footprint: Footprint | None
+    closed_by: str  # "trade" (the first trade past the end), "timer" (a quiet market), "open" (in a snapshot)
+
+    @property
+    def volume(self) -> Decimal:
+        """Buy plus sell volume."""
+        return _add(self.buy_volume, self.sell_volume)
+
+    @property
+    def delta(self) -> Decimal:
+        """Taker buy volume minus taker sell volume."""
+        return _sub(self.buy_volume, self.sell_volume)
+
+    @property
+    def vwap(self) -> Decimal:
+        """Volume-weighted average price (34 significant digits)."""
+        volume = self.volume
+        return _QUOTIENT.divide(_add(self.buy_notional, self.sell_notional), volume) if volume else self.close
+
+    @property
+    def imbalance(self) -> Decimal:
+        """delta / volume, in [-1, 1] (34 significant digits)."""
+        volume = self.volume
+        return _QUOTIENT.divide(self.delta, volume) if volume else _ZERO
+
+    @property
+    def trades_per_second(self) -> float:
+        """Aggregate trades per second of the window."""
+        return self.trades * 1000.0 / (self.end - self.start)
+
+
+class Whale(Metric, frozen=True, kw_only=True):
+    """A trade at or over a notional threshold; ``rule`` says which one it met."""
+
+    kind = "whale"
+    trade: Trade
+    notional: Decimal
+    rule: str  # "absolute" or "percentile"
+    threshold: Decimal
+
+
+class Snapshot(Metric, frozen=True, kw_only=True):
+    """The rolling state of one symbol, for dashboards."""
+
+    kind = "snapshot"
+    time: int  # trade time of the last trade, ms
+    last_price: Decimal | None
+    cvd: Decimal
+    buy_volume: Decimal
+    sell_volume: Decimal
+    buy_notional: Decimal
+    sell_notional: Decimal
+    trades: int
+    bars: dict[str, Bar]  # the bar in progress per window (closed_by "open")
+
+
+class _OpenBar:
+    """A bar being built; mutable and private."""
+
+    __slots__ = ("buy_notional", "buy_volume", "close", "high", "largest_id", "largest_qty", "levels", "low",
+                 "open", "sell_notional", "sell_volume", "start", "trade_count", "trades")
+
+    def __init__(self, start: int, price: Decimal, first_id: int) -> None:
+        self.start = start
+        self.open = self.high = self.low = self.close = price
+        self.buy_volume = self.sell_volume = self.buy_notional = self.sell_notional = _ZERO
+        self.trades = self.trade_count = 0
+        self.largest_qty = _ZERO
+        self.largest_id = first_id
+        self.levels: dict[Decimal, list[Decimal]] = {}
+
+    def fold(self, child: _OpenBar) -> None:
+        """Add a closed, later, finer bar's content (coarse bars are rolled up from fine ones)."""
+        if child.high > self.high:
+            self.high = child.high
+        if child.low < self.low:
+            self.low = child.low
+        self.close = child.close
+        self.buy_volume = _add(self.buy_volume, child.buy_volume)
+        self.sell_volume = _add(self.sell_volume, child.sell_volume)
+        self.buy_notional = _add(self.buy_notional, child.buy_notional)
+        self.sell_notional = _add(self.sell_notional, child.sell_notional)
+        self.trades += child.trades
+        self.trade_count += child.trade_count
+        if child.largest_qty > self.largest_qty:  # strictly: the earliest of equal trades stays
+            self.largest_qty = child.largest_qty
+            self.largest_id = child.largest_id
+        levels = self.levels
+        for bucket, (buy, sell) in child.levels.items():
+            level = levels.get(bucket)
+            if level is None:
+                levels[bucket] = [buy, sell]
+            else:
+                level[0] = _add(level[0], buy)
+                level[1] = _add(level[1], sell)
+
+    def copy(self) -> _OpenBar:
+        """A copy to fold more into without changing this one (for snapshots)."""
+        other = _OpenBar(self.start, self.open, self.largest_id)
+        for name in self.__slots__:
+            setattr(other, name, getattr(self, name))
+        other.levels = {bucket: list(level) for bucket, level in self.levels.items()}
+        return other
+
+
+class FlowEngine:
+    """Order-flow state of one symbol; feed it trades in id order with :meth:`add`.
+
+    Each trade updates only the finest window; a coarser window whose length is a multiple of a
+    finer one (1s, 1m, 5m) is rolled up from the finer bars as they close, which is exact
+    because bars are aligned to the epoch. A window that divides no other is updated per trade.
+    """
+
+    def __init__(
+        self,
+        symbol: str,
+        *,
+        windows: Sequence[str] = ("1s", "1m", "5m"),
+        footprint_tick: Decimal | str | None = Decimal(10),
+        value_area: float = 0.7,
+        whale_notional: Decimal | str | int | None = Decimal(100_000),
+        whale_percentile: float | None = 99.9,
+        whale_window: int = 1000,
+    ) -> None:
+        self.symbol = symbol
+        self.windows = sorted((parse_window(w) for w in windows), key=lambda w: w.ms)
+        if len({w.ms for w in self.windows}) != len(self.windows):
+            raise ValueError(f"windows {list(windows)} repeat a length")
+        self.tick = Decimal(str(footprint_tick)) if footprint_tick else None
+        if self.tick is not None and not self.tick > 0:
+            raise ValueError(f"footprint_tick must be > 0, got {footprint_tick}")
+        if not 0 < value_area <= 1:
+            raise ValueError(f"value_area must be in (0, 1], got {value_area}")
+        self.value_area = Decimal(str(value_area))
+        self.whale_notional = Decimal(str(whale_notional)) if whale_notional else None
+        self.whale_percentile = whale_percentile or None
+        self.whale_window = whale_window
+        # The percentile of the last whale_window notionals moves slowly: re-rank every tenth of the window.
+        self._rank_every = max(1, whale_window // 10)
+        self.cvd = self.buy_volume = self.sell_volume = self.buy_notional = self.sell_notional = _ZERO
+        self.trades = 0
+        self.last: Trade | None = None
+        # parent[i]: the index of the window rolled up from window i (or None); direct: updated per trade
+        self._parent: list[int | None] = [None] * len(self.windows)
+        rolled = set()
+        for i, fine in enumerate(self.windows):
+            for j in range(i + 1, len(self.windows)):
+                if j not in rolled and self.windows[j].ms % fine.ms == 0:
+                    self._parent[i] = j
+                    rolled.add(j)
+                    break
+        self._direct = [(i, self.windows[i].ms) for i in range(len(self.windows)) if i not in rolled]
+        self._open: list[_OpenBar | None] = [None] * len(self.windows)
+        self._recent: deque[float] = deque(maxlen=whale_window)
+        self._percentile_threshold: float | None = None
+
+    def add(self, trade: Trade) -> Sequence[Metric]:
+        """Take the next trade; return the metrics it produced (closed bars first, then a whale)."""
+        price, qty = trade.price, trade.qty
+        notional = _mul(price, qty)
+        buy = trade.side == "buy"
+        if buy:
+            self.cvd = _add(self.cvd, qty)
+            self.buy_volume = _add(self.buy_volume, qty)
+            self.buy_notional = _add(self.buy_notional, notional)
+        else:
+            self.cvd = _sub(self.cvd, qty)
+            self.sell_volume = _add(self.sell_volume, qty)
+            self.sell_notional = _add(self.sell_notional, notional)
+        self.trades += 1
+        metrics: list[Metric] | tuple[()] = ()  # most trades close nothing: no list for them
+        time_ms = trade.time
+        tick = self.tick
+        bucket = _bucket_of(price, tick) if tick is not None else None  # bucket number; x tick at the close
+        opened = self._open
+        for index, ms in self._direct:
+            bar = opened[index]
+            if bar is None or time_ms >= bar.start + ms:
+                if bar is not None:
+                    if not metrics:
+                        metrics = []
+                    self._close(index, time_ms, "trade", self.cvd_before(trade), metrics)  # type: ignore[arg-type]
+                bar = opened[index] = _OpenBar(time_ms - time_ms % ms, price, trade.id)
+            if price > bar.high:
+                bar.high = price
+            elif price < bar.low:
+                bar.low = price
+            bar.close = price
+            if buy:
+                bar.buy_volume = _add(bar.buy_volume, qty)
+                bar.buy_notional = _add(bar.buy_notional, notional)
+            else:
+                bar.sell_volume = _add(bar.sell_volume, qty)
+                bar.sell_notional = _add(bar.sell_notional, notional)
+            bar.trades += 1
+            bar.trade_count += trade.last_id - trade.first_id + 1
+            if qty > bar.largest_qty:
+                bar.largest_qty = qty
+                bar.largest_id = trade.id
+            if bucket is not None:
+                level = bar.levels.get(bucket)
+                side = 0 if buy else 1
+                if level is None:
+                    level = bar.levels[bucket] = [_ZERO, _ZERO]
+                level[side] = _add(level[side], qty)
+        self.last = trade
+        if self.whale_notional is not None or self.whale_percentile is not None:
+            whale = self._whale(trade, notional)
+            if whale is not None:
+                metrics = [*metrics, whale]
+        return metrics
+
+    def _close(self, index: int, now: int, closed_by: str, cvd: Decimal, out: list[Metric]) -> None:
+        """Close window ``index``'s bar, fold it into its parent, and close the parent if ``now`` is past it."""
+        bar = self._open[index]
+        assert bar is not None
+        self._open[index] = None
+        out.append(self._closed(bar, self.windows[index], closed_by, cvd))
+        parent_index = self._parent[index]
+        if parent_index is None:
+            return
+        ms = self.windows[parent_index].ms
+        parent = self._open[parent_index]
+        if parent is not None and bar.start >= parent.start + ms:  # a parent left open by a quiet stretch
+            self._close(parent_index, now, closed_by, cvd, out)
+            parent = None
+        if parent is None:
+            parent = self._open[parent_index] = _OpenBar(bar.start - bar.start % ms, bar.open, bar.largest_id)
+            parent.high, parent.low = bar.high, bar.low
+        parent.fold(bar)
+        if now >= parent.start + ms:
+            self._close(parent_index, now, closed_by, cvd, out)
+
+    def cvd_before(self, trade: Trade) -> Decimal:
+        """CVD before ``trade`` was counted (the CVD at the close of the bar it ends)."""
+        return _sub(self.cvd, trade.qty) if trade.side == "buy" else _add(self.cvd, trade.qty)
+
+    def close_until(self, trade_time: int) -> list[Bar]:
+        """Close every open bar that ended at or before ``trade_time`` (a quiet market's timer)."""
+        closed: list[Metric] = []
+        for index, window in enumerate(self.windows):
+            bar = self._open[index]
+            if bar is not None and bar.start + window.ms <= trade_time:
+                self._close(index, trade_time, "timer", self.cvd, closed)
+        return closed  # type: ignore[return-value]
+
+    def snapshot(self) -> Snapshot:
+        """The rolling state, with the bar in progress per window (finer open bars folded in)."""
+        bars = {}
+        for index, window in enumerate(self.windows):
+            merged = self._merged(index)
+            if merged is not None:
+                bars[window.name] = self._closed(merged, window, "open", self.cvd)
+        last = self.last
+        return Snapshot(
+            symbol=self.symbol, time=last.time if last else 0, last_price=last.price if last else None,
+            cvd=self.cvd, buy_volume=self.buy_volume, sell_volume=self.sell_volume,
+            buy_notional=self.buy_notional, sell_notional=self.sell_notional, trades=self.trades, bars=bars,
+        )
+
+    def _merged(self, index: int) -> _OpenBar | None:
+        """Window ``index``'s open bar with its children's open bars folded into a copy."""
+        own = self._open[index]
+        children = [i for i, parent in enumerate(self._parent) if parent == index]
+        child = self._merged(children[0]) if children else None
+        if own is None:
+            if child is None:
+                return None
+            ms = self.windows[index].ms
+            own = _OpenBar(child.start - child.start % ms, child.open, child.largest_id)
+            own.high, own.low = child.high, child.low
+        else:
+            own = own.copy()
+        if child is not None:
+            own.fold(child)
+        return own
+
+    def _closed(self, bar: _OpenBar, window: Window, closed_by: str, cvd: Decimal) -> Bar:
+        footprint = None
+        tick = self.tick
+        if tick is not None:
+            levels = bar.levels
+            footprint = Footprint(tick=tick, value_area_share=self.value_area,
+                                  levels=tuple((_mul(n, tick), *levels[n]) for n in sorted(levels)))  # type: ignore[misc]
+        return Bar(
+            symbol=self.symbol, window=window.name, start=bar.start, end=bar.start + window.ms,
+            open=bar.open, high=bar.high, low=bar.low, close=bar.close,
+            buy_volume=bar.buy_volume, sell_volume=bar.sell_volume,
+            buy_notional=bar.buy_notional, sell_notional=bar.sell_notional,
+            trades=bar.trades, trade_count=bar.trade_count,
+            largest_qty=bar.largest_qty, largest_id=bar.largest_id, cvd=cvd,
+            footprint=footprint, closed_by=closed_by,
+        )
+
+    def _whale(self, trade: Trade, notional: Decimal) -> Whale | None:
+        if self.whale_notional is not None and notional >= self.whale_notional:
+            return Whale(symbol=self.symbol, trade=trade, notional=notional, rule="absolute",
+                         threshold=self.whale_notional)
+        if self.whale_percentile is None:
+            return None
+        value = float(notional)  # a convenience view: the distribution only ranks trades
+        threshold = self._percentile_threshold
+        recent = self._recent
+        recent.append(value)  # a ring buffer of whale_window notionals
+        if self.trades % self._rank_every == 0 and len(recent) >= self.whale_window:
+            rank = min(len(recent) - 1, int(len(recent) * self.whale_percentile / 100.0))
+            above = len(recent) - rank  # values at or above the rank: few for a top percentile
+            self._percentile_threshold = (heapq.nlargest(above, recent)[-1] if above <= 64
+                                          else sorted(recent)[rank])
+        if threshold is not None and value >= threshold:
+            return Whale(symbol=self.symbol, trade=trade, notional=notional, rule="percentile",
+                         threshold=Decimal(repr(threshold)))
+        return None

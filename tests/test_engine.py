@@ -1,0 +1,236 @@
+"""Order-flow metrics checked against an independent Decimal reference computed from the CSV."""
+
+from __future__ import annotations
+
+import csv
+import decimal
+import gzip
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from orderflow_plugin import Bar, FlowEngine, Snapshot, Trade, Whale
+from orderflow_plugin.engine import parse_window
+from orderflow_plugin.sim import Fault, Pace, Scenario
+
+from .flowhelpers import Events, make_flow
+
+CSV = Path(__file__).resolve().parents[1] / "orderflow_plugin" / "data" / "BTCUSDT-aggTrades-2026-01-01_first5000.csv.gz"
+WINDOWS = {"1s": 1000, "1m": 60_000, "5m": 300_000}
+TICK = Decimal(10)
+
+
+def csv_rows() -> list[dict]:
+    """The bundled dump read with the csv module only: our own tape reader is not used here."""
+    rows = []
+    with gzip.open(CSV, "rt", newline="") as handle:
+        for agg, price, qty, first, last, ts, maker, _ in csv.reader(handle):
+            rows.append({"a": int(agg), "p": Decimal(price), "q": Decimal(qty), "f": int(first), "l": int(last),
+                         "T": int(ts) // 1000, "buy": maker == "False"})
+    return rows
+
+
+ROWS = csv_rows()
+
+
+def trades() -> list[Trade]:
+    return [Trade("BTCUSDT", r["a"], r["p"], r["q"], r["f"], r["l"], r["T"], "buy" if r["buy"] else "sell", r["T"])
+            for r in ROWS]
+
+
+def reference_bars(window_ms: int) -> list[dict]:
+    """Every metric of every bar, by the definitions in the issue, with plain Decimal at 80 digits."""
+    with decimal.localcontext(decimal.Context(prec=80)):
+        groups: dict[int, list[dict]] = defaultdict(list)
+        cvd_after: dict[int, Decimal] = {}
+        cvd = Decimal(0)
+        for r in ROWS:
+            start = r["T"] - r["T"] % window_ms
+            groups[start].append(r)
+            cvd += r["q"] if r["buy"] else -r["q"]
+            cvd_after[start] = cvd
+        bars = []
+        for start, rows in groups.items():
+            buy = sum((r["q"] for r in rows if r["buy"]), Decimal(0))
+            sell = sum((r["q"] for r in rows if not r["buy"]), Decimal(0))
+            buy_n = sum((r["p"] * r["q"] for r in rows if r["buy"]), Decimal(0))
+            sell_n = sum((r["p"] * r["q"] for r in rows if not r["buy"]), Decimal(0))
+            largest = max(rows, key=lambda r: r["q"])  # max() keeps the first of equals
+            levels: dict[Decimal, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+            for r in rows:
+                levels[(r["p"] // TICK) * TICK][0 if r["buy"] else 1] += r["q"]
+            prices = sorted(levels)
+            totals = [sum(levels[p]) for p in prices]
+            poc = min(i for i in range(len(prices)) if totals[i] == max(totals))
+            low = high = poc
+            while sum(totals[low:high + 1]) < Decimal("0.7") * sum(totals):
+                below = totals[low - 1] if low > 0 else None
+                above = totals[high + 1] if high + 1 < len(prices) else None
+                if above is not None and (below is None or above >= below):
+                    high += 1
+                else:
+                    low -= 1
+            bars.append({
+                "start": start, "end": start + window_ms, "open": rows[0]["p"], "close": rows[-1]["p"],
+                "high": max(r["p"] for r in rows), "low": min(r["p"] for r in rows),
+                "buy_volume": buy, "sell_volume": sell, "delta": buy - sell,
+                "buy_notional": buy_n, "sell_notional": sell_n, "vwap": (buy_n + sell_n) / (buy + sell),
+                "trades": len(rows), "trade_count": sum(r["l"] - r["f"] + 1 for r in rows),
+                "imbalance": (buy - sell) / (buy + sell), "largest_qty": largest["q"], "largest_id": largest["a"],
+                "cvd": cvd_after[start], "levels": tuple((p, levels[p][0], levels[p][1]) for p in prices),
+                "poc": prices[poc], "value_area": (prices[low], prices[high]),
+            })
+        return bars
+
+
+def engine_bars(window: str) -> list[Bar]:
+    engine = FlowEngine("BTCUSDT", windows=[window], footprint_tick="10", whale_percentile=None)
+    bars = [m for t in trades() for m in engine.add(t) if isinstance(m, Bar)]
+    return bars + engine.close_until(10**15)
+
+
+@pytest.mark.parametrize("window", list(WINDOWS))
+def test_every_bar_metric_equals_the_decimal_reference(window: str) -> None:
+    """OHLC, volumes, notionals, delta, counts, imbalance, largest, CVD and footprint are exact; VWAP to 1e-12."""
+    expected = reference_bars(WINDOWS[window])
+    got = engine_bars(window)
+    assert len(got) == len(expected) > 1
+    for bar, ref in zip(got, expected, strict=True):
+        for field in ("start", "end", "open", "close", "high", "low", "buy_volume", "sell_volume", "delta",
+                      "buy_notional", "sell_notional", "trades", "trade_count", "largest_qty", "largest_id", "cvd"):
+            assert getattr(bar, field) == ref[field], (window, bar.start, field)
+        assert abs(bar.vwap - ref["vwap"]) <= abs(ref["vwap"]) * Decimal("1e-12")
+        assert abs(bar.imbalance - ref["imbalance"]) <= Decimal("1e-25")
+        assert bar.footprint.levels == ref["levels"]
+        assert bar.footprint.poc == ref["poc"]
+        assert bar.footprint.value_area == ref["value_area"]
+        assert bar.trades_per_second == ref["trades"] * 1000 / WINDOWS[window]
+    assert [b.closed_by for b in got] == ["trade"] * (len(got) - 1) + ["timer"]
+
+
+def test_session_totals_and_cvd_are_exact() -> None:
+    """Running buy/sell volume, notional and CVD equal the reference sums to the last digit."""
+    engine = FlowEngine("BTCUSDT", whale_percentile=None)
+    for trade in trades():
+        engine.add(trade)
+    with decimal.localcontext(decimal.Context(prec=80)):
+        buy = sum((r["q"] for r in ROWS if r["buy"]), Decimal(0))
+        sell = sum((r["q"] for r in ROWS if not r["buy"]), Decimal(0))
+        assert (engine.buy_volume, engine.sell_volume, engine.cvd) == (buy, sell, buy - sell)
+        assert engine.buy_notional == sum((r["p"] * r["q"] for r in ROWS if r["buy"]), Decimal(0))
+    snapshot = engine.snapshot()
+    assert isinstance(snapshot, Snapshot) and snapshot.cvd == buy - sell and snapshot.trades == 5000
+    assert set(snapshot.bars) == {"1s", "1m", "5m"} and snapshot.bars["5m"].closed_by == "open"
+
+
+def test_sums_stay_exact_past_28_digits() -> None:
+    """A notional sum past the default context's 28 digits is still exact (no silent rounding)."""
+    engine = FlowEngine("X", windows=["1d"], footprint_tick=None, whale_notional=None, whale_percentile=None)
+    price, qty = Decimal("99999999.12345678"), Decimal("99999.12345678")
+    engine.add(Trade("X", 1, price, qty, 1, 1, 0, "buy"))
+    engine.add(Trade("X", 2, Decimal("0.00000001"), Decimal("0.00000001"), 2, 2, 1, "buy"))
+    wide = decimal.Context(prec=80)
+    exact = wide.add(wide.multiply(price, qty), Decimal("1E-16"))
+    assert engine.buy_notional == exact and len(exact.as_tuple().digits) > 28
+    assert price * qty + Decimal("1E-16") != exact  # what the default 28-digit context would have kept
+
+
+def test_absolute_whales_match_the_reference_count() -> None:
+    """Every trade with notional >= the threshold, and only those, is a whale with rule absolute."""
+    engine = FlowEngine("BTCUSDT", whale_notional="100000", whale_percentile=None)
+    whales = [m for t in trades() for m in engine.add(t) if isinstance(m, Whale)]
+    expected = [r["a"] for r in ROWS if r["p"] * r["q"] >= 100000]
+    assert [w.trade.id for w in whales] == expected and len(expected) > 0
+    assert all(w.rule == "absolute" and w.notional == w.trade.price * w.trade.qty for w in whales)
+
+
+def test_percentile_whales_rank_against_recent_trades() -> None:
+    """After the window fills, a trade above the 99th percentile of the recent notionals is a whale."""
+    engine = FlowEngine("X", windows=["1m"], footprint_tick=None, whale_notional=None, whale_percentile=99.0,
+                        whale_window=100)
+    whales = []
+    for i in range(100):
+        whales += engine.add(Trade("X", i, Decimal(100), Decimal(i + 1) / 100, i, i, i, "buy"))
+    assert whales == []  # warming up
+    whales += engine.add(Trade("X", 100, Decimal(100), Decimal("0.5"), 100, 100, 100, "buy"))
+    assert whales == []  # an ordinary trade
+    whales += engine.add(Trade("X", 101, Decimal(100), Decimal(5), 101, 101, 101, "sell"))
+    assert [(w.trade.id, w.rule) for w in whales] == [(101, "percentile")] and whales[0].threshold == Decimal("100.0")
+
+
+def test_state_stays_bounded() -> None:
+    """Memory per symbol does not grow with trades: 100k trades leave the same structures as 5k."""
+    engine = FlowEngine("BTCUSDT", windows=["1s", "1m"], whale_window=500)
+    sizes = []
+    base = trades()
+    for loop in range(20):
+        shift = loop * 800_000
+        for t in base:
+            engine.add(Trade(t.symbol, t.id + loop * 5000, t.price, t.qty, t.first_id, t.last_id, t.time + shift, t.side))
+        sizes.append((len(engine._recent), sum(len(b.levels) for b in engine._open if b)))
+    assert engine.trades == 100_000
+    assert sizes[-1][0] == 500 and max(s[1] for s in sizes) < 100
+
+
+@pytest.mark.parametrize("bad", ["", "1x", "0m", "m", "1.5m"])
+def test_bad_window_names_rejected(bad: str) -> None:
+    """Window names are a positive number and s, m, h or d."""
+    with pytest.raises(ValueError, match="is not a number followed by s, m, h or d"):
+        parse_window(bad)
+    assert parse_window("15m").ms == 900_000
+
+
+async def test_stream_emits_bars_whales_and_snapshots(orderflow_sim_factory) -> None:
+    """Through the stream: bars as windows close, whales, snapshots each interval, timer-closed bars when quiet."""
+    from orderflow_plugin import bundled_tape
+    from orderflow_plugin.tape import Tape
+
+    tape = Tape("BTCUSDT", "spot", bundled_tape().rows[:400], "test")
+    sim = await orderflow_sim_factory(tape, pace=Pace(speed=40))
+    events = Events()
+    async with make_flow(sim, events, windows=["1s", "1m"], bar_close_grace=0.2, snapshot_interval=0.2,
+                         whale_notional=40_000):  # one trade of the 400 is over it (40,853.51)
+        await sim.wait_for(lambda r: r.market_finished, 10)
+        await events.until(lambda e: len(e.trades) == 400, 5)
+        # The last trade is 46.5 s into its minute: the 1 s bar after it is closed by the timer.
+        await events.until(lambda e: any(isinstance(m, Bar) and m.window == "1s" and m.closed_by == "timer"
+                                         for m in e.metrics), 5)
+    metrics = events.metrics
+    bars = [m for m in metrics if isinstance(m, Bar) and m.window == "1s"]
+    assert bars and [b.start for b in bars] == sorted({b.start for b in bars})
+    assert sum(b.trades for b in bars) == 400  # every trade in exactly one closed 1s bar
+    assert [round(m.notional) for m in metrics if isinstance(m, Whale)] == [40854]
+    snapshots = [m for m in metrics if isinstance(m, Snapshot)]
+    assert len(snapshots) >= 2 and snapshots[-1].trades == 400
+
+
+async def test_bars_identical_with_and_without_reconnects(orderflow_sim_factory) -> None:
+    """The same tape in one piece, or cut by resets and skipped ids then backfilled, gives identical bars."""
+
+    async def run(scenario: Scenario) -> list[Bar]:
+        sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=2500))
+        events = Events()
+        async with make_flow(sim, events, windows=["1s", "1m"], bar_close_grace=3600, backoff_initial=0.05):
+            await sim.wait_for(lambda r: r.market_finished, 20)
+            await events.until(lambda e: e.ids() and e.ids()[-1] == ROWS[-1]["a"], 10)
+        return [m for m in events.metrics if isinstance(m, Bar)]
+
+    clean = await run(Scenario())
+    cut = await run(Scenario([[Fault("reset_after", after=700)], [Fault("skip_ids", after=300, count=400),
+                                                                   Fault("close_after", after=2000)], []]))
+    assert len(clean) > 100 and clean == cut
+
+
+@pytest.mark.parametrize("percentile", [50.0, 90.0, 99.9])
+def test_percentile_threshold_matches_a_full_sort(percentile: float) -> None:
+    """Both ranking paths (a heap for top percentiles, a sort otherwise) give the sorted-rank threshold."""
+    engine = FlowEngine("X", windows=["1m"], footprint_tick=None, whale_notional=None,
+                        whale_percentile=percentile, whale_window=1000)
+    notionals = []
+    for t in trades()[:1000]:
+        engine.add(t)
+        notionals.append(float(t.price * t.qty))
+    ordered = sorted(notionals)
+    assert engine._percentile_threshold == ordered[min(999, int(1000 * percentile / 100))]
