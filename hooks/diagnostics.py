@@ -44,9 +44,16 @@ def on_reconnect_scheduled(attempt: int, delay: float, error: BaseException | No
         log.warning("reconnect attempt %d in %.2f s after %s", attempt, delay, error or "a clean close")
 
 
-def on_stall(symbols: tuple[str, ...], silent_for: float, stage: str) -> None:
+def on_stall(symbols: tuple[str, ...], silent_for: float, stage: str, stack: str) -> None:
     if _enabled:
-        log.warning("stalled in stage %s: no progress for %.1f s on %s", stage, silent_for, ", ".join(symbols))
+        log.warning("stuck in stage %s: no progress for %.1f s on %s; %s", stage, silent_for, ", ".join(symbols),
+                    stack)
+
+
+def on_loop_blocked(blocked_for: float, stack: str) -> None:
+    if _enabled:
+        last = stack.strip().splitlines()[-2:] if stack else ["(no stack)"]
+        log.warning("event loop was blocked for %.1f s at %s", blocked_for, " ".join(x.strip() for x in last))
 
 
 def on_gap(symbol: str, first_missing: int, last_missing: int) -> None:

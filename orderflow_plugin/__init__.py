@@ -26,6 +26,7 @@ from .plugins import PluginManager, load_plugins, plugins_from_settings
 from .stream import OrderFlow
 from .symbols import normalize_symbol, stream_name
 from .tape import Tape, TapeRow, bundled_tape, load_tape
+from .threaded import FlowThread
 from .transport import Deadlines
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Deadlines",
     "Dispatcher",
     "FlowEngine",
+    "FlowThread",
     "Footprint",
     "GaveUp",
     "HandshakeRejected",

@@ -215,7 +215,8 @@ async def _run_demo(settings: Settings, tape: Tape, speed: float, duration: floa
                 if totals.last is not None and totals.last.id == last_id:
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), min(1.0, max(0.0, deadline - loop.time())))
+                    async with asyncio.timeout(min(1.0, max(0.0, deadline - loop.time()))):
+                        await stop.wait()
                 print(_line(tape.symbol, totals, flow), flush=True)
         summary = flow.summary()
     print(json.dumps({"event": "summary", **summary}), flush=True)

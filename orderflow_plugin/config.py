@@ -212,6 +212,8 @@ RULES: tuple[Rule, ...] = (
     integer("sequence.history_size", 0, 100_000_000),
     number("sequence.history_age", 0, 86_400 * 30),
     integer("sequence.start_from_id", 0, 2**62),
+    number("diagnostics.loop_block_threshold", 0, 3600),
+    number("diagnostics.stage_warning", 0, 1),
     boolean("flow.enabled"),
     Rule("flow.windows", _windows_ok, 'a non-empty list of distinct windows like "1s", "1m", "5m", "1h"'),
     Rule("flow.footprint_tick", _decimal_text_ok, 'a positive decimal as a string, e.g. "10" or "0.5", or ""'),

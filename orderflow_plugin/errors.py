@@ -109,6 +109,7 @@ class StreamError(OrderFlowError):
     def __init__(self, message: str, *, url: str = "", stage: str = "") -> None:
         self.url = url
         self.stage = stage
+        self.stack = ""  # where the stream's task was waiting, when known
         super().__init__(message)
 
 

@@ -78,12 +78,14 @@ def on_reconnect_scheduled(attempt: int, delay: float, error: BaseException | No
 
 
 @hookspec
-def on_stall(symbols: tuple[str, ...], silent_for: float, stage: str) -> None:
-    """A connection has been silent or stuck for longer than allowed and will be replaced.
+def on_stall(symbols: tuple[str, ...], silent_for: float, stage: str, stack: str) -> None:
+    """A connection is stuck: a connect stage passed its warning threshold (half its deadline by
+    default), or an open connection was silent past ``stall_timeout`` and will be replaced.
 
     :param symbols: the symbols the connection carries.
     :param silent_for: seconds without progress.
-    :param stage: the stage it was in (``first_message``, ``streaming``, ...).
+    :param stage: the stage it is in (``http_upgrade``, ``first_message``, ``streaming``, ...).
+    :param stack: where the stream's task is waiting (its awaiting stack), as text.
     """
 
 
@@ -130,6 +132,17 @@ def on_error(error: BaseException, where: str) -> None:
 
     :param error: the exception (an :class:`~orderflow_plugin.errors.OrderFlowError` where possible).
     :param where: what was running: ``connect``, ``decode``, ``plugin:<name>.<hook>``, ...
+    """
+
+
+@hookspec
+def on_loop_blocked(blocked_for: float, stack: str) -> None:
+    """The event loop did not run for longer than ``loop_block_threshold``; called once it runs again.
+
+    The watchdog thread has already logged the block as it happened.
+
+    :param blocked_for: seconds the loop was blocked.
+    :param stack: the loop thread's Python stack while it was blocked (the code that blocked it).
     """
 
 

@@ -75,7 +75,8 @@ if pytest_asyncio is not None:
             flow = OrderFlow(ws_url=sim.ws_url, rest_url=sim.rest_url, plugins=manager, **kwargs)
             flows.append(flow)
             await flow.start()
-            await asyncio.wait_for(counter.reached.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await counter.reached.wait()
             return flow
 
         yield start

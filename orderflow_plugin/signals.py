@@ -23,6 +23,7 @@ __all__ = [
     "disconnected",
     "error",
     "gap",
+    "loop_blocked",
     "metric",
     "reconnect_scheduled",
     "shutdown",
@@ -79,7 +80,8 @@ disconnected = _signals.signal("disconnected", doc="A connection closed. Kwargs:
 reconnect_scheduled = _signals.signal(
     "reconnect-scheduled", doc="A reconnect is scheduled. Kwargs: attempt, delay, error."
 )
-stall = _signals.signal("stall", doc="A connection is silent or stuck. Kwargs: symbols, silent_for, stage.")
+stall = _signals.signal("stall", doc="A connection is silent or stuck. Kwargs: symbols, silent_for, stage, stack.")
+loop_blocked = _signals.signal("loop-blocked", doc="The event loop was blocked. Kwargs: blocked_for, stack.")
 gap = _signals.signal("gap", doc="Aggregate ids were missed. Kwargs: symbol, first_missing, last_missing.")
 backfill = _signals.signal("backfill", doc="A gap was filled over REST. Kwargs: symbol, first_id, last_id, count.")
 trade = _signals.signal("trade", doc="A trade, in order, once. Kwargs: trade.")
@@ -101,6 +103,7 @@ SIGNALS: dict[str, NamedSignal] = {
         trade,
         metric,
         error,
+        loop_blocked,
         shutdown,
     )
 }

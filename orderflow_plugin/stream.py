@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from typing import Any
 from .backfill import Backfiller, BackfillFailed
 from .config import Settings, load_settings
 from .decode import Decoder, Reply, ServerShutdown
+from .diagnostics import LoopWatchdog, task_stack
 from .dispatch import Dispatcher
 from .engine import FlowEngine
 from .errors import BadFrame, GaveUp, HandshakeRejected, OrderFlowError, Stalled, StreamError
@@ -30,7 +33,8 @@ from .models import Market, Trade
 from .plugins import PluginManager, plugins_from_settings
 from .sequencer import DELIVER, DUPLICATE, GAP, OVERFLOW, READY, Sequencer
 from .symbols import normalize_symbol, stream_name
-from .transport import Deadlines, WsConnection, open_connection
+from .threaded import FlowThread
+from .transport import STAGES, Deadlines, WsConnection, open_connection
 
 __all__ = ["DEFAULT_ENDPOINTS", "OrderFlow"]
 
@@ -54,6 +58,8 @@ class _Shard:
     connection: WsConnection | None = None
     rotate: asyncio.Event = field(default_factory=asyncio.Event)
     connects: int = 0
+    task: asyncio.Task[Any] | None = None
+    opening: WsConnection | None = None  # the connection being opened, for stuck-stage reports
 
 
 class OrderFlow:
@@ -108,6 +114,9 @@ class OrderFlow:
         whale_window: int = 1000,
         bar_close_grace: float = 2.0,
         snapshot_interval: float = 1.0,
+        # Diagnostics
+        loop_block_threshold: float = 1.0,
+        stage_warning: float = 0.5,
         # Reporting
         slow_hook_ms: float = 5.0,
         report_interval: float = 60.0,
@@ -165,6 +174,10 @@ class OrderFlow:
         self.bar_close_grace = bar_close_grace
         self.snapshot_interval = snapshot_interval
         self._clock_offset: dict[str, float] = {}  # trade time minus wall time at delivery, ms
+        self.loop_block_threshold = loop_block_threshold
+        self.stage_warning = stage_warning
+        self.watchdog: LoopWatchdog | None = None
+        self._latest: dict[str, dict[str, Any]] = {symbol: {} for symbol in self.symbols}
         self.history_age_ms = int(history_age * 1000)
         self._last_trade_at: dict[str, float] = {}
         per = self.streams_per_connection
@@ -176,11 +189,13 @@ class OrderFlow:
         self._live: set[WsConnection] = set()
         self._opens: deque[float] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
         self._state = "new"
         self._started_at = 0.0
         self._bad_frame_logged = 0.0
         self.counters = dict.fromkeys(
-            ("trades", "reconnects", "gaps", "backfilled", "bad_frames", "duplicates", "stalls", "rotations"), 0
+            ("trades", "reconnects", "gaps", "backfilled", "bad_frames", "duplicates", "stalls", "rotations",
+             "loop_blocks"), 0
         )
 
     @classmethod
@@ -217,6 +232,8 @@ class OrderFlow:
             value_area=f.value_area, whale_notional=f.whale_notional or None,
             whale_percentile=f.whale_percentile or None, whale_window=f.whale_window,
             bar_close_grace=f.bar_close_grace, snapshot_interval=f.snapshot_interval,
+            loop_block_threshold=settings.diagnostics.loop_block_threshold,
+            stage_warning=settings.diagnostics.stage_warning,
             slow_hook_ms=settings.plugins.slow_hook_ms, report_interval=settings.plugins.report_interval,
             async_queue_size=settings.plugins.async_queue_size,
         )
@@ -236,41 +253,83 @@ class OrderFlow:
         await self.stop()
 
     async def start(self) -> None:
-        """Start the shard tasks and return; connecting happens in the background."""
+        """Start the shard tasks and return; connecting happens in the background.
+
+        Raises OrderFlowError when started twice, or on another event loop than the one it was
+        first started on. The stream keeps references to every task it creates, so a host may
+        fire ``start()`` with ``create_task`` and drop the task.
+        """
+        loop = self._bind_loop("start")
         if self._state != "new":
-            raise OrderFlowError(f"OrderFlow.start() called on a stream that is {self._state}; create a new one")
-        self._loop = asyncio.get_running_loop()
+            raise OrderFlowError(f"OrderFlow.start() called on a stream that is {self._state}; "
+                                 "call stop() and create a new OrderFlow to start again")
         self._state = "running"
         self._started_at = time.monotonic()
+        if self.loop_block_threshold > 0:
+            self.watchdog = LoopWatchdog(loop, self._loop_blocked, threshold=self.loop_block_threshold)
+            self.watchdog.start()
         for error in self.plugins.load_errors:
             self._emit("on_error", error=error, where="plugins")
         self._emit("on_startup", settings=self.settings if self.settings is not None else Settings({}))
         for shard in self._shards:
-            self._spawn(self._run_shard(shard), f"orderflow shard {shard.number}")
+            shard.task = self._spawn(self._run_shard(shard), f"orderflow shard {shard.number}")
         if self.engines:
             self._spawn(self._tick(), "orderflow metrics ticker")
+        if self.stage_warning > 0:
+            self._spawn(self._watch_stages(), "orderflow stage monitor")
         logger.info("streaming %s from %s in %d connection(s)", ", ".join(self.symbols), self.ws_url,
                     len(self._shards))
+
+    def run_in_thread(self, timeout: float = 10.0) -> FlowThread:
+        """Run this stream on a new thread with its own event loop; for synchronous hosts.
+
+        Hooks then run on that thread. Read state with the returned handle's ``health()`` and
+        ``latest()``; end with its ``stop()``.
+        """
+        return FlowThread(self).start(timeout)
+
+    def _bind_loop(self, method: str) -> asyncio.AbstractEventLoop:
+        """The running loop, which must be the one this stream lives on."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise OrderFlowError(
+                f"OrderFlow.{method}() needs a running event loop in this thread: await it from async "
+                "code, or use OrderFlow.run_in_thread() from a synchronous host") from None
+        if self._loop is None:
+            self._loop = loop
+            self._thread = threading.get_ident()
+        elif loop is not self._loop:
+            raise OrderFlowError(
+                f"OrderFlow.{method}() called on another event loop (thread {threading.current_thread().name}) "
+                f"than the one it runs on: call asyncio.run_coroutine_threadsafe(flow.{method}(), loop) "
+                "with the stream's loop, or use OrderFlow.run_in_thread()")
+        return loop
 
     async def stop(self) -> None:
         """Close every connection within ``close_timeout``, end every task, then fire on_shutdown."""
         if self._state in ("new", "stopped"):
             self._state = "stopped"
             return
+        self._bind_loop("stop")
         self._state = "stopping"
-        for pending in self._filling.values():
-            pending.cancel()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(c.close(1000, "client stopped", self.close_timeout) for c in list(self._live)),
-                             return_exceptions=True)
-        if self.backfiller is not None:
-            await self.backfiller.aclose()
-        for shard in self._shards:
-            shard.state = "stopped"
-        self._state = "stopped"
+        try:
+            for pending in self._filling.values():
+                pending.cancel()
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*(c.close(1000, "client stopped", self.close_timeout) for c in list(self._live)),
+                                 return_exceptions=True)
+            if self.backfiller is not None:
+                await self.backfiller.aclose()
+        finally:
+            for shard in self._shards:
+                shard.state = "stopped"
+            self._state = "stopped"
+            if self.watchdog is not None:
+                self.watchdog.stop()
         self._emit("on_shutdown", summary=self.summary())
         await self.dispatcher.aclose(timeout=0.5)
         logger.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in self.summary().items()))
@@ -308,7 +367,13 @@ class OrderFlow:
                 "last_id": sequencer.last_delivered,
                 "held": sequencer.held,
             }
-        return {"state": self._state, "connections": connections, "symbols": symbols, **self.summary()}
+        lag = round(self.watchdog.lag, 4) if self.watchdog is not None else None
+        return {"state": self._state, "connections": connections, "symbols": symbols, "loop_lag_s": lag,
+                **self.summary()}
+
+    def latest(self, symbol: str) -> dict[str, Any]:
+        """The newest trade, snapshot, whale and closed bar per window of ``symbol`` (safe from any thread)."""
+        return dict(self._latest[normalize_symbol(symbol)])
 
     # Shards
 
@@ -352,8 +417,10 @@ class OrderFlow:
             shard.connection = None
         if isinstance(error, Stalled):
             self.counters["stalls"] += 1
-            logger.warning("%s", error)
-            self._emit("on_stall", symbols=shard.symbols, silent_for=error.silent_for, stage=error.stage)
+            error.stack = task_stack(shard.task)
+            logger.warning("%s; %s", error, error.stack)
+            self._emit("on_stall", symbols=shard.symbols, silent_for=error.silent_for, stage=error.stage,
+                       stack=error.stack)
         else:
             logger.info("%s", error)
         code = getattr(error, "code", None)
@@ -383,6 +450,9 @@ class OrderFlow:
                 )
             except StreamError as exc:
                 failures.append(f"attempt {attempt}: {exc}")
+                opening, shard.opening = shard.opening, None
+                exc.stack = (opening.stack if opening is not None and opening.stack
+                             else "".join(traceback.format_tb(exc.__traceback__)).rstrip())
                 logger.warning("%s", exc)
                 self._emit("on_error", error=exc, where=f"connect:{exc.stage}")
                 if self.max_attempts and attempt >= self.max_attempts:
@@ -395,6 +465,7 @@ class OrderFlow:
                     return None
                 await self._backoff(shard, attempt + 1, exc)
                 continue
+            shard.opening = None
             shard.connects += 1
             if shard.connects > 1 and not replacing:
                 self.counters["reconnects"] += 1
@@ -431,6 +502,8 @@ class OrderFlow:
         self._opens.append(time.monotonic())
 
     def _on_stage(self, shard: _Shard, connection: WsConnection) -> None:
+        shard.opening = connection
+        connection.task = asyncio.current_task()
         if connection not in self._live:  # every socket, even half-open, is closed by stop()
             self._live.add(connection)
             connection.done.add_done_callback(lambda _, c=connection: self._live.discard(c))
@@ -480,13 +553,20 @@ class OrderFlow:
         symbol = trade.symbol
         self._last_trade_at[symbol] = now
         self._history[symbol].append(trade)
+        latest = self._latest[symbol]
+        latest["trade"] = trade
         self.dispatcher.emit("on_trade", trade=trade)
         engine = self.engines.get(symbol)
         if engine is not None:
             if trade.source == "live":
                 self._clock_offset[symbol] = trade.time - now * 1000.0
             for metric in engine.add(trade):
-                self.dispatcher.emit("on_metric", metric=metric)
+                self._metric(metric)
+
+    def _metric(self, metric: Any) -> None:
+        latest = self._latest[metric.symbol]
+        latest[f"bar:{metric.window}" if metric.kind == "bar" else metric.kind] = metric
+        self.dispatcher.emit("on_metric", metric=metric)
 
     async def _tick(self) -> None:
         """Emit snapshots every snapshot_interval; close bars a quiet market left open past their grace."""
@@ -500,12 +580,36 @@ class OrderFlow:
                 # Never while a hole is open: a backfilled trade may still belong to the bar.
                 if offset is not None and self._sequencers[symbol].gap is None and symbol not in self._filling:
                     for bar in engine.close_until(int(now * 1000.0 + offset - self.bar_close_grace * 1000)):
-                        self.dispatcher.emit("on_metric", metric=bar)
+                        self._metric(bar)
             if now >= next_snapshot:
                 next_snapshot = now + self.snapshot_interval
                 for engine in self.engines.values():
                     if engine.trades:
-                        self.dispatcher.emit("on_metric", metric=engine.snapshot())
+                        self._metric(engine.snapshot())
+
+    async def _watch_stages(self) -> None:
+        """Report a connect stage running past stage_warning x its deadline, with where it waits."""
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.monotonic()
+            for shard in self._shards:
+                connection = shard.opening
+                if connection is None or connection.stage not in STAGES or connection.warned == connection.stage:
+                    continue
+                deadline = getattr(self.deadlines, connection.stage)
+                elapsed = now - connection.stage_started
+                if elapsed < deadline * self.stage_warning:
+                    continue
+                connection.warned = connection.stage
+                connection.stack = task_stack(connection.task)
+                logger.warning("stage %s with %s has taken %.1f s of its %.1f s deadline; %s", connection.stage,
+                               connection.endpoint, elapsed, deadline, connection.stack)
+                self._emit("on_stall", symbols=shard.symbols, silent_for=elapsed, stage=connection.stage,
+                           stack=connection.stack)
+
+    def _loop_blocked(self, blocked_for: float, stack: str) -> None:
+        self.counters["loop_blocks"] += 1
+        self._emit("on_loop_blocked", blocked_for=blocked_for, stack=stack)
 
     def history(self, symbol: str, since: int | None = None) -> list[Trade]:
         """Delivered trades of ``symbol`` still in the bounded history, from trade time ``since`` (ms)."""
@@ -595,10 +699,11 @@ class OrderFlow:
     def _emit(self, hook: str, **kwargs: Any) -> None:
         self.dispatcher.emit(hook, **kwargs)
 
-    def _spawn(self, coroutine: Any, name: str) -> None:
+    def _spawn(self, coroutine: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

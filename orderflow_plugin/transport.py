@@ -80,6 +80,9 @@ class WsConnection(asyncio.Protocol):
         self.opened_at = 0.0
         self.symbols: tuple[str, ...] = ()
         self._pong_waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[Any] | None = None  # the task opening this connection
+        self.warned = ""  # the stage already reported as slow
+        self.stack = ""  # where that task waited when the stage was reported
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # Stages
@@ -187,7 +190,8 @@ class WsConnection(asyncio.Protocol):
             self.protocol.send_close(code, reason)
             self._flush()
         try:
-            await asyncio.wait_for(asyncio.shield(self.done), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self.done)
         except TimeoutError:
             pass
         finally:
@@ -218,7 +222,8 @@ class WsConnection(asyncio.Protocol):
             self.protocol.send_ping(str(time.monotonic_ns()).encode())
             self._flush()
             try:
-                await asyncio.wait_for(self._pong_waiter, timeout)
+                async with asyncio.timeout(timeout):
+                    await self._pong_waiter
             except TimeoutError:
                 self.fail(Stalled(f"{self.endpoint} did not answer a ping within {timeout:.1f} s",
                                   url=self.url, stage="ping", silent_for=timeout))
@@ -261,9 +266,12 @@ async def open_connection(
             on_stage(connection)
 
     async def within(name: str, awaitable: Any, message: str) -> Any:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that arrives
+        # as the awaited future completes, and stop() would then wait for a task that never ends.
         deadline = getattr(deadlines, name)
         try:
-            return await asyncio.wait_for(awaitable, deadline)
+            async with asyncio.timeout(deadline):
+                return await awaitable
         except TimeoutError:
             raise StageTimeout(f"{message} within {deadline:.1f} s", url=url, stage=name, deadline=deadline) from None
 

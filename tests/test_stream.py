@@ -303,3 +303,20 @@ def test_default_endpoints_are_binance() -> None:
     assert OrderFlow(["btcusdt"]).ws_url == "wss://stream.binance.com:9443"
     assert OrderFlow(["btcusdt"], market="usdm").ws_url == "wss://fstream.binance.com/market"
     assert OrderFlow(["btcusdt"], market="usdm").streams_per_connection == 200
+
+
+async def test_stop_at_any_moment_of_connecting_never_hangs(orderflow_sim_factory) -> None:
+    """stop() landing at any moment of the connect stages returns promptly (no swallowed cancellation)."""
+    import random
+
+    sim = await orderflow_sim_factory(pace=Pace(rate=2000))
+    rng = random.Random(7)
+    for _ in range(40):
+        flow = make_flow(sim, Events(), loop_block_threshold=0)
+        await flow.start()
+        await asyncio.sleep(rng.uniform(0, 0.004))  # somewhere in resolve .. first_message
+        started = time.monotonic()
+        async with asyncio.timeout(flow.close_timeout + 1.0):
+            await flow.stop()
+        assert time.monotonic() - started < flow.close_timeout + 1.0
+        assert flow._tasks == set() and flow._live == set()

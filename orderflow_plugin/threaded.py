@@ -1,0 +1,107 @@
+"""Run an OrderFlow on its own thread and event loop, for hosts whose main loop is synchronous.
+
+Hooks and signal receivers run on that thread, not the host's: keep them thread-safe (append to
+a queue, set a flag). The host reads the latest metrics and the health from its own thread
+through :meth:`FlowThread.latest` and :meth:`FlowThread.health`, which run on the stream's loop
+and wait for the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .errors import OrderFlowError
+
+if TYPE_CHECKING:
+    from .stream import OrderFlow
+
+__all__ = ["FlowThread"]
+
+T = TypeVar("T")
+
+
+class FlowThread:
+    """A running OrderFlow on a daemon thread; ``stop()`` ends it cleanly."""
+
+    def __init__(self, flow: OrderFlow) -> None:
+        self.flow = flow
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="orderflow", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> FlowThread:
+        """Start the thread and the stream; return once the stream's tasks run."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise OrderFlowError(f"the orderflow thread did not start within {timeout} s")
+        if self._error is not None:
+            raise OrderFlowError(f"the orderflow thread failed to start: {self._error}") from self._error
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the stream (closing connections within close_timeout) and join the thread."""
+        if self._loop is not None and self._stopping is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        wait = timeout if timeout is not None else self.flow.close_timeout + 2.0
+        self._thread.join(wait)
+        if self._thread.is_alive():
+            raise OrderFlowError(f"the orderflow thread did not stop within {wait:.1f} s")
+
+    def health(self, timeout: float = 5.0) -> dict[str, Any]:
+        """``flow.health()``, computed on the stream's loop."""
+        return self._call(self.flow.health, timeout)
+
+    def latest(self, symbol: str, timeout: float = 5.0) -> dict[str, Any]:
+        """``flow.latest(symbol)``: the newest trade, snapshot, whale and bars."""
+        return self._call(lambda: self.flow.latest(symbol), timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive."""
+        return self._thread.is_alive()
+
+    def _call(self, function: Callable[[], T], timeout: float) -> T:
+        loop = self._loop
+        if loop is None or not self._thread.is_alive():
+            raise OrderFlowError("the orderflow thread is not running")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(function())
+            except BaseException as exc:  # handed to the caller's thread
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise OrderFlowError(f"the orderflow loop did not answer within {timeout} s (is it blocked?)") from None
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # reported to start(); never lost with the thread
+            self._error = exc
+            self._ready.set()
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        try:
+            await self.flow.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.flow.stop()
