@@ -84,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
     sim.set_defaults(run=_sim)
 
+    doctor = sub.add_parser(
+        "doctor", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="check settings, DNS, TCP, TLS, upgrade, subscription, first trade, REST, clock and loop",
+    )
+    doctor.add_argument("--ws-url", default=None, help="WebSocket base URL (default: from the settings)")
+    doctor.add_argument("--rest-url", default=None, help="REST base URL (default: from the settings)")
+    doctor.add_argument("--symbol", default=None, help="symbol to subscribe to (default: the first in settings)")
+    doctor.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
+    doctor.add_argument("--json", action="store_true", help="one JSON object per check instead of text")
+    doctor.set_defaults(run=_doctor)
+
     show = sub.add_parser(
         "config", parents=[common], help="validate the settings and print them as JSON"
     )
@@ -159,6 +170,24 @@ def _sim(args: argparse.Namespace, settings: Settings) -> int:
 
     asyncio.run(serve())
     return 0
+
+
+def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from .doctor import run_doctor
+
+    market = args.market or settings.market
+    endpoints = settings.endpoints[market]
+    ws_url = args.ws_url or settings.connector.ws_url or endpoints.ws_url
+    rest_url = args.rest_url or settings.connector.rest_url or endpoints.rest_url
+    symbol = args.symbol or settings.symbols[0]
+    checks = asyncio.run(run_doctor(settings, ws_url=ws_url, rest_url=rest_url, symbol=symbol, market=market))
+    for check in checks:
+        print(json.dumps(check.as_json()) if args.json else check.line(), flush=True)
+    failed = [c.name for c in checks if c.status == "FAIL"]
+    if not args.json:
+        print(f"{len(checks)} checks: {len(checks) - len(failed)} without failure"
+              + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -240,6 +240,9 @@ RULES: tuple[Rule, ...] = (
     text("hooks.recorder.path"),
     integer("hooks.recorder.max_bytes", 1024, 2**40),
     integer("hooks.recorder.backups", 0, 1000),
+    boolean("hooks.prometheus.enabled"),
+    text("hooks.prometheus.host"),
+    integer("hooks.prometheus.port", 0, 65535),
 )
 
 

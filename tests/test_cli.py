@@ -27,7 +27,7 @@ def test_demo_replays_bundled_tape_through_plugins() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("replaying 5000 real BTCUSDT aggTrades")
-    assert "plugins: diagnostics, recorder, whale_alert" in lines[0]
+    assert "plugins: diagnostics, prometheus_export, recorder, whale_alert" in lines[0]
     summary = json.loads(lines[-1])
     assert summary["event"] == "summary" and summary["trades"] == 5000 and summary["plugin_errors"] == 0
     assert "delta +" in lines[-2]

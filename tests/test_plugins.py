@@ -175,7 +175,7 @@ def test_project_hooks_folder_loads_from_settings(settings, monkeypatch: pytest.
 
     manager = plugins_from_settings(load_settings())
     assert manager.load_errors == []
-    assert names(manager) == {"diagnostics", "recorder", "whale_alert"}
+    assert names(manager) == {"diagnostics", "prometheus_export", "recorder", "whale_alert"}
 
 
 def test_hook_names_match_hookspecs() -> None:

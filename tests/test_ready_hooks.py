@@ -103,3 +103,34 @@ def test_recorder_off_by_default(hooks, tmp_path: Path, monkeypatch: pytest.Monk
     dispatcher.emit("on_trade", trade=trade(1))
     dispatcher.emit("on_shutdown", summary={})
     assert list(tmp_path.iterdir()) == [tmp_path / "user.toml"]
+
+
+def test_prometheus_export_serves_health_from_events(hooks, unused_tcp_port: int) -> None:
+    """The exporter serves counters built from events on 127.0.0.1 and stops at shutdown."""
+    import httpx
+
+    from orderflow_plugin.engine import FlowEngine
+
+    dispatcher, _ = hooks("prometheus_export",
+                          f"[default.hooks.prometheus]\nenabled = true\nport = {unused_tcp_port}\n")
+    engine = FlowEngine("BTCUSDT")
+    dispatcher.emit("on_connect_attempt", attempt=1, url="ws://127.0.0.1:1/stream", symbols=("BTCUSDT",))
+    dispatcher.emit("on_connected", url="ws://127.0.0.1:1/stream", stage_timings={"tcp_connect": 0.002})
+    for i in range(3):
+        t = trade(i, side="sell")
+        engine.add(t)
+        dispatcher.emit("on_trade", trade=t)
+    dispatcher.emit("on_metric", metric=engine.snapshot())
+    dispatcher.emit("on_gap", symbol="BTCUSDT", first_missing=10, last_missing=14)
+    dispatcher.emit("on_backfill", symbol="BTCUSDT", first_id=10, last_id=14, count=5)
+    dispatcher.emit("on_error", error=ValueError("x"), where="connect:http_upgrade")
+    dispatcher.emit("on_loop_blocked", blocked_for=1.5, stack="")
+    text = httpx.get(f"http://127.0.0.1:{unused_tcp_port}/metrics", timeout=5).text
+    dispatcher.emit("on_shutdown", summary={})
+    for line in ('orderflow_trades_total{source="live",symbol="BTCUSDT"} 3.0', "orderflow_connected 1.0",
+                 'orderflow_gap_ids_total{symbol="BTCUSDT"} 5.0', 'orderflow_backfilled_total{symbol="BTCUSDT"} 5.0',
+                 'orderflow_errors_total{where="connect"} 1.0', "orderflow_loop_blocked_seconds_total 1.5",
+                 'orderflow_cvd{symbol="BTCUSDT"} -1.5', 'orderflow_connect_stage_seconds{stage="tcp_connect"} 0.002'):
+        assert line in text, line
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{unused_tcp_port}/metrics", timeout=1)
