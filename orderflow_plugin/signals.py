@@ -109,6 +109,9 @@ SIGNALS: dict[str, NamedSignal] = {
 }
 
 
+_BY_HOOK = {f"on_{name.replace('-', '_')}": sig for name, sig in SIGNALS.items()}
+
+
 def signal_for_hook(hook: str) -> NamedSignal:
     """Return the signal parallel to hook ``hook`` (``on_trade`` -> ``trade``)."""
-    return SIGNALS[hook.removeprefix("on_").replace("_", "-")]
+    return _BY_HOOK[hook]

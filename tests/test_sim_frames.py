@@ -25,8 +25,7 @@ def test_payloads_equal_recorded_binance_frames(name: str, market: str) -> None:
     lines = gzip.open(path, "rb").read().splitlines()
     assert len(lines) == len(tape.rows)
     for row, line in zip(tape.rows, lines, strict=True):
-        payload = aggtrade_payload(market, "BTCUSDT", row.id, row.price, row.qty, row.first_id, row.last_id,
-                                   row.time, row.buyer_maker, row.event_time, row.notional_qty)
+        payload = aggtrade_payload(market, "BTCUSDT", row)
         assert combined("btcusdt@aggTrade", payload) == line
 
 
@@ -34,8 +33,7 @@ def test_csv_tape_frames_parse_like_recorded_frames() -> None:
     """Frames built from the CSV tape have the recorded frames' keys, key order and value types."""
     recorded = json.loads(gzip.open(DATA / "polysim_spot_aggTrade_BTCUSDT_2026-07-18_ws_frames.jsonl.gz").readline())
     row = bundled_tape().rows[0]
-    ours = json.loads(combined("btcusdt@aggTrade", aggtrade_payload(
-        "spot", "BTCUSDT", row.id, row.price, row.qty, row.first_id, row.last_id, row.time, row.buyer_maker, row.time)))
+    ours = json.loads(combined("btcusdt@aggTrade", aggtrade_payload("spot", "BTCUSDT", row)))
     assert list(ours) == list(recorded)
     assert list(ours["data"]) == list(recorded["data"])
     assert [type(v) for v in ours["data"].values()] == [type(v) for v in recorded["data"].values()]

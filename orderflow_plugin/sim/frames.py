@@ -8,10 +8,11 @@ spot ``{"e","E","s","a","p","q","f","l","T","m","M"}``; USD-M futures
 from __future__ import annotations
 
 import struct
+from typing import Protocol
 
 from ..models import Market
 
-__all__ = ["aggtrade_payload", "combined", "server_shutdown", "text_frame", "trade_row_json"]
+__all__ = ["Row", "aggtrade_payload", "combined", "server_shutdown", "text_frame", "trade_row_json"]
 
 _HEAD_SMALL = struct.Struct("!BB")
 _HEAD_MEDIUM = struct.Struct("!BBH")
@@ -19,53 +20,47 @@ _HEAD_LARGE = struct.Struct("!BBQ")
 _FIN_TEXT = 0x81
 
 
-def aggtrade_payload(
-    market: Market,
-    symbol: str,
-    agg_id: int,
-    price: str,
-    qty: str,
-    first_id: int,
-    last_id: int,
-    trade_time: int,
-    buyer_maker: bool,
-    event_time: int,
-    notional_qty: str | None = None,
-) -> bytes:
-    """The raw aggTrade event as Binance sends it for ``market``."""
-    maker = "true" if buyer_maker else "false"
+class Row(Protocol):
+    """The fields of one aggregate trade, as a tape row or a shifted feed row has them."""
+
+    id: int
+    price: str
+    qty: str
+    first_id: int
+    last_id: int
+    time: int
+    buyer_maker: bool
+    event_time: int
+    notional_qty: str | None
+
+
+def aggtrade_payload(market: Market, symbol: str, row: Row) -> bytes:
+    """The raw aggTrade event for ``row`` as Binance sends it for ``market``."""
+    maker = "true" if row.buyer_maker else "false"
+    event_time = row.event_time or row.time
     if market == "spot":
         return (
-            f'{{"e":"aggTrade","E":{event_time},"s":"{symbol}","a":{agg_id},"p":"{price}","q":"{qty}",'
-            f'"f":{first_id},"l":{last_id},"T":{trade_time},"m":{maker},"M":true}}'
+            f'{{"e":"aggTrade","E":{event_time},"s":"{symbol}","a":{row.id},"p":"{row.price}","q":"{row.qty}",'
+            f'"f":{row.first_id},"l":{row.last_id},"T":{row.time},"m":{maker},"M":true}}'
         ).encode()
     return (
-        f'{{"e":"aggTrade","E":{event_time},"a":{agg_id},"s":"{symbol}","p":"{price}","q":"{qty}",'
-        f'"nq":"{notional_qty or qty}","f":{first_id},"l":{last_id},"T":{trade_time},"m":{maker},"st":1}}'
+        f'{{"e":"aggTrade","E":{event_time},"a":{row.id},"s":"{symbol}","p":"{row.price}","q":"{row.qty}",'
+        f'"nq":"{row.notional_qty or row.qty}","f":{row.first_id},"l":{row.last_id},"T":{row.time},'
+        f'"m":{maker},"st":1}}'
     ).encode()
 
 
-def trade_row_json(
-    market: Market,
-    agg_id: int,
-    price: str,
-    qty: str,
-    first_id: int,
-    last_id: int,
-    trade_time: int,
-    buyer_maker: bool,
-    notional_qty: str | None = None,
-) -> str:
-    """One row of a REST ``aggTrades`` response (spot has ``M``, futures has ``nq``)."""
-    maker = "true" if buyer_maker else "false"
+def trade_row_json(market: Market, row: Row) -> str:
+    """``row`` as one row of a REST ``aggTrades`` response (spot has ``M``, futures has ``nq``)."""
+    maker = "true" if row.buyer_maker else "false"
     if market == "spot":
         return (
-            f'{{"a":{agg_id},"p":"{price}","q":"{qty}","f":{first_id},"l":{last_id},'
-            f'"T":{trade_time},"m":{maker},"M":true}}'
+            f'{{"a":{row.id},"p":"{row.price}","q":"{row.qty}","f":{row.first_id},"l":{row.last_id},'
+            f'"T":{row.time},"m":{maker},"M":true}}'
         )
     return (
-        f'{{"a":{agg_id},"p":"{price}","q":"{qty}","nq":"{notional_qty or qty}","f":{first_id},'
-        f'"l":{last_id},"T":{trade_time},"m":{maker}}}'
+        f'{{"a":{row.id},"p":"{row.price}","q":"{row.qty}","nq":"{row.notional_qty or row.qty}",'
+        f'"f":{row.first_id},"l":{row.last_id},"T":{row.time},"m":{maker}}}'
     )
 
 

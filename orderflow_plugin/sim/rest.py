@@ -177,10 +177,7 @@ class RestApi:
             first, stop = max(0, visible - limit), visible
         rows = []
         for position in range(first, min(stop, first + limit)):
-            r = feed.row(position)
-            rows.append(trade_row_json(
-                family, r.id, r.price, r.qty, r.first_id, r.last_id, r.time, r.buyer_maker, r.notional_qty
-            ))
+            rows.append(trade_row_json(family, feed.row(position)))
         return ("[" + ",".join(rows) + "]").encode()
 
 

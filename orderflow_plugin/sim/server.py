@@ -246,10 +246,7 @@ class Simulator:
             if not subscribers:
                 continue
             row = self.feeds[symbol].row(position)
-            payload = aggtrade_payload(
-                self.market, symbol, row.id, row.price, row.qty, row.first_id, row.last_id,
-                row.time, row.buyer_maker, row.event_time, row.notional_qty,
-            )
+            payload = aggtrade_payload(self.market, symbol, row)
             for connection in tuple(subscribers):  # a fault may unsubscribe while we offer
                 connection.offer(stream, payload, row.id)
                 touched.add(connection)
