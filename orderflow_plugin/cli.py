@@ -9,15 +9,14 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
-from decimal import Decimal
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from .config import Settings, load_settings
 from .errors import OrderFlowError, SettingsError
-from .models import Trade, format_decimal
 from .stream import OrderFlow
 from .tape import Tape, bundled_tape, load_tape
+from .view import JsonFeed, LiveView
 
 __all__ = ["main"]
 
@@ -43,16 +42,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option or value in one line, with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="orderflow", description="Binance aggTrade order flow that never hangs silently."
-    )
-    common = argparse.ArgumentParser(add_help=False)
+    parser = _Parser(prog="orderflow", description="Binance aggTrade order flow that never hangs silently.")
+    common = _Parser(add_help=False)
     common.add_argument(
         "--settings", action="append", default=[], metavar="FILE",
         help="settings file layered over the defaults (repeatable; default: none)",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    stream = sub.add_parser(
+        "stream", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="stream live order flow with the hooks from settings (a live view, or --json lines)",
+    )
+    stream.add_argument("--symbol", action="append", default=None, help="symbol, repeatable (default: settings)")
+    stream.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
+    stream.add_argument("--ws-url", default=None, help="WebSocket base URL (default: settings)")
+    stream.add_argument("--rest-url", default=None, help="REST base URL (default: settings)")
+    stream.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
+    stream.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
+    stream.set_defaults(run=_stream)
+
+    replay = sub.add_parser(
+        "replay", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="play a recorded tape (CSV dump, frames JSONL, recorder output) through the same pipeline",
+    )
+    replay.add_argument("file", help="the tape file")
+    replay.add_argument("--speed", type=_positive, default=1.0, help="replay speed (1 = original timing)")
+    replay.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = whole tape")
+    replay.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
+    replay.set_defaults(run=_replay)
 
     demo = sub.add_parser(
         "demo", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -65,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--tape", default=None, help="tape file (CSV dump or frames JSONL) instead of the bundled one")
     demo.add_argument("--scenario", default=None, help="simulator fault scenario (.toml/.json) to watch it recover")
+    demo.add_argument("--json", action="store_true", help="one JSON object per event instead of the live view")
     demo.set_defaults(run=_demo)
 
     sim = sub.add_parser(
@@ -126,8 +153,20 @@ def _number(text: str) -> float:
     return value
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is now, so the live view's redirect keeps log lines above it."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)  # stdout is for the program's output
+    handler = _StderrHandler()  # logs go to stderr: stdout is for the program's output
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     logger.handlers[:] = [handler]
     logger.setLevel(settings.logging.level)
@@ -201,65 +240,82 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"orderflow demo: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_run_demo(settings, tape, speed, duration, scenario))
+    return asyncio.run(_run_on_simulator(settings, tape, speed, duration, scenario, as_json=args.json))
 
 
-class _Totals:
-    """The demo's view: exact running taker volumes of the delivered trades."""
-
-    def __init__(self) -> None:
-        self.trades = 0
-        self.buy_volume = Decimal(0)
-        self.sell_volume = Decimal(0)
-        self.last: Trade | None = None
-
-    def on_trade(self, trade: Trade) -> None:
-        self.trades += 1
-        if trade.side == "buy":
-            self.buy_volume += trade.qty
-        else:
-            self.sell_volume += trade.qty
-        self.last = trade
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_run_on_simulator(settings, load_tape(args.file), args.speed, args.duration, None,
+                                         as_json=args.json))
 
 
-async def _run_demo(settings: Settings, tape: Tape, speed: float, duration: float, scenario: Any) -> int:
-    """The simulator on loopback replays ``tape``; the real stream consumes it through the plugins."""
+def _stream(args: argparse.Namespace, settings: Settings) -> int:
+    overrides: dict[str, Any] = {}
+    if args.symbol:
+        overrides["symbols"] = args.symbol
+    if args.market:
+        endpoints = settings.endpoints[args.market]
+        overrides.update(market=args.market, ws_url=settings.connector.ws_url or endpoints.ws_url,
+                         rest_url=settings.connector.rest_url or endpoints.rest_url)
+    if args.ws_url:
+        overrides["ws_url"] = args.ws_url
+    if args.rest_url:
+        overrides["rest_url"] = args.rest_url
+    try:
+        flow = OrderFlow.from_settings(settings, **overrides)
+    except ValueError as exc:
+        print(f"orderflow stream: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_run(flow, as_json=args.json, duration=args.duration))
+
+
+async def _run_on_simulator(settings: Settings, tape: Tape, speed: float, duration: float, scenario: Any, *,
+                            as_json: bool) -> int:
+    """The simulator on loopback plays ``tape``; the real stream consumes it, exactly as `stream` would."""
     from .sim import Pace, Simulator
 
+    async with Simulator(tape, pace=Pace(speed=speed), scenario=scenario, record_ids=False) as sim:
+        flow = OrderFlow.from_settings(settings, symbols=[tape.symbol], market=tape.market,
+                                       ws_url=sim.ws_url, rest_url=sim.rest_url)
+        if not as_json:
+            names = sorted(str(name) for name, _ in flow.plugins.list_name_plugin())
+            print(f"replaying {len(tape.rows)} real {tape.symbol} aggTrades from {tape.source} at {speed:g}x "
+                  f"through the local simulator on {sim.ws_url}; plugins: {', '.join(names) or 'none'}",
+                  flush=True)
+        last_id = tape.rows[-1].id
+        return await _run(flow, as_json=as_json, duration=duration,
+                          done=lambda: flow.health()["symbols"][tape.symbol]["last_id"] == last_id)
+
+
+async def _run(flow: OrderFlow, *, as_json: bool, duration: float, done: Callable[[], bool] | None = None) -> int:
+    """Run ``flow`` with the JSON feed or the live view until duration, ``done()``, SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    totals = _Totals()
-    async with Simulator(tape, pace=Pace(speed=speed), scenario=scenario, record_ids=False) as sim:
-        flow = OrderFlow.from_settings(settings, symbols=[tape.symbol], ws_url=sim.ws_url, rest_url=sim.rest_url)
-        flow.plugins.register(totals, name="demo-view")
-        names = sorted(n for n, _ in flow.plugins.list_name_plugin() if n != "demo-view")
-        print(f"replaying {len(tape.rows)} real {tape.symbol} aggTrades from {tape.source} at {speed:g}x "
-              f"through the local simulator on {sim.ws_url}; plugins: {', '.join(names) or 'none'}", flush=True)
-        last_id = tape.rows[-1].id
-        deadline = loop.time() + duration if duration else float("inf")
-        async with flow:
-            while not stop.is_set() and loop.time() < deadline:
-                if totals.last is not None and totals.last.id == last_id:
-                    break
+    view = LiveView(flow.symbols)
+    flow.plugins.register(JsonFeed() if as_json else view, name="cli-view")
+    deadline = loop.time() + duration if duration else float("inf")
+    live: Any = None
+    if not as_json and sys.stdout.isatty():
+        from rich.live import Live
+
+        live = Live(auto_refresh=False)
+    async with flow:
+        tick = 0.2 if as_json or live is not None else 1.0
+        with live if live is not None else contextlib.nullcontext():
+            while not stop.is_set() and loop.time() < deadline and not (done is not None and done()):
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(1.0, max(0.0, deadline - loop.time()))):
+                    async with asyncio.timeout(max(0.0, min(tick, deadline - loop.time()))):
                         await stop.wait()
-                print(_line(tape.symbol, totals, flow), flush=True)
-        summary = flow.summary()
-    print(json.dumps({"event": "summary", **summary}), flush=True)
+                if live is not None:
+                    live.update(view.table(flow.health()), refresh=True)
+                elif not as_json:
+                    for symbol in flow.symbols:
+                        print(view.line(symbol, flow.health()), flush=True)
+    if live is not None:
+        live.console.print(view.table(flow.health()))
+    elif not as_json:  # the final state, from the snapshot the stream sends as it stops
+        for symbol in flow.symbols:
+            print(view.line(symbol, flow.health()), flush=True)
+    print(json.dumps({"event": "summary", **flow.summary()}), flush=True)
     return 0
-
-
-def _line(symbol: str, totals: _Totals, flow: OrderFlow) -> str:
-    last = totals.last
-    price = format_decimal(last.price) if last else "-"
-    delta = totals.buy_volume - totals.sell_volume
-    state = flow.health()["connections"][0]["state"]
-    return (
-        f"{symbol}  last {price}  trades {totals.trades}  "
-        f"buy {format_decimal(totals.buy_volume)}  sell {format_decimal(totals.sell_volume)}  "
-        f"delta {'+' if delta >= 0 else ''}{format_decimal(delta)}  [{state}, reconnects "
-        f"{flow.counters['reconnects']}, gaps {flow.counters['gaps']}]"
-    )

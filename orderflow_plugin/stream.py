@@ -330,6 +330,9 @@ class OrderFlow:
             self._state = "stopped"
             if self.watchdog is not None:
                 self.watchdog.stop()
+        for engine in self.engines.values():  # the final state, for dashboards and recorders
+            if engine.trades:
+                self._metric(engine.snapshot())
         self._emit("on_shutdown", summary=self.summary())
         await self.dispatcher.aclose(timeout=0.5)
         logger.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in self.summary().items()))

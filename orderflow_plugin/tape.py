@@ -151,7 +151,8 @@ def _read_csv(handle: IO[str], path: Path) -> list[TapeRow]:
 
 
 def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None, list[TapeRow]]:
-    """Raw (``{"e":"aggTrade",...}``) or combined (``{"stream":...,"data":{...}}``) frames, one per line."""
+    """Raw (``{"e":"aggTrade",...}``) or combined (``{"stream":...,"data":{...}}``) frames, or the
+    recorder hook's trade lines, one per line."""
     rows: list[TapeRow] = []
     symbol: str | None = None
     market: Market | None = None
@@ -161,6 +162,12 @@ def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None
             continue
         try:
             frame = json.loads(text)
+            if "side" in frame and "id" in frame:  # a line of the recorder hook (Trade.as_json())
+                symbol = symbol or frame["symbol"]
+                rows.append(TapeRow(int(frame["id"]), str(frame["price"]), str(frame["qty"]),
+                                    int(frame["first_id"]), int(frame["last_id"]), int(frame["time"]),
+                                    frame["side"] == "sell"))
+                continue
             data = frame.get("data", frame)
             if data.get("e") != "aggTrade":
                 continue

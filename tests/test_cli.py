@@ -30,7 +30,7 @@ def test_demo_replays_bundled_tape_through_plugins() -> None:
     assert "plugins: diagnostics, prometheus_export, recorder, whale_alert" in lines[0]
     summary = json.loads(lines[-1])
     assert summary["event"] == "summary" and summary["trades"] == 5000 and summary["plugin_errors"] == 0
-    assert "delta +" in lines[-2]
+    assert lines[-2].startswith("BTCUSDT  last 87759.14  cvd +17.30342")  # the final state: exact tape totals
     assert "whale BTCUSDT" in result.stderr  # whale_alert ran on the real tape; logs go to stderr
     assert "stopped: trades 5000" in result.stderr
 

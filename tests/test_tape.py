@@ -86,3 +86,14 @@ def test_bundled_slice_matches_shared_original() -> None:
     bundled = Path(__file__).resolve().parents[1] / "orderflow_plugin" / "data" / "BTCUSDT-aggTrades-2026-01-01_first5000.csv.gz"
     original = SHARED / "spot_BTCUSDT-aggTrades-2026-01-01_first5000.csv"
     assert gzip.open(bundled).read() == original.read_bytes()
+
+
+def test_recorder_output_reads_as_a_tape(tmp_path: Path) -> None:
+    """The recorder hook's JSON lines are a tape: ids, exact decimals and taker side come back."""
+    trades = list(bundled_tape().trades())[:3]
+    path = tmp_path / "trades.jsonl"
+    path.write_text("".join(json.dumps(t.as_json()) + "\n" for t in trades))
+    tape = load_tape(path)
+    assert tape.symbol == "BTCUSDT" and [r.id for r in tape.rows] == [t.id for t in trades]
+    assert [r.to_trade("BTCUSDT").price for r in tape.rows] == [t.price for t in trades]
+    assert [r.buyer_maker for r in tape.rows] == [t.side == "sell" for t in trades]
