@@ -1,0 +1,102 @@
+"""End to end: simulator (own process) -> OrderFlow (decode, sequence, every default metric, dispatch)
+-> one no-op hook and one no-op signal receiver, against the ceiling of a bare websockets client.
+
+The simulator replays the bundled real tape looped, as fast as the client reads. The ceiling is a
+plain `websockets` client that only receives the same frames. Reports trades/s, CPU per trade and
+peak RSS of this process, and the ratio plugin/ceiling.
+
+Run: .venv/bin/python bench/end_to_end.py [--trades 300000]
+Target (issue #9): plugin >= 0.75 x the bare-websockets ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe
+
+from orderflow_plugin import OrderFlow, PluginManager, signals
+
+
+class Count:
+    """The no-op hook: counts and stops at the target."""
+
+    def __init__(self, target: int) -> None:
+        self.target, self.seen = target, 0
+        self.done = asyncio.Event()
+
+    def on_trade(self, trade: object) -> None:
+        self.seen += 1
+        if self.seen >= self.target:
+            self.done.set()
+
+
+def receiver(sender: object, trade: object) -> None:
+    """The no-op signal receiver."""
+
+
+async def ceiling(url: str, n: int) -> tuple[float, float]:
+    async with websockets.connect(f"{url}/stream?streams=btcusdt@aggTrade", max_queue=None) as ws:
+        await ws.recv()
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            await ws.recv()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+
+async def plugin(url: str, n: int) -> tuple[float, float]:
+    count = Count(n)
+    manager = PluginManager()
+    manager.register(count, name="count")
+    signals.trade.connect(receiver)
+    flow = OrderFlow(["BTCUSDT"], ws_url=url, rest_url=url.replace("ws://", "http://"), plugins=manager,
+                     loop_block_threshold=0, stall_timeout=60)
+    try:
+        async with flow:
+            while count.seen == 0:
+                await asyncio.sleep(0.001)
+            start_seen = count.seen
+            count.target = start_seen + n
+            cpu, wall = time.process_time(), time.perf_counter()
+            await count.done.wait()
+            return time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        signals.trade.disconnect(receiver)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trades", type=int, default=300_000)
+    args = parser.parse_args()
+    server = subprocess.Popen([sys.executable, "-m", "orderflow_plugin", "sim", "--asap", "--loop", "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", server.stdout.readline()).group(1))  # type: ignore[union-attr]
+        url = f"ws://127.0.0.1:{port}"
+        bare_wall, bare_cpu = asyncio.run(ceiling(url, args.trades))
+        flow_wall, flow_cpu = asyncio.run(plugin(url, args.trades))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    n = args.trades
+    print(f"machine: {describe()}")
+    print(f"end to end, {n:,} real BTCUSDT trades (bundled tape looped) from the simulator in its own process:")
+    print(f"  ceiling, bare websockets recv(): {n / bare_wall:,.0f} trades/s, CPU {bare_cpu / n * 1e6:.2f} µs/trade")
+    print(f"  OrderFlow (decode, sequence, 1s/1m/5m bars + footprint + whales, hook + signal): "
+          f"{n / flow_wall:,.0f} trades/s, CPU {flow_cpu / n * 1e6:.2f} µs/trade")
+    print(f"  ratio plugin/ceiling: {bare_wall / flow_wall:.2f}  (target >= 0.75)")
+    print(f"  peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
