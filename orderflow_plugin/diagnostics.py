@@ -79,7 +79,6 @@ class LoopWatchdog:
         self.interval = threshold / 4
         self.beat = time.monotonic()
         self.lag = 0.0  # how late the last heartbeat ran, seconds
-        self.blocks = 0
         self._loop_thread = threading.get_ident()
         self._stop = threading.Event()
         self._blocked_since: float | None = None
@@ -109,7 +108,6 @@ class LoopWatchdog:
         since = self._blocked_since
         if since is not None:  # the loop runs again: report on the loop, with the whole duration
             self._blocked_since = None
-            self.blocks += 1
             try:
                 self.on_blocked(now - since, self._stack)
             except Exception:  # the report must never kill the heartbeat

@@ -189,7 +189,6 @@ class OrderFlow:
         self._live: set[WsConnection] = set()
         self._opens: deque[float] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: int | None = None
         self._state = "new"
         self._started_at = 0.0
         self._bad_frame_logged = 0.0
@@ -298,7 +297,6 @@ class OrderFlow:
                 "code, or use OrderFlow.run_in_thread() from a synchronous host") from None
         if self._loop is None:
             self._loop = loop
-            self._thread = threading.get_ident()
         elif loop is not self._loop:
             raise OrderFlowError(
                 f"OrderFlow.{method}() called on another event loop (thread {threading.current_thread().name}) "

@@ -78,7 +78,6 @@ class WsConnection(asyncio.Protocol):
         self.timings: dict[str, float] = {}
         self.trades = 0  # trades seen; the stall watchdog watches it move
         self.opened_at = 0.0
-        self.symbols: tuple[str, ...] = ()
         self._pong_waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[Any] | None = None  # the task opening this connection
         self.warned = ""  # the stage already reported as slow

@@ -137,26 +137,19 @@ async def test_crashing_internal_task_is_logged(orderflow_sim_factory, caplog) -
     assert "task orderflow broken failed" in caplog.text and "bug in a task" in caplog.text
 
 
-def test_threaded_runner_streams_while_host_thread_sleeps(orderflow_sim_factory) -> None:
+def test_threaded_runner_streams_while_host_thread_sleeps() -> None:
     """run_in_thread streams on its own loop while the synchronous host sleeps; state is read safely."""
+    from orderflow_plugin.sim import Simulator
 
-    async def make_sim():
-        return await orderflow_sim_factory(pace=Pace(rate=1000))
-
-    # The simulator runs on a loop of its own, in a thread, so this test's host code is plain sync code.
+    # The simulator runs on a loop of its own in a thread, so this test's host code is plain sync code.
     sim_loop = asyncio.new_event_loop()
     sim_thread = threading.Thread(target=sim_loop.run_forever, daemon=True)
     sim_thread.start()
-    from orderflow_plugin.sim import Simulator
-
     sim = Simulator(pace=Pace(rate=1000))
     asyncio.run_coroutine_threadsafe(sim.start(), sim_loop).result(5)
     try:
-        events = Events.__new__(Events)
-        events.calls, events.trades, events.metrics = [], [], []
-        events._changed = type("E", (), {"set": lambda self: None})()
-        flow = make_flow(sim, events, snapshot_interval=0.2)
-        runner = flow.run_in_thread()
+        events = Events()
+        runner = make_flow(sim, events, snapshot_interval=0.2).run_in_thread()
         time.sleep(1.0)  # the host does its own synchronous work
         health = runner.health()
         latest = runner.latest("BTCUSDT")
@@ -164,14 +157,12 @@ def test_threaded_runner_streams_while_host_thread_sleeps(orderflow_sim_factory)
         assert not runner.running
         assert len(events.trades) > 300 and health["state"] == "running"
         assert latest["trade"].id >= events.trades[0].id and "snapshot" in latest
-        assert threading.current_thread() is threading.main_thread()
         assert events.of("on_shutdown")
     finally:
         asyncio.run_coroutine_threadsafe(sim.stop(), sim_loop).result(5)
         sim_loop.call_soon_threadsafe(sim_loop.stop)
         sim_thread.join(5)
         sim_loop.close()
-    del make_sim
 
 
 def test_threaded_runner_reports_start_failure() -> None:

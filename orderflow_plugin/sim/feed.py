@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..errors import TapeError
 from ..tape import Tape, TapeRow
 
-__all__ = ["Pace", "ShiftedRow", "SymbolFeed", "schedule"]
+__all__ = ["Pace", "SymbolFeed", "schedule"]
 
 
 @dataclass(frozen=True)
@@ -41,21 +41,6 @@ class Pace:
         if self.rate is not None:
             return f"{self.rate:g} trades/s"
         return f"{self.speed:g}x original timing"
-
-
-@dataclass(frozen=True, slots=True)
-class ShiftedRow:
-    """A row at a position of a (possibly looped) feed."""
-
-    id: int
-    price: str
-    qty: str
-    first_id: int
-    last_id: int
-    time: int
-    buyer_maker: bool
-    event_time: int
-    notional_qty: str | None
 
 
 class SymbolFeed:
@@ -91,14 +76,16 @@ class SymbolFeed:
         """How many positions there are, or None when looped (endless)."""
         return None if self.loop else len(self.rows)
 
-    def row(self, position: int) -> ShiftedRow:
-        """The trade at ``position``."""
+    def row(self, position: int) -> TapeRow:
+        """The trade at ``position``: the tape's row, shifted by whole tapes when looped."""
         k, j = divmod(position, len(self.rows))
         if k and not self.loop:
             raise IndexError(position)
         row = self.rows[j]
+        if not k:
+            return row
         dt = k * self.time_span
-        return ShiftedRow(
+        return TapeRow(
             row.id + k * self.id_span,
             row.price,
             row.qty,

@@ -8,11 +8,11 @@ spot ``{"e","E","s","a","p","q","f","l","T","m","M"}``; USD-M futures
 from __future__ import annotations
 
 import struct
-from typing import Protocol
 
 from ..models import Market
+from ..tape import TapeRow
 
-__all__ = ["Row", "aggtrade_payload", "combined", "server_shutdown", "text_frame", "trade_row_json"]
+__all__ = ["aggtrade_payload", "combined", "server_shutdown", "text_frame", "trade_row_json"]
 
 _HEAD_SMALL = struct.Struct("!BB")
 _HEAD_MEDIUM = struct.Struct("!BBH")
@@ -20,21 +20,7 @@ _HEAD_LARGE = struct.Struct("!BBQ")
 _FIN_TEXT = 0x81
 
 
-class Row(Protocol):
-    """The fields of one aggregate trade, as a tape row or a shifted feed row has them."""
-
-    id: int
-    price: str
-    qty: str
-    first_id: int
-    last_id: int
-    time: int
-    buyer_maker: bool
-    event_time: int
-    notional_qty: str | None
-
-
-def aggtrade_payload(market: Market, symbol: str, row: Row) -> bytes:
+def aggtrade_payload(market: Market, symbol: str, row: TapeRow) -> bytes:
     """The raw aggTrade event for ``row`` as Binance sends it for ``market``."""
     maker = "true" if row.buyer_maker else "false"
     event_time = row.event_time or row.time
@@ -50,7 +36,7 @@ def aggtrade_payload(market: Market, symbol: str, row: Row) -> bytes:
     ).encode()
 
 
-def trade_row_json(market: Market, row: Row) -> str:
+def trade_row_json(market: Market, row: TapeRow) -> str:
     """``row`` as one row of a REST ``aggTrades`` response (spot has ``M``, futures has ``nq``)."""
     maker = "true" if row.buyer_maker else "false"
     if market == "spot":
