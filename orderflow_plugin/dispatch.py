@@ -11,7 +11,6 @@ receivers get the events in order on a task of their own, through a bounded queu
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -55,6 +54,7 @@ class Dispatcher:
         self._last_report: dict[tuple[str, str], float] = {}
         self._suppressed: dict[tuple[str, str], int] = {}
         self._workers: dict[Any, _AsyncReceiver] = {}
+        self._receivers: dict[NamedSignal, tuple[int, tuple[Any, ...]]] = {}  # signal -> (its version, receivers)
 
     def emit(self, hook: str, **kwargs: Any) -> None:
         """Call every implementation of ``hook``, then send the parallel signal."""
@@ -70,6 +70,31 @@ class Dispatcher:
         signal = signal_for_hook(hook)
         if signal.receivers:
             self._send(signal, hook, kwargs)
+
+    def emit_one(self, hook: str, argname: str, value: Any) -> None:
+        """:meth:`emit` for the per-trade hooks that take one argument (``on_trade``, ``on_metric``).
+
+        Same order, isolation and timing; no keyword dict unless a signal receiver listens.
+        """
+        calls = self._calls.get(hook) if self._version == self.manager.version else None
+        if calls is None:
+            calls = self._hook_calls(hook)
+        clock = time.perf_counter
+        for name, function, argnames in calls:
+            start = clock()
+            try:
+                if argnames:
+                    function(value)
+                else:
+                    function()
+            except Exception as exc:
+                self._failed(name, hook, exc)
+            elapsed = clock() - start
+            if elapsed > self._budget:
+                self._slow(name, hook, elapsed)
+        signal = signal_for_hook(hook)
+        if signal.receivers:
+            self._send(signal, hook, {argname: value})
 
     async def aclose(self, timeout: float = 1.0) -> None:
         """Let async receivers drain their queues for up to ``timeout`` s, then stop their tasks."""
@@ -93,16 +118,25 @@ class Dispatcher:
         return calls
 
     def _send(self, signal: NamedSignal, hook: str, kwargs: dict[str, Any]) -> None:
-        for receiver in signal.receivers_for(self.sender):
-            if inspect.iscoroutinefunction(receiver):
+        cached = self._receivers.get(signal)
+        if cached is None or cached[0] != signal.version:  # type: ignore[attr-defined]
+            cached = self._receivers[signal] = (signal.version,  # type: ignore[attr-defined]
+                                                signal.held_receivers(self.sender))  # type: ignore[attr-defined]
+        clock = time.perf_counter
+        sender = self.sender
+        for held, weak, is_async in cached[1]:
+            receiver = held() if weak else held
+            if receiver is None:  # collected since: blinker's weakref callback disconnects it
+                continue
+            if is_async:
                 self._enqueue(receiver, hook, kwargs)
                 continue
-            start = time.perf_counter()
+            start = clock()
             try:
-                receiver(self.sender, **kwargs)
+                receiver(sender, **kwargs)
             except Exception as exc:
                 self._failed(_receiver_name(receiver), hook, exc)
-            elapsed = time.perf_counter() - start
+            elapsed = clock() - start
             if elapsed > self._budget:
                 self._slow(_receiver_name(receiver), hook, elapsed)
 

@@ -251,7 +251,10 @@ class FlowEngine:
         self.whale_window = whale_window
         # The percentile of the last whale_window notionals moves slowly: re-rank every tenth of the window.
         self._rank_every = max(1, whale_window // 10)
-        self.cvd = self.buy_volume = self.sell_volume = self.buy_notional = self.sell_notional = _ZERO
+        # Totals of the closed bars of the finest window (always updated per trade); the open bar adds the rest.
+        self._closed_totals = [_ZERO, _ZERO, _ZERO, _ZERO]  # buy volume, sell volume, buy notional, sell notional
+        self._last_price: Decimal | None = None
+        self._last_bucket = 0
         self.trades = 0
         self.last: Trade | None = None
         # parent[i]: the index of the window rolled up from window i (or None); direct: updated per trade
@@ -268,24 +271,57 @@ class FlowEngine:
         self._recent: deque[float] = deque(maxlen=whale_window)
         self._percentile_threshold: float | None = None
 
+    def _totals(self) -> list[Decimal]:
+        """Buy volume, sell volume, buy notional and sell notional of every trade so far."""
+        totals = self._closed_totals
+        bar = self._open[0]
+        if bar is None:
+            return list(totals)
+        return [_add(totals[0], bar.buy_volume), _add(totals[1], bar.sell_volume),
+                _add(totals[2], bar.buy_notional), _add(totals[3], bar.sell_notional)]
+
+    @property
+    def buy_volume(self) -> Decimal:
+        """Taker buy volume of every trade so far."""
+        return self._totals()[0]
+
+    @property
+    def sell_volume(self) -> Decimal:
+        """Taker sell volume of every trade so far."""
+        return self._totals()[1]
+
+    @property
+    def buy_notional(self) -> Decimal:
+        """Taker buy notional (price x quantity) of every trade so far."""
+        return self._totals()[2]
+
+    @property
+    def sell_notional(self) -> Decimal:
+        """Taker sell notional of every trade so far."""
+        return self._totals()[3]
+
+    @property
+    def cvd(self) -> Decimal:
+        """Cumulative volume delta: taker buy volume minus taker sell volume so far."""
+        totals = self._totals()
+        return _sub(totals[0], totals[1])
+
     def add(self, trade: Trade) -> Sequence[Metric]:
         """Take the next trade; return the metrics it produced (closed bars first, then a whale)."""
         price, qty = trade.price, trade.qty
         notional = _mul(price, qty)
         buy = trade.side == "buy"
-        if buy:
-            self.cvd = _add(self.cvd, qty)
-            self.buy_volume = _add(self.buy_volume, qty)
-            self.buy_notional = _add(self.buy_notional, notional)
-        else:
-            self.cvd = _sub(self.cvd, qty)
-            self.sell_volume = _add(self.sell_volume, qty)
-            self.sell_notional = _add(self.sell_notional, notional)
         self.trades += 1
         metrics: list[Metric] | tuple[()] = ()  # most trades close nothing: no list for them
         time_ms = trade.time
         tick = self.tick
-        bucket = _bucket_of(price, tick) if tick is not None else None  # bucket number; x tick at the close
+        bucket = 0
+        if tick is not None:  # bucket number; x tick at the close. Trades often repeat the last price.
+            if price == self._last_price:
+                bucket = self._last_bucket
+            else:
+                bucket = self._last_bucket = _bucket_of(price, tick)
+                self._last_price = price
         opened = self._open
         for index, ms in self._direct:
             bar = opened[index]
@@ -293,7 +329,10 @@ class FlowEngine:
                 if bar is not None:
                     if not metrics:
                         metrics = []
-                    self._close(index, time_ms, "trade", self.cvd_before(trade), metrics)  # type: ignore[arg-type]
+                    cvd = self.cvd  # before this trade: only the finest bar (index 0, first here) has taken it yet
+                    if index:
+                        cvd = _sub(cvd, qty) if buy else _add(cvd, qty)
+                    self._close(index, time_ms, "trade", cvd, metrics)  # type: ignore[arg-type]
                 bar = opened[index] = _OpenBar(time_ms - time_ms % ms, price, trade.id)
             if price > bar.high:
                 bar.high = price
@@ -311,7 +350,7 @@ class FlowEngine:
             if qty > bar.largest_qty:
                 bar.largest_qty = qty
                 bar.largest_id = trade.id
-            if bucket is not None:
+            if tick is not None:
                 level = bar.levels.get(bucket)
                 side = 0 if buy else 1
                 if level is None:
@@ -329,6 +368,10 @@ class FlowEngine:
         bar = self._open[index]
         assert bar is not None
         self._open[index] = None
+        if index == 0:  # the finest window carries the totals
+            totals = self._closed_totals
+            totals[:] = [_add(totals[0], bar.buy_volume), _add(totals[1], bar.sell_volume),
+                         _add(totals[2], bar.buy_notional), _add(totals[3], bar.sell_notional)]
         out.append(self._closed(bar, self.windows[index], closed_by, cvd))
         parent_index = self._parent[index]
         if parent_index is None:
@@ -345,17 +388,14 @@ class FlowEngine:
         if now >= parent.start + ms:
             self._close(parent_index, now, closed_by, cvd, out)
 
-    def cvd_before(self, trade: Trade) -> Decimal:
-        """CVD before ``trade`` was counted (the CVD at the close of the bar it ends)."""
-        return _sub(self.cvd, trade.qty) if trade.side == "buy" else _add(self.cvd, trade.qty)
-
     def close_until(self, trade_time: int) -> list[Bar]:
         """Close every open bar that ended at or before ``trade_time`` (a quiet market's timer)."""
         closed: list[Metric] = []
+        cvd = self.cvd
         for index, window in enumerate(self.windows):
             bar = self._open[index]
             if bar is not None and bar.start + window.ms <= trade_time:
-                self._close(index, trade_time, "timer", self.cvd, closed)
+                self._close(index, trade_time, "timer", cvd, closed)
         return closed  # type: ignore[return-value]
 
     def snapshot(self) -> Snapshot:
@@ -366,10 +406,11 @@ class FlowEngine:
             if merged is not None:
                 bars[window.name] = self._closed(merged, window, "open", self.cvd)
         last = self.last
+        buy, sell, buy_notional, sell_notional = self._totals()
         return Snapshot(
             symbol=self.symbol, time=last.time if last else 0, last_price=last.price if last else None,
-            cvd=self.cvd, buy_volume=self.buy_volume, sell_volume=self.sell_volume,
-            buy_notional=self.buy_notional, sell_notional=self.sell_notional, trades=self.trades, bars=bars,
+            cvd=_sub(buy, sell), buy_volume=buy, sell_volume=sell,
+            buy_notional=buy_notional, sell_notional=sell_notional, trades=self.trades, bars=bars,
         )
 
     def _merged(self, index: int) -> _OpenBar | None:

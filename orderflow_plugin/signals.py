@@ -9,10 +9,13 @@ to a receiver that is a bound method or a closure, or it disappears with its obj
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableSet
+import inspect
+import weakref
+from collections.abc import Callable, Hashable, Iterable, Iterator, MutableSet
 from typing import Any
 
 from blinker import ANY, NamedSignal, Namespace
+from blinker._utilities import make_id
 
 __all__ = [
     "ANY",
@@ -58,10 +61,46 @@ class _OrderedSet(MutableSet[Any]):
         return _OrderedSet(self._items)
 
 
+Held = tuple[Any, bool, bool]  # (the receiver or its weakref, is it a weakref, is it async)
+
+
 class _OrderedSignal(NamedSignal):
-    """A signal whose receivers run in the order they connected (blinker's own is unordered)."""
+    """A signal whose receivers run in the order they connected (blinker's own is unordered).
+
+    ``version`` changes whenever a receiver connects or goes, so a sender may cache
+    ``held_receivers`` instead of rebuilding blinker's receiver set for every event.
+    """
 
     set_class = _OrderedSet  # type: ignore[assignment]
+
+    def __init__(self, name: str, doc: str | None = None) -> None:
+        super().__init__(name, doc)
+        self.version = 0  # bumped by every change of who receives what
+
+    def connect(self, receiver: Any, sender: Any = ANY, weak: bool = True) -> Any:
+        self.version += 1
+        return super().connect(receiver, sender, weak)
+
+    def _disconnect(self, receiver_id: Hashable, sender_id: Hashable) -> None:
+        self.version += 1  # also reached when a weakly held receiver is collected
+        super()._disconnect(receiver_id, sender_id)
+
+    def _make_cleanup_sender(self, sender_id: Hashable) -> Callable[[weakref.ref[Any]], None]:
+        cleanup = super()._make_cleanup_sender(sender_id)
+
+        def bump_then_cleanup(ref: weakref.ref[Any]) -> None:
+            self.version += 1
+            cleanup(ref)
+
+        return bump_then_cleanup
+
+    def held_receivers(self, sender: Any) -> tuple[Held, ...]:
+        """The receivers for ``sender`` in order, as blinker holds them (valid while ``version`` stays)."""
+        held = []
+        for receiver in self.receivers_for(sender):  # drops dead weak receivers, which bumps the version
+            entry = self.receivers[make_id(receiver)]
+            held.append((entry, isinstance(entry, weakref.ref), inspect.iscoroutinefunction(receiver)))
+        return tuple(held)
 
 
 class _Namespace(Namespace):

@@ -550,24 +550,22 @@ class OrderFlow:
 
     def _deliver(self, trade: Trade) -> None:
         self.counters["trades"] += 1
-        now = time.monotonic()
         symbol = trade.symbol
-        self._last_trade_at[symbol] = now
+        self._last_trade_at[symbol] = time.monotonic()
         self._history[symbol].append(trade)
-        latest = self._latest[symbol]
-        latest["trade"] = trade
-        self.dispatcher.emit("on_trade", trade=trade)
+        self._latest[symbol]["trade"] = trade
+        self.dispatcher.emit_one("on_trade", "trade", trade)
         engine = self.engines.get(symbol)
         if engine is not None:
-            if trade.source == "live":
-                self._clock_offset[symbol] = trade.time - now * 1000.0
-            for metric in engine.add(trade):
-                self._metric(metric)
+            metrics = engine.add(trade)
+            if metrics:
+                for metric in metrics:
+                    self._metric(metric)
 
     def _metric(self, metric: Any) -> None:
         latest = self._latest[metric.symbol]
         latest[f"bar:{metric.window}" if metric.kind == "bar" else metric.kind] = metric
-        self.dispatcher.emit("on_metric", metric=metric)
+        self.dispatcher.emit_one("on_metric", "metric", metric)
 
     async def _tick(self) -> None:
         """Emit snapshots every snapshot_interval; close bars a quiet market left open past their grace."""
@@ -577,6 +575,9 @@ class OrderFlow:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for symbol, engine in self.engines.items():
+                last = self._latest[symbol].get("trade")
+                if last is not None and last.source == "live":  # trade time minus wall time at its delivery
+                    self._clock_offset[symbol] = last.time - self._last_trade_at[symbol] * 1000.0
                 offset = self._clock_offset.get(symbol)
                 # Never while a hole is open: a backfilled trade may still belong to the bar.
                 if offset is not None and self._sequencers[symbol].gap is None and symbol not in self._filling:

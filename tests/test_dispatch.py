@@ -307,3 +307,42 @@ def test_many_receivers_run_in_connect_order(dispatcher, sender) -> None:
         for receiver in receivers:
             signals.trade.disconnect(receiver)
     assert order == list(range(0, 20, 2)) + list(range(1, 20, 2))  # any-sender ones first, each group in order
+
+
+def test_receiver_cache_follows_connects_disconnects_and_collection(dispatcher, sender) -> None:
+    """The cached receiver list changes with every connect, disconnect and collected weak receiver."""
+    got: list[str] = []
+
+    class Holder:
+        def receive(self, s, **kwargs):
+            got.append("weak")
+
+    def strong(s, **kwargs):
+        got.append("strong")
+
+    dispatcher.emit_one("on_trade", "trade", TRADE)  # caches the empty list
+    holder = Holder()
+    signals.trade.connect(holder.receive)  # held weakly, as blinker does by default
+    signals.trade.connect(strong, sender=sender)
+    try:
+        dispatcher.emit_one("on_trade", "trade", TRADE)
+        assert got == ["weak", "strong"]
+        del holder  # collected: blinker's weakref callback disconnects it
+        dispatcher.emit_one("on_trade", "trade", TRADE)
+        assert got == ["weak", "strong", "strong"]
+    finally:
+        signals.trade.disconnect(strong)
+    dispatcher.emit_one("on_trade", "trade", TRADE)
+    assert got == ["weak", "strong", "strong"]
+
+
+def test_emit_one_matches_emit(manager: PluginManager, dispatcher, sender) -> None:
+    """The one-argument fast path calls the same plugins and receivers with the same arguments."""
+    plugin = Recorder()
+    manager.register(plugin, name="recorder")
+    received = []
+    with signals.metric.connected_to(lambda s, **kw: received.append((s, kw)), sender=sender):
+        dispatcher.emit("on_metric", metric=TRADE)
+        dispatcher.emit_one("on_metric", "metric", TRADE)
+    assert plugin.calls == [("on_metric", {"metric": TRADE})] * 2
+    assert received == [(sender, {"metric": TRADE})] * 2
