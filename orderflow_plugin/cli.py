@@ -105,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     pace.add_argument("--speed", type=_positive, default=1.0, help="replay speed (1 = original timing)")
     pace.add_argument("--rate", type=_positive, default=None, help="fixed trades per second instead of --speed")
     pace.add_argument("--asap", action="store_true", help="as fast as clients read")
+    sim.add_argument("--smooth", action="store_true",
+                     help="spin between trades instead of sleeping: evenly spaced frames (uses a core)")
     sim.add_argument("--loop", action="store_true", help="repeat the tape with ids and times shifted")
     sim.add_argument("--market", choices=["spot", "usdm"], default=None, help="frame shape (default: the tape's)")
     sim.add_argument("--scenario", default=None, help="fault scenario file (.toml or .json)")
@@ -189,7 +191,7 @@ def _sim(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     tapes = [load_tape(path) for path in args.tape] or None
     simulator = Simulator(
-        tapes, scenario=scenario, pace=Pace(speed=args.speed, rate=args.rate, asap=args.asap),
+        tapes, scenario=scenario, pace=Pace(speed=args.speed, rate=args.rate, asap=args.asap, smooth=args.smooth),
         loop=args.loop, market=args.market, host=args.host, port=args.port, record_ids=False,
     )
 

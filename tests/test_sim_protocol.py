@@ -144,3 +144,14 @@ async def test_client_ping_answered_with_same_payload(orderflow_sim_factory) -> 
     async with connect(sim, "/ws") as ws:
         latency = await asyncio.wait_for(await ws.ping(b"payload-123"), 2)
         assert latency >= 0
+
+
+async def test_smooth_pace_keeps_order_and_rate(orderflow_sim_factory) -> None:
+    """A smooth fixed rate sends every trade in order and never ahead of its time."""
+    sim = await orderflow_sim_factory(pace=Pace(rate=2000, smooth=True))
+    loop = asyncio.get_running_loop()
+    async with connect(sim, "/ws/btcusdt@aggTrade") as ws:
+        first = json.loads(await ws.recv())["a"]
+        started = loop.time()
+        assert await recv_ids(ws, 200) == list(range(first + 1, first + 201))
+        assert loop.time() - started >= 199 / 2000 * 0.9  # 200 more trades at 2000/s take about 0.1 s

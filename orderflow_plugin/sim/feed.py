@@ -24,11 +24,16 @@ __all__ = ["Pace", "SymbolFeed", "schedule"]
 @dataclass(frozen=True)
 class Pace:
     """How fast the market plays: the tape's timing divided by ``speed``, a fixed ``rate``
-    of trades per second, or (``asap``) as fast as the clients read."""
+    of trades per second, or (``asap``) as fast as the clients read.
+
+    ``smooth`` spins instead of sleeping until the next trade is due, so frames go out one by one
+    at their time instead of in the ~1 ms groups the event loop's timer allows (one core busy).
+    """
 
     speed: float = 1.0
     rate: float | None = None
     asap: bool = False
+    smooth: bool = False
 
     def __post_init__(self) -> None:
         if not self.speed > 0 or (self.rate is not None and not self.rate > 0):
@@ -39,8 +44,8 @@ class Pace:
         if self.asap:
             return "as fast as clients read"
         if self.rate is not None:
-            return f"{self.rate:g} trades/s"
-        return f"{self.speed:g}x original timing"
+            return f"{self.rate:g} trades/s{', smooth' if self.smooth else ''}"
+        return f"{self.speed:g}x original timing{', smooth' if self.smooth else ''}"
 
 
 class SymbolFeed:

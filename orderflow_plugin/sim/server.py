@@ -226,7 +226,11 @@ class Simulator:
                 if batch:
                     self._publish(batch)
                     batch = []
-                await asyncio.sleep(due - loop.time())
+                if self.pace.smooth:
+                    while loop.time() < due:
+                        await asyncio.sleep(0)
+                else:
+                    await asyncio.sleep(due - loop.time())
             batch.append((symbol, position))
             if len(batch) >= 4 * _BATCH:
                 self._publish(batch)
