@@ -163,6 +163,13 @@ class OrderFlow:
             symbol: Sequencer(symbol, start_after=start_after, max_held=max_buffered_trades)
             for symbol in self.symbols
         }
+        # Past half the buffer, reads pause (TCP holds the server back) until the hole is filled, for at
+        # most rest_timeout: a REST that does not answer must not stop the live stream for long.
+        self._pause_at = max(1, max_buffered_trades // 2)
+        self._max_pause = rest_timeout
+        self._paused: set[WsConnection] = set()
+        self._pause_timer: asyncio.TimerHandle | None = None
+        self._may_pause = True  # false after a pause ran out, until a hole is filled or given up
         self._filling: dict[str, asyncio.Task[None] | asyncio.TimerHandle] = {}
         self._history = {symbol: deque[Trade](maxlen=history_size) for symbol in self.symbols}
         self.engines = {
@@ -539,7 +546,15 @@ class OrderFlow:
                 self._gap_opened(sequencer)
             elif status == OVERFLOW:
                 self._give_up(sequencer, "more than max_buffered_trades live trades waited behind it")
-            # HELD: waits behind the open hole
+            elif sequencer.held >= self._pause_at and self._may_pause and not connection.paused:  # many HELD
+                # Backpressure: stop reading until the hole is filled, rather than overflow and lose it.
+                logger.info("%s: %d trades wait behind a hole; pausing reads from %s until it is filled",
+                            sequencer.symbol, sequencer.held, connection.endpoint)
+                connection.pause()
+                self._paused.add(connection)
+                if self._pause_timer is None:
+                    self._pause_timer = asyncio.get_running_loop().call_later(
+                        self._max_pause, self._resume_reading, True)
         elif type(event) is ServerShutdown:
             logger.info("%s announced serverShutdown: replacing the connection", connection.endpoint)
             for shard in self._shards:
@@ -628,6 +643,7 @@ class OrderFlow:
             self._deliver(trade)
         if sequencer.gap is not None:
             self._gap_opened(sequencer)
+        self._resume_reading()
 
     def _gap_opened(self, sequencer: Sequencer) -> None:
         """Give reordered trades ``reorder_window`` to arrive before declaring the hole a gap."""
@@ -670,6 +686,24 @@ class OrderFlow:
         self._emit("on_backfill", symbol=sequencer.symbol, first_id=first, last_id=last, count=len(trades))
         if sequencer.gap is not None:
             self._gap_opened(sequencer)
+        self._may_pause = True
+        self._resume_reading()
+
+    def _resume_reading(self, expired: bool = False) -> None:
+        """Resume the connections paused for backpressure once no symbol has too many trades waiting,
+        or when the pause has lasted its longest (then the overflow policy applies)."""
+        if self._paused and (expired or all(s.held < self._pause_at for s in self._sequencers.values())):
+            if self._pause_timer is not None:
+                self._pause_timer.cancel()
+                self._pause_timer = None
+            self._may_pause = not expired
+            if expired:
+                logger.warning("reads were paused %.1f s (rest_timeout) for a hole still open; reading on",
+                               self._max_pause)
+            paused = list(self._paused)
+            self._paused.clear()
+            for connection in paused:
+                connection.resume()  # its held-back frames may pause it again
 
     def _give_up(self, sequencer: Sequencer, why: str) -> None:
         """Skip the open hole so the stream goes on; say exactly which ids were not seen."""
@@ -686,6 +720,8 @@ class OrderFlow:
             self._emit("on_error", error=error, where="sequence")
         if sequencer.gap is not None:
             self._gap_opened(sequencer)
+        self._may_pause = True
+        self._resume_reading()
 
     def _bad_frame(self, error: BadFrame, connection: WsConnection) -> None:
         self.counters["bad_frames"] += 1

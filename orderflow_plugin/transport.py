@@ -19,7 +19,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +83,8 @@ class WsConnection(asyncio.Protocol):
         self.warned = ""  # the stage already reported as slow
         self.stack = ""  # where that task waited when the stage was reported
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.paused = False  # reading paused by us (a hole is being filled): not a stall
+        self._pending: list[Any] = []  # events of the read that was being handled when we paused
 
     # Stages
 
@@ -120,16 +122,22 @@ class WsConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
         protocol.receive_data(data)
-        for event in protocol.events_received():
+        self._handle(iter(protocol.events_received()))
+        self._flush()
+
+    def _handle(self, events: Iterator[Any]) -> None:
+        for event in events:
             if type(event) is Frame:
                 opcode = event.opcode
                 if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
                     self.on_frame(self, event.data)
+                    if self.paused:  # the rest of this read waits for resume()
+                        self._pending = list(events)
+                        return
                 elif opcode is Opcode.PONG and self._pong_waiter is not None and not self._pong_waiter.done():
                     self._pong_waiter.set_result(None)
             elif isinstance(event, Response) and not self._handshake.done():
                 self._handshake.set_result(None)
-        self._flush()
 
     def eof_received(self) -> bool:
         self.protocol.receive_eof()
@@ -172,6 +180,24 @@ class WsConnection(asyncio.Protocol):
                 transport.write(data)
             elif transport.can_write_eof():
                 transport.write_eof()
+
+    # Flow control
+
+    def pause(self) -> None:
+        """Stop handling frames: TCP flow control holds the server back until :meth:`resume`."""
+        if not self.paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+            self.paused = True
+
+    def resume(self) -> None:
+        """Handle the frames held back by :meth:`pause` (which may pause again), then read again."""
+        if not self.paused:
+            return
+        self.paused = False
+        pending, self._pending = self._pending, []
+        self._handle(iter(pending))
+        if not self.paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     # Sending and ending
 
@@ -235,7 +261,7 @@ class WsConnection(asyncio.Protocol):
         while True:
             await asyncio.sleep(check)
             now = time.monotonic()
-            if self.trades != seen:
+            if self.trades != seen or self.paused:
                 seen, since = self.trades, now
             elif now - since >= stall_timeout:
                 self.fail(Stalled(f"{self.endpoint} delivered no trade for {now - since:.1f} s "

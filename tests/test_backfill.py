@@ -100,11 +100,12 @@ async def test_rest_429_waits_retry_after_then_fills(orderflow_sim_factory) -> N
 
 
 async def test_overflow_gives_up_gap_and_reports_range(orderflow_sim_factory) -> None:
-    """Past max_buffered_trades the gap is given up (exact range reported) and held trades flow."""
+    """A REST that hangs: reads pause for rest_timeout, then past max_buffered_trades the gap is
+    given up (exact range reported) and held trades flow."""
     scenario = Scenario([[Fault("skip_ids", after=20, count=50)]], rest=[Fault("rest_hang", count=100)])
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
     events = Events()
-    async with make_flow(sim, events, max_buffered_trades=30, rest_timeout=30.0):
+    async with make_flow(sim, events, max_buffered_trades=30, rest_timeout=1.0, rest_retries=5):
         await events.until(lambda e: any(c["where"] == "sequence" for c in e.of("on_error")), 10)
         await events.until(lambda e: len(e.trades) >= 100, 10)
     error = next(c["error"] for c in events.of("on_error") if c["where"] == "sequence")
@@ -185,3 +186,16 @@ async def test_backfiller_keeps_within_weight_budget(orderflow_sim_factory) -> N
     finally:
         await backfiller.aclose()
     assert len(sim.record.rest) == 2
+
+
+async def test_backpressure_instead_of_overflow(orderflow_sim_factory) -> None:
+    """At full speed with a small buffer, reads pause while a hole is filled: nothing is given up."""
+    scenario = Scenario([[Fault("skip_ids", after=100, count=300)]])
+    sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(asap=True))
+    events = Events()
+    async with make_flow(sim, events, max_buffered_trades=200):
+        await events.until(lambda e: e.ids() and e.ids()[-1] == LAST, 20)
+    assert events.ids() == list(range(FIRST, LAST + 1))
+    assert not [e for e in events.of("on_error") if "not delivered" in str(e["error"])]
+    assert [(g["first"], g["last"]) for g in events.of("on_gap")] == [(b["first"], b["last"])
+                                                                     for b in events.of("on_backfill")]
