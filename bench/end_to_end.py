@@ -5,7 +5,7 @@ The simulator replays the bundled real tape looped, as fast as the client reads.
 plain `websockets` client that only receives the same frames. Reports trades/s, CPU per trade and
 peak RSS of this process, and the ratio plugin/ceiling.
 
-Run: .venv/bin/python bench/end_to_end.py [--trades 300000]
+Run: .venv/bin/python bench/end_to_end.py [--trades 1000000]
 Target (issue #9): plugin >= 0.75 x the bare-websockets ceiling.
 """
 
@@ -76,7 +76,7 @@ async def plugin(url: str, n: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trades", type=int, default=300_000)
+    parser.add_argument("--trades", type=int, default=1_000_000)
     args = parser.parse_args()
     server = subprocess.Popen([sys.executable, "-m", "orderflow_plugin", "sim", "--asap", "--loop", "--port", "0"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
