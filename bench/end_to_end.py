@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe
+from _sim import simulator
 
 from orderflow_plugin import OrderFlow, PluginManager, signals
 
@@ -78,16 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trades", type=int, default=1_000_000)
     args = parser.parse_args()
-    server = subprocess.Popen([sys.executable, "-m", "orderflow_plugin", "sim", "--asap", "--loop", "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        port = int(re.search(r"127\.0\.0\.1:(\d+)", server.stdout.readline()).group(1))  # type: ignore[union-attr]
-        url = f"ws://127.0.0.1:{port}"
-        bare_wall, bare_cpu = asyncio.run(ceiling(url, args.trades))
-        flow_wall, flow_cpu = asyncio.run(plugin(url, args.trades))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with simulator("--asap", "--loop") as sim:
+        bare_wall, bare_cpu = asyncio.run(ceiling(sim.url, args.trades))
+        flow_wall, flow_cpu = asyncio.run(plugin(sim.url, args.trades))
     n = args.trades
     print(f"machine: {describe()}")
     print(f"end to end, {n:,} real BTCUSDT trades (bundled tape looped) from the simulator in its own process:")

@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe
+from _sim import simulator
 
 from orderflow_plugin import OrderFlow, PluginManager, signals
 from orderflow_plugin.transport import WsConnection
@@ -106,16 +105,8 @@ def main() -> None:
           f"{'in ~1 ms groups' if args.grouped else 'evenly spaced'}, {args.seconds:g} s per rate after "
           f"{args.warmup:g} s warm-up, gc {'on' if gc.isenabled() else 'off'}")
     for rate in (int(r) for r in args.rates.split(",")):
-        server = subprocess.Popen(
-            [sys.executable, "-m", "orderflow_plugin", "sim", "--rate", str(rate), "--loop", "--port", "0",
-             *([] if args.grouped else ["--smooth"])],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            port = int(re.search(r"127\.0\.0\.1:(\d+)", server.stdout.readline()).group(1))  # type: ignore[union-attr]
-            probe, delivered = asyncio.run(measure(f"ws://127.0.0.1:{port}", args.seconds, args.warmup))
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+        with simulator("--rate", str(rate), "--loop", *([] if args.grouped else ["--smooth"])) as sim:
+            probe, delivered = asyncio.run(measure(sim.url, args.seconds, args.warmup))
         print(f"{rate:>6,} trades/s offered, {delivered / args.seconds:,.0f} delivered:")
         print(f"  socket -> on_trade : {percentiles(probe.trades)}")
         print(f"  socket -> metric   : {percentiles(probe.metrics)}")

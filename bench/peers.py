@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe
+from _sim import simulator
 
 from orderflow_plugin import OrderFlow, PluginManager
 
@@ -124,13 +125,6 @@ def peers_python() -> Path:
     return python
 
 
-def start_simulator() -> tuple[subprocess.Popen[str], str]:
-    server = subprocess.Popen([sys.executable, "-m", "orderflow_plugin", "sim", "--asap", "--loop", "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    port = int(re.search(r"127\.0\.0\.1:(\d+)", server.stdout.readline()).group(1))  # type: ignore[union-attr]
-    return server, f"ws://127.0.0.1:{port}"
-
-
 def version_of(python: Path, package: str) -> str:
     out = subprocess.run([str(python), "-m", "pip", "show", package], capture_output=True, text=True).stdout
     match = re.search(r"^Version: (.+)$", out, re.M)
@@ -138,19 +132,16 @@ def version_of(python: Path, package: str) -> str:
 
 
 def run_peer(python: Path, name: str, n: int) -> dict[str, float] | str:
-    server, url = start_simulator()
-    try:
-        done = subprocess.run([str(python), "-c", CLIENTS[name], url, str(n)], capture_output=True, text=True,
-                              timeout=600)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if not lines:
-            return f"failed: {(done.stderr.strip().splitlines() or ['no output'])[-1][:200]}"
-        return json.loads(lines[-1])  # type: ignore[no-any-return]
-    except subprocess.TimeoutExpired:
-        return "failed: no result in 600 s"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with simulator("--asap", "--loop") as sim:
+        try:
+            done = subprocess.run([str(python), "-c", CLIENTS[name], sim.url, str(n)], capture_output=True,
+                                  text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            return "failed: no result in 600 s"
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        return f"failed: {(done.stderr.strip().splitlines() or ['no output'])[-1][:200]}"
+    return json.loads(lines[-1])  # type: ignore[no-any-return]
 
 
 class Count:
@@ -187,12 +178,8 @@ def main() -> None:
     results: dict[str, dict[str, float] | str] = {}
     for name in args.only.split(","):
         results[f"{name} {version_of(python, PEERS[name])}"] = run_peer(python, name, args.trades)
-    server, url = start_simulator()
-    try:
-        ours = asyncio.run(run_ours(url, args.trades))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with simulator("--asap", "--loop") as sim:
+        ours = asyncio.run(run_ours(sim.url, args.trades))
     print(f"machine: {describe()}")
     print(f"peers: {args.trades:,} real BTCUSDT trades (bundled tape looped) from the simulator in its own process, "
           "counted in each library's callback")

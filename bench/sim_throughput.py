@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe
+from _sim import simulator
 
 UPGRADE = (
     b"GET /ws/btcusdt@aggTrade HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -106,20 +105,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     args = parser.parse_args()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "orderflow_plugin", "sim", "--asap", "--loop", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        port = int(re.search(r"127\.0\.0\.1:(\d+)", server.stdout.readline()).group(1))  # type: ignore[union-attr]
-        cpu_before = cpu_seconds(server.pid)
-        elapsed, count, size = asyncio.run(raw_reader(port, args.messages))
-        sim_cpu = cpu_seconds(server.pid) - cpu_before
+    with simulator("--asap", "--loop") as sim:
+        cpu_before = cpu_seconds(sim.pid)
+        elapsed, count, size = asyncio.run(raw_reader(sim.port, args.messages))
+        sim_cpu = cpu_seconds(sim.pid) - cpu_before
         ws_messages = min(args.messages, 300_000)
-        ws_elapsed = asyncio.run(websockets_reader(port, ws_messages))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        ws_elapsed = asyncio.run(websockets_reader(sim.port, ws_messages))
     rate = count / elapsed
     print(f"machine: {describe()}")
     print("simulator (separate process, bundled real BTCUSDT tape looped, as fast as the reader reads):")

@@ -20,8 +20,6 @@ import asyncio
 import json
 import math
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe
+from _sim import simulator
 
 from orderflow_plugin import OrderFlow, PluginManager
 
@@ -97,16 +96,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "soak.json"
         path.write_text(json.dumps(scenario(args.trades, args.fault_every, args.skip)))
-        server = subprocess.Popen(
-            [sys.executable, "-m", "orderflow_plugin", "sim", "--asap", "--loop", "--port", "0",
-             "--scenario", str(path)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            port = int(re.search(r"127\.0\.0\.1:(\d+)", server.stdout.readline()).group(1))  # type: ignore[union-attr]
-            checker, flow, wall, cpu = asyncio.run(soak(f"ws://127.0.0.1:{port}", args.trades, args.stall_timeout))
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+        with simulator("--asap", "--loop", "--scenario", str(path)) as sim:
+            checker, flow, wall, cpu = asyncio.run(soak(sim.url, args.trades, args.stall_timeout))
     counters = flow.summary()
     faults = counters["reconnects"] + counters["gaps"]
     print(f"machine: {describe()}")
