@@ -1,0 +1,99 @@
+"""Per-stage cost of the hot path on the bundled real frames, each stage timed alone (no network).
+
+Stages: websockets' sans-I/O frame parsing, decode, sequencer, engine, and dispatch of on_trade to
+one hook and one receiver (emit and emit_one). Best of three runs, in µs per trade. cProfile's
+per-call overhead distorts small functions; this times each stage with perf_counter instead.
+
+Run: .venv/bin/python bench/stages.py
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from websockets.protocol import Protocol, Side, State
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe
+
+from orderflow_plugin import PluginManager, bundled_tape, signals
+from orderflow_plugin.decode import Decoder
+from orderflow_plugin.dispatch import Dispatcher
+from orderflow_plugin.engine import FlowEngine
+from orderflow_plugin.sequencer import Sequencer
+from orderflow_plugin.sim import frames
+
+ROWS = bundled_tape().rows
+PAYLOADS = [frames.combined("btcusdt@aggTrade", frames.aggtrade_payload("spot", "BTCUSDT", r)) for r in ROWS]
+WIRE = b"".join(frames.text_frame(p) for p in PAYLOADS)
+TRADES = [Decoder().decode(p) for p in PAYLOADS]
+
+
+def timed(label: str, stage: Callable[[], None], reps: int = 10) -> None:
+    best = min(_once(stage, reps) for _ in range(3))
+    print(f"  {label:38s} {best / (reps * len(ROWS)) * 1e6:6.2f} µs/trade")
+
+
+def _once(stage: Callable[[], None], reps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(reps):
+        stage()
+    return time.perf_counter() - start
+
+
+def parse() -> None:
+    protocol = Protocol(Side.CLIENT, state=State.OPEN, max_size=2**20)
+    for i in range(0, len(WIRE), 65536):
+        protocol.receive_data(WIRE[i:i + 65536])
+        protocol.events_received()
+
+
+def decode() -> None:
+    run = Decoder().decode
+    for payload in PAYLOADS:
+        run(payload)
+
+
+def sequence() -> None:
+    push = Sequencer("BTCUSDT").push
+    for trade in TRADES:
+        push(trade)  # type: ignore[arg-type]
+
+
+def engine() -> None:
+    add = FlowEngine("BTCUSDT").add  # a new engine each time: bars close as on the tape
+    for trade in TRADES:
+        add(trade)  # type: ignore[arg-type]
+
+
+class Hook:
+    def on_trade(self, trade: object) -> None:
+        """No-op hook."""
+
+
+def receiver(sender: object, trade: object) -> None:
+    """No-op receiver."""
+
+
+def main() -> None:
+    manager = PluginManager()
+    manager.register(Hook(), name="hook")
+    dispatcher = Dispatcher(manager, object())
+    signals.trade.connect(receiver)
+    print(f"machine: {describe()}")
+    print(f"hot path stages on {len(ROWS):,} bundled real BTCUSDT frames, best of 3:")
+    timed("websockets sans-I/O frame parsing", parse)
+    timed("decode", decode)
+    timed("sequencer", sequence)
+    timed("engine (1s/1m/5m, footprint, whales)", engine, reps=5)
+    timed("dispatch on_trade: emit, hook + receiver",
+          lambda: [dispatcher.emit("on_trade", trade=t) for t in TRADES] and None)
+    timed("dispatch on_trade: emit_one", lambda: [dispatcher.emit_one("on_trade", "trade", t) for t in TRADES] and None)
+    signals.trade.disconnect(receiver)
+
+
+if __name__ == "__main__":
+    main()
