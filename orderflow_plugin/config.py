@@ -195,6 +195,7 @@ RULES: tuple[Rule, ...] = (
     number("connector.ping_timeout", 0, 3600, low_open=True),
     number("connector.close_timeout", 0, 300, low_open=True),
     integer("connector.max_size", 1024, 2**30),
+    choice("connector.transport", "websockets", "fast"),
     number("connector.stall_timeout", 0, 86_400, low_open=True),
     number("connector.backoff_initial", 0, 3600, low_open=True),
     number("connector.backoff_max", 0, 86_400, low_open=True),

@@ -77,7 +77,8 @@ async def run_doctor(settings: Settings, *, ws_url: str, rest_url: str, symbol: 
     c = settings.connector
     deadlines = Deadlines(c.resolve_timeout, c.tcp_connect_timeout, c.tls_timeout, c.http_upgrade_timeout,
                           c.subscribed_timeout, c.first_message_timeout)
-    checks += await _stream(ws_url.rstrip("/"), normalize_symbol(symbol), market, deadlines, c.max_size)
+    checks += await _stream(ws_url.rstrip("/"), normalize_symbol(symbol), market, deadlines, c.max_size,
+                            c.transport)
     checks += await _rest(rest_url.rstrip("/"), normalize_symbol(symbol), market, settings.sequence.rest_timeout)
     checks.append(await _loop_lag())
     return checks
@@ -113,7 +114,8 @@ def _plugins(settings: Settings) -> Check:
     return Check("plugins", "PASS", elapsed, detail)
 
 
-async def _stream(url: str, symbol: str, market: str, deadlines: Deadlines, max_size: int) -> list[Check]:
+async def _stream(url: str, symbol: str, market: str, deadlines: Deadlines, max_size: int,
+                  reader: str) -> list[Check]:
     decoder = Decoder(market)  # type: ignore[arg-type]
     opened: list[WsConnection] = []
 
@@ -135,7 +137,7 @@ async def _stream(url: str, symbol: str, market: str, deadlines: Deadlines, max_
     error: StreamError | None = None
     try:
         connection = await open_connection(f"{url}/stream", [stream_name(symbol)], on_frame, deadlines=deadlines,
-                                           max_size=max_size, on_stage=on_stage)
+                                           max_size=max_size, on_stage=on_stage, reader=reader)
     except StreamError as exc:
         error = exc
         connection = opened[0] if opened else None

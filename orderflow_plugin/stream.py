@@ -34,7 +34,7 @@ from .plugins import PluginManager, plugins_from_settings
 from .sequencer import DELIVER, DUPLICATE, GAP, OVERFLOW, READY, Sequencer
 from .symbols import normalize_symbol, stream_name
 from .threaded import FlowThread
-from .transport import STAGES, Deadlines, WsConnection, open_connection
+from .transport import READERS, STAGES, Deadlines, WsConnection, open_connection
 
 __all__ = ["DEFAULT_ENDPOINTS", "OrderFlow"]
 
@@ -86,6 +86,7 @@ class OrderFlow:
         stall_timeout: float = 30.0,
         # Limits
         max_size: int = 2**20,
+        transport: str = "websockets",
         streams_per_connection: int | None = None,
         connections_per_5min: int = 300,
         # Reconnects
@@ -141,6 +142,9 @@ class OrderFlow:
         self.close_timeout = close_timeout
         self.stall_timeout = stall_timeout
         self.max_size = max_size
+        if transport not in READERS:
+            raise ValueError(f"transport must be one of {', '.join(READERS)}, got {transport!r}")
+        self.transport = transport
         limit = _STREAM_LIMIT[market]
         self.streams_per_connection = min(streams_per_connection or limit, limit)
         self.connections_per_5min = connections_per_5min
@@ -226,7 +230,7 @@ class OrderFlow:
                 first_message=c.first_message_timeout,
             ),
             ping_interval=c.ping_interval, ping_timeout=c.ping_timeout, close_timeout=c.close_timeout,
-            stall_timeout=c.stall_timeout, max_size=c.max_size,
+            stall_timeout=c.stall_timeout, max_size=c.max_size, transport=c.transport,
             streams_per_connection=c.streams_per_connection, connections_per_5min=c.connections_per_5min,
             backoff_initial=c.backoff_initial, backoff_max=c.backoff_max, backoff_factor=c.backoff_factor,
             max_attempts=c.max_attempts, max_connection_age=c.max_connection_age,
@@ -455,6 +459,7 @@ class OrderFlow:
                 connection = await open_connection(
                     f"{self.ws_url}/stream", shard.streams, self._on_frame, deadlines=self.deadlines,
                     max_size=self.max_size, on_stage=lambda c, shard=shard: self._on_stage(shard, c),
+                    reader=self.transport,
                 )
             except StreamError as exc:
                 failures.append(f"attempt {attempt}: {exc}")

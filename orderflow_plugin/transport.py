@@ -9,6 +9,18 @@ SUBSCRIBE) and ``first_message`` (the first trade). A stage that passes its dead
 
 Frames are handed to ``on_frame`` synchronously from ``data_received``: no queue and no task
 per message on the hot path.
+
+Two frame readers sit behind the same class (``reader``, the ``connector.transport`` setting):
+
+- ``"websockets"`` (the default): websockets' sans-I/O protocol parses every frame.
+- ``"fast"``: websockets still does the handshake and every control frame (ping, pong, close),
+  but a whole unmasked text or binary frame of at most ``max_size`` bytes (every frame Binance
+  sends) is cut out of the read by :meth:`WsConnection._scan`, without websockets' per-frame
+  objects. Anything else (a fragment, a reserved bit, a mask, a 64-bit length, an oversized
+  frame) hands the rest of the connection back to websockets, which reports it as before.
+  websockets only ever sees whole frames, so its parser stays at a frame boundary. One
+  difference: websockets closes a text frame that is not UTF-8 with 1007; the fast reader
+  passes it to the decoder, which reports it as a bad frame and the connection goes on.
 """
 
 from __future__ import annotations
@@ -32,13 +44,15 @@ from websockets.uri import parse_uri
 
 from .errors import ConnectionLost, HandshakeRejected, StageTimeout, Stalled, StreamError
 
-__all__ = ["STAGES", "Deadlines", "WsConnection", "open_connection"]
+__all__ = ["READERS", "STAGES", "Deadlines", "WsConnection", "open_connection"]
 
 logger = logging.getLogger(__name__)
 _protocol_logger = logging.getLogger("orderflow_plugin.transport.protocol")
 _protocol_logger.setLevel(logging.WARNING)  # websockets logs every handshake at INFO
 
 STAGES = ("resolve", "tcp_connect", "tls", "http_upgrade", "subscribed", "first_message")
+READERS = ("websockets", "fast")
+_WHOLE_DATA = (0x81, 0x82)  # FIN + text, FIN + binary, no reserved bits: one frame, one message
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,10 @@ class WsConnection(asyncio.Protocol):
     ``stage`` is where it is now; ``timings`` how long each finished stage took.
     """
 
-    def __init__(self, url: str, on_frame: Callable[[WsConnection, bytes], None], *, max_size: int) -> None:
+    def __init__(self, url: str, on_frame: Callable[[WsConnection, bytes], None], *, max_size: int,
+                 reader: str = "websockets") -> None:
+        if reader not in READERS:
+            raise ValueError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
         self.url = url
         self.uri = parse_uri(url)
         self.endpoint = f"{self.uri.host}:{self.uri.port}"
@@ -85,6 +102,10 @@ class WsConnection(asyncio.Protocol):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.paused = False  # reading paused by us (a hole is being filled): not a stall
         self._pending: list[Any] = []  # events of the read that was being handled when we paused
+        self.reader = reader
+        self.fast = False  # the fast reader is cutting data frames (from the end of the 101 response on)
+        self._head: bytes | None = b"" if reader == "fast" else None  # the HTTP response, until it is whole
+        self._buffer = b""  # fast reader: the start of a frame not yet whole, or what a pause held back
 
     # Stages
 
@@ -120,10 +141,91 @@ class WsConnection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.fast:
+            if self.paused:  # a transport may still deliver a read it had taken
+                self._buffer += data
+            else:
+                self._scan(data)
+            return
+        if self._head is not None:
+            self._read_head(data)
+            return
         protocol = self.protocol
         protocol.receive_data(data)
         self._handle(iter(protocol.events_received()))
         self._flush()
+
+    def _read_head(self, data: bytes) -> None:
+        """Fast reader: give websockets the HTTP response alone; the frames after it are ours."""
+        head = self._head + data  # type: ignore[operator]
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            self._head = head  # the http_upgrade deadline bounds how long this may grow
+            return
+        self._head = None
+        protocol = self.protocol
+        protocol.receive_data(head[:end + 4])
+        self._handle(iter(protocol.events_received()))
+        self._flush()
+        rest = head[end + 4:]
+        if protocol.state is State.OPEN:
+            self.fast = True
+            if rest:
+                self._scan(rest)
+        elif rest:  # not a 101: the body belongs to the response websockets reports
+            protocol.receive_data(rest)
+            self._handle(iter(protocol.events_received()))
+            self._flush()
+
+    def _scan(self, data: bytes) -> None:
+        """Fast reader: hand each whole data frame in the buffer to ``on_frame``; control frames to websockets."""
+        buffer = self._buffer + data if self._buffer else data
+        size = len(buffer)
+        position = 0
+        on_frame = self.on_frame
+        max_size = self.max_size
+        while size - position >= 2:
+            first = buffer[position]
+            length = buffer[position + 1]  # a set mask bit makes it >= 128: handed over below
+            start = position + 2
+            if length == 126:
+                if size - position < 4:
+                    break
+                length = (buffer[start] << 8) | buffer[start + 1]
+                start += 2
+            elif length > 126:
+                self._hand_over(buffer[position:])
+                return
+            end = start + length
+            if end > size:
+                break
+            if first in _WHOLE_DATA and length <= max_size:
+                on_frame(self, buffer[start:end])
+                position = end
+                if self.paused:  # the rest of this read waits for resume()
+                    break
+            elif first & 0x0F >= 0x08 and first & 0x80 and not first & 0x70:  # a control frame: websockets'
+                protocol = self.protocol
+                protocol.receive_data(buffer[position:end])
+                position = end
+                self._handle(iter(protocol.events_received()))
+                self._flush()
+                if protocol.state is not State.OPEN:  # a close: websockets finishes the connection
+                    self._hand_over(buffer[position:])
+                    return
+            else:  # a fragment, a reserved bit, an oversized frame: websockets reads (and judges) the rest
+                self._hand_over(buffer[position:])
+                return
+        self._buffer = buffer[position:] if position < size else b""
+
+    def _hand_over(self, data: bytes) -> None:
+        """Stop the fast reader; websockets parses ``data`` (which starts at a frame) and all that follows."""
+        self.fast = False
+        self._buffer = b""
+        if data:
+            self.protocol.receive_data(data)
+            self._handle(iter(self.protocol.events_received()))
+            self._flush()
 
     def _handle(self, events: Iterator[Any]) -> None:
         for event in events:
@@ -140,6 +242,10 @@ class WsConnection(asyncio.Protocol):
                 self._handshake.set_result(None)
 
     def eof_received(self) -> bool:
+        if self._head:  # an HTTP response cut short: websockets reports it
+            head, self._head = self._head, None
+            self.protocol.receive_data(head)
+            self._handle(iter(self.protocol.events_received()))
         self.protocol.receive_eof()
         self._flush()
         return False
@@ -194,8 +300,11 @@ class WsConnection(asyncio.Protocol):
         if not self.paused:
             return
         self.paused = False
-        pending, self._pending = self._pending, []
-        self._handle(iter(pending))
+        if self.fast:
+            self._scan(b"")
+        else:
+            pending, self._pending = self._pending, []
+            self._handle(iter(pending))
         if not self.paused and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -279,10 +388,11 @@ async def open_connection(
     max_size: int = 2**20,
     ssl_context: ssl.SSLContext | None = None,
     on_stage: Callable[[WsConnection], None] | None = None,
+    reader: str = "websockets",
 ) -> WsConnection:
     """Open ``url``, subscribe to ``streams`` and wait for the first trade, stage by stage."""
     loop = asyncio.get_running_loop()
-    connection = WsConnection(url, on_frame, max_size=max_size)
+    connection = WsConnection(url, on_frame, max_size=max_size, reader=reader)
     uri, endpoint = connection.uri, connection.endpoint
 
     def stage(name: str) -> None:

@@ -8,8 +8,26 @@ from pathlib import Path
 import pytest
 
 from orderflow_plugin import Dispatcher, PluginManager, Settings, load_settings
+from orderflow_plugin.transport import READERS
+
+from . import flowhelpers
 
 ROOT = Path(__file__).resolve().parent.parent
+# The fault suites run on every frame reader: the fast one must pass them too (issue #9).
+_ON_EVERY_READER = {"tests.test_stream", "tests.test_backfill"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__ in _ON_EVERY_READER and "orderflow_sim_factory" in metafunc.fixturenames:
+        metafunc.parametrize("frame_reader", READERS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def frame_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The frame reader make_flow uses: websockets, or each in turn for the fault suites."""
+    reader = getattr(request, "param", "websockets")
+    monkeypatch.setattr(flowhelpers, "READER", reader)
+    return reader
 
 
 @pytest.fixture(autouse=True)

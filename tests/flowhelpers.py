@@ -9,6 +9,8 @@ from typing import Any
 
 from orderflow_plugin import OrderFlow, PluginManager, Trade
 
+READER = "websockets"  # the frame reader make_flow uses; conftest runs the fault suites on each
+
 
 class Events:
     """Records every hook call with its arrival time; trades also by symbol."""
@@ -73,4 +75,5 @@ def make_flow(sim, events: Events, symbols=("BTCUSDT",), **kwargs: Any) -> Order
     kwargs.setdefault("close_timeout", 1.0)
     kwargs.setdefault("rest_timeout", 1.0)
     kwargs.setdefault("rest_retries", 1)
+    kwargs.setdefault("transport", READER)
     return OrderFlow(list(symbols), ws_url=sim.ws_url, rest_url=sim.rest_url, plugins=manager, **kwargs)

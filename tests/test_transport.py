@@ -1,0 +1,104 @@
+"""Both frame readers against the simulator: the fast one cuts the same frames and keeps websockets' judgement."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orderflow_plugin import Deadlines, Trade, bundled_tape
+from orderflow_plugin.decode import Decoder, Reply
+from orderflow_plugin.sim import Fault, Pace, Scenario
+from orderflow_plugin.tape import Tape
+from orderflow_plugin.transport import WsConnection, open_connection
+
+TAPE = Tape("BTCUSDT", "spot", bundled_tape().rows[:600], "test")
+
+
+class Collector:
+    """An on_frame that answers the connect stages and keeps every frame."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.decoder = Decoder()
+        self.changed = asyncio.Event()
+
+    def __call__(self, connection: WsConnection, frame: bytes) -> None:
+        self.frames.append(frame)
+        self.changed.set()
+        event = self.decoder.decode(frame)
+        if type(event) is Trade:
+            connection.trades += 1
+            connection.first_trade()
+        elif type(event) is Reply:
+            connection.subscribed(event.id, event.error)
+
+    async def until(self, count: int, timeout: float = 10.0) -> None:
+        """Wait for ``count`` frames."""
+        async with asyncio.timeout(timeout):
+            while len(self.frames) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def stream(sim, reader: str, count: int) -> tuple[bool, list[bytes], WsConnection]:
+    """Open a connection with ``reader``, take ``count`` frames, close it: (fast reader was on, frames, it)."""
+    collector = Collector()
+    connection = await open_connection(f"{sim.ws_url}/stream", ["btcusdt@aggTrade"], collector,
+                                       deadlines=Deadlines(), reader=reader)
+    await collector.until(count)
+    fast = connection.fast
+    await connection.close(timeout=1.0)
+    return fast, collector.frames[:count], connection
+
+
+async def test_fast_reader_cuts_the_frames_websockets_parses(orderflow_sim_factory) -> None:
+    """The same 601 frames (reply and trades) byte for byte; the fast reader took over after the upgrade."""
+    slow, expected, _ = await stream(await orderflow_sim_factory(TAPE, pace=Pace(rate=50_000)), "websockets", 601)
+    fast, got, connection = await stream(await orderflow_sim_factory(TAPE, pace=Pace(rate=50_000)), "fast", 601)
+    assert got == expected and len(set(got)) == 601
+    assert fast is True and slow is False
+    closed = connection.done.result()  # the server's close frame went to websockets, which finished the close
+    assert connection.fast is False and closed.code == 1000  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("size", [1, 3, 130])
+async def test_fast_reader_joins_frames_split_anywhere(orderflow_sim_factory, size: int) -> None:
+    """Frames written a few bytes at a time (headers and payloads cut anywhere) arrive whole and in order."""
+    sim = await orderflow_sim_factory(TAPE, pace=Pace(rate=50_000),
+                                      scenario=Scenario(every=[Fault("slow_drip", size=size, seconds=0.0005)]))
+    fast, frames, _ = await stream(sim, "fast", 40)
+    decoded = [Decoder().decode(frame) for frame in frames[1:]]
+    assert [t.id for t in decoded] == [row.id for row in TAPE.rows[:39]]  # type: ignore[union-attr]
+    assert fast is True
+
+
+async def test_fast_reader_answers_pings_through_websockets(orderflow_sim_factory) -> None:
+    """Server pings are control frames: websockets answers them while the fast reader keeps the data frames."""
+    sim = await orderflow_sim_factory(TAPE, pace=Pace(rate=200), ping_interval=0.05, pong_timeout=0.5)
+    collector = Collector()
+    connection = await open_connection(f"{sim.ws_url}/stream", ["btcusdt@aggTrade"], collector,
+                                       deadlines=Deadlines(), reader="fast")
+    await sim.wait_for(lambda record: record.connections[0].pongs_received >= 3, 5)
+    assert connection.fast is True and len(collector.frames) > 1
+    await connection.close(timeout=1.0)
+    assert sim.record.connections[0].closed == "client close frame"
+
+
+async def test_fast_reader_hands_an_oversized_frame_to_websockets(orderflow_sim_factory) -> None:
+    """A frame over max_size ends the connection with 1009, exactly as on the websockets reader."""
+    sim = await orderflow_sim_factory(TAPE, pace=Pace(rate=2000),
+                                      scenario=Scenario([[Fault("oversized_frame", after=5, size=5000)]]))
+    collector = Collector()
+    connection = await open_connection(f"{sim.ws_url}/stream", ["btcusdt@aggTrade"], collector,
+                                       deadlines=Deadlines(), max_size=4096, reader="fast")
+    error = await asyncio.wait_for(connection.done, 5)
+    assert error.code == 1009 and "max_size (4096 bytes)" in str(error)  # type: ignore[attr-defined]
+    assert len(collector.frames) == 6 and connection.fast is False
+
+
+def test_unknown_reader_refused() -> None:
+    """A reader name that is not websockets or fast is a clear error."""
+    with pytest.raises(ValueError, match="reader must be one of websockets, fast"):
+        asyncio.run(open_connection("ws://127.0.0.1:9/stream", [], lambda c, f: None,
+                                    deadlines=Deadlines(), reader="picows"))
