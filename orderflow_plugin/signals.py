@@ -19,6 +19,7 @@ from blinker._utilities import make_id
 
 __all__ = [
     "ANY",
+    "HOOK_SIGNALS",
     "SIGNALS",
     "backfill",
     "connect_attempt",
@@ -148,9 +149,9 @@ SIGNALS: dict[str, NamedSignal] = {
 }
 
 
-_BY_HOOK = {f"on_{name.replace('-', '_')}": sig for name, sig in SIGNALS.items()}
+HOOK_SIGNALS: dict[str, NamedSignal] = {f"on_{name.replace('-', '_')}": sig for name, sig in SIGNALS.items()}
 
 
 def signal_for_hook(hook: str) -> NamedSignal:
     """Return the signal parallel to hook ``hook`` (``on_trade`` -> ``trade``)."""
-    return _BY_HOOK[hook]
+    return HOOK_SIGNALS[hook]
