@@ -9,7 +9,7 @@ hook and a no-op ``metric`` signal receiver. Every frame in one read shares that
 frame waiting behind others of the same read counts its wait. Metrics counted are those a
 frame produces (bars closed by a trade, whales), not the ticker's snapshots.
 
-Run: .venv/bin/python bench/latency.py [--rates 1000,10000,50000] [--seconds 10]
+Run: .venv/bin/python bench/latency.py [--rates 1000,10000,50000] [--seconds 10] [--transport fast]
 Target (issue #9): p99 under 200 µs from socket to on_trade at 10k trades/s.
 """
 
@@ -27,7 +27,7 @@ from _machine import describe
 from _sim import simulator
 
 from orderflow_plugin import OrderFlow, PluginManager, signals
-from orderflow_plugin.transport import WsConnection
+from orderflow_plugin.transport import READERS, WsConnection
 
 _clock = time.perf_counter_ns
 _arrived = [0]  # when the bytes being handled reached data_received
@@ -70,13 +70,13 @@ def percentiles(samples: list[int]) -> str:
             f"  ({n:,} samples)")
 
 
-async def measure(url: str, seconds: float, warmup: float) -> tuple[Probe, int]:
+async def measure(url: str, seconds: float, warmup: float, transport: str) -> tuple[Probe, int]:
     probe = Probe()
     manager = PluginManager()
     manager.register(probe, name="probe")
     signals.metric.connect(probe.metric)
     flow = OrderFlow(["BTCUSDT"], ws_url=url, rest_url=url.replace("ws://", "http://"), plugins=manager,
-                     loop_block_threshold=0, stall_timeout=60)
+                     loop_block_threshold=0, stall_timeout=60, transport=transport)
     try:
         async with flow:
             await asyncio.sleep(warmup)
@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--rates", default="1000,10000,50000", help="trades/s, comma separated")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per rate")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument("--transport", default="websockets", choices=READERS, help="frame reader")
     parser.add_argument("--grouped", action="store_true",
                         help="let the simulator sleep between trades (frames leave in ~1 ms groups) instead of "
                              "spinning so each frame leaves at its time")
@@ -103,10 +104,10 @@ def main() -> None:
     print("latency from bytes handed to data_received to the no-op on_trade hook / metric signal receiver;")
     print(f"simulator in its own process, bundled real BTCUSDT tape looped, frames "
           f"{'in ~1 ms groups' if args.grouped else 'evenly spaced'}, {args.seconds:g} s per rate after "
-          f"{args.warmup:g} s warm-up, gc {'on' if gc.isenabled() else 'off'}")
+          f"{args.warmup:g} s warm-up, gc {'on' if gc.isenabled() else 'off'}, transport {args.transport!r}")
     for rate in (int(r) for r in args.rates.split(",")):
         with simulator("--rate", str(rate), "--loop", *([] if args.grouped else ["--smooth"])) as sim:
-            probe, delivered = asyncio.run(measure(sim.url, args.seconds, args.warmup))
+            probe, delivered = asyncio.run(measure(sim.url, args.seconds, args.warmup, args.transport))
         print(f"{rate:>6,} trades/s offered, {delivered / args.seconds:,.0f} delivered:")
         print(f"  socket -> on_trade : {percentiles(probe.trades)}")
         print(f"  socket -> metric   : {percentiles(probe.metrics)}")

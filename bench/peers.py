@@ -7,7 +7,7 @@ trades in its callback; the first trade starts its clock. The simulator replays 
 tape looped, as fast as each client reads, in a process of its own (a fresh one per client).
 OrderFlow runs here doing all its work (decode, sequence, every default metric, one hook).
 
-Run: .venv/bin/python bench/peers.py [--trades 200000]
+Run: .venv/bin/python bench/peers.py [--trades 200000]  (ours runs on both transports)
 Target (issue #9): OrderFlow at least 3 x the fastest peer's trades/s.
 """
 
@@ -28,6 +28,7 @@ from _machine import describe
 from _sim import simulator
 
 from orderflow_plugin import OrderFlow, PluginManager
+from orderflow_plugin.transport import READERS
 
 HERE = Path(__file__).resolve().parent
 PEERS_VENV = HERE / ".peers-venv"
@@ -159,12 +160,12 @@ class Count:
             self.done.set()
 
 
-async def run_ours(url: str, n: int) -> dict[str, float]:
+async def run_ours(url: str, n: int, transport: str) -> dict[str, float]:
     count = Count(n)
     manager = PluginManager()
     manager.register(count, name="count")
     async with OrderFlow(["BTCUSDT"], ws_url=url, rest_url=url.replace("ws://", "http://"), plugins=manager,
-                         loop_block_threshold=0, stall_timeout=60):
+                         loop_block_threshold=0, stall_timeout=60, transport=transport):
         await count.done.wait()
         return {"seconds": time.perf_counter() - count.start, "trades": n - 1}
 
@@ -178,8 +179,10 @@ def main() -> None:
     results: dict[str, dict[str, float] | str] = {}
     for name in args.only.split(","):
         results[f"{name} {version_of(python, PEERS[name])}"] = run_peer(python, name, args.trades)
+    ours = {}
     with simulator("--asap", "--loop") as sim:
-        ours = asyncio.run(run_ours(sim.url, args.trades))
+        for transport in READERS:
+            ours[transport] = asyncio.run(run_ours(sim.url, args.trades, transport))
     print(f"machine: {describe()}")
     print(f"peers: {args.trades:,} real BTCUSDT trades (bundled tape looped) from the simulator in its own process, "
           "counted in each library's callback")
@@ -191,10 +194,11 @@ def main() -> None:
         rate = result["trades"] / result["seconds"]
         rates.append(rate)
         print(f"  {label:40s} {rate:>10,.0f} trades/s (the library alone, no metrics)")
-    our_rate = ours["trades"] / ours["seconds"]
-    print(f"  {'orderflow-plugin (every default metric)':40s} {our_rate:>10,.0f} trades/s")
-    if rates:
-        print(f"  ratio to the fastest peer: {our_rate / max(rates):.2f}  (target >= 3)")
+    for transport, result in ours.items():
+        our_rate = result["trades"] / result["seconds"]
+        label = f"orderflow-plugin, transport {transport!r}"
+        ratio = f"   {our_rate / max(rates):.2f} x the fastest peer (target >= 3)" if rates else ""
+        print(f"  {label:40s} {our_rate:>10,.0f} trades/s (every default metric){ratio}")
 
 
 if __name__ == "__main__":

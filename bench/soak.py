@@ -9,7 +9,7 @@ The hook checks every delivered id against the one before it: a jump is a lost t
 repeat or a step back is a duplicate. RSS is sampled every 1,000,000 trades; growth is from
 the first sample (after the first million) to the last.
 
-Run: .venv/bin/python bench/soak.py [--trades 10000000] [--fault-every 250000]
+Run: .venv/bin/python bench/soak.py [--trades 10000000] [--fault-every 250000] [--transport fast]
 Targets (issue #9): RSS growth under 20 MB; 0 lost; 0 duplicated.
 """
 
@@ -30,6 +30,7 @@ from _machine import describe
 from _sim import simulator
 
 from orderflow_plugin import OrderFlow, PluginManager
+from orderflow_plugin.transport import READERS
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -74,12 +75,14 @@ def scenario(trades: int, every: int, skip: int) -> dict:
     return {"connection": connections}
 
 
-async def soak(url: str, trades: int, stall_timeout: float) -> tuple[Checker, OrderFlow, float, float]:
+async def soak(url: str, trades: int, stall_timeout: float,
+               transport: str) -> tuple[Checker, OrderFlow, float, float]:
     checker = Checker(trades)
     manager = PluginManager()
     manager.register(checker, name="checker")
     flow = OrderFlow(["BTCUSDT"], ws_url=url, rest_url=url.replace("ws://", "http://"), plugins=manager,
-                     loop_block_threshold=0, stall_timeout=stall_timeout, backoff_initial=0.1)
+                     loop_block_threshold=0, stall_timeout=stall_timeout, backoff_initial=0.1,
+                     transport=transport)
     async with flow:
         wall, cpu = time.perf_counter(), time.process_time()
         await checker.done.wait()
@@ -92,18 +95,19 @@ def main() -> None:
     parser.add_argument("--fault-every", type=int, default=250_000, help="messages between faults on a connection")
     parser.add_argument("--skip", type=int, default=500, help="ids each skip_ids fault leaves out (REST backfills)")
     parser.add_argument("--stall-timeout", type=float, default=1.0, help="seconds of silence before a reconnect")
+    parser.add_argument("--transport", default="websockets", choices=READERS, help="frame reader")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "soak.json"
         path.write_text(json.dumps(scenario(args.trades, args.fault_every, args.skip)))
         with simulator("--asap", "--loop", "--scenario", str(path)) as sim:
-            checker, flow, wall, cpu = asyncio.run(soak(sim.url, args.trades, args.stall_timeout))
+            checker, flow, wall, cpu = asyncio.run(soak(sim.url, args.trades, args.stall_timeout, args.transport))
     counters = flow.summary()
     faults = counters["reconnects"] + counters["gaps"]
     print(f"machine: {describe()}")
     print(f"soak: {checker.seen:,} real BTCUSDT trades (bundled tape looped) from the simulator in its own process,")
     print(f"  a fault every {args.fault_every:,} messages per connection (skip_ids of {args.skip}, then reset or "
-          f"blackhole), stall timeout {args.stall_timeout:g} s")
+          f"blackhole), stall timeout {args.stall_timeout:g} s, transport {args.transport!r}")
     print(f"  {wall:.1f} s wall, {checker.seen / wall:,.0f} trades/s, CPU {cpu / checker.seen * 1e6:.2f} µs/trade; "
           f"about one fault every {wall / max(1, faults):.1f} s")
     print(f"  reconnects {counters['reconnects']}, stalls {counters['stalls']}, gaps {counters['gaps']}, "

@@ -1,14 +1,16 @@
 """Per-stage cost of the hot path on the bundled real frames, each stage timed alone (no network).
 
-Stages: websockets' sans-I/O frame parsing, decode, sequencer, engine, and dispatch of on_trade to
-one hook and one receiver (emit and emit_one). Best of three runs, in µs per trade. cProfile's
-per-call overhead distorts small functions; this times each stage with perf_counter instead.
+Stages: websockets' sans-I/O frame parsing, the fast reader's frame cutting, decode, sequencer,
+engine, and dispatch of on_trade to one hook and one receiver (emit and emit_one). Best of three
+runs, in µs per trade. cProfile's per-call overhead distorts small functions; this times each
+stage with perf_counter instead.
 
 Run: .venv/bin/python bench/stages.py
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from orderflow_plugin.dispatch import Dispatcher
 from orderflow_plugin.engine import FlowEngine
 from orderflow_plugin.sequencer import Sequencer
 from orderflow_plugin.sim import frames
+from orderflow_plugin.transport import WsConnection
 
 ROWS = bundled_tape().rows
 PAYLOADS = [frames.combined("btcusdt@aggTrade", frames.aggtrade_payload("spot", "BTCUSDT", r)) for r in ROWS]
@@ -49,6 +52,27 @@ def parse() -> None:
     for i in range(0, len(WIRE), 65536):
         protocol.receive_data(WIRE[i:i + 65536])
         protocol.events_received()
+
+
+def _fast_reader() -> WsConnection:
+    async def make() -> WsConnection:
+        connection = WsConnection("ws://127.0.0.1:9/stream", lambda c, frame: None, max_size=2**20, reader="fast")
+        connection.fast, connection._head = True, None  # as after the handshake
+        return connection
+
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(make())
+    finally:
+        loop.close()
+
+
+FAST = _fast_reader()
+
+
+def cut() -> None:
+    for i in range(0, len(WIRE), 65536):
+        FAST._scan(WIRE[i:i + 65536])
 
 
 def decode() -> None:
@@ -86,6 +110,7 @@ def main() -> None:
     print(f"machine: {describe()}")
     print(f"hot path stages on {len(ROWS):,} bundled real BTCUSDT frames, best of 3:")
     timed("websockets sans-I/O frame parsing", parse)
+    timed("fast reader (transport = \"fast\")", cut)
     timed("decode", decode)
     timed("sequencer", sequence)
     timed("engine (1s/1m/5m, footprint, whales)", engine, reps=5)

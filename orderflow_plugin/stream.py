@@ -367,6 +367,7 @@ class OrderFlow:
                 "symbols": list(shard.symbols),
                 "state": shard.state,
                 "stage": c.stage if c else None,
+                "reader": ("fast" if c.fast else "websockets") if c else None,  # who parses data frames now
                 "stage_for_s": round(now - c.stage_started, 3) if c else None,
                 "connected_for_s": round(now - c.opened_at, 3) if c and c.opened_at else None,
                 "connects": shard.connects,

@@ -67,14 +67,16 @@ def test_bad_file_lists_every_error_at_once(tmp_path: Path) -> None:
     user = write(
         tmp_path,
         "[default]\nmarket = \"margin\"\n"
-        "[default.plugins]\nslow_hook_ms = -1\nasync_queue_size = 2.5\nentry_points = \"yes\"\n",
+        "[default.plugins]\nslow_hook_ms = -1\nasync_queue_size = 2.5\nentry_points = \"yes\"\n"
+        "[default.connector]\ntransport = \"picows\"\n",
     )
     with pytest.raises(SettingsError) as info:
         load_settings([user])
     error = info.value
-    assert len(error.errors) == 4
+    assert len(error.errors) == 5
     text = str(error)
     assert "market = 'margin': must be one of spot, usdm" in text
+    assert "connector.transport = 'picows': must be one of websockets, fast" in text
     assert "plugins.slow_hook_ms = -1: must be a number in (0, 60000]" in text
     assert "plugins.async_queue_size = 2.5: must be a whole number in [1, 10000000]" in text
     assert "plugins.entry_points = 'yes': must be true or false" in text

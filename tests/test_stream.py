@@ -269,11 +269,12 @@ async def test_start_twice_is_refused(orderflow_sim_factory) -> None:
             await flow.start()
 
 
-async def test_from_settings_uses_environment_override(orderflow_sim_factory, monkeypatch) -> None:
+async def test_from_settings_uses_environment_override(orderflow_sim_factory, monkeypatch, frame_reader) -> None:
     """from_settings reads the connector table; ORDERFLOW_CONNECTOR__WS_URL points it at the simulator."""
     sim = await orderflow_sim_factory(pace=Pace(rate=500))
     monkeypatch.setenv("ORDERFLOW_CONNECTOR__WS_URL", sim.ws_url)
     monkeypatch.setenv("ORDERFLOW_CONNECTOR__REST_URL", sim.rest_url)
+    monkeypatch.setenv("ORDERFLOW_CONNECTOR__TRANSPORT", frame_reader)
     got = []
 
     def receiver(sender, trade):
@@ -286,6 +287,7 @@ async def test_from_settings_uses_environment_override(orderflow_sim_factory, mo
             async with asyncio.timeout(5):
                 while len(got) < 5:
                     await asyncio.sleep(0.01)
+            assert flow.transport == frame_reader and flow.health()["connections"][0]["reader"] == frame_reader
     finally:
         signals.trade.disconnect(receiver)
     assert got[:5] == list(range(FIRST, FIRST + 5))
