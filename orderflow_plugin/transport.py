@@ -52,6 +52,7 @@ _protocol_logger.setLevel(logging.WARNING)  # websockets logs every handshake at
 
 STAGES = ("resolve", "tcp_connect", "tls", "http_upgrade", "subscribed", "first_message")
 READERS = ("websockets", "fast")
+_MAX_HEAD = 65536  # bytes of HTTP response the fast reader holds while looking for its end
 _WHOLE_DATA = (0x81, 0x82)  # FIN + text, FIN + binary, no reserved bits: one frame, one message
 
 
@@ -159,11 +160,16 @@ class WsConnection(asyncio.Protocol):
         """Fast reader: give websockets the HTTP response alone; the frames after it are ours."""
         head = self._head + data  # type: ignore[operator]
         end = head.find(b"\r\n\r\n")
-        if end < 0:
-            self._head = head  # the http_upgrade deadline bounds how long this may grow
+        if end < 0 and len(head) <= _MAX_HEAD:
+            self._head = head
             return
         self._head = None
         protocol = self.protocol
+        if end < 0:  # no end of headers in 64 KiB: websockets rejects what it cannot parse
+            protocol.receive_data(head)
+            self._handle(iter(protocol.events_received()))
+            self._flush()
+            return
         protocol.receive_data(head[:end + 4])
         self._handle(iter(protocol.events_received()))
         self._flush()
@@ -240,6 +246,8 @@ class WsConnection(asyncio.Protocol):
                     self._pong_waiter.set_result(None)
             elif isinstance(event, Response) and not self._handshake.done():
                 self._handshake.set_result(None)
+        if self.protocol.handshake_exc is not None and not self._handshake.done():
+            self._handshake.set_result(None)  # a response websockets could not parse: fail now, not at the deadline
 
     def eof_received(self) -> bool:
         if self._head:  # an HTTP response cut short: websockets reports it

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from orderflow_plugin import Deadlines, Trade, bundled_tape
+from orderflow_plugin import Deadlines, StreamError, Trade, bundled_tape
 from orderflow_plugin.decode import Decoder, Reply
 from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.tape import Tape
@@ -102,3 +102,27 @@ def test_unknown_reader_refused() -> None:
     with pytest.raises(ValueError, match="reader must be one of websockets, fast"):
         asyncio.run(open_connection("ws://127.0.0.1:9/stream", [], lambda c, f: None,
                                     deadlines=Deadlines(), reader="picows"))
+
+
+@pytest.mark.parametrize("reader", ["websockets", "fast"])
+async def test_endless_response_headers_fail_the_upgrade_at_once(reader: str) -> None:
+    """A server that sends 200 KiB of one header line fails the upgrade at once, not at its 10 s deadline."""
+
+    async def answer(reader_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader_.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nX-Pad: " + b"a" * 200_000)
+        await writer.drain()
+        await reader_.read()  # until the client drops the connection
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with asyncio.timeout(5):
+            with pytest.raises(StreamError) as info:
+                await open_connection(f"ws://127.0.0.1:{port}/stream", ["btcusdt@aggTrade"], Collector(),
+                                      deadlines=Deadlines(http_upgrade=10.0), reader=reader)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert info.value.stage == "http_upgrade" and "failed" in str(info.value)
