@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -18,7 +19,9 @@ _ON_EVERY_READER = {"tests.test_stream", "tests.test_backfill"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.module.__name__ in _ON_EVERY_READER and "orderflow_sim_factory" in metafunc.fixturenames:
+    function = metafunc.function  # a test streams if it calls make_flow or asks for frame_reader itself
+    streams = "make_flow" in function.__code__.co_names or "frame_reader" in inspect.signature(function).parameters
+    if metafunc.module.__name__ in _ON_EVERY_READER and streams:
         metafunc.parametrize("frame_reader", READERS, indirect=True)
 
 
