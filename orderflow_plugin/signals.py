@@ -19,7 +19,6 @@ from blinker._utilities import make_id
 
 __all__ = [
     "ANY",
-    "HOOK_SIGNALS",
     "SIGNALS",
     "backfill",
     "connect_attempt",
@@ -149,6 +148,7 @@ SIGNALS: dict[str, NamedSignal] = {
 }
 
 
+# hook name -> signal: what signal_for_hook reads; the dispatcher reads it directly on the per-trade path
 HOOK_SIGNALS: dict[str, NamedSignal] = {f"on_{name.replace('-', '_')}": sig for name, sig in SIGNALS.items()}
 
 

@@ -103,7 +103,6 @@ class WsConnection(asyncio.Protocol):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.paused = False  # reading paused by us (a hole is being filled): not a stall
         self._pending: list[Any] = []  # events of the read that was being handled when we paused
-        self.reader = reader
         self.fast = False  # the fast reader is cutting data frames (from the end of the 101 response on)
         self._head: bytes | None = b"" if reader == "fast" else None  # the HTTP response, until it is whole
         self._buffer = b""  # fast reader: the start of a frame not yet whole, or what a pause held back
@@ -151,10 +150,16 @@ class WsConnection(asyncio.Protocol):
         if self._head is not None:
             self._read_head(data)
             return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """websockets parses ``data``; we act on its events and send what it has to send."""
         protocol = self.protocol
         protocol.receive_data(data)
         self._handle(iter(protocol.events_received()))
         self._flush()
+        if protocol.handshake_exc is not None and not self._handshake.done():
+            self._handshake.set_result(None)  # a response websockets could not parse: fail now, not at the deadline
 
     def _read_head(self, data: bytes) -> None:
         """Fast reader: give websockets the HTTP response alone; the frames after it are ours."""
@@ -164,24 +169,17 @@ class WsConnection(asyncio.Protocol):
             self._head = head
             return
         self._head = None
-        protocol = self.protocol
         if end < 0:  # no end of headers in 64 KiB: websockets rejects what it cannot parse
-            protocol.receive_data(head)
-            self._handle(iter(protocol.events_received()))
-            self._flush()
+            self._feed(head)
             return
-        protocol.receive_data(head[:end + 4])
-        self._handle(iter(protocol.events_received()))
-        self._flush()
+        self._feed(head[:end + 4])
         rest = head[end + 4:]
-        if protocol.state is State.OPEN:
+        if self.protocol.state is State.OPEN:
             self.fast = True
             if rest:
                 self._scan(rest)
         elif rest:  # not a 101: the body belongs to the response websockets reports
-            protocol.receive_data(rest)
-            self._handle(iter(protocol.events_received()))
-            self._flush()
+            self._feed(rest)
 
     def _scan(self, data: bytes) -> None:
         """Fast reader: hand each whole data frame in the buffer to ``on_frame``; control frames to websockets."""
@@ -211,12 +209,9 @@ class WsConnection(asyncio.Protocol):
                 if self.paused:  # the rest of this read waits for resume()
                     break
             elif first & 0x0F >= 0x08 and first & 0x80 and not first & 0x70:  # a control frame: websockets'
-                protocol = self.protocol
-                protocol.receive_data(buffer[position:end])
+                self._feed(buffer[position:end])
                 position = end
-                self._handle(iter(protocol.events_received()))
-                self._flush()
-                if protocol.state is not State.OPEN:  # a close: websockets finishes the connection
+                if self.protocol.state is not State.OPEN:  # a close: websockets finishes the connection
                     self._hand_over(buffer[position:])
                     return
             else:  # a fragment, a reserved bit, an oversized frame: websockets reads (and judges) the rest
@@ -229,9 +224,7 @@ class WsConnection(asyncio.Protocol):
         self.fast = False
         self._buffer = b""
         if data:
-            self.protocol.receive_data(data)
-            self._handle(iter(self.protocol.events_received()))
-            self._flush()
+            self._feed(data)
 
     def _handle(self, events: Iterator[Any]) -> None:
         for event in events:
@@ -246,14 +239,11 @@ class WsConnection(asyncio.Protocol):
                     self._pong_waiter.set_result(None)
             elif isinstance(event, Response) and not self._handshake.done():
                 self._handshake.set_result(None)
-        if self.protocol.handshake_exc is not None and not self._handshake.done():
-            self._handshake.set_result(None)  # a response websockets could not parse: fail now, not at the deadline
 
     def eof_received(self) -> bool:
         if self._head:  # an HTTP response cut short: websockets reports it
             head, self._head = self._head, None
-            self.protocol.receive_data(head)
-            self._handle(iter(self.protocol.events_received()))
+            self._feed(head)
         self.protocol.receive_eof()
         self._flush()
         return False
