@@ -5,6 +5,8 @@ The simulator replays the bundled real tape looped, as fast as the client reads.
 plain `websockets` client that only receives the same frames. Reports trades/s, CPU per trade and
 peak RSS of this process, and the ratio plugin/ceiling, for each frame reader (``transport``):
 ``websockets`` (the default) and ``fast`` (our reader of data frames after websockets' handshake).
+Each reader also runs once with ``metrics=False`` (receive, decode, sequence, hook + signal, no
+order-flow engine): the floor of the pipeline around the engine, printed as such.
 
 Run: .venv/bin/python bench/end_to_end.py [--trades 1000000] [--transports websockets,fast]
 Targets (issue #9): with the default transport >= 0.75 x the bare-websockets ceiling; with the
@@ -55,13 +57,13 @@ async def ceiling(url: str, n: int) -> tuple[float, float]:
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
-async def plugin(url: str, n: int, transport: str) -> tuple[float, float]:
+async def plugin(url: str, n: int, transport: str, metrics: bool = True) -> tuple[float, float]:
     count = Count(n)
     manager = PluginManager()
     manager.register(count, name="count")
     signals.trade.connect(receiver)
     flow = OrderFlow(["BTCUSDT"], ws_url=url, rest_url=url.replace("ws://", "http://"), plugins=manager,
-                     loop_block_threshold=0, stall_timeout=60, transport=transport)
+                     loop_block_threshold=0, stall_timeout=60, transport=transport, metrics=metrics)
     try:
         async with flow:
             while count.seen == 0:
@@ -86,6 +88,7 @@ def main() -> None:
         bare_wall, bare_cpu = asyncio.run(ceiling(sim.url, args.trades))
         for transport in transports:
             runs[transport] = asyncio.run(plugin(sim.url, args.trades, transport))
+        floors = {t: asyncio.run(plugin(sim.url, args.trades, t, metrics=False)) for t in transports}
     n = args.trades
     print(f"machine: {describe()}")
     print(f"end to end, {n:,} real BTCUSDT trades (bundled tape looped) from the simulator in its own process:")
@@ -93,6 +96,10 @@ def main() -> None:
     for transport, (flow_wall, flow_cpu) in runs.items():
         print(f"  OrderFlow, transport {transport!r} (decode, sequence, 1s/1m/5m bars + footprint + whales, "
               f"hook + signal): {n / flow_wall:,.0f} trades/s, CPU {flow_cpu / n * 1e6:.2f} µs/trade, "
+              f"ratio plugin/ceiling {bare_wall / flow_wall:.2f}")
+    for transport, (flow_wall, flow_cpu) in floors.items():
+        print(f"  floor, OrderFlow(metrics=False), transport {transport!r} (decode, sequence, hook + signal, "
+              f"no engine): {n / flow_wall:,.0f} trades/s, CPU {flow_cpu / n * 1e6:.2f} µs/trade, "
               f"ratio plugin/ceiling {bare_wall / flow_wall:.2f}")
     print("  targets: 'websockets' ratio >= 0.75; 'fast' >= 250,000 trades/s")
     print(f"  peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
