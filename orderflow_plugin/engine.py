@@ -249,8 +249,6 @@ class FlowEngine:
         self.whale_notional = Decimal(str(whale_notional)) if whale_notional else None
         self.whale_percentile = whale_percentile or None
         self.whale_window = whale_window
-        # The percentile of the last whale_window notionals moves slowly: re-rank every tenth of the window.
-        self._rank_every = max(1, whale_window // 10)
         # Totals of the closed bars of the finest window (always updated per trade); the open bar adds the rest.
         self._closed_totals = [_ZERO, _ZERO, _ZERO, _ZERO]  # buy volume, sell volume, buy notional, sell notional
         self._last_price: Decimal | None = None
@@ -268,8 +266,7 @@ class FlowEngine:
                     break
         self._direct = [(i, self.windows[i].ms) for i in range(len(self.windows)) if i not in rolled]
         self._open: list[_OpenBar | None] = [None] * len(self.windows)
-        self._recent: deque[float] = deque(maxlen=whale_window)
-        self._percentile_threshold: float | None = None
+        self._ranked = _Ranked(whale_window, self.whale_percentile) if self.whale_percentile else None
 
     def _totals(self) -> list[Decimal]:
         """Buy volume, sell volume, buy notional and sell notional of every trade so far."""
@@ -451,18 +448,58 @@ class FlowEngine:
         if self.whale_notional is not None and notional >= self.whale_notional:
             return Whale(symbol=self.symbol, trade=trade, notional=notional, rule="absolute",
                          threshold=self.whale_notional)
-        if self.whale_percentile is None:
+        ranked = self._ranked
+        if ranked is None:
             return None
-        value = float(notional)  # a convenience view: the distribution only ranks trades
-        threshold = self._percentile_threshold
-        recent = self._recent
-        recent.append(value)  # a ring buffer of whale_window notionals
-        if self.trades % self._rank_every == 0 and len(recent) >= self.whale_window:
-            rank = min(len(recent) - 1, int(len(recent) * self.whale_percentile / 100.0))
-            above = len(recent) - rank  # values at or above the rank: few for a top percentile
-            self._percentile_threshold = (heapq.nlargest(above, recent)[-1] if above <= 64
-                                          else sorted(recent)[rank])
-        if threshold is not None and value >= threshold:
-            return Whale(symbol=self.symbol, trade=trade, notional=notional, rule="percentile",
-                         threshold=Decimal(repr(threshold)))
+        threshold = ranked.threshold  # ranked before this trade joined the distribution
+        ranked.add(notional)
+        if threshold is not None and notional >= threshold:
+            return Whale(symbol=self.symbol, trade=trade, notional=notional, rule="percentile", threshold=threshold)
         return None
+
+
+class _Ranked:
+    """The ``percentile`` of the last ``size`` notionals, exact, re-ranked every tenth of ``size``.
+
+    Values are kept in blocks of ``every``. A block that fills keeps its ``above`` largest values
+    (``above``: how many of the window are at or over the threshold, 1 for 99.9 of 1000), so a
+    re-rank looks at a few values per block instead of the whole window; the threshold is the
+    same value a full sort of the window gives.
+    """
+
+    __slots__ = ("above", "blocks", "current", "every", "seen", "size", "threshold")
+
+    def __init__(self, size: int, percentile: float) -> None:
+        self.size = size
+        self.every = max(1, size // 10)
+        self.above = size - min(size - 1, int(size * percentile / 100.0))
+        self.blocks: deque[tuple[list[Decimal], list[Decimal]]] = deque()  # (values, their `above` largest)
+        self.current: list[Decimal] = []
+        self.seen = 0
+        self.threshold: Decimal | None = None  # None until the window has filled once
+
+    def __len__(self) -> int:
+        """How many values are held (the window, rounded up to whole blocks, and the block being filled)."""
+        return sum(len(values) for values, _ in self.blocks) + len(self.current)
+
+    def add(self, value: Decimal) -> None:
+        """Take the next notional; re-rank when it completes a block and the window is full."""
+        current = self.current
+        current.append(value)
+        if len(current) < self.every:
+            return
+        self.current = []
+        self.seen += len(current)
+        blocks = self.blocks
+        blocks.append((current, heapq.nlargest(self.above, current)))
+        needed = -(-self.size // self.every)  # blocks that hold the window; the oldest may be partly out
+        while len(blocks) > needed:
+            blocks.popleft()
+        if self.seen < self.size:
+            return
+        inside = self.size - self.every * (needed - 1)  # how many of the oldest block are in the window
+        oldest, oldest_top = blocks[0]
+        candidates = oldest_top if inside == self.every else heapq.nlargest(self.above, oldest[-inside:])
+        for index in range(1, len(blocks)):
+            candidates = candidates + blocks[index][1]
+        self.threshold = heapq.nlargest(self.above, candidates)[-1]

@@ -169,9 +169,9 @@ def test_state_stays_bounded() -> None:
         shift = loop * 800_000
         for t in base:
             engine.add(Trade(t.symbol, t.id + loop * 5000, t.price, t.qty, t.first_id, t.last_id, t.time + shift, t.side))
-        sizes.append((len(engine._recent), sum(len(b.levels) for b in engine._open if b)))
+        sizes.append((len(engine._ranked), sum(len(b.levels) for b in engine._open if b)))
     assert engine.trades == 100_000
-    assert sizes[-1][0] == 500 and max(s[1] for s in sizes) < 100
+    assert max(s[0] for s in sizes) < 500 + 2 * 50 and max(s[1] for s in sizes) < 100
 
 
 @pytest.mark.parametrize("bad", ["", "1x", "0m", "m", "1.5m"])
@@ -223,14 +223,21 @@ async def test_bars_identical_with_and_without_reconnects(orderflow_sim_factory)
     assert len(clean) > 100 and clean == cut
 
 
-@pytest.mark.parametrize("percentile", [50.0, 90.0, 99.9])
-def test_percentile_threshold_matches_a_full_sort(percentile: float) -> None:
-    """Both ranking paths (a heap for top percentiles, a sort otherwise) give the sorted-rank threshold."""
+@pytest.mark.parametrize(("percentile", "window"), [(50.0, 1000), (90.0, 1000), (99.9, 1000), (99.0, 105), (75.0, 7)])
+def test_percentile_threshold_matches_a_full_sort(percentile: float, window: int) -> None:
+    """At every re-rank the threshold is exactly the sorted-rank value of the last `window` notionals."""
     engine = FlowEngine("X", windows=["1m"], footprint_tick=None, whale_notional=None,
-                        whale_percentile=percentile, whale_window=1000)
-    notionals = []
-    for t in trades()[:1000]:
+                        whale_percentile=percentile, whale_window=window)
+    notionals: list[Decimal] = []
+    ranks = 0
+    for t in trades()[:3000]:
+        before = engine._ranked.threshold
         engine.add(t)
-        notionals.append(float(t.price * t.qty))
-    ordered = sorted(notionals)
-    assert engine._percentile_threshold == ordered[min(999, int(1000 * percentile / 100))]
+        notionals.append(t.price * t.qty)
+        if len(notionals) >= window and len(notionals) % max(1, window // 10) == 0:
+            ordered = sorted(notionals[-window:])
+            assert engine._ranked.threshold == ordered[min(window - 1, int(window * percentile / 100))]
+            ranks += 1
+        else:
+            assert engine._ranked.threshold == before  # ranked only when a tenth of the window has passed
+    assert ranks > 10
