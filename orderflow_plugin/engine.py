@@ -467,15 +467,15 @@ class _Ranked:
     same value a full sort of the window gives.
     """
 
-    __slots__ = ("above", "blocks", "current", "every", "seen", "size", "threshold")
+    __slots__ = ("above", "blocks", "current", "every", "inside", "needed", "threshold")
 
     def __init__(self, size: int, percentile: float) -> None:
-        self.size = size
         self.every = max(1, size // 10)
         self.above = size - min(size - 1, int(size * percentile / 100.0))
+        self.needed = -(-size // self.every)  # blocks that hold the window; the oldest may be partly out
+        self.inside = size - self.every * (self.needed - 1)  # how many of the oldest block are in the window
         self.blocks: deque[tuple[list[Decimal], list[Decimal]]] = deque()  # (values, their `above` largest)
         self.current: list[Decimal] = []
-        self.seen = 0
         self.threshold: Decimal | None = None  # None until the window has filled once
 
     def __len__(self) -> int:
@@ -489,15 +489,13 @@ class _Ranked:
         if len(current) < self.every:
             return
         self.current = []
-        self.seen += len(current)
         blocks = self.blocks
         blocks.append((current, heapq.nlargest(self.above, current)))
-        needed = -(-self.size // self.every)  # blocks that hold the window; the oldest may be partly out
-        while len(blocks) > needed:
+        if len(blocks) > self.needed:
             blocks.popleft()
-        if self.seen < self.size:
+        elif len(blocks) < self.needed:  # the window has not filled yet
             return
-        inside = self.size - self.every * (needed - 1)  # how many of the oldest block are in the window
+        inside = self.inside
         oldest, oldest_top = blocks[0]
         candidates = oldest_top if inside == self.every else heapq.nlargest(self.above, oldest[-inside:])
         for index in range(1, len(blocks)):
