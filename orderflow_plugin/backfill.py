@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections import deque
 from decimal import Decimal
@@ -22,6 +23,7 @@ import msgspec
 
 from .errors import StreamError
 from .models import Market, Trade
+from .tls import client_context
 
 __all__ = ["BackfillFailed", "Backfiller"]
 
@@ -62,6 +64,7 @@ class Backfiller:
         retries: int = 3,
         weight_per_minute: int = 6000,
         client: httpx.AsyncClient | None = None,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         self.rest_url = rest_url.rstrip("/")
         self.market: Market = market
@@ -69,6 +72,7 @@ class Backfiller:
         self.weight_per_minute = weight_per_minute
         self._timeout = httpx.Timeout(timeout)
         self._client = client
+        self._verify = verify if verify is not None else client_context()
         self._owns_client = client is None
         self._spent: deque[tuple[float, int]] = deque()  # (time, weight) in the last minute
         self._banned_until = 0.0
@@ -157,7 +161,7 @@ class Backfiller:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+            self._client = httpx.AsyncClient(timeout=self._timeout, verify=self._verify)
         return self._client
 
 

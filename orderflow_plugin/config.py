@@ -30,6 +30,7 @@ from dynaconf import Dynaconf, ValidationError, Validator
 
 from .errors import SettingsError
 from .symbols import SYMBOL_PATTERN
+from .tls import client_context
 
 __all__ = ["ENVIRONMENTS", "RULES", "Rule", "Settings", "default_settings_file", "load_settings"]
 
@@ -176,6 +177,18 @@ def _decimal_text_ok(value: Any) -> bool:
         return False
 
 
+def _ca_file_ok(value: Any) -> bool:
+    if value == "":
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        client_context(value)
+    except ValueError:
+        return False
+    return True
+
+
 RULES: tuple[Rule, ...] = (
     symbol_list("symbols"),
     choice("market", "spot", "usdm"),
@@ -185,6 +198,7 @@ RULES: tuple[Rule, ...] = (
     url("endpoints.usdm.rest_url", *_HTTP),
     url("connector.ws_url", *_WS, empty=True),
     url("connector.rest_url", *_HTTP, empty=True),
+    Rule("connector.ca_file", _ca_file_ok, 'a readable PEM CA bundle file, or "" for the system trust store only'),
     number("connector.resolve_timeout", 0, 300, low_open=True),
     number("connector.tcp_connect_timeout", 0, 300, low_open=True),
     number("connector.tls_timeout", 0, 300, low_open=True),

@@ -34,6 +34,7 @@ from .plugins import PluginManager, plugins_from_settings
 from .sequencer import DELIVER, DUPLICATE, GAP, OVERFLOW, READY, Sequencer
 from .symbols import normalize_symbol, stream_name
 from .threaded import FlowThread
+from .tls import client_context
 from .transport import READERS, STAGES, Deadlines, WsConnection, open_connection
 
 __all__ = ["DEFAULT_ENDPOINTS", "OrderFlow"]
@@ -78,6 +79,7 @@ class OrderFlow:
         rest_url: str | None = None,
         plugins: PluginManager | None = None,
         settings: Settings | None = None,
+        ca_file: str | None = None,
         # Timeouts
         deadlines: Deadlines | None = None,
         ping_interval: float = 20.0,
@@ -135,6 +137,8 @@ class OrderFlow:
         if not self.ws_url.startswith(("ws://", "wss://")):
             raise ValueError(f"ws_url must start with ws:// or wss://, got {self.ws_url!r}")
         self.settings = settings
+        # One verifying context for WebSocket and REST; a bad ca_file fails here, at construction.
+        self.ssl_context = client_context(ca_file)
         self.plugins = plugins if plugins is not None else PluginManager()
         self.deadlines = deadlines or Deadlines()
         self.ping_interval = ping_interval
@@ -161,7 +165,8 @@ class OrderFlow:
         self._decoder = Decoder(market)
         self.reorder_window = reorder_window
         self.backfiller = Backfiller(self.rest_url, market, timeout=rest_timeout, retries=rest_retries,
-                                     weight_per_minute=rest_weight_per_minute) if backfill else None
+                                     weight_per_minute=rest_weight_per_minute,
+                                     verify=self.ssl_context) if backfill else None
         start_after = None if start_from_id is None else start_from_id - 1
         self._sequencers = {
             symbol: Sequencer(symbol, start_after=start_after, max_held=max_buffered_trades)
@@ -224,6 +229,7 @@ class OrderFlow:
             ws_url=c.ws_url or endpoints.ws_url,
             rest_url=c.rest_url or endpoints.rest_url,
             settings=settings,
+            ca_file=c.ca_file or None,
             deadlines=Deadlines(
                 resolve=c.resolve_timeout, tcp_connect=c.tcp_connect_timeout, tls=c.tls_timeout,
                 http_upgrade=c.http_upgrade_timeout, subscribed=c.subscribed_timeout,
@@ -459,8 +465,8 @@ class OrderFlow:
             try:
                 connection = await open_connection(
                     f"{self.ws_url}/stream", shard.streams, self._on_frame, deadlines=self.deadlines,
-                    max_size=self.max_size, on_stage=lambda c, shard=shard: self._on_stage(shard, c),
-                    reader=self.transport,
+                    max_size=self.max_size, ssl_context=self.ssl_context,
+                    on_stage=lambda c, shard=shard: self._on_stage(shard, c), reader=self.transport,
                 )
             except StreamError as exc:
                 failures.append(f"attempt {attempt}: {exc}")

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import socket
+import ssl
 import struct
 import time
 from collections import deque
@@ -101,6 +102,7 @@ class Simulator:
         close_timeout: float = 2.0,
         max_buffer: int = 64 * 1024 * 1024,
         record_ids: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if tapes is None:
             tapes = [bundled_tape()]
@@ -122,6 +124,7 @@ class Simulator:
         self.close_timeout = close_timeout
         self.max_buffer = max_buffer
         self.record_ids = record_ids
+        self.ssl_context = ssl_context  # a server context: wss:// and https:// instead of ws:// and http://
         self.record = SimRecord()
         self.rest_api = RestApi(
             self, weight_limit=weight_limit, futures_weight_limit=futures_weight_limit, window=weight_window
@@ -150,7 +153,8 @@ class Simulator:
         loop = asyncio.get_running_loop()
         self._first_subscriber = asyncio.Event()
         self._changed = loop.create_future()
-        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port)
+        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port,
+                                                ssl=self.ssl_context)
         self.port = self._server.sockets[0].getsockname()[1]
         self._market_task = loop.create_task(self._run_market(), name="orderflow sim market")
         self._market_task.add_done_callback(_log_failure)
@@ -172,12 +176,12 @@ class Simulator:
     @property
     def ws_url(self) -> str:
         """Base WebSocket URL (append ``/ws/<stream>`` or ``/stream?streams=...``)."""
-        return f"ws://{self.host}:{self.port}"
+        return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
 
     @property
     def rest_url(self) -> str:
         """Base REST URL (append ``/api/v3/...`` or ``/fapi/v1/...``)."""
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
     def happened(self, symbol: str) -> int:
         """How many of ``symbol``'s trades the market has played."""
