@@ -6,6 +6,7 @@ from .dispatch import Dispatcher
 from .engine import Bar, FlowEngine, Footprint, Snapshot, Whale
 from .errors import (
     BadFrame,
+    ConnectFailed,
     ConnectionLost,
     GaveUp,
     HandshakeRejected,
@@ -32,6 +33,7 @@ from .transport import Deadlines
 __all__ = [
     "BadFrame",
     "Bar",
+    "ConnectFailed",
     "ConnectionLost",
     "Deadlines",
     "Dispatcher",

@@ -11,6 +11,7 @@
      ├── TapeError            a recorded tape file cannot be read (names the file and line)
      ├── BadFrame             a frame is not one Binance would send (skipped, counted, reported)
      └── StreamError          a connection problem, always naming the URL and what was running
+          ├── ConnectFailed    a connect stage raised: DNS, refused, certificate, anything (``stage``)
           ├── StageTimeout     a connect stage passed its deadline (``stage``, ``deadline``)
           ├── HandshakeRejected the upgrade was answered with an HTTP error (``status``, ``retry_after``)
           ├── ConnectionLost   an open connection ended (``code``, ``reason``)
@@ -18,7 +19,8 @@
           └── GaveUp           ``max_attempts`` were spent; says what was tried and why it failed
 
 Lower-level exceptions are translated at the boundary with ``raise ... from exc`` so the
-original stays available as ``__cause__``.
+original stays available as ``__cause__``. Whatever a connection raises while opening,
+streaming or closing arrives as a ``StreamError`` with its ``stage``, and is retried.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "BadFrame",
+    "ConnectFailed",
     "ConnectionLost",
     "GaveUp",
     "HandshakeRejected",
@@ -111,6 +114,10 @@ class StreamError(OrderFlowError):
         self.stage = stage
         self.stack = ""  # where the stream's task was waiting, when known
         super().__init__(message)
+
+
+class ConnectFailed(StreamError):
+    """A connect stage raised instead of finishing: the original exception is the ``__cause__``."""
 
 
 class StageTimeout(StreamError, TimeoutError):

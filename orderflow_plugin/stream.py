@@ -61,6 +61,7 @@ class _Shard:
     connects: int = 0
     task: asyncio.Task[Any] | None = None
     opening: WsConnection | None = None  # the connection being opened, for stuck-stage reports
+    last_error: StreamError | None = None  # why the latest attempt or connection ended
 
 
 class OrderFlow:
@@ -288,7 +289,7 @@ class OrderFlow:
             self._emit("on_error", error=error, where="plugins")
         self._emit("on_startup", settings=self.settings if self.settings is not None else Settings({}))
         for shard in self._shards:
-            shard.task = self._spawn(self._run_shard(shard), f"orderflow shard {shard.number}")
+            shard.task = self._spawn(self._supervise(shard), f"orderflow shard {shard.number}")
         if self.engines:
             self._spawn(self._tick(), "orderflow metrics ticker")
         if self.stage_warning > 0:
@@ -367,7 +368,11 @@ class OrderFlow:
         now = time.monotonic()
         connections = []
         for shard in self._shards:
-            c = shard.connection
+            # A stage clock only for a connection that is really opening or streaming, never a dead one's.
+            c = shard.connection if shard.state in ("connecting", "streaming") else None
+            if c is not None and c.done.done():
+                c = None
+            error = shard.last_error
             connections.append({
                 "shard": shard.number,
                 "symbols": list(shard.symbols),
@@ -377,6 +382,8 @@ class OrderFlow:
                 "stage_for_s": round(now - c.stage_started, 3) if c else None,
                 "connected_for_s": round(now - c.opened_at, 3) if c and c.opened_at else None,
                 "connects": shard.connects,
+                "last_error": None if error is None else {"type": type(error).__name__, "stage": error.stage or None,
+                                                          "message": str(error)},
             })
         symbols = {}
         for symbol, sequencer in self._sequencers.items():
@@ -387,7 +394,10 @@ class OrderFlow:
                 "held": sequencer.held,
             }
         lag = round(self.watchdog.lag, 4) if self.watchdog is not None else None
-        return {"state": self._state, "connections": connections, "symbols": symbols, "loop_lag_s": lag,
+        state = self._state
+        if state == "running" and all(shard.state == "failed" for shard in self._shards):
+            state = "failed"  # every connection gave up (max_attempts): nothing is streaming or retrying
+        return {"state": state, "connections": connections, "symbols": symbols, "loop_lag_s": lag,
                 **self.summary()}
 
     def latest(self, symbol: str) -> dict[str, Any]:
@@ -395,6 +405,29 @@ class OrderFlow:
         return dict(self._latest[normalize_symbol(symbol)])
 
     # Shards
+
+    async def _supervise(self, shard: _Shard) -> None:
+        """Run the shard until stop(): whatever else ends it is reported with its traceback, and it starts again."""
+        restarts = 0
+        while True:
+            try:
+                await self._run_shard(shard)
+                return  # max_attempts spent: GaveUp was reported and the shard stays failed
+            except Exception as exc:  # a bug: never a task that looks alive and does nothing
+                restarts += 1
+                error = StreamError(f"connection supervisor {shard.number} for {', '.join(shard.symbols)} failed "
+                                    f"({type(exc).__name__}: {exc}); restarting it", url=self.ws_url, stage="supervise")
+                error.__cause__ = exc
+                error.stack = "".join(traceback.format_exception(exc)).rstrip()
+                shard.last_error = error
+                shard.state = "failed"
+                logger.error("%s", error, exc_info=exc)
+                self._emit("on_error", error=error, where=f"task:orderflow shard {shard.number}")
+                for connection in (shard.connection, shard.opening):
+                    if connection is not None:
+                        connection.fail(error)
+                shard.connection = shard.opening = None
+                await self._backoff(shard, restarts + 1, error)
 
     async def _run_shard(self, shard: _Shard) -> None:
         connection = await self._open_with_retries(shard, after=None)
@@ -423,6 +456,10 @@ class OrderFlow:
             self._ended(shard, old)
             return await opening
         new = opening.result()
+        if new is None:  # gave up opening a replacement: keep streaming on the old one
+            shard.connection = old
+            shard.state = "streaming"
+            return old
         self._spawn(self._retire(old), f"orderflow retire {shard.number}")
         return new
 
@@ -432,6 +469,7 @@ class OrderFlow:
 
     def _ended(self, shard: _Shard, connection: WsConnection) -> StreamError:
         error = connection.done.result()
+        shard.last_error = error
         if shard.connection is connection:
             shard.connection = None
         if isinstance(error, Stalled):
@@ -469,6 +507,7 @@ class OrderFlow:
                     on_stage=lambda c, shard=shard: self._on_stage(shard, c), reader=self.transport,
                 )
             except StreamError as exc:
+                shard.last_error = exc
                 failures.append(f"attempt {attempt}: {exc}")
                 opening, shard.opening = shard.opening, None
                 exc.stack = (opening.stack if opening is not None and opening.stack
@@ -480,6 +519,7 @@ class OrderFlow:
                         f"gave up connecting to {self.ws_url} for {', '.join(shard.symbols)} after {attempt} "
                         f"attempts; " + "; ".join(failures[-5:]), url=self.ws_url, stage=exc.stage)
                     shard.state = "failed"
+                    shard.last_error = gave_up
                     logger.error("%s", gave_up)
                     self._emit("on_error", error=gave_up, where="connect")
                     return None

@@ -42,7 +42,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from .errors import ConnectionLost, HandshakeRejected, StageTimeout, Stalled, StreamError
+from .errors import ConnectFailed, ConnectionLost, HandshakeRejected, StageTimeout, Stalled, StreamError
 
 __all__ = ["READERS", "STAGES", "Deadlines", "WsConnection", "open_connection"]
 
@@ -141,6 +141,16 @@ class WsConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._receive(data)
+        except Exception as exc:  # a bug below must end this connection with a name, never the loop's handler
+            logger.error("handling data from %s failed", self.endpoint, exc_info=exc)
+            error = StreamError(f"handling data from {self.endpoint} failed: {type(exc).__name__}: {exc}",
+                                url=self.url, stage=self.stage)
+            error.__cause__ = exc
+            self.fail(error)
+
+    def _receive(self, data: bytes) -> None:
         if self.fast:
             if self.paused:  # a transport may still deliver a read it had taken
                 self._buffer += data
@@ -414,12 +424,9 @@ async def open_connection(
                              f"resolving {uri.host} got no answer")
         stage("tcp_connect")
         family, _, proto, _, address = infos[0]
-        try:
-            await within("tcp_connect", loop.create_connection(lambda: connection, address[0], address[1],
-                                                               family=family, proto=proto),
-                         f"TCP connect to {endpoint} did not complete")
-        except OSError as exc:
-            raise StreamError(f"TCP connect to {endpoint} failed: {exc}", url=url, stage="tcp_connect") from exc
+        await within("tcp_connect", loop.create_connection(lambda: connection, address[0], address[1],
+                                                           family=family, proto=proto),
+                     f"TCP connect to {endpoint} did not complete")
         if uri.secure:
             stage("tls")
             context = ssl_context or ssl.create_default_context()
@@ -444,12 +451,48 @@ async def open_connection(
         stage("streaming")
         return connection
     except StreamError as exc:
+        if isinstance(exc, ConnectionLost) and connection.stage in STAGES:
+            exc.stage = connection.stage  # the socket dropped while this stage waited
         connection.fail(exc)
         raise
-    except BaseException as exc:  # cancelled (stop() during a stage), or a bug: never leave a socket behind
+    except Exception as exc:  # DNS, refused, certificate, a library's ValueError: named, kept as the cause
+        error = _stage_error(exc, connection)
+        connection.fail(error)
+        raise error from exc
+    except BaseException as exc:  # cancelled (stop() during a stage): never leave a socket behind
         connection.fail(StreamError(f"opening {endpoint} interrupted in stage {connection.stage}: {exc!r}",
                                     url=url, stage=connection.stage))
         raise
+
+
+_STAGE_WORDS = {
+    "resolve": "resolving {host}",
+    "tcp_connect": "TCP connect to {endpoint}",
+    "tls": "TLS handshake with {endpoint}",
+    "http_upgrade": "handshake with {endpoint}",
+    "subscribed": "subscribing on {endpoint}",
+    "first_message": "waiting for the first trade from {endpoint}",
+}
+
+
+def _stage_error(exc: Exception, connection: WsConnection) -> ConnectFailed:
+    """One line naming the stage, the endpoint and what went wrong, for any exception a stage raised."""
+    stage = connection.stage
+    what = _STAGE_WORDS.get(stage, "{endpoint}").format(host=connection.uri.host, endpoint=connection.endpoint)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
+        why = f"certificate verification failed: {detail}"
+    elif isinstance(exc, ssl.SSLError):
+        why = f"TLS error: {getattr(exc, 'reason', None) or exc}"
+    elif isinstance(exc, socket.gaierror):
+        why = exc.strerror or str(exc)
+    elif isinstance(exc, ConnectionRefusedError):
+        why = "connection refused"
+    elif isinstance(exc, OSError) and exc.strerror:
+        why = exc.strerror
+    else:
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ConnectFailed(f"{what} failed: {why}", url=connection.url, stage=stage)
 
 
 def _rejected(connection: WsConnection) -> StreamError:

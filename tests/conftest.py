@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from orderflow_plugin import Dispatcher, PluginManager, Settings, load_settings
 from orderflow_plugin.transport import READERS
@@ -16,6 +19,18 @@ from . import flowhelpers
 ROOT = Path(__file__).resolve().parent.parent
 # The fault suites run on every frame reader: the fast one must pass them too (issue #9).
 _ON_EVERY_READER = {"tests.test_stream", "tests.test_backfill"}
+# ... and on every event loop: nautilus_trader and many bots run on uvloop (issue #15).
+_ON_EVERY_LOOP = {"tests.test_stream", "tests.test_backfill", "tests.test_supervision", "tests.test_liveness"}
+_LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The stream's fault suites run on the default loop and on uvloop; everything else on the default."""
+    module = getattr(item, "module", None)
+    if module is not None and module.__name__ in _ON_EVERY_LOOP:
+        return _LOOPS
+    return {"asyncio": asyncio.new_event_loop}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

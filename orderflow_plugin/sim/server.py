@@ -336,8 +336,7 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports don't subclass asyncio's
         self.sim._connections.add(self)
         self.sim.record.tcp_accepted += 1
         sock = transport.get_extra_info("socket")

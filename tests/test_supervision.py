@@ -1,0 +1,184 @@
+"""Nothing ends supervision: whatever a connect stage raises is named, reported, retried (issue #15)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trustme
+
+from orderflow_plugin import ConnectFailed, GaveUp, OrderFlow, StreamError, bundled_tape
+from orderflow_plugin.sim import Pace
+from orderflow_plugin.transport import STAGES, WsConnection
+
+from .flowhelpers import Events, make_flow
+
+FIRST = bundled_tape().rows[0].id
+ROOT = Path(__file__).resolve().parent.parent
+
+# One of each kind a real network or library raises; each must end as a named, retried StreamError.
+FAULTS = {
+    "gaierror": lambda: socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+    "refused": lambda: ConnectionRefusedError(111, "Connection refused"),
+    "certificate": lambda: ssl.SSLCertVerificationError(1, "certificate verify failed"),
+    "timeout": lambda: TimeoutError("the library's own timeout"),
+    "runtime": lambda: RuntimeError("a library bug"),
+}
+
+
+@pytest.fixture
+async def tls_sim(orderflow_sim_factory, tmp_path):
+    """A simulator over wss:// and https:// with a throwaway CA; yields (sim, ca_file)."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    sim = await orderflow_sim_factory(pace=Pace(rate=1000), ssl_context=context)
+    return sim, str(ca_file)
+
+
+def inject(monkeypatch: pytest.MonkeyPatch, stage: str, make_exc, times: int) -> list[BaseException]:
+    """Raise ``make_exc()`` as a connection enters ``stage``, for the first ``times`` attempts."""
+    raised: list[BaseException] = []
+    enter = WsConnection.enter
+
+    def failing_enter(self: WsConnection, name: str) -> None:
+        enter(self, name)
+        if name == stage and len(raised) < times:
+            raised.append(make_exc())
+            raise raised[-1]
+
+    monkeypatch.setattr(WsConnection, "enter", failing_enter)
+    return raised
+
+
+@pytest.mark.parametrize("kind", FAULTS)
+@pytest.mark.parametrize("stage", STAGES)
+async def test_any_exception_in_any_stage_is_named_and_retried(tls_sim, monkeypatch, stage: str, kind: str) -> None:
+    """Each exception type raised in each connect stage is a StreamError naming the stage; trades then flow."""
+    sim, ca_file = tls_sim
+    raised = inject(monkeypatch, stage, FAULTS[kind], times=2)
+    events = Events()
+    url = f"wss://localhost:{sim.port}"
+    async with OrderFlow(["BTCUSDT"], ws_url=url, rest_url=f"https://localhost:{sim.port}", ca_file=ca_file,
+                         plugins=_manager(events), backoff_initial=0.05, backoff_max=0.1) as flow:
+        await events.until(lambda e: len(e.trades) >= 50, 15)
+        health = flow.health()
+    failures = [c for c in events.of("on_error") if c["where"].startswith("connect:")]
+    assert len(raised) == 2 and len(failures) == 2
+    for call, cause in zip(failures, raised, strict=True):
+        error = call["error"]
+        assert isinstance(error, StreamError) and error.stage == stage and call["where"] == f"connect:{stage}"
+        assert error.__cause__ is cause and "localhost" in str(error)
+    assert len(events.of("on_reconnect_scheduled")) >= 2
+    ids = events.ids()
+    assert ids == list(range(ids[0], ids[0] + len(ids)))
+    assert health["state"] == "running" and health["connections"][0]["state"] == "streaming"
+
+
+def test_certificate_failure_message_says_so() -> None:
+    """A certificate that does not verify reads as such, not as a bare SSLError."""
+    from orderflow_plugin.transport import _stage_error
+
+    class Opening:
+        stage, url, endpoint = "tls", "wss://localhost:1", "localhost:1"
+        uri = type("U", (), {"host": "localhost"})
+
+    error = _stage_error(ssl.SSLCertVerificationError(1, "x"), Opening())  # type: ignore[arg-type]
+    assert isinstance(error, ConnectFailed) and error.stage == "tls"
+    assert str(error).startswith("TLS handshake with localhost:1 failed: certificate verification failed")
+
+
+async def test_a_crashed_supervisor_is_reported_and_restarted(orderflow_sim_factory, monkeypatch) -> None:
+    """A bug that ends a shard's task is reported with its traceback and the shard starts again."""
+    sim = await orderflow_sim_factory(pace=Pace(rate=1000))
+    calls = []
+    open_slot = OrderFlow._open_slot
+
+    async def crashing_open_slot(self: OrderFlow) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("a bug in the shell")
+        await open_slot(self)
+
+    monkeypatch.setattr(OrderFlow, "_open_slot", crashing_open_slot)
+    events = Events()
+    async with make_flow(sim, events) as flow:
+        await events.until(lambda e: len(e.trades) >= 50, 10)
+        health = flow.health()
+    crash = [c for c in events.of("on_error") if c["where"] == "task:orderflow shard 1"]
+    assert len(crash) == 1 and isinstance(crash[0]["error"].__cause__, KeyError)
+    assert "KeyError" in crash[0]["error"].stack and "crashing_open_slot" in crash[0]["error"].stack
+    assert health["connections"][0]["state"] == "streaming"
+    assert health["connections"][0]["last_error"]["stage"] == "supervise"
+
+
+async def test_health_shows_no_stage_clock_while_backing_off(unused_tcp_port: int) -> None:
+    """Between attempts health says backoff with the last error, never a stage clock that keeps growing."""
+    events = Events()
+    flow = OrderFlow(["BTCUSDT"], ws_url=f"ws://127.0.0.1:{unused_tcp_port}", plugins=_manager(events),
+                     backoff_initial=5.0, backoff_max=5.0, backoff_factor=1.0)
+    async with flow:
+        await events.until(lambda e: len(e.of("on_reconnect_scheduled")) >= 1, 5)
+        await asyncio.sleep(0)
+        connection = flow.health()["connections"][0]
+    assert connection["state"] == "backoff"
+    assert connection["stage"] is None and connection["stage_for_s"] is None
+    assert connection["last_error"]["stage"] == "tcp_connect"
+    assert "refused" in connection["last_error"]["message"]
+
+
+async def test_gave_up_shows_failed_in_health(unused_tcp_port: int) -> None:
+    """After max_attempts the stream's health says failed, with GaveUp as the last error."""
+    events = Events()
+    flow = OrderFlow(["BTCUSDT"], ws_url=f"ws://127.0.0.1:{unused_tcp_port}", plugins=_manager(events),
+                     backoff_initial=0.01, backoff_max=0.01, max_attempts=3)
+    async with flow:
+        await events.until(lambda e: any(isinstance(c["error"], GaveUp) for c in e.of("on_error")), 5)
+        health = flow.health()
+    assert health["state"] == "failed" and health["connections"][0]["state"] == "failed"
+    assert health["connections"][0]["last_error"]["type"] == "GaveUp"
+
+
+def _unshare_works() -> bool:
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs root and `unshare -n` (a network namespace with no network)")
+def test_cli_stream_without_network_retries_resolve_and_exits_cleanly() -> None:
+    """With no network at all the CLI keeps retrying, each failure an error event at stage resolve, summary last."""
+    command = ["unshare", "-n", str(ROOT / ".venv/bin/orderflow"), "stream", "--ws-url",
+               "ws://orderflow-test.invalid:9443", "--rest-url", "http://orderflow-test.invalid:9443", "--json",
+               "--duration", "6"]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "ORDERFLOW_ENV": "testing"})
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 30
+    import json
+
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    attempts = [e for e in events if e["event"] == "connect-attempt"]
+    errors = [e for e in events if e["event"] == "error" and e["where"].startswith("connect")]
+    assert len(attempts) >= 3 and len(errors) >= 3
+    assert all(e["error"]["stage"] == "resolve" for e in errors)
+    assert events[-1]["event"] == "summary"
+    assert "Traceback" not in done.stderr
+
+
+def _manager(events: Events):
+    from orderflow_plugin import PluginManager
+
+    manager = PluginManager()
+    manager.register(events, name="events")
+    return manager
