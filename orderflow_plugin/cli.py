@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         "sim", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="run the local Binance simulator for testing a bot by hand",
     )
-    sim.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sim.add_argument("--host", default=None,
+                     help="address to listen on (default: 127.0.0.1; with --tls, localhost, the certificate's name)")
     sim.add_argument("--port", type=int, default=9443, help="port to listen on (0 = any free port)")
     sim.add_argument("--tape", action="append", default=[], help="tape file, repeatable (default: the bundled tape)")
     pace = sim.add_mutually_exclusive_group()
@@ -111,16 +112,27 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--market", choices=["spot", "usdm"], default=None, help="frame shape (default: the tape's)")
     sim.add_argument("--scenario", default=None, help="fault scenario file (.toml or .json)")
     sim.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
+    sim.add_argument("--tls", action="store_true",
+                     help="serve wss:// and https:// with a throwaway CA written to a temporary folder; its path "
+                          "is printed, for --ca-file / connector.ca_file (needs orderflow-plugin[tls])")
     sim.set_defaults(run=_sim)
 
     doctor = sub.add_parser(
         "doctor", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="check settings, DNS, TCP, TLS, upgrade, subscription, first trade, REST, clock and loop",
     )
-    doctor.add_argument("--ws-url", default=None, help="WebSocket base URL (default: from the settings)")
-    doctor.add_argument("--rest-url", default=None, help="REST base URL (default: from the settings)")
-    doctor.add_argument("--symbol", default=None, help="symbol to subscribe to (default: the first in settings)")
+    doctor.add_argument("--ws-url", type=_url("ws", "wss"), default=None,
+                        help="WebSocket base URL (default: from the settings)")
+    doctor.add_argument("--rest-url", type=_url("http", "https"), default=None,
+                        help="REST base URL (default: from the settings)")
+    doctor.add_argument("--symbol", type=_symbol, default=None,
+                        help="symbol to subscribe to (default: the first in settings)")
     doctor.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
+    doctor.add_argument("--ca-file", type=_ca_file, default=None,
+                        help="extra CA bundle (PEM) to trust, e.g. the one `orderflow sim --tls` prints "
+                             "(default: settings connector.ca_file)")
+    doctor.add_argument("--timeout", type=_positive, default=3.0,
+                        help="seconds each check may take at most (a shorter connector deadline still applies)")
     doctor.add_argument("--json", action="store_true", help="one JSON object per check instead of text")
     doctor.set_defaults(run=_doctor)
 
@@ -143,6 +155,42 @@ def _not_negative(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+        if parts.scheme not in schemes or not parts.hostname:
+            raise argparse.ArgumentTypeError(f"{text!r} must start with {' or '.join(f'{s}://' for s in schemes)} "
+                                             "and name a host")
+        return text
+
+    return parse
+
+
+def _symbol(text: str) -> str:
+    from .symbols import normalize_symbol
+
+    try:
+        return normalize_symbol(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ca_file(text: str) -> str:
+    from .tls import client_context
+
+    try:
+        client_context(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _number(text: str) -> float:
@@ -182,7 +230,9 @@ def _config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _sim(args: argparse.Namespace, settings: Settings) -> int:
-    from .sim import Pace, Scenario, Simulator  # the server is only imported when asked for
+    import tempfile
+
+    from .sim import Pace, Scenario, SimCertificates, Simulator  # the server is only imported when asked for
 
     try:
         scenario = Scenario.from_file(args.scenario) if args.scenario else None
@@ -190,43 +240,72 @@ def _sim(args: argparse.Namespace, settings: Settings) -> int:
         print(f"orderflow sim: {exc}", file=sys.stderr)
         return 2
     tapes = [load_tape(path) for path in args.tape] or None
-    simulator = Simulator(
-        tapes, scenario=scenario, pace=Pace(speed=args.speed, rate=args.rate, asap=args.asap, smooth=args.smooth),
-        loop=args.loop, market=args.market, host=args.host, port=args.port, record_ids=False,
-    )
-
-    async def serve() -> None:
-        async with simulator:
-            print(f"simulator listening: streams {simulator.ws_url}/stream?streams=<symbol>@aggTrade, "
-                  f"REST {simulator.rest_url}/api/v3/aggTrades; Ctrl-C to stop", flush=True)
+    # With TLS the URLs must name a host the certificate is for: "localhost" (bound on every loopback
+    # address it resolves to, so a client that tries ::1 first finds the server too), or the given host.
+    host = args.host or ("localhost" if args.tls else "127.0.0.1")
+    url_host = "localhost" if host in ("0.0.0.0", "::", "") else host
+    with contextlib.ExitStack() as cleanup:
+        server_context, ca_file = None, ""
+        if args.tls:
+            folder = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="orderflow-sim-tls-"))
             try:
-                await asyncio.sleep(args.duration or float("inf"))
-            finally:
-                record = simulator.record
-                print(json.dumps({
-                    "event": "summary", "connections": len(record.connections),
-                    "rest_requests": len(record.rest),
-                    "played": {s: simulator.happened(s) for s in simulator.feeds},
-                }), flush=True)
+                certificates = SimCertificates(folder, ("localhost", "127.0.0.1", "::1", url_host))
+            except ImportError as exc:
+                print(f"orderflow sim: {exc}", file=sys.stderr)
+                return 1
+            server_context, ca_file = certificates.server_context(), certificates.ca_file
+        simulator = Simulator(
+            tapes, scenario=scenario, pace=Pace(speed=args.speed, rate=args.rate, asap=args.asap, smooth=args.smooth),
+            loop=args.loop, market=args.market, host=host, port=args.port, record_ids=False,
+            ssl_context=server_context,
+        )
 
-    asyncio.run(serve())
+        async def serve() -> None:
+            async with simulator:
+                ws_url = simulator.ws_url.replace(f"//{host}:", f"//{url_host}:", 1)
+                rest_url = simulator.rest_url.replace(f"//{host}:", f"//{url_host}:", 1)
+                print(f"simulator listening: streams {ws_url}/stream?streams=<symbol>@aggTrade, "
+                      f"REST {rest_url}/api/v3/aggTrades; Ctrl-C to stop", flush=True)
+                if ca_file:
+                    print(f"TLS with a throwaway CA (deleted on exit): {ca_file}\n"
+                          f"  trust it with --ca-file {ca_file} or ORDERFLOW_CONNECTOR__CA_FILE={ca_file}, e.g.\n"
+                          f"  orderflow doctor --ws-url {ws_url} --rest-url {rest_url} --ca-file {ca_file}",
+                          flush=True)
+                try:
+                    await asyncio.sleep(args.duration or float("inf"))
+                finally:
+                    record = simulator.record
+                    print(json.dumps({
+                        "event": "summary", "connections": len(record.connections),
+                        "rest_requests": len(record.rest),
+                        "played": {s: simulator.happened(s) for s in simulator.feeds},
+                    }), flush=True)
+
+        asyncio.run(serve())
     return 0
 
 
 def _doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from .doctor import run_doctor
+    from .doctor import Check, diagnose
 
     market = args.market or settings.market
     endpoints = settings.endpoints[market]
     ws_url = args.ws_url or settings.connector.ws_url or endpoints.ws_url
     rest_url = args.rest_url or settings.connector.rest_url or endpoints.rest_url
     symbol = args.symbol or settings.symbols[0]
-    checks = asyncio.run(run_doctor(settings, ws_url=ws_url, rest_url=rest_url, symbol=symbol, market=market))
+    ca_file = args.ca_file or settings.connector.ca_file or None
+    try:
+        checks = diagnose(settings, ws_url=ws_url, rest_url=rest_url, symbol=symbol, market=market, ca_file=ca_file,
+                        timeout=args.timeout)
+    except Exception as exc:  # the checks never raise; this is the last guard so --json stays JSON
+        checks = [Check("doctor", "FAIL", 0.0, f"the doctor itself failed: {type(exc).__name__}: {exc}",
+                        "a bug in orderflow doctor: please report it with this line")]
     for check in checks:
         print(json.dumps(check.as_json()) if args.json else check.line(), flush=True)
     failed = [c.name for c in checks if c.status == "FAIL"]
     if not args.json:
-        print(f"{len(checks)} checks: {len(checks) - len(failed)} without failure"
+        skipped = sum(c.status == "SKIP" for c in checks)
+        print(f"{len(checks)} checks: {len(checks) - len(failed) - skipped} without failure, {skipped} skipped"
               + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0
 

@@ -10,6 +10,18 @@ end of the test. A strategy's hook, tested in five lines::
         strategy = MyStrategy()
         await orderflow_stream(strategy, trades=200)
         assert strategy.buys > 0
+
+Real TLS (needs ``trustme``: ``pip install orderflow-plugin[tls]``): ``orderflow_tls`` is a
+throwaway CA and a certificate for ``localhost``, ``127.0.0.1`` and ``::1``, made once per session
+(:class:`~orderflow_plugin.sim.SimCertificates`; ``.ca_file`` is the CA's PEM path).
+``orderflow_sim_factory(tls=True, ...)`` and ``orderflow_tls_sim`` serve ``wss://localhost:<port>``
+and ``https://localhost:<port>`` with it; clients must trust ``orderflow_tls.ca_file`` (nothing turns
+verification off). ``orderflow_stream(..., tls=True)``, or given a TLS ``sim=``, passes that CA file
+to OrderFlow unless you pass ``ca_file=`` yourself::
+
+    async def test_my_bot_over_tls(orderflow_tls_sim, orderflow_tls):
+        flow = OrderFlow(["BTCUSDT"], ws_url=orderflow_tls_sim.ws_url, rest_url=orderflow_tls_sim.rest_url,
+                         ca_file=orderflow_tls.ca_file)
 """
 
 from __future__ import annotations
@@ -17,7 +29,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-__all__ = ["orderflow_sim", "orderflow_sim_factory", "orderflow_stream"]
+__all__ = ["orderflow_sim", "orderflow_sim_factory", "orderflow_stream", "orderflow_tls", "orderflow_tls_sim"]
 
 try:
     import pytest_asyncio
@@ -27,17 +39,30 @@ except ImportError:  # pragma: no cover - the fixtures need pytest-asyncio; say 
 if pytest_asyncio is not None:
     import asyncio
 
+    import pytest
+
     from .plugins import PluginManager
-    from .sim import Pace, Simulator
+    from .sim import Pace, SimCertificates, Simulator
     from .stream import OrderFlow
 
+    @pytest.fixture(scope="session")
+    def orderflow_tls(tmp_path_factory: pytest.TempPathFactory) -> SimCertificates:
+        """A throwaway CA and a certificate for localhost, 127.0.0.1 and ::1 (``.ca_file``, ``.server_context()``)."""
+        return SimCertificates(tmp_path_factory.mktemp("orderflow-tls"))
+
     @pytest_asyncio.fixture
-    async def orderflow_sim_factory() -> AsyncIterator[Callable[..., Awaitable[Simulator]]]:
-        """Start simulators with any ``Simulator`` arguments; all are stopped after the test."""
+    async def orderflow_sim_factory(
+        request: pytest.FixtureRequest,
+    ) -> AsyncIterator[Callable[..., Awaitable[Simulator]]]:
+        """Start simulators with any ``Simulator`` arguments (``tls=True``: wss/https on localhost); all stop after."""
         started: list[Simulator] = []
 
-        async def start(*args: Any, **kwargs: Any) -> Simulator:
+        async def start(*args: Any, tls: bool = False, **kwargs: Any) -> Simulator:
             kwargs.setdefault("pace", Pace(speed=100.0))
+            if tls:  # the certificates only when asked for: trustme stays optional
+                certificates: SimCertificates = request.getfixturevalue("orderflow_tls")
+                kwargs.setdefault("host", "localhost")  # the name the certificate is for, as clients will use it
+                kwargs["ssl_context"] = certificates.server_context()
             simulator = Simulator(*args, **kwargs)
             await simulator.start()
             started.append(simulator)
@@ -53,19 +78,28 @@ if pytest_asyncio is not None:
         return await orderflow_sim_factory()
 
     @pytest_asyncio.fixture
+    async def orderflow_tls_sim(orderflow_sim_factory: Callable[..., Awaitable[Simulator]]) -> Simulator:
+        """The bundled tape at 100x over wss:// and https:// on localhost, signed by ``orderflow_tls``."""
+        return await orderflow_sim_factory(tls=True)
+
+    @pytest_asyncio.fixture
     async def orderflow_stream(
+        request: pytest.FixtureRequest,
         orderflow_sim_factory: Callable[..., Awaitable[Simulator]],
     ) -> AsyncIterator[Callable[..., Awaitable[OrderFlow]]]:
         """Start OrderFlow on a simulator with ``plugins``; return once ``trades`` trades were delivered.
 
         Keyword arguments go to OrderFlow, except ``sim`` (a simulator to use instead of a new one
-        on the bundled tape) and ``timeout`` (seconds to wait for the trades, default 10).
+        on the bundled tape), ``tls`` (a new simulator over TLS) and ``timeout`` (seconds to wait
+        for the trades, default 10). On a TLS simulator ``ca_file`` defaults to ``orderflow_tls``'s.
         """
         flows: list[OrderFlow] = []
 
-        async def start(*plugins: Any, trades: int = 1, sim: Simulator | None = None, timeout: float = 10.0,
-                        **kwargs: Any) -> OrderFlow:
-            sim = sim or await orderflow_sim_factory()
+        async def start(*plugins: Any, trades: int = 1, sim: Simulator | None = None, tls: bool = False,
+                        timeout: float = 10.0, **kwargs: Any) -> OrderFlow:
+            sim = sim or await orderflow_sim_factory(tls=tls)
+            if sim.ssl_context is not None and "ca_file" not in kwargs:
+                kwargs["ca_file"] = request.getfixturevalue("orderflow_tls").ca_file
             manager = PluginManager()
             for plugin in plugins:
                 manager.register(plugin)

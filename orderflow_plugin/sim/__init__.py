@@ -6,9 +6,13 @@
 
     async with Simulator(scenario=Scenario([[Fault("reset_after", after=500)]])) as sim:
         ...  # connect to f"{sim.ws_url}/stream?streams=btcusdt@aggTrade", REST at sim.rest_url
+
+``SimCertificates(directory)`` makes a throwaway CA for ``Simulator(ssl_context=...)`` (wss://, https://).
 """
 
+from .certs import SimCertificates
 from .feed import Pace, SymbolFeed
+from .proxy import FaultProxy, LinkRecord, ProxyRecord
 from .scenario import CONNECTION_FAULTS, REST_FAULTS, Fault, Scenario
 from .server import ConnectionRecord, SimRecord, Simulator
 
@@ -17,8 +21,12 @@ __all__ = [
     "REST_FAULTS",
     "ConnectionRecord",
     "Fault",
+    "FaultProxy",
+    "LinkRecord",
     "Pace",
+    "ProxyRecord",
     "Scenario",
+    "SimCertificates",
     "SimRecord",
     "Simulator",
     "SymbolFeed",
