@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
     stream.add_argument("--ws-url", default=None, help="WebSocket base URL (default: settings)")
     stream.add_argument("--rest-url", default=None, help="REST base URL (default: settings)")
+    stream.add_argument("--ca-file", type=_ca_file, default=None,
+                        help="extra CA bundle (PEM) to trust, e.g. orderflow sim --tls's (default: settings)")
     stream.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
     stream.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
     stream.set_defaults(run=_stream)
@@ -341,6 +343,8 @@ def _stream(args: argparse.Namespace, settings: Settings) -> int:
         overrides["ws_url"] = args.ws_url
     if args.rest_url:
         overrides["rest_url"] = args.rest_url
+    if args.ca_file:
+        overrides["ca_file"] = args.ca_file
     try:
         flow = OrderFlow.from_settings(settings, **overrides)
     except ValueError as exc:

@@ -423,9 +423,7 @@ async def open_connection(
         infos = await within("resolve", loop.getaddrinfo(uri.host, uri.port, type=socket.SOCK_STREAM),
                              f"resolving {uri.host} got no answer")
         stage("tcp_connect")
-        family, _, proto, _, address = infos[0]
-        await within("tcp_connect", loop.create_connection(lambda: connection, address[0], address[1],
-                                                           family=family, proto=proto),
+        await within("tcp_connect", _connect_any(loop, connection, infos),
                      f"TCP connect to {endpoint} did not complete")
         if uri.secure:
             stage("tls")
@@ -463,6 +461,18 @@ async def open_connection(
         connection.fail(StreamError(f"opening {endpoint} interrupted in stage {connection.stage}: {exc!r}",
                                     url=url, stage=connection.stage))
         raise
+
+
+async def _connect_any(loop: asyncio.AbstractEventLoop, connection: WsConnection, infos: list[Any]) -> None:
+    """Connect to each resolved address in turn (localhost may be ::1 and 127.0.0.1); the last error if none."""
+    error: OSError | None = None
+    for family, _, proto, _, address in dict.fromkeys(infos):
+        try:
+            await loop.create_connection(lambda: connection, address[0], address[1], family=family, proto=proto)
+            return
+        except OSError as exc:
+            error = exc
+    raise error if error is not None else OSError(f"no address for {connection.endpoint}")
 
 
 _STAGE_WORDS = {

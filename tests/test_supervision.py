@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import trustme
 
 from orderflow_plugin import ConnectFailed, GaveUp, OrderFlow, StreamError, bundled_tape
 from orderflow_plugin.sim import Pace
@@ -34,15 +33,9 @@ FAULTS = {
 
 
 @pytest.fixture
-async def tls_sim(orderflow_sim_factory, tmp_path):
-    """A simulator over wss:// and https:// with a throwaway CA; yields (sim, ca_file)."""
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    sim = await orderflow_sim_factory(pace=Pace(rate=1000), ssl_context=context)
-    return sim, str(ca_file)
+async def tls_sim(orderflow_sim_factory, orderflow_tls):
+    """A simulator over wss:// and https:// on localhost; yields (sim, ca_file)."""
+    return await orderflow_sim_factory(pace=Pace(rate=1000), tls=True), orderflow_tls.ca_file
 
 
 def inject(monkeypatch: pytest.MonkeyPatch, stage: str, make_exc, times: int) -> list[BaseException]:
@@ -62,14 +55,14 @@ def inject(monkeypatch: pytest.MonkeyPatch, stage: str, make_exc, times: int) ->
 
 @pytest.mark.parametrize("kind", FAULTS)
 @pytest.mark.parametrize("stage", STAGES)
-async def test_any_exception_in_any_stage_is_named_and_retried(tls_sim, monkeypatch, stage: str, kind: str) -> None:
+async def test_any_exception_in_any_stage_is_named_and_retried(tls_sim, monkeypatch, stage: str, kind: str,
+                                                               frame_reader: str) -> None:
     """Each exception type raised in each connect stage is a StreamError naming the stage; trades then flow."""
     sim, ca_file = tls_sim
     raised = inject(monkeypatch, stage, FAULTS[kind], times=2)
     events = Events()
-    url = f"wss://localhost:{sim.port}"
-    async with OrderFlow(["BTCUSDT"], ws_url=url, rest_url=f"https://localhost:{sim.port}", ca_file=ca_file,
-                         plugins=_manager(events), backoff_initial=0.05, backoff_max=0.1) as flow:
+    async with OrderFlow(["BTCUSDT"], ws_url=sim.ws_url, rest_url=sim.rest_url, ca_file=ca_file,
+                         plugins=_manager(events), backoff_initial=0.05, backoff_max=0.1, transport=frame_reader) as flow:
         await events.until(lambda e: len(e.trades) >= 50, 15)
         health = flow.health()
     failures = [c for c in events.of("on_error") if c["where"].startswith("connect:")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -144,3 +145,17 @@ async def test_sim_command_with_tls_prints_the_ca_and_serves_https_and_wss() -> 
         async with asyncio.timeout(10 * TIMEOUT_FACTOR):
             await process.communicate()
     assert not Path(ca_file).exists()  # the throwaway CA goes with the simulator
+
+
+async def test_stream_command_trusts_a_ca_file_given_on_the_command_line(orderflow_tls_sim, orderflow_tls) -> None:
+    """orderflow stream --ca-file streams over wss:// from a simulator signed by that CA."""
+    command = [sys.executable, "-m", "orderflow_plugin", "stream", "--ws-url", orderflow_tls_sim.ws_url,
+               "--rest-url", orderflow_tls_sim.rest_url, "--ca-file", orderflow_tls.ca_file, "--json",
+               "--duration", "1.5"]
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(30):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    assert any(e["event"] == "trade" for e in events) and not any(e["event"] == "error" for e in events)
