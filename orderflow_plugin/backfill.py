@@ -2,10 +2,14 @@
 
 ``GET /api/v3/aggTrades?symbol=&fromId=&limit=1000`` (futures: ``/fapi/v1/aggTrades``), paged
 until the hole is closed. Every request has a hard timeout; failures are retried with
-backoff; the request weight (4 per spot call, 20 per futures call) is kept under the
-per-minute budget; a 429's ``Retry-After`` is honoured; a 418 (IP ban) stops all backfill
-until its ``Retry-After`` passes, with a clear error. httpx is the client: its per-phase
-timeouts are one small value object, and its exceptions are translated here.
+backoff, and so is a page with none of the ids asked for (REST can trail the live stream by a
+moment); the request weight (4 per spot call, 20 per futures call) is kept under the
+per-minute budget; a 429's ``Retry-After`` is honoured by every request and counts as a try;
+a 418 (IP ban) stops all backfill until its ``Retry-After`` passes. No wait is longer than
+``max_wait``: a hole that would need one fails at once, so REST trouble of any kind ends in a
+report of the exact missing ids after a bounded time. Trades fetched before a failure are
+kept (:attr:`BackfillFailed.fetched`). httpx is the client: its per-phase timeouts are one
+small value object, and its exceptions are translated here.
 """
 
 from __future__ import annotations
@@ -32,13 +36,20 @@ logger = logging.getLogger(__name__)
 _PATHS = {"spot": "/api/v3/aggTrades", "usdm": "/fapi/v1/aggTrades"}
 _WEIGHT = {"spot": 4, "usdm": 20}
 _PAGE = 1000
+_WINDOW = 60.0  # seconds the weight budget is counted over
 
 
 class BackfillFailed(StreamError):
-    """A hole could not be filled over REST; ``first``..``last`` are the ids still missing."""
+    """A hole could not be filled over REST; ``first``..``last`` are the ids still missing.
 
-    def __init__(self, message: str, *, url: str, symbol: str, first: int, last: int) -> None:
+    ``fetched`` holds the trades of the hole that did arrive before the failure (ids below
+    ``first``), in order, so that they are delivered rather than lost.
+    """
+
+    def __init__(self, message: str, *, url: str, symbol: str, first: int, last: int,
+                 fetched: list[Trade] | None = None) -> None:
         self.symbol, self.first, self.last = symbol, first, last
+        self.fetched: list[Trade] = fetched if fetched is not None else []
         super().__init__(message, url=url, stage="backfill")
 
 
@@ -53,14 +64,22 @@ class _Row(msgspec.Struct, gc=False):
 
 
 class Backfiller:
-    """Fetch missing aggregate trades, politely."""
+    """Fetch missing aggregate trades, politely.
+
+    ``max_wait`` bounds every single wait for the server (a 429's ``Retry-After``, room in the
+    weight budget); it defaults to ``timeout * (retries + 1)``, as long as a REST that never
+    answers would hold a hole open.
+    """
 
     def __init__(
         self,
         rest_url: str,
         market: Market = "spot",
         *,
+        # Timeouts
         timeout: float = 5.0,
+        max_wait: float | None = None,
+        # Limits
         retries: int = 3,
         weight_per_minute: int = 6000,
         client: httpx.AsyncClient | None = None,
@@ -68,14 +87,19 @@ class Backfiller:
     ) -> None:
         self.rest_url = rest_url.rstrip("/")
         self.market: Market = market
+        self.timeout = timeout
         self.retries = retries
+        self.max_wait = timeout * (retries + 1) if max_wait is None else max_wait
         self.weight_per_minute = weight_per_minute
         self._timeout = httpx.Timeout(timeout)
         self._client = client
         self._verify = verify if verify is not None else client_context()
         self._owns_client = client is None
         self._spent: deque[tuple[float, int]] = deque()  # (time, weight) in the last minute
-        self._banned_until = 0.0
+        # No request before this time (a 429's or 418's Retry-After), and why.
+        self._hold_until = 0.0
+        self._hold_why = ""
+        self._banned = False  # the hold is a 418: refuse rather than wait
         self._rows = msgspec.json.Decoder(list[_Row])
         self.requests = 0
 
@@ -90,29 +114,43 @@ class Backfiller:
         trades: list[Trade] = []
         next_id = first
         while next_id <= last:
-            rows = await self._page(symbol, next_id, last)
-            page = [r for r in rows if next_id <= r.a <= last]
-            if not page:
-                raise BackfillFailed(
-                    f"{symbol}: REST has no aggTrades from id {next_id} (missing {next_id}..{last})",
-                    url=self.rest_url, symbol=symbol, first=next_id, last=last)
+            params = {"symbol": symbol, "fromId": next_id, "limit": min(_PAGE, last - next_id + 1)}
+            try:
+                page = await self._get(symbol, params, (next_id, last), tries=self.retries + 1)
+            except BackfillFailed as exc:
+                exc.fetched = trades  # a page came short, the next one failed: keep what arrived
+                raise
             for row in page:
                 trades.append(Trade(symbol, row.a, row.p, row.q, row.f, row.l, row.T,
                                     "sell" if row.m else "buy", row.T, self.market, "backfill"))
             next_id = page[-1].a + 1
         return trades
 
-    async def _page(self, symbol: str, from_id: int, last: int) -> list[_Row]:
-        """One page, with retries, the weight budget and Retry-After honoured."""
+    async def latest_id(self, symbol: str) -> int | None:
+        """The newest aggregate id REST has for ``symbol`` (None if none), in one try; BackfillFailed otherwise."""
+        rows = await self._get(symbol, {"symbol": symbol, "limit": 1}, None, tries=1)
+        return rows[-1].a if rows else None
+
+    async def _get(self, symbol: str, params: dict[str, str | int], span: tuple[int, int] | None, *,
+                   tries: int) -> list[_Row]:
+        """The rows of one request, with retries, the weight budget and Retry-After honoured.
+
+        With ``span`` (``first, last``): only rows with ids in it, and an answer without any is
+        retried too. Failures name the span (or ``first=0, last=-1``: no ids, without one).
+        """
         url = f"{self.rest_url}{_PATHS[self.market]}"
-        params = {"symbol": symbol, "fromId": from_id, "limit": min(_PAGE, last - from_id + 1)}
+        first, last = span if span is not None else (0, -1)
+        what = f"ids {first}..{last}" if span is not None else "the newest id"
         problem = ""
-        for attempt in range(1, self.retries + 2):
-            await self._budget()
+        for attempt in range(1, tries + 1):
+            await self._budget(symbol, what, first, last)
             try:
-                response = await self._http().get(url, params=params, timeout=self._timeout)
+                async with asyncio.timeout(self.timeout):  # hard: httpx's timeouts are per read
+                    response = await self._http().get(url, params=params, timeout=self._timeout)
             except httpx.TimeoutException as exc:
-                problem = f"no answer within {self._timeout.read:.1f} s ({type(exc).__name__})"
+                problem = f"no answer within {self.timeout:g} s ({type(exc).__name__})"
+            except TimeoutError:  # no answer, or one too slow to complete
+                problem = f"no answer within {self.timeout:g} s"
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
@@ -120,44 +158,76 @@ class Backfiller:
                 status = response.status_code
                 if status == 200:
                     try:
-                        return self._rows.decode(response.content)
+                        rows = self._rows.decode(response.content)
                     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
                         problem = f"answer is not an aggTrades list: {exc}"
+                    else:
+                        if span is None:
+                            return rows
+                        wanted = [r for r in rows if first <= r.a <= last]
+                        if wanted:
+                            return wanted
+                        # REST can trail the live stream by a moment: the ids may be there shortly.
+                        problem = f"REST has no aggTrades from id {first} yet ({len(rows)} rows answered)"
                 elif status == 418:
                     wait = _retry_after(response, 120.0)
-                    self._banned_until = time.monotonic() + wait
+                    self._hold(wait, "REST answered 418 (IP banned for request weight)", banned=True)
                     raise BackfillFailed(
-                        f"{symbol}: REST answered 418 (IP banned for request weight); backfill stops for "
-                        f"{wait:.0f} s", url=url, symbol=symbol, first=from_id, last=last)
+                        f"{symbol}: {what} not fetched: REST answered 418 (IP banned for request weight); "
+                        f"backfill stops for {wait:.0f} s", url=url, symbol=symbol, first=first, last=last)
                 elif status == 429:
                     wait = _retry_after(response, 1.0)
+                    self._hold(wait, "REST answered 429 (rate limited)")
                     problem = f"HTTP 429, Retry-After {wait:g} s"
-                    logger.warning("%s: REST rate limited, waiting %.1f s", symbol, wait)
-                    await asyncio.sleep(wait)
-                    continue
+                    logger.warning("%s: REST rate limited, Retry-After %g s", symbol, wait)
+                    continue  # the next try waits for Retry-After in _budget: no backoff on top
                 else:
                     problem = f"HTTP {status}: {response.text[:200]}"
-            if attempt <= self.retries:
-                await asyncio.sleep(random.uniform(0, min(5.0, 0.2 * 2**attempt)))
-        raise BackfillFailed(
-            f"{symbol}: backfill of ids {from_id}..{last} failed after {self.retries + 1} tries: {problem}",
-            url=url, symbol=symbol, first=from_id, last=last)
+            if attempt < tries:
+                base = min(5.0, 0.2 * 2**attempt)
+                await asyncio.sleep(random.uniform(base / 2, base))  # never ~0: a lagging REST needs time
+        raise BackfillFailed(f"{symbol}: backfill of {what} failed after {tries} tries: {problem}",
+                             url=url, symbol=symbol, first=first, last=last)
 
-    async def _budget(self) -> None:
-        """Wait until this request's weight fits in the per-minute budget; refuse while banned."""
-        if time.monotonic() < self._banned_until:
-            raise BackfillFailed(
-                f"REST backfill paused for {self._banned_until - time.monotonic():.0f} s more after a 418 ban",
-                url=self.rest_url, symbol="", first=0, last=-1)
+    def _hold(self, seconds: float, why: str, *, banned: bool = False) -> None:
+        """No request for ``seconds`` (Retry-After), from any symbol."""
+        until = time.monotonic() + seconds
+        if until >= self._hold_until:
+            self._hold_until, self._hold_why, self._banned = until, why, banned
+
+    async def _budget(self, symbol: str, what: str, first: int, last: int) -> None:
+        """Wait until a request may be sent: past any Retry-After and within the weight budget.
+
+        A 418 ban, or a wait longer than ``max_wait``, fails at once instead: the hole is then
+        reported with its exact ids rather than held while the live trades behind it wait.
+        """
         weight = _WEIGHT[self.market]
         while True:
             now = time.monotonic()
-            while self._spent and now - self._spent[0][0] >= 60:
-                self._spent.popleft()
-            if sum(w for _, w in self._spent) + weight <= self.weight_per_minute:
-                self._spent.append((now, weight))
-                return
-            await asyncio.sleep(60 - (now - self._spent[0][0]))
+            wait, why = self._hold_until - now, self._hold_why
+            if wait <= 0:
+                while self._spent and now - self._spent[0][0] >= _WINDOW:
+                    self._spent.popleft()
+                if sum(w for _, w in self._spent) + weight <= self.weight_per_minute:
+                    self._spent.append((now, weight))
+                    return
+                why = f"the REST weight budget of {self.weight_per_minute} a minute is spent"
+                if not self._spent:  # waiting would never help
+                    raise BackfillFailed(
+                        f"{symbol}: {what} not fetched: the REST weight budget of {self.weight_per_minute} a "
+                        f"minute is below one request's weight ({weight})",
+                        url=self.rest_url, symbol=symbol, first=first, last=last)
+                wait = _WINDOW - (now - self._spent[0][0])
+            elif self._banned:
+                raise BackfillFailed(
+                    f"{symbol}: {what} not fetched: REST backfill paused for {wait:.0f} s more after a 418 ban",
+                    url=self.rest_url, symbol=symbol, first=first, last=last)
+            if wait > self.max_wait:
+                raise BackfillFailed(
+                    f"{symbol}: {what} not fetched: {why} for {wait:.1f} s more, longer than max_wait "
+                    f"{self.max_wait:g} s", url=self.rest_url, symbol=symbol, first=first, last=last)
+            logger.info("%s: %s; waiting %.1f s before fetching %s", symbol, why, wait, what)
+            await asyncio.sleep(wait)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

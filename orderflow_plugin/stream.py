@@ -723,19 +723,27 @@ class OrderFlow:
 
     async def _backfill(self, sequencer: Sequencer, first: int, last: int) -> None:
         assert self.backfiller is not None
+        failed: BackfillFailed | None = None
         try:
             trades = await self.backfiller.fetch(sequencer.symbol, first, last)
         except BackfillFailed as exc:
-            self._filling.pop(sequencer.symbol, None)
-            logger.error("%s", exc)
-            self._emit("on_error", error=exc, where="backfill")
-            self._give_up(sequencer, f"backfill failed: {exc}")
-            return
+            failed, trades = exc, exc.fetched  # the pages that did arrive are delivered, not lost
+        except Exception as exc:  # a bug, not REST trouble: the hole must still end, in a report
+            logger.exception("%s: backfill of ids %d..%d raised", sequencer.symbol, first, last)
+            failed, trades = BackfillFailed(f"{sequencer.symbol}: backfill of ids {first}..{last} raised {exc!r}",
+                                            url=self.rest_url, symbol=sequencer.symbol, first=first, last=last), []
         self._filling.pop(sequencer.symbol, None)
-        self.counters["backfilled"] += len(trades)
-        for trade in sequencer.fill(trades):
-            self._deliver(trade)
-        self._emit("on_backfill", symbol=sequencer.symbol, first_id=first, last_id=last, count=len(trades))
+        if trades:
+            self.counters["backfilled"] += len(trades)
+            for trade in sequencer.fill(trades):
+                self._deliver(trade)
+            self._emit("on_backfill", symbol=sequencer.symbol, first_id=first,
+                       last_id=last if failed is None else trades[-1].id, count=len(trades))
+        if failed is not None:
+            logger.error("%s", failed)
+            self._emit("on_error", error=failed, where="backfill")
+            self._give_up(sequencer, f"backfill failed: {failed}")
+            return
         if sequencer.gap is not None:
             self._gap_opened(sequencer)
         self._may_pause = True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 
 import pytest
@@ -173,19 +175,40 @@ async def test_backfiller_418_stops_all_backfill(orderflow_sim_factory) -> None:
 
 
 async def test_backfiller_keeps_within_weight_budget(orderflow_sim_factory) -> None:
-    """With a budget of two spot calls per minute, a third call waits instead of being sent."""
+    """With a budget of two spot calls per minute a third call is not sent: it waits when max_wait allows,
+    and otherwise fails at once naming the budget and its exact ids."""
     sim = await orderflow_sim_factory(pace=Pace(asap=True))
     async with connect(sim) as ws:
         await recv_ids(ws, 100)
-    backfiller = Backfiller(sim.rest_url, weight_per_minute=8)
+    patient = Backfiller(sim.rest_url, weight_per_minute=8, max_wait=120)
+    hurried = Backfiller(sim.rest_url, weight_per_minute=8)  # max_wait: timeout x tries, 20 s
     try:
-        await backfiller.fetch("BTCUSDT", FIRST, FIRST + 5)
-        await backfiller.fetch("BTCUSDT", FIRST + 6, FIRST + 10)
+        await patient.fetch("BTCUSDT", FIRST, FIRST + 5)
+        await patient.fetch("BTCUSDT", FIRST + 6, FIRST + 10)
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(backfiller.fetch("BTCUSDT", FIRST + 11, FIRST + 12), 0.5)
+            await asyncio.wait_for(patient.fetch("BTCUSDT", FIRST + 11, FIRST + 12), 0.5)
+        await hurried.fetch("BTCUSDT", FIRST, FIRST + 5)
+        await hurried.fetch("BTCUSDT", FIRST + 6, FIRST + 10)
+        with pytest.raises(BackfillFailed, match="weight budget of 8 a minute is spent") as failed:
+            await asyncio.wait_for(hurried.fetch("BTCUSDT", FIRST + 11, FIRST + 12), 0.5)
+    finally:
+        await patient.aclose()
+        await hurried.aclose()
+    assert (failed.value.first, failed.value.last) == (FIRST + 11, FIRST + 12)
+    assert len(sim.record.rest) == 4
+
+
+async def test_backfiller_latest_id(orderflow_sim_factory) -> None:
+    """latest_id is the newest id REST has, None before anything has played."""
+    sim = await orderflow_sim_factory(pace=Pace(asap=True))
+    backfiller = Backfiller(sim.rest_url)
+    try:
+        assert await backfiller.latest_id("BTCUSDT") is None
+        async with connect(sim) as ws:
+            await recv_ids(ws, 100)
+        assert await backfiller.latest_id("BTCUSDT") == sim.played_ids("BTCUSDT")[-1]
     finally:
         await backfiller.aclose()
-    assert len(sim.record.rest) == 2
 
 
 async def test_backpressure_instead_of_overflow(orderflow_sim_factory) -> None:
@@ -199,3 +222,196 @@ async def test_backpressure_instead_of_overflow(orderflow_sim_factory) -> None:
     assert not [e for e in events.of("on_error") if "not delivered" in str(e["error"])]
     assert [(g["first"], g["last"]) for g in events.of("on_gap")] == [(b["first"], b["last"])
                                                                      for b in events.of("on_backfill")]
+
+
+# REST faults through the real stream: each ends filled, or in a report of exactly the ids not delivered.
+
+def reported(events: Events) -> list[tuple[int, int]]:
+    """The id ranges the stream reported as not delivered (on_error where="sequence")."""
+    found = [re.search(r"aggTrade ids (\d+)\.\.(\d+) \(\d+\) were not delivered", str(c["error"]))
+             for c in events.of("on_error") if c["where"] == "sequence"]
+    assert all(found)
+    return [(int(m[1]), int(m[2])) for m in found if m]
+
+
+def assert_nothing_lost(events: Events, sim) -> None:
+    """One connection all along (REST trouble never costs it); delivered ids strictly increase (none twice);
+    every id up to the last was delivered or reported missing."""
+    assert len(sim.record.connections) == 1 and not events.of("on_disconnected")
+    ids = events.ids()
+    assert ids[0] == FIRST and ids == sorted(set(ids))
+    missing = [i for first, last in reported(events) for i in range(first, last + 1)]
+    assert len(missing) == len(set(missing)) and set(missing).isdisjoint(ids)
+    assert set(ids) | set(missing) == set(range(FIRST, ids[-1] + 1))
+
+
+def rest_asked(sim) -> int:
+    """How many aggTrades requests the backfill sent (any answer, or none)."""
+    return sum("fromId=" in path for path, _ in sim.record.rest)
+
+
+async def test_lagging_rest_short_then_empty_pages_are_retried(orderflow_sim_factory) -> None:
+    """A REST trailing the stream (a short page, then empty ones) is asked again with backoff, and the hole fills."""
+    scenario = Scenario([[Fault("skip_ids", after=50, count=100)]],
+                        rest=[Fault("rest_short_page", after=30), Fault("rest_empty", count=2)])
+    sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
+    events = Events()
+    async with make_flow(sim, events, rest_retries=3):
+        await events.until(lambda e: e.of("on_backfill"), 10)
+        await events.until(lambda e: len(e.trades) >= 300, 10)
+    assert [(b["first"], b["last"], b["count"]) for b in events.of("on_backfill")] == [
+        (FIRST + 50, FIRST + 149, 100)]
+    assert not events.of("on_error") and rest_asked(sim) == 4  # 30 rows, [], [], the other 70
+    assert_nothing_lost(events, sim)
+
+
+@pytest.mark.parametrize("then,expect", [
+    (Fault("rest_empty", count=100), f"REST has no aggTrades from id {FIRST + 90} yet"),
+    (Fault("rest_status", status=500, count=100), "HTTP 500"),
+])
+async def test_failure_after_a_short_page_keeps_what_arrived(orderflow_sim_factory, then, expect) -> None:
+    """Rows that arrived before REST failed are delivered; exactly the ids after them are reported missing."""
+    scenario = Scenario([[Fault("skip_ids", after=50, count=100)]], rest=[Fault("rest_short_page", after=40), then])
+    sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
+    events = Events()
+    async with make_flow(sim, events, rest_timeout=0.3, rest_retries=1):
+        await events.until(lambda e: reported(e), 10)
+        await events.until(lambda e: len(e.trades) >= 300, 10)
+    assert reported(events) == [(FIRST + 90, FIRST + 149)]
+    failed = next(c["error"] for c in events.of("on_error") if c["where"] == "backfill")
+    assert expect in str(failed) and (failed.first, failed.last) == (FIRST + 90, FIRST + 149)
+    assert [(b["first"], b["last"], b["count"]) for b in events.of("on_backfill")] == [(FIRST + 50, FIRST + 89, 40)]
+    assert_nothing_lost(events, sim)
+
+
+async def test_rest_answering_429_forever_ends_in_an_exact_report(orderflow_sim_factory) -> None:
+    """Each 429 waits its Retry-After and spends a try: after retries + 1 the gap is reported, exactly."""
+    scenario = Scenario([[Fault("skip_ids", after=50, count=100)]],
+                        rest=[Fault("rest_status", status=429, retry_after=1, count=100)])
+    sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
+    events = Events()
+    async with make_flow(sim, events, rest_timeout=0.5, rest_retries=1):
+        await events.until(lambda e: reported(e), 10)
+        await events.until(lambda e: len(e.trades) >= 300, 10)
+    assert reported(events) == [(FIRST + 50, FIRST + 149)]
+    waited = events.at("on_error")[0] - events.at("on_gap")[0]
+    assert 1.0 <= waited < 1.9  # one Retry-After between the two tries, none after the last
+    assert "HTTP 429, Retry-After 1 s" in str(events.of("on_error")[0]["error"])
+    assert rest_asked(sim) == 2
+    assert_nothing_lost(events, sim)
+
+
+async def test_retry_after_longer_than_max_wait_reports_at_once(orderflow_sim_factory) -> None:
+    """A 429 asking for more than max_wait (rest_timeout x tries) is not slept on: this gap and the next
+    are reported at once, and REST is not asked again meanwhile."""
+    scenario = Scenario([[Fault("skip_ids", after=50, count=100), Fault("skip_ids", after=400, count=10)]],
+                        rest=[Fault("rest_status", status=429, retry_after=30)])
+    sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
+    events = Events()
+    async with make_flow(sim, events, rest_timeout=0.5, rest_retries=1):
+        await events.until(lambda e: len(reported(e)) == 2, 10)
+        await events.until(lambda e: len(e.trades) >= 600, 10)
+    assert reported(events) == [(FIRST + 50, FIRST + 149), (FIRST + 400, FIRST + 409)]
+    assert all(error - gap < 1.0 for gap, error in zip(events.at("on_gap"), events.at("on_error")[1::2],
+                                                        strict=True))
+    assert "429 (rate limited) for 30.0 s more, longer than max_wait 1 s" in str(events.of("on_error")[0]["error"])
+    assert rest_asked(sim) == 1
+    assert_nothing_lost(events, sim)
+
+
+async def test_418_ban_reports_gaps_with_their_ids_then_backfill_resumes(orderflow_sim_factory) -> None:
+    """A 418 stops backfill for its Retry-After: gaps meanwhile are reported at once with their own ids, and
+    the first gap after the ban is filled."""
+    # At 2000 trades/s: the ban runs from ~0.25 s to ~1.25 s; the gaps are declared at ~0.25, ~0.6 and ~1.7 s.
+    scenario = Scenario([[Fault("skip_ids", after=100, count=20), Fault("skip_ids", after=800, count=20),
+                          Fault("skip_ids", after=3000, count=20)]],
+                        rest=[Fault("rest_status", status=418, retry_after=1)])
+    sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=2000))
+    events = Events()
+    async with make_flow(sim, events):
+        await events.until(lambda e: e.of("on_backfill"), 10)
+        await events.until(lambda e: len(e.trades) >= 3100, 10)
+    gaps = [(g["first"], g["last"]) for g in events.of("on_gap")]
+    assert gaps == [(FIRST + 100, FIRST + 119), (FIRST + 800, FIRST + 819), (FIRST + 3000, FIRST + 3019)]
+    failures = [c["error"] for c in events.of("on_error") if c["where"] == "backfill"]
+    assert [(f.symbol, f.first, f.last) for f in failures] == [("BTCUSDT", *gap) for gap in gaps[:2]]
+    assert "418" in str(failures[0]) and "paused" in str(failures[1]) and f"{gaps[1][0]}..{gaps[1][1]}" in str(failures[1])
+    assert reported(events) == gaps[:2]
+    assert [(b["first"], b["last"]) for b in events.of("on_backfill")] == gaps[2:]
+    assert rest_asked(sim) == 2  # the 418, and the fill after it: refused at once while banned, never waited on
+    assert_nothing_lost(events, sim)
+
+
+async def test_burst_of_gaps_stays_within_the_weight_budget(orderflow_sim_factory) -> None:
+    """Five gaps with room for three requests a minute: three are filled, two reported at once, and the
+    exchange never had to answer 429."""
+    holes = [Fault("skip_ids", after=after, count=10) for after in (50, 150, 250, 350, 450)]
+    sim = await orderflow_sim_factory(scenario=Scenario([holes]), pace=Pace(rate=1000), weight_limit=12)
+    events = Events()
+    async with make_flow(sim, events, rest_weight_per_minute=12):
+        await events.until(lambda e: len(e.of("on_gap")) == 5 and len(e.of("on_backfill")) + len(reported(e)) == 5, 10)
+        await events.until(lambda e: len(e.trades) >= 600, 10)
+    gaps = [(g["first"], g["last"]) for g in events.of("on_gap")]
+    assert gaps == [(FIRST + a, FIRST + a + 9) for a in (50, 150, 250, 350, 450)]
+    assert [(b["first"], b["last"]) for b in events.of("on_backfill")] == gaps[:3]
+    assert reported(events) == gaps[3:]
+    assert "weight budget of 12 a minute is spent" in str(events.of("on_error")[0]["error"])
+    assert all(status == 200 for _, status in sim.record.rest) and rest_asked(sim) == 3
+    assert_nothing_lost(events, sim)
+
+
+async def test_rest_answer_dripping_past_rest_timeout_is_cut_off(orderflow_sim_factory) -> None:
+    """An answer that trickles in (every read on time, the whole late) is stopped at rest_timeout and retried,
+    then the gap is reported exactly."""
+    scenario = Scenario([[Fault("skip_ids", after=50, count=100)]],
+                        rest=[Fault("rest_slow_body", size=16, seconds=0.05, count=100)])
+    sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
+    events = Events()
+    async with make_flow(sim, events, rest_timeout=0.3, rest_retries=1):
+        await events.until(lambda e: reported(e), 5)
+        await events.until(lambda e: len(e.trades) >= 300, 10)
+    assert reported(events) == [(FIRST + 50, FIRST + 149)]
+    assert "failed after 2 tries: no answer within 0.3 s" in str(events.of("on_error")[0]["error"])
+    assert events.at("on_error")[0] - events.at("on_gap")[0] < 3.0  # the whole answer would take ~40 s
+    assert_nothing_lost(events, sim)
+
+
+async def test_hanging_rest_while_reads_are_paused(orderflow_sim_factory, caplog) -> None:
+    """REST hangs while a hole holds many trades: reads pause for at most rest_timeout, the connection is kept,
+    and after the tries the gap is reported exactly and every held trade delivered."""
+    scenario = Scenario([[Fault("skip_ids", after=20, count=50)]], rest=[Fault("rest_hang", count=100)])
+    sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=2500))
+    events = Events()
+    caplog.set_level(logging.INFO, logger="orderflow_plugin.stream")
+    # The tape's ~5,000 trades never overflow 6,000; past 3,000 held (1.2 s) reads pause, for 0.3 s;
+    # the hole is given up after the reorder window, two tries and a backoff: about 2.3-2.5 s.
+    async with make_flow(sim, events, max_buffered_trades=6000, reorder_window=1.5, rest_timeout=0.3,
+                         rest_retries=1):
+        await events.until(lambda e: reported(e), 10)
+        await sim.wait_for(lambda r: r.market_finished, 10)
+        await events.until(lambda e: e.ids() and e.ids()[-1] == LAST, 10)
+    assert "trades wait behind a hole; pausing reads" in caplog.text
+    assert "reads were paused 0.3 s (rest_timeout) for a hole still open; reading on" in caplog.text
+    assert reported(events) == [(FIRST + 20, FIRST + 69)]
+    assert "no answer within 0.3 s" in str(events.of("on_error")[0]["error"])
+    assert_nothing_lost(events, sim)
+
+
+async def test_backfill_that_raises_still_ends_in_a_report(orderflow_sim_factory) -> None:
+    """A backfill failing in an unexpected way (a bug, not REST) does not leave the hole holding trades forever."""
+    scenario = Scenario([[Fault("skip_ids", after=50, count=100)]])
+    sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
+    events = Events()
+    flow = make_flow(sim, events)
+
+    async def broken(symbol: str, first: int, last: int) -> list:
+        raise RuntimeError("a bug")
+
+    assert flow.backfiller is not None
+    flow.backfiller.fetch = broken  # type: ignore[method-assign]
+    async with flow:
+        await events.until(lambda e: reported(e), 5)
+        await events.until(lambda e: len(e.trades) >= 300, 10)
+    assert reported(events) == [(FIRST + 50, FIRST + 149)]
+    assert "RuntimeError('a bug')" in str(events.of("on_error")[0]["error"])
+    assert_nothing_lost(events, sim)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
 from orderflow_plugin import bundled_tape
-from orderflow_plugin.sim import Pace
+from orderflow_plugin.sim import Fault, Pace, Scenario
 
 from .simclient import connect, recv_ids
 
@@ -112,3 +114,38 @@ async def test_rest_shows_only_played_trades(orderflow_sim_factory) -> None:
         rows = (await client.get("/api/v3/aggTrades", params={"symbol": "BTCUSDT", "fromId": FIRST})).json()
     assert len(rows) >= 3 and rows[0]["a"] == FIRST
     assert [r["a"] for r in rows] == sim.played_ids("BTCUSDT")[: len(rows)]
+
+
+
+async def test_short_and_empty_pages_then_full(orderflow_sim_factory) -> None:
+    """rest_short_page answers the first `after` rows of a page, rest_empty none, each for `count` requests."""
+    scenario = Scenario(rest=[Fault("rest_short_page", after=3), Fault("rest_empty", count=2)])
+    sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(asap=True))
+    async with connect(sim) as ws:
+        await recv_ids(ws, 100)
+    params = {"symbol": "BTCUSDT", "fromId": FIRST, "limit": 10}
+    async with httpx.AsyncClient(base_url=sim.rest_url, timeout=5) as client:
+        pages = [(await client.get("/api/v3/aggTrades", params=params)).json() for _ in range(4)]
+    assert [[r["a"] for r in page] for page in pages] == [
+        list(range(FIRST, FIRST + 3)), [], [], list(range(FIRST, FIRST + 10))]
+    assert [status for _, status in sim.record.rest] == [200, 200, 200, 200]
+
+
+async def test_slow_body_drips_the_answer(orderflow_sim_factory) -> None:
+    """rest_slow_body sends the whole answer, `size` bytes every `seconds`: a per-read timeout never fires."""
+    sim = await orderflow_sim_factory(scenario=Scenario(rest=[Fault("rest_slow_body", size=8, seconds=0.02)]))
+    async with httpx.AsyncClient(base_url=sim.rest_url, timeout=0.2) as client:
+        started = time.monotonic()
+        slow = await client.get("/api/v3/time")
+        took = time.monotonic() - started
+        assert (await client.get("/api/v3/ping")).json() == {}
+    assert slow.json()["serverTime"] > 0
+    assert took >= 0.2  # longer than the read timeout, every read within it
+
+
+def test_rest_fault_parameters_are_checked() -> None:
+    """A slow body needs seconds between chunks; REST faults belong under rest."""
+    with pytest.raises(ValueError, match="rest_slow_body needs seconds > 0"):
+        Fault("rest_slow_body", size=10)
+    with pytest.raises(ValueError, match="rest_empty is a REST fault"):
+        Scenario(every=[Fault("rest_empty")])

@@ -73,8 +73,8 @@ class RestApi:
         self.clock = clock
         self._used: dict[str, tuple[int, int]] = {}  # family -> (window number, weight used)
 
-    def handle(self, path: str, query: Mapping[str, list[str]]) -> RestResponse:
-        """Answer ``GET path?query``."""
+    def handle(self, path: str, query: Mapping[str, list[str]], *, max_rows: int | None = None) -> RestResponse:
+        """Answer ``GET path?query``; ``aggTrades`` with at most ``max_rows`` rows (a short page)."""
         family: Market
         if path.startswith("/api/v3/"):
             family, endpoint = "spot", path.removeprefix("/api/v3/")
@@ -103,7 +103,7 @@ class RestApi:
             elif endpoint == "exchangeInfo":
                 body = self._exchange_info(family)
             else:
-                body = self._agg_trades(family, query)
+                body = self._agg_trades(family, query, max_rows)
         except BinanceError as exc:
             return _error(exc, headers)
         return RestResponse(200, body, headers)
@@ -145,7 +145,7 @@ class RestApi:
             "symbols": symbols,
         }).encode()
 
-    def _agg_trades(self, family: Market, query: Mapping[str, list[str]]) -> bytes:
+    def _agg_trades(self, family: Market, query: Mapping[str, list[str]], max_rows: int | None) -> bytes:
         symbol = _one(query, "symbol")
         if not symbol:
             raise BinanceError(
@@ -175,6 +175,8 @@ class RestApi:
             stop = min(visible, feed.position_of_time(end + 1))
         else:
             first, stop = max(0, visible - limit), visible
+        if max_rows is not None:
+            limit = min(limit, max_rows)
         rows = []
         for position in range(first, min(stop, first + limit)):
             rows.append(trade_row_json(family, feed.row(position)))

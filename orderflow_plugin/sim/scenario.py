@@ -47,6 +47,9 @@ CONNECTION_FAULTS: dict[str, str] = {
 REST_FAULTS: dict[str, str] = {
     "rest_hang": "read the request, never answer (`count` requests)",
     "rest_status": "answer `status` with Retry-After `retry_after` (`count` requests)",
+    "rest_short_page": "answer aggTrades with only the first `after` rows of the page (`count` requests)",
+    "rest_empty": "answer aggTrades with no rows, like a REST trailing the live stream (`count` requests)",
+    "rest_slow_body": "answer, writing the response `size` bytes at a time, `seconds` apart (`count` requests)",
 }
 MALFORMED_VARIANTS = ("truncated", "not_json", "wrong_types")
 
@@ -74,8 +77,8 @@ class Fault:
             raise ValueError(f"fault {self.kind}: after >= 0, count >= 1, seconds >= 0 and size >= 1 are required")
         if self.kind == "malformed_after" and self.variant not in MALFORMED_VARIANTS:
             raise ValueError(f"fault malformed_after: variant must be one of {', '.join(MALFORMED_VARIANTS)}")
-        if self.kind == "slow_drip" and self.seconds <= 0:
-            raise ValueError("fault slow_drip needs seconds > 0 between chunks")
+        if self.kind in ("slow_drip", "rest_slow_body") and self.seconds <= 0:
+            raise ValueError(f"fault {self.kind} needs seconds > 0 between chunks")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fault:

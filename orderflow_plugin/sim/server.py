@@ -409,18 +409,34 @@ class _Connection(asyncio.Protocol):
         if fault is not None and fault.kind == "rest_hang":
             self.sim.record.rest.append((request.path, 0))
             return  # read, never answered
-        if fault is not None:
+        if fault is not None and fault.kind == "rest_status":
             status = fault.status
             self._respond(status, {"code": -1003 if status == 429 else -1000, "msg": f"simulated HTTP {status}"},
                           fault.retry_after)
             self.sim.record.rest.append((request.path, status))
             return
-        answer = self.sim.rest_api.handle(path, parse_qs(query))
+        max_rows = None
+        if fault is not None and fault.kind in ("rest_short_page", "rest_empty"):
+            max_rows = fault.after if fault.kind == "rest_short_page" else 0
+        answer = self.sim.rest_api.handle(path, parse_qs(query), max_rows=max_rows)
         headers = Headers([("Content-Type", "application/json;charset=UTF-8"), ("Connection", "close"),
                            ("Content-Length", str(len(answer.body))), *answer.headers])
         self.protocol.send_response(Response(answer.status, HTTPStatus(answer.status).phrase, headers, answer.body))
         self.sim.record.rest.append((request.path, answer.status))
+        if fault is not None and fault.kind == "rest_slow_body":
+            data = b"".join(self.protocol.data_to_send())  # taken here, so _process has nothing left to send
+            self._spawn(self._drip_rest(data, fault))
         self.sim._notify()
+
+    async def _drip_rest(self, data: bytes, fault: Fault) -> None:
+        """Write a REST answer ``fault.size`` bytes at a time, ``fault.seconds`` apart, then close."""
+        assert self.transport is not None
+        for start in range(0, len(data), fault.size):
+            if self.transport.is_closing():
+                return
+            self.transport.write(data[start : start + fault.size])
+            await asyncio.sleep(fault.seconds)
+        self.transport.close()
 
     def _respond(self, status: int, body: dict[str, Any], retry_after: int | None) -> None:
         data = json.dumps(body).encode()
