@@ -17,7 +17,7 @@ demo: $(STAMP)
 
 # pytest exits 5 when it collects no test: that fails here like any other non-zero code.
 test: $(STAMP)
-	$(BIN)/python -m ruff check orderflow_plugin hooks tests bench
+	$(BIN)/python -m ruff check orderflow_plugin hooks tests bench examples
 	$(BIN)/python -m pytest
 
 clean:

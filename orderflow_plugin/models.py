@@ -10,7 +10,9 @@ import msgspec
 __all__ = ["Market", "Metric", "Side", "Source", "Trade", "format_decimal"]
 
 Side = Literal["buy", "sell"]
-Source = Literal["live", "backfill"]
+# live: from the stream; backfill: fetched over REST to fill a hole; replay: a previous run may have
+# delivered it already (after a restart from a checkpoint), so an exactly-once sink checks it.
+Source = Literal["live", "backfill", "replay"]
 Market = Literal["spot", "usdm"]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import threading
 import time
@@ -22,7 +23,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from .backfill import Backfiller, BackfillFailed
+from .checkpoint import Checkpoint, CheckpointError
 from .config import Settings, load_settings
 from .decode import Decoder, Reply, ServerShutdown
 from .diagnostics import LoopWatchdog, task_stack
@@ -46,6 +50,11 @@ DEFAULT_ENDPOINTS: dict[str, tuple[str, str]] = {
     "usdm": ("wss://fstream.binance.com/market", "https://fapi.binance.com"),
 }
 _STREAM_LIMIT = {"spot": 1024, "usdm": 200}
+# A symbol silent for longer than its recent longest gap x factor + margin (seconds) is checked.
+_SILENCE_FACTOR = 1.25
+_SILENCE_MARGIN = 0.5
+_SILENCE_CHECK = 0.25  # seconds between looks
+_GAP_WINDOW = 120.0  # seconds a learned longest gap is remembered (one to two windows)
 
 
 @dataclass
@@ -83,10 +92,11 @@ class OrderFlow:
         ca_file: str | None = None,
         # Timeouts
         deadlines: Deadlines | None = None,
-        ping_interval: float = 20.0,
-        ping_timeout: float = 20.0,
+        ping_interval: float = 1.0,
+        ping_timeout: float = 2.5,
         close_timeout: float = 5.0,
         stall_timeout: float = 30.0,
+        silence_floor: float = 2.0,
         # Limits
         max_size: int = 2**20,
         transport: str = "websockets",
@@ -108,6 +118,8 @@ class OrderFlow:
         history_size: int = 10_000,
         history_age: float = 3600.0,
         start_from_id: int | None = None,
+        checkpoint_path: str | None = None,
+        checkpoint_interval: float = 1.0,
         # Order flow
         metrics: bool = True,
         windows: Sequence[str] = ("1s", "1m", "5m"),
@@ -146,6 +158,7 @@ class OrderFlow:
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.stall_timeout = stall_timeout
+        self.silence_floor = silence_floor
         self.max_size = max_size
         if transport not in READERS:
             raise ValueError(f"transport must be one of {', '.join(READERS)}, got {transport!r}")
@@ -169,8 +182,15 @@ class OrderFlow:
                                      weight_per_minute=rest_weight_per_minute,
                                      verify=self.ssl_context) if backfill else None
         start_after = None if start_from_id is None else start_from_id - 1
+        # A checkpoint (read here, so a corrupt one fails at construction) wins over start_from_id.
+        self.checkpoint = Checkpoint(checkpoint_path, market=market, interval=checkpoint_interval) \
+            if checkpoint_path else None
+        resume = self.checkpoint.load(self.symbols) if self.checkpoint is not None else {}
+        self._replay_until = {symbol: r.lease for symbol, r in resume.items() if r.lease > r.last_id}
+        self._checkpoint_writing: asyncio.Future[None] | None = None
         self._sequencers = {
-            symbol: Sequencer(symbol, start_after=start_after, max_held=max_buffered_trades)
+            symbol: Sequencer(symbol, start_after=resume[symbol].last_id if symbol in resume else start_after,
+                              max_held=max_buffered_trades)
             for symbol in self.symbols
         }
         # Past half the buffer, reads pause (TCP holds the server back) until the hole is filled, for at
@@ -197,6 +217,11 @@ class OrderFlow:
         self._latest: dict[str, dict[str, Any]] = {symbol: {} for symbol in self.symbols}
         self.history_age_ms = int(history_age * 1000)
         self._last_trade_at: dict[str, float] = {}
+        # Liveness: each symbol's longest gap between deliveries in this and the previous window.
+        self._gap_now = dict.fromkeys(self.symbols, 0.0)
+        self._gap_before = dict.fromkeys(self.symbols, 0.0)
+        self._gap_window_ends = 0.0
+        self._quiet_until: dict[str | int, float] = {}  # symbol or shard number -> no silence check before
         per = self.streams_per_connection
         self._shards = [
             _Shard(i + 1, self.symbols[k : k + per], [stream_name(s) for s in self.symbols[k : k + per]])
@@ -237,7 +262,7 @@ class OrderFlow:
                 first_message=c.first_message_timeout,
             ),
             ping_interval=c.ping_interval, ping_timeout=c.ping_timeout, close_timeout=c.close_timeout,
-            stall_timeout=c.stall_timeout, max_size=c.max_size, transport=c.transport,
+            stall_timeout=c.stall_timeout, silence_floor=c.silence_floor, max_size=c.max_size, transport=c.transport,
             streams_per_connection=c.streams_per_connection, connections_per_5min=c.connections_per_5min,
             backoff_initial=c.backoff_initial, backoff_max=c.backoff_max, backoff_factor=c.backoff_factor,
             max_attempts=c.max_attempts, max_connection_age=c.max_connection_age,
@@ -245,6 +270,7 @@ class OrderFlow:
             rest_timeout=q.rest_timeout, rest_retries=q.rest_retries,
             rest_weight_per_minute=q.rest_weight_per_minute, history_size=q.history_size,
             history_age=q.history_age, start_from_id=q.start_from_id or None,
+            checkpoint_path=q.checkpoint_path or None, checkpoint_interval=q.checkpoint_interval,
             metrics=f.enabled, windows=f.windows, footprint_tick=f.footprint_tick or None,
             value_area=f.value_area, whale_notional=f.whale_notional or None,
             whale_percentile=f.whale_percentile or None, whale_window=f.whale_window,
@@ -294,6 +320,7 @@ class OrderFlow:
             self._spawn(self._tick(), "orderflow metrics ticker")
         if self.stage_warning > 0:
             self._spawn(self._watch_stages(), "orderflow stage monitor")
+        self._spawn(self._watch_silence(), "orderflow silence watchdog")
         logger.info("streaming %s from %s in %d connection(s)", ", ".join(self.symbols), self.ws_url,
                     len(self._shards))
 
@@ -340,6 +367,10 @@ class OrderFlow:
                                  return_exceptions=True)
             if self.backfiller is not None:
                 await self.backfiller.aclose()
+            if self.checkpoint is not None:
+                if self._checkpoint_writing is not None:
+                    await asyncio.gather(self._checkpoint_writing, return_exceptions=True)
+                self._save_checkpoint(final=True)
         finally:
             for shard in self._shards:
                 shard.state = "stopped"
@@ -533,7 +564,6 @@ class OrderFlow:
             shard.state = "streaming"
             if self.ping_interval > 0:
                 connection.spawn(connection.keepalive(self.ping_interval, self.ping_timeout))
-            connection.spawn(connection.watch_trades(self.stall_timeout))
             logger.info("connected to %s for %s (%s)", self.ws_url, ", ".join(shard.symbols),
                         ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in connection.timings.items()))
             self._emit("on_connected", url=connection.url, stage_timings=dict(connection.timings))
@@ -618,7 +648,14 @@ class OrderFlow:
     def _deliver(self, trade: Trade) -> None:
         self.counters["trades"] += 1
         symbol = trade.symbol
-        self._last_trade_at[symbol] = time.monotonic()
+        now = time.monotonic()
+        last = self._last_trade_at.get(symbol)
+        if last is not None and now - last > self._gap_now[symbol]:
+            self._gap_now[symbol] = now - last
+        self._last_trade_at[symbol] = now
+        checkpoint = self.checkpoint
+        if checkpoint is not None:  # off by default: costs nothing then
+            trade = self._checkpointed(checkpoint, trade, now)
         self._history[symbol].append(trade)
         self._latest[symbol]["trade"] = trade
         self.dispatcher.emit_one("on_trade", "trade", trade)
@@ -628,6 +665,61 @@ class OrderFlow:
             if metrics:
                 for metric in metrics:
                     self._metric(metric)
+
+    def _checkpointed(self, checkpoint: Checkpoint, trade: Trade, now: float) -> Trade:
+        """Never deliver past the lease on disk; start the next write early, in the background; tag replays."""
+        symbol = trade.symbol
+        if trade.id > checkpoint.trigger(symbol) or now >= checkpoint.due:
+            if trade.id > checkpoint.lease(symbol):  # the background write did not keep up: wait for one
+                checkpoint.sync_writes += 1
+                self._save_checkpoint(upcoming={symbol: trade.id})
+            else:
+                self._save_checkpoint_soon()
+        checkpoint.delivered(symbol, trade.id)
+        replay_until = self._replay_until.get(symbol)
+        if replay_until is not None:
+            if trade.id <= replay_until:  # a previous run may have delivered it already
+                return msgspec.structs.replace(trade, source="replay")
+            del self._replay_until[symbol]
+        return trade
+
+    def _save_checkpoint(self, *, upcoming: dict[str, int] | None = None, final: bool = False) -> None:
+        """Write the checkpoint now, on the loop (a lease ran out, or a first symbol)."""
+        assert self.checkpoint is not None
+        try:
+            self.checkpoint.write(upcoming=upcoming, final=final)
+        except CheckpointError as exc:
+            self._checkpoint_failed(exc)
+
+    def _save_checkpoint_soon(self) -> None:
+        """Write the checkpoint on a worker thread, unless a write is under way."""
+        checkpoint = self.checkpoint
+        if checkpoint is None or self._checkpoint_writing is not None:
+            return
+        pending = checkpoint.prepare()
+        future = asyncio.get_running_loop().run_in_executor(None, checkpoint.persist, pending)
+        self._checkpoint_writing = future
+
+        def written(future: asyncio.Future[None]) -> None:
+            self._checkpoint_writing = None
+            if future.cancelled():
+                return
+            exc = future.exception()
+            if exc is None:
+                checkpoint.commit(pending)
+            elif isinstance(exc, CheckpointError):
+                self._checkpoint_failed(exc)
+            else:
+                self._checkpoint_failed(CheckpointError(f"checkpoint {checkpoint.path} write failed: {exc!r}"))
+
+        future.add_done_callback(written)
+
+    def _checkpoint_failed(self, exc: CheckpointError) -> None:
+        """Keep streaming; say that a restart is no longer exact until a write succeeds again."""
+        assert self.checkpoint is not None
+        self.checkpoint.failed()
+        logger.error("%s; trades go on, but a restart may now repeat trades without source=\"replay\"", exc)
+        self._emit("on_error", error=exc, where="checkpoint")
 
     def _metric(self, metric: Any) -> None:
         latest = self._latest[metric.symbol]
@@ -675,6 +767,86 @@ class OrderFlow:
                                connection.endpoint, elapsed, deadline, connection.stack)
                 self._emit("on_stall", symbols=shard.symbols, silent_for=elapsed, stage=connection.stage,
                            stack=connection.stack)
+
+    # Liveness: a dead path is found by the connection's idle ping; a silent stream on a live path here
+
+    def silence_deadline(self, symbol: str) -> float:
+        """Seconds without a trade after which ``symbol``'s feed is checked: learned from its own recent gaps."""
+        learned = max(self._gap_now[symbol], self._gap_before[symbol])
+        if not learned:
+            return self.stall_timeout
+        return min(self.stall_timeout, max(self.silence_floor, learned * _SILENCE_FACTOR + _SILENCE_MARGIN))
+
+    async def _watch_silence(self) -> None:
+        """Check a symbol silent past its learned deadline (a shard silent past stall_timeout) against REST.
+
+        REST having newer trades than we delivered means the stream went silent: the connection is
+        replaced and the hole backfilled. REST having none means the market is quiet: nothing happens
+        (no reconnect for being quiet). Without REST, a shard silent for stall_timeout is replaced.
+        """
+        while True:
+            await asyncio.sleep(_SILENCE_CHECK)
+            now = time.monotonic()
+            checkpoint = self.checkpoint
+            if checkpoint is not None and now >= checkpoint.due and checkpoint.changed:
+                self._save_checkpoint_soon()  # a quiet market's last trade is persisted too
+            if now >= self._gap_window_ends:
+                self._gap_window_ends = now + _GAP_WINDOW
+                self._gap_before, self._gap_now = self._gap_now, dict.fromkeys(self.symbols, 0.0)
+            for shard in self._shards:
+                connection = shard.connection
+                if shard.state != "streaming" or connection is None or connection.done.done() or connection.paused:
+                    continue
+                if any(self._sequencers[s].gap is not None or s in self._filling for s in shard.symbols):
+                    continue  # trades are arriving and waiting behind a hole: the feed is alive
+                newest = max(connection.opened_at, *(self._last_trade_at.get(s, 0.0) for s in shard.symbols))
+                if now - newest >= self.stall_timeout and now >= self._quiet_until.get(shard.number, 0.0):
+                    self._quiet_until[shard.number] = math.inf
+                    latest = max(shard.symbols, key=lambda s: self._last_trade_at.get(s, 0.0))
+                    self._spawn(self._verify_silence(shard, connection, latest, self.stall_timeout,
+                                                     key=shard.number), f"orderflow silence check {shard.number}")
+                    continue
+                if self.backfiller is None:
+                    continue
+                for symbol in shard.symbols:
+                    deadline = self.silence_deadline(symbol)
+                    since = now - max(connection.opened_at, self._last_trade_at.get(symbol, 0.0))
+                    if deadline < self.stall_timeout and since >= deadline and now >= self._quiet_until.get(symbol, 0):
+                        self._quiet_until[symbol] = math.inf
+                        self._spawn(self._verify_silence(shard, connection, symbol, deadline, key=symbol),
+                                    f"orderflow silence check {symbol}")
+
+    async def _verify_silence(self, shard: _Shard, connection: WsConnection, symbol: str, deadline: float, *,
+                              key: str | int) -> None:
+        sequencer = self._sequencers[symbol]
+        newest: int | None = None
+        asked = self.backfiller is not None
+        seen = "there is no REST to check against"
+        if self.backfiller is not None:
+            try:
+                newest = await self.backfiller.latest_id(symbol)
+            except BackfillFailed as exc:
+                if isinstance(key, str):  # one symbol quiet, REST cannot tell: the idle ping still watches the path
+                    logger.warning("%s; cannot tell a quiet market from a silent stream", exc)
+                    self._quiet_until[key] = time.monotonic() + deadline
+                    return
+                asked = False  # the whole connection silent for stall_timeout and REST unreachable: replace it
+                seen = f"REST cannot tell either ({exc})"
+        last = sequencer.last_delivered
+        if asked and (newest is None or last is None or newest <= last):  # quiet (or nothing to compare with)
+            logger.debug("%s: quiet for %.1f s, REST agrees (newest id %s)", symbol, deadline, newest)
+            self._quiet_until[key] = time.monotonic() + deadline
+            return
+        if connection.done.done() or shard.connection is not connection:
+            self._quiet_until.pop(key, None)
+            return
+        silent = time.monotonic() - max(connection.opened_at, self._last_trade_at.get(symbol, 0.0))
+        if asked:
+            seen = f"REST has trades up to id {newest}, we delivered up to {last}"
+        self._quiet_until.pop(key, None)
+        connection.fail(Stalled(f"{symbol}: no trade from {connection.endpoint} for {silent:.1f} s (deadline "
+                                f"{deadline:.1f} s) while {seen}: the stream went silent", url=connection.url,
+                                stage="streaming", silent_for=silent))
 
     def _loop_blocked(self, blocked_for: float, stack: str) -> None:
         self.counters["loop_blocks"] += 1

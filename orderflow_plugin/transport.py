@@ -94,9 +94,9 @@ class WsConnection(asyncio.Protocol):
         self.stage = "resolve"
         self.stage_started = time.monotonic()
         self.timings: dict[str, float] = {}
-        self.trades = 0  # trades seen; the stall watchdog watches it move
+        self.trades = 0  # trades seen
+        self.last_received = 0.0  # monotonic time of the last read: any byte proves the path alive
         self.opened_at = 0.0
-        self._pong_waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[Any] | None = None  # the task opening this connection
         self.warned = ""  # the stage already reported as slow
         self.stack = ""  # where that task waited when the stage was reported
@@ -141,6 +141,7 @@ class WsConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.last_received = time.monotonic()
         try:
             self._receive(data)
         except Exception as exc:  # a bug below must end this connection with a name, never the loop's handler
@@ -245,8 +246,6 @@ class WsConnection(asyncio.Protocol):
                     if self.paused:  # the rest of this read waits for resume()
                         self._pending = list(events)
                         return
-                elif opcode is Opcode.PONG and self._pong_waiter is not None and not self._pong_waiter.done():
-                    self._pong_waiter.set_result(None)
             elif isinstance(event, Response) and not self._handshake.done():
                 self._handshake.set_result(None)
 
@@ -355,36 +354,31 @@ class WsConnection(asyncio.Protocol):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def keepalive(self, interval: float, timeout: float) -> None:
-        """Ping every ``interval`` s; fail the connection if a pong takes longer than ``timeout`` s."""
-        loop = asyncio.get_running_loop()
+    async def keepalive(self, idle: float, timeout: float) -> None:
+        """Ping once nothing has arrived for ``idle`` s; fail if still nothing arrives within ``timeout`` s.
+
+        Any byte counts as an answer (a busy stream is never pinged), and a connection whose reading
+        we paused is not judged. A dead path (packets dropped, no FIN, no RST) is found within
+        ``idle + timeout`` s instead of a trade-silence timeout.
+        """
+        step = min(0.25, timeout / 4)
+        self.last_received = max(self.last_received, time.monotonic())
         while True:
-            await asyncio.sleep(interval)
-            self._pong_waiter = loop.create_future()
+            wait = self.last_received + idle - time.monotonic()
+            if wait > 0 or self.paused:
+                await asyncio.sleep(wait if wait > 0 else step)
+                continue
+            sent = time.monotonic()
             self.protocol.send_ping(str(time.monotonic_ns()).encode())
             self._flush()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._pong_waiter
-            except TimeoutError:
-                self.fail(Stalled(f"{self.endpoint} did not answer a ping within {timeout:.1f} s",
-                                  url=self.url, stage="ping", silent_for=timeout))
-                return
-
-    async def watch_trades(self, stall_timeout: float) -> None:
-        """Fail the connection when no trade arrives for ``stall_timeout`` s (armed at subscription)."""
-        check = min(stall_timeout / 4, 1.0)
-        seen, since = self.trades, time.monotonic()
-        while True:
-            await asyncio.sleep(check)
-            now = time.monotonic()
-            if self.trades != seen or self.paused:
-                seen, since = self.trades, now
-            elif now - since >= stall_timeout:
-                self.fail(Stalled(f"{self.endpoint} delivered no trade for {now - since:.1f} s "
-                                  f"(stall_timeout {stall_timeout:.1f} s)", url=self.url,
-                                  stage=self.stage, silent_for=now - since))
-                return
+            while self.last_received < sent and not self.paused:
+                left = sent + timeout - time.monotonic()
+                if left <= 0:
+                    silent = time.monotonic() - self.last_received
+                    self.fail(Stalled(f"{self.endpoint} sent nothing for {silent:.1f} s and did not answer a ping "
+                                      f"within {timeout:.1f} s", url=self.url, stage="ping", silent_for=silent))
+                    return
+                await asyncio.sleep(min(step, left))
 
 
 async def open_connection(

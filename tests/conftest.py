@@ -18,9 +18,11 @@ from . import flowhelpers
 
 ROOT = Path(__file__).resolve().parent.parent
 # The fault suites run on every frame reader: the fast one must pass them too (issue #9).
-_ON_EVERY_READER = {"tests.test_stream", "tests.test_backfill"}
+_ON_EVERY_READER = {"tests.test_stream", "tests.test_backfill", "tests.test_supervision", "tests.test_liveness",
+                    "tests.test_checkpoint"}
 # ... and on every event loop: nautilus_trader and many bots run on uvloop (issue #15).
-_ON_EVERY_LOOP = {"tests.test_stream", "tests.test_backfill", "tests.test_supervision", "tests.test_liveness"}
+_ON_EVERY_LOOP = {"tests.test_stream", "tests.test_backfill", "tests.test_supervision", "tests.test_liveness",
+                  "tests.test_checkpoint", "tests.test_proxy_faults"}
 _LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
@@ -28,7 +30,8 @@ _LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     """The stream's fault suites run on the default loop and on uvloop; everything else on the default."""
     module = getattr(item, "module", None)
-    if module is not None and module.__name__ in _ON_EVERY_LOOP:
+    if module is not None and module.__name__ in _ON_EVERY_LOOP and not item.get_closest_marker("once") \
+            and not item.get_closest_marker("default_loop"):
         return _LOOPS
     return {"asyncio": asyncio.new_event_loop}
 
@@ -36,7 +39,8 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> M
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     function = metafunc.function  # a test streams if it calls make_flow or asks for frame_reader itself
     streams = "make_flow" in function.__code__.co_names or "frame_reader" in inspect.signature(function).parameters
-    if metafunc.module.__name__ in _ON_EVERY_READER and streams:
+    once = metafunc.definition.get_closest_marker("once")
+    if metafunc.module.__name__ in _ON_EVERY_READER and streams and not once:
         metafunc.parametrize("frame_reader", READERS, indirect=True)
 
 

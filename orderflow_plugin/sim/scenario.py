@@ -33,6 +33,7 @@ CONNECTION_FAULTS: dict[str, str] = {
     "http_status": "answer the upgrade with `status` (429/418 with Retry-After `retry_after`, 503, ...)",
     "hang_after_handshake": "complete the upgrade, never send data, still answer pings",
     "blackhole_after": "after `after` messages send nothing and stop answering pings; TCP stays open",
+    "mute_after": "after `after` messages send no more trades; still answer pings (a stream gone silent)",
     "reset_after": "abort the TCP connection (RST) after `after` messages",
     "close_after": "send a close frame with `code` after `after` messages",
     "server_shutdown_after": "send serverShutdown after `after` messages, close with 1001 `seconds` later",

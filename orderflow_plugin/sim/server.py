@@ -570,6 +570,10 @@ class _Connection(asyncio.Protocol):
                 self._fired(fault)
                 self.close(fault.code, fault.reason or "simulated close")
                 return True
+            if kind == "mute_after" and offered >= after:
+                if offered == after:
+                    self._fired(fault)
+                return True
             if kind == "blackhole_after" and offered == after:
                 self._fired(fault)
                 self.blackhole()

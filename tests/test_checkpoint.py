@@ -1,0 +1,187 @@
+"""Restarts lose nothing: a checkpoint resumes each symbol after its last delivered id (issue #15, section 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from orderflow_plugin import OrderFlow, bundled_tape
+from orderflow_plugin.checkpoint import Checkpoint, CheckpointError
+from orderflow_plugin.sim import Fault, Pace, Scenario
+
+from .flowhelpers import Events, make_flow
+
+TAPE = bundled_tape()
+FIRST = TAPE.rows[0].id
+BOT = Path(__file__).resolve().parent.parent / "examples" / "restart_safe_bot.py"
+
+
+def test_missing_file_is_a_first_start(tmp_path: Path) -> None:
+    """No checkpoint file yet: every symbol starts from the live stream."""
+    assert Checkpoint(tmp_path / "none.json", market="spot").load(("BTCUSDT",)) == {}
+
+
+@pytest.mark.parametrize("content,words", [
+    ("{not json", "is not valid JSON"),
+    ('{"hello": 1}', "is not an orderflow checkpoint"),
+    ('{"format": "orderflow-checkpoint", "version": 9, "market": "spot", "symbols": {}}', "version 9"),
+    ('{"format": "orderflow-checkpoint", "version": 1, "market": "usdm", "symbols": {}}', "for market 'usdm'"),
+    ('{"format": "orderflow-checkpoint", "version": 1, "market": "spot", "symbols": {"BTCUSDT": {"last_id": "7"}}}',
+     "needs whole numbers"),
+])
+def test_corrupt_or_foreign_checkpoint_is_a_clear_startup_error(tmp_path: Path, content: str, words: str) -> None:
+    """A checkpoint that is not ours, or is damaged, stops construction with one line naming the file."""
+    path = tmp_path / "checkpoint.json"
+    path.write_text(content)
+    with pytest.raises(CheckpointError, match=words) as caught:
+        OrderFlow(["BTCUSDT"], checkpoint_path=str(path))
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_write_is_atomic_readable_json_and_keeps_other_symbols(tmp_path: Path) -> None:
+    """A write replaces the file whole, as small indented JSON, and keeps symbols this stream does not serve."""
+    path = tmp_path / "checkpoint.json"
+    first = Checkpoint(path, market="spot")
+    first.write(upcoming={"BTCUSDT": 100, "ETHUSDT": 7})
+    first.delivered("BTCUSDT", 100)
+    first.write(final=True)
+    again = Checkpoint(path, market="spot")
+    assert again.load(("BTCUSDT",))["BTCUSDT"].last_id == 100
+    again.delivered("BTCUSDT", 101)
+    again.write(final=True)
+    data = json.loads(path.read_text())
+    assert data["symbols"] == {"BTCUSDT": {"last_id": 101, "lease": 101}, "ETHUSDT": {"last_id": 6, "lease": 6}}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.json"]  # no temporary file left behind
+
+
+def test_lease_covers_two_intervals_of_the_recent_rate_and_never_shrinks(tmp_path: Path) -> None:
+    """A lease is two intervals at the rate since the last write (at least the floor), and never below the last."""
+    now = [100.0]
+    checkpoint = Checkpoint(tmp_path / "c.json", market="spot", interval=1.0, clock=lambda: now[0])
+    checkpoint.write(upcoming={"BTCUSDT": 1})
+    assert checkpoint.lease("BTCUSDT") == 0 + 32 and checkpoint.trigger("BTCUSDT") == 16
+    now[0] += 0.5  # half an interval, in which 1,000 trades were delivered: 2,000/s
+    checkpoint.delivered("BTCUSDT", 1000)
+    checkpoint.write()
+    assert checkpoint.lease("BTCUSDT") == 1000 + 4000 and checkpoint.trigger("BTCUSDT") == 1000 + 2000
+    now[0] += 10.0  # then nearly nothing for ten seconds: the lease on disk still covers what it allowed
+    checkpoint.delivered("BTCUSDT", 1001)
+    checkpoint.write()
+    assert checkpoint.lease("BTCUSDT") == 1000 + 4000
+
+
+async def test_clean_restart_resumes_after_the_last_id_with_no_replay(orderflow_sim_factory, tmp_path) -> None:
+    """Stop, wait while the market goes on, start again: the missed trades are backfilled, none repeated."""
+    sim = await orderflow_sim_factory(pace=Pace(rate=1000))
+    path = str(tmp_path / "checkpoint.json")
+    first, second = Events(), Events()
+    async with make_flow(sim, first, checkpoint_path=path, checkpoint_interval=0.1):
+        await first.until(lambda e: len(e.trades) >= 200, 10)
+    stored = json.loads(Path(path).read_text())["symbols"]["BTCUSDT"]
+    assert stored == {"last_id": first.ids()[-1], "lease": first.ids()[-1]}
+    await asyncio.sleep(0.3)  # the market plays on while the bot is down
+    async with make_flow(sim, second, checkpoint_path=path):
+        await second.until(lambda e: len(e.trades) >= 600, 10)
+    assert second.ids()[0] == first.ids()[-1] + 1
+    union = first.ids() + second.ids()
+    assert union == list(range(union[0], union[0] + len(union)))
+    assert {t.source for t in second.trades} >= {"backfill", "live"} and "replay" not in {t.source for t in second.trades}
+    assert second.of("on_backfill")
+
+
+async def test_stored_id_older_than_rest_serves_is_an_exact_gap(orderflow_sim_factory, tmp_path) -> None:
+    """A checkpoint older than anything REST still has: the missing ids are named exactly, then trades flow."""
+    sim = await orderflow_sim_factory(pace=Pace(rate=1000))
+    path = tmp_path / "checkpoint.json"
+    path.write_text(json.dumps({"format": "orderflow-checkpoint", "version": 1, "market": "spot",
+                                "symbols": {"BTCUSDT": {"last_id": FIRST - 101, "lease": FIRST - 101}}}))
+    events = Events()
+    async with make_flow(sim, events, checkpoint_path=str(path)):
+        await events.until(lambda e: len(e.trades) >= 100, 10)
+    errors = [c["error"] for c in events.of("on_error") if c["where"] == "sequence"]
+    assert len(errors) == 1 and f"{FIRST - 100}..{FIRST - 1} (100)" in str(errors[0])
+    assert events.ids()[0] == FIRST and events.ids() == list(range(FIRST, FIRST + len(events.trades)))
+
+
+@pytest.mark.default_loop  # the bots are child processes on their own default loop; the parent only serves
+async def test_sigkill_at_twenty_random_moments_loses_nothing(orderflow_sim_factory, tmp_path, frame_reader) -> None:
+    """kill -9 at 20 random moments at 2,000 trades/s: the example bot's CSV holds every published id once."""
+    sim = await orderflow_sim_factory(pace=Pace(rate=2000), loop=True,
+                                      scenario=Scenario(every=[Fault("reset_after", after=1500)]))
+    rng = random.Random(int(os.environ.get("ORDERFLOW_TEST_SEED", "15")))
+    csv = tmp_path / "trades.csv"
+    env = {**os.environ, "ORDERFLOW_ENV": "testing", "ORDERFLOW_SYMBOLS": "BTCUSDT",
+           "ORDERFLOW_CONNECTOR__WS_URL": sim.ws_url, "ORDERFLOW_CONNECTOR__REST_URL": sim.rest_url,
+           "ORDERFLOW_CONNECTOR__TRANSPORT": frame_reader, "ORDERFLOW_FLOW__ENABLED": "false",
+           "ORDERFLOW_SEQUENCE__CHECKPOINT_PATH": str(tmp_path / "checkpoint.json"),
+           "ORDERFLOW_SEQUENCE__CHECKPOINT_INTERVAL": "0.2", "ORDERFLOW_SEQUENCE__REORDER_WINDOW": "0.05",
+           "ORDERFLOW_SEQUENCE__REST_TIMEOUT": "2.0", "ORDERFLOW_DIAGNOSTICS__LOOP_BLOCK_THRESHOLD": "0"}
+    for _ in range(20):
+        bot = await asyncio.create_subprocess_exec(sys.executable, str(BOT), str(csv), stdout=asyncio.subprocess.PIPE,
+                                                   env=env)
+        assert bot.stdout is not None
+        async with asyncio.timeout(30):
+            assert await bot.stdout.readline() == b"streaming\n"
+        await asyncio.sleep(rng.uniform(0.05, 1.5))  # a random moment: connecting, backfilling or streaming
+        bot.send_signal(signal.SIGKILL)
+        await bot.wait()
+    rows = [line.split(",") for line in csv.read_text().splitlines()]
+    ids = [int(row[1]) for row in rows]
+    assert len(ids) > 5_000  # the runs together really streamed
+    assert ids == list(range(ids[0], ids[0] + len(ids))), "an id missing, repeated or out of order"
+    assert set(ids) <= set(sim.played_ids("BTCUSDT"))
+    sources = Counter(row[5] for row in rows)
+    assert sources["backfill"] > 0 and sources["live"] > 0  # restarts were backfilled, then joined live
+    assert sources["replay"] > 0  # some kills came before the checkpoint caught up: their repeats were tagged
+
+
+async def test_a_checkpoint_that_cannot_be_written_is_reported_and_trades_go_on(orderflow_sim_factory, tmp_path):
+    """Every write fails (the temporary file's name is too long): on_error says so, and no trade is held back."""
+    sim = await orderflow_sim_factory(pace=Pace(rate=1000))
+    events = Events()
+    async with make_flow(sim, events, checkpoint_path=str(tmp_path / ("c" * 250)),
+                         checkpoint_interval=0.1):
+        await events.until(lambda e: len(e.trades) >= 400, 10)
+    errors = [c["error"] for c in events.of("on_error") if c["where"] == "checkpoint"]
+    assert errors and all(isinstance(e, CheckpointError) and "cannot be written" in str(e) for e in errors)
+    assert events.ids() == list(range(FIRST, FIRST + len(events.trades)))
+
+
+def test_a_second_crash_still_tags_what_the_first_run_sent(tmp_path: Path) -> None:
+    """Run 1 may have sent up to its lease; run 2 crashes (or stops) before passing it: run 3 still tags all of it."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"format": "orderflow-checkpoint", "version": 1, "market": "spot",
+                                "symbols": {"BTCUSDT": {"last_id": 100, "lease": 500}}}))
+    second = Checkpoint(path, market="spot")
+    assert second.load(("BTCUSDT",))["BTCUSDT"].lease == 500
+    assert second.lease("BTCUSDT") == 500  # up to the lease on disk, replays need no new write
+    second.delivered("BTCUSDT", 101)
+    second.write()
+    assert json.loads(path.read_text())["symbols"]["BTCUSDT"]["lease"] >= 500
+    second.delivered("BTCUSDT", 102)
+    second.write(final=True)
+    assert json.loads(path.read_text())["symbols"]["BTCUSDT"] == {"last_id": 102, "lease": 500}
+
+
+def test_an_older_write_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    """A background write that finishes after a newer synchronous one changes neither the file nor the leases."""
+    path = tmp_path / "c.json"
+    checkpoint = Checkpoint(path, market="spot")
+    checkpoint.write(upcoming={"BTCUSDT": 1})
+    checkpoint.delivered("BTCUSDT", 10)
+    older = checkpoint.prepare()
+    checkpoint.delivered("BTCUSDT", 40)
+    checkpoint.write(upcoming={"BTCUSDT": 41})  # the lease ran out while the older write was under way
+    newer = json.loads(path.read_text())
+    checkpoint.persist(older)
+    checkpoint.commit(older)
+    assert json.loads(path.read_text()) == newer
+    assert checkpoint.lease("BTCUSDT") == newer["symbols"]["BTCUSDT"]["lease"] >= 41

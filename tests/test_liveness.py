@@ -1,0 +1,93 @@
+"""A dead feed is found in seconds, and a quiet market is never taken for one (issue #15, section 6)."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import pytest
+
+from orderflow_plugin import Stalled, bundled_tape
+from orderflow_plugin.sim import Fault, Pace, Scenario
+from orderflow_plugin.tape import Tape
+
+from .flowhelpers import Events, make_flow
+
+TAPE = bundled_tape()
+
+# The production defaults, not the suite's short test timings: these are what is being measured.
+DEFAULTS = {"stall_timeout": 30.0, "ping_interval": 1.0, "ping_timeout": 2.5, "silence_floor": 2.0}
+
+
+def spaced(gaps_ms: list[int]) -> Tape:
+    """The bundled tape's first rows re-timed so that row i+1 comes gaps_ms[i] after row i."""
+    rows = [TAPE.rows[0]]
+    for gap, row in zip(gaps_ms, TAPE.rows[1:], strict=False):
+        rows.append(msgspec.structs.replace(row, time=rows[-1].time + gap, event_time=0))
+    return Tape(TAPE.symbol, TAPE.market, rows, "re-timed bundled tape")
+
+
+def contiguous(ids: list[int]) -> bool:
+    return ids == list(range(ids[0], ids[0] + len(ids)))
+
+
+async def test_dead_path_on_a_busy_tape_found_within_five_seconds(orderflow_sim_factory) -> None:
+    """Packets stop both ways (no FIN, no RST, no pong): the real tape's feed is declared dead in < 5 s."""
+    sim = await orderflow_sim_factory(scenario=Scenario([[Fault("blackhole_after", after=40)]]),
+                                      pace=Pace(speed=4.0))
+    events = Events()
+    async with make_flow(sim, events, **DEFAULTS):
+        await events.until(lambda e: len(e.trades) >= 40, 20)
+        silent_from = time.monotonic()
+        await events.until(lambda e: e.of("on_stall"), 10)
+        detected = time.monotonic() - silent_from
+        await events.until(lambda e: len(e.trades) >= 80, 20)
+    assert detected < 5.0, detected
+    assert isinstance(events.of("on_disconnected")[0]["error"], Stalled)
+    assert contiguous(events.ids())
+
+
+async def test_silent_stream_on_a_live_path_found_by_the_learned_deadline(orderflow_sim_factory) -> None:
+    """Trades stop while pings are still answered: REST shows newer trades, so the feed is replaced in < 5 s."""
+    sim = await orderflow_sim_factory(scenario=Scenario([[Fault("mute_after", after=60)]]), pace=Pace(speed=4.0))
+    events = Events()
+    async with make_flow(sim, events, **DEFAULTS) as flow:
+        await events.until(lambda e: len(e.trades) >= 60, 20)
+        silent_from = time.monotonic()
+        await events.until(lambda e: e.of("on_stall"), 10)
+        detected = time.monotonic() - silent_from
+        deadline = flow.silence_deadline("BTCUSDT")
+        await events.until(lambda e: len(e.trades) >= 120, 20)
+    stall = events.of("on_stall")[0]
+    assert detected < 5.0, detected
+    assert stall["stage"] == "streaming" and "REST has trades" in str(events.of("on_disconnected")[0]["error"])
+    assert deadline < DEFAULTS["stall_timeout"]  # learned from the tape, not the ceiling
+    assert contiguous(events.ids())
+
+
+async def test_irregular_quiet_symbol_is_checked_not_reconnected(orderflow_sim_factory) -> None:
+    """A symbol silent far past its learned deadline, with REST agreeing nothing traded, is left connected."""
+    gaps = [300] * 20 + [9000] + [300] * 5  # learned deadline ~2 s, then 9 s with no trade at all
+    sim = await orderflow_sim_factory(spaced(gaps), pace=Pace(speed=1.0))
+    events = Events()
+    async with make_flow(sim, events, **DEFAULTS):
+        await events.until(lambda e: len(e.trades) >= 27, 30)
+    assert not events.of("on_stall") and not events.of("on_disconnected")
+    assert len(events.of("on_connected")) == 1
+    assert sum(1 for path, _ in sim.record.rest if "aggTrades" in path) >= 1  # it did ask REST
+    assert contiguous(events.ids())
+
+
+@pytest.mark.once
+@pytest.mark.timeout(200)
+async def test_quiet_tape_runs_two_minutes_without_reconnect(orderflow_sim_factory) -> None:
+    """One trade every 20 s for two minutes, production defaults: no stall, no reconnect, every trade."""
+    sim = await orderflow_sim_factory(spaced([20_000] * 6), pace=Pace(speed=1.0))
+    events = Events()
+    started = time.monotonic()
+    async with make_flow(sim, events, **DEFAULTS):
+        await events.until(lambda e: len(e.trades) >= 7, 140)
+    assert time.monotonic() - started >= 119
+    assert not events.of("on_stall") and not events.of("on_disconnected") and not events.of("on_error")
+    assert len(events.of("on_connect_attempt")) == 1
+    assert events.ids() == [row.id for row in TAPE.rows[:7]]
