@@ -96,6 +96,7 @@ class Backfiller:
         self._verify = verify if verify is not None else client_context()
         self._owns_client = client is None
         self._spent: deque[tuple[float, int]] = deque()  # (time, weight) in the last minute
+        self._checks: deque[float] = deque()  # when latest_id asked, in the last minute
         # No request before this time (a 429's or 418's Retry-After), and why.
         self._hold_until = 0.0
         self._hold_why = ""
@@ -127,7 +128,18 @@ class Backfiller:
         return trades
 
     async def latest_id(self, symbol: str) -> int | None:
-        """The newest aggregate id REST has for ``symbol`` (None if none), in one try; BackfillFailed otherwise."""
+        """The newest aggregate id REST has for ``symbol`` (None if none), in one try; BackfillFailed otherwise.
+
+        These liveness checks may spend a tenth of the weight budget at most: the rest is kept for backfill.
+        """
+        now = time.monotonic()
+        while self._checks and now - self._checks[0] >= _WINDOW:
+            self._checks.popleft()
+        if (len(self._checks) + 1) * _WEIGHT[self.market] > self.weight_per_minute // 10:
+            raise BackfillFailed(f"{symbol}: not asking REST for the newest id: liveness checks may spend a tenth "
+                                 f"of the weight budget ({self.weight_per_minute // 10} a minute), all spent",
+                                 url=self.rest_url, symbol=symbol, first=0, last=-1)
+        self._checks.append(now)
         rows = await self._get(symbol, {"symbol": symbol, "limit": 1}, None, tries=1)
         return rows[-1].a if rows else None
 
@@ -167,6 +179,10 @@ class Backfiller:
                         wanted = [r for r in rows if first <= r.a <= last]
                         if wanted:
                             return wanted
+                        if rows and rows[0].a > last:  # REST starts after the hole: those ids are gone for good
+                            raise BackfillFailed(
+                                f"{symbol}: {what} are no longer available on REST (its aggTrades start at id "
+                                f"{rows[0].a})", url=url, symbol=symbol, first=first, last=last)
                         # REST can trail the live stream by a moment: the ids may be there shortly.
                         problem = f"REST has no aggTrades from id {first} yet ({len(rows)} rows answered)"
                 elif status == 418:

@@ -19,21 +19,28 @@ bounds what is tagged.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import json
 import math
 import os
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import msgspec
 
 from .errors import OrderFlowError
+from .models import Trade
 
-__all__ = ["Checkpoint", "CheckpointError", "Pending", "Resume"]
+__all__ = ["Checkpoint", "CheckpointError", "Checkpointer", "Pending", "Resume"]
 
 FORMAT = "orderflow-checkpoint"
 VERSION = 1
@@ -65,11 +72,12 @@ class Pending:
 class Checkpoint:
     """The checkpoint of one stream: read once at start, then kept up to date by the stream.
 
-    The stream calls :meth:`delivered` per trade and compares each id with :meth:`trigger` and
-    :meth:`lease`. Past the trigger (half the lease) it persists a new checkpoint in the
-    background (:meth:`prepare`, :func:`persist` on a worker thread, :meth:`commit`), so the
+    The stream calls :meth:`delivered` per trade and compares each id with :meth:`check_at`.
+    Past it (half the lease, never past the lease in force) it persists a new checkpoint in the
+    background (:meth:`prepare`, :meth:`persist` on a worker thread, :meth:`commit`), so the
     fsync never blocks the loop; only past the lease itself, when the background write did
-    not keep up, does it write synchronously (:meth:`write`) before delivering.
+    not keep up, does it write synchronously (:meth:`write`) before delivering. The file is
+    locked (``flock``) while the stream runs: two processes never share one checkpoint.
     """
 
     def __init__(self, path: str | Path, *, market: str, interval: float = 1.0,
@@ -85,7 +93,8 @@ class Checkpoint:
         self._others: dict[str, Any] = {}  # symbols in the file that this stream does not serve: kept
         self._last: dict[str, int] = {}  # the last delivered id per symbol
         self._lease: dict[str, int] = {}  # the highest id we may deliver before a newer write is on disk
-        self._trigger: dict[str, int] = {}  # past this id a background write starts
+        self._check_at: dict[str, int] = {}  # past this id the stream must act: min(half the new lease, lease in force)
+        self._triggers: dict[int, dict[str, int]] = {}  # prepare number -> the check_at it sets once committed
         self._counted: dict[str, int] = {}  # last id at the previous prepare, to size the next lease
         self._inherited: dict[str, int] = {}  # the lease a previous run left: it may have delivered up to it
         self._prepared_at = clock()
@@ -96,9 +105,42 @@ class Checkpoint:
         self._persisted = 0  # ... of the newest checkpoint on disk
         self._committed = 0  # ... of the newest one whose leases are in force
         self._disk = threading.Lock()  # one write at a time, whichever thread it runs on
+        self._lock_file: IO[bytes] | None = None
 
     def load(self, symbols: tuple[str, ...]) -> dict[str, Resume]:
-        """Read the file (missing = a first start): where each of ``symbols`` resumes."""
+        """Lock and read the file (missing = a first start): where each of ``symbols`` resumes."""
+        self._lock()
+        try:
+            return self._read(symbols)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the file for another process (also done when this object is collected)."""
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock_path, "ab")  # held open (and locked) for the stream's lifetime
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint {self.path} cannot be opened: {exc}") from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            raise CheckpointError(f"checkpoint {self.path} is in use by another stream (locked through "
+                                  f"{lock_path.name}); give each process its own checkpoint_path") from exc
+        self._lock_file = handle
+        weakref.finalize(self, handle.close)  # a stream built but never stopped still lets go of the file
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a write a kill -9 interrupted
+            stale.unlink(missing_ok=True)
+
+    def _read(self, symbols: tuple[str, ...]) -> dict[str, Resume]:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -136,16 +178,21 @@ class Checkpoint:
             # The lease on disk stays in force: the ids up to it may be delivered (as replays) without a
             # write, and every new lease covers it, so a second crash still tags what the first run sent.
             self._lease[symbol] = self._inherited[symbol] = lease
-            self._trigger[symbol] = last  # the first delivery starts a fresh write
+            self._check_at[symbol] = last  # the first delivery starts a fresh write
         return resume
 
     def lease(self, symbol: str) -> int:
         """The highest id of ``symbol`` that may be delivered before a newer checkpoint is on disk."""
         return self._lease.get(symbol, _NO_LIMIT if self._unbounded else -1)
 
-    def trigger(self, symbol: str) -> int:
-        """Past this id of ``symbol`` a new checkpoint should be started in the background."""
-        return self._trigger.get(symbol, _NO_LIMIT if self._unbounded else -1)
+    def check_at(self, symbol: str) -> int:
+        """Past this id of ``symbol`` the stream starts a new checkpoint, or waits for one past the lease."""
+        return self._check_at.get(symbol, _NO_LIMIT if self._unbounded else -1)
+
+    def forget(self, symbol: str) -> None:
+        """Drop ``symbol``'s entry (it belonged to another feed): it starts afresh at its next delivery."""
+        for table in (self._last, self._lease, self._check_at, self._counted, self._inherited):
+            table.pop(symbol, None)
 
     def delivered(self, symbol: str, trade_id: int) -> None:
         """``trade_id`` of ``symbol`` was delivered."""
@@ -166,6 +213,7 @@ class Checkpoint:
                 self._last[symbol] = self._counted[symbol] = trade_id - 1
         symbols: dict[str, Any] = dict(self._others)
         leases: dict[str, int] = {}
+        triggers: dict[str, int] = {}
         for symbol, last in self._last.items():
             if final:  # nothing more will be delivered: no lease, but what a crashed run may have sent stays
                 lease = max(last, self._inherited.get(symbol, -1))
@@ -177,10 +225,13 @@ class Checkpoint:
                 current = self._lease.get(symbol, -1)
                 if current != _NO_LIMIT:  # never below what may already be delivered under the lease on disk
                     lease = max(lease, current)
+                lease = max(lease, self._inherited.get(symbol, -1))
             symbols[symbol] = {"last_id": last, "lease": lease}
             leases[symbol] = lease
             self._counted[symbol] = last
-            self._trigger[symbol] = last + (lease - last) // 2
+            triggers[symbol] = last + (lease - last) // 2
+            # Until this is on disk only the lease in force holds: never act later than it.
+            self._check_at[symbol] = min(triggers[symbol], self._lease.get(symbol, -1))
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         document = {"format": FORMAT, "version": VERSION, "market": self.market, "written_at": stamp,
                     "interval_s": self.interval, "symbols": symbols}
@@ -188,6 +239,7 @@ class Checkpoint:
         self._prepared_at = now
         self.due = now + self.interval
         self._prepared += 1
+        self._triggers[self._prepared] = triggers
         return Pending(json.dumps(document, indent=1, sort_keys=True) + "\n", leases, self._prepared)
 
     def persist(self, pending: Pending) -> None:
@@ -199,12 +251,19 @@ class Checkpoint:
 
     def commit(self, pending: Pending) -> None:
         """``pending`` is on disk: its leases may be used (an older one than those in force changes nothing)."""
+        triggers = self._triggers.pop(pending.number, {})
         if pending.number <= self._committed:
             return
         self.writes += 1
         self._committed = pending.number
         self._unbounded = False
         self._lease.update(pending.leases)
+        if pending.number == self._prepared:  # a newer prepare in flight keeps its own, lower check points
+            self._check_at.update(triggers)
+
+    def is_stale(self, pending: Pending) -> bool:
+        """A newer checkpoint is already in force: what happens to ``pending`` no longer matters."""
+        return pending.number <= self._committed
 
     def write(self, *, upcoming: dict[str, int] | None = None, final: bool = False) -> None:
         """Prepare, persist and commit now, on this thread."""
@@ -216,7 +275,7 @@ class Checkpoint:
         """A write failed: deliver on without limits, and try again after one interval."""
         self._unbounded = True
         for symbol in self._lease:
-            self._lease[symbol] = self._trigger[symbol] = _NO_LIMIT
+            self._lease[symbol] = self._check_at[symbol] = _NO_LIMIT
         self.due = self.clock() + self.interval
 
 
@@ -246,3 +305,111 @@ def _atomic_write(path: Path, text: str) -> None:
             os.close(directory)
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be written: {exc}") from exc
+
+
+class Checkpointer:
+    """The stream's side of a checkpoint: tags replays, writes on a worker thread, reports failures.
+
+    Plain code on the event loop but for :meth:`persist`, which runs on a thread of its own (not the
+    loop's default executor, where a hung DNS lookup could hold it up).
+    """
+
+    def __init__(self, checkpoint: Checkpoint, resume: dict[str, Resume],
+                 on_failure: Callable[[CheckpointError], None], *, report_interval: float = 60.0) -> None:
+        self.checkpoint = checkpoint
+        self.resumed = {symbol: r.last_id for symbol, r in resume.items()}  # until this run's first delivery
+        self._replay_until = {symbol: r.lease for symbol, r in resume.items() if r.lease > r.last_id}
+        self._on_failure = on_failure
+        self._report_interval = report_interval
+        self._reported_at = -math.inf
+        self._writing: asyncio.Future[None] | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="orderflow-checkpoint")
+
+    def tag(self, trade: Trade, now: float) -> Trade:
+        """Called before ``trade`` is delivered: never past the lease on disk; replays tagged."""
+        checkpoint = self.checkpoint
+        symbol, trade_id = trade.symbol, trade.id
+        if trade_id > checkpoint.check_at(symbol) or now >= checkpoint.due:
+            if trade_id > checkpoint.lease(symbol):  # the background write did not keep up: wait for one
+                checkpoint.sync_writes += 1
+                self.write_now(upcoming={symbol: trade_id})
+            else:
+                self.write_soon()
+        checkpoint.delivered(symbol, trade_id)
+        if self.resumed:
+            self.resumed.pop(symbol, None)
+        replay_until = self._replay_until.get(symbol)
+        if replay_until is not None:
+            if trade_id <= replay_until:  # a previous run may have delivered it already
+                return msgspec.structs.replace(trade, source="replay")
+            del self._replay_until[symbol]
+        return trade
+
+    def tick(self, now: float) -> None:
+        """Persist a quiet market's last trade too, once the interval is due."""
+        if now >= self.checkpoint.due and self.checkpoint.changed:
+            self.write_soon()
+
+    def foreign(self, symbol: str, live_id: int) -> CheckpointError:
+        """The live stream is behind ``symbol``'s stored id: the entry is from another feed; forget it."""
+        stored = self.resumed.pop(symbol)
+        self._replay_until.pop(symbol, None)
+        self.checkpoint.forget(symbol)
+        return CheckpointError(
+            f"checkpoint {self.checkpoint.path} says {symbol} was delivered up to id {stored}, but the live stream "
+            f"is at id {live_id}, behind it: the checkpoint comes from another feed (a testnet, another "
+            f"exchange?); starting {symbol} from the live stream")
+
+    def write_now(self, *, upcoming: dict[str, int] | None = None, final: bool = False) -> None:
+        """Write on this thread (a lease ran out, a first symbol, the final write)."""
+        try:
+            self.checkpoint.write(upcoming=upcoming, final=final)
+        except CheckpointError as exc:
+            self._failed(exc)
+
+    def write_soon(self) -> None:
+        """Write on the worker thread, unless a write is under way."""
+        if self._writing is not None:
+            return
+        checkpoint = self.checkpoint
+        pending = checkpoint.prepare()
+        future = asyncio.get_running_loop().run_in_executor(self._thread, checkpoint.persist, pending)
+        self._writing = future
+
+        def written(future: asyncio.Future[None]) -> None:
+            self._writing = None
+            if future.cancelled() or checkpoint.is_stale(pending):  # a newer write is already in force
+                return
+            exc = future.exception()
+            if exc is None:
+                checkpoint.commit(pending)
+            else:
+                self._failed(exc if isinstance(exc, CheckpointError) else
+                             CheckpointError(f"checkpoint {checkpoint.path} write failed: {exc!r}"))
+
+        future.add_done_callback(written)
+
+    async def close(self) -> None:
+        """Finish the write under way, write the final checkpoint, release the file."""
+        if self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._final)
+        finally:
+            self._thread.shutdown(wait=False)
+            self.checkpoint.close()
+
+    def _final(self) -> None:
+        try:
+            self.checkpoint.write(final=True)
+        except CheckpointError as exc:
+            self._reported_at = -math.inf  # the last word is always said
+            self._failed(exc)
+
+    def _failed(self, exc: CheckpointError) -> None:
+        """Keep streaming without limits until a write succeeds; report at most once per report interval."""
+        self.checkpoint.failed()
+        now = time.monotonic()
+        if now - self._reported_at >= self._report_interval:
+            self._reported_at = now
+            self._on_failure(exc)

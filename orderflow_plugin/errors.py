@@ -15,7 +15,7 @@
           ├── StageTimeout     a connect stage passed its deadline (``stage``, ``deadline``)
           ├── HandshakeRejected the upgrade was answered with an HTTP error (``status``, ``retry_after``)
           ├── ConnectionLost   an open connection ended (``code``, ``reason``)
-          ├── Stalled          an open connection stopped delivering (``silent_for``)
+          ├── Stalled          an open connection was found dead or silent (``silent_for``)
           └── GaveUp           ``max_attempts`` were spent; says what was tried and why it failed
 
 Lower-level exceptions are translated at the boundary with ``raise ... from exc`` so the
@@ -147,7 +147,8 @@ class ConnectionLost(StreamError):
 
 
 class Stalled(StreamError):
-    """An open connection delivered no trade for longer than ``stall_timeout``."""
+    """An open connection was found dead: nothing received and no answer to a ping (``stage`` ping), or a
+    symbol silent past its learned deadline while REST shows trades it did not send (``stage`` streaming)."""
 
     def __init__(self, message: str, *, url: str, stage: str, silent_for: float) -> None:
         self.silent_for = silent_for

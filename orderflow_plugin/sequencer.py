@@ -109,6 +109,11 @@ class Sequencer:
             self.expected = min(held)
         return self.drain()
 
+    def restart(self) -> None:
+        """Forget where the stream was: the next trade starts it again (nothing is held)."""
+        self.expected = None
+        self._held.clear()
+
     def skip(self) -> tuple[Gap | None, list[Trade]]:
         """Give up on the open hole; return it and the held trades now deliverable after it."""
         gap = self.gap

@@ -23,10 +23,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import msgspec
-
 from .backfill import Backfiller, BackfillFailed
-from .checkpoint import Checkpoint, CheckpointError
+from .checkpoint import Checkpoint, Checkpointer, CheckpointError
 from .config import Settings, load_settings
 from .decode import Decoder, Reply, ServerShutdown
 from .diagnostics import LoopWatchdog, task_stack
@@ -50,10 +48,12 @@ DEFAULT_ENDPOINTS: dict[str, tuple[str, str]] = {
     "usdm": ("wss://fstream.binance.com/market", "https://fapi.binance.com"),
 }
 _STREAM_LIMIT = {"spot": 1024, "usdm": 200}
-# A symbol silent for longer than its recent longest gap x factor + margin (seconds) is checked.
-_SILENCE_FACTOR = 1.25
+# A symbol silent for longer than its recent longest gap x factor + margin (seconds) is checked against
+# REST; a false alarm costs one REST request (weight 4, capped at a tenth of the budget), never a reconnect.
+_SILENCE_FACTOR = 1.0
 _SILENCE_MARGIN = 0.5
 _SILENCE_CHECK = 0.25  # seconds between looks
+_SILENCE_GRACE = 0.5  # seconds a trade REST already shows may take to reach us before the stream counts as dead
 _GAP_WINDOW = 120.0  # seconds a learned longest gap is remembered (one to two windows)
 
 
@@ -183,11 +183,11 @@ class OrderFlow:
                                      verify=self.ssl_context) if backfill else None
         start_after = None if start_from_id is None else start_from_id - 1
         # A checkpoint (read here, so a corrupt one fails at construction) wins over start_from_id.
-        self.checkpoint = Checkpoint(checkpoint_path, market=market, interval=checkpoint_interval) \
+        checkpoint = Checkpoint(checkpoint_path, market=market, interval=checkpoint_interval) \
             if checkpoint_path else None
-        resume = self.checkpoint.load(self.symbols) if self.checkpoint is not None else {}
-        self._replay_until = {symbol: r.lease for symbol, r in resume.items() if r.lease > r.last_id}
-        self._checkpoint_writing: asyncio.Future[None] | None = None
+        resume = checkpoint.load(self.symbols) if checkpoint is not None else {}
+        self._checkpointer = Checkpointer(checkpoint, resume, self._checkpoint_failed,
+                                          report_interval=report_interval) if checkpoint is not None else None
         self._sequencers = {
             symbol: Sequencer(symbol, start_after=resume[symbol].last_id if symbol in resume else start_after,
                               max_held=max_buffered_trades)
@@ -367,10 +367,8 @@ class OrderFlow:
                                  return_exceptions=True)
             if self.backfiller is not None:
                 await self.backfiller.aclose()
-            if self.checkpoint is not None:
-                if self._checkpoint_writing is not None:
-                    await asyncio.gather(self._checkpoint_writing, return_exceptions=True)
-                self._save_checkpoint(final=True)
+            if self._checkpointer is not None:
+                await self._checkpointer.close()
         finally:
             for shard in self._shards:
                 shard.state = "stopped"
@@ -482,10 +480,15 @@ class OrderFlow:
         self.counters["rotations"] += 1
         logger.info("rotating connection %d to %s", shard.number, self.ws_url)
         opening = asyncio.ensure_future(self._open_with_retries(shard, after=None, replacing=True))
-        await asyncio.wait({opening, old.done}, return_when=asyncio.FIRST_COMPLETED)
-        if not opening.done():  # the old one ended first: report it and keep waiting for the new one
-            self._ended(shard, old)
-            return await opening
+        try:
+            await asyncio.wait({opening, old.done}, return_when=asyncio.FIRST_COMPLETED)
+            if not opening.done():  # the old one ended first: report it and keep waiting for the new one
+                self._ended(shard, old)
+                return await opening
+        finally:  # stop() cancels the supervisor: the replacement it was opening must end with it
+            if not opening.done():
+                opening.cancel()
+                await asyncio.gather(opening, return_exceptions=True)
         new = opening.result()
         if new is None:  # gave up opening a replacement: keep streaming on the old one
             shard.connection = old
@@ -622,6 +625,14 @@ class OrderFlow:
                 self._deliver(event)
             elif status == DUPLICATE:
                 self.counters["duplicates"] += 1
+                checkpointer = self._checkpointer
+                if checkpointer is not None and event.symbol in checkpointer.resumed and not sequencer.held:
+                    # The first live trade is behind the stored id: the checkpoint is from another feed.
+                    error = checkpointer.foreign(event.symbol, event.id)
+                    logger.error("%s", error)
+                    self._emit("on_error", error=error, where="checkpoint")
+                    sequencer.restart()
+                    self._on_frame(connection, frame)
             elif status == READY:
                 self._release(sequencer)
             elif status == GAP:
@@ -650,12 +661,12 @@ class OrderFlow:
         symbol = trade.symbol
         now = time.monotonic()
         last = self._last_trade_at.get(symbol)
-        if last is not None and now - last > self._gap_now[symbol]:
-            self._gap_now[symbol] = now - last
+        if last is not None and now - last > self._gap_now[symbol] and trade.source != "backfill":
+            self._gap_now[symbol] = now - last  # a backfilled trade's gap spans an outage, not the market
         self._last_trade_at[symbol] = now
-        checkpoint = self.checkpoint
-        if checkpoint is not None:  # off by default: costs nothing then
-            trade = self._checkpointed(checkpoint, trade, now)
+        checkpointer = self._checkpointer
+        if checkpointer is not None:  # off by default: costs nothing then
+            trade = checkpointer.tag(trade, now)
         self._history[symbol].append(trade)
         self._latest[symbol]["trade"] = trade
         self.dispatcher.emit_one("on_trade", "trade", trade)
@@ -666,58 +677,8 @@ class OrderFlow:
                 for metric in metrics:
                     self._metric(metric)
 
-    def _checkpointed(self, checkpoint: Checkpoint, trade: Trade, now: float) -> Trade:
-        """Never deliver past the lease on disk; start the next write early, in the background; tag replays."""
-        symbol = trade.symbol
-        if trade.id > checkpoint.trigger(symbol) or now >= checkpoint.due:
-            if trade.id > checkpoint.lease(symbol):  # the background write did not keep up: wait for one
-                checkpoint.sync_writes += 1
-                self._save_checkpoint(upcoming={symbol: trade.id})
-            else:
-                self._save_checkpoint_soon()
-        checkpoint.delivered(symbol, trade.id)
-        replay_until = self._replay_until.get(symbol)
-        if replay_until is not None:
-            if trade.id <= replay_until:  # a previous run may have delivered it already
-                return msgspec.structs.replace(trade, source="replay")
-            del self._replay_until[symbol]
-        return trade
-
-    def _save_checkpoint(self, *, upcoming: dict[str, int] | None = None, final: bool = False) -> None:
-        """Write the checkpoint now, on the loop (a lease ran out, or a first symbol)."""
-        assert self.checkpoint is not None
-        try:
-            self.checkpoint.write(upcoming=upcoming, final=final)
-        except CheckpointError as exc:
-            self._checkpoint_failed(exc)
-
-    def _save_checkpoint_soon(self) -> None:
-        """Write the checkpoint on a worker thread, unless a write is under way."""
-        checkpoint = self.checkpoint
-        if checkpoint is None or self._checkpoint_writing is not None:
-            return
-        pending = checkpoint.prepare()
-        future = asyncio.get_running_loop().run_in_executor(None, checkpoint.persist, pending)
-        self._checkpoint_writing = future
-
-        def written(future: asyncio.Future[None]) -> None:
-            self._checkpoint_writing = None
-            if future.cancelled():
-                return
-            exc = future.exception()
-            if exc is None:
-                checkpoint.commit(pending)
-            elif isinstance(exc, CheckpointError):
-                self._checkpoint_failed(exc)
-            else:
-                self._checkpoint_failed(CheckpointError(f"checkpoint {checkpoint.path} write failed: {exc!r}"))
-
-        future.add_done_callback(written)
-
     def _checkpoint_failed(self, exc: CheckpointError) -> None:
-        """Keep streaming; say that a restart is no longer exact until a write succeeds again."""
-        assert self.checkpoint is not None
-        self.checkpoint.failed()
+        """Trades go on; say that a restart is no longer exact until a write succeeds again."""
         logger.error("%s; trades go on, but a restart may now repeat trades without source=\"replay\"", exc)
         self._emit("on_error", error=exc, where="checkpoint")
 
@@ -787,9 +748,8 @@ class OrderFlow:
         while True:
             await asyncio.sleep(_SILENCE_CHECK)
             now = time.monotonic()
-            checkpoint = self.checkpoint
-            if checkpoint is not None and now >= checkpoint.due and checkpoint.changed:
-                self._save_checkpoint_soon()  # a quiet market's last trade is persisted too
+            if self._checkpointer is not None:
+                self._checkpointer.tick(now)
             if now >= self._gap_window_ends:
                 self._gap_window_ends = now + _GAP_WINDOW
                 self._gap_before, self._gap_now = self._gap_now, dict.fromkeys(self.symbols, 0.0)
@@ -818,35 +778,43 @@ class OrderFlow:
 
     async def _verify_silence(self, shard: _Shard, connection: WsConnection, symbol: str, deadline: float, *,
                               key: str | int) -> None:
+        quiet_for = deadline  # no new check of this symbol (or shard) before that, unless the feed is replaced
+        try:
+            error = await self._silent_stream(connection, symbol, deadline, shard_wide=isinstance(key, int))
+            if error is not None and not connection.done.done() and shard.connection is connection:
+                quiet_for = 0.0
+                connection.fail(error)
+        finally:
+            self._quiet_until[key] = time.monotonic() + quiet_for
+
+    async def _silent_stream(self, connection: WsConnection, symbol: str, deadline: float, *,
+                             shard_wide: bool) -> Stalled | None:
+        """Why the stream of a symbol silent past ``deadline`` is dead, or None if the market is just quiet."""
         sequencer = self._sequencers[symbol]
-        newest: int | None = None
-        asked = self.backfiller is not None
-        seen = "there is no REST to check against"
-        if self.backfiller is not None:
+        last, heard = sequencer.last_delivered, self._last_trade_at.get(symbol, 0.0)
+        if self.backfiller is None:
+            seen = "there is no REST to check against"
+        else:
             try:
                 newest = await self.backfiller.latest_id(symbol)
             except BackfillFailed as exc:
-                if isinstance(key, str):  # one symbol quiet, REST cannot tell: the idle ping still watches the path
+                # REST cannot tell. A symbol, or a shard still receiving (pongs): the ping watches the path.
+                if not shard_wide or time.monotonic() - connection.last_received < self.stall_timeout:
                     logger.warning("%s; cannot tell a quiet market from a silent stream", exc)
-                    self._quiet_until[key] = time.monotonic() + deadline
-                    return
-                asked = False  # the whole connection silent for stall_timeout and REST unreachable: replace it
+                    return None
                 seen = f"REST cannot tell either ({exc})"
-        last = sequencer.last_delivered
-        if asked and (newest is None or last is None or newest <= last):  # quiet (or nothing to compare with)
-            logger.debug("%s: quiet for %.1f s, REST agrees (newest id %s)", symbol, deadline, newest)
-            self._quiet_until[key] = time.monotonic() + deadline
-            return
-        if connection.done.done() or shard.connection is not connection:
-            self._quiet_until.pop(key, None)
-            return
+            else:
+                if newest is None or last is None or newest <= last:
+                    logger.debug("%s: quiet for %.1f s, REST agrees (newest id %s)", symbol, deadline, newest)
+                    return None
+                await asyncio.sleep(_SILENCE_GRACE)  # a trade REST shows may still be on its way to us
+                if self._last_trade_at.get(symbol, 0.0) != heard:
+                    return None
+                seen = f"REST has trades up to id {newest}, we delivered up to {last}"
         silent = time.monotonic() - max(connection.opened_at, self._last_trade_at.get(symbol, 0.0))
-        if asked:
-            seen = f"REST has trades up to id {newest}, we delivered up to {last}"
-        self._quiet_until.pop(key, None)
-        connection.fail(Stalled(f"{symbol}: no trade from {connection.endpoint} for {silent:.1f} s (deadline "
-                                f"{deadline:.1f} s) while {seen}: the stream went silent", url=connection.url,
-                                stage="streaming", silent_for=silent))
+        return Stalled(f"{symbol}: no trade from {connection.endpoint} for {silent:.1f} s (deadline {deadline:.1f} s) "
+                       f"while {seen}: the stream went silent", url=connection.url, stage="streaming",
+                       silent_for=silent)
 
     def _loop_blocked(self, blocked_for: float, stack: str) -> None:
         self.counters["loop_blocks"] += 1

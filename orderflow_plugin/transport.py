@@ -371,14 +371,24 @@ class WsConnection(asyncio.Protocol):
             sent = time.monotonic()
             self.protocol.send_ping(str(time.monotonic_ns()).encode())
             self._flush()
+            deadline = sent + timeout
             while self.last_received < sent and not self.paused:
-                left = sent + timeout - time.monotonic()
+                before = time.monotonic()
+                left = deadline - before
                 if left <= 0:
+                    for _ in range(2):  # uvloop runs timers before reading: let bytes that waited be read first
+                        await asyncio.sleep(0)
+                    if self.last_received >= sent or self.paused:
+                        break
                     silent = time.monotonic() - self.last_received
                     self.fail(Stalled(f"{self.endpoint} sent nothing for {silent:.1f} s and did not answer a ping "
                                       f"within {timeout:.1f} s", url=self.url, stage="ping", silent_for=silent))
                     return
-                await asyncio.sleep(min(step, left))
+                nap = min(step, left)
+                await asyncio.sleep(nap)
+                late = time.monotonic() - before - nap
+                if late > step:  # the loop was blocked (by a host, a hook): that time is not the server's
+                    deadline += late
 
 
 async def open_connection(
@@ -407,9 +417,11 @@ async def open_connection(
         # as the awaited future completes, and stop() would then wait for a task that never ends.
         deadline = getattr(deadlines, name)
         try:
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout(deadline) as timer:
                 return await awaitable
         except TimeoutError:
+            if not timer.expired():  # the stage raised a TimeoutError of its own (ETIMEDOUT, a library's)
+                raise
             raise StageTimeout(f"{message} within {deadline:.1f} s", url=url, stage=name, deadline=deadline) from None
 
     try:
@@ -417,7 +429,7 @@ async def open_connection(
         infos = await within("resolve", loop.getaddrinfo(uri.host, uri.port, type=socket.SOCK_STREAM),
                              f"resolving {uri.host} got no answer")
         stage("tcp_connect")
-        await within("tcp_connect", _connect_any(loop, connection, infos),
+        await within("tcp_connect", _connect_any(loop, connection, infos, deadlines.tcp_connect),
                      f"TCP connect to {endpoint} did not complete")
         if uri.secure:
             stage("tls")
@@ -457,13 +469,24 @@ async def open_connection(
         raise
 
 
-async def _connect_any(loop: asyncio.AbstractEventLoop, connection: WsConnection, infos: list[Any]) -> None:
-    """Connect to each resolved address in turn (localhost may be ::1 and 127.0.0.1); the last error if none."""
+async def _connect_any(loop: asyncio.AbstractEventLoop, connection: WsConnection, infos: list[Any],
+                       deadline: float) -> None:
+    """Connect to each resolved address in turn (localhost may be ::1 and 127.0.0.1); the last error if none.
+
+    Each address but the last gets an equal share of what is left of the deadline, so one that
+    silently drops packets does not use it all up before the next is tried.
+    """
+    addresses = list(dict.fromkeys(infos))
+    ends = time.monotonic() + deadline
     error: OSError | None = None
-    for family, _, proto, _, address in dict.fromkeys(infos):
+    for index, (family, _, proto, _, address) in enumerate(addresses):
+        share = (ends - time.monotonic()) / (len(addresses) - index)
         try:
-            await loop.create_connection(lambda: connection, address[0], address[1], family=family, proto=proto)
+            async with asyncio.timeout(share if index < len(addresses) - 1 else None):
+                await loop.create_connection(lambda: connection, address[0], address[1], family=family, proto=proto)
             return
+        except TimeoutError as exc:
+            error = exc
         except OSError as exc:
             error = exc
     raise error if error is not None else OSError(f"no address for {connection.endpoint}")

@@ -8,13 +8,15 @@ import os
 import random
 import signal
 import sys
+import time
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from orderflow_plugin import OrderFlow, bundled_tape
-from orderflow_plugin.checkpoint import Checkpoint, CheckpointError
+from orderflow_plugin import OrderFlow, Trade, bundled_tape
+from orderflow_plugin.checkpoint import Checkpoint, Checkpointer, CheckpointError
 from orderflow_plugin.sim import Fault, Pace, Scenario
 
 from .flowhelpers import Events, make_flow
@@ -59,7 +61,7 @@ def test_write_is_atomic_readable_json_and_keeps_other_symbols(tmp_path: Path) -
     again.write(final=True)
     data = json.loads(path.read_text())
     assert data["symbols"] == {"BTCUSDT": {"last_id": 101, "lease": 101}, "ETHUSDT": {"last_id": 6, "lease": 6}}
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.json"]  # no temporary file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", "checkpoint.json.lock"]  # no temporary
 
 
 def test_lease_covers_two_intervals_of_the_recent_rate_and_never_shrinks(tmp_path: Path) -> None:
@@ -67,11 +69,11 @@ def test_lease_covers_two_intervals_of_the_recent_rate_and_never_shrinks(tmp_pat
     now = [100.0]
     checkpoint = Checkpoint(tmp_path / "c.json", market="spot", interval=1.0, clock=lambda: now[0])
     checkpoint.write(upcoming={"BTCUSDT": 1})
-    assert checkpoint.lease("BTCUSDT") == 0 + 32 and checkpoint.trigger("BTCUSDT") == 16
+    assert checkpoint.lease("BTCUSDT") == 0 + 32 and checkpoint.check_at("BTCUSDT") == 16
     now[0] += 0.5  # half an interval, in which 1,000 trades were delivered: 2,000/s
     checkpoint.delivered("BTCUSDT", 1000)
     checkpoint.write()
-    assert checkpoint.lease("BTCUSDT") == 1000 + 4000 and checkpoint.trigger("BTCUSDT") == 1000 + 2000
+    assert checkpoint.lease("BTCUSDT") == 1000 + 4000 and checkpoint.check_at("BTCUSDT") == 1000 + 2000
     now[0] += 10.0  # then nearly nothing for ten seconds: the lease on disk still covers what it allowed
     checkpoint.delivered("BTCUSDT", 1001)
     checkpoint.write()
@@ -108,6 +110,7 @@ async def test_stored_id_older_than_rest_serves_is_an_exact_gap(orderflow_sim_fa
         await events.until(lambda e: len(e.trades) >= 100, 10)
     errors = [c["error"] for c in events.of("on_error") if c["where"] == "sequence"]
     assert len(errors) == 1 and f"{FIRST - 100}..{FIRST - 1} (100)" in str(errors[0])
+    assert "no longer available on REST" in str(errors[0])
     assert events.ids()[0] == FIRST and events.ids() == list(range(FIRST, FIRST + len(events.trades)))
 
 
@@ -162,6 +165,7 @@ def test_a_second_crash_still_tags_what_the_first_run_sent(tmp_path: Path) -> No
                                 "symbols": {"BTCUSDT": {"last_id": 100, "lease": 500}}}))
     second = Checkpoint(path, market="spot")
     assert second.load(("BTCUSDT",))["BTCUSDT"].lease == 500
+    assert second.check_at("BTCUSDT") == 100  # its first delivery starts a fresh write
     assert second.lease("BTCUSDT") == 500  # up to the lease on disk, replays need no new write
     second.delivered("BTCUSDT", 101)
     second.write()
@@ -185,3 +189,63 @@ def test_an_older_write_never_replaces_a_newer_one(tmp_path: Path) -> None:
     checkpoint.commit(older)
     assert json.loads(path.read_text()) == newer
     assert checkpoint.lease("BTCUSDT") == newer["symbols"]["BTCUSDT"]["lease"] >= 41
+
+
+
+async def test_no_trade_is_delivered_past_the_lease_on_disk_while_a_slow_write_runs(tmp_path: Path) -> None:
+    """A burst while a slow background fsync is under way: at every delivery the file on disk covers the id."""
+    path = tmp_path / "c.json"
+    checkpoint = Checkpoint(path, market="spot", interval=1.0)
+    checkpoint.load(("BTCUSDT",))
+    persist = checkpoint.persist
+
+    def slow_persist(pending):  # a disk that takes 50 ms per fsync
+        time.sleep(0.05)
+        persist(pending)
+
+    checkpoint.persist = slow_persist  # type: ignore[method-assign]
+    checkpointer = Checkpointer(checkpoint, {}, lambda exc: pytest.fail(str(exc)))
+    trade_id = 1_000
+    for burst in (1, 100, 1000, 5000):  # quiet, then bursts (a backfill page): each lease outgrows the last
+        for _ in range(burst):
+            checkpointer.tag(Trade("BTCUSDT", trade_id, Decimal(1), Decimal(1), trade_id, trade_id, 0, "buy"),
+                             time.monotonic())
+            assert json.loads(path.read_text())["symbols"]["BTCUSDT"]["lease"] >= trade_id
+            trade_id += 1
+        await asyncio.sleep(0.3)  # the background write finishes between bursts
+    await checkpointer.close()
+    assert checkpoint.sync_writes >= 1  # the burst outran the background write and waited for one
+
+
+def test_a_checkpoint_is_locked_against_a_second_stream(tmp_path: Path) -> None:
+    """Two streams on one checkpoint file would overwrite each other: the second is refused at start."""
+    path = tmp_path / "checkpoint.json"
+    first = OrderFlow(["BTCUSDT"], checkpoint_path=str(path))
+    with pytest.raises(CheckpointError, match="in use by another stream"):
+        OrderFlow(["BTCUSDT"], checkpoint_path=str(path))
+    del first
+
+
+def test_a_write_interrupted_by_a_kill_leaves_no_temporary_file_behind(tmp_path: Path) -> None:
+    """A temporary file left by a kill -9 in the middle of a write is removed at the next start."""
+    path = tmp_path / "checkpoint.json"
+    (tmp_path / ".checkpoint.json.abc123.tmp").write_text("{half")
+    Checkpoint(path, market="spot").load(("BTCUSDT",))
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+async def test_a_checkpoint_ahead_of_the_live_stream_is_reported_not_waited_on(orderflow_sim_factory, tmp_path):
+    """A stored id beyond anything live (another feed's checkpoint) is an error naming both ids; trades flow."""
+    sim = await orderflow_sim_factory(pace=Pace(rate=1000))
+    path = tmp_path / "checkpoint.json"
+    ahead = FIRST + 10_000_000
+    path.write_text(json.dumps({"format": "orderflow-checkpoint", "version": 1, "market": "spot",
+                                "symbols": {"BTCUSDT": {"last_id": ahead, "lease": ahead + 40}}}))
+    events = Events()
+    async with make_flow(sim, events, checkpoint_path=str(path)):
+        await events.until(lambda e: len(e.trades) >= 100, 10)
+    errors = [c["error"] for c in events.of("on_error") if c["where"] == "checkpoint"]
+    assert len(errors) == 1 and f"up to id {ahead}" in str(errors[0]) and "behind it" in str(errors[0])
+    ids = events.ids()
+    assert ids == list(range(ids[0], ids[0] + len(ids))) and {t.source for t in events.trades} == {"live"}
+    assert json.loads(path.read_text())["symbols"]["BTCUSDT"]["last_id"] == ids[-1]

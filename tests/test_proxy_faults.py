@@ -19,7 +19,7 @@ from orderflow_plugin import ConnectionLost, Deadlines, OrderFlow, Stalled, Stre
 from orderflow_plugin.sim import FaultProxy, Pace, Simulator
 from orderflow_plugin.transport import READERS
 
-from .flowhelpers import Events, make_flow
+from .flowhelpers import TIMEOUT_FACTOR, Events, make_flow
 
 pytestmark = pytest.mark.parametrize("frame_reader", READERS, indirect=True)
 SCHEMES = ["ws", "wss"]
@@ -147,7 +147,7 @@ async def test_hold_half_open_detected_then_recovers(rig, scheme: str) -> None:
     error = events.of("on_disconnected")[0]["error"]
     assert isinstance(error, Stalled) and error.stage in ("ping", "streaming")  # keepalive or silence watchdog
     assert events.of("on_stall")[0]["stage"] == error.stage
-    assert detected < 2.0 + 1.0  # within stall_timeout + 1 s, whichever watchdog fires
+    assert detected < (2.0 + 1.0) * TIMEOUT_FACTOR  # within stall_timeout + 1 s, whichever watchdog fires
     during = [c["error"] for c in events.of("on_error") if c["where"].startswith("connect:")]
     assert {failure.stage for failure in during} == {"tls" if scheme == "wss" else "http_upgrade"}
     assert_exact(events, r.sim)
@@ -172,7 +172,7 @@ async def test_one_connection_half_open_is_replaced(rig, watchdog: str) -> None:
     error = events.of("on_disconnected")[0]["error"]
     assert isinstance(error, Stalled) and error.stage == {"ping": "ping", "silence": "streaming"}[watchdog]
     assert events.of("on_stall")[0]["stage"] == error.stage
-    assert detected < {"ping": 0.3 + 0.6, "silence": 2.0}[watchdog] + 1.0
+    assert detected < ({"ping": 0.3 + 0.6, "silence": 2.0 + 0.5}[watchdog] + 1.0) * TIMEOUT_FACTOR  # + REST grace
     assert [c for c in events.of("on_error") if c["where"].startswith("connect:")] == []
     assert_exact(events, r.sim)
 
@@ -191,7 +191,7 @@ async def test_reset_seen_at_once_and_backfilled(rig, scheme: str) -> None:
     disconnected = events.of("on_disconnected")[0]
     assert isinstance(disconnected["error"], ConnectionLost) and disconnected["code"] is None
     assert disconnected["error"].stage == "streaming"
-    assert events.at("on_connected")[1] - events.at("on_disconnected")[0] < 1.0
+    assert events.at("on_connected")[1] - events.at("on_disconnected")[0] < 1.0 * TIMEOUT_FACTOR
     assert events.of("on_stall") == []
     assert_exact(events, r.sim)
 
@@ -285,5 +285,5 @@ async def test_dead_path_with_pings_off_and_rest_dead_too_is_replaced(rig) -> No
         await events.until(lambda e: len(e.trades) >= after + 300, 15)
     error = events.of("on_disconnected")[0]["error"]
     assert isinstance(error, Stalled) and error.stage == "streaming" and "REST cannot tell either" in str(error)
-    assert detected < 2.0 + 0.5 + 1.5
+    assert detected < (2.0 + 0.5 + 1.5) * TIMEOUT_FACTOR
     assert_exact(events, r.sim)
