@@ -412,12 +412,10 @@ async def _rest(done: list[Check], base: str, symbol: str, market: str, timeout:
     done.append(Check("REST DNS", "PASS", time.monotonic() - started, f"{host} resolved"))
 
     started = time.monotonic()
-    family, _, proto, _, address = infos[0]
     endpoint = f"{host}:{port}"
     try:
         async with asyncio.timeout(timeout) as deadline:
-            transport, _ = await loop.create_connection(asyncio.Protocol, address[0], address[1], family=family,
-                                                        proto=proto)
+            transport = await _connect_first(loop, infos)
         transport.close()
     except OSError as exc:
         if deadline.expired():
@@ -521,3 +519,16 @@ def _http_advice(exc: Exception) -> str:
         return _CERTIFICATE_ADVICE
     return "REST is unreachable or too slow: check connector.rest_url and the network; without REST, gaps " \
            "cannot be backfilled"
+
+
+async def _connect_first(loop: asyncio.AbstractEventLoop, infos: list[Any]) -> asyncio.BaseTransport:
+    """A TCP connection to the first resolved address that accepts one (localhost: ::1, then 127.0.0.1)."""
+    error: OSError = OSError("no address")
+    for family, _, proto, _, address in dict.fromkeys(infos):
+        try:
+            transport, _ = await loop.create_connection(asyncio.Protocol, address[0], address[1], family=family,
+                                                        proto=proto)
+            return transport
+        except OSError as exc:
+            error = exc
+    raise error
