@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from orderflow_plugin import OrderFlow, PluginManager, Trade
 
 READER = "websockets"  # the frame reader make_flow uses; conftest runs the fault suites on each
+# Wall-clock limits in tests are multiplied by this (websockets' WEBSOCKETS_TESTS_TIMEOUT_FACTOR): a slow machine
+# sets ORDERFLOW_TESTS_TIMEOUT_FACTOR=3 rather than editing tests.
+TIMEOUT_FACTOR = float(os.environ.get("ORDERFLOW_TESTS_TIMEOUT_FACTOR", "1"))
+
+
+def require_unshare() -> None:
+    """Skip unless ``unshare -n`` (a network namespace with no network) works; in CI, fail instead of skipping."""
+    if shutil.which("unshare") is None:
+        refusal = "`unshare` is not installed (util-linux)"
+    else:
+        result = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True, timeout=10)
+        if result.returncode == 0:
+            return
+        refusal = f"`unshare -n` is not permitted here ({result.stderr.strip() or result.returncode}): it needs root"
+    if os.environ.get("CI"):
+        pytest.fail(f"{refusal}; CI runs as root, where it must work", pytrace=False)
+    pytest.skip(refusal)
 
 
 class Events:

@@ -322,17 +322,18 @@ async def test_retry_after_longer_than_max_wait_reports_at_once(orderflow_sim_fa
 async def test_418_ban_reports_gaps_with_their_ids_then_backfill_resumes(orderflow_sim_factory) -> None:
     """A 418 stops backfill for its Retry-After: gaps meanwhile are reported at once with their own ids, and
     the first gap after the ban is filled."""
-    # At 2000 trades/s: the ban runs from ~0.25 s to ~1.25 s; the gaps are declared at ~0.25, ~0.6 and ~1.7 s.
+    # At 2000 trades/s: the ban runs from ~0.25 s to ~1.25 s; the gaps are declared at ~0.25, ~0.6 and ~2.4 s
+    # (a second after the ban, so a loaded machine's lag does not move the third gap into it).
     scenario = Scenario([[Fault("skip_ids", after=100, count=20), Fault("skip_ids", after=800, count=20),
-                          Fault("skip_ids", after=3000, count=20)]],
+                          Fault("skip_ids", after=4400, count=20)]],
                         rest=[Fault("rest_status", status=418, retry_after=1)])
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=2000))
     events = Events()
     async with make_flow(sim, events):
         await events.until(lambda e: e.of("on_backfill"), 10)
-        await events.until(lambda e: len(e.trades) >= 3100, 10)
+        await events.until(lambda e: len(e.trades) >= 4500, 10)
     gaps = [(g["first"], g["last"]) for g in events.of("on_gap")]
-    assert gaps == [(FIRST + 100, FIRST + 119), (FIRST + 800, FIRST + 819), (FIRST + 3000, FIRST + 3019)]
+    assert gaps == [(FIRST + 100, FIRST + 119), (FIRST + 800, FIRST + 819), (FIRST + 4400, FIRST + 4419)]
     failures = [c["error"] for c in events.of("on_error") if c["where"] == "backfill"]
     assert [(f.symbol, f.first, f.last) for f in failures] == [("BTCUSDT", *gap) for gap in gaps[:2]]
     assert "418" in str(failures[0]) and "paused" in str(failures[1]) and f"{gaps[1][0]}..{gaps[1][1]}" in str(failures[1])

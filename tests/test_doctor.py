@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,9 +21,9 @@ from orderflow_plugin import doctor as doctor_module
 from orderflow_plugin.sim import Fault, Pace, Scenario
 
 from .conftest import ROOT
+from .flowhelpers import TIMEOUT_FACTOR, require_unshare
 
 # Every wall-clock limit below is multiplied by this (slow CI machines), as websockets does.
-TIMEOUT_FACTOR = float(os.environ.get("ORDERFLOW_TESTS_TIMEOUT_FACTOR", "1"))
 DEADLINES = {"ORDERFLOW_CONNECTOR__HTTP_UPGRADE_TIMEOUT": "1", "ORDERFLOW_CONNECTOR__TCP_CONNECT_TIMEOUT": "1",
              "ORDERFLOW_CONNECTOR__FIRST_MESSAGE_TIMEOUT": "2", "ORDERFLOW_SEQUENCE__REST_TIMEOUT": "1"}
 SUM_OF_DEADLINES = 5 + 1 + 5 + 1 + 10 + 2 + 4 * 1  # resolve, tcp, tls, upgrade, subscribed, first, REST x4
@@ -105,23 +104,10 @@ async def test_doctor_on_a_closed_port(unused_tcp_port: int) -> None:
 # No network, a silent network, TLS, and crashes
 
 
-def _unshare_refusal() -> str | None:
-    """Why ``unshare -n`` cannot run here, or None when it can."""
-    if shutil.which("unshare") is None:
-        return "`unshare` is not installed (util-linux); CI runs as root where `unshare -n` works"
-    result = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True, timeout=10)
-    if result.returncode != 0:
-        return (f"`unshare -n` is not permitted here ({result.stderr.strip() or result.returncode}): it needs root or "
-                "user namespaces; CI runs as root, where it works")
-    return None
-
-
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_doctor_without_any_network_fails_fast_and_skips_what_depends_on_dns(as_json: bool) -> None:
     """In a namespace without network (unshare -n): both DNS checks FAIL, what depends on them SKIP, exit 1, no traceback, < 5 s."""
-    refusal = _unshare_refusal()
-    if refusal:
-        pytest.skip(refusal)
+    require_unshare()
     command = Path(sys.executable).with_name("orderflow")
     argv = [str(command)] if command.exists() else [sys.executable, "-m", "orderflow_plugin"]
     started = time.monotonic()

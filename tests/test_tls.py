@@ -21,10 +21,9 @@ from orderflow_plugin.sim import Fault, Pace, Scenario, SimCertificates
 from orderflow_plugin.tls import client_context
 
 from .conftest import ROOT
-from .flowhelpers import Events, make_flow
+from .flowhelpers import TIMEOUT_FACTOR, Events, make_flow
 
 # Every wall-clock limit below is multiplied by this (slow CI machines), as websockets does.
-TIMEOUT_FACTOR = float(os.environ.get("ORDERFLOW_TESTS_TIMEOUT_FACTOR", "1"))
 
 
 def contiguous(ids: list[int]) -> bool:
