@@ -24,7 +24,8 @@ from decimal import Decimal
 from typing import Any
 
 from .backfill import Backfiller, BackfillFailed
-from .checkpoint import Checkpoint, Checkpointer, CheckpointError
+from .checkpoint import Checkpoint, CheckpointError
+from .checkpointer import Checkpointer
 from .config import Settings, load_settings
 from .decode import Decoder, Reply, ServerShutdown
 from .diagnostics import LoopWatchdog, task_stack

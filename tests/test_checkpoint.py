@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from orderflow_plugin import OrderFlow, Trade, bundled_tape
-from orderflow_plugin.checkpoint import Checkpoint, Checkpointer, CheckpointError
+from orderflow_plugin.checkpoint import Checkpoint, CheckpointError
+from orderflow_plugin.checkpointer import Checkpointer
 from orderflow_plugin.sim import Fault, Pace, Scenario
 
 from .flowhelpers import Events, make_flow
