@@ -212,17 +212,17 @@ def in_process_cli() -> Iterator[None]:
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
-@pytest.mark.parametrize("function,failing,skipped", [
-    ("_detail", "stream DNS", STREAM_CHECKS[1:]),  # formatting a passed stage's line
-    ("_rest", "REST DNS", REST_CHECKS[1:]),
-    ("_install", "install", []),
-    ("_loop_lag", "event loop lag", []),
+@pytest.mark.parametrize("function,failing,skipped", [  # patched where the doctor looks each one up
+    ("orderflow_plugin.doctor.stream._detail", "stream DNS", STREAM_CHECKS[1:]),  # formatting a passed stage's line
+    ("orderflow_plugin.doctor.check_rest", "REST DNS", REST_CHECKS[1:]),
+    ("orderflow_plugin.doctor._install", "install", []),
+    ("orderflow_plugin.doctor._loop_lag", "event loop lag", []),
 ])
 def test_a_check_that_crashes_is_a_fail_line_not_a_traceback(monkeypatch, capsys, in_process_cli, unused_tcp_port: int,
                                                              as_json: bool, function: str, failing: str,
                                                              skipped: list[str]) -> None:
     """An unexpected exception inside a check: a FAIL line naming its type and message, its dependents SKIP, exit 1."""
-    monkeypatch.setattr(doctor_module, function, _raise)
+    monkeypatch.setattr(function, _raise)
     url = f"127.0.0.1:{unused_tcp_port}"
     code = cli.main(["doctor", "--ws-url", f"ws://{url}", "--rest-url", f"http://{url}",
                      *(["--json"] if as_json else [])])
