@@ -154,7 +154,10 @@ class Backfiller:
         first, last = span if span is not None else (0, -1)
         what = f"ids {first}..{last}" if span is not None else "the newest id"
         problem = ""
-        for attempt in range(1, tries + 1):
+        fresh_retry = True
+        attempt = 0
+        while attempt < tries:
+            attempt += 1
             await self._budget(symbol, what, first, last)
             try:
                 async with asyncio.timeout(self.timeout):  # hard: httpx's timeouts are per read
@@ -163,6 +166,12 @@ class Backfiller:
                 problem = f"no answer within {self.timeout:g} s ({type(exc).__name__})"
             except TimeoutError:  # no answer, or one too slow to complete
                 problem = f"no answer within {self.timeout:g} s"
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                if fresh_retry:  # a pooled connection the network dropped while idle: once more at once, free
+                    fresh_retry = False
+                    attempt -= 1
+                    continue
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:

@@ -24,6 +24,7 @@ from .flowhelpers import TIMEOUT_FACTOR, Events, make_flow
 pytestmark = pytest.mark.parametrize("frame_reader", READERS, indirect=True)
 SCHEMES = ["ws", "wss"]
 ALARMS = ("on_error", "on_stall", "on_disconnected", "on_reconnect_scheduled")
+FIRST_HANDSHAKE = {"ws": "http_upgrade", "wss": "tls"}  # the first stage a slow path delays past its deadline
 
 
 @dataclass
@@ -84,46 +85,51 @@ def hooks(events: Events, *names: str) -> dict[str, int]:
     return {name: len(events.of(name)) for name in names}
 
 
-async def test_latency_tolerated_until_a_stage_deadline_names_it(rig) -> None:
-    """Latency under the deadlines raises no alarm; a round trip over http_upgrade's deadline fails that stage."""
-    r = await rig("ws", pace=Pace(rate=300))
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_latency_tolerated_until_a_stage_deadline_names_it(rig, scheme: str) -> None:
+    """Latency under the deadlines raises no alarm; a round trip over the first handshake's deadline fails that
+    stage by name (http_upgrade over ws://, tls over wss://)."""
+    r = await rig(scheme, pace=Pace(rate=300))
+    first = FIRST_HANDSHAKE[scheme]
     r.proxy.latency(0.2)  # from the first byte: the handshake is delayed too
     events = Events()
-    async with r.flow(events, ping_interval=0.3, ping_timeout=1.0, deadlines=Deadlines(http_upgrade=1.0)):
+    async with r.flow(events, ping_interval=0.3, ping_timeout=1.0, deadlines=Deadlines(tls=1.0, http_upgrade=1.0)):
         await events.until(lambda e: len(e.trades) >= 150, 10)
         assert hooks(events, *ALARMS) == dict.fromkeys(ALARMS, 0)
-        r.proxy.latency(0.6)  # the next upgrade's round trip takes 1.2 s
+        r.proxy.latency(0.6)  # the next handshake's round trip takes 1.2 s
         r.proxy.reset()
-        await events.until(lambda e: any(c["where"] == "connect:http_upgrade" for c in e.of("on_error")), 10)
+        await events.until(lambda e: any(c["where"] == f"connect:{first}" for c in e.of("on_error")), 10)
         r.proxy.clear()
         after = len(events.trades)
         await events.until(lambda e: len(e.of("on_connected")) >= 2 and len(e.trades) >= after + 300, 10)
     assert events.of("on_connected")[0]["stage_timings"]["http_upgrade"] >= 0.4 - 0.01  # 0.2 s each way
     error = next(c["error"] for c in events.of("on_error") if c["where"].startswith("connect:"))
-    assert isinstance(error, StreamError) and error.stage == "http_upgrade"
+    assert isinstance(error, StreamError) and error.stage == first
     assert_exact(events, r.sim)
 
 
-async def test_bandwidth_cap_lags_without_loss_until_too_slow_to_connect(rig) -> None:
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_bandwidth_cap_lags_without_loss_until_too_slow_to_connect(rig, scheme: str) -> None:
     """Under a cap below the market the stream lags but keeps its connection and loses nothing; a cap too
-    low for the handshake fails http_upgrade by name; lifted, the stream catches up exactly."""
-    r = await rig("ws", pace=Pace(rate=500))  # about 100 kB/s of frames
+    low for the handshake fails its first stage by name; lifted, the stream catches up exactly."""
+    r = await rig(scheme, pace=Pace(rate=500))  # about 100 kB/s of frames
+    first = FIRST_HANDSHAKE[scheme]
     events = Events()
-    async with r.flow(events, ping_interval=0.3, ping_timeout=1.0, deadlines=Deadlines(http_upgrade=1.0)):
+    async with r.flow(events, ping_interval=0.3, ping_timeout=1.0, deadlines=Deadlines(tls=1.0, http_upgrade=1.0)):
         await events.until(lambda e: len(e.trades) >= 100, 10)
         capped_at = len(events.trades)
         r.proxy.bandwidth(4000, "down")  # about 20 trades a second
         await events.until(lambda e: r.sim.happened("BTCUSDT") - len(e.trades) >= 300, 10)
         assert len(events.trades) > capped_at  # still flowing, only slower than the market
         assert hooks(events, *ALARMS) == dict.fromkeys(ALARMS, 0)  # a slow path is not a dead one
-        r.proxy.bandwidth(100)  # the upgrade request alone now takes over 2 s
+        r.proxy.bandwidth(100)  # the upgrade request (or the TLS hello) alone now takes over 2 s
         r.proxy.reset()
-        await events.until(lambda e: any(c["where"] == "connect:http_upgrade" for c in e.of("on_error")), 10)
+        await events.until(lambda e: any(c["where"] == f"connect:{first}" for c in e.of("on_error")), 10)
         r.proxy.clear()
         after = len(events.trades)
         await events.until(lambda e: len(e.of("on_connected")) >= 2 and len(e.trades) >= after + 300, 10)
     error = next(c["error"] for c in events.of("on_error") if c["where"].startswith("connect:"))
-    assert isinstance(error, StreamError) and error.stage == "http_upgrade"
+    assert isinstance(error, StreamError) and error.stage == first
     assert_exact(events, r.sim)
 
 
@@ -196,9 +202,10 @@ async def test_reset_seen_at_once_and_backfilled(rig, scheme: str) -> None:
     assert_exact(events, r.sim)
 
 
-async def test_repeated_resets_lose_and_repeat_nothing(rig) -> None:
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_repeated_resets_lose_and_repeat_nothing(rig, scheme: str) -> None:
     """An RST every 0.3 s until five stream connections were cut: each is recovered from, the sequence is exact."""
-    r = await rig("ws", pace=Pace(rate=1000))
+    r = await rig(scheme, pace=Pace(rate=1000))
     events = Events()
     async with r.flow(events, stall_timeout=30.0):
         await events.until(lambda e: len(e.trades) >= 100, 10)
@@ -229,9 +236,10 @@ async def test_byte_at_a_time_is_read_correctly(rig, scheme: str) -> None:
     assert_exact(events, r.sim)
 
 
-async def test_refused_connects_retried_until_listening_again(rig) -> None:
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_refused_connects_retried_until_listening_again(rig, scheme: str) -> None:
     """While the port refuses, reconnects fail at tcp_connect and are retried with backoff; then recovery."""
-    r = await rig("ws", pace=Pace(rate=500))
+    r = await rig(scheme, pace=Pace(rate=500))
     events = Events()
     async with r.flow(events, stall_timeout=30.0):
         await events.until(lambda e: len(e.trades) >= 100, 10)
