@@ -1,4 +1,5 @@
-"""Binance frames, byte for byte: aggTrade payloads, envelopes, and raw WebSocket text frames.
+"""Binance frames, byte for byte: aggTrade payloads, envelopes, raw WebSocket text frames, the
+stream URL grammar and JSON HTTP answers.
 
 Pure functions with no I/O. Field order and decimal strings are Binance's own:
 spot ``{"e","E","s","a","p","q","f","l","T","m","M"}``; USD-M futures
@@ -8,11 +9,18 @@ spot ``{"e","E","s","a","p","q","f","l","T","m","M"}``; USD-M futures
 from __future__ import annotations
 
 import struct
+from http import HTTPStatus
+from urllib.parse import parse_qs
+
+from websockets.datastructures import Headers
+from websockets.http11 import Response
 
 from ..models import Market
 from ..tape import TapeRow
 
-__all__ = ["aggtrade_payload", "combined", "server_shutdown", "text_frame", "trade_row_json"]
+__all__ = [
+    "aggtrade_payload", "combined", "json_response", "parse_target", "server_shutdown", "text_frame", "trade_row_json",
+]
 
 _HEAD_SMALL = struct.Struct("!BB")
 _HEAD_MEDIUM = struct.Struct("!BBH")
@@ -69,3 +77,30 @@ def text_frame(payload: bytes) -> bytes:
     if length < 65536:
         return _HEAD_MEDIUM.pack(_FIN_TEXT, 126, length) + payload
     return _HEAD_LARGE.pack(_FIN_TEXT, 127, length) + payload
+
+
+def json_response(status: int, body: bytes, headers: list[tuple[str, str]]) -> Response:
+    """A JSON HTTP answer as Binance sends it, ``headers`` after its own; the connection closes after it."""
+    return Response(status, HTTPStatus(status).phrase, Headers([
+        ("Content-Type", "application/json;charset=UTF-8"), ("Connection", "close"),
+        ("Content-Length", str(len(body))), *headers]), body)
+
+
+def parse_target(target: str, max_streams: int) -> tuple[list[str], bool, str | None]:
+    """Streams and envelope style of ``/ws``, ``/ws/<stream>``, ``/stream?streams=a/b`` (optionally
+    under the futures ``/market`` route); or a problem to answer with 400."""
+    path, _, query = target.partition("?")
+    path = path.removeprefix("/market")
+    if path in ("/ws", "/ws/"):
+        return [], False, None
+    if path.startswith("/ws/"):
+        streams = [s for s in path.removeprefix("/ws/").split("/") if s]
+        wrapped = False
+    elif path in ("/stream", "/stream/"):
+        streams = [s for s in parse_qs(query).get("streams", [""])[0].split("/") if s]
+        wrapped = True
+    else:
+        return [], False, f"Invalid path {path}"
+    if len(streams) > max_streams:
+        return [], False, f"Too many streams: {len(streams)} > {max_streams}"
+    return streams, wrapped, None
