@@ -68,7 +68,7 @@ class Dispatcher:
             if elapsed > self._budget:
                 self._slow(name, hook, elapsed)
         signal = signal_for_hook(hook)
-        if signal.receivers:
+        if signal.receivers and not signal.is_muted:  # blinker's send() honours muted(); so do we
             self._send(signal, hook, kwargs)
 
     def emit_one(self, hook: str, argname: str, value: Any) -> None:
@@ -94,7 +94,7 @@ class Dispatcher:
                 self._slow(name, hook, end - start)
             start = end
         signal = HOOK_SIGNALS[hook]
-        if signal.receivers:
+        if signal.receivers and not signal.is_muted:  # blinker's send() honours muted(); so do we
             self._send(signal, hook, {argname: value})
 
     async def aclose(self, timeout: float = 1.0) -> None:

@@ -346,3 +346,34 @@ def test_emit_one_matches_emit(manager: PluginManager, dispatcher, sender) -> No
         dispatcher.emit_one("on_metric", "metric", TRADE)
     assert plugin.calls == [("on_metric", {"metric": TRADE})] * 2
     assert received == [(sender, {"metric": TRADE})] * 2
+
+
+@pytest.mark.parametrize("hook", ["on_trade", "on_gap"])
+def test_a_muted_signal_reaches_no_receiver_while_hooks_still_run(hook: str, manager: PluginManager, dispatcher,
+                                                                  sender) -> None:
+    """``with signals.X.muted():`` mutes that signal on the fast per-trade path too; plugins still get the hook."""
+    plugin = Recorder()
+    manager.register(plugin, name="recorder")
+    received = []
+    signal = signals.signal_for_hook(hook)
+    with signal.connected_to(lambda s, **kw: received.append(kw), sender=sender):
+        with signal.muted():
+            dispatcher.emit(hook, **EVENTS[hook])
+            if hook == "on_trade":
+                dispatcher.emit_one(hook, "trade", TRADE)
+        dispatcher.emit(hook, **EVENTS[hook])
+    assert received == [EVENTS[hook]]  # only the one sent after the block
+    assert [name for name, _ in plugin.calls] == [hook] * (3 if hook == "on_trade" else 2)
+
+
+def test_the_blinker_internals_we_extend_are_there() -> None:
+    """signals.py extends blinker 1.9's receiver bookkeeping (pinned <1.10): the names it relies on exist."""
+    from importlib.metadata import version
+
+    from blinker import NamedSignal
+    from blinker._utilities import make_id
+
+    assert version("blinker").startswith("1.9.")
+    for name in ("_disconnect", "_make_cleanup_sender", "receivers_for", "receivers", "set_class", "is_muted"):
+        assert hasattr(NamedSignal("probe"), name), name
+    assert make_id(test_the_blinker_internals_we_extend_are_there) == id(test_the_blinker_internals_we_extend_are_there)
