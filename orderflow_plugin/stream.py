@@ -56,6 +56,7 @@ _SILENCE_MARGIN = 0.5
 _SILENCE_CHECK = 0.25  # seconds between looks
 _SILENCE_GRACE = 0.5  # seconds a trade REST already shows may take to reach us before the stream counts as dead
 _GAP_WINDOW = 120.0  # seconds a learned longest gap is remembered (one to two windows)
+_BACKFILL_CHUNK = 10_000  # ids fetched (10 REST pages) and delivered before the next are fetched
 
 
 @dataclass
@@ -863,28 +864,35 @@ class OrderFlow:
         task.add_done_callback(self._task_done)
 
     async def _backfill(self, sequencer: Sequencer, first: int, last: int) -> None:
+        """Fill ids first..last over REST, a chunk at a time: each chunk is delivered before the next is
+        fetched, so a long hole (a restart after hours) keeps memory bounded and delivers oldest first."""
         assert self.backfiller is not None
-        failed: BackfillFailed | None = None
-        try:
-            trades = await self.backfiller.fetch(sequencer.symbol, first, last)
-        except BackfillFailed as exc:
-            failed, trades = exc, exc.fetched  # the pages that did arrive are delivered, not lost
-        except Exception as exc:  # a bug, not REST trouble: the hole must still end, in a report
-            logger.exception("%s: backfill of ids %d..%d raised", sequencer.symbol, first, last)
-            failed, trades = BackfillFailed(f"{sequencer.symbol}: backfill of ids {first}..{last} raised {exc!r}",
-                                            url=self.rest_url, symbol=sequencer.symbol, first=first, last=last), []
+        start = first
+        while start <= last:
+            end = min(last, start + _BACKFILL_CHUNK - 1)
+            failed: BackfillFailed | None = None
+            try:
+                trades = await self.backfiller.fetch(sequencer.symbol, start, end)
+            except BackfillFailed as exc:
+                failed, trades = exc, exc.fetched  # the pages that did arrive are delivered, not lost
+            except Exception as exc:  # a bug, not REST trouble: the hole must still end, in a report
+                logger.exception("%s: backfill of ids %d..%d raised", sequencer.symbol, start, end)
+                failed, trades = BackfillFailed(f"{sequencer.symbol}: backfill of ids {start}..{end} raised {exc!r}",
+                                                url=self.rest_url, symbol=sequencer.symbol, first=start, last=end), []
+            if trades:
+                self.counters["backfilled"] += len(trades)
+                for trade in sequencer.fill(trades):
+                    self._deliver(trade)
+                self._emit("on_backfill", symbol=sequencer.symbol, first_id=start,
+                           last_id=end if failed is None else trades[-1].id, count=len(trades))
+            if failed is not None:
+                self._filling.pop(sequencer.symbol, None)
+                logger.error("%s", failed)
+                self._emit("on_error", error=failed, where="backfill")
+                self._give_up(sequencer, f"backfill failed: {failed}")
+                return
+            start = end + 1
         self._filling.pop(sequencer.symbol, None)
-        if trades:
-            self.counters["backfilled"] += len(trades)
-            for trade in sequencer.fill(trades):
-                self._deliver(trade)
-            self._emit("on_backfill", symbol=sequencer.symbol, first_id=first,
-                       last_id=last if failed is None else trades[-1].id, count=len(trades))
-        if failed is not None:
-            logger.error("%s", failed)
-            self._emit("on_error", error=failed, where="backfill")
-            self._give_up(sequencer, f"backfill failed: {failed}")
-            return
         if sequencer.gap is not None:
             self._gap_opened(sequencer)
         self._may_pause = True

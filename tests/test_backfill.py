@@ -416,3 +416,16 @@ async def test_backfill_that_raises_still_ends_in_a_report(orderflow_sim_factory
     assert reported(events) == [(FIRST + 50, FIRST + 149)]
     assert "RuntimeError('a bug')" in str(events.of("on_error")[0]["error"])
     assert_nothing_lost(events, sim)
+
+
+async def test_a_long_hole_is_fetched_and_delivered_a_chunk_at_a_time(orderflow_sim_factory) -> None:
+    """A hole of 12,000 ids (a restart after a while) arrives as two chunks, each delivered before the next."""
+    sim = await orderflow_sim_factory(scenario=Scenario([[Fault("skip_ids", after=100, count=12_000)]]),
+                                      pace=Pace(rate=20_000), loop=True)
+    events = Events()
+    async with make_flow(sim, events, rest_timeout=2.0):
+        await events.until(lambda e: len(e.trades) >= 12_300, 20)
+    chunks = [(b["first"], b["last"], b["count"]) for b in events.of("on_backfill")]
+    assert chunks == [(FIRST + 100, FIRST + 10_099, 10_000), (FIRST + 10_100, FIRST + 12_099, 2_000)]
+    assert len(events.of("on_gap")) == 1
+    assert_nothing_lost(events, sim)
