@@ -749,34 +749,41 @@ class OrderFlow:
         """
         while True:
             await asyncio.sleep(_SILENCE_CHECK)
-            now = time.monotonic()
-            if self._checkpointer is not None:
-                self._checkpointer.tick(now)
-            if now >= self._gap_window_ends:
-                self._gap_window_ends = now + _GAP_WINDOW
-                self._gap_before, self._gap_now = self._gap_now, dict.fromkeys(self.symbols, 0.0)
-            for shard in self._shards:
-                connection = shard.connection
-                if shard.state != "streaming" or connection is None or connection.done.done() or connection.paused:
-                    continue
-                if any(self._sequencers[s].gap is not None or s in self._filling for s in shard.symbols):
-                    continue  # trades are arriving and waiting behind a hole: the feed is alive
-                newest = max(connection.opened_at, *(self._last_trade_at.get(s, 0.0) for s in shard.symbols))
-                if now - newest >= self.stall_timeout and now >= self._quiet_until.get(shard.number, 0.0):
-                    self._quiet_until[shard.number] = math.inf
-                    latest = max(shard.symbols, key=lambda s: self._last_trade_at.get(s, 0.0))
-                    self._spawn(self._verify_silence(shard, connection, latest, self.stall_timeout,
-                                                     key=shard.number), f"orderflow silence check {shard.number}")
-                    continue
-                if self.backfiller is None:
-                    continue
-                for symbol in shard.symbols:
-                    deadline = self.silence_deadline(symbol)
-                    since = now - max(connection.opened_at, self._last_trade_at.get(symbol, 0.0))
-                    if deadline < self.stall_timeout and since >= deadline and now >= self._quiet_until.get(symbol, 0):
-                        self._quiet_until[symbol] = math.inf
-                        self._spawn(self._verify_silence(shard, connection, symbol, deadline, key=symbol),
-                                    f"orderflow silence check {symbol}")
+            try:
+                self._check_silence(time.monotonic())
+            except Exception as exc:  # a bug here must not end the watchdog: report it and look again
+                logger.error("silence watchdog failed; it goes on", exc_info=exc)
+                self._emit("on_error", error=exc, where="task:orderflow silence watchdog")
+
+    def _check_silence(self, now: float) -> None:
+        """One look: persist a due checkpoint, roll the learned gaps, start the checks that are due."""
+        if self._checkpointer is not None:
+            self._checkpointer.tick(now)
+        if now >= self._gap_window_ends:
+            self._gap_window_ends = now + _GAP_WINDOW
+            self._gap_before, self._gap_now = self._gap_now, dict.fromkeys(self.symbols, 0.0)
+        for shard in self._shards:
+            connection = shard.connection
+            if shard.state != "streaming" or connection is None or connection.done.done() or connection.paused:
+                continue
+            if any(self._sequencers[s].gap is not None or s in self._filling for s in shard.symbols):
+                continue  # trades are arriving and waiting behind a hole: the feed is alive
+            newest = max(connection.opened_at, *(self._last_trade_at.get(s, 0.0) for s in shard.symbols))
+            if now - newest >= self.stall_timeout and now >= self._quiet_until.get(shard.number, 0.0):
+                self._quiet_until[shard.number] = math.inf
+                latest = max(shard.symbols, key=lambda s: self._last_trade_at.get(s, 0.0))
+                self._spawn(self._verify_silence(shard, connection, latest, self.stall_timeout,
+                                                 key=shard.number), f"orderflow silence check {shard.number}")
+                continue
+            if self.backfiller is None:
+                continue
+            for symbol in shard.symbols:
+                deadline = self.silence_deadline(symbol)
+                since = now - max(connection.opened_at, self._last_trade_at.get(symbol, 0.0))
+                if deadline < self.stall_timeout and since >= deadline and now >= self._quiet_until.get(symbol, 0):
+                    self._quiet_until[symbol] = math.inf
+                    self._spawn(self._verify_silence(shard, connection, symbol, deadline, key=symbol),
+                                f"orderflow silence check {symbol}")
 
     async def _verify_silence(self, shard: _Shard, connection: WsConnection, symbol: str, deadline: float, *,
                               key: str | int) -> None:

@@ -44,7 +44,7 @@ from websockets.uri import parse_uri
 
 from .errors import ConnectFailed, ConnectionLost, HandshakeRejected, StageTimeout, Stalled, StreamError
 
-__all__ = ["READERS", "STAGES", "Deadlines", "WsConnection", "open_connection"]
+__all__ = ["READERS", "STAGES", "Deadlines", "WsConnection", "connect_first", "open_connection"]
 
 logger = logging.getLogger(__name__)
 _protocol_logger = logging.getLogger("orderflow_plugin.transport.protocol")
@@ -352,7 +352,17 @@ class WsConnection(asyncio.Protocol):
         """Run a helper task that dies with the connection."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._helper_done)
+
+    def _helper_done(self, task: asyncio.Task[Any]) -> None:
+        """A helper (the keepalive) that fails takes the connection with it, by name: never a watchdog quietly gone."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("%s: helper task failed", self.endpoint, exc_info=exc)
+            error = StreamError(f"{self.endpoint}: {task.get_coro().__qualname__} failed: {exc!r}",  # type: ignore[union-attr]
+                                url=self.url, stage="streaming")
+            error.__cause__ = exc
+            self.fail(error)
 
     async def keepalive(self, idle: float, timeout: float) -> None:
         """Ping once nothing has arrived for ``idle`` s; fail if still nothing arrives within ``timeout`` s.
@@ -429,7 +439,7 @@ async def open_connection(
         infos = await within("resolve", loop.getaddrinfo(uri.host, uri.port, type=socket.SOCK_STREAM),
                              f"resolving {uri.host} got no answer")
         stage("tcp_connect")
-        await within("tcp_connect", _connect_any(loop, connection, infos, deadlines.tcp_connect),
+        await within("tcp_connect", connect_first(loop, lambda: connection, infos, deadlines.tcp_connect),
                      f"TCP connect to {endpoint} did not complete")
         if uri.secure:
             stage("tls")
@@ -469,27 +479,27 @@ async def open_connection(
         raise
 
 
-async def _connect_any(loop: asyncio.AbstractEventLoop, connection: WsConnection, infos: list[Any],
-                       deadline: float) -> None:
-    """Connect to each resolved address in turn (localhost may be ::1 and 127.0.0.1); the last error if none.
+async def connect_first(loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                        infos: list[Any], deadline: float | None = None) -> asyncio.BaseTransport:
+    """TCP to each resolved address in turn (localhost may be ::1 and 127.0.0.1); the last error if none.
 
-    Each address but the last gets an equal share of what is left of the deadline, so one that
-    silently drops packets does not use it all up before the next is tried.
+    With a ``deadline``, each address but the last gets an equal share of what is left of it, so
+    one that silently drops packets does not use it all up before the next is tried.
     """
     addresses = list(dict.fromkeys(infos))
-    ends = time.monotonic() + deadline
-    error: OSError | None = None
+    ends = time.monotonic() + (deadline or 0.0)
+    error: OSError = OSError("no address to connect to")
     for index, (family, _, proto, _, address) in enumerate(addresses):
-        share = (ends - time.monotonic()) / (len(addresses) - index)
+        last = index == len(addresses) - 1
+        share = None if deadline is None or last else (ends - time.monotonic()) / (len(addresses) - index)
         try:
-            async with asyncio.timeout(share if index < len(addresses) - 1 else None):
-                await loop.create_connection(lambda: connection, address[0], address[1], family=family, proto=proto)
-            return
-        except TimeoutError as exc:
+            async with asyncio.timeout(share):
+                transport, _ = await loop.create_connection(protocol_factory, address[0], address[1], family=family,
+                                                            proto=proto)
+            return transport
+        except OSError as exc:  # TimeoutError (this address's share) included
             error = exc
-        except OSError as exc:
-            error = exc
-    raise error if error is not None else OSError(f"no address for {connection.endpoint}")
+    raise error
 
 
 _STAGE_WORDS = {

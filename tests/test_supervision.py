@@ -153,3 +153,43 @@ def _manager(events: Events):
     manager = PluginManager()
     manager.register(events, name="events")
     return manager
+
+
+async def test_a_failing_keepalive_takes_its_connection_with_it_by_name(orderflow_sim_factory, monkeypatch) -> None:
+    """The keepalive raising (a bug) is not a watchdog quietly gone: the connection ends, named, and is replaced."""
+    sim = await orderflow_sim_factory(pace=Pace(rate=1000))
+    keepalive, calls = WsConnection.keepalive, []
+
+    async def failing_keepalive(self: WsConnection, idle: float, timeout: float) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the keepalive")
+        await keepalive(self, idle, timeout)
+
+    monkeypatch.setattr(WsConnection, "keepalive", failing_keepalive)
+    events = Events()
+    async with make_flow(sim, events):
+        await events.until(lambda e: len(e.of("on_connected")) >= 2 and len(e.trades) >= 300, 10)
+    error = events.of("on_disconnected")[0]["error"]
+    assert "failing_keepalive failed" in str(error) and isinstance(error.__cause__, RuntimeError)
+    ids = events.ids()
+    assert ids == list(range(ids[0], ids[0] + len(ids)))
+
+
+async def test_a_failing_silence_check_is_reported_and_the_watchdog_goes_on(orderflow_sim_factory, monkeypatch):
+    """A bug in one look of the silence watchdog is reported; the next looks still run."""
+    sim = await orderflow_sim_factory(pace=Pace(rate=1000))
+    check, looks = OrderFlow._check_silence, []
+
+    def failing_once(self: OrderFlow, now: float) -> None:
+        looks.append(now)
+        if len(looks) == 1:
+            raise KeyError("a bug in the watchdog")
+        check(self, now)
+
+    monkeypatch.setattr(OrderFlow, "_check_silence", failing_once)
+    events = Events()
+    async with make_flow(sim, events):
+        await events.until(lambda e: len(looks) >= 3, 5)
+    errors = [c for c in events.of("on_error") if c["where"] == "task:orderflow silence watchdog"]
+    assert len(errors) == 1 and isinstance(errors[0]["error"], KeyError)

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..symbols import normalize_symbol
+from ..transport import connect_first
 from .check import CERTIFICATE_ADVICE, Check, certificate_error
 
 __all__ = ["REST_CHECKS", "check_rest"]
@@ -59,7 +60,7 @@ async def check_rest(done: list[Check], base: str, symbol: str, market: str, tim
     endpoint = f"{host}:{port}"
     try:
         async with asyncio.timeout(timeout) as deadline:
-            transport = await _connect_first(loop, infos)
+            transport = await connect_first(loop, asyncio.Protocol, infos)
         transport.close()
     except OSError as exc:
         if deadline.expired():
@@ -160,16 +161,3 @@ def _http_advice(exc: Exception) -> str:
         return CERTIFICATE_ADVICE
     return "REST is unreachable or too slow: check connector.rest_url and the network; without REST, gaps " \
            "cannot be backfilled"
-
-
-async def _connect_first(loop: asyncio.AbstractEventLoop, infos: list[Any]) -> asyncio.BaseTransport:
-    """A TCP connection to the first resolved address that accepts one (localhost: ::1, then 127.0.0.1)."""
-    error: OSError = OSError("no address")
-    for family, _, proto, _, address in dict.fromkeys(infos):
-        try:
-            transport, _ = await loop.create_connection(asyncio.Protocol, address[0], address[1], family=family,
-                                                        proto=proto)
-            return transport
-        except OSError as exc:
-            error = exc
-    raise error
