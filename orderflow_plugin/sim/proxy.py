@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import logging
 import socket
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+
+from .link import Link, LinkRecord
 
 __all__ = ["Direction", "FaultProxy", "LinkRecord", "ProxyRecord"]
 
@@ -37,50 +38,11 @@ class _Shaping:
 
 
 @dataclass
-class LinkRecord:
-    """One relayed connection, numbered from 1 in order of accept."""
-
-    number: int
-    sent: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})  # bytes relayed
-    writes: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})  # one per byte when trickling
-    closed: str | None = None
-
-
-@dataclass
 class ProxyRecord:
     """Everything the proxy did, for tests to assert on."""
 
     links: list[LinkRecord] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)  # "hold", "release", "reset 2", "refuse 1.0", "listen", ...
-
-
-class _Link:
-    """The two sockets of one relayed connection and the tasks moving its bytes."""
-
-    def __init__(self, record: LinkRecord, sock: socket.socket, held: bool) -> None:
-        self.record = record
-        self.sock = sock  # the accepted socket; the client writer owns it once there is one
-        self.writers: list[asyncio.StreamWriter] = []
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.flowing = asyncio.Event()  # cleared while held
-        if not held:
-            self.flowing.set()
-        self.next_free = {"up": 0.0, "down": 0.0}  # when the bandwidth cap lets the next piece go
-
-    def cut(self, why: str, rst: bool = True) -> None:
-        """Drop both sockets (with an RST when ``rst``) and stop the link's tasks."""
-        if self.record.closed is None:
-            self.record.closed = why
-        for writer in self.writers:
-            if writer.transport.is_closing():
-                continue
-            sock = writer.get_extra_info("socket")
-            if rst and sock is not None:
-                with contextlib.suppress(OSError, ValueError):  # uvloop: ValueError once its socket is gone
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
-        for task in self.tasks - {asyncio.current_task()}:
-            task.cancel()
 
 
 class FaultProxy:
@@ -94,7 +56,7 @@ class FaultProxy:
         self._hold_new = False
         self._listener: socket.socket | None = None
         self._listening = False
-        self._links: set[_Link] = set()
+        self._links: set[Link] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._schedules: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -275,7 +237,7 @@ class FaultProxy:
             except OSError:  # BlockingIOError: the backlog is empty; ECONNABORTED: the client gave up
                 return
             sock.setblocking(False)
-            link = _Link(LinkRecord(len(self.record.links) + 1), sock, held=self._hold_new)
+            link = Link(LinkRecord(len(self.record.links) + 1), sock, held=self._hold_new)
             self.record.links.append(link.record)
             self._links.add(link)
             task = self._spawn(self._serve(link))
@@ -283,12 +245,12 @@ class FaultProxy:
             task.add_done_callback(lambda _, link=link: self._link_done(link))
             self._notify()
 
-    def _link_done(self, link: _Link) -> None:
+    def _link_done(self, link: Link) -> None:
         self._links.discard(link)
         if not link.writers:  # a task cancelled before it started never ran: the socket is still ours
             link.sock.close()
 
-    async def _serve(self, link: _Link) -> None:
+    async def _serve(self, link: Link) -> None:
         try:
             try:
                 client_reader, client_writer = await asyncio.open_connection(sock=link.sock)
@@ -323,7 +285,7 @@ class FaultProxy:
                     await writer.wait_closed()
         self._notify()
 
-    async def _read(self, link: _Link, reader: asyncio.StreamReader, queue: asyncio.Queue[tuple[float, bytes]],
+    async def _read(self, link: Link, reader: asyncio.StreamReader, queue: asyncio.Queue[tuple[float, bytes]],
                     direction: str) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -337,7 +299,7 @@ class FaultProxy:
             if not data:
                 return
 
-    async def _write(self, link: _Link, queue: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter,
+    async def _write(self, link: Link, queue: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter,
                      direction: str) -> None:
         loop = asyncio.get_running_loop()
         try:

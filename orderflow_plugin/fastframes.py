@@ -1,0 +1,107 @@
+"""The fast frame reader: whole data frames cut straight out of each read, websockets kept for the rest.
+
+With ``reader="fast"`` (the ``connector.transport`` setting), websockets still does the handshake
+and every control frame (ping, pong, close), but a whole unmasked text or binary frame of at most
+``max_size`` bytes (every frame Binance sends) is cut out of the read by :meth:`FastFrames._scan`,
+without websockets' per-frame objects. Anything else (a fragment, a reserved bit, a mask, a 64-bit
+length, an oversized frame) hands the rest of the connection back to websockets, which reports it
+as before. websockets only ever sees whole frames, so its parser stays at a frame boundary. One
+difference: websockets closes a text frame that is not UTF-8 with 1007; the fast reader passes it
+to the decoder, which reports it as a bad frame and the connection goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from websockets.client import ClientProtocol
+from websockets.protocol import State
+
+__all__ = ["FastFrames"]
+
+_MAX_HEAD = 65536  # bytes of HTTP response the fast reader holds while looking for its end
+_WHOLE_DATA = (0x81, 0x82)  # FIN + text, FIN + binary, no reserved bits: one frame, one message
+
+
+class FastFrames:
+    """The fast reader's part of :class:`~orderflow_plugin.transport.WsConnection`, which it is mixed into.
+
+    A mixin rather than an object of its own so that ``_scan`` reaches the connection's state
+    without one more attribute hop per read.
+    """
+
+    # The connection's state, set up by WsConnection.__init__
+    on_frame: Callable[[Any, bytes], None]
+    max_size: int
+    protocol: ClientProtocol
+    paused: bool
+    fast: bool  # the fast reader is cutting data frames (from the end of the 101 response on)
+    _head: bytes | None  # the HTTP response, until it is whole (None: the websockets reader, or done)
+    _buffer: bytes  # the start of a frame not yet whole, or what a pause held back
+    _feed: Callable[[bytes], None]  # websockets parses the bytes; the connection acts on its events
+
+    def _read_head(self, data: bytes) -> None:
+        """Fast reader: give websockets the HTTP response alone; the frames after it are ours."""
+        head = self._head + data  # type: ignore[operator]
+        end = head.find(b"\r\n\r\n")
+        if end < 0 and len(head) <= _MAX_HEAD:
+            self._head = head
+            return
+        self._head = None
+        if end < 0:  # no end of headers in 64 KiB: websockets rejects what it cannot parse
+            self._feed(head)
+            return
+        self._feed(head[:end + 4])
+        rest = head[end + 4:]
+        if self.protocol.state is State.OPEN:
+            self.fast = True
+            if rest:
+                self._scan(rest)
+        elif rest:  # not a 101: the body belongs to the response websockets reports
+            self._feed(rest)
+
+    def _scan(self, data: bytes) -> None:
+        """Fast reader: hand each whole data frame in the buffer to ``on_frame``; control frames to websockets."""
+        buffer = self._buffer + data if self._buffer else data
+        size = len(buffer)
+        position = 0
+        on_frame = self.on_frame
+        max_size = self.max_size
+        while size - position >= 2:
+            first = buffer[position]
+            length = buffer[position + 1]  # a set mask bit makes it >= 128: handed over below
+            start = position + 2
+            if length == 126:
+                if size - position < 4:
+                    break
+                length = (buffer[start] << 8) | buffer[start + 1]
+                start += 2
+            elif length > 126:
+                self._hand_over(buffer[position:])
+                return
+            end = start + length
+            if end > size:
+                break
+            if first in _WHOLE_DATA and length <= max_size:
+                on_frame(self, buffer[start:end])
+                position = end
+                if self.paused:  # the rest of this read waits for resume()
+                    break
+            elif first & 0x0F >= 0x08 and first & 0x80 and not first & 0x70:  # a control frame: websockets'
+                self._feed(buffer[position:end])
+                position = end
+                if self.protocol.state is not State.OPEN:  # a close: websockets finishes the connection
+                    self._hand_over(buffer[position:])
+                    return
+            else:  # a fragment, a reserved bit, an oversized frame: websockets reads (and judges) the rest
+                self._hand_over(buffer[position:])
+                return
+        self._buffer = buffer[position:] if position < size else b""
+
+    def _hand_over(self, data: bytes) -> None:
+        """Stop the fast reader; websockets parses ``data`` (which starts at a frame) and all that follows."""
+        self.fast = False
+        self._buffer = b""
+        if data:
+            self._feed(data)
