@@ -6,6 +6,12 @@ they connected. A hook or receiver that raises is isolated: counted, logged with
 (at most once per ``report_interval`` per plugin, with how often it failed meanwhile),
 reported through ``on_error``, and the event still reaches everyone else. ``async def``
 receivers get the events in order on a task of their own, through a bounded queue.
+
+Lifecycle hooks are called through pluggy (``manager.hook.<name>(...)``, ``call_historic``
+for historic ones), so hookcall monitoring and tracing see them; the isolation and timing
+happen inside that call, in the executor the manager hands each hook's implementations to
+(see :class:`~orderflow_plugin.PluginManager`). The per-trade hooks (``on_trade``,
+``on_metric``) take a cached call list instead: pluggy's call costs more than the hook.
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pluggy
 from blinker import NamedSignal
 
 from .errors import HookFailed, HookTooSlow, PluginError
@@ -27,6 +34,7 @@ __all__ = ["Dispatcher"]
 logger = logging.getLogger(__name__)
 
 _Call = tuple[str, Callable[..., Any], tuple[str, ...]]
+_PER_TRADE = frozenset({"on_trade", "on_metric"})  # called from the cached list, not through pluggy
 
 
 class Dispatcher:
@@ -55,18 +63,29 @@ class Dispatcher:
         self._suppressed: dict[tuple[str, str], int] = {}
         self._workers: dict[Any, _AsyncReceiver] = {}
         self._receivers: dict[NamedSignal, tuple[int, tuple[Any, ...]]] = {}  # signal -> (its version, receivers)
+        manager.impl_caller = self._call_impls  # one dispatcher per manager: the latest one reports
 
     def emit(self, hook: str, **kwargs: Any) -> None:
-        """Call every implementation of ``hook``, then send the parallel signal."""
-        for name, function, argnames in self._hook_calls(hook):
-            start = time.perf_counter()
-            try:
-                function(*[kwargs[arg] for arg in argnames])
-            except Exception as exc:
-                self._failed(name, hook, exc)
-            elapsed = time.perf_counter() - start
-            if elapsed > self._budget:
-                self._slow(name, hook, elapsed)
+        """Call every implementation of ``hook``, then send the parallel signal.
+
+        A historic hook (``on_startup``) is also remembered by pluggy for plugins registered later.
+        """
+        if hook in _PER_TRADE:
+            for name, function, argnames in self._hook_calls(hook):
+                start = time.perf_counter()
+                try:
+                    function(*[kwargs[arg] for arg in argnames])
+                except Exception as exc:
+                    self._failed(name, hook, exc)
+                elapsed = time.perf_counter() - start
+                if elapsed > self._budget:
+                    self._slow(name, hook, elapsed)
+        else:
+            caller = getattr(self.manager.hook, hook)
+            if caller.is_historic():
+                caller.call_historic(kwargs=kwargs)
+            else:
+                caller(**kwargs)
         signal = signal_for_hook(hook)
         if signal.receivers and not signal.is_muted:  # blinker's send() honours muted(); so do we
             self._send(signal, hook, kwargs)
@@ -106,6 +125,29 @@ class Dispatcher:
         for worker in workers:
             worker.task.cancel()
         await asyncio.gather(*(w.task for w in workers), return_exceptions=True)
+
+    def _call_impls(self, hook: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> list[Any]:
+        """Call each implementation, isolated and timed: the innermost step of every call through pluggy."""
+        results = []
+        clock = time.perf_counter
+        for impl in reversed(impls):  # pluggy lists them last-called first
+            args = [kwargs[arg] for arg in impl.argnames]
+            start = clock()
+            try:
+                if impl.kwargnames:  # parameters with defaults, passed when the call has them, as pluggy does
+                    result = impl.function(*args, **{k: kwargs[k] for k in impl.kwargnames if k in kwargs})
+                else:
+                    result = impl.function(*args)
+            except Exception as exc:
+                elapsed = clock() - start
+                self._failed(impl.plugin_name, hook, exc)
+            else:
+                elapsed = clock() - start
+                if result is not None:
+                    results.append(result)
+            if elapsed > self._budget:
+                self._slow(impl.plugin_name, hook, elapsed)
+        return results
 
     def _hook_calls(self, hook: str) -> tuple[_Call, ...]:
         if self._version != self.manager.version:

@@ -8,6 +8,9 @@ counted, reported through ``on_error``) while the event still reaches every othe
 
 A plugin implements any subset, taking any subset of the arguments by name. Functions are
 recognised by name (``def on_trade(trade): ...``) or marked with ``@hookimpl``.
+
+Every hook except the per-trade ``on_trade`` and ``on_metric`` is called through pluggy
+(``manager.hook.<name>``), so ``add_hookcall_monitoring`` and ``enable_tracing`` see it.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-@hookspec
+@hookspec(historic=True)
 def on_startup(settings: Settings) -> None:
     """The stream is starting, before its first connection; read your settings here.
+
+    Historic: a plugin registered after the stream started gets it once, as it registers.
 
     :param settings: the validated settings; a plugin's own table is ``settings.hooks.<name>``.
     """

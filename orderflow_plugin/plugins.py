@@ -14,7 +14,7 @@ import inspect
 import logging
 import sys
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,7 @@ from .errors import PluginLoadError
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["ENTRY_POINT_GROUP", "HOOK_NAMES", "PluginManager", "load_plugins", "plugins_from_settings"]
+__all__ = ["ENTRY_POINT_GROUP", "HOOK_NAMES", "ImplCaller", "PluginManager", "load_plugins", "plugins_from_settings"]
 
 ENTRY_POINT_GROUP = "orderflow_plugin"
 HOOK_NAMES = frozenset(
@@ -35,12 +35,22 @@ HOOK_NAMES = frozenset(
 )
 logger = logging.getLogger(__name__)
 
+# (hook name, its implementations in pluggy's list order, the call's keyword arguments) -> results
+ImplCaller = Callable[[str, Sequence[pluggy.HookImpl], Mapping[str, Any]], list[Any]]
+
 
 class PluginManager(pluggy.PluginManager):
     """A pluggy manager for our hooks that also accepts unmarked ``on_*`` functions.
 
     ``version`` changes on every register and unregister so a dispatcher can cache the
     call lists. Wrappers are refused: our hooks are notifications with nothing to wrap.
+
+    Every call made through ``manager.hook`` (a plain call, ``call_historic``, and the replay
+    of a historic call to a plugin registered later) ends in pluggy's innermost executor.
+    Ours hands the implementations to ``impl_caller`` when one is set (the
+    :class:`~orderflow_plugin.Dispatcher` sets it to call each one isolated and timed), and
+    to pluggy's own loop otherwise. Hookcall monitoring and ``enable_tracing`` wrap around
+    it, so they see every call, and see it complete even when one plugin raised.
     """
 
     def __init__(self) -> None:
@@ -48,6 +58,21 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.version = 0
         self.load_errors: list[PluginLoadError] = []
+        self.impl_caller: ImplCaller | None = None
+        # pluggy keeps that executor in _inner_hookexec, the slot add_hookcall_monitoring wraps (pluggy 0.x
+        # to 1.7; tests/test_plugins.py checks the name). Replacing it before anyone can wrap it keeps it
+        # innermost; wrapping each HookImpl.function at register() would come too late for the historic
+        # replay, which pluggy runs inside register() before returning.
+        self._pluggy_call = self._inner_hookexec
+        self._inner_hookexec = self._call_impls
+
+    def _call_impls(
+        self, hook: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any], firstresult: bool
+    ) -> Any:
+        impl_caller = self.impl_caller
+        if impl_caller is None or firstresult:  # none of our hooks is firstresult; a foreign spec gets pluggy's loop
+            return self._pluggy_call(hook, impls, kwargs, firstresult)
+        return impl_caller(hook, impls, kwargs)
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> pluggy.HookimplOpts | None:
         """Take ``@hookimpl`` functions, and plain functions named like a hook."""

@@ -377,3 +377,147 @@ def test_the_blinker_internals_we_extend_are_there() -> None:
     for name in ("_disconnect", "_make_cleanup_sender", "receivers_for", "receivers", "set_class", "is_muted"):
         assert hasattr(NamedSignal("probe"), name), name
     assert make_id(test_the_blinker_internals_we_extend_are_there) == id(test_the_blinker_internals_we_extend_are_there)
+
+
+@pytest.fixture
+def hookcalls(manager: PluginManager):
+    """Every call pluggy makes on the manager, as (hook, kwargs, the call's exception) once it ends."""
+    calls: list[tuple[str, dict, BaseException | None]] = []
+    undo = manager.add_hookcall_monitoring(
+        lambda hook, impls, kwargs: None,
+        lambda outcome, hook, impls, kwargs: calls.append((hook, dict(kwargs), outcome.exception)),
+    )
+    yield calls
+    undo()
+
+
+class FakeClock:
+    """Stands in for the ``time`` module in dispatch.py, so a plugin can take 0.5 s without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_hookcall_monitoring_sees_lifecycle_hooks(manager: PluginManager, sender) -> None:
+    """pm.add_hookcall_monitoring sees a lifecycle hook the dispatcher calls, with its plugins and kwargs."""
+    before: list[tuple[str, list[str], dict]] = []
+    after: list[tuple[str, object]] = []
+    manager.register(Recorder(), name="recorder")
+    manager.add_hookcall_monitoring(
+        lambda hook, impls, kwargs: before.append((hook, [impl.plugin_name for impl in impls], dict(kwargs))),
+        lambda outcome, hook, impls, kwargs: after.append((hook, outcome.get_result())),
+    )
+    dispatcher = Dispatcher(manager, sender)  # monitoring added before the dispatcher still wraps its calls
+    dispatcher.emit("on_connected", **EVENTS["on_connected"])
+    assert before == [("on_connected", ["recorder"], EVENTS["on_connected"])]
+    assert after == [("on_connected", [])]
+
+
+def test_tracing_sees_lifecycle_hooks(manager: PluginManager, dispatcher) -> None:
+    """pm.enable_tracing writes a lifecycle hook call and its arguments to pm.trace's writer."""
+    lines: list[str] = []
+    manager.register(Recorder(), name="recorder")
+    manager.trace.root.setwriter(lines.append)
+    undo = manager.enable_tracing()
+    try:
+        dispatcher.emit("on_gap", **EVENTS["on_gap"])
+    finally:
+        undo()
+    text = "".join(lines)
+    assert "on_gap [hook]" in text and "first_missing: 5" in text and "finish on_gap --> [] [hook]" in text
+
+
+def test_plugin_registered_after_startup_gets_it_once(manager: PluginManager, dispatcher) -> None:
+    """on_startup is historic: a plugin registered after it was emitted gets it once, as it registers."""
+    early = Recorder()
+    manager.register(early, name="early")
+    dispatcher.emit("on_startup", **EVENTS["on_startup"])
+    late = Recorder()
+    manager.register(late, name="late")
+    assert late.calls == [("on_startup", EVENTS["on_startup"])]
+    manager.register(Recorder(), name="later")  # replays to the newcomer only
+    dispatcher.emit("on_gap", **EVENTS["on_gap"])
+    assert early.calls == late.calls == [("on_startup", EVENTS["on_startup"]), ("on_gap", EVENTS["on_gap"])]
+
+
+def test_raising_lifecycle_plugin_is_isolated_inside_the_pluggy_call(manager: PluginManager, dispatcher,
+                                                                     hookcalls) -> None:
+    """A raising on_connected is counted and reported, the other plugin still gets it, and pluggy's call completes."""
+
+    class Boom:
+        def on_connected(self, url):
+            raise ZeroDivisionError("strategy bug")
+
+    good = Recorder()
+    manager.register(good, name="good")
+    manager.register(Boom(), name="boom")  # registered last, so called first
+    dispatcher.emit("on_connected", **EVENTS["on_connected"])
+    assert [hook for hook, _ in good.calls] == ["on_error", "on_connected"]
+    reported = good.calls[0][1]
+    assert reported["where"] == "plugin:boom.on_connected" and isinstance(reported["error"], HookFailed)
+    assert isinstance(reported["error"].__cause__, ZeroDivisionError)
+    assert good.calls[1] == ("on_connected", EVENTS["on_connected"])
+    assert dispatcher.plugin_errors == 1
+    assert [(hook, exc) for hook, _, exc in hookcalls] == [("on_error", None), ("on_connected", None)]
+
+
+def test_raising_startup_replayed_to_a_late_plugin_is_isolated(manager: PluginManager, dispatcher) -> None:
+    """A late plugin whose replayed on_startup raises is still registered, and the failure is counted and reported."""
+    reports: list[str] = []
+    gaps: list[str] = []
+
+    class Watcher:
+        def on_error(self, error, where):
+            reports.append(where)
+
+    class Late:
+        def on_startup(self, settings):
+            raise RuntimeError("bad settings")
+
+        def on_gap(self, symbol):
+            gaps.append(symbol)
+
+    manager.register(Watcher(), name="watcher")
+    dispatcher.emit("on_startup", **EVENTS["on_startup"])
+    manager.register(Late(), name="late")
+    dispatcher.emit("on_gap", **EVENTS["on_gap"])
+    assert reports == ["plugin:late.on_startup"]
+    assert dispatcher.plugin_errors == 1
+    assert gaps == ["BTCUSDT"]
+
+
+def test_slow_lifecycle_plugin_is_reported_inside_the_pluggy_call(manager: PluginManager, dispatcher, hookcalls,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An on_connected over budget is reported with its duration; the other plugin is not, and pluggy sees the call."""
+    from orderflow_plugin import dispatch
+
+    clock = FakeClock()
+    monkeypatch.setattr(dispatch, "time", clock)
+    reports: list[tuple[BaseException, str]] = []
+    connected: list[str] = []
+
+    class Slow:
+        def on_connected(self, url):
+            clock.now += 0.5
+
+    class Watcher:
+        def on_connected(self, url):
+            connected.append(url)
+
+        def on_error(self, error, where):
+            reports.append((error, where))
+
+    manager.register(Watcher(), name="watcher")
+    manager.register(Slow(), name="slow")
+    dispatcher.emit("on_connected", **EVENTS["on_connected"])
+    assert dispatcher.slow_calls == 1
+    [(error, where)] = reports
+    assert isinstance(error, HookTooSlow) and where == "plugin:slow.on_connected" and error.seconds == 0.5
+    assert connected == [EVENTS["on_connected"]["url"]]
+    assert [hook for hook, _, _ in hookcalls] == ["on_error", "on_connected"]

@@ -6,6 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pluggy
 import pytest
 
 from orderflow_plugin import PluginLoadError, PluginManager, hookimpl, load_plugins, plugins_from_settings
@@ -183,3 +184,50 @@ def test_hook_names_match_hookspecs() -> None:
     manager = PluginManager()
     specs = {name for name in dir(manager.hook) if not name.startswith("_")}
     assert specs == HOOK_NAMES
+
+
+def test_impl_caller_is_the_innermost_step_of_every_hook_call(manager: PluginManager) -> None:
+    """impl_caller gets every call through manager.hook, historic replays included, inside hookcall monitoring."""
+    got: list[tuple[str, list[str]]] = []
+    monitored: list[str] = []
+
+    def impl_caller(hook, impls, kwargs):
+        got.append((hook, [impl.plugin_name for impl in impls]))
+        return []
+
+    class Plugin:
+        def on_startup(self, settings):
+            raise AssertionError("impl_caller decides who is called")
+
+        def on_gap(self, symbol):
+            raise AssertionError("impl_caller decides who is called")
+
+    manager.impl_caller = impl_caller
+    manager.add_hookcall_monitoring(lambda hook, impls, kwargs: monitored.append(hook), lambda *args: None)
+    manager.hook.on_startup.call_historic(kwargs={"settings": None})
+    manager.register(Plugin(), name="p")
+    manager.hook.on_gap(symbol="BTCUSDT", first_missing=1, last_missing=2)
+    assert got == [("on_startup", []), ("on_startup", ["p"]), ("on_gap", ["p"])]
+    assert monitored == ["on_startup", "on_startup", "on_gap"]
+
+
+def test_without_impl_caller_pluggy_calls_hooks_itself(manager: PluginManager) -> None:
+    """With no dispatcher attached, hooks run in pluggy's own loop and a raising one propagates."""
+
+    class Boom:
+        def on_gap(self, symbol):
+            raise ZeroDivisionError("no isolation without a dispatcher")
+
+    manager.register(Boom(), name="boom")
+    with pytest.raises(ZeroDivisionError):
+        manager.hook.on_gap(symbol="BTCUSDT", first_missing=1, last_missing=2)
+
+
+def test_the_pluggy_internals_we_replace_are_there() -> None:
+    """PluginManager replaces pluggy's innermost executor _inner_hookexec, the slot add_hookcall_monitoring wraps."""
+    probe = pluggy.PluginManager("probe")
+    innermost = probe._inner_hookexec
+    undo = probe.add_hookcall_monitoring(lambda *args: None, lambda *args: None)
+    assert probe._inner_hookexec is not innermost
+    undo()
+    assert probe._inner_hookexec is innermost
