@@ -5,7 +5,7 @@ The simulator replays the bundled real tape looped, as fast as the client reads.
 plain `websockets` client that only receives the same frames. Reports trades/s, CPU per trade and
 peak RSS of this process, and the ratio plugin/ceiling, for each frame reader (``transport``):
 ``websockets`` (the default) and ``fast`` (our reader of data frames after websockets' handshake).
-Each reader also runs once with ``metrics=False`` (receive, decode, sequence, hook + signal, no
+Each reader also runs once with ``flow=Flow(enabled=False)`` (receive, decode, sequence, hook + signal, no
 order-flow engine): the floor of the pipeline around the engine, printed as such.
 
 Run: .venv/bin/python bench/end_to_end.py [--trades 1000000] [--transports websockets,fast]
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe
 from _sim import simulator
 
-from orderflow_plugin import OrderFlow, PluginManager, signals
+from orderflow_plugin import Flow, OrderFlow, PluginManager, Reporting, Timeouts, signals
 
 
 class Count:
@@ -63,7 +63,8 @@ async def plugin(url: str, n: int, transport: str, metrics: bool = True) -> tupl
     manager.register(count, name="count")
     signals.trade.connect(receiver)
     flow = OrderFlow(["BTCUSDT"], ws_url=url, rest_url=url.replace("ws://", "http://"), plugins=manager,
-                     loop_block_threshold=0, stall_timeout=60, transport=transport, metrics=metrics)
+                     transport=transport, timeouts=Timeouts(stall=60), flow=Flow(enabled=metrics),
+                     reporting=Reporting(loop_block_threshold=0))
     try:
         async with flow:
             while count.seen == 0:
@@ -98,8 +99,8 @@ def main() -> None:
               f"hook + signal): {n / flow_wall:,.0f} trades/s, CPU {flow_cpu / n * 1e6:.2f} µs/trade, "
               f"ratio plugin/ceiling {bare_wall / flow_wall:.2f}")
     for transport, (flow_wall, flow_cpu) in floors.items():
-        print(f"  floor, OrderFlow(metrics=False), transport {transport!r} (decode, sequence, hook + signal, "
-              f"no engine): {n / flow_wall:,.0f} trades/s, CPU {flow_cpu / n * 1e6:.2f} µs/trade, "
+        print(f"  floor, OrderFlow(flow=Flow(enabled=False)), transport {transport!r} (decode, sequence, "
+              f"hook + signal, no engine): {n / flow_wall:,.0f} trades/s, CPU {flow_cpu / n * 1e6:.2f} µs/trade, "
               f"ratio plugin/ceiling {bare_wall / flow_wall:.2f}")
     print("  targets: 'websockets' ratio >= 0.75; 'fast' >= 250,000 trades/s")
     print(f"  peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

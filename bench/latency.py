@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe
 from _sim import simulator
 
-from orderflow_plugin import OrderFlow, PluginManager, signals
+from orderflow_plugin import OrderFlow, PluginManager, Reporting, Timeouts, signals
 from orderflow_plugin.transport import READERS, WsConnection
 
 _clock = time.perf_counter_ns
@@ -76,7 +76,7 @@ async def measure(url: str, seconds: float, warmup: float, transport: str) -> tu
     manager.register(probe, name="probe")
     signals.metric.connect(probe.metric)
     flow = OrderFlow(["BTCUSDT"], ws_url=url, rest_url=url.replace("ws://", "http://"), plugins=manager,
-                     loop_block_threshold=0, stall_timeout=60, transport=transport)
+                     transport=transport, timeouts=Timeouts(stall=60), reporting=Reporting(loop_block_threshold=0))
     try:
         async with flow:
             await asyncio.sleep(warmup)

@@ -6,7 +6,7 @@ made on first run from PyPI), runs in its own process with its normal public API
 trades in its callback; the first trade starts its clock. The simulator replays the bundled real
 tape looped, as fast as each client reads, in a process of its own (a fresh one per client).
 OrderFlow runs here doing all its work (decode, sequence, every default metric, one hook), and
-again with ``metrics=False`` (decode, sequence, one hook): closer to what the peers do.
+again with ``flow=Flow(enabled=False)`` (decode, sequence, one hook): closer to what the peers do.
 
 Run: .venv/bin/python bench/peers.py [--trades 200000]  (ours runs on both transports)
 Target (issue #9): OrderFlow at least 3 x the fastest peer's trades/s.
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe
 from _sim import simulator
 
-from orderflow_plugin import OrderFlow, PluginManager
+from orderflow_plugin import Flow, OrderFlow, PluginManager, Reporting, Timeouts
 from orderflow_plugin.transport import READERS
 
 HERE = Path(__file__).resolve().parent
@@ -166,7 +166,8 @@ async def run_ours(url: str, n: int, transport: str, metrics: bool) -> dict[str,
     manager = PluginManager()
     manager.register(count, name="count")
     async with OrderFlow(["BTCUSDT"], ws_url=url, rest_url=url.replace("ws://", "http://"), plugins=manager,
-                         loop_block_threshold=0, stall_timeout=60, transport=transport, metrics=metrics):
+                         transport=transport, timeouts=Timeouts(stall=60), flow=Flow(enabled=metrics),
+                         reporting=Reporting(loop_block_threshold=0)):
         await count.done.wait()
         return {"seconds": time.perf_counter() - count.start, "trades": n - 1}
 
@@ -200,7 +201,7 @@ def main() -> None:
         our_rate = result["trades"] / result["seconds"]
         label = f"orderflow-plugin, transport {transport!r}"
         ratio = f"   {our_rate / max(rates):.2f} x the fastest peer (target >= 3)" if rates else ""
-        work = "every default metric" if metrics else "metrics=False"
+        work = "every default metric" if metrics else "flow=Flow(enabled=False)"
         print(f"  {label:40s} {our_rate:>10,.0f} trades/s ({work}){ratio}")
 
 

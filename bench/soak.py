@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe
 from _sim import simulator
 
-from orderflow_plugin import OrderFlow, PluginManager
+from orderflow_plugin import OrderFlow, PluginManager, Reconnect, Reporting, Timeouts
 from orderflow_plugin.transport import READERS
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -75,14 +75,14 @@ def scenario(trades: int, every: int, skip: int) -> dict:
     return {"connection": connections}
 
 
-async def soak(url: str, trades: int, stall_timeout: float,
+async def soak(url: str, trades: int, stall: float,
                transport: str) -> tuple[Checker, OrderFlow, float, float]:
     checker = Checker(trades)
     manager = PluginManager()
     manager.register(checker, name="checker")
     flow = OrderFlow(["BTCUSDT"], ws_url=url, rest_url=url.replace("ws://", "http://"), plugins=manager,
-                     loop_block_threshold=0, stall_timeout=stall_timeout, backoff_initial=0.1,
-                     transport=transport)
+                     transport=transport, timeouts=Timeouts(stall=stall), reconnect=Reconnect(backoff_initial=0.1),
+                     reporting=Reporting(loop_block_threshold=0))
     async with flow:
         wall, cpu = time.perf_counter(), time.process_time()
         await checker.done.wait()

@@ -2,7 +2,7 @@
 
 Run it with a checkpoint file and a CSV to append to:
 
-    ORDERFLOW_SEQUENCE__CHECKPOINT_PATH=state/checkpoint.json python examples/restart_safe_bot.py trades.csv
+    ORDERFLOW_SEQUENCING__CHECKPOINT_PATH=state/checkpoint.json python examples/restart_safe_bot.py trades.csv
 
 The stream's checkpoint makes a restart backfill whatever happened while the bot was down;
 trades a previous run may already have handled arrive again with ``source == "replay"``, and
@@ -44,8 +44,8 @@ class ExactlyOnceCsv:
 
 async def main(csv_path: str) -> None:
     settings = load_settings()
-    if not settings.sequence.checkpoint_path:
-        sys.exit("set sequence.checkpoint_path (e.g. ORDERFLOW_SEQUENCE__CHECKPOINT_PATH=checkpoint.json)")
+    if not settings.sequencing.checkpoint_path:
+        sys.exit("set sequencing.checkpoint_path (e.g. ORDERFLOW_SEQUENCING__CHECKPOINT_PATH=checkpoint.json)")
     plugins = plugins_from_settings(settings)
     plugins.register(ExactlyOnceCsv(Path(csv_path)), name="csv")
     stop = asyncio.Event()

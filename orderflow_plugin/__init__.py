@@ -23,20 +23,20 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .models import Metric, Trade
+from .options import Flow, Limits, Reconnect, Reporting, Sequencing, Timeouts
 from .plugins import PluginManager, load_plugins, plugins_from_settings
 from .stream import OrderFlow
 from .symbols import normalize_symbol, stream_name
 from .tape import Tape, TapeRow, bundled_tape, load_tape
 from .threaded import FlowThread
-from .transport import Deadlines
 
 __all__ = [
     "BadFrame",
     "Bar",
     "ConnectFailed",
     "ConnectionLost",
-    "Deadlines",
     "Dispatcher",
+    "Flow",
     "FlowEngine",
     "FlowThread",
     "Footprint",
@@ -44,12 +44,16 @@ __all__ = [
     "HandshakeRejected",
     "HookFailed",
     "HookTooSlow",
+    "Limits",
     "Metric",
     "OrderFlow",
     "OrderFlowError",
     "PluginError",
     "PluginLoadError",
     "PluginManager",
+    "Reconnect",
+    "Reporting",
+    "Sequencing",
     "Settings",
     "SettingsError",
     "Snapshot",
@@ -59,6 +63,7 @@ __all__ = [
     "Tape",
     "TapeError",
     "TapeRow",
+    "Timeouts",
     "Trade",
     "Whale",
     "bundled_tape",

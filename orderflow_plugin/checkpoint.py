@@ -149,7 +149,7 @@ class Checkpoint:
                                   "fix it, or delete it to start from the live stream") from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise CheckpointError(f"checkpoint {self.path} is not an orderflow checkpoint (no \"format\": "
-                                  f"\"{FORMAT}\"); point sequence.checkpoint_path at a file of its own")
+                                  f"\"{FORMAT}\"); point sequencing.checkpoint_path at a file of its own")
         if data.get("version") != VERSION:
             raise CheckpointError(f"checkpoint {self.path} has version {data.get('version')!r}; this "
                                   f"orderflow_plugin reads version {VERSION}")

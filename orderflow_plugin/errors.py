@@ -16,7 +16,7 @@
           ├── HandshakeRejected the upgrade was answered with an HTTP error (``status``, ``retry_after``)
           ├── ConnectionLost   an open connection ended (``code``, ``reason``)
           ├── Stalled          an open connection was found dead or silent (``silent_for``)
-          └── GaveUp           ``max_attempts`` were spent; says what was tried and why it failed
+          └── GaveUp           ``reconnect.max_attempts`` were spent; says what was tried and why it failed
 
 Lower-level exceptions are translated at the boundary with ``raise ... from exc`` so the
 original stays available as ``__cause__``. Whatever a connection raises while opening,
@@ -85,7 +85,7 @@ class HookFailed(PluginError):
 
 
 class HookTooSlow(PluginError):
-    """A synchronous hook took longer than ``plugins.slow_hook_ms``."""
+    """A synchronous hook took longer than ``reporting.slow_hook_ms``."""
 
     def __init__(self, plugin: str, hook: str, seconds: float, budget: float) -> None:
         self.hook = hook
@@ -156,4 +156,4 @@ class Stalled(StreamError):
 
 
 class GaveUp(StreamError):
-    """``max_attempts`` connection attempts failed; the message lists what was tried."""
+    """``reconnect.max_attempts`` connection attempts failed; the message lists what was tried."""

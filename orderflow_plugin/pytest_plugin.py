@@ -89,9 +89,10 @@ if pytest_asyncio is not None:
     ) -> AsyncIterator[Callable[..., Awaitable[OrderFlow]]]:
         """Start OrderFlow on a simulator with ``plugins``; return once ``trades`` trades were delivered.
 
-        Keyword arguments go to OrderFlow, except ``sim`` (a simulator to use instead of a new one
-        on the bundled tape), ``tls`` (a new simulator over TLS) and ``timeout`` (seconds to wait
-        for the trades, default 10). On a TLS simulator ``ca_file`` defaults to ``orderflow_tls``'s.
+        Keyword arguments go to OrderFlow (``timeouts=Timeouts(stall=5.0)``, ...), except ``sim`` (a
+        simulator to use instead of a new one on the bundled tape), ``tls`` (a new simulator over TLS)
+        and ``timeout`` (seconds to wait for the trades, default 10). On a TLS simulator ``ca_file``
+        defaults to ``orderflow_tls``'s.
         """
         flows: list[OrderFlow] = []
 

@@ -45,10 +45,10 @@ class FlowThread:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop the stream (closing connections within close_timeout) and join the thread."""
+        """Stop the stream (closing connections within ``timeouts.close``) and join the thread."""
         if self._loop is not None and self._stopping is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stopping.set)
-        wait = timeout if timeout is not None else self.flow.close_timeout + 2.0
+        wait = timeout if timeout is not None else self.flow.timeouts.close + 2.0
         self._thread.join(wait)
         if self._thread.is_alive():
             raise OrderFlowError(f"the orderflow thread did not stop within {wait:.1f} s")

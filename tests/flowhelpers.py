@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from orderflow_plugin import OrderFlow, PluginManager, Trade
+from orderflow_plugin import Limits, OrderFlow, PluginManager, Reconnect, Timeouts, Trade
 
 READER = "websockets"  # the frame reader make_flow uses; conftest runs the fault suites on each
 # Wall-clock limits in tests are multiplied by this (websockets' WEBSOCKETS_TESTS_TIMEOUT_FACTOR): a slow machine
@@ -87,15 +87,19 @@ class Events:
                 await self._changed.wait()
 
 
+# The suite's short test timings: make_flow's groups unless a test passes its own, which it builds from these
+# (replace(TIMEOUTS, stall=1.0)) so that only the fields it names differ.
+TIMEOUTS = Timeouts(stall=5.0, close=1.0, rest=1.0)
+RECONNECT = Reconnect(backoff_initial=0.1, backoff_max=0.5)
+LIMITS = Limits(rest_retries=1)
+
+
 def make_flow(sim, events: Events, symbols=("BTCUSDT",), **kwargs: Any) -> OrderFlow:
     """An OrderFlow on the simulator with short test timings, reporting to ``events``."""
     manager = PluginManager()
     manager.register(events, name="events")
-    kwargs.setdefault("backoff_initial", 0.1)
-    kwargs.setdefault("backoff_max", 0.5)
-    kwargs.setdefault("stall_timeout", 5.0)
-    kwargs.setdefault("close_timeout", 1.0)
-    kwargs.setdefault("rest_timeout", 1.0)
-    kwargs.setdefault("rest_retries", 1)
+    kwargs.setdefault("timeouts", TIMEOUTS)
+    kwargs.setdefault("reconnect", RECONNECT)
+    kwargs.setdefault("limits", LIMITS)
     kwargs.setdefault("transport", READER)
     return OrderFlow(list(symbols), ws_url=sim.ws_url, rest_url=sim.rest_url, plugins=manager, **kwargs)

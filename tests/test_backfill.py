@@ -6,14 +6,15 @@ import asyncio
 import logging
 import re
 import time
+from dataclasses import replace
 
 import pytest
 
-from orderflow_plugin import StreamError, bundled_tape
+from orderflow_plugin import Sequencing, StreamError, bundled_tape
 from orderflow_plugin.backfill import Backfiller, BackfillFailed
 from orderflow_plugin.sim import Fault, Pace, Scenario
 
-from .flowhelpers import Events, make_flow
+from .flowhelpers import LIMITS, RECONNECT, TIMEOUTS, Events, make_flow
 from .simclient import connect, recv_ids
 
 TAPE = bundled_tape()
@@ -35,7 +36,7 @@ async def test_issue_scenario_delivers_exactly_the_tape(orderflow_sim_factory) -
     ])
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=2000))
     events = Events()
-    async with make_flow(sim, events, backoff_initial=0.05) as flow:
+    async with make_flow(sim, events, reconnect=replace(RECONNECT, backoff_initial=0.05)) as flow:
         await sim.wait_for(lambda r: r.market_finished, 20)
         await events.until(lambda e: e.ids() and e.ids()[-1] == LAST, 10)
     assert events.ids() == list(range(FIRST, LAST + 1))
@@ -56,7 +57,7 @@ async def test_server_max_age_closes_are_backfilled(orderflow_sim_factory) -> No
     """Server-forced closes (Binance's 24 h cut, scaled down) lose nothing."""
     sim = await orderflow_sim_factory(scenario=Scenario(every=[Fault("max_age", seconds=0.3)]), pace=Pace(rate=2000))
     events = Events()
-    async with make_flow(sim, events, backoff_initial=0.05):
+    async with make_flow(sim, events, reconnect=replace(RECONNECT, backoff_initial=0.05)):
         await sim.wait_for(lambda r: r.market_finished, 20)
         await events.until(lambda e: e.ids() and e.ids()[-1] == LAST, 10)
     assert len(sim.record.connections) >= 5
@@ -73,7 +74,7 @@ async def test_failing_rest_gives_up_with_exact_range_and_stream_goes_on(orderfl
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
     events = Events()
     started = time.monotonic()
-    async with make_flow(sim, events, rest_timeout=0.3, rest_retries=1):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, rest=0.3), limits=replace(LIMITS, rest_retries=1)):
         await events.until(lambda e: any(c["where"] == "sequence" for c in e.of("on_error")), 10)
         await events.until(lambda e: len(e.trades) >= 200, 10)
     assert time.monotonic() - started < 8
@@ -102,12 +103,13 @@ async def test_rest_429_waits_retry_after_then_fills(orderflow_sim_factory) -> N
 
 
 async def test_overflow_gives_up_gap_and_reports_range(orderflow_sim_factory) -> None:
-    """A REST that hangs: reads pause for rest_timeout, then past max_buffered_trades the gap is
+    """A REST that hangs: reads pause for timeouts.rest, then past limits.max_buffered_trades the gap is
     given up (exact range reported) and held trades flow."""
     scenario = Scenario([[Fault("skip_ids", after=20, count=50)]], rest=[Fault("rest_hang", count=100)])
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
     events = Events()
-    async with make_flow(sim, events, max_buffered_trades=30, rest_timeout=1.0, rest_retries=5):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, rest=1.0),
+                         limits=replace(LIMITS, max_buffered_trades=30, rest_retries=5)):
         await events.until(lambda e: any(c["where"] == "sequence" for c in e.of("on_error")), 10)
         await events.until(lambda e: len(e.trades) >= 100, 10)
     error = next(c["error"] for c in events.of("on_error") if c["where"] == "sequence")
@@ -118,11 +120,11 @@ async def test_overflow_gives_up_gap_and_reports_range(orderflow_sim_factory) ->
 
 
 async def test_start_from_id_backfills_history_then_joins_live(orderflow_sim_factory) -> None:
-    """start_from_id fetches the past from REST and continues live with no seam."""
+    """sequencing.start_from_id fetches the past from REST and continues live with no seam."""
     sim = await orderflow_sim_factory(pace=Pace(rate=2000), start_on_subscribe=False)
     await sim.wait_for(lambda r: sim.happened("BTCUSDT") > 1500, 10)
     events = Events()
-    async with make_flow(sim, events, start_from_id=FIRST + 100) as flow:
+    async with make_flow(sim, events, sequencing=Sequencing(start_from_id=FIRST + 100)) as flow:
         await events.until(lambda e: len(e.trades) >= 2500, 10)
         ids = events.ids()  # taken together with the history: no await in between
         history = flow.history("btcusdt")
@@ -138,7 +140,7 @@ async def test_backfill_off_reports_each_gap(orderflow_sim_factory) -> None:
     """With backfill off a gap is reported and skipped at once, naming the ids."""
     sim = await orderflow_sim_factory(scenario=Scenario([[Fault("skip_ids", after=20, count=10)]]), pace=Pace(rate=1000))
     events = Events()
-    async with make_flow(sim, events, backfill=False):
+    async with make_flow(sim, events, sequencing=Sequencing(backfill=False)):
         await events.until(lambda e: len(e.trades) >= 50, 10)
     assert "backfill is off" in str(events.of("on_error")[0]["error"])
     assert isinstance(events.of("on_error")[0]["error"], StreamError)
@@ -216,7 +218,7 @@ async def test_backpressure_instead_of_overflow(orderflow_sim_factory) -> None:
     scenario = Scenario([[Fault("skip_ids", after=100, count=300)]])
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(asap=True))
     events = Events()
-    async with make_flow(sim, events, max_buffered_trades=200):
+    async with make_flow(sim, events, limits=replace(LIMITS, max_buffered_trades=200)):
         await events.until(lambda e: e.ids() and e.ids()[-1] == LAST, 20)
     assert events.ids() == list(range(FIRST, LAST + 1))
     assert not [e for e in events.of("on_error") if "not delivered" in str(e["error"])]
@@ -256,7 +258,7 @@ async def test_lagging_rest_short_then_empty_pages_are_retried(orderflow_sim_fac
                         rest=[Fault("rest_short_page", after=30), Fault("rest_empty", count=2)])
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
     events = Events()
-    async with make_flow(sim, events, rest_retries=3):
+    async with make_flow(sim, events, limits=replace(LIMITS, rest_retries=3)):
         await events.until(lambda e: e.of("on_backfill"), 10)
         await events.until(lambda e: len(e.trades) >= 300, 10)
     assert [(b["first"], b["last"], b["count"]) for b in events.of("on_backfill")] == [
@@ -274,7 +276,7 @@ async def test_failure_after_a_short_page_keeps_what_arrived(orderflow_sim_facto
     scenario = Scenario([[Fault("skip_ids", after=50, count=100)]], rest=[Fault("rest_short_page", after=40), then])
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
     events = Events()
-    async with make_flow(sim, events, rest_timeout=0.3, rest_retries=1):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, rest=0.3), limits=replace(LIMITS, rest_retries=1)):
         await events.until(lambda e: reported(e), 10)
         await events.until(lambda e: len(e.trades) >= 300, 10)
     assert reported(events) == [(FIRST + 90, FIRST + 149)]
@@ -290,7 +292,7 @@ async def test_rest_answering_429_forever_ends_in_an_exact_report(orderflow_sim_
                         rest=[Fault("rest_status", status=429, retry_after=1, count=100)])
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
     events = Events()
-    async with make_flow(sim, events, rest_timeout=0.5, rest_retries=1):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, rest=0.5), limits=replace(LIMITS, rest_retries=1)):
         await events.until(lambda e: reported(e), 10)
         await events.until(lambda e: len(e.trades) >= 300, 10)
     assert reported(events) == [(FIRST + 50, FIRST + 149)]
@@ -302,13 +304,13 @@ async def test_rest_answering_429_forever_ends_in_an_exact_report(orderflow_sim_
 
 
 async def test_retry_after_longer_than_max_wait_reports_at_once(orderflow_sim_factory) -> None:
-    """A 429 asking for more than max_wait (rest_timeout x tries) is not slept on: this gap and the next
+    """A 429 asking for more than max_wait (timeouts.rest x tries) is not slept on: this gap and the next
     are reported at once, and REST is not asked again meanwhile."""
     scenario = Scenario([[Fault("skip_ids", after=50, count=100), Fault("skip_ids", after=400, count=10)]],
                         rest=[Fault("rest_status", status=429, retry_after=30)])
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
     events = Events()
-    async with make_flow(sim, events, rest_timeout=0.5, rest_retries=1):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, rest=0.5), limits=replace(LIMITS, rest_retries=1)):
         await events.until(lambda e: len(reported(e)) == 2, 10)
         await events.until(lambda e: len(e.trades) >= 600, 10)
     assert reported(events) == [(FIRST + 50, FIRST + 149), (FIRST + 400, FIRST + 409)]
@@ -349,7 +351,7 @@ async def test_burst_of_gaps_stays_within_the_weight_budget(orderflow_sim_factor
     holes = [Fault("skip_ids", after=after, count=10) for after in (50, 150, 250, 350, 450)]
     sim = await orderflow_sim_factory(scenario=Scenario([holes]), pace=Pace(rate=1000), weight_limit=12)
     events = Events()
-    async with make_flow(sim, events, rest_weight_per_minute=12):
+    async with make_flow(sim, events, limits=replace(LIMITS, rest_weight_per_minute=12)):
         await events.until(lambda e: len(e.of("on_gap")) == 5 and len(e.of("on_backfill")) + len(reported(e)) == 5, 10)
         await events.until(lambda e: len(e.trades) >= 600, 10)
     gaps = [(g["first"], g["last"]) for g in events.of("on_gap")]
@@ -362,13 +364,13 @@ async def test_burst_of_gaps_stays_within_the_weight_budget(orderflow_sim_factor
 
 
 async def test_rest_answer_dripping_past_rest_timeout_is_cut_off(orderflow_sim_factory) -> None:
-    """An answer that trickles in (every read on time, the whole late) is stopped at rest_timeout and retried,
+    """An answer that trickles in (every read on time, the whole late) is stopped at timeouts.rest and retried,
     then the gap is reported exactly."""
     scenario = Scenario([[Fault("skip_ids", after=50, count=100)]],
                         rest=[Fault("rest_slow_body", size=16, seconds=0.05, count=100)])
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
     events = Events()
-    async with make_flow(sim, events, rest_timeout=0.3, rest_retries=1):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, rest=0.3), limits=replace(LIMITS, rest_retries=1)):
         await events.until(lambda e: reported(e), 5)
         await events.until(lambda e: len(e.trades) >= 300, 10)
     assert reported(events) == [(FIRST + 50, FIRST + 149)]
@@ -378,7 +380,7 @@ async def test_rest_answer_dripping_past_rest_timeout_is_cut_off(orderflow_sim_f
 
 
 async def test_hanging_rest_while_reads_are_paused(orderflow_sim_factory, caplog) -> None:
-    """REST hangs while a hole holds many trades: reads pause for at most rest_timeout, the connection is kept,
+    """REST hangs while a hole holds many trades: reads pause for at most timeouts.rest, the connection is kept,
     and after the tries the gap is reported exactly and every held trade delivered."""
     scenario = Scenario([[Fault("skip_ids", after=20, count=50)]], rest=[Fault("rest_hang", count=100)])
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=2500))
@@ -386,13 +388,14 @@ async def test_hanging_rest_while_reads_are_paused(orderflow_sim_factory, caplog
     caplog.set_level(logging.INFO, logger="orderflow_plugin.stream")
     # The tape's ~5,000 trades never overflow 6,000; past 3,000 held (1.2 s) reads pause, for 0.3 s;
     # the hole is given up after the reorder window, two tries and a backoff: about 2.3-2.5 s.
-    async with make_flow(sim, events, max_buffered_trades=6000, reorder_window=1.5, rest_timeout=0.3,
-                         rest_retries=1):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, rest=0.3),
+                         limits=replace(LIMITS, max_buffered_trades=6000, rest_retries=1),
+                         sequencing=Sequencing(reorder_window=1.5)):
         await events.until(lambda e: reported(e), 10)
         await sim.wait_for(lambda r: r.market_finished, 10)
         await events.until(lambda e: e.ids() and e.ids()[-1] == LAST, 10)
     assert "trades wait behind a hole; pausing reads" in caplog.text
-    assert "reads were paused 0.3 s (rest_timeout) for a hole still open; reading on" in caplog.text
+    assert "reads were paused 0.3 s (timeouts.rest) for a hole still open; reading on" in caplog.text
     assert reported(events) == [(FIRST + 20, FIRST + 69)]
     assert "no answer within 0.3 s" in str(events.of("on_error")[0]["error"])
     assert_nothing_lost(events, sim)
@@ -423,7 +426,7 @@ async def test_a_long_hole_is_fetched_and_delivered_a_chunk_at_a_time(orderflow_
     sim = await orderflow_sim_factory(scenario=Scenario([[Fault("skip_ids", after=100, count=12_000)]]),
                                       pace=Pace(rate=20_000), loop=True)
     events = Events()
-    async with make_flow(sim, events, rest_timeout=2.0):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, rest=2.0)):
         await events.until(lambda e: len(e.trades) >= 12_300, 20)
     chunks = [(b["first"], b["last"], b["count"]) for b in events.of("on_backfill")]
     assert chunks == [(FIRST + 100, FIRST + 10_099, 10_000), (FIRST + 10_100, FIRST + 12_099, 2_000)]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orderflow_plugin import OrderFlow, Trade, bundled_tape
+from orderflow_plugin import OrderFlow, Sequencing, Trade, bundled_tape
 from orderflow_plugin.checkpoint import Checkpoint, CheckpointError
 from orderflow_plugin.checkpointer import Checkpointer
 from orderflow_plugin.sim import Fault, Pace, Scenario
@@ -45,7 +45,7 @@ def test_corrupt_or_foreign_checkpoint_is_a_clear_startup_error(tmp_path: Path, 
     path = tmp_path / "checkpoint.json"
     path.write_text(content)
     with pytest.raises(CheckpointError, match=words) as caught:
-        OrderFlow(["BTCUSDT"], checkpoint_path=str(path))
+        OrderFlow(["BTCUSDT"], sequencing=Sequencing(checkpoint_path=str(path)))
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -86,12 +86,12 @@ async def test_clean_restart_resumes_after_the_last_id_with_no_replay(orderflow_
     sim = await orderflow_sim_factory(pace=Pace(rate=1000))
     path = str(tmp_path / "checkpoint.json")
     first, second = Events(), Events()
-    async with make_flow(sim, first, checkpoint_path=path, checkpoint_interval=0.1):
+    async with make_flow(sim, first, sequencing=Sequencing(checkpoint_path=path, checkpoint_interval=0.1)):
         await first.until(lambda e: len(e.trades) >= 200, 10)
     stored = json.loads(Path(path).read_text())["symbols"]["BTCUSDT"]
     assert stored == {"last_id": first.ids()[-1], "lease": first.ids()[-1]}
     await asyncio.sleep(0.3)  # the market plays on while the bot is down
-    async with make_flow(sim, second, checkpoint_path=path):
+    async with make_flow(sim, second, sequencing=Sequencing(checkpoint_path=path)):
         await second.until(lambda e: len(e.trades) >= 600, 10)
     assert second.ids()[0] == first.ids()[-1] + 1
     union = first.ids() + second.ids()
@@ -107,7 +107,7 @@ async def test_stored_id_older_than_rest_serves_is_an_exact_gap(orderflow_sim_fa
     path.write_text(json.dumps({"format": "orderflow-checkpoint", "version": 1, "market": "spot",
                                 "symbols": {"BTCUSDT": {"last_id": FIRST - 101, "lease": FIRST - 101}}}))
     events = Events()
-    async with make_flow(sim, events, checkpoint_path=str(path)):
+    async with make_flow(sim, events, sequencing=Sequencing(checkpoint_path=str(path))):
         await events.until(lambda e: len(e.trades) >= 100, 10)
     errors = [c["error"] for c in events.of("on_error") if c["where"] == "sequence"]
     assert len(errors) == 1 and f"{FIRST - 100}..{FIRST - 1} (100)" in str(errors[0])
@@ -125,9 +125,9 @@ async def test_sigkill_at_twenty_random_moments_loses_nothing(orderflow_sim_fact
     env = {**os.environ, "ORDERFLOW_ENV": "testing", "ORDERFLOW_SYMBOLS": "BTCUSDT",
            "ORDERFLOW_CONNECTOR__WS_URL": sim.ws_url, "ORDERFLOW_CONNECTOR__REST_URL": sim.rest_url,
            "ORDERFLOW_CONNECTOR__TRANSPORT": frame_reader, "ORDERFLOW_FLOW__ENABLED": "false",
-           "ORDERFLOW_SEQUENCE__CHECKPOINT_PATH": str(tmp_path / "checkpoint.json"),
-           "ORDERFLOW_SEQUENCE__CHECKPOINT_INTERVAL": "0.2", "ORDERFLOW_SEQUENCE__REORDER_WINDOW": "0.05",
-           "ORDERFLOW_SEQUENCE__REST_TIMEOUT": "2.0", "ORDERFLOW_DIAGNOSTICS__LOOP_BLOCK_THRESHOLD": "0"}
+           "ORDERFLOW_SEQUENCING__CHECKPOINT_PATH": str(tmp_path / "checkpoint.json"),
+           "ORDERFLOW_SEQUENCING__CHECKPOINT_INTERVAL": "0.2", "ORDERFLOW_SEQUENCING__REORDER_WINDOW": "0.05",
+           "ORDERFLOW_TIMEOUTS__REST": "2.0", "ORDERFLOW_REPORTING__LOOP_BLOCK_THRESHOLD": "0"}
     for _ in range(20):
         bot = await asyncio.create_subprocess_exec(sys.executable, str(BOT), str(csv), stdout=asyncio.subprocess.PIPE,
                                                    env=env)
@@ -151,8 +151,8 @@ async def test_a_checkpoint_that_cannot_be_written_is_reported_and_trades_go_on(
     """Every write fails (the temporary file's name is too long): on_error says so, and no trade is held back."""
     sim = await orderflow_sim_factory(pace=Pace(rate=1000))
     events = Events()
-    async with make_flow(sim, events, checkpoint_path=str(tmp_path / ("c" * 250)),
-                         checkpoint_interval=0.1):
+    async with make_flow(sim, events, sequencing=Sequencing(checkpoint_path=str(tmp_path / ("c" * 250)),
+                                                            checkpoint_interval=0.1)):
         await events.until(lambda e: len(e.trades) >= 400, 10)
     errors = [c["error"] for c in events.of("on_error") if c["where"] == "checkpoint"]
     assert errors and all(isinstance(e, CheckpointError) and "cannot be written" in str(e) for e in errors)
@@ -221,9 +221,9 @@ async def test_no_trade_is_delivered_past_the_lease_on_disk_while_a_slow_write_r
 def test_a_checkpoint_is_locked_against_a_second_stream(tmp_path: Path) -> None:
     """Two streams on one checkpoint file would overwrite each other: the second is refused at start."""
     path = tmp_path / "checkpoint.json"
-    first = OrderFlow(["BTCUSDT"], checkpoint_path=str(path))
+    first = OrderFlow(["BTCUSDT"], sequencing=Sequencing(checkpoint_path=str(path)))
     with pytest.raises(CheckpointError, match="in use by another stream"):
-        OrderFlow(["BTCUSDT"], checkpoint_path=str(path))
+        OrderFlow(["BTCUSDT"], sequencing=Sequencing(checkpoint_path=str(path)))
     del first
 
 
@@ -243,7 +243,7 @@ async def test_a_checkpoint_ahead_of_the_live_stream_is_reported_not_waited_on(o
     path.write_text(json.dumps({"format": "orderflow-checkpoint", "version": 1, "market": "spot",
                                 "symbols": {"BTCUSDT": {"last_id": ahead, "lease": ahead + 40}}}))
     events = Events()
-    async with make_flow(sim, events, checkpoint_path=str(path)):
+    async with make_flow(sim, events, sequencing=Sequencing(checkpoint_path=str(path))):
         await events.until(lambda e: len(e.trades) >= 100, 10)
     errors = [c["error"] for c in events.of("on_error") if c["where"] == "checkpoint"]
     assert len(errors) == 1 and f"up to id {ahead}" in str(errors[0]) and "behind it" in str(errors[0])

@@ -81,7 +81,7 @@ async def test_stream_json_with_faults_reports_lifecycle_and_fills_gaps(orderflo
 
 
 async def test_sigint_stops_cleanly_with_summary_last(orderflow_sim_factory) -> None:
-    """SIGINT stops the stream within close_timeout + 1 s; the summary is the last line and the exit code 0."""
+    """SIGINT stops the stream within timeouts.close + 1 s; the summary is the last line and the exit code 0."""
     sim = await orderflow_sim_factory(pace=Pace(rate=200))
     process = await start("stream", "--json", "--ws-url", sim.ws_url, "--rest-url", sim.rest_url)
     assert process.stdout is not None
@@ -91,7 +91,7 @@ async def test_sigint_stops_cleanly_with_summary_last(orderflow_sim_factory) -> 
     process.send_signal(signal.SIGINT)
     started = time.monotonic()
     rest, _ = await process.communicate()
-    assert time.monotonic() - started < 5.0 + 1.0  # connector.close_timeout + 1 s
+    assert time.monotonic() - started < 5.0 + 1.0  # timeouts.close + 1 s
     assert process.returncode == 0
     assert parse(rest)[-1]["event"] == "summary"
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import pytest
 
-from orderflow_plugin import SettingsError, load_settings
-from orderflow_plugin.config import RULES, default_settings_file
+from orderflow_plugin import OrderFlow, SettingsError, Timeouts, load_settings
+from orderflow_plugin.config import default_settings_file
+from orderflow_plugin.options import from_table
+from orderflow_plugin.rules import RULES
 
 from .conftest import ROOT
 
@@ -26,31 +30,31 @@ def test_defaults_load_and_testing_env_applies() -> None:
     assert settings.env == "testing"
     assert settings.symbols == ["BTCUSDT"]
     assert settings.plugins.entry_points is False  # from [testing.plugins]
-    assert settings.plugins.slow_hook_ms == 5.0  # kept from [default.plugins]
+    assert settings.reporting.slow_hook_ms == 5.0  # kept from [default.reporting]
 
 
 def test_production_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     """ORDERFLOW_ENV=production selects the [production] tables."""
     monkeypatch.setenv("ORDERFLOW_ENV", "production")
-    assert load_settings().plugins.slow_hook_ms == 2.0
+    assert load_settings().reporting.slow_hook_ms == 2.0
 
 
 def test_user_file_merges_tables_and_replaces_lists(tmp_path: Path) -> None:
     """A user file changes only the keys it names; a list replaces the default list."""
-    user = write(tmp_path, '[default]\nsymbols = ["ethusdt", "SOLUSDT"]\n[default.plugins]\nslow_hook_ms = 20\n')
+    user = write(tmp_path, '[default]\nsymbols = ["ethusdt", "SOLUSDT"]\n[default.reporting]\nslow_hook_ms = 20\n')
     settings = load_settings([user])
     assert settings.symbols == ["ETHUSDT", "SOLUSDT"]
-    assert settings.plugins.slow_hook_ms == 20
-    assert settings.plugins.report_interval == 60.0
+    assert settings.reporting.slow_hook_ms == 20
+    assert settings.reporting.report_interval == 60.0
 
 
 def test_environment_overrides_with_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
     """ORDERFLOW_ variables override files, with __ for nesting and TOML-parsed values."""
-    monkeypatch.setenv("ORDERFLOW_PLUGINS__SLOW_HOOK_MS", "12.5")
+    monkeypatch.setenv("ORDERFLOW_REPORTING__SLOW_HOOK_MS", "12.5")
     monkeypatch.setenv("ORDERFLOW_SYMBOLS", "btcusdt,ethusdt")
     monkeypatch.setenv("ORDERFLOW_PLUGINS__DENY", '["recorder"]')
     settings = load_settings()
-    assert settings.plugins.slow_hook_ms == 12.5
+    assert settings.reporting.slow_hook_ms == 12.5
     assert settings.symbols == ["BTCUSDT", "ETHUSDT"]
     assert settings.plugins.deny == ["recorder"]
 
@@ -67,7 +71,8 @@ def test_bad_file_lists_every_error_at_once(tmp_path: Path) -> None:
     user = write(
         tmp_path,
         "[default]\nmarket = \"margin\"\n"
-        "[default.plugins]\nslow_hook_ms = -1\nasync_queue_size = 2.5\nentry_points = \"yes\"\n"
+        "[default.reporting]\nslow_hook_ms = -1\n[default.limits]\nasync_queue_size = 2.5\n"
+        "[default.plugins]\nentry_points = \"yes\"\n"
         "[default.connector]\ntransport = \"picows\"\n",
     )
     with pytest.raises(SettingsError) as info:
@@ -77,8 +82,8 @@ def test_bad_file_lists_every_error_at_once(tmp_path: Path) -> None:
     text = str(error)
     assert "market = 'margin': must be one of spot, usdm" in text
     assert "connector.transport = 'picows': must be one of websockets, fast" in text
-    assert "plugins.slow_hook_ms = -1: must be a number in (0, 60000]" in text
-    assert "plugins.async_queue_size = 2.5: must be a whole number in [1, 10000000]" in text
+    assert "reporting.slow_hook_ms = -1: must be a number in (0, 60000]" in text
+    assert "limits.async_queue_size = 2.5: must be a whole number in [1, 10000000]" in text
     assert "plugins.entry_points = 'yes': must be true or false" in text
     assert str(user) in text
     assert "Traceback" not in text
@@ -93,8 +98,8 @@ def test_unknown_symbol_format_rejected_with_pattern(tmp_path: Path) -> None:
 
 def test_typo_is_named_with_suggestion(tmp_path: Path) -> None:
     """An unknown key is an error that suggests the nearest real key."""
-    user = write(tmp_path, "[default.plugins]\nslow_hook_msec = 3\n")
-    with pytest.raises(SettingsError, match=r"plugins\.slow_hook_msec: unknown setting \(did you mean plugins\.slow_hook_ms\?\)"):
+    user = write(tmp_path, "[default.reporting]\nslow_hook_msec = 3\n")
+    with pytest.raises(SettingsError, match=r"reporting\.slow_hook_msec: unknown setting \(did you mean reporting\.slow_hook_ms\?\)"):
         load_settings([user])
 
 
@@ -158,6 +163,41 @@ def test_every_default_key_has_a_rule() -> None:
                 yield f"{prefix}{key}"
 
     assert set(keys(defaults)) == {rule.key for rule in RULES}
+
+
+# OrderFlow's option groups by keyword, which is also the name of the settings table that mirrors each.
+GROUPS = {name: group for name, hint in get_type_hints(OrderFlow.__init__).items()
+          for group in get_args(hint) if dataclasses.is_dataclass(group)}
+
+
+def test_every_option_group_field_is_a_validated_setting_and_back() -> None:
+    """Each group's fields and the validated keys of its settings table are the same names, both ways."""
+    assert set(GROUPS) == {"timeouts", "reconnect", "limits", "sequencing", "flow", "reporting"}
+    for table, group in GROUPS.items():
+        fields = {field.name for field in dataclasses.fields(group)}
+        keys = {rule.key.removeprefix(f"{table}.") for rule in RULES if rule.key.startswith(f"{table}.")}
+        assert fields == keys, f"[{table}] and {group.__name__} differ: {sorted(fields ^ keys)}"
+
+
+def test_default_tables_hold_the_groups_defaults() -> None:
+    """settings.toml's [default] tables build each group equal to the group's own defaults."""
+    settings = load_settings(env="development")
+    for table, group in GROUPS.items():
+        assert from_table(group, settings[table]) == group(), table
+
+
+def test_from_settings_builds_the_groups_from_the_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """from_settings() reads each group from its table ([testing] and environment overrides included)."""
+    monkeypatch.setenv("ORDERFLOW_REPORTING__SLOW_HOOK_MS", "7")
+    settings = load_settings(env="testing")
+    flow = OrderFlow.from_settings(settings)
+    assert flow.settings is settings
+    assert (flow.timeouts.rest, flow.timeouts.stall, flow.timeouts.tls) == (1.0, 5.0, 5.0)
+    assert flow.reconnect.backoff_max == 2.0 and flow.limits.rest_retries == 1
+    assert flow.reporting.slow_hook_ms == 7 and flow.sequencing.backfill is True
+    assert flow.flow.windows == ("1s", "1m", "5m")
+    overridden = OrderFlow.from_settings(settings, timeouts=Timeouts(stall=9.0), symbols=["ethusdt"])
+    assert overridden.timeouts == Timeouts(stall=9.0) and overridden.symbols == ("ETHUSDT",)
 
 
 def test_settings_are_read_only() -> None:

@@ -8,29 +8,30 @@ import inspect
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
-from orderflow_plugin import Deadlines, OrderFlow, OrderFlowError, StageTimeout, Stalled
+from orderflow_plugin import Flow, OrderFlow, OrderFlowError, Reporting, StageTimeout, Stalled
 from orderflow_plugin.sim import Fault, Pace, Scenario
 
-from .flowhelpers import Events, make_flow
+from .flowhelpers import TIMEOUTS, Events, make_flow
 
 
 def one(*faults: Fault) -> Scenario:
     return Scenario([list(faults)])
 
 
-@pytest.mark.parametrize("fault,stage,deadlines", [
-    (Fault("hang_before_handshake"), "http_upgrade", Deadlines(http_upgrade=1.0)),
-    (Fault("hang_after_handshake"), "first_message", Deadlines(first_message=1.0)),
+@pytest.mark.parametrize("fault,stage,timeouts", [
+    (Fault("hang_before_handshake"), "http_upgrade", replace(TIMEOUTS, http_upgrade=1.0)),
+    (Fault("hang_after_handshake"), "first_message", replace(TIMEOUTS, first_message=1.0)),
 ])
-async def test_stuck_stage_named_with_stack_before_its_deadline(orderflow_sim_factory, fault, stage, deadlines) -> None:
+async def test_stuck_stage_named_with_stack_before_its_deadline(orderflow_sim_factory, fault, stage, timeouts) -> None:
     """Half way to the deadline the stage is reported with the await it is stuck in; the timeout carries it too."""
     sim = await orderflow_sim_factory(scenario=one(fault), pace=Pace(rate=500))
     events = Events()
     started = time.monotonic()
-    async with make_flow(sim, events, deadlines=deadlines):
+    async with make_flow(sim, events, timeouts=timeouts):
         await events.until(lambda e: e.of("on_stall"), 3)
         warned = time.monotonic() - started
         await events.until(lambda e: e.of("on_error"), 3)
@@ -46,10 +47,10 @@ async def test_blackhole_stall_reports_stack(orderflow_sim_factory) -> None:
     """A silent open connection is reported as stage streaming with the shard task's stack."""
     sim = await orderflow_sim_factory(scenario=one(Fault("blackhole_after", after=30)), pace=Pace(rate=500))
     events = Events()
-    async with make_flow(sim, events, stall_timeout=1.0):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, stall=1.0)):
         await events.until(lambda e: e.of("on_stall"), 5)
     stall = events.of("on_stall")[0]
-    assert stall["stage"] == "streaming" and "_run_shard" in stall["stack"]
+    assert stall["stage"] == "streaming" and "_drive" in stall["stack"]
     assert isinstance(events.of("on_disconnected")[0]["error"], Stalled)
 
 
@@ -66,7 +67,7 @@ async def test_blocked_loop_named_with_file_and_line(orderflow_sim_factory, capl
     catcher = Catch()
     logging.getLogger("orderflow_plugin.diagnostics").addHandler(catcher)
     try:
-        async with make_flow(sim, events, loop_block_threshold=1.0):
+        async with make_flow(sim, events, reporting=Reporting(loop_block_threshold=1.0)):
             await events.until(lambda e: len(e.trades) >= 5, 5)
             blocked_at = time.monotonic()
             time.sleep(2)  # the host's mistake: blocking the event loop
@@ -86,7 +87,7 @@ async def test_healthy_loop_reports_nothing_and_measures_lag(orderflow_sim_facto
     """With no blocking there is no report, and health() carries the loop lag."""
     sim = await orderflow_sim_factory(pace=Pace(rate=500))
     events = Events()
-    async with make_flow(sim, events, loop_block_threshold=0.5) as flow:
+    async with make_flow(sim, events, reporting=Reporting(loop_block_threshold=0.5)) as flow:
         await events.until(lambda e: len(e.trades) >= 300, 5)
         health = flow.health()
     assert events.of("on_loop_blocked") == [] and 0 <= health["loop_lag_s"] < 0.1
@@ -149,7 +150,7 @@ def test_threaded_runner_streams_while_host_thread_sleeps() -> None:
     asyncio.run_coroutine_threadsafe(sim.start(), sim_loop).result(5)
     try:
         events = Events()
-        runner = make_flow(sim, events, snapshot_interval=0.2).run_in_thread()
+        runner = make_flow(sim, events, flow=Flow(snapshot_interval=0.2)).run_in_thread()
         time.sleep(1.0)  # the host does its own synchronous work
         health = runner.health()
         latest = runner.latest("BTCUSDT")

@@ -24,8 +24,8 @@ from .conftest import ROOT
 from .flowhelpers import TIMEOUT_FACTOR, require_unshare
 
 # Every wall-clock limit below is multiplied by this (slow CI machines), as websockets does.
-DEADLINES = {"ORDERFLOW_CONNECTOR__HTTP_UPGRADE_TIMEOUT": "1", "ORDERFLOW_CONNECTOR__TCP_CONNECT_TIMEOUT": "1",
-             "ORDERFLOW_CONNECTOR__FIRST_MESSAGE_TIMEOUT": "2", "ORDERFLOW_SEQUENCE__REST_TIMEOUT": "1"}
+DEADLINES = {"ORDERFLOW_TIMEOUTS__HTTP_UPGRADE": "1", "ORDERFLOW_TIMEOUTS__TCP_CONNECT": "1",
+             "ORDERFLOW_TIMEOUTS__FIRST_MESSAGE": "2", "ORDERFLOW_TIMEOUTS__REST": "1"}
 SUM_OF_DEADLINES = 5 + 1 + 5 + 1 + 10 + 2 + 4 * 1  # resolve, tcp, tls, upgrade, subscribed, first, REST x4
 STREAM_CHECKS = ["stream DNS", "stream TCP connect", "stream TLS handshake", "stream HTTP upgrade",
                  "stream subscription", "first aggTrade"]
@@ -158,7 +158,7 @@ async def test_doctor_against_a_server_that_never_answers(scheme: str, failing: 
     server, port = await _silent_server()
     async with server:
         code, checks, elapsed = await doctor(f"{scheme}://127.0.0.1:{port}", f"http://127.0.0.1:{port}",
-                                             deadlines=False, env={"ORDERFLOW_SEQUENCE__REST_TIMEOUT": "5"})
+                                             deadlines=False, env={"ORDERFLOW_TIMEOUTS__REST": "5"})
     assert code == 1 and elapsed < 10 * TIMEOUT_FACTOR
     assert [c["name"] for c in checks if c["status"] == "FAIL"] == [failing, "REST ping"]
     assert words in check(checks, failing)["detail"] and check(checks, failing)["next_step"]

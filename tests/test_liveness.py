@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import replace
 
 import msgspec
 import pytest
 from websockets.client import ClientProtocol
 
-from orderflow_plugin import Stalled, bundled_tape
+from orderflow_plugin import Reporting, Stalled, bundled_tape
 from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.tape import Tape
 
-from .flowhelpers import TIMEOUT_FACTOR, Events, make_flow
+from .flowhelpers import TIMEOUT_FACTOR, TIMEOUTS, Events, make_flow
 
 TAPE = bundled_tape()
 
 # The production defaults, not the suite's short test timings: these are what is being measured.
-DEFAULTS = {"stall_timeout": 30.0, "ping_interval": 1.0, "ping_timeout": 2.5, "silence_floor": 2.0}
+LIVENESS = replace(TIMEOUTS, stall=30.0, ping_interval=1.0, ping_timeout=2.5, silence_floor=2.0)
 
 
 def spaced(gaps_ms: list[int]) -> Tape:
@@ -39,7 +40,7 @@ async def test_dead_path_on_a_busy_tape_found_within_five_seconds(orderflow_sim_
     sim = await orderflow_sim_factory(scenario=Scenario([[Fault("blackhole_after", after=40)]]),
                                       pace=Pace(speed=4.0))
     events = Events()
-    async with make_flow(sim, events, **DEFAULTS):
+    async with make_flow(sim, events, timeouts=LIVENESS):
         await events.until(lambda e: len(e.trades) >= 40, 20)
         silent_from = time.monotonic()
         await events.until(lambda e: e.of("on_stall"), 10)
@@ -54,7 +55,7 @@ async def test_silent_stream_on_a_live_path_found_by_the_learned_deadline(orderf
     """Trades stop while pings are still answered: REST shows newer trades, so the feed is replaced in < 5 s."""
     sim = await orderflow_sim_factory(scenario=Scenario([[Fault("mute_after", after=60)]]), pace=Pace(speed=4.0))
     events = Events()
-    async with make_flow(sim, events, **DEFAULTS) as flow:
+    async with make_flow(sim, events, timeouts=LIVENESS) as flow:
         await events.until(lambda e: len(e.trades) >= 60, 20)
         silent_from = time.monotonic()
         await events.until(lambda e: e.of("on_stall"), 10)
@@ -64,7 +65,7 @@ async def test_silent_stream_on_a_live_path_found_by_the_learned_deadline(orderf
     stall = events.of("on_stall")[0]
     assert detected < 5.0 * TIMEOUT_FACTOR, detected
     assert stall["stage"] == "streaming" and "REST has trades" in str(events.of("on_disconnected")[0]["error"])
-    assert deadline < DEFAULTS["stall_timeout"]  # learned from the tape, not the ceiling
+    assert deadline < LIVENESS.stall  # learned from the tape, not the ceiling
     assert contiguous(events.ids())
 
 
@@ -73,7 +74,7 @@ async def test_irregular_quiet_symbol_is_checked_not_reconnected(orderflow_sim_f
     gaps = [300] * 20 + [9000] + [300] * 5  # learned deadline ~2 s, then 9 s with no trade at all
     sim = await orderflow_sim_factory(spaced(gaps), pace=Pace(speed=1.0))
     events = Events()
-    async with make_flow(sim, events, **DEFAULTS):
+    async with make_flow(sim, events, timeouts=LIVENESS):
         await events.until(lambda e: len(e.trades) >= 27, 30)
     assert not events.of("on_stall") and not events.of("on_disconnected")
     assert len(events.of("on_connected")) == 1
@@ -88,7 +89,7 @@ async def test_quiet_tape_runs_two_minutes_without_reconnect(orderflow_sim_facto
     sim = await orderflow_sim_factory(spaced([20_000] * 6), pace=Pace(speed=1.0))
     events = Events()
     started = time.monotonic()
-    async with make_flow(sim, events, **DEFAULTS):
+    async with make_flow(sim, events, timeouts=LIVENESS):
         await events.until(lambda e: len(e.trades) >= 7, 140)
     assert time.monotonic() - started >= 119
     assert not events.of("on_stall") and not events.of("on_disconnected") and not events.of("on_error")
@@ -118,7 +119,8 @@ async def test_a_loop_blocked_right_after_a_ping_is_not_taken_for_a_dead_path(or
 
     monkeypatch.setattr(ClientProtocol, "send_ping", ping_then_block)
     events = Events()
-    async with make_flow(sim, events, ping_interval=0.3, ping_timeout=0.5, loop_block_threshold=0):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, ping_interval=0.3, ping_timeout=0.5),
+                         reporting=Reporting(loop_block_threshold=0)):
         await events.until(lambda e: len(blocks) >= 2, 10)
         await asyncio.sleep(0.5)  # past the ping deadline of the second block
     assert not events.of("on_stall") and not events.of("on_disconnected")

@@ -10,16 +10,16 @@ import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 
-from orderflow_plugin import ConnectionLost, Deadlines, OrderFlow, Stalled, StreamError
+from orderflow_plugin import ConnectionLost, OrderFlow, Stalled, StreamError
 from orderflow_plugin.sim import FaultProxy, Pace, Simulator
 from orderflow_plugin.transport import READERS
 
-from .flowhelpers import TIMEOUT_FACTOR, Events, make_flow
+from .flowhelpers import RECONNECT, TIMEOUT_FACTOR, TIMEOUTS, Events, make_flow
 
 pytestmark = pytest.mark.parametrize("frame_reader", READERS, indirect=True)
 SCHEMES = ["ws", "wss"]
@@ -93,7 +93,7 @@ async def test_latency_tolerated_until_a_stage_deadline_names_it(rig, scheme: st
     first = FIRST_HANDSHAKE[scheme]
     r.proxy.latency(0.2)  # from the first byte: the handshake is delayed too
     events = Events()
-    async with r.flow(events, ping_interval=0.3, ping_timeout=1.0, deadlines=Deadlines(tls=1.0, http_upgrade=1.0)):
+    async with r.flow(events, timeouts=replace(TIMEOUTS, ping_interval=0.3, ping_timeout=1.0, tls=1.0, http_upgrade=1.0)):
         await events.until(lambda e: len(e.trades) >= 150, 10)
         assert hooks(events, *ALARMS) == dict.fromkeys(ALARMS, 0)
         r.proxy.latency(0.6)  # the next handshake's round trip takes 1.2 s
@@ -115,7 +115,7 @@ async def test_bandwidth_cap_lags_without_loss_until_too_slow_to_connect(rig, sc
     r = await rig(scheme, pace=Pace(rate=500))  # about 100 kB/s of frames
     first = FIRST_HANDSHAKE[scheme]
     events = Events()
-    async with r.flow(events, ping_interval=0.3, ping_timeout=1.0, deadlines=Deadlines(tls=1.0, http_upgrade=1.0)):
+    async with r.flow(events, timeouts=replace(TIMEOUTS, ping_interval=0.3, ping_timeout=1.0, tls=1.0, http_upgrade=1.0)):
         await events.until(lambda e: len(e.trades) >= 100, 10)
         capped_at = len(events.trades)
         r.proxy.bandwidth(4000, "down")  # about 20 trades a second
@@ -139,8 +139,8 @@ async def test_hold_half_open_detected_then_recovers(rig, scheme: str) -> None:
     silence watchdog in time; connects during the hold fail at a named stage; after release, exact recovery."""
     r = await rig(scheme, pace=Pace(rate=300))
     events = Events()
-    async with r.flow(events, stall_timeout=2.0, ping_interval=0.3, ping_timeout=0.6,
-                      deadlines=Deadlines(tls=0.5, http_upgrade=0.5)):
+    async with r.flow(events, timeouts=replace(TIMEOUTS, stall=2.0, ping_interval=0.3, ping_timeout=0.6, tls=0.5,
+                                               http_upgrade=0.5)):
         await events.until(lambda e: len(e.trades) >= 100, 10)
         held_at = time.monotonic()
         r.proxy.hold()  # new connections too: reconnecting cannot help until release
@@ -153,7 +153,7 @@ async def test_hold_half_open_detected_then_recovers(rig, scheme: str) -> None:
     error = events.of("on_disconnected")[0]["error"]
     assert isinstance(error, Stalled) and error.stage in ("ping", "streaming")  # keepalive or silence watchdog
     assert events.of("on_stall")[0]["stage"] == error.stage
-    assert detected < (2.0 + 1.0) * TIMEOUT_FACTOR  # within stall_timeout + 1 s, whichever watchdog fires
+    assert detected < (2.0 + 1.0) * TIMEOUT_FACTOR  # within the stall timeout + 1 s, whichever watchdog fires
     during = [c["error"] for c in events.of("on_error") if c["where"].startswith("connect:")]
     assert {failure.stage for failure in during} == {"tls" if scheme == "wss" else "http_upgrade"}
     assert_exact(events, r.sim)
@@ -164,10 +164,10 @@ async def test_one_connection_half_open_is_replaced(rig, watchdog: str) -> None:
     """The open connection goes half-open while new ones work (a NAT forgot it): the idle ping, or with
     pings off the silence watchdog, names it; the replacement backfills the hole exactly."""
     r = await rig("ws", pace=Pace(rate=300))
-    timings = {"ping": {"ping_interval": 0.3, "ping_timeout": 0.6, "stall_timeout": 5.0},
-               "silence": {"ping_interval": 0, "stall_timeout": 2.0}}[watchdog]
+    timeouts = {"ping": replace(TIMEOUTS, ping_interval=0.3, ping_timeout=0.6, stall=5.0),
+                "silence": replace(TIMEOUTS, ping_interval=0, stall=2.0)}[watchdog]
     events = Events()
-    async with r.flow(events, **timings):
+    async with r.flow(events, timeouts=timeouts):
         await events.until(lambda e: len(e.trades) >= 100, 10)
         held_at = time.monotonic()
         r.proxy.hold(new=False)  # for good: only a new connection can go on
@@ -188,7 +188,7 @@ async def test_reset_seen_at_once_and_backfilled(rig, scheme: str) -> None:
     """An RST on the path is a ConnectionLost at once (not a watchdog); the trades lost with it are backfilled."""
     r = await rig(scheme, pace=Pace(rate=500))
     events = Events()
-    async with r.flow(events, stall_timeout=30.0):
+    async with r.flow(events, timeouts=replace(TIMEOUTS, stall=30.0)):
         await events.until(lambda e: len(e.trades) >= 100, 10)
         r.proxy.reset()
         after = len(events.trades)
@@ -207,7 +207,7 @@ async def test_repeated_resets_lose_and_repeat_nothing(rig, scheme: str) -> None
     """An RST every 0.3 s until five stream connections were cut: each is recovered from, the sequence is exact."""
     r = await rig(scheme, pace=Pace(rate=1000))
     events = Events()
-    async with r.flow(events, stall_timeout=30.0):
+    async with r.flow(events, timeouts=replace(TIMEOUTS, stall=30.0)):
         await events.until(lambda e: len(e.trades) >= 100, 10)
         r.proxy.schedule([(0.3, "reset")], repeat=True)
         await events.until(lambda e: len(e.of("on_disconnected")) >= 5, 10)  # some resets hit REST or nothing
@@ -241,7 +241,7 @@ async def test_refused_connects_retried_until_listening_again(rig, scheme: str) 
     """While the port refuses, reconnects fail at tcp_connect and are retried with backoff; then recovery."""
     r = await rig(scheme, pace=Pace(rate=500))
     events = Events()
-    async with r.flow(events, stall_timeout=30.0):
+    async with r.flow(events, timeouts=replace(TIMEOUTS, stall=30.0)):
         await events.until(lambda e: len(e.trades) >= 100, 10)
         r.proxy.refuse(1.0)
         r.proxy.reset()  # the open connection goes, so the stream must connect while refused
@@ -262,7 +262,7 @@ async def test_refused_replacement_keeps_the_open_connection_streaming(rig) -> N
     every refusal is named at tcp_connect, and once listening again the rotation completes without a gap."""
     r = await rig("ws", pace=Pace(rate=500))
     events = Events()
-    async with r.flow(events, max_connection_age=0.3) as flow:
+    async with r.flow(events, reconnect=replace(RECONNECT, max_connection_age=0.3)) as flow:
         await events.until(lambda e: len(e.trades) >= 100, 10)
         r.proxy.refuse(1.0)
         await events.until(lambda e: any(c["where"] == "connect:tcp_connect" for c in e.of("on_error")), 5)
@@ -282,7 +282,7 @@ async def test_dead_path_with_pings_off_and_rest_dead_too_is_replaced(rig) -> No
     """Pings off and REST unreachable over the same dead path: the silent connection is still replaced."""
     r = await rig("ws", pace=Pace(rate=300))
     events = Events()
-    async with r.flow(events, ping_interval=0, stall_timeout=2.0, rest_timeout=0.5):
+    async with r.flow(events, timeouts=replace(TIMEOUTS, ping_interval=0, stall=2.0, rest=0.5)):
         await events.until(lambda e: len(e.trades) >= 100, 10)
         held_at = time.monotonic()
         r.proxy.hold()  # everything, new connections and REST too

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import pytest
 
 from orderflow_plugin import (
     BadFrame,
     ConnectionLost,
-    Deadlines,
     GaveUp,
     HandshakeRejected,
     OrderFlow,
     OrderFlowError,
+    Reporting,
     StageTimeout,
     Stalled,
+    Timeouts,
     bundled_tape,
     signals,
 )
 from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.tape import Tape
 
-from .flowhelpers import Events, make_flow
+from .flowhelpers import LIMITS, RECONNECT, TIMEOUTS, Events, make_flow
 
 TAPE = bundled_tape()
 FIRST = TAPE.rows[0].id
@@ -59,7 +61,7 @@ async def test_hang_before_handshake_named_within_deadline(orderflow_sim_factory
     sim = await orderflow_sim_factory(scenario=one(Fault("hang_before_handshake")), pace=Pace(rate=500))
     events = Events()
     started = time.monotonic()
-    async with make_flow(sim, events, deadlines=Deadlines(http_upgrade=1.0)):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, http_upgrade=1.0)):
         await events.until(lambda e: e.of("on_error"), 5)
         detected = time.monotonic() - started
         await events.until(lambda e: len(e.trades) >= 10, 10)
@@ -76,7 +78,7 @@ async def test_hang_after_handshake_named_as_first_message(orderflow_sim_factory
     sim = await orderflow_sim_factory(scenario=one(Fault("hang_after_handshake")), pace=Pace(rate=500))
     events = Events()
     started = time.monotonic()
-    async with make_flow(sim, events, deadlines=Deadlines(first_message=1.0)):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, first_message=1.0)):
         await events.until(lambda e: e.of("on_error"), 5)
         detected = time.monotonic() - started
         await events.until(lambda e: len(e.trades) >= 10, 10)
@@ -86,10 +88,10 @@ async def test_hang_after_handshake_named_as_first_message(orderflow_sim_factory
 
 
 async def test_blackhole_detected_by_stall_watchdog(orderflow_sim_factory) -> None:
-    """A connection that goes silent with TCP open is replaced within stall_timeout + 1 s."""
+    """A connection that goes silent with TCP open is replaced within timeouts.stall + 1 s."""
     sim = await orderflow_sim_factory(scenario=one(Fault("blackhole_after", after=50)), pace=Pace(rate=500))
     events = Events()
-    async with make_flow(sim, events, stall_timeout=1.0):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, stall=1.0)):
         await events.until(lambda e: len(e.trades) >= 50, 5)
         silent_from = time.monotonic()
         await events.until(lambda e: e.of("on_stall"), 5)
@@ -110,7 +112,7 @@ async def test_close_and_reset_reconnect_without_watchdog(orderflow_sim_factory,
     """A close frame or a reset is seen at once (not by the 30 s watchdog) and the stream resumes."""
     sim = await orderflow_sim_factory(scenario=one(fault), pace=Pace(rate=500))
     events = Events()
-    async with make_flow(sim, events, stall_timeout=30.0):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, stall=30.0)):
         await events.until(lambda e: len(e.of("on_connected")) >= 2 and len(e.trades) >= 150, 5)
     disconnected = events.of("on_disconnected")[0]
     assert disconnected["code"] == code and isinstance(disconnected["error"], ConnectionLost)
@@ -146,10 +148,10 @@ async def test_http_429_waits_for_retry_after(orderflow_sim_factory) -> None:
 
 
 async def test_ten_rotations_lose_and_repeat_nothing(orderflow_sim_factory) -> None:
-    """Ten make-before-break rotations (max_connection_age scaled down) deliver every id exactly once."""
+    """Ten make-before-break rotations (reconnect.max_connection_age scaled down) deliver every id exactly once."""
     sim = await orderflow_sim_factory(pace=Pace(rate=2000))
     events = Events()
-    async with make_flow(sim, events, max_connection_age=0.2) as flow:
+    async with make_flow(sim, events, reconnect=replace(RECONNECT, max_connection_age=0.2)) as flow:
         await events.until(lambda e: len(e.of("on_connected")) >= 11, 15)
     assert flow.counters["rotations"] >= 10
     assert events.of("on_gap") == []
@@ -164,8 +166,8 @@ async def test_three_symbols_over_two_shards(orderflow_sim_factory) -> None:
     sim = await orderflow_sim_factory(tapes, pace=Pace(speed=100))
     events = Events()
     symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
-    async with make_flow(sim, events, symbols=symbols, streams_per_connection=2,
-                         stall_timeout=60.0):
+    async with make_flow(sim, events, symbols=symbols, timeouts=replace(TIMEOUTS, stall=60.0),
+                         limits=replace(LIMITS, streams_per_connection=2)):
         await sim.wait_for(lambda r: r.market_finished, 20)
         await events.until(lambda e: all(e.ids(s) and e.ids(s)[-1] == sim.played_ids(s)[-1] for s in symbols), 5)
     assert [c.streams for c in sim.record.connections] in (
@@ -194,11 +196,11 @@ async def test_bad_frame_counted_reported_and_skipped(orderflow_sim_factory, var
 
 
 async def test_oversized_frame_closes_and_reconnects(orderflow_sim_factory) -> None:
-    """A frame over max_size ends the connection with a clear reason; the stream reconnects."""
+    """A frame over limits.max_size ends the connection with a clear reason; the stream reconnects."""
     sim = await orderflow_sim_factory(scenario=one(Fault("oversized_frame", after=20, size=200_000)),
                                       pace=Pace(rate=1000))
     events = Events()
-    async with make_flow(sim, events, max_size=100_000):
+    async with make_flow(sim, events, limits=replace(LIMITS, max_size=100_000)):
         await events.until(lambda e: len(e.of("on_connected")) >= 2 and len(e.trades) >= 60, 5)
     error = events.of("on_disconnected")[0]["error"]
     assert error.code == 1009 and "over max_size (100000 bytes)" in str(error)
@@ -206,10 +208,11 @@ async def test_oversized_frame_closes_and_reconnects(orderflow_sim_factory) -> N
 
 
 async def test_max_attempts_gives_up_loudly(orderflow_sim_factory) -> None:
-    """When max_attempts are spent the stream says what it tried and why each failed."""
+    """When reconnect.max_attempts are spent the stream says what it tried and why each failed."""
     sim = await orderflow_sim_factory(scenario=Scenario(every=[Fault("hang_before_handshake")]))
     events = Events()
-    async with make_flow(sim, events, max_attempts=3, deadlines=Deadlines(http_upgrade=0.2)) as flow:
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, http_upgrade=0.2),
+                         reconnect=replace(RECONNECT, max_attempts=3)) as flow:
         await events.until(lambda e: any(isinstance(c["error"], GaveUp) for c in e.of("on_error")), 10)
         assert flow.health()["connections"][0]["state"] == "failed"
     gave_up = events.of("on_error")[-1]["error"]
@@ -231,7 +234,7 @@ async def test_closed_port_is_a_tcp_connect_error(unused_tcp_port: int) -> None:
 
 @pytest.mark.parametrize("stage", ["connecting", "backoff", "streaming", "backfill"])
 async def test_stop_in_every_stage_is_prompt_and_leaves_nothing(orderflow_sim_factory, stage: str) -> None:
-    """stop() returns within close_timeout + 1 s from any stage, with no task or socket left behind."""
+    """stop() returns within timeouts.close + 1 s from any stage, with no task or socket left behind."""
     scenario = {
         "connecting": Scenario(every=[Fault("hang_before_handshake")]),
         "backoff": Scenario(every=[Fault("http_status", status=503)]),
@@ -240,8 +243,8 @@ async def test_stop_in_every_stage_is_prompt_and_leaves_nothing(orderflow_sim_fa
     }[stage]
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=1000))
     events = Events()
-    flow = make_flow(sim, events, backoff_initial=30.0, backoff_max=60.0, rest_timeout=30.0,
-                     deadlines=Deadlines(http_upgrade=30.0))
+    flow = make_flow(sim, events, timeouts=replace(TIMEOUTS, rest=30.0, http_upgrade=30.0),
+                     reconnect=replace(RECONNECT, backoff_initial=30.0, backoff_max=60.0))
     before = asyncio.all_tasks()
     await flow.start()
     if stage == "connecting":
@@ -255,7 +258,7 @@ async def test_stop_in_every_stage_is_prompt_and_leaves_nothing(orderflow_sim_fa
         await sim.wait_for(lambda r: r.rest, 5)
     started = time.monotonic()
     await flow.stop()
-    assert time.monotonic() - started < flow.close_timeout + 1.0
+    assert time.monotonic() - started < flow.timeouts.close + 1.0
     await asyncio.sleep(0)  # let cancelled callbacks run
     assert {t for t in asyncio.all_tasks() - before if not t.done()} == set()
     assert flow._live == set() and flow._tasks == set()
@@ -272,7 +275,7 @@ async def test_start_twice_is_refused(orderflow_sim_factory) -> None:
 
 
 async def test_from_settings_uses_environment_override(orderflow_sim_factory, monkeypatch, frame_reader) -> None:
-    """from_settings reads the connector table; ORDERFLOW_CONNECTOR__WS_URL points it at the simulator."""
+    """from_settings reads the connector and timeouts tables; ORDERFLOW_CONNECTOR__WS_URL points it at the simulator."""
     sim = await orderflow_sim_factory(pace=Pace(rate=500))
     monkeypatch.setenv("ORDERFLOW_CONNECTOR__WS_URL", sim.ws_url)
     monkeypatch.setenv("ORDERFLOW_CONNECTOR__REST_URL", sim.rest_url)
@@ -285,7 +288,7 @@ async def test_from_settings_uses_environment_override(orderflow_sim_factory, mo
     signals.trade.connect(receiver)
     try:
         async with OrderFlow.from_settings() as flow:
-            assert flow.ws_url == sim.ws_url and flow.deadlines.first_message == 5.0  # [testing.connector]
+            assert flow.ws_url == sim.ws_url and flow.timeouts.first_message == 5.0  # [testing.timeouts]
             async with asyncio.timeout(5):
                 while len(got) < 5:
                     await asyncio.sleep(0.01)
@@ -297,9 +300,9 @@ async def test_from_settings_uses_environment_override(orderflow_sim_factory, mo
 
 def test_from_settings_keyword_overrides_win(settings) -> None:
     """Keyword arguments, symbols included, override what the settings say."""
-    flow = OrderFlow.from_settings(settings, symbols=["ethusdt"], ws_url="ws://127.0.0.1:1", stall_timeout=7.0)
-    assert flow.symbols == ("ETHUSDT",) and flow.ws_url == "ws://127.0.0.1:1" and flow.stall_timeout == 7.0
-    assert flow.max_connection_age == settings.connector.max_connection_age
+    flow = OrderFlow.from_settings(settings, symbols=["ethusdt"], ws_url="ws://127.0.0.1:1", timeouts=Timeouts(stall=7.0))
+    assert flow.symbols == ("ETHUSDT",) and flow.ws_url == "ws://127.0.0.1:1" and flow.timeouts == Timeouts(stall=7.0)
+    assert flow.reconnect.max_connection_age == settings.reconnect.max_connection_age
 
 
 def test_default_endpoints_are_binance() -> None:
@@ -316,11 +319,11 @@ async def test_stop_at_any_moment_of_connecting_never_hangs(orderflow_sim_factor
     sim = await orderflow_sim_factory(pace=Pace(rate=2000))
     rng = random.Random(7)
     for _ in range(40):
-        flow = make_flow(sim, Events(), loop_block_threshold=0)
+        flow = make_flow(sim, Events(), reporting=Reporting(loop_block_threshold=0))
         await flow.start()
         await asyncio.sleep(rng.uniform(0, 0.004))  # somewhere in resolve .. first_message
         started = time.monotonic()
-        async with asyncio.timeout(flow.close_timeout + 1.0):
+        async with asyncio.timeout(flow.timeouts.close + 1.0):
             await flow.stop()
-        assert time.monotonic() - started < flow.close_timeout + 1.0
+        assert time.monotonic() - started < flow.timeouts.close + 1.0
         assert flow._tasks == set() and flow._live == set()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from orderflow_plugin import ConnectFailed, GaveUp, OrderFlow, bundled_tape
+from orderflow_plugin import ConnectFailed, GaveUp, OrderFlow, Reconnect, bundled_tape
 from orderflow_plugin.sim import Pace
+from orderflow_plugin.supervisor import Supervisor
 from orderflow_plugin.transport import STAGES, WsConnection
 
 from .flowhelpers import Events, make_flow, require_unshare
@@ -60,7 +61,8 @@ async def test_any_exception_in_any_stage_is_named_and_retried(tls_sim, monkeypa
     raised = inject(monkeypatch, stage, FAULTS[kind], times=2)
     events = Events()
     async with OrderFlow(["BTCUSDT"], ws_url=sim.ws_url, rest_url=sim.rest_url, ca_file=ca_file,
-                         plugins=_manager(events), backoff_initial=0.05, backoff_max=0.1, transport=frame_reader) as flow:
+                         plugins=_manager(events), reconnect=Reconnect(backoff_initial=0.05, backoff_max=0.1),
+                         transport=frame_reader) as flow:
         await events.until(lambda e: len(e.trades) >= 50, 15)
         health = flow.health()
     failures = [c for c in events.of("on_error") if c["where"].startswith("connect:")]
@@ -79,22 +81,22 @@ async def test_a_crashed_supervisor_is_reported_and_restarted(orderflow_sim_fact
     """A bug that ends a shard's task is reported with its traceback and the shard starts again."""
     sim = await orderflow_sim_factory(pace=Pace(rate=1000))
     calls = []
-    open_slot = OrderFlow._open_slot
+    start = Supervisor.start
 
-    async def crashing_open_slot(self: OrderFlow) -> None:
+    def crashing_start(self: Supervisor, now: float) -> list:
         calls.append(1)
         if len(calls) == 1:
             raise KeyError("a bug in the shell")
-        await open_slot(self)
+        return start(self, now)
 
-    monkeypatch.setattr(OrderFlow, "_open_slot", crashing_open_slot)
+    monkeypatch.setattr(Supervisor, "start", crashing_start)
     events = Events()
     async with make_flow(sim, events) as flow:
         await events.until(lambda e: len(e.trades) >= 50, 10)
         health = flow.health()
     crash = [c for c in events.of("on_error") if c["where"] == "task:orderflow shard 1"]
     assert len(crash) == 1 and isinstance(crash[0]["error"].__cause__, KeyError)
-    assert "KeyError" in crash[0]["error"].stack and "crashing_open_slot" in crash[0]["error"].stack
+    assert "KeyError" in crash[0]["error"].stack and "crashing_start" in crash[0]["error"].stack
     assert health["connections"][0]["state"] == "streaming"
     assert health["connections"][0]["last_error"]["stage"] == "supervise"
 
@@ -103,7 +105,7 @@ async def test_health_shows_no_stage_clock_while_backing_off(unused_tcp_port: in
     """Between attempts health says backoff with the last error, never a stage clock that keeps growing."""
     events = Events()
     flow = OrderFlow(["BTCUSDT"], ws_url=f"ws://127.0.0.1:{unused_tcp_port}", plugins=_manager(events),
-                     backoff_initial=5.0, backoff_max=5.0, backoff_factor=1.0)
+                     reconnect=Reconnect(backoff_initial=5.0, backoff_max=5.0, backoff_factor=1.0))
     async with flow:
         await events.until(lambda e: len(e.of("on_reconnect_scheduled")) >= 1, 5)  # sent once in backoff
         connection = flow.health()["connections"][0]
@@ -114,10 +116,10 @@ async def test_health_shows_no_stage_clock_while_backing_off(unused_tcp_port: in
 
 
 async def test_gave_up_shows_failed_in_health(unused_tcp_port: int) -> None:
-    """After max_attempts the stream's health says failed, with GaveUp as the last error."""
+    """After reconnect.max_attempts the stream's health says failed, with GaveUp as the last error."""
     events = Events()
     flow = OrderFlow(["BTCUSDT"], ws_url=f"ws://127.0.0.1:{unused_tcp_port}", plugins=_manager(events),
-                     backoff_initial=0.01, backoff_max=0.01, max_attempts=3)
+                     reconnect=Reconnect(backoff_initial=0.01, backoff_max=0.01, max_attempts=3))
     async with flow:
         await events.until(lambda e: any(isinstance(c["error"], GaveUp) for c in e.of("on_error")), 5)
         health = flow.health()
@@ -191,5 +193,5 @@ async def test_a_failing_silence_check_is_reported_and_the_watchdog_goes_on(orde
     events = Events()
     async with make_flow(sim, events):
         await events.until(lambda e: len(looks) >= 3, 5)
-    errors = [c for c in events.of("on_error") if c["where"] == "task:orderflow silence watchdog"]
+    errors = [c for c in events.of("on_error") if c["where"] == "task:orderflow ticker"]
     assert len(errors) == 1 and isinstance(errors[0]["error"], KeyError)

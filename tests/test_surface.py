@@ -16,11 +16,11 @@ from .conftest import ROOT
 
 TESTS = Path(__file__).resolve().parent
 CURATED = {
-    "FlowThread", "Bar", "FlowEngine", "Footprint", "Snapshot", "Whale", "BadFrame", "ConnectFailed", "ConnectionLost", "Deadlines", "GaveUp", "HandshakeRejected", "OrderFlow", "StageTimeout",
+    "FlowThread", "Bar", "FlowEngine", "Footprint", "Snapshot", "Whale", "BadFrame", "ConnectFailed", "ConnectionLost", "GaveUp", "HandshakeRejected", "OrderFlow", "StageTimeout",
     "Stalled", "StreamError", "Dispatcher", "HookFailed", "HookTooSlow", "Metric", "OrderFlowError", "PluginError", "PluginLoadError",
     "PluginManager", "Settings", "SettingsError", "Tape", "TapeError", "TapeRow", "Trade", "bundled_tape",
     "hookimpl", "load_plugins", "load_settings", "load_tape", "normalize_symbol", "plugins_from_settings",
-    "signals", "stream_name",
+    "signals", "stream_name", "Timeouts", "Reconnect", "Limits", "Sequencing", "Flow", "Reporting",
 }
 
 

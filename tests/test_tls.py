@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,12 +17,12 @@ import httpx
 import pytest
 import websockets
 
-from orderflow_plugin import Deadlines, OrderFlow, SettingsError, StageTimeout, StreamError, load_settings
+from orderflow_plugin import OrderFlow, SettingsError, StageTimeout, StreamError, load_settings
 from orderflow_plugin.sim import Fault, Pace, Scenario, SimCertificates
 from orderflow_plugin.tls import client_context
 
 from .conftest import ROOT
-from .flowhelpers import TIMEOUT_FACTOR, Events, make_flow
+from .flowhelpers import TIMEOUT_FACTOR, TIMEOUTS, Events, make_flow
 
 # Every wall-clock limit below is multiplied by this (slow CI machines), as websockets does.
 
@@ -81,7 +82,7 @@ async def test_a_server_silent_after_tcp_accept_hits_the_tls_deadline(orderflow_
     silent = SimpleNamespace(ws_url=f"wss://127.0.0.1:{port}", rest_url=f"https://127.0.0.1:{port}")
     events = Events()
     async with server:
-        async with make_flow(silent, events, ca_file=orderflow_tls.ca_file, deadlines=Deadlines(tls=0.5)):
+        async with make_flow(silent, events, ca_file=orderflow_tls.ca_file, timeouts=replace(TIMEOUTS, tls=0.5)):
             await events.until(lambda e: len(e.of("on_reconnect_scheduled")) >= 2, timeout=10 * TIMEOUT_FACTOR)
     error = events.of("on_reconnect_scheduled")[0]["error"]
     assert isinstance(error, StageTimeout) and error.stage == "tls" and error.deadline == 0.5

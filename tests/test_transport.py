@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from orderflow_plugin import Deadlines, StreamError, Trade, bundled_tape
+from orderflow_plugin import StreamError, Timeouts, Trade, bundled_tape
 from orderflow_plugin.decode import Decoder, Reply
 from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.tape import Tape
@@ -45,7 +45,7 @@ async def stream(sim, reader: str, count: int) -> tuple[bool, list[bytes], WsCon
     """Open a connection with ``reader``, take ``count`` frames, close it: (fast reader was on, frames, it)."""
     collector = Collector()
     connection = await open_connection(f"{sim.ws_url}/stream", ["btcusdt@aggTrade"], collector,
-                                       deadlines=Deadlines(), reader=reader)
+                                       deadlines=Timeouts(), reader=reader)
     await collector.until(count)
     fast = connection.fast
     await connection.close(timeout=1.0)
@@ -78,7 +78,7 @@ async def test_fast_reader_answers_pings_through_websockets(orderflow_sim_factor
     sim = await orderflow_sim_factory(TAPE, pace=Pace(rate=200), ping_interval=0.05, pong_timeout=0.5)
     collector = Collector()
     connection = await open_connection(f"{sim.ws_url}/stream", ["btcusdt@aggTrade"], collector,
-                                       deadlines=Deadlines(), reader="fast")
+                                       deadlines=Timeouts(), reader="fast")
     await sim.wait_for(lambda record: record.connections[0].pongs_received >= 3, 5)
     assert connection.fast is True and len(collector.frames) > 1
     await connection.close(timeout=1.0)
@@ -91,7 +91,7 @@ async def test_fast_reader_hands_an_oversized_frame_to_websockets(orderflow_sim_
                                       scenario=Scenario([[Fault("oversized_frame", after=5, size=5000)]]))
     collector = Collector()
     connection = await open_connection(f"{sim.ws_url}/stream", ["btcusdt@aggTrade"], collector,
-                                       deadlines=Deadlines(), max_size=4096, reader="fast")
+                                       deadlines=Timeouts(), max_size=4096, reader="fast")
     error = await asyncio.wait_for(connection.done, 5)
     assert error.code == 1009 and "max_size (4096 bytes)" in str(error)  # type: ignore[attr-defined]
     assert len(collector.frames) == 6 and connection.fast is False
@@ -101,7 +101,7 @@ def test_unknown_reader_refused() -> None:
     """A reader name that is not websockets or fast is a clear error."""
     with pytest.raises(ValueError, match="reader must be one of websockets, fast"):
         asyncio.run(open_connection("ws://127.0.0.1:9/stream", [], lambda c, f: None,
-                                    deadlines=Deadlines(), reader="picows"))
+                                    deadlines=Timeouts(), reader="picows"))
 
 
 @pytest.mark.parametrize("reader", ["websockets", "fast"])
@@ -121,7 +121,7 @@ async def test_endless_response_headers_fail_the_upgrade_at_once(reader: str) ->
         async with asyncio.timeout(5):
             with pytest.raises(StreamError) as info:
                 await open_connection(f"ws://127.0.0.1:{port}/stream", ["btcusdt@aggTrade"], Collector(),
-                                      deadlines=Deadlines(http_upgrade=10.0), reader=reader)
+                                      deadlines=Timeouts(http_upgrade=10.0), reader=reader)
     finally:
         server.close()
         await server.wait_closed()

@@ -5,7 +5,7 @@ failure a plain next step. The stream checks (DNS, TCP, TLS, upgrade, subscripti
 use the same staged transport as the stream, so a failure names the exact stage; the REST checks
 (DNS, TCP, ping, aggTrades, clock) run at the same time, so the doctor takes about as long as
 the slower of the two. A check that depends on a failed one is SKIP at once, naming it. No check
-waits longer than ``timeout`` (the connector's own deadline when that is shorter), and nothing a
+waits longer than ``timeout`` (the configured ``timeouts`` when shorter), and nothing a
 check raises escapes: an unexpected exception is a FAIL line naming its type and message.
 TLS always verifies, against the system store plus ``ca_file`` when given.
 """
@@ -24,9 +24,9 @@ from typing import Any
 import orderflow_plugin
 
 from ..config import Settings
+from ..options import Timeouts, from_table
 from ..plugins import plugins_from_settings
 from ..tls import client_context
-from ..transport import Deadlines
 from .check import Check
 from .rest import REST_CHECKS, check_rest
 from .stream import STREAM_CHECKS, check_stream
@@ -52,14 +52,12 @@ async def run_doctor(settings: Settings, *, ws_url: str, rest_url: str, symbol: 
     """Run every check; never raises for a failing or crashing check."""
     settings_check, context = _settings(settings, ca_file)
     checks: list[Check] = [settings_check, _run_sync("install", _install), _run_sync("plugins", _plugins, settings)]
-    c = settings.connector
-    configured = Deadlines(c.resolve_timeout, c.tcp_connect_timeout, c.tls_timeout, c.http_upgrade_timeout,
-                           c.subscribed_timeout, c.first_message_timeout)
+    configured = from_table(Timeouts, settings.timeouts)
     stream_checks, rest_checks = await asyncio.gather(
         _run_group(STREAM_CHECKS, check_stream, ws_url.rstrip("/"), symbol, market, configured, timeout,
-                   c.max_size, c.transport, context),
-        _run_group(REST_CHECKS, check_rest, rest_url.rstrip("/"), symbol, market,
-                   min(settings.sequence.rest_timeout, timeout), context),
+                   settings.limits.max_size, settings.connector.transport, context),
+        _run_group(REST_CHECKS, check_rest, rest_url.rstrip("/"), symbol, market, min(configured.rest, timeout),
+                   context),
     )
     checks += stream_checks + rest_checks
     checks += await _run_group(["event loop lag"], _loop_lag)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import ssl
 import time
+from dataclasses import replace
 from typing import Any
 
 from ..decode import Decoder, Reply
 from ..errors import HandshakeRejected, StageTimeout
 from ..models import Trade
+from ..options import Timeouts
 from ..symbols import normalize_symbol, stream_name
-from ..transport import STAGES, Deadlines, WsConnection, open_connection
+from ..transport import STAGES, WsConnection, open_connection
 from .check import CERTIFICATE_ADVICE, Check, certificate_error
 
 __all__ = ["STREAM_CHECKS", "check_stream"]
@@ -32,11 +34,11 @@ _STAGE_ADVICE = {
 _EXPIRY_WARNING_DAYS = 14
 
 
-async def check_stream(done: list[Check], url: str, symbol: str, market: str, configured: Deadlines,
+async def check_stream(done: list[Check], url: str, symbol: str, market: str, configured: Timeouts,
                        timeout: float, max_size: int, reader: str, context: ssl.SSLContext) -> None:
     """Open one connection as the stream does and append a check per stage, stopping after the one that failed."""
     symbol = normalize_symbol(symbol)
-    deadlines = Deadlines(*(min(getattr(configured, stage), timeout) for stage in STAGES))
+    deadlines = replace(configured, **{stage: min(getattr(configured, stage), timeout) for stage in STAGES})
     decoder = Decoder(market)  # type: ignore[arg-type]
     opened: list[WsConnection] = []
 
@@ -95,7 +97,7 @@ def _failed_stage(error: Exception, connection: WsConnection | None) -> str:
     return STAGES[0]  # nothing was opened: the URL itself is wrong
 
 
-def _stream_failure(error: Exception, stage: str, deadlines: Deadlines, configured: Deadlines, url: str) -> str:
+def _stream_failure(error: Exception, stage: str, deadlines: Timeouts, configured: Timeouts, url: str) -> str:
     if getattr(error, "stage", None) is None:  # not from the transport: an invalid URL or a bug
         return f"cannot open {url}: {type(error).__name__}: {error}"
     text = str(error)
@@ -152,7 +154,7 @@ def _advice(stage: str, error: Exception) -> str:
         wait = f" (Retry-After {error.retry_after:g} s)" if error.retry_after is not None else ""
         if error.status in (418, 429):
             return (f"Binance rate-limited or banned this IP (HTTP {error.status}); wait{wait} and open fewer "
-                    "connections (connector.connections_per_5min)")
+                    "connections (reconnect.connections_per_5min)")
         return f"the server refused the upgrade (HTTP {error.status}): check the URL path and the market"
     if certificate_error(error) is not None:
         return CERTIFICATE_ADVICE

@@ -1,0 +1,209 @@
+"""What each ``orderflow`` command does, once :mod:`.cli` has parsed its arguments and loaded the settings.
+
+Each ``*_command(args, settings)`` returns the process's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .config import Settings
+from .stream import OrderFlow
+from .tape import Tape, bundled_tape, load_tape
+from .view import JsonFeed, LiveView
+
+__all__ = ["config_command", "demo_command", "doctor_command", "replay_command", "run_flow", "run_on_simulator",
+           "sim_command", "stream_command"]
+
+
+def config_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``orderflow config``: the validated settings as JSON."""
+    print(json.dumps({"env": settings.env, "settings": settings.to_dict()}, indent=2))
+    return 0
+
+
+def sim_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``orderflow sim``: serve the local simulator until ``--duration`` or Ctrl-C."""
+    import tempfile
+
+    from .sim import Pace, Scenario, SimCertificates, Simulator  # the server is only imported when asked for
+
+    try:
+        scenario = Scenario.from_file(args.scenario) if args.scenario else None
+    except ValueError as exc:
+        print(f"orderflow sim: {exc}", file=sys.stderr)
+        return 2
+    tapes = [load_tape(path) for path in args.tape] or None
+    # With TLS the URLs must name a host the certificate is for: "localhost" (bound on every loopback
+    # address it resolves to, so a client that tries ::1 first finds the server too), or the given host.
+    host = args.host or ("localhost" if args.tls else "127.0.0.1")
+    url_host = "localhost" if host in ("0.0.0.0", "::", "") else host
+    with contextlib.ExitStack() as cleanup:
+        server_context, ca_file = None, ""
+        if args.tls:
+            folder = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="orderflow-sim-tls-"))
+            try:
+                certificates = SimCertificates(folder, ("localhost", "127.0.0.1", "::1", url_host))
+            except ImportError as exc:
+                print(f"orderflow sim: {exc}", file=sys.stderr)
+                return 1
+            server_context, ca_file = certificates.server_context(), certificates.ca_file
+        simulator = Simulator(
+            tapes, scenario=scenario, pace=Pace(speed=args.speed, rate=args.rate, asap=args.asap, smooth=args.smooth),
+            loop=args.loop, market=args.market, host=host, port=args.port, record_ids=False,
+            ssl_context=server_context,
+        )
+
+        async def serve() -> None:
+            async with simulator:
+                ws_url = simulator.ws_url.replace(f"//{host}:", f"//{url_host}:", 1)
+                rest_url = simulator.rest_url.replace(f"//{host}:", f"//{url_host}:", 1)
+                print(f"simulator listening: streams {ws_url}/stream?streams=<symbol>@aggTrade, "
+                      f"REST {rest_url}/api/v3/aggTrades; Ctrl-C to stop", flush=True)
+                if ca_file:
+                    print(f"TLS with a throwaway CA (deleted on exit): {ca_file}\n"
+                          f"  trust it with --ca-file {ca_file} or ORDERFLOW_CONNECTOR__CA_FILE={ca_file}, e.g.\n"
+                          f"  orderflow doctor --ws-url {ws_url} --rest-url {rest_url} --ca-file {ca_file}",
+                          flush=True)
+                try:
+                    await asyncio.sleep(args.duration or float("inf"))
+                finally:
+                    record = simulator.record
+                    print(json.dumps({
+                        "event": "summary", "connections": len(record.connections),
+                        "rest_requests": len(record.rest),
+                        "played": {s: simulator.happened(s) for s in simulator.feeds},
+                    }), flush=True)
+
+        asyncio.run(serve())
+    return 0
+
+
+def doctor_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``orderflow doctor``: one line (or JSON object) per check; exit code 1 when any failed."""
+    from .doctor import Check, diagnose
+
+    market = args.market or settings.market
+    endpoints = settings.endpoints[market]
+    ws_url = args.ws_url or settings.connector.ws_url or endpoints.ws_url
+    rest_url = args.rest_url or settings.connector.rest_url or endpoints.rest_url
+    symbol = args.symbol or settings.symbols[0]
+    ca_file = args.ca_file or settings.connector.ca_file or None
+    try:
+        checks = diagnose(settings, ws_url=ws_url, rest_url=rest_url, symbol=symbol, market=market, ca_file=ca_file,
+                        timeout=args.timeout)
+    except Exception as exc:  # the checks never raise; this is the last guard so --json stays JSON
+        checks = [Check("doctor", "FAIL", 0.0, f"the doctor itself failed: {type(exc).__name__}: {exc}",
+                        "a bug in orderflow doctor: please report it with this line")]
+    for check in checks:
+        print(json.dumps(check.as_json()) if args.json else check.line(), flush=True)
+    failed = [c.name for c in checks if c.status == "FAIL"]
+    if not args.json:
+        skipped = sum(c.status == "SKIP" for c in checks)
+        print(f"{len(checks)} checks: {len(checks) - len(failed) - skipped} without failure, {skipped} skipped"
+              + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
+
+
+def demo_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``orderflow demo``: the bundled (or given) tape through the simulator into the live stream."""
+    from .sim import Scenario
+
+    tape = load_tape(args.tape) if args.tape else bundled_tape()
+    speed = args.speed if args.speed is not None else settings.demo.speed
+    duration = args.duration if args.duration is not None else settings.demo.duration
+    try:
+        scenario = Scenario.from_file(args.scenario) if args.scenario else None
+    except ValueError as exc:
+        print(f"orderflow demo: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(run_on_simulator(settings, tape, speed, duration, scenario, as_json=args.json))
+
+
+def replay_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``orderflow replay FILE``: a recorded tape through the simulator into the live stream."""
+    return asyncio.run(run_on_simulator(settings, load_tape(args.file), args.speed, args.duration, None,
+                                         as_json=args.json))
+
+
+def stream_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``orderflow stream``: the live stream built from the settings and the command's options."""
+    overrides: dict[str, Any] = {}
+    if args.symbol:
+        overrides["symbols"] = args.symbol
+    if args.market:
+        endpoints = settings.endpoints[args.market]
+        overrides.update(market=args.market, ws_url=settings.connector.ws_url or endpoints.ws_url,
+                         rest_url=settings.connector.rest_url or endpoints.rest_url)
+    if args.ws_url:
+        overrides["ws_url"] = args.ws_url
+    if args.rest_url:
+        overrides["rest_url"] = args.rest_url
+    if args.ca_file:
+        overrides["ca_file"] = args.ca_file
+    try:
+        flow = OrderFlow.from_settings(settings, **overrides)
+    except ValueError as exc:
+        print(f"orderflow stream: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(run_flow(flow, as_json=args.json, duration=args.duration))
+
+
+async def run_on_simulator(settings: Settings, tape: Tape, speed: float, duration: float, scenario: Any, *,
+                            as_json: bool) -> int:
+    """The simulator on loopback plays ``tape``; the real stream consumes it, exactly as `stream` would."""
+    from .sim import Pace, Simulator
+
+    async with Simulator(tape, pace=Pace(speed=speed), scenario=scenario, record_ids=False) as sim:
+        flow = OrderFlow.from_settings(settings, symbols=[tape.symbol], market=tape.market,
+                                       ws_url=sim.ws_url, rest_url=sim.rest_url)
+        if not as_json:
+            names = sorted(str(name) for name, _ in flow.plugins.list_name_plugin())
+            print(f"replaying {len(tape.rows)} real {tape.symbol} aggTrades from {tape.source} at {speed:g}x "
+                  f"through the local simulator on {sim.ws_url}; plugins: {', '.join(names) or 'none'}",
+                  flush=True)
+        last_id = tape.rows[-1].id
+        return await run_flow(flow, as_json=as_json, duration=duration,
+                          done=lambda: flow.health()["symbols"][tape.symbol]["last_id"] == last_id)
+
+
+async def run_flow(flow: OrderFlow, *, as_json: bool, duration: float, done: Callable[[], bool] | None = None) -> int:
+    """Run ``flow`` with the JSON feed or the live view until duration, ``done()``, SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    view = LiveView(flow.symbols)
+    flow.plugins.register(JsonFeed() if as_json else view, name="cli-view")
+    deadline = loop.time() + duration if duration else float("inf")
+    live: Any = None
+    if not as_json and sys.stdout.isatty():
+        from rich.live import Live
+
+        live = Live(auto_refresh=False)
+    async with flow:
+        tick = 0.2 if as_json or live is not None else 1.0
+        with live if live is not None else contextlib.nullcontext():
+            while not stop.is_set() and loop.time() < deadline and not (done is not None and done()):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, min(tick, deadline - loop.time()))):
+                        await stop.wait()
+                if live is not None:
+                    live.update(view.table(flow.health()), refresh=True)
+                elif not as_json:
+                    for symbol in flow.symbols:
+                        print(view.line(symbol, flow.health()), flush=True)
+    if live is not None:
+        live.console.print(view.table(flow.health()))
+    elif not as_json:  # the final state, from the snapshot the stream sends as it stops
+        for symbol in flow.symbols:
+            print(view.line(symbol, flow.health()), flush=True)
+    print(json.dumps({"event": "summary", **flow.summary()}), flush=True)
+    return 0

@@ -1,0 +1,111 @@
+"""The asyncio side of the data path: frames into the pipeline, its actions carried out, its clock driven.
+
+:class:`~orderflow_plugin.pipeline.Pipeline` decides (deliver, hold, fetch, pause); this hands it
+every frame with the time, runs the REST requests it asks for (:mod:`.backfill`), pauses and
+resumes connections, and ticks it: at its deadlines (:class:`~orderflow_plugin.actions.WakeAt`)
+and every quarter second, when the silence watch looks too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .actions import Action, Backfill, FirstTrade, PauseReading, ResumeReading, Rotate, Subscribed, WakeAt
+from .backfill import BackfillFailed
+from .checkpoint import CheckpointError
+from .models import Trade
+from .transport import WsConnection
+
+if TYPE_CHECKING:
+    from .stream import OrderFlow
+
+__all__ = ["PipelineDriver", "Sink"]
+
+logger = logging.getLogger("orderflow_plugin.stream")
+
+
+@dataclass(slots=True)
+class Sink:
+    """The pipeline's outputs, wired to the dispatcher."""
+
+    trade: Callable[[Trade], None]
+    metric: Callable[[Any], None]
+    event: Callable[..., None]
+
+
+class PipelineDriver:
+    """OrderFlow's data path (a mixin: it runs on the stream's pipeline, shards and backfiller)."""
+
+    def _gone(self: OrderFlow, connection: WsConnection) -> None:
+        self._live.discard(connection)
+        self.pipeline.forget(connection)
+
+    def _on_frame(self: OrderFlow, connection: WsConnection, frame: bytes) -> None:
+        self.pipeline.receive(connection, frame, time.monotonic())
+
+    def _act(self: OrderFlow, action: Action) -> None:
+        """Carry out what the pipeline asked for."""
+        kind = type(action)
+        if kind is PauseReading:
+            action.source.pause()  # type: ignore[union-attr]
+        elif kind is FirstTrade:
+            action.source.first_trade()  # type: ignore[union-attr]
+        elif kind is WakeAt:
+            assert self._loop is not None
+            self._loop.call_later(max(0.0, action.when - time.monotonic()), self._tick_once)  # type: ignore[union-attr]
+        elif kind is Backfill:
+            self._fills[action.symbol] = self._spawn(self._fetch(action), f"orderflow backfill {action.symbol}")  # type: ignore[union-attr]
+        elif kind is ResumeReading:
+            for connection in action.sources:  # type: ignore[union-attr]
+                connection.resume()
+        elif kind is Subscribed:
+            action.source.subscribed(action.reply_id, action.error)  # type: ignore[union-attr]
+        elif kind is Rotate:
+            logger.info("%s announced %s: replacing the connection", action.source.endpoint, action.reason)  # type: ignore[union-attr]
+            for shard in self._shards:
+                if shard.machine.connection is action.source:  # type: ignore[union-attr]
+                    self._carry_out(shard, shard.machine.rotate(action.source, time.monotonic()))  # type: ignore[union-attr]
+
+    async def _fetch(self: OrderFlow, request: Backfill) -> None:
+        """One backfill request: its answer, or its failure with the pages that did arrive, goes to the pipeline."""
+        assert self.backfiller is not None
+        symbol, first, last = request.symbol, request.first, request.last
+        failed: Exception | None = None
+        try:
+            trades = await self.backfiller.fetch(symbol, first, last)
+        except BackfillFailed as exc:
+            failed, trades = exc, exc.fetched  # the pages that did arrive are delivered, not lost
+        except Exception as exc:  # a bug, not REST trouble: the hole must still end, in a report
+            logger.exception("%s: backfill of ids %d..%d raised", symbol, first, last)
+            failed, trades = BackfillFailed(f"{symbol}: backfill of ids {first}..{last} raised {exc!r}",
+                                            url=self.rest_url, symbol=symbol, first=first, last=last), []
+        if self._fills.get(symbol) is asyncio.current_task():
+            del self._fills[symbol]
+        self.pipeline.backfilled(symbol, first, last, trades, failed, time.monotonic())
+
+    def _checkpoint_failed(self: OrderFlow, exc: CheckpointError) -> None:
+        """Trades go on; say that a restart is no longer exact until a write succeeds again."""
+        logger.error("%s; trades go on, but a restart may now repeat trades without source=\"replay\"", exc)
+        self._emit("on_error", error=exc, where="checkpoint")
+
+    async def _tick(self: OrderFlow) -> None:
+        """Drive the pipeline's clock (gaps, bars, snapshots, checkpoints) and look for silent feeds."""
+        while True:
+            await asyncio.sleep(self._tick_interval)
+            self._tick_once()
+
+    def _tick_once(self: OrderFlow) -> None:
+        if self._state != "running":
+            return
+        now = time.monotonic()
+        try:
+            self.pipeline.tick(now)
+            self._check_silence(now)
+        except Exception as exc:  # a bug here must not end the ticker: report it and look again
+            logger.error("stream ticker failed; it goes on", exc_info=exc)
+            self._emit("on_error", error=exc, where="task:orderflow ticker")

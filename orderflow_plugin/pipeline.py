@@ -1,0 +1,371 @@
+"""The stream's logic with no I/O: frames in, trades, metrics and actions for the shell out.
+
+``Pipeline`` is plain synchronous code, like websockets' ``protocol.py``. The shell (or the
+simulation harness, in virtual time) feeds it frames (:meth:`Pipeline.receive`), backfill
+results (:meth:`Pipeline.backfilled`) and the time (:meth:`Pipeline.tick`); every timer is a
+deadline compared with the ``now`` passed in. Out come trades, metrics and events, straight
+to a :class:`Sink` (no object allocated per trade), and :data:`Action` values for the shell:
+fetch these ids, pause or resume reading, replace a connection, tell a connection it is
+subscribed or has its first trade, wake me at this time.
+
+One trade's path: decode -> sequencer (each id once, in order; holes held, then filled over
+REST or given up in a report) -> history, checkpoint tag, liveness -> sink.trade -> engine ->
+sink.metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Protocol
+
+from .actions import Action, Backfill, FirstTrade, PauseReading, ResumeReading, Rotate, Subscribed, WakeAt
+from .decode import Decoder, Reply, ServerShutdown
+from .engine import FlowEngine
+from .errors import BadFrame, StreamError
+from .liveness import Liveness
+from .models import Market, Trade
+from .options import Flow, Limits, Sequencing, Timeouts
+from .sequencer import DELIVER, DUPLICATE, GAP, OVERFLOW, READY, Sequencer
+
+__all__ = [
+    "BACKFILL_CHUNK", "Action", "Backfill", "FirstTrade", "PauseReading", "Pipeline", "ResumeReading", "Rotate",
+    "Sink", "Subscribed", "WakeAt",
+]
+
+logger = logging.getLogger("orderflow_plugin.stream")
+
+BACKFILL_CHUNK = 10_000  # ids fetched (10 REST pages) and delivered before the next are fetched
+
+
+class Sink(Protocol):
+    """Where the pipeline's output goes: the shell's dispatcher, or a simulation's recorder."""
+
+    trade: Callable[[Trade], None]
+    metric: Callable[[Any], None]
+    event: Callable[..., None]  # event(hook, **kwargs): on_gap, on_backfill, on_error
+
+
+class Pipeline:
+    """Frames to delivered trades for ``symbols``: decode, sequence, backfill and pause decisions, metrics."""
+
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        market: Market,
+        sink: Sink,
+        act: Callable[[Action], None],
+        *,
+        sequencing: Sequencing | None = None,
+        limits: Limits | None = None,
+        flow: Flow | None = None,
+        timeouts: Timeouts | None = None,
+        resume: dict[str, int] | None = None,
+        checkpointer: Any = None,
+        report_interval: float = 60.0,
+    ) -> None:
+        sequencing = sequencing or Sequencing()
+        limits = limits or Limits()
+        flow = flow or Flow()
+        timeouts = timeouts or Timeouts()
+        self.symbols = tuple(symbols)
+        self.sink = sink
+        self.act = act
+        self.backfill = sequencing.backfill
+        self.reorder_window = sequencing.reorder_window
+        self.checkpointer = checkpointer  # tags replays and keeps leases; None when checkpoints are off
+        self._decoder = Decoder(market)
+        start_after = sequencing.start_from_id - 1 if sequencing.start_from_id else None
+        resume = resume or {}
+        self.sequencers = {
+            s: Sequencer(s, start_after=resume.get(s, start_after), max_held=limits.max_buffered_trades)
+            for s in self.symbols
+        }
+        self.history = {s: deque[Trade](maxlen=limits.history_size) for s in self.symbols}
+        self.history_age_ms = int(limits.history_age * 1000)
+        self.latest: dict[str, dict[str, Any]] = {s: {} for s in self.symbols}
+        self.engines = {
+            s: FlowEngine(s, windows=flow.windows, footprint_tick=flow.footprint_tick or None,
+                          value_area=flow.value_area, whale_notional=flow.whale_notional or None,
+                          whale_percentile=flow.whale_percentile or None, whale_window=flow.whale_window)
+            for s in self.symbols
+        } if flow.enabled else {}
+        self.bar_close_grace = flow.bar_close_grace
+        self.snapshot_interval = flow.snapshot_interval
+        self._next_snapshot = -math.inf
+        self._clock_offset: dict[str, float] = {}  # trade time minus delivery time, ms
+        self.liveness = Liveness(self.symbols, floor=timeouts.silence_floor, ceiling=timeouts.stall)
+        # Past half the buffer, reads pause until the hole is filled, for at most one REST timeout.
+        self.pause_at = max(1, limits.max_buffered_trades // 2)
+        self.max_pause = timeouts.rest
+        self.paused: set[Hashable] = set()
+        self._pause_ends: float | None = None
+        self._may_pause = True  # false after a pause ran out, until a hole is filled or given up
+        self._gap_due: dict[str, float] = {}  # symbol -> when its open hole is declared a gap
+        self._gap_last: dict[str, int] = {}  # symbol -> the last id missing when that deadline was set
+        self.filling: dict[str, tuple[int, int]] = {}  # symbol -> (first id of the chunk asked for, last of the hole)
+        self._started: set[Hashable] = set()  # sources that delivered a trade
+        self._report_interval = report_interval
+        self._bad_frame_logged = -math.inf
+        self.now = 0.0
+        self.counters = dict.fromkeys(("trades", "gaps", "backfilled", "bad_frames", "duplicates"), 0)
+
+    # In: frames
+
+    def receive(self, source: Hashable, frame: bytes, now: float) -> None:
+        """One frame from ``source`` (a connection handle), read at ``now``."""
+        self.now = now
+        try:
+            event = self._decoder.decode(frame)
+        except BadFrame as exc:
+            self._bad_frame(exc, source)
+            return
+        if type(event) is Trade:
+            if source not in self._started:
+                self._started.add(source)
+                self.act(FirstTrade(source))
+            sequencer = self.sequencers.get(event.symbol)
+            if sequencer is None:
+                self._bad_frame(BadFrame(f"trade for {event.symbol}, which this stream did not subscribe to"), source)
+                return
+            status = sequencer.push(event)
+            if status == DELIVER:
+                self._deliver(event)
+            elif status == DUPLICATE:
+                self._duplicate(sequencer, event, source, frame)
+            elif status == READY:
+                self._release(sequencer)
+            elif status == GAP:
+                self._hole_opened(sequencer)
+            elif status == OVERFLOW:
+                self._give_up(sequencer, "more than max_buffered_trades live trades waited behind it")
+            elif sequencer.held >= self.pause_at and self._may_pause and source not in self.paused:  # many HELD
+                logger.info("%s: %d trades wait behind a hole; pausing reads until it is filled",
+                            sequencer.symbol, sequencer.held)
+                self.paused.add(source)
+                self.act(PauseReading(source))
+                if self._pause_ends is None:
+                    self._pause_ends = now + self.max_pause
+                    self.act(WakeAt(self._pause_ends))
+        elif type(event) is ServerShutdown:
+            self.act(Rotate(source, "serverShutdown"))
+        elif type(event) is Reply:
+            self.act(Subscribed(source, event.id, event.error))
+
+    def forget(self, source: Hashable) -> None:
+        """``source`` ended: a connection that replaces it reports its own first trade."""
+        self._started.discard(source)
+        self.paused.discard(source)
+
+    # In: backfill results
+
+    def backfilled(self, symbol: str, first: int, last: int, trades: list[Trade], failed: Exception | None,
+                   now: float) -> None:
+        """The answer to :class:`Backfill` ``(symbol, first, last)``: the trades fetched, and why it stopped short."""
+        self.now = now
+        sequencer = self.sequencers[symbol]
+        if self.filling.get(symbol, (None,))[0] != first:  # given up meanwhile: the trades still count
+            self.counters["backfilled"] += len(trades)
+            for trade in sequencer.fill(trades):
+                self._deliver(trade)
+            return
+        if trades:
+            self.counters["backfilled"] += len(trades)
+            for trade in sequencer.fill(trades):
+                self._deliver(trade)
+            self.sink.event("on_backfill", symbol=symbol, first_id=first,
+                            last_id=min(last, trades[-1].id), count=len(trades))
+        if failed is not None:
+            self.filling.pop(symbol, None)
+            logger.error("%s", failed)
+            self.sink.event("on_error", error=failed, where="backfill")
+            self._give_up(sequencer, f"backfill failed: {failed}")
+            return
+        _, hole_last = self.filling[symbol]
+        if last < hole_last:
+            self._fetch(symbol, last + 1, hole_last)
+            return
+        del self.filling[symbol]
+        if sequencer.gap is not None:
+            self._hole_opened(sequencer)
+        self._may_pause = True
+        self._maybe_resume()
+
+    # In: time
+
+    def tick(self, now: float) -> None:
+        """Fire the deadlines that are due: gaps past the reorder window, a pause run out, bars, snapshots."""
+        self.now = now
+        if self._gap_due:
+            for symbol, due in list(self._gap_due.items()):
+                if now >= due:
+                    del self._gap_due[symbol]
+                    self._declare_gap(self.sequencers[symbol])
+        if self._pause_ends is not None and now >= self._pause_ends:
+            self._resume(expired=True)
+        if self.checkpointer is not None:
+            self.checkpointer.tick(now)
+        self.liveness.roll(now)
+        if self.engines:
+            self._close_bars(now)
+
+    def next_deadline(self) -> float:
+        """The nearest time :meth:`tick` has something to do (``inf``: only the regular tick)."""
+        deadlines = [*self._gap_due.values(), math.inf if self._pause_ends is None else self._pause_ends]
+        return min(deadlines)
+
+    def health(self, now: float) -> dict[str, dict[str, Any]]:
+        """Per symbol: seconds since its last trade, the last id delivered, trades held behind a hole."""
+        last_at = self.liveness.last_at
+        return {symbol: {"last_trade_age_s": round(now - last_at[symbol], 3) if symbol in last_at else None,
+                         "last_id": sequencer.last_delivered, "held": sequencer.held}
+                for symbol, sequencer in self.sequencers.items()}
+
+    def trades_since(self, symbol: str, since: int | None) -> list[Trade]:
+        """Delivered trades of ``symbol`` still in the bounded history, from trade time ``since`` (ms)."""
+        trades = self.history[symbol]
+        newest = trades[-1].time if trades else 0
+        oldest = max(since or 0, newest - self.history_age_ms)
+        return [t for t in trades if t.time >= oldest]
+
+    def busy(self, symbol: str) -> bool:
+        """A hole of ``symbol`` is open or being filled: trades are arriving, the feed is alive."""
+        return self.sequencers[symbol].gap is not None or symbol in self.filling
+
+    # Delivery
+
+    def _deliver(self, trade: Trade) -> None:
+        self.counters["trades"] += 1
+        symbol = trade.symbol
+        self.liveness.delivered(symbol, self.now, trade.source != "backfill")
+        checkpointer = self.checkpointer
+        if checkpointer is not None:  # off by default: costs nothing then
+            trade = checkpointer.tag(trade, self.now)
+        self.history[symbol].append(trade)
+        self.latest[symbol]["trade"] = trade
+        self.sink.trade(trade)
+        engine = self.engines.get(symbol)
+        if engine is not None:
+            metrics = engine.add(trade)
+            if metrics:
+                for metric in metrics:
+                    self.metric(metric)
+
+    def metric(self, metric: Any) -> None:
+        """Keep ``metric`` as the latest of its kind and send it on."""
+        self.latest[metric.symbol][f"bar:{metric.window}" if metric.kind == "bar" else metric.kind] = metric
+        self.sink.metric(metric)
+
+    def _duplicate(self, sequencer: Sequencer, trade: Trade, source: Hashable, frame: bytes) -> None:
+        self.counters["duplicates"] += 1
+        checkpointer = self.checkpointer
+        if checkpointer is not None and trade.symbol in checkpointer.resumed and not sequencer.held:
+            # The first live trade is behind the stored id: the checkpoint is from another feed.
+            error = checkpointer.foreign(trade.symbol, trade.id)
+            logger.error("%s", error)
+            self.sink.event("on_error", error=error, where="checkpoint")
+            sequencer.restart()
+            self.receive(source, frame, self.now)
+
+    def _close_bars(self, now: float) -> None:
+        """Close bars a quiet market left open past their grace; send snapshots every snapshot_interval."""
+        for symbol, engine in self.engines.items():
+            last = self.latest[symbol].get("trade")
+            if last is not None and last.source == "live":  # trade time minus the time of its delivery
+                self._clock_offset[symbol] = last.time - self.liveness.last_at[symbol] * 1000.0
+            offset = self._clock_offset.get(symbol)
+            # Never while a hole is open: a backfilled trade may still belong to the bar.
+            if offset is not None and not self.busy(symbol) and symbol not in self._gap_due:
+                for bar in engine.close_until(int(now * 1000.0 + offset - self.bar_close_grace * 1000)):
+                    self.metric(bar)
+        if now >= self._next_snapshot:
+            self._next_snapshot = now + self.snapshot_interval
+            for engine in self.engines.values():
+                if engine.trades:
+                    self.metric(engine.snapshot())
+
+    # Holes in the sequence
+
+    def _release(self, sequencer: Sequencer) -> None:
+        """Deliver what became contiguous; if a hole is still open, make sure it is handled."""
+        for trade in sequencer.drain():
+            self._deliver(trade)
+        gap = sequencer.gap
+        if gap is None or gap.first > self._gap_last.get(sequencer.symbol, gap.first):
+            self._gap_due.pop(sequencer.symbol, None)  # that hole is closed: a new one gets a whole window
+        if gap is not None:
+            self._hole_opened(sequencer)
+        self._maybe_resume()
+
+    def _hole_opened(self, sequencer: Sequencer) -> None:
+        """Give reordered trades ``reorder_window`` to arrive before declaring the hole a gap."""
+        symbol = sequencer.symbol
+        if symbol in self.filling or symbol in self._gap_due:
+            return
+        due = self._gap_due[symbol] = self.now + self.reorder_window
+        self._gap_last[symbol] = sequencer.gap.last  # type: ignore[union-attr]
+        self.act(WakeAt(due))
+
+    def _declare_gap(self, sequencer: Sequencer) -> None:
+        gap = sequencer.gap
+        if gap is None:
+            return
+        self.counters["gaps"] += 1
+        logger.warning("%s: aggTrade ids %d..%d missing (%d)", gap.symbol, gap.first, gap.last, gap.size)
+        self.sink.event("on_gap", symbol=gap.symbol, first_missing=gap.first, last_missing=gap.last)
+        if not self.backfill:
+            self._give_up(sequencer, "backfill is off")
+            return
+        self._fetch(gap.symbol, gap.first, gap.last)
+
+    def _fetch(self, symbol: str, first: int, last: int) -> None:
+        """Ask for the next chunk: a long hole is fetched and delivered oldest first, memory bounded."""
+        end = min(last, first + BACKFILL_CHUNK - 1)
+        self.filling[symbol] = (first, last)
+        self.act(Backfill(symbol, first, end))
+
+    def _give_up(self, sequencer: Sequencer, why: str) -> None:
+        """Skip the open hole so the stream goes on; say exactly which ids were not seen."""
+        self.filling.pop(sequencer.symbol, None)
+        self._gap_due.pop(sequencer.symbol, None)
+        gap, released = sequencer.skip()
+        for trade in released:
+            self._deliver(trade)
+        if gap is not None:
+            error = StreamError(f"{gap.symbol}: aggTrade ids {gap.first}..{gap.last} ({gap.size}) were not "
+                                f"delivered: {why}; continuing after them", stage="sequence")
+            logger.error("%s", error)
+            self.sink.event("on_error", error=error, where="sequence")
+        if sequencer.gap is not None:
+            self._hole_opened(sequencer)
+        self._may_pause = True
+        self._maybe_resume()
+
+    # Backpressure
+
+    def _maybe_resume(self) -> None:
+        if self.paused and all(s.held < self.pause_at for s in self.sequencers.values()):
+            self._resume(expired=False)
+
+    def _resume(self, *, expired: bool) -> None:
+        """Resume reading once no symbol has too many trades waiting, or when the pause lasted its longest
+        (then the overflow policy applies)."""
+        self._pause_ends = None
+        self._may_pause = not expired
+        if expired:
+            logger.warning("reads were paused %.1f s (timeouts.rest) for a hole still open; reading on",
+                           self.max_pause)
+        if self.paused:
+            sources = tuple(self.paused)
+            self.paused.clear()
+            self.act(ResumeReading(sources))  # their held-back frames may pause them again
+
+    def _bad_frame(self, error: BadFrame, source: Hashable) -> None:
+        self.counters["bad_frames"] += 1
+        if self.now - self._bad_frame_logged >= self._report_interval:
+            self._bad_frame_logged = self.now
+            logger.warning("bad frame from %s skipped (%d so far): %s", getattr(source, "endpoint", source),
+                           self.counters["bad_frames"], error)
+        self.sink.event("on_error", error=error, where="decode")

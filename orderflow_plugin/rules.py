@@ -1,0 +1,242 @@
+"""What every setting must be: one :class:`Rule` per dotted key, checked by :func:`~.config.load_settings`.
+
+A rule's words (``allowed``) are what the error message says is allowed, so a bad value is
+reported as ``timeouts.stall = -1: must be a number in (0, 86400]``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .symbols import SYMBOL_PATTERN
+from .tls import client_context
+
+__all__ = ["RULES", "Rule", "boolean", "choice", "integer", "number", "string_list", "symbol_list", "text", "url"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One setting: its dotted key, the check it must pass, and the words for what is allowed."""
+
+    key: str
+    check: Callable[[Any], bool]
+    allowed: str
+    cast: Callable[[Any], Any] | None = None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def number(key: str, low: float, high: float, *, low_open: bool = False) -> Rule:
+    """A number in ``[low, high]`` (or ``(low, high]`` with ``low_open``)."""
+    bracket = "(" if low_open else "["
+
+    def check(value: Any) -> bool:
+        if not _is_number(value):
+            return False
+        return (value > low if low_open else value >= low) and value <= high
+
+    return Rule(key, check, f"a number in {bracket}{low:g}, {high:g}]")
+
+
+def integer(key: str, low: int, high: int) -> Rule:
+    """A whole number in ``[low, high]``."""
+
+    def check(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+    return Rule(key, check, f"a whole number in [{low}, {high}]")
+
+
+def boolean(key: str) -> Rule:
+    """``true`` or ``false``."""
+    return Rule(key, lambda value: isinstance(value, bool), "true or false")
+
+
+def choice(key: str, *values: str, cast: Callable[[Any], Any] | None = None) -> Rule:
+    """One of ``values``."""
+    return Rule(key, lambda value: value in values, f"one of {', '.join(values)}", cast)
+
+
+def text(key: str, *, empty: bool = False) -> Rule:
+    """A string (non-empty unless ``empty``)."""
+    return Rule(
+        key,
+        lambda value: isinstance(value, str) and (empty or bool(value.strip())),
+        "a string" if empty else "a non-empty string",
+    )
+
+
+def _split_commas(value: Any) -> Any:
+    # Environment overrides may give "a,b" instead of a TOML list.
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def string_list(key: str) -> Rule:
+    """A list of strings (a comma-separated string is accepted too)."""
+    return Rule(
+        key,
+        lambda value: isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "a list of strings",
+        _split_commas,
+    )
+
+
+def _upper_symbols(value: Any) -> Any:
+    value = _split_commas(value)
+    if isinstance(value, list):
+        return [v.strip().upper() if isinstance(v, str) else v for v in value]
+    return value
+
+
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+
+
+def symbol_list(key: str) -> Rule:
+    """A non-empty list of distinct symbols matching ``SYMBOL_PATTERN``, any case."""
+
+    def check(value: Any) -> bool:
+        return (
+            isinstance(value, list)
+            and len(value) > 0
+            and len(set(value)) == len(value)
+            and all(isinstance(v, str) and _SYMBOL.match(v) for v in value)
+        )
+
+    return Rule(key, check, f"a non-empty list of distinct symbols matching {SYMBOL_PATTERN}", _upper_symbols)
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def url(key: str, *schemes: str, empty: bool = False) -> Rule:
+    """A URL starting with one of ``schemes`` (or "" when ``empty``)."""
+
+    def check(value: Any) -> bool:
+        return isinstance(value, str) and (value.startswith(schemes) or (empty and value == ""))
+
+    allowed = " or ".join(f"{s}..." for s in schemes) + (' or ""' if empty else "")
+    return Rule(key, check, f"a URL starting with {allowed}")
+
+
+_WS = ("ws://", "wss://")
+_HTTP = ("http://", "https://")
+
+
+def _windows_ok(value: Any) -> bool:
+    if not isinstance(value, list) or not value:
+        return False
+    lengths = []
+    for item in value:
+        match = isinstance(item, str) and re.fullmatch(r"([1-9][0-9]*)([smhd])", item)
+        if not match:
+            return False
+        lengths.append(int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)])
+    return len(set(lengths)) == len(lengths)
+
+
+def _decimal_text_ok(value: Any) -> bool:
+    if value == "":
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        return Decimal(value).is_finite() and Decimal(value) > 0
+    except InvalidOperation:
+        return False
+
+
+def _ca_file_ok(value: Any) -> bool:
+    if value == "":
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        client_context(value)
+    except ValueError:
+        return False
+    return True
+
+
+RULES: tuple[Rule, ...] = (
+    symbol_list("symbols"),
+    choice("market", "spot", "usdm"),
+    url("endpoints.spot.ws_url", *_WS),
+    url("endpoints.spot.rest_url", *_HTTP),
+    url("endpoints.usdm.ws_url", *_WS),
+    url("endpoints.usdm.rest_url", *_HTTP),
+    url("connector.ws_url", *_WS, empty=True),
+    url("connector.rest_url", *_HTTP, empty=True),
+    Rule("connector.ca_file", _ca_file_ok, 'a readable PEM CA bundle file, or "" for the system trust store only'),
+    choice("connector.transport", "websockets", "fast"),
+    # One table per option group (options.py), key for key.
+    number("timeouts.resolve", 0, 300, low_open=True),
+    number("timeouts.tcp_connect", 0, 300, low_open=True),
+    number("timeouts.tls", 0, 300, low_open=True),
+    number("timeouts.http_upgrade", 0, 300, low_open=True),
+    number("timeouts.subscribed", 0, 300, low_open=True),
+    number("timeouts.first_message", 0, 3600, low_open=True),
+    number("timeouts.ping_interval", 0, 3600),
+    number("timeouts.ping_timeout", 0, 3600, low_open=True),
+    number("timeouts.close", 0, 300, low_open=True),
+    number("timeouts.stall", 0, 86_400, low_open=True),
+    number("timeouts.silence_floor", 0, 3600, low_open=True),
+    number("timeouts.rest", 0, 300, low_open=True),
+    number("reconnect.backoff_initial", 0, 3600, low_open=True),
+    number("reconnect.backoff_max", 0, 86_400, low_open=True),
+    number("reconnect.backoff_factor", 1, 100),
+    integer("reconnect.max_attempts", 0, 1_000_000),
+    number("reconnect.max_connection_age", 1, 86_400),
+    integer("reconnect.connections_per_5min", 1, 300),
+    integer("limits.max_size", 1024, 2**30),
+    integer("limits.streams_per_connection", 1, 1024),
+    integer("limits.max_buffered_trades", 1, 100_000_000),
+    integer("limits.history_size", 0, 100_000_000),
+    number("limits.history_age", 0, 86_400 * 30),
+    integer("limits.rest_retries", 0, 100),
+    integer("limits.rest_weight_per_minute", 1, 1_000_000),
+    integer("limits.async_queue_size", 1, 10_000_000),
+    number("sequencing.reorder_window", 0, 60),
+    boolean("sequencing.backfill"),
+    integer("sequencing.start_from_id", 0, 2**62),
+    text("sequencing.checkpoint_path", empty=True),
+    number("sequencing.checkpoint_interval", 0, 3600, low_open=True),
+    boolean("flow.enabled"),
+    Rule("flow.windows", _windows_ok, 'a non-empty list of distinct windows like "1s", "1m", "5m", "1h"'),
+    Rule("flow.footprint_tick", _decimal_text_ok, 'a positive decimal as a string, e.g. "10" or "0.5", or ""'),
+    number("flow.value_area", 0, 1, low_open=True),
+    number("flow.whale_notional", 0, 1e15),
+    number("flow.whale_percentile", 0, 100),
+    integer("flow.whale_window", 10, 1_000_000),
+    number("flow.bar_close_grace", 0, 3600),
+    number("flow.snapshot_interval", 0, 3600, low_open=True),
+    number("reporting.slow_hook_ms", 0, 60_000, low_open=True),
+    number("reporting.report_interval", 0, 86_400),
+    number("reporting.loop_block_threshold", 0, 3600),
+    number("reporting.stage_warning", 0, 1),
+    choice("logging.level", "DEBUG", "INFO", "WARNING", "ERROR", cast=_upper),
+    string_list("plugins.hooks_dirs"),
+    boolean("plugins.entry_points"),
+    string_list("plugins.allow"),
+    string_list("plugins.deny"),
+    number("demo.speed", 0, 1_000_000, low_open=True),
+    number("demo.duration", 0, 86_400),
+    boolean("hooks.diagnostics.enabled"),
+    boolean("hooks.whale_alert.enabled"),
+    number("hooks.whale_alert.min_notional", 0, 1e15, low_open=True),
+    boolean("hooks.recorder.enabled"),
+    text("hooks.recorder.path"),
+    integer("hooks.recorder.max_bytes", 1024, 2**40),
+    integer("hooks.recorder.backups", 0, 1000),
+    boolean("hooks.prometheus.enabled"),
+    text("hooks.prometheus.host"),
+    integer("hooks.prometheus.port", 0, 65535),
+)

@@ -1,0 +1,205 @@
+"""The asyncio side of connection supervision: one task per shard carrying out its state machine.
+
+:class:`~orderflow_plugin.supervisor.Supervisor` decides (connect, back off, give up, rotate);
+this opens the connections it asks for, stage by stage (:mod:`.connect`), tells it how each
+attempt and each connection ended, wakes it at its deadlines, and reports a connect stage that
+runs long. A bug in this code ends no shard: it is reported and the shard starts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .actions import Connect, Retire
+from .diagnostics import task_stack
+from .errors import Stalled, StreamError
+from .supervisor import Supervisor
+from .symbols import stream_name
+from .transport import STAGES, WsConnection, open_connection
+
+if TYPE_CHECKING:
+    from .stream import OrderFlow
+
+__all__ = ["Shard", "ShardSupervision", "chunks"]
+
+logger = logging.getLogger("orderflow_plugin.stream")
+
+
+@dataclass
+class Shard:
+    """Symbols served by one connection at a time, and the state machine that supervises it."""
+
+    number: int
+    symbols: tuple[str, ...]
+    machine: Supervisor
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # the machine has news: tick it
+    opens: set[asyncio.Task[Any]] = field(default_factory=set)  # its Connect under way
+    task: asyncio.Task[Any] | None = None
+    opening: WsConnection | None = None  # the connection being opened, for stuck-stage reports
+
+    @property
+    def streams(self) -> list[str]:
+        """The stream names it subscribes to."""
+        return [stream_name(s) for s in self.symbols]
+
+
+def chunks(symbols: tuple[str, ...], size: int) -> list[tuple[str, ...]]:
+    """``symbols`` cut into shards of at most ``size``."""
+    return [symbols[k : k + size] for k in range(0, len(symbols), size)]
+
+
+class ShardSupervision:
+    """OrderFlow's shard tasks (a mixin: it runs on the stream's options, pipeline and dispatcher)."""
+
+    async def _supervise(self: OrderFlow, shard: Shard) -> None:
+        """Run the shard until stop(): whatever else ends it is reported with its traceback, and it starts again."""
+        restarts = 0
+        while True:
+            try:
+                await self._drive(shard)
+                return  # max_attempts spent: GaveUp was reported and the shard stays failed
+            except Exception as exc:  # a bug: never a task that looks alive and does nothing
+                restarts += 1
+                error = StreamError(f"connection supervisor {shard.number} for {', '.join(shard.symbols)} failed "
+                                    f"({type(exc).__name__}: {exc}); restarting it", url=self.ws_url, stage="supervise")
+                error.__cause__ = exc
+                error.stack = "".join(traceback.format_exception(exc)).rstrip()
+                logger.error("%s", error, exc_info=exc)
+                self._emit("on_error", error=error, where=f"task:orderflow shard {shard.number}")
+                for connection in (shard.machine.connection, shard.opening):
+                    if connection is not None:
+                        connection.fail(error)
+                for task in shard.opens:
+                    task.cancel()
+                shard.machine = self._machine(shard.number, shard.symbols)
+                shard.machine.last_error = error
+                shard.machine.state = "failed"
+                shard.opening = None
+                r = self.reconnect
+                delay = random.uniform(0, min(r.backoff_max, r.backoff_initial * r.backoff_factor ** restarts))
+                await asyncio.sleep(delay)
+
+    async def _drive(self: OrderFlow, shard: Shard) -> None:
+        """Carry out the shard's state machine: its actions now, its next tick at its deadline or on news."""
+        self._carry_out(shard, shard.machine.start(time.monotonic()))
+        while self._state == "running":
+            machine = shard.machine
+            if machine.state == "failed" and not shard.opens:
+                return
+            shard.wake.clear()
+            timeout = machine.next_deadline() - time.monotonic()
+            if timeout > 0:
+                # asyncio.timeout, not wait_for: wait_for of Python 3.11 may swallow stop()'s cancellation
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(None if timeout == math.inf else timeout):
+                        await shard.wake.wait()
+            self._carry_out(shard, machine.tick(time.monotonic()))
+
+    def _machine(self: OrderFlow, number: int, symbols: tuple[str, ...]) -> Supervisor:
+        return Supervisor(number, symbols, self.ws_url, self.reconnect, event=self._emit, limiter=self._limiter,
+                          counters=self.counters)
+
+    def _carry_out(self: OrderFlow, shard: Shard, actions: list[Any]) -> None:
+        for action in actions:
+            if type(action) is Connect:
+                task = self._spawn(self._open(shard, action), f"orderflow open {shard.number}")
+                shard.opens.add(task)
+                task.add_done_callback(shard.opens.discard)
+            elif type(action) is Retire:
+                self._spawn(self._retire(action.connection), f"orderflow retire {shard.number}")
+        shard.wake.set()
+
+    async def _open(self: OrderFlow, shard: Shard, action: Connect) -> None:
+        """One Connect: open stage by stage; the machine hears how it went."""
+        machine = shard.machine
+        logger.info("connecting to %s for %s (attempt %d%s)", self.ws_url, ", ".join(shard.symbols), action.attempt,
+                    f"/{self.reconnect.max_attempts}" if self.reconnect.max_attempts else "")
+        try:
+            connection = await open_connection(
+                f"{self.ws_url}/stream", shard.streams, self._on_frame, deadlines=self.timeouts,
+                max_size=self.limits.max_size, ssl_context=self.ssl_context,
+                on_stage=lambda c, shard=shard: self._on_stage(shard, c), reader=self.transport,
+            )
+        except StreamError as exc:
+            opening, shard.opening = shard.opening, None
+            exc.stack = (opening.stack if opening is not None and opening.stack
+                         else "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+            logger.warning("%s", exc)
+            self._carry_out(shard, machine.open_failed(exc, time.monotonic()))
+            return
+        shard.opening = None
+        if self.timeouts.ping_interval > 0:
+            connection.spawn(connection.keepalive(self.timeouts.ping_interval, self.timeouts.ping_timeout))
+        logger.info("connected to %s for %s (%s)", self.ws_url, ", ".join(shard.symbols),
+                    ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in connection.timings.items()))
+        self._emit("on_connected", url=connection.url, stage_timings=dict(connection.timings))
+        connection.done.add_done_callback(lambda _, c=connection: self._ended(shard, c))
+        self._carry_out(shard, machine.opened(connection, time.monotonic()))
+
+    def _ended(self: OrderFlow, shard: Shard, connection: WsConnection) -> None:
+        error = connection.done.result()
+        if isinstance(error, Stalled):
+            error.stack = task_stack(shard.task)
+        if self._state == "running":
+            self._carry_out(shard, shard.machine.ended(connection, error, time.monotonic()))
+
+    async def _retire(self: OrderFlow, old: WsConnection) -> None:
+        await old.close(1000, "rotated", self.timeouts.close)
+        self._emit("on_disconnected", url=old.url, code=1000, reason="rotated", error=None)
+
+    def _on_stage(self: OrderFlow, shard: Shard, connection: WsConnection) -> None:
+        shard.opening = connection
+        connection.task = asyncio.current_task()
+        if connection not in self._live:  # every socket, even half-open, is closed by stop()
+            self._live.add(connection)
+            connection.done.add_done_callback(lambda _, c=connection: self._gone(c))
+
+    async def _watch_stages(self: OrderFlow) -> None:
+        """Report a connect stage running past stage_warning x its deadline, with where it waits."""
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.monotonic()
+            for shard in self._shards:
+                connection = shard.opening
+                if connection is None or connection.stage not in STAGES or connection.warned == connection.stage:
+                    continue
+                deadline = getattr(self.timeouts, connection.stage)
+                elapsed = now - connection.stage_started
+                if elapsed < deadline * self.reporting.stage_warning:
+                    continue
+                connection.warned = connection.stage
+                connection.stack = task_stack(connection.task)
+                logger.warning("stage %s with %s has taken %.1f s of its %.1f s deadline; %s", connection.stage,
+                               connection.endpoint, elapsed, deadline, connection.stack)
+                self._emit("on_stall", symbols=shard.symbols, silent_for=elapsed, stage=connection.stage,
+                           stack=connection.stack)
+
+    def _connection_health(self: OrderFlow, shard: Shard, now: float) -> dict[str, Any]:
+        """One connection's entry of health()."""
+        # A stage clock only for a connection that is really opening or streaming, never a dead one's.
+        machine = shard.machine
+        c = machine.connection if machine.state == "streaming" else shard.opening if machine.state == "connecting" \
+            else None
+        if c is not None and c.done.done():
+            c = None
+        error = machine.last_error
+        return {
+            "shard": shard.number,
+            "symbols": list(shard.symbols),
+            "state": machine.state,
+            "stage": c.stage if c else None,
+            "reader": ("fast" if c.fast else "websockets") if c else None,  # who parses data frames now
+            "stage_for_s": round(now - c.stage_started, 3) if c else None,
+            "connected_for_s": round(now - c.opened_at, 3) if c and c.opened_at else None,
+            "connects": machine.connects,
+            "last_error": None if error is None else {"type": type(error).__name__, "stage": error.stage or None,
+                                                      "message": str(error)},
+        }

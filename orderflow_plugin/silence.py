@@ -1,0 +1,109 @@
+"""A silent stream on a live path: found by each symbol's learned deadline and confirmed over REST.
+
+A dead path is the keepalive's job (:mod:`.keepalive`). Here a symbol silent past its learned
+deadline (:mod:`.liveness`), or a shard silent past ``timeouts.stall``, is checked against REST:
+newer trades there mean the stream went silent (the connection is failed, so it is replaced and
+the hole backfilled); none mean the market is quiet (nothing happens: no reconnect for quiet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import TYPE_CHECKING
+
+from .backfill import BackfillFailed
+from .errors import Stalled
+from .shards import Shard
+from .transport import WsConnection
+
+if TYPE_CHECKING:
+    from .stream import OrderFlow
+
+__all__ = ["SilenceWatch"]
+
+logger = logging.getLogger("orderflow_plugin.stream")
+
+_GRACE = 0.5  # seconds a trade REST already shows may take to reach us before the stream counts as dead
+
+
+class SilenceWatch:
+    """OrderFlow's silence checks (a mixin: it runs on the stream's pipeline, shards and backfiller)."""
+
+    def silence_deadline(self: OrderFlow, symbol: str) -> float:
+        """Seconds without a trade after which ``symbol``'s feed is checked: learned from its own recent gaps."""
+        return self.pipeline.liveness.deadline(symbol)
+
+    def _check_silence(self: OrderFlow, now: float) -> None:
+        """One look: start the checks of feeds silent past their deadline.
+
+        REST having newer trades than we delivered means the stream went silent: the connection is
+        replaced and the hole backfilled. REST having none means the market is quiet: nothing happens
+        (no reconnect for being quiet). Without REST, a shard silent for stall_timeout is replaced.
+        """
+        last_at = self.pipeline.liveness.last_at
+        for shard in self._shards:
+            connection = shard.machine.connection
+            if shard.machine.state != "streaming" or connection is None or connection.done.done() or connection.paused:
+                continue
+            if any(self.pipeline.busy(s) for s in shard.symbols):
+                continue  # trades are arriving and waiting behind a hole: the feed is alive
+            newest = max(connection.opened_at, *(last_at.get(s, 0.0) for s in shard.symbols))
+            if now - newest >= self.timeouts.stall and now >= self._quiet_until.get(shard.number, 0.0):
+                self._quiet_until[shard.number] = math.inf
+                latest = max(shard.symbols, key=lambda s: last_at.get(s, 0.0))
+                self._spawn(self._verify_silence(shard, connection, latest, self.timeouts.stall,
+                                                 key=shard.number), f"orderflow silence check {shard.number}")
+                continue
+            if self.backfiller is None:
+                continue
+            for symbol in shard.symbols:
+                deadline = self.silence_deadline(symbol)
+                since = now - max(connection.opened_at, last_at.get(symbol, 0.0))
+                if deadline < self.timeouts.stall and since >= deadline and now >= self._quiet_until.get(symbol, 0):
+                    self._quiet_until[symbol] = math.inf
+                    self._spawn(self._verify_silence(shard, connection, symbol, deadline, key=symbol),
+                                f"orderflow silence check {symbol}")
+
+    async def _verify_silence(self: OrderFlow, shard: Shard, connection: WsConnection, symbol: str, deadline: float, *,
+                              key: str | int) -> None:
+        quiet_for = deadline  # no new check of this symbol (or shard) before that, unless the feed is replaced
+        try:
+            error = await self._silent_stream(connection, symbol, deadline, shard_wide=isinstance(key, int))
+            if error is not None and not connection.done.done() and shard.machine.connection is connection:
+                quiet_for = 0.0
+                connection.fail(error)
+        finally:
+            self._quiet_until[key] = time.monotonic() + quiet_for
+
+    async def _silent_stream(self: OrderFlow, connection: WsConnection, symbol: str, deadline: float, *,
+                             shard_wide: bool) -> Stalled | None:
+        """Why the stream of a symbol silent past ``deadline`` is dead, or None if the market is just quiet."""
+        sequencer = self.pipeline.sequencers[symbol]
+        last_at = self.pipeline.liveness.last_at
+        last, heard = sequencer.last_delivered, last_at.get(symbol, 0.0)
+        if self.backfiller is None:
+            seen = "there is no REST to check against"
+        else:
+            try:
+                newest = await self.backfiller.latest_id(symbol)
+            except BackfillFailed as exc:
+                # REST cannot tell. A symbol, or a shard still receiving (pongs): the ping watches the path.
+                if not shard_wide or time.monotonic() - connection.last_received < self.timeouts.stall:
+                    logger.warning("%s; cannot tell a quiet market from a silent stream", exc)
+                    return None
+                seen = f"REST cannot tell either ({exc})"
+            else:
+                if newest is None or last is None or newest <= last:
+                    logger.debug("%s: quiet for %.1f s, REST agrees (newest id %s)", symbol, deadline, newest)
+                    return None
+                await asyncio.sleep(_GRACE)  # a trade REST shows may still be on its way to us
+                if last_at.get(symbol, 0.0) != heard:
+                    return None
+                seen = f"REST has trades up to id {newest}, we delivered up to {last}"
+        silent = time.monotonic() - max(connection.opened_at, last_at.get(symbol, 0.0))
+        return Stalled(f"{symbol}: no trade from {connection.endpoint} for {silent:.1f} s (deadline {deadline:.1f} s) "
+                       f"while {seen}: the stream went silent", url=connection.url, stage="streaming",
+                       silent_for=silent)
