@@ -78,10 +78,11 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser(
         "replay", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="play a recorded tape (CSV dump, frames JSONL, recorder output) through the same pipeline",
+        help="play a recorded tape (CSV dump, frames JSONL, recorder output) straight into the stream's pipeline",
     )
     replay.add_argument("file", help="the tape file")
-    replay.add_argument("--speed", type=_positive, default=1.0, help="replay speed (1 = original timing)")
+    replay.add_argument("--speed", type=_not_negative, default=0.0,
+                        help="replay speed (1 = original timing, 0 = as fast as the pipeline goes)")
     replay.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = whole tape")
     replay.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
     replay.set_defaults(run=replay_command)

@@ -128,9 +128,22 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def replay_command(args: argparse.Namespace, settings: Settings) -> int:
-    """``orderflow replay FILE``: a recorded tape through the simulator into the live stream."""
-    return asyncio.run(run_on_simulator(settings, load_tape(args.file), args.speed, args.duration, None,
-                                         as_json=args.json))
+    """``orderflow replay FILE``: a recorded tape straight into the stream's pipeline; prints its speed."""
+    from .replay import replay
+
+    tape = load_tape(args.file)
+    flow = OrderFlow.from_settings(settings, symbols=[tape.symbol], market=tape.market)
+    view = LiveView(flow.symbols)
+    flow.plugins.register(JsonFeed() if args.json else view, name="cli-view")
+    result = asyncio.run(replay(flow, tape, speed=args.speed, duration=args.duration))
+    summary = {"event": "summary", **flow.summary(), "replayed": result.frames,
+               "replay_seconds": round(result.seconds, 6), "replay_trades_per_s": round(result.per_second)}
+    if not args.json:
+        print(f"replayed {result.frames} {tape.symbol} aggTrades from {tape.source} straight into the pipeline "
+              f"in {result.seconds:.3f} s: {result.per_second:,.0f} trades/s", flush=True)
+        print(view.line(tape.symbol, flow.health()), flush=True)
+    print(json.dumps(summary), flush=True)
+    return 0
 
 
 def stream_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -63,7 +63,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         ws_url: str | None = None,
         rest_url: str | None = None,
         ca_file: str | None = None,
-        transport: str = "websockets",
+        transport: str = "fast",
         plugins: PluginManager | None = None,
         timeouts: Timeouts | None = None,
         reconnect: Reconnect | None = None,

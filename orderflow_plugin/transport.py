@@ -2,9 +2,8 @@
 
 Frames are handed to ``on_frame`` synchronously from ``data_received``: no queue and no task
 per message on the hot path. Two frame readers sit behind the same class (``reader``, the
-``connector.transport`` setting): ``"websockets"`` (the default) parses every frame with
-websockets' protocol; ``"fast"`` cuts whole data frames out of each read itself
-(:mod:`.fastframes`). The connection is opened stage by stage by :func:`.connect.open_connection`.
+``connector.transport`` setting): ``"fast"`` (the default) cuts whole data frames out of each
+read itself (:mod:`.fastframes`); ``"websockets"`` parses every frame with websockets' protocol. The connection is opened stage by stage by :func:`.connect.open_connection`.
 """
 
 from __future__ import annotations
