@@ -24,7 +24,7 @@ from .transport import WsConnection
 if TYPE_CHECKING:
     from .stream import OrderFlow
 
-__all__ = ["PipelineDriver", "Sink"]
+__all__ = ["PipelineDriver", "Sink", "discard", "tell_connection"]
 
 logger = logging.getLogger("orderflow_plugin.stream")
 
@@ -36,6 +36,31 @@ class Sink:
     trade: Callable[[Trade], None]
     metric: Callable[[Any], None]
     event: Callable[..., None]
+
+
+def tell_connection(action: Action) -> bool:
+    """Carry out an action addressed to the connection it names; False when it is not one of those.
+
+    The stream, the doctor and the transport tests all open connections whose stages end on what
+    the pipeline decoded (the subscription reply, the first trade): this is that glue, once.
+    """
+    kind = type(action)
+    if kind is FirstTrade:
+        action.source.first_trade()  # type: ignore[union-attr]
+    elif kind is Subscribed:
+        action.source.subscribed(action.reply_id, action.error)  # type: ignore[union-attr]
+    elif kind is PauseReading:
+        action.source.pause()  # type: ignore[union-attr]
+    elif kind is ResumeReading:
+        for connection in action.sources:  # type: ignore[union-attr]
+            connection.resume()
+    else:
+        return False
+    return True
+
+
+def discard(*args: Any, **kwargs: Any) -> None:
+    """A sink output nobody reads (the doctor's, a test's)."""
 
 
 class PipelineDriver:
@@ -51,20 +76,13 @@ class PipelineDriver:
     def _act(self: OrderFlow, action: Action) -> None:
         """Carry out what the pipeline asked for."""
         kind = type(action)
-        if kind is PauseReading:
-            action.source.pause()  # type: ignore[union-attr]
-        elif kind is FirstTrade:
-            action.source.first_trade()  # type: ignore[union-attr]
-        elif kind is WakeAt:
+        if tell_connection(action):
+            return
+        if kind is WakeAt:
             assert self._loop is not None
             self._loop.call_later(max(0.0, action.when - time.monotonic()), self._tick_once)  # type: ignore[union-attr]
         elif kind is Backfill:
             self._fills[action.symbol] = self._spawn(self._fetch(action), f"orderflow backfill {action.symbol}")  # type: ignore[union-attr]
-        elif kind is ResumeReading:
-            for connection in action.sources:  # type: ignore[union-attr]
-                connection.resume()
-        elif kind is Subscribed:
-            action.source.subscribed(action.reply_id, action.error)  # type: ignore[union-attr]
         elif kind is Rotate:
             logger.info("%s announced %s: replacing the connection", action.source.endpoint, action.reason)  # type: ignore[union-attr]
             for shard in self._shards:
@@ -104,6 +122,10 @@ class PipelineDriver:
             return
         now = time.monotonic()
         try:
+            for shard in self._shards:
+                connection = shard.machine.connection
+                if connection is not None and shard.machine.state == "streaming":
+                    self.pipeline.heard(shard.symbols, connection.last_received)
             self.pipeline.tick(now)
             self._check_silence(now)
         except Exception as exc:  # a bug here must not end the ticker: report it and look again

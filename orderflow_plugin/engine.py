@@ -252,7 +252,8 @@ class FlowEngine:
         ms = self.windows[parent_index].ms
         parent = self._open[parent_index]
         if parent is not None and bar.start >= parent.start + ms:  # a parent left open by a quiet stretch
-            self._close(parent_index, now, closed_by, cvd, out)
+            # It ended before this bar began: its CVD is the one before this bar's trades.
+            self._close(parent_index, now, closed_by, _sub(cvd, _sub(bar.buy_volume, bar.sell_volume)), out)
             parent = None
         if parent is None:
             parent = self._open[parent_index] = _OpenBar(bar.start - bar.start % ms, bar.open, bar.largest_id)
@@ -265,10 +266,16 @@ class FlowEngine:
         """Close every open bar that ended at or before ``trade_time`` (a quiet market's timer)."""
         closed: list[Metric] = []
         cvd = self.cvd
+        finest = self._open[0]
         for index, window in enumerate(self.windows):
             bar = self._open[index]
             if bar is not None and bar.start + window.ms <= trade_time:
-                self._close(index, trade_time, "timer", cvd, closed)
+                end = bar.start + window.ms
+                # A coarse bar left open by a quiet stretch ends before the finest open bar began: its CVD
+                # is the one before that bar's trades (only the finest open bar holds trades not yet rolled up).
+                at_end = _sub(cvd, _sub(finest.buy_volume, finest.sell_volume)) \
+                    if index and finest is not None and finest.start >= end else cvd
+                self._close(index, trade_time, "timer", at_end, closed)
         return closed  # type: ignore[return-value]
 
     def snapshot(self) -> Snapshot:

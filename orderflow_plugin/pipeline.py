@@ -38,6 +38,8 @@ __all__ = [
 logger = logging.getLogger("orderflow_plugin.stream")
 
 BACKFILL_CHUNK = 10_000  # ids fetched (10 REST pages) and delivered before the next are fetched
+TICK = 0.25  # seconds between regular ticks, at most
+_LATE_TICK = 1.0  # a tick this long after the last one: the process was held up and frames may wait unread
 
 
 class Sink(Protocol):
@@ -95,6 +97,9 @@ class Pipeline:
         self.bar_close_grace = flow.bar_close_grace
         self.snapshot_interval = flow.snapshot_interval
         self._next_snapshot = -math.inf
+        self._last_tick = math.inf  # no tick yet: the first one is not late
+        self._stale: set[str] = set()  # symbols whose feed was lost: trades of any window may still come
+        self._heard: dict[str, float] = {}  # symbol -> when its connection last read anything
         self._clock_offset: dict[str, float] = {}  # trade time minus delivery time, ms
         self.liveness = Liveness(self.symbols, floor=timeouts.silence_floor, ceiling=timeouts.stall)
         # Past half the buffer, reads pause until the hole is filled, for at most one REST timeout.
@@ -154,6 +159,24 @@ class Pipeline:
         elif type(event) is Reply:
             self.act(Subscribed(source, event.id, event.error))
 
+    @property
+    def tick_interval(self) -> float:
+        """How often the shell should call :meth:`tick` besides the :class:`WakeAt` times."""
+        return min(TICK, self.snapshot_interval, self.bar_close_grace / 2 or TICK)
+
+    def feed_lost(self, symbols: Iterable[str]) -> None:
+        """The connection carrying ``symbols`` ended: no timer closes their bars until a live trade shows
+        the new feed caught up (a hole it reveals is filled first), so a late trade never meets a closed bar."""
+        self._stale.update(symbols)
+
+    def heard(self, symbols: Iterable[str], when: float) -> None:
+        """The connection carrying ``symbols`` last read a byte at ``when``: every trade sent before then is in.
+
+        A bar is closed by the timer only once its grace has passed by this clock, not the wall clock,
+        so a connection that died unnoticed never closes a bar its lost trades belong to."""
+        for symbol in symbols:
+            self._heard[symbol] = when
+
     def forget(self, source: Hashable) -> None:
         """``source`` ended: a connection that replaces it reports its own first trade."""
         self._started.discard(source)
@@ -200,16 +223,20 @@ class Pipeline:
         self.now = now
         if self._gap_due:
             for symbol, due in list(self._gap_due.items()):
-                if now >= due:
-                    del self._gap_due[symbol]
+                # pop, not del: declaring one gap may resume reading, and the frames it releases may close
+                # another symbol's hole (and drop its deadline) before this loop gets to it
+                if now >= due and self._gap_due.pop(symbol, None) is not None:
                     self._declare_gap(self.sequencers[symbol])
         if self._pause_ends is not None and now >= self._pause_ends:
             self._resume(expired=True)
         if self.checkpointer is not None:
             self.checkpointer.tick(now)
         self.liveness.roll(now)
+        late, self._last_tick = now - self._last_tick > _LATE_TICK, now
         if self.engines:
-            self._close_bars(now)
+            # After a hold-up the frames already read go first, and while reads are paused a read may hold
+            # frames of any symbol: bars wait.
+            self._close_bars(now, close=not late and not self.paused)
 
     def next_deadline(self) -> float:
         """The nearest time :meth:`tick` has something to do (``inf``: only the regular tick)."""
@@ -239,6 +266,8 @@ class Pipeline:
     def _deliver(self, trade: Trade) -> None:
         self.counters["trades"] += 1
         symbol = trade.symbol
+        if self._stale and trade.source != "backfill":  # in order after everything before it: caught up
+            self._stale.discard(symbol)
         self.liveness.delivered(symbol, self.now, trade.source != "backfill")
         checkpointer = self.checkpointer
         if checkpointer is not None:  # off by default: costs nothing then
@@ -269,7 +298,7 @@ class Pipeline:
             sequencer.restart()
             self.receive(source, frame, self.now)
 
-    def _close_bars(self, now: float) -> None:
+    def _close_bars(self, now: float, *, close: bool) -> None:
         """Close bars a quiet market left open past their grace; send snapshots every snapshot_interval."""
         for symbol, engine in self.engines.items():
             last = self.latest[symbol].get("trade")
@@ -277,8 +306,10 @@ class Pipeline:
                 self._clock_offset[symbol] = last.time - self.liveness.last_at[symbol] * 1000.0
             offset = self._clock_offset.get(symbol)
             # Never while a hole is open: a backfilled trade may still belong to the bar.
-            if offset is not None and not self.busy(symbol) and symbol not in self._gap_due:
-                for bar in engine.close_until(int(now * 1000.0 + offset - self.bar_close_grace * 1000)):
+            if close and offset is not None and not self.busy(symbol) and symbol not in self._gap_due \
+                    and symbol not in self._stale:
+                heard = min(now, self._heard.get(symbol, now))
+                for bar in engine.close_until(int(heard * 1000.0 + offset - self.bar_close_grace * 1000)):
                     self.metric(bar)
         if now >= self._next_snapshot:
             self._next_snapshot = now + self.snapshot_interval

@@ -148,6 +148,8 @@ class ShardSupervision:
         error = connection.done.result()
         if isinstance(error, Stalled):
             error.stack = task_stack(shard.task)
+        if shard.machine.connection is connection:  # not a retired one: its replacement already delivers
+            self.pipeline.feed_lost(shard.symbols)
         if self._state == "running":
             self._carry_out(shard, shard.machine.ended(connection, error, time.monotonic()))
 

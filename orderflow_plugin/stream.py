@@ -45,7 +45,6 @@ DEFAULT_ENDPOINTS: dict[str, tuple[str, str]] = {
     "usdm": ("wss://fstream.binance.com/market", "https://fapi.binance.com"),
 }
 _STREAM_LIMIT = {"spot": 1024, "usdm": 200}
-_TICK = 0.25  # seconds between the pipeline's regular ticks and the silence watch's looks
 
 
 class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
@@ -119,7 +118,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         self.counters = self.pipeline.counters  # one dict: the pipeline's counts and the shell's
         self.counters.update(dict.fromkeys(("reconnects", "stalls", "rotations", "loop_blocks"), 0))
         self._fills: dict[str, asyncio.Task[None]] = {}  # symbol -> its backfill request under way
-        self._tick_interval = min(_TICK, f.snapshot_interval, f.bar_close_grace / 2 or _TICK)
+        self._tick_interval = self.pipeline.tick_interval
         self.watchdog: LoopWatchdog | None = None
         self._quiet_until: dict[str | int, float] = {}  # symbol or shard number -> no silence check before
         self._limiter = OpenLimiter(r.connections_per_5min)

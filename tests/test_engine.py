@@ -249,3 +249,40 @@ def test_percentile_threshold_matches_a_full_sort(percentile: float, window: int
         else:
             assert engine._ranked.threshold == before  # ranked only when a tenth of the window has passed
     assert ranks > 10
+
+
+def test_a_rolled_up_bar_closed_after_a_quiet_stretch_has_the_cvd_at_its_own_end() -> None:
+    """A coarse bar left open by a timer-closed fine bar closes later with its own CVD, not the next window's.
+
+    Found by the simulation (seed 5): the 5 s bar took the CVD of the moment the next fine bar closed.
+    """
+    engine = FlowEngine("BTCUSDT", windows=["1s", "5s"], footprint_tick=None, whale_notional=None,
+                        whale_percentile=None)
+
+    def trade(agg_id: int, ms: int, qty: str) -> Trade:
+        return Trade("BTCUSDT", agg_id, Decimal("100"), Decimal(qty), agg_id, agg_id, ms, "buy", ms, "spot")
+
+    engine.add(trade(1, 500, "1"))
+    engine.close_until(2000)
+    engine.add(trade(2, 5500, "2"))
+    bars = engine.close_until(7000)
+    five = [b for b in bars if b.window == "5s"]
+    assert [(b.start, b.cvd) for b in five] == [(0, Decimal(1))]  # the 5,000 bar is still open at 7,000
+
+
+def test_a_coarse_bar_closed_by_the_timer_leaves_out_the_next_windows_open_trades() -> None:
+    """A 5 s bar closed by the timer while the next window's 1 s bar is open has the CVD at its own end.
+
+    Found by the simulation (seed 5, windows 1s/7s/1m): it took the CVD including the open bar's trades.
+    """
+    engine = FlowEngine("BTCUSDT", windows=["1s", "5s"], footprint_tick=None, whale_notional=None,
+                        whale_percentile=None)
+
+    def trade(agg_id: int, ms: int, qty: str) -> Trade:
+        return Trade("BTCUSDT", agg_id, Decimal("100"), Decimal(qty), agg_id, agg_id, ms, "buy", ms, "spot")
+
+    engine.add(trade(1, 500, "1"))
+    engine.close_until(2000)  # the 1 s bar closes; the 5 s bar stays open
+    engine.add(trade(2, 5100, "2"))  # the next 5 s window's first 1 s bar, still open
+    bars = engine.close_until(5500)
+    assert [(b.window, b.start, b.cvd) for b in bars] == [("5s", 0, Decimal(1))]

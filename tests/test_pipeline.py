@@ -409,6 +409,7 @@ def test_tick_never_closes_a_bar_while_its_hole_is_open() -> None:
     assert recorder.actions[-1] == Backfill(BTC, 2, 2)
     assert [m.kind for m in recorder.metrics] == ["snapshot"]
     p.backfilled(BTC, 2, 2, [rest_trade(2)], None, 14.0)
+    p.tick(19.75)  # ticks come every quarter second; one 6.75 s late would mean the process was held up
     p.tick(20.0)
     bars = [m for m in recorder.metrics if m.kind == "bar"]
     assert [(b.start, b.trades, b.largest_id) for b in bars] == [(1000, 3, 1)]
@@ -460,3 +461,67 @@ def test_pipeline_teaches_liveness_from_live_deliveries_only() -> None:
     # Gaps: 3 s (1 -> 2, live), then 5 is delivered after the backfill at 21 s: 1 s after 3 and 4.
     assert p.liveness.deadline(BTC) == 3.5
     assert p.liveness.last_at[BTC] == 21
+
+
+def test_a_gap_given_up_at_a_tick_may_resume_reading_that_closes_another_hole() -> None:
+    """Frames released by a resume during tick() may close another symbol's hole: the tick goes on, nothing raised.
+
+    Found by the simulation (seed 39819): tick() walked its deadlines and `del`eted each, and the
+    re-entrant frames had already dropped one of them, so it raised KeyError and skipped the rest.
+    """
+    recorder = Recorder()
+    p = pipeline(recorder, symbols=(BTC, ETH), sequencing={"backfill": False}, limits={"max_buffered_trades": 4})
+    held_back = [frame(2, ETH)]
+
+    def act(action: Any) -> None:  # the shell hands a resumed connection's held frames back at once
+        recorder.actions.append(action)
+        if type(action) is ResumeReading:
+            while held_back:
+                p.receive(A, held_back.pop(), 1.5)
+
+    p.act = act
+    for now, agg_id, symbol in [(0.0, 1, BTC), (0.0, 1, ETH), (0.0, 3, BTC), (0.0, 3, ETH), (0.0, 4, BTC)]:
+        p.receive(A, frame(agg_id, symbol), now)
+    assert PauseReading(A) in recorder.actions
+    p.tick(1.5)
+    assert [t.id for t in recorder.trades if t.symbol == ETH] == [1, 2, 3]
+    assert [t.id for t in recorder.trades if t.symbol == BTC] == [1, 3, 4]
+    assert [e for e in recorder.events if e[0] == "on_gap"] == [gap(2, 2)]
+
+
+def test_bars_wait_for_the_connection_to_have_read_past_their_grace() -> None:
+    """A bar is closed by the timer only once its connection read a byte past the bar's end plus the grace.
+
+    Found by the simulation (seed 25): a path that died unnoticed let the timer close bars its lost trades
+    belonged to, and the backfill after the reconnect delivered them into a second bar.
+    """
+    recorder = Recorder()
+    p = pipeline(recorder, flow=BARS_ONLY)
+    p.receive(A, frame(1, ms=1_000), 10.0)  # the trade clock is 9 s behind the delivery clock
+    p.heard([BTC], 10.0)  # the connection read nothing after this: its path may be dead
+    for now in (12.75, 13.0, 13.25, 20.0 - 0.25, 20.0):
+        p.tick(now)
+    assert [m.kind for m in recorder.metrics if m.kind == "bar"] == []
+    p.heard([BTC], 13.0)  # a pong: everything sent before 13.0 is in
+    p.tick(20.25)
+    assert [(m.start, m.closed_by) for m in recorder.metrics if m.kind == "bar"] == [(1000, "timer")]
+
+
+def test_bars_of_a_lost_feed_wait_for_a_live_trade_of_the_new_one() -> None:
+    """After the connection carrying a symbol ends, no timer closes its bars until a live trade shows the
+    new feed caught up: a hole that trade reveals is filled first, into its own bar."""
+    recorder = Recorder()
+    p = pipeline(recorder, flow=BARS_ONLY)
+    p.receive(A, frame(1, ms=1_000), 10.0)
+    p.feed_lost([BTC])
+    for now in (13.0, 13.25, 13.5):
+        p.tick(now)
+    assert [m for m in recorder.metrics if m.kind == "bar"] == []
+    p.receive(B, frame(3, ms=5_000), 14.0)  # the new connection's first trade reveals id 2 missing
+    p.tick(14.25)
+    p.tick(14.5)
+    late = Trade(BTC, 2, Decimal("100.0"), Decimal("1.0"), 2, 2, 1_500, "buy", 1_500, "spot", "backfill")
+    p.backfilled(BTC, 2, 2, [late], None, 14.6)  # id 2, traded at 1,500 ms while the feed was lost
+    p.tick(14.75)
+    bars = [(m.start, m.trades) for m in recorder.metrics if m.kind == "bar"]
+    assert bars[0] == (1000, 2)  # one bar with both trades, not a second bar with the same start
