@@ -3,7 +3,8 @@
 Frames are handed to ``on_frame`` synchronously from ``data_received``: no queue and no task
 per message on the hot path. Two frame readers sit behind the same class (``reader``, the
 ``connector.transport`` setting): ``"fast"`` (the default) cuts whole data frames out of each
-read itself (:mod:`.fastframes`); ``"websockets"`` parses every frame with websockets' protocol. The connection is opened stage by stage by :func:`.connect.open_connection`.
+read itself (:mod:`.fastframes`); ``"websockets"`` parses every frame with websockets' protocol.
+The connection is opened stage by stage by :func:`.connect.open_connection`.
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ class WsConnection(FastFrames, asyncio.Protocol):
         self.stage = "resolve"
         self.stage_started = time.monotonic()
         self.timings: dict[str, float] = {}
-        self.trades = 0  # trades seen
         self.last_received = 0.0  # monotonic time of the last read: any byte proves the path alive
         self.opened_at = 0.0
         self.task: asyncio.Task[Any] | None = None  # the task opening this connection

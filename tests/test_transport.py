@@ -6,8 +6,10 @@ import asyncio
 
 import pytest
 
-from orderflow_plugin import StreamError, Timeouts, Trade, bundled_tape
-from orderflow_plugin.decode import Decoder, Reply
+from orderflow_plugin import Flow, Sequencing, StreamError, Timeouts, bundled_tape
+from orderflow_plugin.decode import Decoder
+from orderflow_plugin.delivery import Sink, discard, tell_connection
+from orderflow_plugin.pipeline import Pipeline
 from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.tape import Tape
 from orderflow_plugin.transport import WsConnection, open_connection
@@ -16,22 +18,18 @@ TAPE = Tape("BTCUSDT", "spot", bundled_tape().rows[:600], "test")
 
 
 class Collector:
-    """An on_frame that answers the connect stages and keeps every frame."""
+    """An on_frame that keeps every frame; the stream's pipeline ends the connect stages, as in the stream."""
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
-        self.decoder = Decoder()
+        self.pipeline = Pipeline(["BTCUSDT"], "spot", Sink(discard, discard, discard), tell_connection,
+                                 flow=Flow(enabled=False), sequencing=Sequencing(backfill=False))
         self.changed = asyncio.Event()
 
     def __call__(self, connection: WsConnection, frame: bytes) -> None:
         self.frames.append(frame)
         self.changed.set()
-        event = self.decoder.decode(frame)
-        if type(event) is Trade:
-            connection.trades += 1
-            connection.first_trade()
-        elif type(event) is Reply:
-            connection.subscribed(event.id, event.error)
+        self.pipeline.receive(connection, frame, 0.0)
 
     async def until(self, count: int, timeout: float = 10.0) -> None:
         """Wait for ``count`` frames."""

@@ -7,10 +7,10 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ..decode import Decoder, Reply
+from ..delivery import Sink, discard, tell_connection
 from ..errors import HandshakeRejected, StageTimeout
-from ..models import Trade
-from ..options import Timeouts
+from ..options import Flow, Sequencing, Timeouts
+from ..pipeline import Pipeline
 from ..symbols import normalize_symbol, stream_name
 from ..transport import STAGES, WsConnection, open_connection
 from .check import CERTIFICATE_ADVICE, Check, certificate_error
@@ -39,18 +39,13 @@ async def check_stream(done: list[Check], url: str, symbol: str, market: str, co
     """Open one connection as the stream does and append a check per stage, stopping after the one that failed."""
     symbol = normalize_symbol(symbol)
     deadlines = replace(configured, **{stage: min(getattr(configured, stage), timeout) for stage in STAGES})
-    decoder = Decoder(market)  # type: ignore[arg-type]
+    # The stream's own pipeline ends the subscribed and first_message stages, as it does for the stream.
+    pipeline = Pipeline([symbol], market, Sink(discard, discard, discard), tell_connection,  # type: ignore[arg-type]
+                        sequencing=Sequencing(backfill=False), flow=Flow(enabled=False))
     opened: list[WsConnection] = []
 
     def on_frame(connection: WsConnection, frame: bytes) -> None:
-        try:
-            event = decoder.decode(frame)
-        except Exception:
-            return
-        if type(event) is Trade:
-            connection.first_trade()
-        elif type(event) is Reply:
-            connection.subscribed(event.id, event.error)
+        pipeline.receive(connection, frame, time.monotonic())
 
     def on_stage(connection: WsConnection) -> None:
         if not opened:
