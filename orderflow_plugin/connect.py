@@ -11,10 +11,11 @@ SUBSCRIBE) and ``first_message`` (the first trade). A stage that passes its dead
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from websockets.exceptions import InvalidStatus
@@ -25,6 +26,8 @@ from .options import Timeouts
 from .transport import STAGES, WsConnection
 
 __all__ = ["connect_first", "open_connection"]
+
+logger = logging.getLogger("orderflow_plugin.transport")
 
 
 async def open_connection(
@@ -37,11 +40,14 @@ async def open_connection(
     ssl_context: ssl.SSLContext | None = None,
     on_stage: Callable[[WsConnection], None] | None = None,
     reader: str = "websockets",
+    quiet: Callable[[WsConnection], Awaitable[bool]] | None = None,
 ) -> WsConnection:
     """Open ``url``, subscribe to ``streams`` and wait for the first trade, stage by stage.
 
     ``deadlines`` is any object with one attribute per stage in :data:`STAGES`, in seconds: a
-    :class:`~orderflow_plugin.options.Timeouts`.
+    :class:`~orderflow_plugin.options.Timeouts`. When no trade came within ``first_message``,
+    ``quiet(connection)`` (if given) may say the market is just quiet: the connection is then
+    returned open instead of failing.
     """
     loop = asyncio.get_running_loop()
     connection = WsConnection(url, on_frame, max_size=max_size, reader=reader)
@@ -91,7 +97,14 @@ async def open_connection(
         await within("subscribed", connection._subscribed,
                      f"subscription to {len(streams)} streams on {endpoint} was not confirmed")
         stage("first_message")
-        await within("first_message", connection._first_trade, f"no trade from {endpoint} after subscribing")
+        connection.subscribed_at = time.time()
+        try:
+            await within("first_message", connection._first_trade, f"no trade from {endpoint} after subscribing")
+        except StageTimeout:
+            if quiet is None or connection.done.done() or not await quiet(connection):
+                raise
+            logger.info("%s: no trade within first_message, and none on the market since we subscribed: "
+                        "streaming on a quiet market", endpoint)
         stage("streaming")
         return connection
     except StreamError as exc:

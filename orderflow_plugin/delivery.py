@@ -114,7 +114,7 @@ class PipelineDriver:
     async def _tick(self: OrderFlow) -> None:
         """Drive the pipeline's clock (gaps, bars, snapshots, checkpoints) and look for silent feeds."""
         while True:
-            await asyncio.sleep(self._tick_interval)
+            await asyncio.sleep(self.pipeline.tick_interval)
             self._tick_once()
 
     def _tick_once(self: OrderFlow) -> None:

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["GAP_WINDOW", "Liveness"]
+__all__ = ["GAP_WINDOW", "QUIET_CHECKS", "Liveness", "no_new_trades"]
 
 GAP_WINDOW = 120.0  # seconds a learned longest gap is remembered (one to two windows)
 _FACTOR = 1.0  # deadline = longest recent gap x factor + margin
+QUIET_CHECKS = 5  # symbols of a connection asked about at most when its first trade is late
+
+
+def no_new_trades(before: dict[str, int | None], after: dict[str, int | None]) -> bool:
+    """REST's newest id of each symbol did not move between two looks: a connection that got no trade in
+    between is on a quiet market, not a dead stream (ids, not times: no clock of ours is compared with the
+    exchange's). A look that could not be made says nothing is known: not quiet."""
+    return bool(before) and before.keys() == after.keys() and all(after[s] == before[s] for s in before)
 _MARGIN = 0.5
 
 
@@ -24,6 +32,7 @@ class Liveness:
         self.floor = floor
         self.ceiling = ceiling
         self.last_at: dict[str, float] = {}  # symbol -> when its last trade was delivered
+        self.baseline: dict[str, int] = {}  # symbol -> REST's newest id when a connection opened without a trade
         self._gap_now = dict.fromkeys(self.symbols, 0.0)
         self._gap_before = dict.fromkeys(self.symbols, 0.0)
         self._window_ends = 0.0

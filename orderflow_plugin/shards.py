@@ -44,6 +44,7 @@ class Shard:
     opens: set[asyncio.Task[Any]] = field(default_factory=set)  # its Connect under way
     task: asyncio.Task[Any] | None = None
     opening: WsConnection | None = None  # the connection being opened, for stuck-stage reports
+    quiet_before: dict[str, int | None] | None = None  # REST's newest ids half way through first_message
 
     @property
     def streams(self) -> list[str]:
@@ -127,6 +128,7 @@ class ShardSupervision:
                 f"{self.ws_url}/stream", shard.streams, self._on_frame, deadlines=self.timeouts,
                 max_size=self.limits.max_size, ssl_context=self.ssl_context,
                 on_stage=lambda c, shard=shard: self._on_stage(shard, c), reader=self.transport,
+                quiet=lambda c, shard=shard: self._quiet_market(shard, c),
             )
         except StreamError as exc:
             opening, shard.opening = shard.opening, None
@@ -163,6 +165,8 @@ class ShardSupervision:
         if connection not in self._live:  # every socket, even half-open, is closed by stop()
             self._live.add(connection)
             connection.done.add_done_callback(lambda _, c=connection: self._gone(c))
+        if connection.stage == "first_message" and self.backfiller is not None:
+            connection.spawn(self._quiet_baseline(shard, connection))
 
     async def _watch_stages(self: OrderFlow) -> None:
         """Report a connect stage running past stage_warning x its deadline, with where it waits."""

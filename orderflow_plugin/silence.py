@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .backfill import BackfillFailed
 from .errors import Stalled
+from .liveness import QUIET_CHECKS, no_new_trades
 from .shards import Shard
 from .transport import WsConnection
 
@@ -84,6 +85,8 @@ class SilenceWatch:
         sequencer = self.pipeline.sequencers[symbol]
         last_at = self.pipeline.liveness.last_at
         last, heard = sequencer.last_delivered, last_at.get(symbol, 0.0)
+        if last is None:  # nothing delivered yet: compare with what REST had when the connection opened
+            last = self.pipeline.liveness.baseline.get(symbol)
         if self.backfiller is None:
             seen = "there is no REST to check against"
         else:
@@ -107,3 +110,36 @@ class SilenceWatch:
         return Stalled(f"{symbol}: no trade from {connection.endpoint} for {silent:.1f} s (deadline {deadline:.1f} s) "
                        f"while {seen}: the stream went silent", url=connection.url, stage="streaming",
                        silent_for=silent)
+
+    async def _quiet_baseline(self: OrderFlow, shard: Shard, connection: WsConnection) -> None:
+        """Half way through first_message with no trade yet: note REST's newest ids (never raises)."""
+        shard.quiet_before = None
+        await asyncio.sleep(self.timeouts.first_message / 2)
+        if connection.stage != "first_message" or self.backfiller is None:
+            return
+        try:
+            shard.quiet_before = await self._newest_ids(shard)
+        except Exception as exc:  # REST trouble, or a bug: the stage then fails at its deadline, as without
+            logger.warning("%s; cannot tell a quiet market from a dead stream", exc)
+
+    async def _quiet_market(self: OrderFlow, shard: Shard, connection: WsConnection) -> bool:
+        """At the first_message deadline: True when REST's newest ids did not move since half way (a quiet
+        market: the connection stays), False when they did or nobody can tell (the stage fails)."""
+        before, shard.quiet_before = shard.quiet_before, None
+        if before is None or self.backfiller is None:
+            return False
+        try:
+            after = await self._newest_ids(shard)
+        except BackfillFailed as exc:
+            logger.warning("%s; cannot tell a quiet market from a dead stream", exc)
+            return False
+        if not no_new_trades(before, after):
+            return False
+        for symbol, newest in after.items():  # the silence watch compares with these until a trade comes
+            if newest is not None:
+                self.pipeline.liveness.baseline[symbol] = newest
+        return True
+
+    async def _newest_ids(self: OrderFlow, shard: Shard) -> dict[str, int | None]:
+        assert self.backfiller is not None
+        return {symbol: await self.backfiller.latest_id(symbol) for symbol in shard.symbols[:QUIET_CHECKS]}

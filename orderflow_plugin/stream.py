@@ -99,7 +99,6 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         self.streams_per_connection = min(lim.streams_per_connection or limit, limit)
         self.dispatcher = Dispatcher(self.plugins, self, slow_hook_ms=rep.slow_hook_ms,
                                      report_interval=rep.report_interval, async_queue_size=lim.async_queue_size)
-        self._report_interval = rep.report_interval
         self.backfiller = Backfiller(self.rest_url, market, timeout=t.rest, retries=lim.rest_retries,
                                      weight_per_minute=lim.rest_weight_per_minute,
                                      verify=self.ssl_context) if q.backfill else None
@@ -110,7 +109,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         self._checkpointer = Checkpointer(checkpoint, resume, self._checkpoint_failed,
                                           report_interval=rep.report_interval) if checkpoint is not None else None
         sink = Sink(partial(self.dispatcher.emit_one, "on_trade", "trade"),
-                     partial(self.dispatcher.emit_one, "on_metric", "metric"), self._emit)
+                    partial(self.dispatcher.emit_one, "on_metric", "metric"), self._emit)
         self.pipeline = Pipeline(self.symbols, market, sink, self._act, sequencing=q, limits=lim, flow=f, timeouts=t,
                                  resume={s: r.last_id for s, r in resume.items()}, checkpointer=self._checkpointer,
                                  report_interval=rep.report_interval)
@@ -118,7 +117,6 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         self.counters = self.pipeline.counters  # one dict: the pipeline's counts and the shell's
         self.counters.update(dict.fromkeys(("reconnects", "stalls", "rotations", "loop_blocks"), 0))
         self._fills: dict[str, asyncio.Task[None]] = {}  # symbol -> its backfill request under way
-        self._tick_interval = self.pipeline.tick_interval
         self.watchdog: LoopWatchdog | None = None
         self._quiet_until: dict[str | int, float] = {}  # symbol or shard number -> no silence check before
         self._limiter = OpenLimiter(r.connections_per_5min)

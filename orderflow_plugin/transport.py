@@ -71,6 +71,7 @@ class WsConnection(FastFrames, asyncio.Protocol):
         self.timings: dict[str, float] = {}
         self.last_received = 0.0  # monotonic time of the last read: any byte proves the path alive
         self.opened_at = 0.0
+        self.subscribed_at = 0.0  # wall-clock time (time.time()) the SUBSCRIBE went out
         self.task: asyncio.Task[Any] | None = None  # the task opening this connection
         self.warned = ""  # the stage already reported as slow
         self.stack = ""  # where that task waited when the stage was reported

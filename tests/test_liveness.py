@@ -124,3 +124,28 @@ async def test_a_loop_blocked_right_after_a_ping_is_not_taken_for_a_dead_path(or
         await events.until(lambda e: len(blocks) >= 2, 10)
         await asyncio.sleep(0.5)  # past the ping deadline of the second block
     assert not events.of("on_stall") and not events.of("on_disconnected")
+
+
+async def test_a_quiet_market_at_connect_keeps_the_connection(orderflow_sim_factory) -> None:
+    """No trade within first_message, and REST's newest id did not move meanwhile: the market is quiet, the
+    connection stays (no StageTimeout, no reconnect) and the next trade arrives on it.
+
+    Found by the simulation (seed 26): every quiet stretch longer than first_message cost a reconnect.
+    """
+    sim = await orderflow_sim_factory(spaced([5000, 5000]), pace=Pace(speed=1.0), start_on_subscribe=False)
+    await asyncio.sleep(0.3)  # time passing, not an event: the first trade is in the past, the next 5 s away
+    events = Events()
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, first_message=1.0)) as flow:
+        await events.until(lambda e: len(e.trades) >= 1, 10 * TIMEOUT_FACTOR)
+        health = flow.health()
+    assert [c for c in events.of("on_error") if c["where"].startswith("connect")] == []
+    assert len(events.of("on_connected")) == 1 and health["reconnects"] == 0
+    assert events.ids() == [TAPE.rows[1].id]
+
+
+async def test_a_silent_stream_at_connect_still_fails_first_message(orderflow_sim_factory) -> None:
+    """No trade within first_message while REST's newest id moved: the stream is dead, the stage fails by name."""
+    sim = await orderflow_sim_factory(pace=Pace(rate=200), scenario=Scenario([[Fault("mute_after", after=0)]]))
+    events = Events()
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, first_message=1.0)):
+        await events.until(lambda e: any(c["where"] == "connect:first_message" for c in e.of("on_error")), 10)

@@ -29,10 +29,10 @@ KNOWN_BUGS: dict[str, KnownBug] = {
         "a lost connection's symbols to see a live trade again, for the connection to have read past the bar's "
         "end plus the grace, and for a held-up process to read what waits in its sockets: the causes found "
         "before, a reconnect, a dead path not yet noticed and a frozen process, are fixed.)")),
-    "quiet-market-fails-first-message": KnownBug(26, (
-        "connect.open_connection waits timeouts.first_message for the first trade: a healthy connection whose "
-        "symbols have no trade in that time fails with StageTimeout (on_error connect:first_message), and the "
-        "supervisor reconnects with growing backoff, again and again, while the market is quiet; trades "
-        "published during the backoffs are only found (and backfilled, or with backfill off reported lost) when a "
-        "later trade arrives. reliability.md promises a quiet symbol is never reconnected for being quiet.")),
+    "quiet-market-fails-first-message": KnownBug(132, (
+        "With backfill off there is no REST to ask, so a connection whose symbols have no trade within "
+        "timeouts.first_message still fails that stage and is reconnected, again and again while the market is "
+        "quiet; trades published during the backoffs are reported lost when a later trade arrives. With REST "
+        "(the default) it is fixed: half way through the stage and at its deadline the shell compares REST's "
+        "newest ids, and an unmoved market keeps the connection.")),
 }

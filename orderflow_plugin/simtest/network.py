@@ -20,6 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..errors import ConnectionLost, StreamError
+from ..liveness import QUIET_CHECKS, no_new_trades
 from ..sim.frames import server_shutdown
 from ..transport import STAGES
 from . import messages
@@ -55,6 +56,7 @@ class SimConnection:
         self.replied = False
         self.dead_since = math.inf  # the path died then: nothing arrives any more
         self.heard = 0.0  # when it last read a byte (the transport's last_received)
+        self.quiet_before: dict[str, int | None] | None = None  # REST's newest ids half way through first_message
         self.ping_due = math.inf  # the keepalive fails the connection then, if reading is not paused
         self.receiving_since = math.inf  # the server subscribed us then
         self.stopped_at = math.inf  # we closed it, or it ended, then
@@ -94,6 +96,8 @@ class SimConnection:
             sim.at(sim.now + self.latency, self._server_subscribes)
         elif stage == "first_message" and self.got_trade:
             sim.soon(self._open, self._token)
+        elif stage == "first_message" and sim.world.sequencing.backfill:  # the shell's quiet look, half way
+            sim.at(sim.now + sim.world.timeouts.first_message / 2, self._quiet_look, self._token)
 
     def arm_watch(self, stage: str) -> None:
         """The stage's deadline, as ``asyncio.timeout`` in ``connect.open_connection`` sets it."""
@@ -101,7 +105,36 @@ class SimConnection:
 
     def _watch(self, token: int) -> None:
         if token == self._token and not self.ended and self.stage in STAGES:
+            if self.stage == "first_message" and self._quiet_market():
+                self._open(token)  # as connect.open_connection does when the shell's quiet() says so
+                return
             self.end(messages.stage_timeout(self.stage, getattr(self.sim.world.timeouts, self.stage)))
+
+    def _newest_ids(self) -> dict[str, int | None]:
+        """REST's newest id of the shard's first QUIET_CHECKS symbols now (the simulated REST always answers)."""
+        timelines = self.sim.exchange.timelines
+        newest: dict[str, int | None] = {}
+        for symbol in self.shard.symbols[:QUIET_CHECKS]:
+            count = timelines[symbol].published(self.sim.now)
+            newest[symbol] = timelines[symbol].rows[count - 1].id if count else None
+        return newest
+
+    def _quiet_look(self, token: int) -> None:
+        if token == self._token and not self.ended and self.stage == "first_message":
+            self.quiet_before = self._newest_ids()
+
+    def _quiet_market(self) -> bool:
+        """The shell's judgement at the first_message deadline (silence._quiet_market), with the same rule."""
+        before, self.quiet_before = self.quiet_before, None
+        if before is None:
+            return False
+        after = self._newest_ids()
+        if not no_new_trades(before, after):
+            return False
+        for symbol, newest in after.items():
+            if newest is not None:
+                self.sim.pipeline.liveness.baseline[symbol] = newest
+        return True
 
     def _plan_stage(self, stage: str) -> None:
         sim, faults = self.sim, self.sim.world.faults
