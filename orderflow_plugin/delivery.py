@@ -70,9 +70,6 @@ class PipelineDriver:
         self._live.discard(connection)
         self.pipeline.forget(connection)
 
-    def _on_frame(self: OrderFlow, connection: WsConnection, frame: bytes) -> None:
-        self.pipeline.receive(connection, frame, time.monotonic())
-
     def _act(self: OrderFlow, action: Action) -> None:
         """Carry out what the pipeline asked for."""
         kind = type(action)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol
@@ -67,6 +68,7 @@ class Pipeline:
         resume: dict[str, int] | None = None,
         checkpointer: Any = None,
         report_interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         sequencing = sequencing or Sequencing()
         limits = limits or Limits()
@@ -74,7 +76,9 @@ class Pipeline:
         timeouts = timeouts or Timeouts()
         self.symbols = tuple(symbols)
         self.sink = sink
+        self._trade_out = sink.trade  # the per-trade call, looked up once
         self.act = act
+        self.clock = clock
         self.backfill = sequencing.backfill
         self.reorder_window = sequencing.reorder_window
         self.checkpointer = checkpointer  # tags replays and keeps leases; None when checkpoints are off
@@ -119,9 +123,12 @@ class Pipeline:
 
     # In: frames
 
-    def receive(self, source: Hashable, frame: bytes, now: float) -> None:
-        """One frame from ``source`` (a connection handle), read at ``now``."""
-        self.now = now
+    def receive(self, source: Hashable, frame: bytes, now: float | None = None) -> None:
+        """One frame from ``source`` (a connection handle), read at ``now`` (by default, the ``clock``'s now).
+
+        The shell's transport calls it straight, as ``on_frame(connection, frame)``: no layer in between.
+        """
+        self.now = self.clock() if now is None else now
         try:
             event = self._decoder.decode(frame)
         except BadFrame as exc:
@@ -266,15 +273,22 @@ class Pipeline:
     def _deliver(self, trade: Trade) -> None:
         self.counters["trades"] += 1
         symbol = trade.symbol
-        if self._stale and trade.source != "backfill":  # in order after everything before it: caught up
+        now = self.now
+        live = trade.source != "backfill"
+        if self._stale and live:  # in order after everything before it: caught up
             self._stale.discard(symbol)
-        self.liveness.delivered(symbol, self.now, trade.source != "backfill")
+        liveness = self.liveness  # Liveness.delivered, inlined: this runs for every trade
+        last_at = liveness.last_at
+        last = last_at.get(symbol)
+        if live and last is not None and now - last > liveness.gap_now[symbol]:
+            liveness.gap_now[symbol] = now - last
+        last_at[symbol] = now
         checkpointer = self.checkpointer
         if checkpointer is not None:  # off by default: costs nothing then
-            trade = checkpointer.tag(trade, self.now)
+            trade = checkpointer.tag(trade, now)
         self.history[symbol].append(trade)
         self.latest[symbol]["trade"] = trade
-        self.sink.trade(trade)
+        self._trade_out(trade)
         engine = self.engines.get(symbol)
         if engine is not None:
             metrics = engine.add(trade)

@@ -125,7 +125,7 @@ class ShardSupervision:
                     f"/{self.reconnect.max_attempts}" if self.reconnect.max_attempts else "")
         try:
             connection = await open_connection(
-                f"{self.ws_url}/stream", shard.streams, self._on_frame, deadlines=self.timeouts,
+                f"{self.ws_url}/stream", shard.streams, self.pipeline.receive, deadlines=self.timeouts,
                 max_size=self.limits.max_size, ssl_context=self.ssl_context,
                 on_stage=lambda c, shard=shard: self._on_stage(shard, c), reader=self.transport,
                 quiet=lambda c, shard=shard: self._quiet_market(shard, c),
