@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--rates", default="1000,10000,50000", help="trades/s, comma separated")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per rate")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
-    parser.add_argument("--transport", default="websockets", choices=READERS, help="frame reader")
+    parser.add_argument("--transport", default="fast", choices=READERS, help="frame reader (fast: the default)")
     parser.add_argument("--grouped", action="store_true",
                         help="let the simulator sleep between trades (frames leave in ~1 ms groups) instead of "
                              "spinning so each frame leaves at its time")

@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--fault-every", type=int, default=250_000, help="messages between faults on a connection")
     parser.add_argument("--skip", type=int, default=500, help="ids each skip_ids fault leaves out (REST backfills)")
     parser.add_argument("--stall-timeout", type=float, default=1.0, help="seconds of silence before a reconnect")
-    parser.add_argument("--transport", default="websockets", choices=READERS, help="frame reader")
+    parser.add_argument("--transport", default="fast", choices=READERS, help="frame reader (fast: the default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "soak.json"

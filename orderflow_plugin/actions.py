@@ -7,9 +7,9 @@ The asyncio shell (:mod:`.stream`) and the simulation harness (:mod:`.simtest`) 
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "Action",
@@ -97,3 +97,11 @@ class Retire:
 
 
 Action = Backfill | PauseReading | ResumeReading | Rotate | Subscribed | FirstTrade | WakeAt | Connect | Retire
+
+
+class Sink(Protocol):
+    """Where the pipeline's output goes: the shell's dispatcher, or a simulation's recorder."""
+
+    trade: Callable[[Any], None]  # each delivered Trade, in order
+    metric: Callable[[Any], None]
+    event: Callable[..., None]  # event(hook, **kwargs): on_gap, on_backfill, on_error

@@ -132,11 +132,6 @@ class Backfiller:
 
         These liveness checks may spend a tenth of the weight budget at most: the rest is kept for backfill.
         """
-        newest = await self.latest_trade(symbol)
-        return None if newest is None else newest[0]
-
-    async def latest_trade(self, symbol: str) -> tuple[int, int] | None:
-        """The newest trade REST has for ``symbol`` as (aggregate id, trade time in ms), like :meth:`latest_id`."""
         now = time.monotonic()
         while self._checks and now - self._checks[0] >= _WINDOW:
             self._checks.popleft()
@@ -146,7 +141,7 @@ class Backfiller:
                                  url=self.rest_url, symbol=symbol, first=0, last=-1)
         self._checks.append(now)
         rows = await self._get(symbol, {"symbol": symbol, "limit": 1}, None, tries=1)
-        return (rows[-1].a, rows[-1].T) if rows else None
+        return rows[-1].a if rows else None
 
     async def _get(self, symbol: str, params: dict[str, str | int], span: tuple[int, int] | None, *,
                    tries: int) -> list[_Row]:

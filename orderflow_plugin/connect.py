@@ -97,11 +97,13 @@ async def open_connection(
         await within("subscribed", connection._subscribed,
                      f"subscription to {len(streams)} streams on {endpoint} was not confirmed")
         stage("first_message")
-        connection.subscribed_at = time.time()
         try:
             await within("first_message", connection._first_trade, f"no trade from {endpoint} after subscribing")
         except StageTimeout:
-            if quiet is None or connection.done.done() or not await quiet(connection):
+            if quiet is None or connection.done.done():
+                raise
+            # a trade that came while REST was asked is a first trade too
+            if not await quiet(connection) and not connection._first_trade.done():
                 raise
             logger.info("%s: no trade within first_message, and none on the market since we subscribed: "
                         "streaming on a quiet market", endpoint)

@@ -77,14 +77,17 @@ class PipelineDriver:
             return
         if kind is WakeAt:
             assert self._loop is not None
-            self._loop.call_later(max(0.0, action.when - time.monotonic()), self._tick_once)  # type: ignore[union-attr]
+            self._loop.call_later(max(0.0, action.when - time.monotonic()), self._tick_once, False)  # type: ignore[union-attr]
         elif kind is Backfill:
+            earlier = self._fills.get(action.symbol)  # type: ignore[union-attr]
+            if earlier is not None:  # a hole given up while its chunk was being fetched: that answer is moot
+                earlier.cancel()
             self._fills[action.symbol] = self._spawn(self._fetch(action), f"orderflow backfill {action.symbol}")  # type: ignore[union-attr]
         elif kind is Rotate:
             logger.info("%s announced %s: replacing the connection", action.source.endpoint, action.reason)  # type: ignore[union-attr]
             for shard in self._shards:
                 if shard.machine.connection is action.source:  # type: ignore[union-attr]
-                    self._carry_out(shard, shard.machine.rotate(action.source, time.monotonic()))  # type: ignore[union-attr]
+                    self._tell(shard, lambda shard=shard: shard.machine.rotate(action.source, time.monotonic()))  # type: ignore[union-attr]
 
     async def _fetch(self: OrderFlow, request: Backfill) -> None:
         """One backfill request: its answer, or its failure with the pages that did arrive, goes to the pipeline."""
@@ -114,17 +117,21 @@ class PipelineDriver:
             await asyncio.sleep(self.pipeline.tick_interval)
             self._tick_once()
 
-    def _tick_once(self: OrderFlow) -> None:
+    def _tick_once(self: OrderFlow, look: bool = True) -> None:
+        """One tick of the pipeline, after telling it what each connection last read; ``look``: and a look
+        for silent feeds (the regular tick; a WakeAt, for a reorder or pause deadline, only ticks)."""
         if self._state != "running":
             return
         now = time.monotonic()
         try:
-            for shard in self._shards:
-                connection = shard.machine.connection
-                if connection is not None and shard.machine.state == "streaming":
-                    self.pipeline.heard(shard.symbols, connection.last_received)
+            if self.timeouts.ping_interval > 0:  # without pings a quiet connection reads nothing to go by
+                for shard in self._shards:
+                    connection = shard.machine.connection
+                    if connection is not None and shard.machine.state == "streaming":
+                        self.pipeline.heard(shard.symbols, connection.last_received)
             self.pipeline.tick(now)
-            self._check_silence(now)
+            if look:
+                self._check_silence(now)
         except Exception as exc:  # a bug here must not end the ticker: report it and look again
             logger.error("stream ticker failed; it goes on", exc_info=exc)
             self._emit("on_error", error=exc, where="task:orderflow ticker")

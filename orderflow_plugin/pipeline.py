@@ -8,9 +8,8 @@ to a :class:`Sink` (no object allocated per trade), and :data:`Action` values fo
 fetch these ids, pause or resume reading, replace a connection, tell a connection it is
 subscribed or has its first trade, wake me at this time.
 
-One trade's path: decode -> sequencer (each id once, in order; holes held, then filled over
-REST or given up in a report) -> history, checkpoint tag, liveness -> sink.trade -> engine ->
-sink.metric.
+One trade: decode -> sequencer (each id once, in order; a hole held, then filled over REST or
+given up in a report) -> liveness, checkpoint tag, history -> sink.trade -> engine -> sink.metric.
 """
 
 from __future__ import annotations
@@ -20,9 +19,10 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
-from .actions import Action, Backfill, FirstTrade, PauseReading, ResumeReading, Rotate, Subscribed, WakeAt
+from .actions import Action, Backfill, FirstTrade, PauseReading, ResumeReading, Rotate, Sink, Subscribed, WakeAt
+from .barclock import TICK, BarClock
 from .decode import Decoder, Reply, ServerShutdown
 from .engine import FlowEngine
 from .errors import BadFrame, StreamError
@@ -39,16 +39,6 @@ __all__ = [
 logger = logging.getLogger("orderflow_plugin.stream")
 
 BACKFILL_CHUNK = 10_000  # ids fetched (10 REST pages) and delivered before the next are fetched
-TICK = 0.25  # seconds between regular ticks, at most
-_LATE_TICK = 1.0  # a tick this long after the last one: the process was held up and frames may wait unread
-
-
-class Sink(Protocol):
-    """Where the pipeline's output goes: the shell's dispatcher, or a simulation's recorder."""
-
-    trade: Callable[[Trade], None]
-    metric: Callable[[Any], None]
-    event: Callable[..., None]  # event(hook, **kwargs): on_gap, on_backfill, on_error
 
 
 class Pipeline:
@@ -101,10 +91,8 @@ class Pipeline:
         self.bar_close_grace = flow.bar_close_grace
         self.snapshot_interval = flow.snapshot_interval
         self._next_snapshot = -math.inf
-        self._last_tick = math.inf  # no tick yet: the first one is not late
-        self._stale: set[str] = set()  # symbols whose feed was lost: trades of any window may still come
-        self._heard: dict[str, float] = {}  # symbol -> when its connection last read anything
-        self._clock_offset: dict[str, float] = {}  # trade time minus delivery time, ms
+        self.bar_clock = BarClock(flow.bar_close_grace)
+        self._stale = self.bar_clock.stale  # read per trade: the same set
         self.liveness = Liveness(self.symbols, floor=timeouts.silence_floor, ceiling=timeouts.stall)
         # Past half the buffer, reads pause until the hole is filled, for at most one REST timeout.
         self.pause_at = max(1, limits.max_buffered_trades // 2)
@@ -159,7 +147,7 @@ class Pipeline:
                 self.paused.add(source)
                 self.act(PauseReading(source))
                 if self._pause_ends is None:
-                    self._pause_ends = now + self.max_pause
+                    self._pause_ends = self.now + self.max_pause
                     self.act(WakeAt(self._pause_ends))
         elif type(event) is ServerShutdown:
             self.act(Rotate(source, "serverShutdown"))
@@ -169,25 +157,22 @@ class Pipeline:
     @property
     def tick_interval(self) -> float:
         """How often the shell should call :meth:`tick` besides the :class:`WakeAt` times."""
-        return min(TICK, self.snapshot_interval, self.bar_close_grace / 2 or TICK)
+        return max(0.01, min(TICK, self.snapshot_interval, self.bar_close_grace / 2 or TICK))
 
     def feed_lost(self, symbols: Iterable[str]) -> None:
-        """The connection carrying ``symbols`` ended: no timer closes their bars until a live trade shows
-        the new feed caught up (a hole it reveals is filled first), so a late trade never meets a closed bar."""
-        self._stale.update(symbols)
+        """The connection carrying ``symbols`` ended: their bars wait (see :mod:`.barclock`)."""
+        self.bar_clock.feed_lost(symbols)
 
     def heard(self, symbols: Iterable[str], when: float) -> None:
-        """The connection carrying ``symbols`` last read a byte at ``when``: every trade sent before then is in.
-
-        A bar is closed by the timer only once its grace has passed by this clock, not the wall clock,
-        so a connection that died unnoticed never closes a bar its lost trades belong to."""
-        for symbol in symbols:
-            self._heard[symbol] = when
+        """The connection carrying ``symbols`` last read a byte at ``when`` (see :mod:`.barclock`)."""
+        self.bar_clock.heard(symbols, when)
 
     def forget(self, source: Hashable) -> None:
         """``source`` ended: a connection that replaces it reports its own first trade."""
         self._started.discard(source)
         self.paused.discard(source)
+        if not self.paused:  # nothing left paused: no pause runs out (a new one gets its own deadline)
+            self._pause_ends = None
 
     # In: backfill results
 
@@ -196,10 +181,12 @@ class Pipeline:
         """The answer to :class:`Backfill` ``(symbol, first, last)``: the trades fetched, and why it stopped short."""
         self.now = now
         sequencer = self.sequencers[symbol]
-        if self.filling.get(symbol, (None,))[0] != first:  # given up meanwhile: the trades still count
-            self.counters["backfilled"] += len(trades)
-            for trade in sequencer.fill(trades):
+        if self.filling.get(symbol, (None,))[0] != first:  # given up meanwhile: what still fits is delivered
+            released = sequencer.fill(trades)
+            self.counters["backfilled"] += len(released)
+            for trade in released:
                 self._deliver(trade)
+            self._maybe_resume()
             return
         if trades:
             self.counters["backfilled"] += len(trades)
@@ -239,11 +226,9 @@ class Pipeline:
         if self.checkpointer is not None:
             self.checkpointer.tick(now)
         self.liveness.roll(now)
-        late, self._last_tick = now - self._last_tick > _LATE_TICK, now
-        if self.engines:
-            # After a hold-up the frames already read go first, and while reads are paused a read may hold
-            # frames of any symbol: bars wait.
-            self._close_bars(now, close=not late and not self.paused)
+        on_time = self.bar_clock.tick(now)
+        if self.engines:  # while reads are paused a read may hold frames of any symbol: bars wait too
+            self._close_bars(now, close=on_time and not self.paused)
 
     def next_deadline(self) -> float:
         """The nearest time :meth:`tick` has something to do (``inf``: only the regular tick)."""
@@ -275,7 +260,7 @@ class Pipeline:
         symbol = trade.symbol
         now = self.now
         live = trade.source != "backfill"
-        if self._stale and live:  # in order after everything before it: caught up
+        if self._stale and live:  # in order after everything before it: caught up (see BarClock)
             self._stale.discard(symbol)
         liveness = self.liveness  # Liveness.delivered, inlined: this runs for every trade
         last_at = liveness.last_at
@@ -316,15 +301,14 @@ class Pipeline:
         """Close bars a quiet market left open past their grace; send snapshots every snapshot_interval."""
         for symbol, engine in self.engines.items():
             last = self.latest[symbol].get("trade")
-            if last is not None and last.source == "live":  # trade time minus the time of its delivery
-                self._clock_offset[symbol] = last.time - self.liveness.last_at[symbol] * 1000.0
-            offset = self._clock_offset.get(symbol)
+            if last is not None and last.source == "live":
+                self.bar_clock.live_trade(symbol, last.time, self.liveness.last_at[symbol])
             # Never while a hole is open: a backfilled trade may still belong to the bar.
-            if close and offset is not None and not self.busy(symbol) and symbol not in self._gap_due \
-                    and symbol not in self._stale:
-                heard = min(now, self._heard.get(symbol, now))
-                for bar in engine.close_until(int(heard * 1000.0 + offset - self.bar_close_grace * 1000)):
-                    self.metric(bar)
+            if close and not self.busy(symbol) and symbol not in self._gap_due:
+                until = self.bar_clock.close_before(symbol, now)
+                if until is not None:
+                    for bar in engine.close_until(until):
+                        self.metric(bar)
         if now >= self._next_snapshot:
             self._next_snapshot = now + self.snapshot_interval
             for engine in self.engines.values():

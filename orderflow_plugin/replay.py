@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from .actions import Action, WakeAt
+from .config import Settings
 from .sim.frames import aggtrade_payload, combined
 from .stream import OrderFlow
 from .symbols import stream_name
@@ -35,8 +36,10 @@ class ReplayResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def offline(flow: OrderFlow) -> OrderFlow:
+async def offline(flow: OrderFlow) -> OrderFlow:
     """``flow`` with backfill off: a replay reports holes, it never asks a REST server."""
+    if flow.backfiller is not None:
+        await flow.backfiller.aclose()
     flow.backfiller = None
     flow.pipeline.backfill = False
     flow.sequencing = dataclasses.replace(flow.sequencing, backfill=False)
@@ -45,7 +48,7 @@ def offline(flow: OrderFlow) -> OrderFlow:
 
 async def replay(flow: OrderFlow, tape: Tape, *, speed: float = 0.0, duration: float = 0.0) -> ReplayResult:
     """Feed ``tape`` into ``flow``'s pipeline; ``speed`` > 0 paces it by trade time (1 = as recorded)."""
-    offline(flow)
+    await offline(flow)
     source = tape.source
     due = math.inf  # the pipeline's nearest deadline (a hole's reorder window), from its WakeAt actions
 
@@ -58,7 +61,7 @@ async def replay(flow: OrderFlow, tape: Tape, *, speed: float = 0.0, duration: f
     stream = stream_name(tape.symbol)
     frames = [combined(stream, aggtrade_payload(tape.market, tape.symbol, row)) for row in tape.rows]
     pipeline, dispatcher = flow.pipeline, flow.dispatcher
-    dispatcher.emit("on_startup", settings=flow.settings)
+    dispatcher.emit("on_startup", settings=flow.settings if flow.settings is not None else Settings({}))
     receive, clock = pipeline.receive, time.monotonic
     busy = 0.0
     started = clock()

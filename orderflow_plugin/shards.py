@@ -15,6 +15,7 @@ import math
 import random
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ class Shard:
     task: asyncio.Task[Any] | None = None
     opening: WsConnection | None = None  # the connection being opened, for stuck-stage reports
     quiet_before: dict[str, int | None] | None = None  # REST's newest ids half way through first_message
+    live: set[WsConnection] = field(default_factory=set)  # its sockets not yet ended, even half-open
+    crash: Exception | None = None  # a bug in the machine hit outside the shard's task, raised in it
 
     @property
     def streams(self) -> list[str]:
@@ -75,15 +78,18 @@ class ShardSupervision:
                 error.stack = "".join(traceback.format_exception(exc)).rstrip()
                 logger.error("%s", error, exc_info=exc)
                 self._emit("on_error", error=error, where=f"task:orderflow shard {shard.number}")
-                for connection in (shard.machine.connection, shard.opening):
-                    if connection is not None:
-                        connection.fail(error)
+                for connection in list(shard.live):
+                    connection.fail(error)
                 for task in shard.opens:
                     task.cancel()
+                self.pipeline.feed_lost(shard.symbols)
+                connects = shard.machine.connects
                 shard.machine = self._machine(shard.number, shard.symbols)
+                shard.machine.connects = connects  # the next open is a reconnect, and health keeps counting
                 shard.machine.last_error = error
                 shard.machine.state = "failed"
                 shard.opening = None
+                shard.crash = None
                 r = self.reconnect
                 delay = random.uniform(0, min(r.backoff_max, r.backoff_initial * r.backoff_factor ** restarts))
                 await asyncio.sleep(delay)
@@ -97,12 +103,26 @@ class ShardSupervision:
                 return
             shard.wake.clear()
             timeout = machine.next_deadline() - time.monotonic()
-            if timeout > 0:
+            if timeout > 0 and shard.crash is None:
                 # asyncio.timeout, not wait_for: wait_for of Python 3.11 may swallow stop()'s cancellation
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(None if timeout == math.inf else timeout):
                         await shard.wake.wait()
+            if shard.crash is not None:  # a bug met in another task: _supervise reports it and starts again
+                crash, shard.crash = shard.crash, None
+                raise crash
             self._carry_out(shard, machine.tick(time.monotonic()))
+
+    def _tell(self: OrderFlow, shard: Shard, news: Callable[[], list[Any]]) -> None:
+        """Give the machine news from another task or a callback; a bug it meets is raised in the shard's task,
+        so the shard is reported and started again, never left waiting for news that will not come."""
+        try:
+            actions = news()
+        except Exception as exc:
+            shard.crash = exc
+            shard.wake.set()
+            return
+        self._carry_out(shard, actions)
 
     def _machine(self: OrderFlow, number: int, symbols: tuple[str, ...]) -> Supervisor:
         return Supervisor(number, symbols, self.ws_url, self.reconnect, event=self._emit, limiter=self._limiter,
@@ -135,7 +155,7 @@ class ShardSupervision:
             exc.stack = (opening.stack if opening is not None and opening.stack
                          else "".join(traceback.format_tb(exc.__traceback__)).rstrip())
             logger.warning("%s", exc)
-            self._carry_out(shard, machine.open_failed(exc, time.monotonic()))
+            self._tell(shard, lambda exc=exc: machine.open_failed(exc, time.monotonic()))
             return
         shard.opening = None
         if self.timeouts.ping_interval > 0:
@@ -144,7 +164,7 @@ class ShardSupervision:
                     ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in connection.timings.items()))
         self._emit("on_connected", url=connection.url, stage_timings=dict(connection.timings))
         connection.done.add_done_callback(lambda _, c=connection: self._ended(shard, c))
-        self._carry_out(shard, machine.opened(connection, time.monotonic()))
+        self._tell(shard, lambda: machine.opened(connection, time.monotonic()))
 
     def _ended(self: OrderFlow, shard: Shard, connection: WsConnection) -> None:
         error = connection.done.result()
@@ -153,7 +173,7 @@ class ShardSupervision:
         if shard.machine.connection is connection:  # not a retired one: its replacement already delivers
             self.pipeline.feed_lost(shard.symbols)
         if self._state == "running":
-            self._carry_out(shard, shard.machine.ended(connection, error, time.monotonic()))
+            self._tell(shard, lambda: shard.machine.ended(connection, error, time.monotonic()))
 
     async def _retire(self: OrderFlow, old: WsConnection) -> None:
         await old.close(1000, "rotated", self.timeouts.close)
@@ -164,7 +184,8 @@ class ShardSupervision:
         connection.task = asyncio.current_task()
         if connection not in self._live:  # every socket, even half-open, is closed by stop()
             self._live.add(connection)
-            connection.done.add_done_callback(lambda _, c=connection: self._gone(c))
+            shard.live.add(connection)
+            connection.done.add_done_callback(lambda _, c=connection: (self._gone(c), shard.live.discard(c)))
         if connection.stage == "first_message" and self.backfiller is not None:
             connection.spawn(self._quiet_baseline(shard, connection))
 

@@ -54,7 +54,10 @@ class SilenceWatch:
             newest = max(connection.opened_at, *(last_at.get(s, 0.0) for s in shard.symbols))
             if now - newest >= self.timeouts.stall and now >= self._quiet_until.get(shard.number, 0.0):
                 self._quiet_until[shard.number] = math.inf
-                latest = max(shard.symbols, key=lambda s: last_at.get(s, 0.0))
+                traded = [s for s in shard.symbols if s in last_at]
+                # the symbol that traded last; before any trade, each in turn (one halted symbol is not the shard)
+                latest = max(traded, key=last_at.__getitem__) if traded else \
+                    shard.symbols[int(now // self.timeouts.stall) % len(shard.symbols)]
                 self._spawn(self._verify_silence(shard, connection, latest, self.timeouts.stall,
                                                  key=shard.number), f"orderflow silence check {shard.number}")
                 continue
@@ -99,6 +102,8 @@ class SilenceWatch:
                     return None
                 seen = f"REST cannot tell either ({exc})"
             else:
+                if last is None and newest is not None:  # nothing to compare with yet: the next look has this
+                    self.pipeline.liveness.baseline[symbol] = newest
                 if newest is None or last is None or newest <= last:
                     logger.debug("%s: quiet for %.1f s, REST agrees (newest id %s)", symbol, deadline, newest)
                     return None
@@ -118,7 +123,8 @@ class SilenceWatch:
         if connection.stage != "first_message" or self.backfiller is None:
             return
         try:
-            shard.quiet_before = await self._newest_ids(shard)
+            async with asyncio.timeout(self.timeouts.first_message / 2):
+                shard.quiet_before = await self._newest_ids(shard)
         except Exception as exc:  # REST trouble, or a bug: the stage then fails at its deadline, as without
             logger.warning("%s; cannot tell a quiet market from a dead stream", exc)
 
@@ -129,9 +135,10 @@ class SilenceWatch:
         if before is None or self.backfiller is None:
             return False
         try:
-            after = await self._newest_ids(shard)
-        except BackfillFailed as exc:
-            logger.warning("%s; cannot tell a quiet market from a dead stream", exc)
+            async with asyncio.timeout(self.timeouts.rest):  # the stage is already past its deadline
+                after = await self._newest_ids(shard)
+        except (BackfillFailed, TimeoutError) as exc:
+            logger.warning("%s; cannot tell a quiet market from a dead stream", exc or "REST took too long")
             return False
         if not no_new_trades(before, after):
             return False
@@ -141,5 +148,7 @@ class SilenceWatch:
         return True
 
     async def _newest_ids(self: OrderFlow, shard: Shard) -> dict[str, int | None]:
+        """REST's newest id of up to QUIET_CHECKS of the shard's symbols, asked at once."""
         assert self.backfiller is not None
-        return {symbol: await self.backfiller.latest_id(symbol) for symbol in shard.symbols[:QUIET_CHECKS]}
+        symbols = shard.symbols[:QUIET_CHECKS]
+        return dict(zip(symbols, await asyncio.gather(*(self.backfiller.latest_id(s) for s in symbols)), strict=True))

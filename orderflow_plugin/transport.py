@@ -26,12 +26,11 @@ from websockets.uri import parse_uri
 from .errors import ConnectionLost, StreamError
 from .fastframes import FastFrames
 from .keepalive import ping_when_quiet
-from .options import Timeouts
 
 if TYPE_CHECKING:  # at run time they come from __getattr__ below
     from .connect import connect_first, open_connection
 
-__all__ = ["READERS", "STAGES", "Deadlines", "WsConnection", "connect_first", "open_connection"]
+__all__ = ["READERS", "STAGES", "WsConnection", "connect_first", "open_connection"]
 
 logger = logging.getLogger(__name__)
 _protocol_logger = logging.getLogger("orderflow_plugin.transport.protocol")
@@ -39,8 +38,6 @@ _protocol_logger.setLevel(logging.WARNING)  # websockets logs every handshake at
 
 STAGES = ("resolve", "tcp_connect", "tls", "http_upgrade", "subscribed", "first_message")
 READERS = ("websockets", "fast")
-
-Deadlines = Timeouts  # the old name of the stage deadlines, kept here until it leaves the public API
 
 
 class WsConnection(FastFrames, asyncio.Protocol):
@@ -71,7 +68,6 @@ class WsConnection(FastFrames, asyncio.Protocol):
         self.timings: dict[str, float] = {}
         self.last_received = 0.0  # monotonic time of the last read: any byte proves the path alive
         self.opened_at = 0.0
-        self.subscribed_at = 0.0  # wall-clock time (time.time()) the SUBSCRIBE went out
         self.task: asyncio.Task[Any] | None = None  # the task opening this connection
         self.warned = ""  # the stage already reported as slow
         self.stack = ""  # where that task waited when the stage was reported

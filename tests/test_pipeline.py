@@ -525,3 +525,16 @@ def test_bars_of_a_lost_feed_wait_for_a_live_trade_of_the_new_one() -> None:
     p.tick(14.75)
     bars = [(m.start, m.trades) for m in recorder.metrics if m.kind == "bar"]
     assert bars[0] == (1000, 2)  # one bar with both trades, not a second bar with the same start
+
+
+def test_the_transport_calls_receive_without_now_and_a_pause_takes_the_clock() -> None:
+    """The transport hands frames as on_frame(connection, frame): the pipeline reads its own clock, and the
+    pause that half a buffer of held trades asks for gets its deadline from it (it raised TypeError)."""
+    recorder = Recorder()
+    clock = iter([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    p = Pipeline((BTC,), "spot", recorder, recorder.actions.append, sequencing=Sequencing(reorder_window=REORDER),
+                 limits=Limits(max_buffered_trades=4), flow=Flow(enabled=False), timeouts=Timeouts(rest=REST),
+                 clock=lambda: next(clock))
+    for agg_id in (1, 3, 4):
+        p.receive(A, frame(agg_id))
+    assert PauseReading(A) in recorder.actions and p.next_deadline() == min(REORDER, REST)

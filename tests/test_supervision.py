@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import ssl
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from orderflow_plugin import ConnectFailed, GaveUp, OrderFlow, Reconnect, bundled_tape
-from orderflow_plugin.sim import Pace
+from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.supervisor import Supervisor
 from orderflow_plugin.transport import STAGES, WsConnection
 
@@ -195,3 +196,38 @@ async def test_a_failing_silence_check_is_reported_and_the_watchdog_goes_on(orde
         await events.until(lambda e: len(looks) >= 3, 5)
     errors = [c for c in events.of("on_error") if c["where"] == "task:orderflow ticker"]
     assert len(errors) == 1 and isinstance(errors[0]["error"], KeyError)
+
+
+@pytest.mark.parametrize("news", ["opened", "ended"])
+async def test_a_bug_met_in_another_task_restarts_the_shard(orderflow_sim_factory, monkeypatch, news) -> None:
+    """The machine hears of an open (in the opening task) or an ending (in a done callback) outside the shard's
+    own task: a bug it meets there still restarts the shard, which streams again. It used to hang for good."""
+    sim = await orderflow_sim_factory(pace=Pace(rate=1000), scenario=Scenario([[Fault("reset_after", after=100)]]))
+    calls = []
+    original = getattr(Supervisor, news)
+
+    def crashing(self: Supervisor, *args: object) -> list:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError(f"a bug in Supervisor.{news}")
+        return original(self, *args)
+
+    monkeypatch.setattr(Supervisor, news, crashing)
+    events = Events()
+    async with make_flow(sim, events) as flow:
+        crashed = lambda e: any(c["where"] == "task:orderflow shard 1" for c in e.of("on_error"))  # noqa: E731
+        await events.until(crashed, 10)
+        await events.until(lambda e: len(e.of("on_connected")) >= 2 and len(e.trades) >= 150, 10)
+        health = flow.health()
+    crash = next(c["error"] for c in events.of("on_error") if c["where"] == "task:orderflow shard 1")
+    assert isinstance(crash.__cause__, KeyError) and f"a bug in Supervisor.{news}" in str(crash)
+    assert health["connections"][0]["state"] == "streaming"
+    assert contiguous_or_reported(events)
+
+
+def contiguous_or_reported(events: Events) -> bool:
+    """Delivered ids increase; any hole is reported as a gap."""
+    ids = events.ids()
+    holes = [(a + 1, b - 1) for a, b in itertools.pairwise(ids) if b != a + 1]
+    reported = {(g["first"], g["last"]) for g in events.of("on_gap")}
+    return all(b > a for a, b in itertools.pairwise(ids)) and all(h in reported for h in holes)
