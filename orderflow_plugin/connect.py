@@ -103,7 +103,7 @@ async def open_connection(
             if quiet is None or connection.done.done():
                 raise
             # a trade that came while REST was asked is a first trade too
-            if not await quiet(connection) and not connection._first_trade.done():
+            if not await quiet(connection) and not connection.got_trade:
                 raise
             logger.info("%s: no trade within first_message, and none on the market since we subscribed: "
                         "streaming on a quiet market", endpoint)

@@ -68,6 +68,7 @@ class WsConnection(FastFrames, asyncio.Protocol):
         self.timings: dict[str, float] = {}
         self.last_received = 0.0  # monotonic time of the last read: any byte proves the path alive
         self.opened_at = 0.0
+        self.got_trade = False
         self.task: asyncio.Task[Any] | None = None  # the task opening this connection
         self.warned = ""  # the stage already reported as slow
         self.stack = ""  # where that task waited when the stage was reported
@@ -102,6 +103,7 @@ class WsConnection(FastFrames, asyncio.Protocol):
 
     def first_trade(self) -> None:
         """The first trade arrived."""
+        self.got_trade = True
         if not self._first_trade.done():
             self._first_trade.set_result(None)
 
