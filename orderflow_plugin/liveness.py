@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["GAP_WINDOW", "QUIET_CHECKS", "Liveness", "no_new_trades"]
+__all__ = ["GAP_WINDOW", "QUIET_CHECKS", "TRADE_GRACE", "Liveness", "no_new_trades"]
 
 GAP_WINDOW = 120.0  # seconds a learned longest gap is remembered (one to two windows)
 _FACTOR = 1.0  # deadline = longest recent gap x factor + margin
 QUIET_CHECKS = 5  # symbols of a connection asked about at most when its first trade is late
+TRADE_GRACE = 0.5  # seconds a trade REST already shows may take to reach us before the stream counts as dead
 
 
 def no_new_trades(before: dict[str, int | None], after: dict[str, int | None]) -> bool:

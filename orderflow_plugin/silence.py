@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .backfill import BackfillFailed
 from .errors import Stalled
-from .liveness import QUIET_CHECKS, no_new_trades
+from .liveness import QUIET_CHECKS, TRADE_GRACE, no_new_trades
 from .shards import Shard
 from .transport import WsConnection
 
@@ -27,7 +27,7 @@ __all__ = ["SilenceWatch"]
 
 logger = logging.getLogger("orderflow_plugin.stream")
 
-_GRACE = 0.5  # seconds a trade REST already shows may take to reach us before the stream counts as dead
+_GRACE = TRADE_GRACE
 
 
 class SilenceWatch:
@@ -141,7 +141,8 @@ class SilenceWatch:
             logger.warning("%s; cannot tell a quiet market from a dead stream", exc or "REST took too long")
             return False
         if not no_new_trades(before, after):
-            return False
+            await asyncio.sleep(_GRACE)  # a trade REST already shows may still be on its way to us
+            return False  # open_connection keeps the connection all the same if that trade came
         for symbol, newest in after.items():  # the silence watch compares with these until a trade comes
             if newest is not None:
                 self.pipeline.liveness.baseline[symbol] = newest

@@ -20,7 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..errors import ConnectionLost, StreamError
-from ..liveness import QUIET_CHECKS, no_new_trades
+from ..liveness import QUIET_CHECKS, TRADE_GRACE, no_new_trades
 from ..sim.frames import server_shutdown
 from ..transport import STAGES
 from . import messages
@@ -105,10 +105,22 @@ class SimConnection:
 
     def _watch(self, token: int) -> None:
         if token == self._token and not self.ended and self.stage in STAGES:
-            if self.stage == "first_message" and self._quiet_market():
-                self._open(token)  # as connect.open_connection does when the shell's quiet() says so
+            if self.stage == "first_message" and self.quiet_before is not None:
+                if self._quiet_market():
+                    self._open(token)  # as connect.open_connection does when the shell's quiet() says so
+                    return
+                # as the shell does: a trade REST already shows may still be on its way; it opens the stage
+                self.deadline = self.sim.now + TRADE_GRACE
+                self.sim.at(self.deadline, self._grace_over, token)
                 return
-            self.end(messages.stage_timeout(self.stage, getattr(self.sim.world.timeouts, self.stage)))
+            self._time_out()
+
+    def _grace_over(self, token: int) -> None:
+        if token == self._token and not self.ended and self.stage == "first_message":
+            self._time_out()
+
+    def _time_out(self) -> None:
+        self.end(messages.stage_timeout(self.stage, getattr(self.sim.world.timeouts, self.stage)))
 
     def _newest_ids(self) -> dict[str, int | None]:
         """REST's newest id of the shard's first QUIET_CHECKS symbols now (the simulated REST always answers)."""
@@ -126,8 +138,7 @@ class SimConnection:
     def _quiet_market(self) -> bool:
         """The shell's judgement at the first_message deadline (silence._quiet_market), with the same rule."""
         before, self.quiet_before = self.quiet_before, None
-        if before is None:
-            return False
+        assert before is not None
         after = self._newest_ids()
         if not no_new_trades(before, after):
             return False
