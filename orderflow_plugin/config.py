@@ -26,7 +26,7 @@ from typing import Any
 from dynaconf import Dynaconf, ValidationError, Validator
 
 from .errors import SettingsError
-from .rules import RULES
+from .rules import MOVED, RULES
 
 __all__ = ["ENVIRONMENTS", "Settings", "SettingsError", "default_settings_file", "load_settings"]
 
@@ -169,7 +169,7 @@ def _unknown_keys(data: Mapping[str, Any]) -> list[str]:
         if key in tables:
             continue
         close = difflib.get_close_matches(key, sorted(known), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = f" (it moved to {MOVED[key]})" if key in MOVED else f" (did you mean {close[0]}?)" if close else ""
         found.append(f"{key}: unknown setting{hint}")
     return found
 

@@ -15,7 +15,9 @@ from typing import Any
 from .symbols import SYMBOL_PATTERN
 from .tls import client_context
 
-__all__ = ["RULES", "Rule", "boolean", "choice", "integer", "number", "string_list", "symbol_list", "text", "url"]
+__all__ = [
+    "MOVED", "RULES", "Rule", "boolean", "choice", "integer", "number", "string_list", "symbol_list", "text", "url",
+]
 
 
 @dataclass(frozen=True)
@@ -240,3 +242,42 @@ RULES: tuple[Rule, ...] = (
     text("hooks.prometheus.host"),
     integer("hooks.prometheus.port", 0, 65535),
 )
+
+# Keys that moved when the settings tables became the option groups (part 10): named in the error.
+MOVED: dict[str, str] = {
+    "connector.resolve_timeout": "timeouts.resolve",
+    "connector.tcp_connect_timeout": "timeouts.tcp_connect",
+    "connector.tls_timeout": "timeouts.tls",
+    "connector.http_upgrade_timeout": "timeouts.http_upgrade",
+    "connector.subscribed_timeout": "timeouts.subscribed",
+    "connector.first_message_timeout": "timeouts.first_message",
+    "connector.ping_interval": "timeouts.ping_interval",
+    "connector.ping_timeout": "timeouts.ping_timeout",
+    "connector.silence_floor": "timeouts.silence_floor",
+    "connector.close_timeout": "timeouts.close",
+    "connector.stall_timeout": "timeouts.stall",
+    "connector.max_size": "limits.max_size",
+    "connector.streams_per_connection": "limits.streams_per_connection",
+    "connector.backoff_initial": "reconnect.backoff_initial",
+    "connector.backoff_max": "reconnect.backoff_max",
+    "connector.backoff_factor": "reconnect.backoff_factor",
+    "connector.max_attempts": "reconnect.max_attempts",
+    "connector.max_connection_age": "reconnect.max_connection_age",
+    "connector.connections_per_5min": "reconnect.connections_per_5min",
+    "sequence.reorder_window": "sequencing.reorder_window",
+    "sequence.backfill": "sequencing.backfill",
+    "sequence.start_from_id": "sequencing.start_from_id",
+    "sequence.checkpoint_path": "sequencing.checkpoint_path",
+    "sequence.checkpoint_interval": "sequencing.checkpoint_interval",
+    "sequence.max_buffered_trades": "limits.max_buffered_trades",
+    "sequence.rest_retries": "limits.rest_retries",
+    "sequence.rest_weight_per_minute": "limits.rest_weight_per_minute",
+    "sequence.history_size": "limits.history_size",
+    "sequence.history_age": "limits.history_age",
+    "sequence.rest_timeout": "timeouts.rest",
+    "diagnostics.loop_block_threshold": "reporting.loop_block_threshold",
+    "diagnostics.stage_warning": "reporting.stage_warning",
+    "plugins.slow_hook_ms": "reporting.slow_hook_ms",
+    "plugins.report_interval": "reporting.report_interval",
+    "plugins.async_queue_size": "limits.async_queue_size",
+}

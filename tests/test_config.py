@@ -207,3 +207,21 @@ def test_settings_are_read_only() -> None:
         settings["market"] = "usdm"  # type: ignore[index]
     with pytest.raises(AttributeError):
         settings.no_such_setting  # noqa: B018
+
+
+def test_a_key_that_moved_to_an_option_group_is_named_with_its_new_place(tmp_path: Path) -> None:
+    """A part-9 settings file fails at load, each old key named with where it moved (not a near-miss guess)."""
+    user = write(tmp_path, "[default.connector]\nstall_timeout = 7.0\n[default.sequence]\nrest_timeout = 2.0\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings([user])
+    text = str(info.value)
+    assert "connector.stall_timeout: unknown setting (it moved to timeouts.stall)" in text
+    assert "sequence.rest_timeout: unknown setting (it moved to timeouts.rest)" in text
+
+
+def test_every_moved_key_points_at_a_validated_key() -> None:
+    """The table of moved keys never sends a user to a key that does not exist, nor shadows a live one."""
+    from orderflow_plugin.rules import MOVED, RULES
+
+    known = {rule.key for rule in RULES}
+    assert set(MOVED.values()) <= known and not set(MOVED) & known
