@@ -24,14 +24,14 @@ from .transport import WsConnection
 if TYPE_CHECKING:
     from .stream import OrderFlow
 
-__all__ = ["PipelineDriver", "Sink", "discard", "tell_connection"]
+__all__ = ["CallSink", "PipelineDriver", "discard", "tell_connection"]
 
 logger = logging.getLogger("orderflow_plugin.stream")
 
 
 @dataclass(slots=True)
-class Sink:
-    """The pipeline's outputs, wired to the dispatcher."""
+class CallSink:
+    """A :class:`~orderflow_plugin.actions.Sink` made of three callables (the stream's: the dispatcher's)."""
 
     trade: Callable[[Trade], None]
     metric: Callable[[Any], None]

@@ -34,26 +34,26 @@ class Liveness:
         self.ceiling = ceiling
         self.last_at: dict[str, float] = {}  # symbol -> when its last trade was delivered
         self.baseline: dict[str, int] = {}  # symbol -> REST's newest id when a connection opened without a trade
-        self.gap_now = dict.fromkeys(self.symbols, 0.0)
+        self._gap_now = dict.fromkeys(self.symbols, 0.0)
         self._gap_before = dict.fromkeys(self.symbols, 0.0)
         self._window_ends = 0.0
 
     def delivered(self, symbol: str, now: float, live: bool) -> None:
         """A trade of ``symbol`` was delivered at ``now``; a backfilled one's gap spans an outage, not the market."""
         last = self.last_at.get(symbol)
-        if live and last is not None and now - last > self.gap_now[symbol]:
-            self.gap_now[symbol] = now - last
+        if live and last is not None and now - last > self._gap_now[symbol]:
+            self._gap_now[symbol] = now - last
         self.last_at[symbol] = now
 
     def roll(self, now: float) -> None:
         """Start a new learning window when the current one is over."""
         if now >= self._window_ends:
             self._window_ends = now + GAP_WINDOW
-            self._gap_before, self.gap_now = self.gap_now, dict.fromkeys(self.symbols, 0.0)
+            self._gap_before, self._gap_now = self._gap_now, dict.fromkeys(self.symbols, 0.0)
 
     def deadline(self, symbol: str) -> float:
         """Seconds without a trade after which ``symbol``'s feed is checked."""
-        learned = max(self.gap_now[symbol], self._gap_before[symbol])
+        learned = max(self._gap_now[symbol], self._gap_before[symbol])
         if not learned:
             return self.ceiling
         return min(self.ceiling, max(self.floor, learned * _FACTOR + _MARGIN))

@@ -262,12 +262,7 @@ class Pipeline:
         live = trade.source != "backfill"
         if self._stale and live:  # in order after everything before it: caught up (see BarClock)
             self._stale.discard(symbol)
-        liveness = self.liveness  # Liveness.delivered, inlined: this runs for every trade
-        last_at = liveness.last_at
-        last = last_at.get(symbol)
-        if live and last is not None and now - last > liveness.gap_now[symbol]:
-            liveness.gap_now[symbol] = now - last
-        last_at[symbol] = now
+        self.liveness.delivered(symbol, now, live)
         checkpointer = self.checkpointer
         if checkpointer is not None:  # off by default: costs nothing then
             trade = checkpointer.tag(trade, now)

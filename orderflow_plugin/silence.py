@@ -27,7 +27,6 @@ __all__ = ["SilenceWatch"]
 
 logger = logging.getLogger("orderflow_plugin.stream")
 
-_GRACE = TRADE_GRACE
 
 
 class SilenceWatch:
@@ -107,7 +106,7 @@ class SilenceWatch:
                 if newest is None or last is None or newest <= last:
                     logger.debug("%s: quiet for %.1f s, REST agrees (newest id %s)", symbol, deadline, newest)
                     return None
-                await asyncio.sleep(_GRACE)  # a trade REST shows may still be on its way to us
+                await asyncio.sleep(TRADE_GRACE)  # a trade REST shows may still be on its way to us
                 if last_at.get(symbol, 0.0) != heard:
                     return None
                 seen = f"REST has trades up to id {newest}, we delivered up to {last}"
@@ -141,7 +140,7 @@ class SilenceWatch:
             logger.warning("%s; cannot tell a quiet market from a dead stream", exc or "REST took too long")
             return False
         if not no_new_trades(before, after):
-            await asyncio.sleep(_GRACE)  # a trade REST already shows may still be on its way to us
+            await asyncio.sleep(TRADE_GRACE)  # a trade REST already shows may still be on its way to us
             return False  # open_connection keeps the connection all the same if that trade came
         for symbol, newest in after.items():  # the silence watch compares with these until a trade comes
             if newest is not None:

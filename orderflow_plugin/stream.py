@@ -20,7 +20,7 @@ from .backfill import Backfiller
 from .checkpoint import Checkpoint
 from .checkpointer import Checkpointer
 from .config import Settings, load_settings
-from .delivery import PipelineDriver, Sink
+from .delivery import CallSink, PipelineDriver
 from .diagnostics import LoopWatchdog
 from .dispatch import Dispatcher
 from .errors import OrderFlowError
@@ -108,7 +108,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         resume = checkpoint.load(self.symbols) if checkpoint is not None else {}
         self._checkpointer = Checkpointer(checkpoint, resume, self._checkpoint_failed,
                                           report_interval=rep.report_interval) if checkpoint is not None else None
-        sink = Sink(partial(self.dispatcher.emit_one, "on_trade", "trade"),
+        sink = CallSink(partial(self.dispatcher.emit_one, "on_trade", "trade"),
                     partial(self.dispatcher.emit_one, "on_metric", "metric"), self._emit)
         self.pipeline = Pipeline(self.symbols, market, sink, self._act, sequencing=q, limits=lim, flow=f, timeouts=t,
                                  resume={s: r.last_id for s, r in resume.items()}, checkpointer=self._checkpointer,

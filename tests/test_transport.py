@@ -8,7 +8,7 @@ import pytest
 
 from orderflow_plugin import Flow, Sequencing, StreamError, Timeouts, bundled_tape
 from orderflow_plugin.decode import Decoder
-from orderflow_plugin.delivery import Sink, discard, tell_connection
+from orderflow_plugin.delivery import CallSink, discard, tell_connection
 from orderflow_plugin.pipeline import Pipeline
 from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.tape import Tape
@@ -22,7 +22,7 @@ class Collector:
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
-        self.pipeline = Pipeline(["BTCUSDT"], "spot", Sink(discard, discard, discard), tell_connection,
+        self.pipeline = Pipeline(["BTCUSDT"], "spot", CallSink(discard, discard, discard), tell_connection,
                                  flow=Flow(enabled=False), sequencing=Sequencing(backfill=False))
         self.changed = asyncio.Event()
 

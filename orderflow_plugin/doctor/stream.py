@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ..delivery import Sink, discard, tell_connection
+from ..delivery import CallSink, discard, tell_connection
 from ..errors import HandshakeRejected, StageTimeout
 from ..options import Flow, Sequencing, Timeouts
 from ..pipeline import Pipeline
@@ -40,7 +40,7 @@ async def check_stream(done: list[Check], url: str, symbol: str, market: str, co
     symbol = normalize_symbol(symbol)
     deadlines = replace(configured, **{stage: min(getattr(configured, stage), timeout) for stage in STAGES})
     # The stream's own pipeline ends the subscribed and first_message stages, as it does for the stream.
-    pipeline = Pipeline([symbol], market, Sink(discard, discard, discard), tell_connection,  # type: ignore[arg-type]
+    pipeline = Pipeline([symbol], market, CallSink(discard, discard, discard), tell_connection,  # type: ignore[arg-type]
                         sequencing=Sequencing(backfill=False), flow=Flow(enabled=False))
     opened: list[WsConnection] = []
 
