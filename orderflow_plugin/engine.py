@@ -59,6 +59,20 @@ class _OpenBar:
         self.largest_id = first_id
         self.levels: dict[Decimal, list[Decimal]] = {}
 
+    @classmethod
+    def of(cls, trade: Trade, start: int, notional: Decimal, bucket: Decimal | None) -> _OpenBar:
+        """A bar holding just ``trade`` (a late trade, folded into the bar the timer already closed)."""
+        bar = cls(start, trade.price, trade.id)
+        qty = trade.qty
+        if trade.side == "buy":
+            bar.buy_volume, bar.buy_notional = qty, notional
+        else:
+            bar.sell_volume, bar.sell_notional = qty, notional
+        bar.trades, bar.trade_count, bar.largest_qty = 1, trade.last_id - trade.first_id + 1, qty
+        if bucket is not None:
+            bar.levels[bucket] = [qty, _ZERO] if trade.side == "buy" else [_ZERO, qty]
+        return bar
+
     def fold(self, child: _OpenBar) -> None:
         """Add a closed, later, finer bar's content (coarse bars are rolled up from fine ones)."""
         if child.high > self.high:
@@ -142,6 +156,7 @@ class FlowEngine:
                     break
         self._direct = [(i, self.windows[i].ms) for i in range(len(self.windows)) if i not in rolled]
         self._open: list[_OpenBar | None] = [None] * len(self.windows)
+        self._last_closed: list[_OpenBar | None] = [None] * len(self.windows)  # revised by a late trade
         self._ranked = _Ranked(whale_window, self.whale_percentile) if self.whale_percentile else None
 
     def _totals(self) -> list[Decimal]:
@@ -196,9 +211,13 @@ class FlowEngine:
                 bucket = self._last_bucket = _bucket_of(price, tick)
                 self._last_price = price
         opened = self._open
+        late: list[int] | None = None
         for index, ms in self._direct:
             bar = opened[index]
             if bar is None or time_ms >= bar.start + ms:
+                if bar is None and self._closed_holds(index, time_ms):
+                    late = [*(late or ()), index]
+                    continue
                 if bar is not None:
                     if not metrics:
                         metrics = []
@@ -230,6 +249,8 @@ class FlowEngine:
                     level = bar.levels[bucket] = [_ZERO, _ZERO]
                 level[side] = _add(level[side], qty)
         self.last = trade
+        if late is not None:
+            metrics = [*metrics, *self._late(trade, notional, bucket if tick is not None else None, late)]
         if self.whale_notional is not None or self.whale_percentile is not None:
             whale = self._whale(trade, notional)
             if whale is not None:
@@ -241,6 +262,7 @@ class FlowEngine:
         bar = self._open[index]
         assert bar is not None
         self._open[index] = None
+        self._last_closed[index] = bar
         if index == 0:  # the finest window carries the totals
             totals = self._closed_totals
             totals[:] = [_add(totals[0], bar.buy_volume), _add(totals[1], bar.sell_volume),
@@ -255,12 +277,51 @@ class FlowEngine:
             # It ended before this bar began: its CVD is the one before this bar's trades.
             self._close(parent_index, now, closed_by, _sub(cvd, _sub(bar.buy_volume, bar.sell_volume)), out)
             parent = None
+        if parent is None and self._closed_holds(parent_index, bar.start):  # the timer closed it: a late trade's
+            self._revise(parent_index, bar, cvd, out)
+            return
         if parent is None:
             parent = self._open[parent_index] = _OpenBar(bar.start - bar.start % ms, bar.open, bar.largest_id)
             parent.high, parent.low = bar.high, bar.low
         parent.fold(bar)
         if now >= parent.start + ms:
             self._close(parent_index, now, closed_by, cvd, out)
+
+    def _closed_holds(self, index: int, time_ms: int) -> bool:
+        """Whether window ``index``'s last closed bar spans ``time_ms`` (a trade found after the timer closed it)."""
+        bar = self._last_closed[index]
+        return bar is not None and bar.start <= time_ms < bar.start + self.windows[index].ms
+
+    def _late(self, trade: Trade, notional: Decimal, bucket: Decimal | None, indexes: list[int]) -> list[Metric]:
+        """Count a trade whose bar the timer already closed: the bar is revised and emitted again."""
+        if 0 in indexes:  # the finest window carries the totals
+            totals = self._closed_totals
+            if trade.side == "buy":
+                totals[0], totals[2] = _add(totals[0], trade.qty), _add(totals[2], notional)
+            else:
+                totals[1], totals[3] = _add(totals[1], trade.qty), _add(totals[3], notional)
+        out: list[Metric] = []
+        cvd = self.cvd
+        for index in indexes:
+            ms = self.windows[index].ms
+            self._revise(index, _OpenBar.of(trade, trade.time - trade.time % ms, notional, bucket), cvd, out)
+        return out
+
+    def _revise(self, index: int, late: _OpenBar, cvd: Decimal, out: list[Metric]) -> None:
+        """Fold ``late`` into window ``index``'s last closed bar, emit it again (``closed_by="revised"``), and
+        carry it on to the parent window's bar: the open one, or the closed one, revised the same way."""
+        bar = self._last_closed[index]
+        assert bar is not None
+        bar.fold(late)
+        out.append(self._closed(bar, self.windows[index], "revised", cvd))
+        parent_index = self._parent[index]
+        if parent_index is None:
+            return
+        parent = self._open[parent_index]
+        if parent is not None and late.start >= parent.start:
+            parent.fold(late)
+        elif self._closed_holds(parent_index, late.start):
+            self._revise(parent_index, late, cvd, out)
 
     def close_until(self, trade_time: int) -> list[Bar]:
         """Close every open bar that ended at or before ``trade_time`` (a quiet market's timer)."""

@@ -84,7 +84,9 @@ class Bar(Metric, frozen=True, kw_only=True, gc=False):
     largest_id: int
     cvd: Decimal  # cumulative volume delta at the close
     footprint: Footprint | None
-    closed_by: str  # "trade" (the first trade past the end), "timer" (a quiet market), "open" (in a snapshot)
+    # "trade" (the first trade past the end), "timer" (a quiet market), "open" (in a snapshot), or "revised" (a
+    # trade found after the timer closed the bar: the bar again, with it, replacing the one with the same start)
+    closed_by: str
 
     @property
     def volume(self) -> Decimal:

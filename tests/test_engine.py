@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import decimal
 import gzip
+import random
 from collections import defaultdict
 from dataclasses import replace
 from decimal import Decimal
@@ -286,3 +287,37 @@ def test_a_coarse_bar_closed_by_the_timer_leaves_out_the_next_windows_open_trade
     engine.add(trade(2, 5100, "2"))  # the next 5 s window's first 1 s bar, still open
     bars = engine.close_until(5500)
     assert [(b.window, b.start, b.cvd) for b in bars] == [("5s", 0, Decimal(1))]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_trade_found_after_the_timer_closed_its_bar_revises_that_bar(seed: int) -> None:
+    """A late trade (a skipped frame backfilled after a timer close) re-emits its bars, ``closed_by="revised"``.
+
+    Found by the simulation (seed 349): the trade made a second bar with the same start. Here the
+    timer runs up to 6 minutes ahead of the real tape now and then; the last version of every bar
+    of the default windows must equal the from-scratch reference, and only a revision may repeat a start.
+    """
+    rng = random.Random(seed)
+    engine = FlowEngine("BTCUSDT", footprint_tick="10", whale_notional=None, whale_percentile=None)
+    emitted: list[Bar] = []
+    for trade in trades():
+        emitted += [m for m in engine.add(trade) if isinstance(m, Bar)]
+        if rng.random() < 0.02:
+            emitted += engine.close_until(trade.time + rng.randint(0, 360_000))
+    emitted += engine.close_until(10**15)
+    revised = {name: sum(b.closed_by == "revised" for b in emitted if b.window == name) for name in WINDOWS}
+    assert all(revised.values()), revised
+    for name, ms in WINDOWS.items():
+        last: dict[int, Bar] = {}
+        for bar in (b for b in emitted if b.window == name):
+            assert bar.start not in last or (bar.closed_by == "revised" and bar.start == max(last)), (name, bar.start)
+            last[bar.start] = bar
+        expected = reference_bars(ms)
+        assert sorted(last) == [ref["start"] for ref in expected]
+        for ref in expected:
+            bar = last[ref["start"]]
+            for field in ("open", "close", "high", "low", "buy_volume", "sell_volume", "buy_notional",
+                          "sell_notional", "trades", "trade_count", "largest_qty", "largest_id", "cvd"):
+                assert getattr(bar, field) == ref[field], (name, bar.start, field)
+            assert bar.footprint.levels == ref["levels"]
+    assert engine.cvd == sum((t.qty if t.side == "buy" else -t.qty for t in trades()), Decimal(0))

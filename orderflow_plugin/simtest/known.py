@@ -22,13 +22,6 @@ class KnownBug:
 
 
 KNOWN_BUGS: dict[str, KnownBug] = {
-    "late-trade-into-closed-bar": KnownBug(349, (
-        "A frame the server skipped (the 'drop' fault) on a live connection, for a quiet symbol, is only found "
-        "at that symbol's next trade; by then the timer may have closed the bar the skipped trade belongs to, "
-        "and the backfilled trade is counted into a second bar with the same start. (Closed bars now wait for "
-        "a lost connection's symbols to see a live trade again, for the connection to have read past the bar's "
-        "end plus the grace, and for a held-up process to read what waits in its sockets: the causes found "
-        "before, a reconnect, a dead path not yet noticed and a frozen process, are fixed.)")),
     "quiet-market-fails-first-message": KnownBug(132, (
         "With backfill off there is no REST to ask, so a connection whose symbols have no trade within "
         "timeouts.first_message still fails that stage and is reconnected, again and again while the market is "

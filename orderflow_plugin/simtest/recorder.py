@@ -41,13 +41,11 @@ class Recorder:
         self.gaps: dict[str, list[tuple[int, int]]] = {s: [] for s in symbols}  # reported as never delivered
         # Closed bars, with the CVD when each was emitted: before and after the trade being delivered.
         self.bars: dict[str, list[tuple[Any, tuple[Decimal, Decimal]]]] = {s: [] for s in symbols}
-        self.closed_until = dict.fromkeys(symbols, -1)  # the latest end of a closed bar, ms
-        self.late: set[str] = set()  # symbols with a trade delivered into a closed bar
         self.cvd = dict.fromkeys(symbols, Decimal(0))
         self.cvd_before = dict.fromkeys(symbols, Decimal(0))  # before the last trade delivered
         self.trace: list[tuple[float, str, str]] = []
         self.counts = dict.fromkeys(("gaps", "given_up", "backfills", "errors", "connects", "stalls", "snapshots",
-                                     "pauses"), 0)
+                                     "pauses", "revised"), 0)
 
     def fail(self, invariant: str, detail: str) -> None:
         """Stop the run: ``invariant`` is broken."""
@@ -70,11 +68,6 @@ class Recorder:
                 self.fail("1 order", f"{symbol}: id {agg_id} delivered after id {last}")
             self.holes.append((symbol, last + 1, agg_id - 1))
         self.last[symbol] = agg_id
-        if trade.time < self.closed_until[symbol]:
-            self.late.add(symbol)
-            self.known_bug("late-trade-into-closed-bar", "6 metrics",
-                           f"{symbol}: trade {agg_id} (time {trade.time}, {trade.source}) delivered after a bar "
-                           f"ending at {self.closed_until[symbol]} was closed: it can no longer be counted right")
         self.trades[symbol].append(trade)
         self.times[symbol].append(self.sim.now)
         cvd = self.cvd_before[symbol] = self.cvd[symbol]
@@ -86,8 +79,8 @@ class Recorder:
         if kind == "bar":
             symbol = metric.symbol
             self.bars[symbol].append((metric, (self.cvd_before[symbol], self.cvd[symbol])))
-            if metric.end > self.closed_until[symbol]:
-                self.closed_until[symbol] = metric.end
+            if metric.closed_by == "revised":
+                self.counts["revised"] += 1
         elif kind == "snapshot":
             self.counts["snapshots"] += 1
             symbol = metric.symbol
