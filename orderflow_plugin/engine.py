@@ -47,8 +47,8 @@ def parse_window(text: str) -> Window:
 class _OpenBar:
     """A bar being built; mutable and private."""
 
-    __slots__ = ("buy_notional", "buy_volume", "close", "high", "largest_id", "largest_qty", "levels", "low",
-                 "open", "sell_notional", "sell_volume", "start", "trade_count", "trades")
+    __slots__ = ("buy_notional", "buy_volume", "close", "edge", "floor", "high", "largest_id", "largest_qty", "level",
+                 "levels", "low", "open", "sell_notional", "sell_volume", "start", "trade_count", "trades")
 
     def __init__(self, start: int, price: Decimal, first_id: int) -> None:
         self.start = start
@@ -57,7 +57,10 @@ class _OpenBar:
         self.trades = self.trade_count = 0
         self.largest_qty = _ZERO
         self.largest_id = first_id
-        self.levels: dict[Decimal, list[Decimal]] = {}
+        self.levels: dict[Decimal, list[Decimal]] = {}  # footprint: bucket price -> [buy volume, sell volume]
+        # The level the last trade went to, and its bucket's edges: most trades fall in the same one.
+        self.floor = self.edge = _ZERO
+        self.level: list[Decimal] | None = None
 
     @classmethod
     def of(cls, trade: Trade, start: int, notional: Decimal, bucket: Decimal | None) -> _OpenBar:
@@ -104,6 +107,8 @@ class _OpenBar:
         for name in self.__slots__:
             setattr(other, name, getattr(self, name))
         other.levels = {bucket: list(level) for bucket, level in self.levels.items()}
+        other.floor = other.edge = _ZERO  # its levels are copies: not the one cached
+        other.level = None
         return other
 
 
@@ -141,8 +146,6 @@ class FlowEngine:
         self.whale_window = whale_window
         # Totals of the closed bars of the finest window (always updated per trade); the open bar adds the rest.
         self._closed_totals = [_ZERO, _ZERO, _ZERO, _ZERO]  # buy volume, sell volume, buy notional, sell notional
-        self._last_price: Decimal | None = None
-        self._last_bucket = 0
         self.trades = 0
         self.last: Trade | None = None
         # parent[i]: the index of the window rolled up from window i (or None); direct: updated per trade
@@ -203,13 +206,6 @@ class FlowEngine:
         metrics: list[Metric] | tuple[()] = ()  # most trades close nothing: no list for them
         time_ms = trade.time
         tick = self.tick
-        bucket = 0
-        if tick is not None:  # bucket number; x tick at the close. Trades often repeat the last price.
-            if price == self._last_price:
-                bucket = self._last_bucket
-            else:
-                bucket = self._last_bucket = _bucket_of(price, tick)
-                self._last_price = price
         opened = self._open
         late: list[int] | None = None
         for index, ms in self._direct:
@@ -243,19 +239,41 @@ class FlowEngine:
                 bar.largest_qty = qty
                 bar.largest_id = trade.id
             if tick is not None:
-                level = bar.levels.get(bucket)
-                side = 0 if buy else 1
-                if level is None:
-                    level = bar.levels[bucket] = [_ZERO, _ZERO]
-                level[side] = _add(level[side], qty)
+                if bar.floor <= price < bar.edge:  # the last trade's bucket
+                    level = bar.level
+                else:
+                    level = self._level(bar, price, tick)
+                if buy:
+                    level[0] = _add(level[0], qty)  # type: ignore[index]
+                else:
+                    level[1] = _add(level[1], qty)  # type: ignore[index]
         self.last = trade
         if late is not None:
-            metrics = [*metrics, *self._late(trade, notional, bucket if tick is not None else None, late)]
-        if self.whale_notional is not None or self.whale_percentile is not None:
-            whale = self._whale(trade, notional)
-            if whale is not None:
-                metrics = [*metrics, whale]
+            metrics = [*metrics, *self._late(trade, notional, late)]
+        whale_notional = self.whale_notional
+        if whale_notional is not None and notional >= whale_notional:
+            metrics = [*metrics, Whale(symbol=self.symbol, trade=trade, notional=notional, rule="absolute",
+                                       threshold=whale_notional)]
+        elif (ranked := self._ranked) is not None:  # trades under whale_notional make the distribution
+            threshold = ranked.threshold  # ranked before this trade joined it
+            current = ranked.current
+            current.append(notional)
+            if len(current) >= ranked.every:
+                ranked.rank()
+            if threshold is not None and notional >= threshold:
+                metrics = [*metrics, Whale(symbol=self.symbol, trade=trade, notional=notional, rule="percentile",
+                                           threshold=threshold)]
         return metrics
+
+    @staticmethod
+    def _level(bar: _OpenBar, price: Decimal, tick: Decimal) -> list[Decimal]:
+        """``bar``'s footprint level for ``price`` (made if new), cached with its bucket's edges."""
+        floor = _mul(_bucket_of(price, tick), tick)
+        level = bar.levels.get(floor)
+        if level is None:
+            level = bar.levels[floor] = [_ZERO, _ZERO]
+        bar.floor, bar.edge, bar.level = floor, _add(floor, tick), level
+        return level
 
     def _close(self, index: int, now: int, closed_by: str, cvd: Decimal, out: list[Metric]) -> None:
         """Close window ``index``'s bar, fold it into its parent, and close the parent if ``now`` is past it."""
@@ -292,7 +310,7 @@ class FlowEngine:
         bar = self._last_closed[index]
         return bar is not None and bar.start <= time_ms < bar.start + self.windows[index].ms
 
-    def _late(self, trade: Trade, notional: Decimal, bucket: Decimal | None, indexes: list[int]) -> list[Metric]:
+    def _late(self, trade: Trade, notional: Decimal, indexes: list[int]) -> list[Metric]:
         """Count a trade whose bar the timer already closed: the bar is revised and emitted again."""
         if 0 in indexes:  # the finest window carries the totals
             totals = self._closed_totals
@@ -302,6 +320,7 @@ class FlowEngine:
                 totals[1], totals[3] = _add(totals[1], trade.qty), _add(totals[3], notional)
         out: list[Metric] = []
         cvd = self.cvd
+        bucket = None if self.tick is None else _mul(_bucket_of(trade.price, self.tick), self.tick)
         for index in indexes:
             ms = self.windows[index].ms
             self._revise(index, _OpenBar.of(trade, trade.time - trade.time % ms, notional, bucket), cvd, out)
@@ -377,7 +396,7 @@ class FlowEngine:
         if tick is not None:
             levels = bar.levels
             footprint = Footprint(tick=tick, value_area_share=self.value_area,
-                                  levels=tuple((_mul(n, tick), *levels[n]) for n in sorted(levels)))  # type: ignore[misc]
+                                  levels=tuple((price, *levels[price]) for price in sorted(levels)))  # type: ignore[misc]
         return Bar(
             symbol=self.symbol, window=window.name, start=bar.start, end=bar.start + window.ms,
             open=bar.open, high=bar.high, low=bar.low, close=bar.close,
@@ -387,19 +406,6 @@ class FlowEngine:
             largest_qty=bar.largest_qty, largest_id=bar.largest_id, cvd=cvd,
             footprint=footprint, closed_by=closed_by,
         )
-
-    def _whale(self, trade: Trade, notional: Decimal) -> Whale | None:
-        if self.whale_notional is not None and notional >= self.whale_notional:
-            return Whale(symbol=self.symbol, trade=trade, notional=notional, rule="absolute",
-                         threshold=self.whale_notional)
-        ranked = self._ranked
-        if ranked is None:
-            return None
-        threshold = ranked.threshold  # ranked before this trade joined the distribution
-        ranked.add(notional)
-        if threshold is not None and notional >= threshold:
-            return Whale(symbol=self.symbol, trade=trade, notional=notional, rule="percentile", threshold=threshold)
-        return None
 
 
 class _Ranked:
@@ -428,10 +434,13 @@ class _Ranked:
 
     def add(self, value: Decimal) -> None:
         """Take the next notional; re-rank when it completes a block and the window is full."""
+        self.current.append(value)
+        if len(self.current) >= self.every:
+            self.rank()
+
+    def rank(self) -> None:
+        """The block being filled is full: keep it, drop the oldest if the window is past full, re-rank."""
         current = self.current
-        current.append(value)
-        if len(current) < self.every:
-            return
         self.current = []
         blocks = self.blocks
         blocks.append((current, heapq.nlargest(self.above, current)))
