@@ -19,7 +19,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m ruff check orderflow_plugin hooks tests bench examples
 	$(BIN)/python -m pytest
-	$(BIN)/python -m orderflow_plugin.simtest --seeds 10000 --allow-known
+	$(BIN)/python -m orderflow_plugin.simtest --seeds 10000
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

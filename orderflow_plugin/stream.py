@@ -99,9 +99,11 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         self.streams_per_connection = min(lim.streams_per_connection or limit, limit)
         self.dispatcher = Dispatcher(self.plugins, self, slow_hook_ms=rep.slow_hook_ms,
                                      report_interval=rep.report_interval, async_queue_size=lim.async_queue_size)
-        self.backfiller = Backfiller(self.rest_url, market, timeout=t.rest, retries=lim.rest_retries,
-                                     weight_per_minute=lim.rest_weight_per_minute,
-                                     verify=self.ssl_context) if q.backfill else None
+        # Always built, even with backfill off: REST's newest ids tell a quiet market from a silent
+        # stream. None (only replay sets it) means no REST at all.
+        self.backfiller: Backfiller | None = Backfiller(
+            self.rest_url, market, timeout=t.rest, retries=lim.rest_retries,
+            weight_per_minute=lim.rest_weight_per_minute, verify=self.ssl_context)
         # A checkpoint (read here, so a corrupt one fails at construction) wins over start_from_id.
         checkpoint = Checkpoint(q.checkpoint_path, market=market, interval=q.checkpoint_interval) \
             if q.checkpoint_path else None

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from websockets.client import ClientProtocol
 
-from orderflow_plugin import Reporting, Stalled, bundled_tape
+from orderflow_plugin import Reporting, Sequencing, Stalled, bundled_tape
 from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.tape import Tape
 
@@ -51,11 +51,13 @@ async def test_dead_path_on_a_busy_tape_found_within_five_seconds(orderflow_sim_
     assert contiguous(events.ids())
 
 
-async def test_silent_stream_on_a_live_path_found_by_the_learned_deadline(orderflow_sim_factory) -> None:
-    """Trades stop while pings are still answered: REST shows newer trades, so the feed is replaced in < 5 s."""
+@pytest.mark.parametrize("backfill", [True, False])
+async def test_silent_stream_on_a_live_path_found_by_the_learned_deadline(orderflow_sim_factory, backfill) -> None:
+    """Trades stop while pings are still answered: REST shows newer trades, so the feed is replaced in < 5 s,
+    with backfill off too (REST is asked all the same; only the hole is then reported, not filled)."""
     sim = await orderflow_sim_factory(scenario=Scenario([[Fault("mute_after", after=60)]]), pace=Pace(speed=4.0))
     events = Events()
-    async with make_flow(sim, events, timeouts=LIVENESS) as flow:
+    async with make_flow(sim, events, timeouts=LIVENESS, sequencing=Sequencing(backfill=backfill)) as flow:
         await events.until(lambda e: len(e.trades) >= 60, 20)
         silent_from = time.monotonic()
         await events.until(lambda e: e.of("on_stall"), 10)
@@ -66,7 +68,11 @@ async def test_silent_stream_on_a_live_path_found_by_the_learned_deadline(orderf
     assert detected < 5.0 * TIMEOUT_FACTOR, detected
     assert stall["stage"] == "streaming" and "REST has trades" in str(events.of("on_disconnected")[0]["error"])
     assert deadline < LIVENESS.stall  # learned from the tape, not the ceiling
-    assert contiguous(events.ids())
+    ids = events.ids()
+    if backfill:
+        assert contiguous(ids)
+    else:  # the trades muted are a reported gap; nothing comes twice or out of order
+        assert ids == sorted(set(ids)) and events.of("on_gap")
 
 
 async def test_irregular_quiet_symbol_is_checked_not_reconnected(orderflow_sim_factory) -> None:
@@ -126,16 +132,19 @@ async def test_a_loop_blocked_right_after_a_ping_is_not_taken_for_a_dead_path(or
     assert not events.of("on_stall") and not events.of("on_disconnected")
 
 
-async def test_a_quiet_market_at_connect_keeps_the_connection(orderflow_sim_factory) -> None:
+@pytest.mark.parametrize("backfill", [True, False])
+async def test_a_quiet_market_at_connect_keeps_the_connection(orderflow_sim_factory, backfill) -> None:
     """No trade within first_message, and REST's newest id did not move meanwhile: the market is quiet, the
-    connection stays (no StageTimeout, no reconnect) and the next trade arrives on it.
+    connection stays (no StageTimeout, no reconnect) and the next trade arrives on it, with backfill off too.
 
-    Found by the simulation (seed 26): every quiet stretch longer than first_message cost a reconnect.
+    Found by the simulation (seed 26): every quiet stretch longer than first_message cost a reconnect;
+    with backfill off it still did (seed 132), when REST was asked only if backfill was on.
     """
     sim = await orderflow_sim_factory(spaced([5000, 5000]), pace=Pace(speed=1.0), start_on_subscribe=False)
     await asyncio.sleep(0.3)  # time passing, not an event: the first trade is in the past, the next 5 s away
     events = Events()
-    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, first_message=1.0)) as flow:
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, first_message=1.0),
+                         sequencing=Sequencing(backfill=backfill)) as flow:
         await events.until(lambda e: len(e.trades) >= 1, 10 * TIMEOUT_FACTOR)
         health = flow.health()
     assert [c for c in events.of("on_error") if c["where"].startswith("connect")] == []
@@ -143,9 +152,11 @@ async def test_a_quiet_market_at_connect_keeps_the_connection(orderflow_sim_fact
     assert events.ids() == [TAPE.rows[1].id]
 
 
-async def test_a_silent_stream_at_connect_still_fails_first_message(orderflow_sim_factory) -> None:
+@pytest.mark.parametrize("backfill", [True, False])
+async def test_a_silent_stream_at_connect_still_fails_first_message(orderflow_sim_factory, backfill) -> None:
     """No trade within first_message while REST's newest id moved: the stream is dead, the stage fails by name."""
     sim = await orderflow_sim_factory(pace=Pace(rate=200), scenario=Scenario([[Fault("mute_after", after=0)]]))
     events = Events()
-    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, first_message=1.0)):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, first_message=1.0),
+                         sequencing=Sequencing(backfill=backfill)):
         await events.until(lambda e: any(c["where"] == "connect:first_message" for c in e.of("on_error")), 10)

@@ -13,11 +13,10 @@ world ends only when retired) each time a connection ends.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import StageTimeout, StreamError
+from ..errors import StreamError
 from .reference import compare_bars
 
 if TYPE_CHECKING:
@@ -48,25 +47,11 @@ class Failure(Exception):
 
 
 def check_ending(sim: Simulation, connection: SimConnection, error: StreamError) -> None:
-    """Invariant 7: a connection of the fault-free world ends only when retired.
-
-    The one exception is a known bug: ``first_message`` times out on a healthy connection whose
-    market simply had no trade within the deadline.
-    """
+    """Invariant 7: a connection of the fault-free world ends only when retired."""
     if connection.faulty or connection.closing:
         return
-    recorder = sim.recorder
-    detail = (f"shard {connection.shard.number} connection {connection.number}, opened after faults stopped, "
-              f"ended: {type(error).__name__}: {error}")
-    if isinstance(error, StageTimeout) and error.stage == "first_message" and not connection.opened \
-            and not sim.world.sequencing.backfill:  # with REST, a quiet market is told from a dead stream
-        times = connection.shard.feed.times
-        if bisect_left(times, connection.receiving_since) == bisect_right(times, sim.now - connection.latency):
-            recorder.known_bug("quiet-market-fails-first-message", "7 false alarm",
-                               f"{detail} (no trade of {', '.join(connection.shard.symbols)} was published in the "
-                               f"{sim.now - connection.receiving_since:.1f} s it waited)")
-            return
-    recorder.fail("7 false alarm", detail)
+    sim.recorder.fail("7 false alarm", f"shard {connection.shard.number} connection {connection.number}, opened "
+                      f"after faults stopped, ended: {type(error).__name__}: {error}")
 
 
 def check_step(sim: Simulation) -> None:

@@ -22,10 +22,4 @@ class KnownBug:
 
 
 KNOWN_BUGS: dict[str, KnownBug] = {
-    "quiet-market-fails-first-message": KnownBug(132, (
-        "With backfill off there is no REST to ask, so a connection whose symbols have no trade within "
-        "timeouts.first_message still fails that stage and is reconnected, again and again while the market is "
-        "quiet; trades published during the backoffs are reported lost when a later trade arrives. With REST "
-        "(the default) it is fixed: half way through the stage and at its deadline the shell compares REST's "
-        "newest ids, and an unmoved market keeps the connection.")),
 }

@@ -96,7 +96,7 @@ class SimConnection:
             sim.at(sim.now + self.latency, self._server_subscribes)
         elif stage == "first_message" and self.got_trade:
             sim.soon(self._open, self._token)
-        elif stage == "first_message" and sim.world.sequencing.backfill:  # the shell's quiet look, half way
+        elif stage == "first_message":  # the shell's quiet look, half way (REST is asked with backfill off too)
             sim.at(sim.now + sim.world.timeouts.first_message / 2, self._quiet_look, self._token)
 
     def arm_watch(self, stage: str) -> None:

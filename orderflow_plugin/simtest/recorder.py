@@ -111,12 +111,8 @@ class Recorder:
         stop = self.sim.world.faults.stop
         if lost_at is not None and lost_at < stop:
             return
-        detail = f"on_error where={kwargs.get('where')} long after faults stopped: {kwargs.get('error')}"
-        if lost_at is not None and "quiet-market-fails-first-message" in self.known:
-            # Published while a quiet shard was reconnecting for nothing: found later, and lost with backfill off.
-            self.known_bug("quiet-market-fails-first-message", "7 false alarm", detail)
-        else:
-            self.fail("7 false alarm", detail)
+        self.fail("7 false alarm",
+                  f"on_error where={kwargs.get('where')} long after faults stopped: {kwargs.get('error')}")
 
     def supervisor_event(self, shard: Shard, hook: str, **kwargs: Any) -> None:
         """A hook call from ``shard``'s supervisor."""
