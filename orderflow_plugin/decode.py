@@ -8,6 +8,7 @@ fields, an unknown event) raises :class:`BadFrame` with a short sample of the fr
 from __future__ import annotations
 
 from decimal import Decimal
+from sys import intern
 from typing import Any
 
 import msgspec
@@ -37,8 +38,7 @@ class ServerShutdown(msgspec.Struct, tag_field="e", tag="serverShutdown", gc=Fal
 
 
 class _Envelope(msgspec.Struct, gc=False):
-    stream: str
-    data: _AggTrade | ServerShutdown
+    data: _AggTrade | ServerShutdown  # "stream" (always first: see decode) is skipped, not made a str
 
 
 class Reply(msgspec.Struct, gc=False, forbid_unknown_fields=True):
@@ -75,7 +75,7 @@ class Decoder:
                 if not (price.is_finite() and qty.is_finite()):
                     raise ArithmeticError(f"price {data.p!r} or quantity {data.q!r} is not a finite number")
                 return Trade(
-                    data.s, data.a, price, qty, data.f, data.l, data.T,
+                    intern(data.s), data.a, price, qty, data.f, data.l, data.T,
                     "sell" if data.m else "buy", data.E, self.market,
                 )
             return data

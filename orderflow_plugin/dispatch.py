@@ -58,6 +58,7 @@ class Dispatcher:
         self._report_interval = report_interval
         self._queue_size = async_queue_size
         self._calls: dict[str, tuple[_Call, ...]] = {}
+        self._emitters: dict[str, Callable[[Any], None]] = {}  # per-trade hook -> its emit function
         self._version = -1
         self._last_report: dict[tuple[str, str], float] = {}
         self._suppressed: dict[tuple[str, str], int] = {}
@@ -95,26 +96,39 @@ class Dispatcher:
 
         Same order, isolation and timing; no keyword dict unless a signal receiver listens.
         """
-        calls = self._calls.get(hook) if self._version == self.manager.version else None
-        if calls is None:
-            calls = self._hook_calls(hook)
+        (self._emitters.get(hook) or self.emitter(hook, argname))(value)
+
+    def emitter(self, hook: str, argname: str) -> Callable[[Any], None]:
+        """``emit_one`` for one hook as a function of the value alone: what the pipeline calls per trade."""
+        emit = self._emitters.get(hook)
+        if emit is not None:
+            return emit
+        cached, manager, signal = self._calls, self.manager, HOOK_SIGNALS[hook]
+        failed, slow, send, hook_calls = self._failed, self._slow, self._send, self._hook_calls
         clock = time.perf_counter
-        start = clock()  # one clock read per call: each call ends where the next one's time starts
-        for name, function, argnames in calls:
-            try:
-                if argnames:
-                    function(value)
-                else:
-                    function()
-            except Exception as exc:
-                self._failed(name, hook, exc)
-            end = clock()
-            if end - start > self._budget:
-                self._slow(name, hook, end - start)
-            start = end
-        signal = HOOK_SIGNALS[hook]
-        if signal.receivers and not signal.is_muted:  # blinker's send() honours muted(); so do we
-            self._send(signal, hook, {argname: value})
+
+        def emit(value: Any) -> None:
+            calls = cached.get(hook) if self._version == manager.version else None
+            if calls is None:
+                calls = hook_calls(hook)
+            start = clock()  # one clock read per call: each call ends where the next one's time starts
+            for name, function, argnames in calls:
+                try:
+                    if argnames:
+                        function(value)
+                    else:
+                        function()
+                except Exception as exc:
+                    failed(name, hook, exc)
+                end = clock()
+                if end - start > self._budget:
+                    slow(name, hook, end - start)
+                start = end
+            if signal.receivers and not signal.is_muted:  # blinker's send() honours muted(); so do we
+                send(signal, hook, {argname: value})
+
+        self._emitters[hook] = emit
+        return emit
 
     async def aclose(self, timeout: float = 1.0) -> None:
         """Let async receivers drain their queues for up to ``timeout`` s, then stop their tasks."""

@@ -194,8 +194,10 @@ class FlowEngine:
     @property
     def cvd(self) -> Decimal:
         """Cumulative volume delta: taker buy volume minus taker sell volume so far."""
-        totals = self._totals()
-        return _sub(totals[0], totals[1])
+        totals, bar = self._closed_totals, self._open[0]  # read at every bar close: only the two volumes
+        if bar is None:
+            return _sub(totals[0], totals[1])
+        return _sub(_add(totals[0], bar.buy_volume), _add(totals[1], bar.sell_volume))
 
     def add(self, trade: Trade) -> Sequence[Metric]:
         """Take the next trade; return the metrics it produced (closed bars first, then a whale)."""
@@ -394,18 +396,12 @@ class FlowEngine:
         footprint = None
         tick = self.tick
         if tick is not None:
-            levels = bar.levels
             footprint = Footprint(tick=tick, value_area_share=self.value_area,
-                                  levels=tuple((price, *levels[price]) for price in sorted(levels)))  # type: ignore[misc]
-        return Bar(
-            symbol=self.symbol, window=window.name, start=bar.start, end=bar.start + window.ms,
-            open=bar.open, high=bar.high, low=bar.low, close=bar.close,
-            buy_volume=bar.buy_volume, sell_volume=bar.sell_volume,
-            buy_notional=bar.buy_notional, sell_notional=bar.sell_notional,
-            trades=bar.trades, trade_count=bar.trade_count,
-            largest_qty=bar.largest_qty, largest_id=bar.largest_id, cvd=cvd,
-            footprint=footprint, closed_by=closed_by,
-        )
+                                  levels=tuple((price, buy, sell) for price, (buy, sell) in sorted(bar.levels.items())))
+        # Positional, in Bar's field order: a bar closes every second per window, and 19 keywords cost 0.6 us.
+        return Bar(window.name, bar.start, bar.start + window.ms, bar.open, bar.high, bar.low, bar.close,
+                   bar.buy_volume, bar.sell_volume, bar.buy_notional, bar.sell_notional, bar.trades, bar.trade_count,
+                   bar.largest_qty, bar.largest_id, cvd, footprint, closed_by, symbol=self.symbol)
 
 
 class _Ranked:

@@ -63,8 +63,12 @@ class Footprint(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         return levels[low][0], levels[high][0]
 
 
-class Bar(Metric, frozen=True, kw_only=True, gc=False):
-    """One closed window of one symbol. Ratios (``vwap``, ``imbalance``) are computed when read."""
+class Bar(Metric, frozen=True, gc=False):
+    """One closed window of one symbol. Ratios (``vwap``, ``imbalance``) are computed when read.
+
+    Its own fields may be given by position, in this order (the engine does: it is several times
+    faster than keywords); ``symbol``, from :class:`Metric`, by keyword only.
+    """
 
     kind = "bar"
     window: str

@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 from .backfill import Backfiller
@@ -110,8 +109,8 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         resume = checkpoint.load(self.symbols) if checkpoint is not None else {}
         self._checkpointer = Checkpointer(checkpoint, resume, self._checkpoint_failed,
                                           report_interval=rep.report_interval) if checkpoint is not None else None
-        sink = CallSink(partial(self.dispatcher.emit_one, "on_trade", "trade"),
-                    partial(self.dispatcher.emit_one, "on_metric", "metric"), self._emit)
+        sink = CallSink(self.dispatcher.emitter("on_trade", "trade"), self.dispatcher.emitter("on_metric", "metric"),
+                        self._emit)
         self.pipeline = Pipeline(self.symbols, market, sink, self._act, sequencing=q, limits=lim, flow=f, timeouts=t,
                                  resume={s: r.last_id for s, r in resume.items()}, checkpointer=self._checkpointer,
                                  report_interval=rep.report_interval)
