@@ -33,7 +33,7 @@ logger = logging.getLogger("orderflow_plugin.transport")
 async def open_connection(
     url: str,
     streams: list[str],
-    on_frame: Callable[[WsConnection, bytes], None],
+    on_frame: Callable[[WsConnection, bytes, float], None],
     *,
     deadlines: Timeouts,
     max_size: int = 2**20,

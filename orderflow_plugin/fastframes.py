@@ -32,10 +32,11 @@ class FastFrames:
     """
 
     # The connection's state, set up by WsConnection.__init__
-    on_frame: Callable[[Any, bytes], None]
+    on_frame: Callable[[Any, bytes, float], None]  # (connection, frame, when it was read)
     max_size: int
     protocol: ClientProtocol
     paused: bool
+    _now: float  # when the bytes being scanned were read (or released by resume)
     fast: bool  # the fast reader is cutting data frames (from the end of the 101 response on)
     _head: bytes | None  # the HTTP response, until it is whole (None: the websockets reader, or done)
     _buffer: bytes  # the start of a frame not yet whole, or what a pause held back
@@ -68,6 +69,7 @@ class FastFrames:
         position = 0
         on_frame = self.on_frame
         max_size = self.max_size
+        now = self._now  # one read, one time: the pipeline need not read the clock per frame
         while size - position >= 2:
             first = buffer[position]
             length = buffer[position + 1]  # a set mask bit makes it >= 128: handed over below
@@ -84,7 +86,7 @@ class FastFrames:
             if end > size:
                 break
             if first in _WHOLE_DATA and length <= max_size:
-                on_frame(self, buffer[start:end])
+                on_frame(self, buffer[start:end], now)
                 position = end
                 if self.paused:  # the rest of this read waits for resume()
                     break

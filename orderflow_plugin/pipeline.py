@@ -97,6 +97,7 @@ class Pipeline:
         self._stale = self.bar_clock.stale  # read per trade: the same set
         self.liveness = Liveness(self.symbols, floor=timeouts.silence_floor, ceiling=timeouts.stall)
         self._delivered = self.liveness.delivered  # bound once: called per trade
+        self._last_at = self.liveness.last_at
         # Past half the buffer, reads pause until the hole is filled, for at most one REST timeout.
         self.pause_at = max(1, limits.max_buffered_trades // 2)
         self.max_pause = timeouts.rest
@@ -117,7 +118,8 @@ class Pipeline:
     def receive(self, source: Hashable, frame: bytes, now: float | None = None) -> None:
         """One frame from ``source`` (a connection handle), read at ``now`` (by default, the ``clock``'s now).
 
-        The shell's transport calls it straight, as ``on_frame(connection, frame)``: no layer in between.
+        The shell's transport calls it straight, as ``on_frame(connection, frame, now)`` with the time of the
+        read: no layer in between, and one clock read per read rather than per frame.
         """
         self.now = self.clock() if now is None else now
         try:
@@ -265,7 +267,8 @@ class Pipeline:
         live = trade.source != "backfill"
         if self._stale and live:  # in order after everything before it: caught up (see BarClock)
             self._stale.discard(symbol)
-        self._delivered(symbol, now, live)
+        if self._last_at.get(symbol) is not now:  # the frames of one read share one `now`: only its first counts
+            self._delivered(symbol, now, live)
         checkpointer = self.checkpointer
         if checkpointer is not None:  # off by default: costs nothing then
             trade = checkpointer.tag(trade, now)

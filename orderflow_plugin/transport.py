@@ -47,7 +47,7 @@ class WsConnection(FastFrames, asyncio.Protocol):
     ``stage`` is where it is now; ``timings`` how long each finished stage took.
     """
 
-    def __init__(self, url: str, on_frame: Callable[[WsConnection, bytes], None], *, max_size: int,
+    def __init__(self, url: str, on_frame: Callable[[WsConnection, bytes, float], None], *, max_size: int,
                  reader: str = "websockets") -> None:
         if reader not in READERS:
             raise ValueError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
@@ -67,6 +67,7 @@ class WsConnection(FastFrames, asyncio.Protocol):
         self.stage_started = time.monotonic()
         self.timings: dict[str, float] = {}
         self.last_received = 0.0  # monotonic time of the last read: any byte proves the path alive
+        self._now = 0.0  # when the frames being handed to on_frame were read (or released by resume)
         self.opened_at = 0.0
         self.got_trade = False
         self.task: asyncio.Task[Any] | None = None  # the task opening this connection
@@ -114,7 +115,7 @@ class WsConnection(FastFrames, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.last_received = time.monotonic()
+        self.last_received = self._now = time.monotonic()
         try:
             self._receive(data)
         except Exception as exc:  # a bug below must end this connection with a name, never the loop's handler
@@ -151,7 +152,7 @@ class WsConnection(FastFrames, asyncio.Protocol):
             if type(event) is Frame:
                 opcode = event.opcode
                 if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                    self.on_frame(self, event.data)
+                    self.on_frame(self, event.data, self._now)
                     if self.paused:  # the rest of this read waits for resume()
                         self._pending = list(events)
                         return
@@ -216,6 +217,7 @@ class WsConnection(FastFrames, asyncio.Protocol):
         if not self.paused:
             return
         self.paused = False
+        self._now = time.monotonic()  # the held frames are handed over now
         if self.fast:
             self._scan(b"")
         else:

@@ -527,9 +527,9 @@ def test_bars_of_a_lost_feed_wait_for_a_live_trade_of_the_new_one() -> None:
     assert bars[0] == (1000, 2)  # one bar with both trades, not a second bar with the same start
 
 
-def test_the_transport_calls_receive_without_now_and_a_pause_takes_the_clock() -> None:
-    """The transport hands frames as on_frame(connection, frame): the pipeline reads its own clock, and the
-    pause that half a buffer of held trades asks for gets its deadline from it (it raised TypeError)."""
+def test_receive_without_now_reads_the_clock_and_a_pause_takes_its_deadline_from_it() -> None:
+    """A caller that passes no ``now`` (a tool, a test) gets the pipeline's own clock, and the pause that
+    half a buffer of held trades asks for gets its deadline from it (it raised TypeError)."""
     recorder = Recorder()
     clock = iter([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
     p = Pipeline((BTC,), "spot", recorder, recorder.actions.append, sequencing=Sequencing(reorder_window=REORDER),

@@ -26,10 +26,10 @@ class Collector:
                                  flow=Flow(enabled=False), sequencing=Sequencing(backfill=False))
         self.changed = asyncio.Event()
 
-    def __call__(self, connection: WsConnection, frame: bytes) -> None:
+    def __call__(self, connection: WsConnection, frame: bytes, now: float) -> None:
         self.frames.append(frame)
         self.changed.set()
-        self.pipeline.receive(connection, frame, 0.0)
+        self.pipeline.receive(connection, frame, now)
 
     async def until(self, count: int, timeout: float = 10.0) -> None:
         """Wait for ``count`` frames."""
@@ -98,7 +98,7 @@ async def test_fast_reader_hands_an_oversized_frame_to_websockets(orderflow_sim_
 def test_unknown_reader_refused() -> None:
     """A reader name that is not websockets or fast is a clear error."""
     with pytest.raises(ValueError, match="reader must be one of websockets, fast"):
-        asyncio.run(open_connection("ws://127.0.0.1:9/stream", [], lambda c, f: None,
+        asyncio.run(open_connection("ws://127.0.0.1:9/stream", [], lambda c, f, now: None,
                                     deadlines=Timeouts(), reader="picows"))
 
 

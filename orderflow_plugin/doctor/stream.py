@@ -44,8 +44,8 @@ async def check_stream(done: list[Check], url: str, symbol: str, market: str, co
                         sequencing=Sequencing(backfill=False), flow=Flow(enabled=False))
     opened: list[WsConnection] = []
 
-    def on_frame(connection: WsConnection, frame: bytes) -> None:
-        pipeline.receive(connection, frame, time.monotonic())
+    def on_frame(connection: WsConnection, frame: bytes, now: float) -> None:
+        pipeline.receive(connection, frame, now)
 
     def on_stage(connection: WsConnection) -> None:
         if not opened:
