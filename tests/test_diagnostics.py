@@ -169,6 +169,6 @@ def test_threaded_runner_streams_while_host_thread_sleeps() -> None:
 def test_threaded_runner_reports_start_failure() -> None:
     """A stream that cannot start reports it to the host thread."""
     flow = OrderFlow(["BTCUSDT"], ws_url="ws://127.0.0.1:1")
-    flow._state = "stopped"  # already used: start() must refuse
+    asyncio.run(flow.stop())  # stopped before it ran: start() must refuse
     with pytest.raises(OrderFlowError, match="failed to start"):
         flow.run_in_thread()
