@@ -12,15 +12,15 @@ keeps 28 digits and would silently round a long session's notional; here any rou
 
 from __future__ import annotations
 
-import heapq
 import re
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from .metrics import _EXACT, _ZERO, Bar, Footprint, Snapshot, Whale, _add, _mul, _sub
 from .models import Metric, Trade
+from .openbar import OpenBar
+from .ranking import Ranked
 
 __all__ = ["Bar", "FlowEngine", "Footprint", "Snapshot", "Whale", "Window", "parse_window"]
 
@@ -42,74 +42,6 @@ def parse_window(text: str) -> Window:
     if not match:
         raise ValueError(f"window {text!r} is not a number followed by s, m, h or d (e.g. 1s, 1m, 5m, 1h)")
     return Window(text.strip(), int(match.group(1)) * _UNITS[match.group(2)])
-
-
-class _OpenBar:
-    """A bar being built; mutable and private."""
-
-    __slots__ = ("buy_notional", "buy_volume", "close", "edge", "floor", "high", "largest_id", "largest_qty", "level",
-                 "levels", "low", "open", "sell_notional", "sell_volume", "start", "trade_count", "trades")
-
-    def __init__(self, start: int, price: Decimal, first_id: int) -> None:
-        self.start = start
-        self.open = self.high = self.low = self.close = price
-        self.buy_volume = self.sell_volume = self.buy_notional = self.sell_notional = _ZERO
-        self.trades = self.trade_count = 0
-        self.largest_qty = _ZERO
-        self.largest_id = first_id
-        self.levels: dict[Decimal, list[Decimal]] = {}  # footprint: bucket price -> [buy volume, sell volume]
-        # The level the last trade went to, and its bucket's edges: most trades fall in the same one.
-        self.floor = self.edge = _ZERO
-        self.level: list[Decimal] | None = None
-
-    @classmethod
-    def of(cls, trade: Trade, start: int, notional: Decimal, bucket: Decimal | None) -> _OpenBar:
-        """A bar holding just ``trade`` (a late trade, folded into the bar the timer already closed)."""
-        bar = cls(start, trade.price, trade.id)
-        qty = trade.qty
-        if trade.side == "buy":
-            bar.buy_volume, bar.buy_notional = qty, notional
-        else:
-            bar.sell_volume, bar.sell_notional = qty, notional
-        bar.trades, bar.trade_count, bar.largest_qty = 1, trade.last_id - trade.first_id + 1, qty
-        if bucket is not None:
-            bar.levels[bucket] = [qty, _ZERO] if trade.side == "buy" else [_ZERO, qty]
-        return bar
-
-    def fold(self, child: _OpenBar) -> None:
-        """Add a closed, later, finer bar's content (coarse bars are rolled up from fine ones)."""
-        if child.high > self.high:
-            self.high = child.high
-        if child.low < self.low:
-            self.low = child.low
-        self.close = child.close
-        self.buy_volume = _add(self.buy_volume, child.buy_volume)
-        self.sell_volume = _add(self.sell_volume, child.sell_volume)
-        self.buy_notional = _add(self.buy_notional, child.buy_notional)
-        self.sell_notional = _add(self.sell_notional, child.sell_notional)
-        self.trades += child.trades
-        self.trade_count += child.trade_count
-        if child.largest_qty > self.largest_qty:  # strictly: the earliest of equal trades stays
-            self.largest_qty = child.largest_qty
-            self.largest_id = child.largest_id
-        levels = self.levels
-        for bucket, (buy, sell) in child.levels.items():
-            level = levels.get(bucket)
-            if level is None:
-                levels[bucket] = [buy, sell]
-            else:
-                level[0] = _add(level[0], buy)
-                level[1] = _add(level[1], sell)
-
-    def copy(self) -> _OpenBar:
-        """A copy to fold more into without changing this one (for snapshots)."""
-        other = _OpenBar(self.start, self.open, self.largest_id)
-        for name in self.__slots__:
-            setattr(other, name, getattr(self, name))
-        other.levels = {bucket: list(level) for bucket, level in self.levels.items()}
-        other.floor = other.edge = _ZERO  # its levels are copies: not the one cached
-        other.level = None
-        return other
 
 
 class FlowEngine:
@@ -158,9 +90,9 @@ class FlowEngine:
                     rolled.add(j)
                     break
         self._direct = [(i, self.windows[i].ms) for i in range(len(self.windows)) if i not in rolled]
-        self._open: list[_OpenBar | None] = [None] * len(self.windows)
-        self._last_closed: list[_OpenBar | None] = [None] * len(self.windows)  # revised by a late trade
-        self._ranked = _Ranked(whale_window, self.whale_percentile) if self.whale_percentile else None
+        self._open: list[OpenBar | None] = [None] * len(self.windows)
+        self._last_closed: list[OpenBar | None] = [None] * len(self.windows)  # revised by a late trade
+        self._ranked = Ranked(whale_window, self.whale_percentile) if self.whale_percentile else None
 
     def _totals(self) -> list[Decimal]:
         """Buy volume, sell volume, buy notional and sell notional of every trade so far."""
@@ -223,7 +155,7 @@ class FlowEngine:
                     if index:
                         cvd = _sub(cvd, qty) if buy else _add(cvd, qty)
                     self._close(index, time_ms, "trade", cvd, metrics)  # type: ignore[arg-type]
-                bar = opened[index] = _OpenBar(time_ms - time_ms % ms, price, trade.id)
+                bar = opened[index] = OpenBar(time_ms - time_ms % ms, price, trade.id)
             if price > bar.high:
                 bar.high = price
             elif price < bar.low:
@@ -268,7 +200,7 @@ class FlowEngine:
         return metrics
 
     @staticmethod
-    def _level(bar: _OpenBar, price: Decimal, tick: Decimal) -> list[Decimal]:
+    def _level(bar: OpenBar, price: Decimal, tick: Decimal) -> list[Decimal]:
         """``bar``'s footprint level for ``price`` (made if new), cached with its bucket's edges."""
         floor = _mul(_bucket_of(price, tick), tick)
         level = bar.levels.get(floor)
@@ -301,7 +233,7 @@ class FlowEngine:
             self._revise(parent_index, bar, cvd, out)
             return
         if parent is None:
-            parent = self._open[parent_index] = _OpenBar(bar.start - bar.start % ms, bar.open, bar.largest_id)
+            parent = self._open[parent_index] = OpenBar(bar.start - bar.start % ms, bar.open, bar.largest_id)
             parent.high, parent.low = bar.high, bar.low
         parent.fold(bar)
         if now >= parent.start + ms:
@@ -325,10 +257,10 @@ class FlowEngine:
         bucket = None if self.tick is None else _mul(_bucket_of(trade.price, self.tick), self.tick)
         for index in indexes:
             ms = self.windows[index].ms
-            self._revise(index, _OpenBar.of(trade, trade.time - trade.time % ms, notional, bucket), cvd, out)
+            self._revise(index, OpenBar.of(trade, trade.time - trade.time % ms, notional, bucket), cvd, out)
         return out
 
-    def _revise(self, index: int, late: _OpenBar, cvd: Decimal, out: list[Metric]) -> None:
+    def _revise(self, index: int, late: OpenBar, cvd: Decimal, out: list[Metric]) -> None:
         """Fold ``late`` into window ``index``'s last closed bar, emit it again (``closed_by="revised"``), and
         carry it on to the parent window's bar: the open one, or the closed one, revised the same way."""
         bar = self._last_closed[index]
@@ -375,7 +307,7 @@ class FlowEngine:
             buy_notional=buy_notional, sell_notional=sell_notional, trades=self.trades, bars=bars,
         )
 
-    def _merged(self, index: int) -> _OpenBar | None:
+    def _merged(self, index: int) -> OpenBar | None:
         """Window ``index``'s open bar with its children's open bars folded into a copy."""
         own = self._open[index]
         children = [i for i, parent in enumerate(self._parent) if parent == index]
@@ -384,7 +316,7 @@ class FlowEngine:
             if child is None:
                 return None
             ms = self.windows[index].ms
-            own = _OpenBar(child.start - child.start % ms, child.open, child.largest_id)
+            own = OpenBar(child.start - child.start % ms, child.open, child.largest_id)
             own.high, own.low = child.high, child.low
         else:
             own = own.copy()
@@ -392,7 +324,7 @@ class FlowEngine:
             own.fold(child)
         return own
 
-    def _closed(self, bar: _OpenBar, window: Window, closed_by: str, cvd: Decimal) -> Bar:
+    def _closed(self, bar: OpenBar, window: Window, closed_by: str, cvd: Decimal) -> Bar:
         footprint = None
         tick = self.tick
         if tick is not None:
@@ -402,51 +334,3 @@ class FlowEngine:
         return Bar(window.name, bar.start, bar.start + window.ms, bar.open, bar.high, bar.low, bar.close,
                    bar.buy_volume, bar.sell_volume, bar.buy_notional, bar.sell_notional, bar.trades, bar.trade_count,
                    bar.largest_qty, bar.largest_id, cvd, footprint, closed_by, symbol=self.symbol)
-
-
-class _Ranked:
-    """The ``percentile`` of the last ``size`` notionals, exact, re-ranked every tenth of ``size``.
-
-    Values are kept in blocks of ``every``. A block that fills keeps its ``above`` largest values
-    (``above``: how many of the window are at or over the threshold, 1 for 99.9 of 1000), so a
-    re-rank looks at a few values per block instead of the whole window; the threshold is the
-    same value a full sort of the window gives.
-    """
-
-    __slots__ = ("above", "blocks", "current", "every", "inside", "needed", "threshold")
-
-    def __init__(self, size: int, percentile: float) -> None:
-        self.every = max(1, size // 10)
-        self.above = size - min(size - 1, int(size * percentile / 100.0))
-        self.needed = -(-size // self.every)  # blocks that hold the window; the oldest may be partly out
-        self.inside = size - self.every * (self.needed - 1)  # how many of the oldest block are in the window
-        self.blocks: deque[tuple[list[Decimal], list[Decimal]]] = deque()  # (values, their `above` largest)
-        self.current: list[Decimal] = []
-        self.threshold: Decimal | None = None  # None until the window has filled once
-
-    def __len__(self) -> int:
-        """How many values are held (the window, rounded up to whole blocks, and the block being filled)."""
-        return sum(len(values) for values, _ in self.blocks) + len(self.current)
-
-    def add(self, value: Decimal) -> None:
-        """Take the next notional; re-rank when it completes a block and the window is full."""
-        self.current.append(value)
-        if len(self.current) >= self.every:
-            self.rank()
-
-    def rank(self) -> None:
-        """The block being filled is full: keep it, drop the oldest if the window is past full, re-rank."""
-        current = self.current
-        self.current = []
-        blocks = self.blocks
-        blocks.append((current, heapq.nlargest(self.above, current)))
-        if len(blocks) > self.needed:
-            blocks.popleft()
-        elif len(blocks) < self.needed:  # the window has not filled yet
-            return
-        inside = self.inside
-        oldest, oldest_top = blocks[0]
-        candidates = oldest_top if inside == self.every else heapq.nlargest(self.above, oldest[-inside:])
-        for index in range(1, len(blocks)):
-            candidates = candidates + blocks[index][1]
-        self.threshold = heapq.nlargest(self.above, candidates)[-1]

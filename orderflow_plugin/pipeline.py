@@ -96,8 +96,7 @@ class Pipeline:
         self.bar_clock = BarClock(flow.bar_close_grace)
         self._stale = self.bar_clock.stale  # read per trade: the same set
         self.liveness = Liveness(self.symbols, floor=timeouts.silence_floor, ceiling=timeouts.stall)
-        self._delivered = self.liveness.delivered  # bound once: called per trade
-        self._last_at = self.liveness.last_at
+        self._delivered, self._last_at = self.liveness.delivered, self.liveness.last_at  # read per trade
         # Past half the buffer, reads pause until the hole is filled, for at most one REST timeout.
         self.pause_at = max(1, limits.max_buffered_trades // 2)
         self.max_pause = timeouts.rest

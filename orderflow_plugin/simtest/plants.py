@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import engine, pipeline, sequencer, supervisor
+from .. import engine, openbar, pipeline, sequencer, supervisor
 from . import network
 
 __all__ = ["PLANTS", "Plant", "planted"]
@@ -72,7 +72,7 @@ def _watchdog_after_first_trade() -> Callable[[], None]:
 
 
 def _fold_buy_into_sell() -> Callable[[], None]:
-    fold = engine._OpenBar.fold
+    fold = openbar.OpenBar.fold
     exact = engine._EXACT
 
     def wrong_fold(self: Any, child: Any) -> None:
@@ -80,7 +80,7 @@ def _fold_buy_into_sell() -> Callable[[], None]:
         self.buy_volume = exact.subtract(self.buy_volume, child.buy_volume)
         self.sell_volume = exact.add(self.sell_volume, child.buy_volume)
 
-    return _patch(engine._OpenBar, "fold", wrong_fold)
+    return _patch(openbar.OpenBar, "fold", wrong_fold)
 
 
 def _hole_never_declared() -> Callable[[], None]:
@@ -111,7 +111,7 @@ PLANTS = {plant.name: plant for plant in (
     Plant("watchdog-after-first-trade", "simtest.network.SimConnection.arm_watch (the transport's stage watch)",
           "the subscribed / first_message deadline is armed only after the first trade", "4 supervision",
           _watchdog_after_first_trade),
-    Plant("fold-buy-into-sell", "engine._OpenBar.fold",
+    Plant("fold-buy-into-sell", "openbar.OpenBar.fold",
           "rolling a fine bar up adds its taker buy volume to the coarse bar's sell volume", "6 metrics",
           _fold_buy_into_sell),
     Plant("hole-never-declared", "pipeline.Pipeline._hole_opened",
