@@ -7,6 +7,11 @@ they connected. A hook or receiver that raises is isolated: counted, logged with
 reported through ``on_error``, and the event still reaches everyone else. ``async def``
 receivers get the events in order on a task of their own, through a bounded queue.
 
+Each call is timed alone: the time spent reporting a failing or slow call (the log, the
+``on_error`` hooks) counts against nobody, neither the call reported nor the next one.
+``plugin_errors`` counts every failure, every call over the budget and every event dropped for
+an async receiver, including those the log holds back.
+
 Lifecycle hooks are called through pluggy (``manager.hook.<name>(...)``, ``call_historic``
 for historic ones), so hookcall monitoring and tracing see them; the isolation and timing
 happen inside that call, in the executor the manager hands each hook's implementations to
@@ -77,10 +82,11 @@ class Dispatcher:
                 try:
                     function(*[kwargs[arg] for arg in argnames])
                 except Exception as exc:
-                    self._failed(name, hook, exc)
+                    self._reported(name, hook, time.perf_counter() - start, exc)
+                    continue
                 elapsed = time.perf_counter() - start
                 if elapsed > self._budget:
-                    self._slow(name, hook, elapsed)
+                    self._reported(name, hook, elapsed)
         else:
             caller = getattr(self.manager.hook, hook)
             if caller.is_historic():
@@ -104,7 +110,7 @@ class Dispatcher:
         if emit is not None:
             return emit
         cached, manager, signal = self._calls, self.manager, HOOK_SIGNALS[hook]
-        failed, slow, send, hook_calls = self._failed, self._slow, self._send, self._hook_calls
+        reported, send, hook_calls, budget = self._reported, self._send, self._hook_calls, self._budget
         clock = time.perf_counter
 
         def emit(value: Any) -> None:
@@ -119,10 +125,13 @@ class Dispatcher:
                     else:
                         function()
                 except Exception as exc:
-                    failed(name, hook, exc)
+                    reported(name, hook, clock() - start, exc)
+                    start = clock()  # reporting is nobody's time: the next call starts after it
+                    continue
                 end = clock()
-                if end - start > self._budget:
-                    slow(name, hook, end - start)
+                if end - start > budget:
+                    reported(name, hook, end - start)
+                    end = clock()
                 start = end
             if signal.receivers and not signal.is_muted:  # blinker's send() honours muted(); so do we
                 send(signal, hook, {argname: value})
@@ -146,21 +155,20 @@ class Dispatcher:
         clock = time.perf_counter
         for impl in reversed(impls):  # pluggy lists them last-called first
             args = [kwargs[arg] for arg in impl.argnames]
-            start = clock()
+            start = clock()  # read again for each call: the previous call's report is not this one's time
             try:
                 if impl.kwargnames:  # parameters with defaults, passed when the call has them, as pluggy does
                     result = impl.function(*args, **{k: kwargs[k] for k in impl.kwargnames if k in kwargs})
                 else:
                     result = impl.function(*args)
             except Exception as exc:
-                elapsed = clock() - start
-                self._failed(impl.plugin_name, hook, exc)
-            else:
-                elapsed = clock() - start
-                if result is not None:
-                    results.append(result)
+                self._reported(impl.plugin_name, hook, clock() - start, exc)
+                continue
+            elapsed = clock() - start
+            if result is not None:
+                results.append(result)
             if elapsed > self._budget:
-                self._slow(impl.plugin_name, hook, elapsed)
+                self._reported(impl.plugin_name, hook, elapsed)
         return results
 
     def _hook_calls(self, hook: str) -> tuple[_Call, ...]:
@@ -193,10 +201,13 @@ class Dispatcher:
             try:
                 receiver(sender, **kwargs)
             except Exception as exc:
-                self._failed(_receiver_name(receiver), hook, exc)
+                self._reported(_receiver_name(receiver), hook, clock() - start, exc)
+                start = clock()  # reporting is nobody's time
+                continue
             end = clock()
             if end - start > self._budget:
-                self._slow(_receiver_name(receiver), hook, end - start)
+                self._reported(_receiver_name(receiver), hook, end - start)
+                end = clock()
             start = end
 
     def _enqueue(self, receiver: Callable[..., Any], hook: str, kwargs: dict[str, Any]) -> None:
@@ -219,6 +230,13 @@ class Dispatcher:
                 name, f"{name} is {self._queue_size} events behind; {hook} event dropped ({self.dropped_async} so far)"
             ))
 
+    def _reported(self, name: str, hook: str, elapsed: float, exc: Exception | None = None) -> None:
+        """Report one call that raised ``exc`` or took ``elapsed`` s over the budget (or both)."""
+        if exc is not None:
+            self._failed(name, hook, exc)
+        if elapsed > self._budget:
+            self._slow(name, hook, elapsed)
+
     def _failed(self, name: str, hook: str, exc: Exception) -> None:
         self.plugin_errors += 1
         error = HookFailed(name, hook, exc)
@@ -235,7 +253,8 @@ class Dispatcher:
         self._report(name, "slow", HookTooSlow(name, hook, elapsed, self._budget), hook)
 
     def _report(self, name: str, kind: str, error: PluginError, hook: str = "") -> None:
-        """Log and emit ``error`` at most once per report interval per plugin and kind."""
+        """Count ``error``; log and emit it at most once per report interval per plugin and kind."""
+        self.plugin_errors += 1
         if self._may_log(name, kind) is None:
             return
         logger.warning("%s", error)

@@ -19,6 +19,10 @@ from .models import Trade, format_decimal
 __all__ = ["JsonFeed", "LiveView", "event_json", "metric_json"]
 
 
+DELTA_HEADER = "1m delta\nbar: share of volume"  # the bar's length is delta / volume, full at 100 %
+RATE_HEADER = "trades/s\nof trade time"  # from the 1 s bars: the tape's clock during a replay
+
+
 def _value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format_decimal(value)
@@ -124,7 +128,11 @@ class JsonFeed:
 
 
 class LiveView:
-    """Per-symbol state for the terminal: last price, CVD, the 1 m bar, trades/s, whales, connection."""
+    """Per-symbol state for the terminal: last price, CVD, the 1 m bar, trades/s, whales, connection.
+
+    Trades/s is counted per second of trade time (the trades' own timestamps, from the 1 s bars), so a
+    replay at 50x shows the tape's rate, not 50 times it; both views say so.
+    """
 
     def __init__(self, symbols: tuple[str, ...]) -> None:
         self.symbols = symbols
@@ -156,7 +164,7 @@ class LiveView:
                 f"cvd {_signed(snap.cvd) if snap else '-'}  "
                 f"1m buy {format_decimal(bar.buy_volume) if bar else '-'} sell "
                 f"{format_decimal(bar.sell_volume) if bar else '-'} delta {_signed(bar.delta) if bar else '-'}  "
-                f"{self.rate.get(symbol, 0.0):.1f} trades/s  [{state}, last trade "
+                f"{self.rate.get(symbol, 0.0):.1f} trades/s of trade time  [{state}, last trade "
                 f"{f'{age:.1f} s' if age is not None else '-'} ago, reconnects {health['reconnects']}, "
                 f"gaps {health['gaps']}, backfilled {health['backfilled']}]")
 
@@ -168,7 +176,7 @@ class LiveView:
 
         table = Table(title="orderflow: live aggTrade order flow", title_style="bold", expand=False)
         for column, justify in (("symbol", "left"), ("last", "right"), ("CVD", "right"), ("1m buy", "right"),
-                                ("1m sell", "right"), ("1m delta", "left"), ("trades/s", "right"),
+                                ("1m sell", "right"), (DELTA_HEADER, "left"), (RATE_HEADER, "right"),
                                 ("connection", "left"), ("last trade", "right")):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
         for symbol in self.symbols:

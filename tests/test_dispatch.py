@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from decimal import Decimal
@@ -267,7 +268,7 @@ async def test_async_receiver_failure_and_overflow_reported(dispatcher) -> None:
         assert reported == ["PluginError"]
         await asyncio.sleep(0)
         await dispatcher.aclose()
-    assert dispatcher.plugin_errors == 100
+    assert dispatcher.plugin_errors == 101  # 100 failures and the dropped event
     assert reported.count("HookFailed") == 100
 
 
@@ -521,3 +522,134 @@ def test_slow_lifecycle_plugin_is_reported_inside_the_pluggy_call(manager: Plugi
     assert isinstance(error, HookTooSlow) and where == "plugin:slow.on_connected" and error.seconds == 0.5
     assert connected == [EVENTS["on_connected"]["url"]]
     assert [hook for hook, _, _ in hookcalls] == ["on_error", "on_connected"]
+
+
+class SlowLog(logging.Handler):
+    """A log handler that takes 0.25 s on the fake clock per record, like a log line to a slow terminal."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.clock.now += 0.25
+
+
+def _emit_each_way(how: str, dispatcher: Dispatcher, hook: str) -> None:
+    """Emit ``hook`` through emit(), the per-trade emitter, or (for on_connected) pluggy's call."""
+    if how == "emitter":
+        dispatcher.emitter(hook, "trade")(TRADE)
+    else:
+        dispatcher.emit(hook, **EVENTS[hook])
+
+
+@pytest.mark.parametrize("how,hook", [("emit", "on_trade"), ("emitter", "on_trade"), ("emit", "on_connected")])
+@pytest.mark.parametrize("trouble", ["raises", "slow"])
+def test_reporting_one_hook_is_not_timed_against_the_next(how: str, hook: str, trouble: str, manager: PluginManager,
+                                                          dispatcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow report (a log line to a slow terminal) makes neither the reported hook nor the next one slow."""
+    from orderflow_plugin import dispatch
+
+    clock = FakeClock()
+    monkeypatch.setattr(dispatch, "time", clock)
+    monkeypatch.setattr(logging.getLogger(dispatch.__name__), "handlers", [SlowLog(clock)])
+    reports: list[str] = []
+    reached: list[str] = []
+
+    class Troubled:
+        def handler(self, *args):
+            if trouble == "raises":
+                raise ValueError("strategy bug")
+            clock.now += 0.5
+
+    class NoOp:  # a disabled plugin: returns at once
+        def handler(self, *args):
+            reached.append("no-op")
+
+    class Reporter:
+        def on_error(self, error, where):
+            reports.append(f"{type(error).__name__} {where}")
+
+    for name, cls in (("noop", NoOp), ("troubled", Troubled)):  # troubled registered last, so called first
+        plugin = cls()
+        setattr(plugin, hook, plugin.handler)
+        manager.register(plugin, name=name)
+    manager.register(Reporter(), name="reporter")
+    _emit_each_way(how, dispatcher, hook)
+    expected = "HookFailed plugin:troubled." if trouble == "raises" else "HookTooSlow plugin:troubled."
+    assert reports == [expected + hook]
+    assert reached == ["no-op"]
+    assert dispatcher.slow_calls == (0 if trouble == "raises" else 1)
+
+
+def test_reporting_one_receiver_is_not_timed_against_the_next(dispatcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow report of a raising signal receiver is counted against neither it nor the receiver after it."""
+    from orderflow_plugin import dispatch
+
+    clock = FakeClock()
+    monkeypatch.setattr(dispatch, "time", clock)
+    monkeypatch.setattr(logging.getLogger(dispatch.__name__), "handlers", [SlowLog(clock)])
+    reports: list[str] = []
+
+    def bad(sender, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    def good(sender, **kwargs):
+        pass
+
+    def on_error(sender, error, where):
+        reports.append(type(error).__name__)
+
+    with signals.trade.connected_to(bad), signals.trade.connected_to(good), signals.error.connected_to(on_error):
+        dispatcher.emit_one("on_trade", "trade", TRADE)
+    assert reports == ["HookFailed"]
+    assert dispatcher.slow_calls == 0
+
+
+def test_plugin_errors_counts_failures_and_slow_calls(manager: PluginManager, dispatcher,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """plugin_errors (the live view's footer) counts every slow call and failure, also those the log holds back."""
+    from orderflow_plugin import dispatch
+
+    clock = FakeClock()
+    monkeypatch.setattr(dispatch, "time", clock)
+
+    class Slow:
+        def on_trade(self, trade):
+            clock.now += 0.5
+
+    class Boom:
+        def on_metric(self, metric):
+            raise ValueError("bug")
+
+    manager.register(Slow(), name="slow")
+    manager.register(Boom(), name="boom")
+    emit_trade = dispatcher.emitter("on_trade", "trade")
+    for _ in range(3):
+        emit_trade(TRADE)
+        dispatcher.emit("on_metric", metric=object())
+    assert dispatcher.slow_calls == 3
+    assert dispatcher.plugin_errors == 6
+
+
+async def test_live_view_footer_counts_a_slow_hook(orderflow_stream) -> None:
+    """A hook over its budget on a real stream shows in health() and in the live view's `plugin errors` footer."""
+    from rich.console import Console
+
+    from orderflow_plugin.view import LiveView
+
+    class SlowOnce:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def on_trade(self, trade):
+            self.calls += 1
+            if self.calls == 1:
+                time.sleep(0.02)  # four times the 5 ms budget
+
+    flow = await orderflow_stream(SlowOnce(), trades=5)
+    errors = flow.health()["plugin_errors"]
+    assert errors >= 1
+    console = Console(width=160, file=io.StringIO())
+    console.print(LiveView(flow.symbols).table(flow.health()))
+    assert f"plugin errors {errors} " in console.file.getvalue()
