@@ -9,24 +9,31 @@ Layers, later wins:
    (``ORDERFLOW_REPORTING__SLOW_HOOK_MS=20``), values parsed as TOML.
 
 Each file has a ``[default]`` table and optional ``[development]``, ``[testing]`` and
-``[production]`` tables; ``ORDERFLOW_ENV`` picks one (``development`` unless set).
-Tables merge key by key; any other value, lists included, replaces the earlier one.
-Every rule (:mod:`.rules`) is checked with dynaconf's ``validate_all()`` and every error is reported at once.
+``[production]`` tables; ``ORDERFLOW_ENV`` picks one (``development`` unless set). A setting
+outside them is an error that says so. Tables merge key by key; any other value, lists included,
+replaces the earlier one. A relative ``plugins.hooks_dirs`` folder is relative to the file that
+names it. Every rule (:mod:`.rules`) is checked with dynaconf's ``validate_all()`` and every error
+is reported at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynaconf import Dynaconf, ValidationError, Validator
 
 from .errors import SettingsError
-from .rules import MOVED, RULES
+from .rules import MOVED, RULES, Rule
+
+if TYPE_CHECKING:
+    from .stream import OrderFlow
 
 __all__ = ["ENVIRONMENTS", "Settings", "SettingsError", "default_settings_file", "load_settings"]
 
@@ -36,29 +43,67 @@ ENV_PREFIX = "ORDERFLOW"
 _NOT_SETTINGS = {"LOAD_DOTENV", "ENV", "SETTINGS_FILES"}
 # Tables whose keys belong to third-party plugins; their unknown keys are not typos.
 _OPEN_TABLES = ("hooks",)
+# Names that belong inside [default]: at the top of a file, they were meant to go in it.
+_TOP_LEVEL_NAMES = {rule.key.split(".", 1)[0] for rule in RULES} | set(_OPEN_TABLES)
+# OrderFlow's option groups, each mirrored by the settings table of the same name.
+_GROUP_TABLES = ("timeouts", "reconnect", "limits", "sequencing", "flow", "reporting")
 
 
 class Settings(Mapping[str, Any]):
-    """Validated, read-only settings: ``settings.reporting.slow_hook_ms`` or ``settings["reporting"]``."""
+    """Validated, read-only settings: ``settings.reporting.slow_hook_ms`` or ``settings["reporting"]``.
 
-    __slots__ = ("_data", "env", "sources")
+    A missing key raises AttributeError naming its dotted path, except a plugin's table under
+    ``hooks`` that no file wrote: ``settings.hooks.my_plugin`` is then an empty table, so
+    ``settings.hooks.my_plugin.get("threshold", 5)`` works with or without a ``[default.hooks.my_plugin]``.
+    Item access (``settings["hooks"]["my_plugin"]``, ``in``) sees only what is really there.
+    """
 
-    def __init__(self, data: Mapping[str, Any], env: str = "development", sources: Sequence[str] = ()) -> None:
+    __slots__ = ("_data", "_path", "env", "sources")
+
+    def __init__(
+        self, data: Mapping[str, Any], env: str = "development", sources: Sequence[str] = (), *, path: str = ""
+    ) -> None:
         self._data = dict(data)
+        self._path = path
         self.env = env
         self.sources = tuple(sources)
+
+    @classmethod
+    def defaults_for(cls, flow: OrderFlow) -> Settings:
+        """The settings of a stream built without them, for its ``on_startup``.
+
+        The packaged defaults (their ``[default]`` tables only: no user file, no ``ORDERFLOW_``
+        variable), with the stream's own symbols, market, URLs, frame reader and option groups
+        written over them.
+        """
+        errors: list[str] = []
+        path = default_settings_file()
+        data = _plain(_file_tables(path, errors).get("default", {}))
+        if errors:
+            raise SettingsError(errors, [str(path)])
+        _merge(data, {"symbols": list(flow.symbols), "market": flow.market,
+                      "connector": {"ws_url": flow.ws_url, "rest_url": flow.rest_url, "transport": flow.transport}})
+        for name in _GROUP_TABLES:
+            defaults = data.get(name, {})
+            data[name] = {key: _setting(value, defaults.get(key))
+                          for key, value in dataclasses.asdict(getattr(flow, name)).items()}
+        return cls(data, "development", [str(path), "the OrderFlow(...) arguments"])
 
     def __getitem__(self, key: str) -> Any:
         value = self._data[key]
         if isinstance(value, dict):
-            return Settings(value, self.env, self.sources)
+            return Settings(value, self.env, self.sources, path=self._dotted(key))
         return value
 
     def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):  # never a setting; also keeps copy and pickle from recursing into _data
+            raise AttributeError(key)
         try:
             return self[key]
         except KeyError:
-            raise AttributeError(f"no setting {key!r}") from None
+            if self._path in _OPEN_TABLES or (not self._path and key in _OPEN_TABLES):
+                return Settings({}, self.env, self.sources, path=self._dotted(key))
+            raise AttributeError(f"no setting {self._dotted(key)!r}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
@@ -72,6 +117,9 @@ class Settings(Mapping[str, Any]):
     def to_dict(self) -> dict[str, Any]:
         """A deep copy as plain dicts and lists."""
         return _plain(self._data)
+
+    def _dotted(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
 
 
 def default_settings_file() -> Path:
@@ -97,20 +145,7 @@ def load_settings(
         errors.append(f"ORDERFLOW_ENV = {env!r}: must be one of {', '.join(ENVIRONMENTS)}")
     merged: dict[str, Any] = {}
     for path in paths:
-        try:
-            tables = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            errors.append(f"settings file {path}: cannot be read ({exc.strerror or exc})")
-            continue
-        except tomllib.TOMLDecodeError as exc:
-            errors.append(f"settings file {path}: not valid TOML: {exc}")
-            continue
-        for name in tables:
-            if name not in ("default", *ENVIRONMENTS):
-                errors.append(
-                    f"settings file {path}: top-level table [{name}] is not one of "
-                    f"[default], {', '.join(f'[{e}]' for e in ENVIRONMENTS)}"
-                )
+        tables = _file_tables(path, errors)
         for name in ("default", env):
             table = tables.get(name, {})
             if isinstance(table, dict):
@@ -123,6 +158,57 @@ def load_settings(
     return Settings(data, env, sources)
 
 
+def _file_tables(path: Path, errors: list[str]) -> dict[str, Any]:
+    """The top-level tables of one settings file, hooks folders made absolute; append what is wrong with it."""
+    try:
+        tables = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        errors.append(f"settings file {path}: cannot be read ({exc.strerror or exc})")
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        errors.append(f"settings file {path}: not valid TOML: {exc}")
+        return {}
+    outside = [name for name, value in tables.items()
+               if name not in ("default", *ENVIRONMENTS) and (name in _TOP_LEVEL_NAMES or not isinstance(value, dict))]
+    if outside:
+        named = ", ".join(f"[{name}]" if isinstance(tables[name], dict) else name for name in outside)
+        table = next((name for name in outside if isinstance(tables[name], dict)), None)
+        hint = f", and tables as [default.{table}]" if table else ""
+        errors.append(f"settings file {path}: {named} {'is' if len(outside) == 1 else 'are'} outside [default]: "
+                      f"a settings file puts its settings under [default] (or [{'], ['.join(ENVIRONMENTS)}]){hint}")
+    for name, value in tables.items():
+        if name in outside:
+            continue
+        if name not in ("default", *ENVIRONMENTS):
+            errors.append(
+                f"settings file {path}: top-level table [{name}] is not one of "
+                f"[default], {', '.join(f'[{e}]' for e in ENVIRONMENTS)}"
+            )
+        elif isinstance(value, dict):
+            _resolve_hooks_dirs(value, path.parent)
+    return tables
+
+
+def _resolve_hooks_dirs(table: dict[str, Any], folder: Path) -> None:
+    """Make ``plugins.hooks_dirs`` entries relative to ``folder``, the settings file's, not the working directory."""
+    plugins = table.get("plugins")
+    dirs = plugins.get("hooks_dirs") if isinstance(plugins, dict) else None
+    if isinstance(dirs, list):
+        plugins["hooks_dirs"] = [os.path.abspath(folder / Path(d).expanduser()) if isinstance(d, str) else d
+                                 for d in dirs]
+
+
+def _setting(value: Any, default: Any) -> Any:
+    """An option group's field as the settings file would write it (lists, and decimals as the default's type)."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Decimal):
+        if isinstance(default, str):
+            return str(value)
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
 def _validate(merged: dict[str, Any], errors: list[str]) -> dict[str, Any]:
     """Apply environment overrides through dynaconf and run every rule; append errors."""
     try:
@@ -133,28 +219,44 @@ def _validate(merged: dict[str, Any], errors: list[str]) -> dict[str, Any]:
             ignore_unknown_envvars=False,
             **{key.upper(): value for key, value in merged.items()},
         )
+        rule_of: dict[int, Rule] = {}
         for rule in RULES:
             allowed = rule.allowed.replace("{", "{{").replace("}", "}}")  # messages go through str.format
-            dyn.validators.register(
-                Validator(
-                    rule.key,
-                    must_exist=True,
-                    condition=rule.check,
-                    cast=rule.cast,
-                    messages={
-                        "condition": f"{{name}} = {{value!r}}: must be {allowed}",
-                        "must_exist_true": f"{{name}} is missing: must be {allowed}",
-                    },
-                )
+            validator = Validator(
+                rule.key,
+                must_exist=True,
+                condition=rule.check,
+                cast=rule.cast,
+                messages={
+                    "condition": f"{{name}} = {{value!r}}: must be {allowed}",
+                    "must_exist_true": f"{{name}} is missing: must be {allowed}",
+                },
             )
+            rule_of[id(validator)] = rule
+            dyn.validators.register(validator)
         failures = dyn.validators.validate_all(raise_error=False, only_current_env=True)
         data = _plain({k: v for k, v in dyn.as_dict().items() if k.upper() not in _NOT_SETTINGS})
     except ValidationError as exc:  # raised outside validate_all by dynaconf's own checks
         errors.append(str(exc))
         return {}
-    errors.extend(str(failure).replace(" in env main", "") for failure in failures)
+    for failure in failures:
+        rule = rule_of.get(id(failure.details[0][0])) if failure.details else None
+        errors.append(_explained(rule, data) or str(failure).replace(" in env main", ""))
     errors.extend(_unknown_keys(data))
     return data
+
+
+def _explained(rule: Rule | None, data: Mapping[str, Any]) -> str | None:
+    """The error naming the part of the value at fault, for a rule that can tell (``flow.windows``'s bad window)."""
+    if rule is None or rule.explain is None:
+        return None
+    value: Any = data
+    for part in rule.key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None  # missing: dynaconf's message says so
+        value = value[part]
+    reason = rule.explain(rule.cast(value) if rule.cast else value)
+    return f"{rule.key} = {value!r}: {reason}" if reason else None
 
 
 def _unknown_keys(data: Mapping[str, Any]) -> list[str]:

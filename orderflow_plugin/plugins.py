@@ -2,7 +2,9 @@
 
 Nothing is loaded at import time. A plugin that cannot be imported or registered becomes a
 :class:`PluginLoadError` in ``manager.load_errors`` (naming the file and the line) and the
-others still load.
+others still load. A plugin whose ``hooks.<name>.enabled`` setting is false is not loaded at
+all; its name is kept in ``manager.disabled``. An entry point may name a module, an object or
+a class; a class is instantiated once per manager, so each stream has its own plugin state.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import inspect
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -27,7 +29,8 @@ from .errors import PluginLoadError
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["ENTRY_POINT_GROUP", "HOOK_NAMES", "ImplCaller", "PluginManager", "load_plugins", "plugins_from_settings"]
+__all__ = ["ENTRY_POINT_GROUP", "HOOK_NAMES", "ImplCaller", "PluginManager", "disabled_in", "load_plugins",
+           "plugin_manager", "plugins_from_settings"]
 
 ENTRY_POINT_GROUP = "orderflow_plugin"
 HOOK_NAMES = frozenset(
@@ -58,6 +61,7 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.version = 0
         self.load_errors: list[PluginLoadError] = []
+        self.disabled: list[str] = []  # found, but turned off by their hooks.<name>.enabled setting
         self.impl_caller: ImplCaller | None = None
         # pluggy keeps that executor in _inner_hookexec, the slot add_hookcall_monitoring wraps (pluggy 0.x
         # to 1.7; tests/test_plugins.py checks the name). Replacing it before anyone can wrap it keeps it
@@ -116,6 +120,50 @@ class PluginManager(pluggy.PluginManager):
         """The name ``plugin`` was registered under."""
         return self.get_name(plugin) or self.get_canonical_name(plugin)
 
+    def describe(self) -> str:
+        """The active plugins, then the disabled ones: ``diagnostics, whale_alert (disabled: recorder)``."""
+        active = ", ".join(sorted(str(name) for name, _ in self.list_name_plugin())) or "none"
+        return f"{active} (disabled: {', '.join(sorted(self.disabled))})" if self.disabled else active
+
+
+def plugin_manager(plugins: PluginManager | Sequence[object] | None) -> PluginManager:
+    """``plugins`` as a manager: a manager as it is, or a list of plugins registered in a fresh one.
+
+    Raises TypeError, saying what to pass, for anything else (a single module, a plugin's name,
+    a class, an object without hooks); a plugin with a misspelt hook raises PluginLoadError.
+    """
+    if plugins is None:
+        return PluginManager()
+    if isinstance(plugins, PluginManager):
+        return plugins
+    if isinstance(plugins, (str, bytes, ModuleType)) or not isinstance(plugins, Sequence):
+        if isinstance(plugins, ModuleType):
+            what, hint = f"the module {plugins.__name__}", plugins.__name__.rsplit(".", 1)[-1]
+        else:
+            what, hint = f"a {type(plugins).__name__}", "my_plugin"
+        raise TypeError(f"plugins must be a list of plugins (modules or objects with on_* hooks) or a "
+                        f"PluginManager, got {what}: pass plugins=[{hint}]")
+    manager = PluginManager()
+    for index, plugin in enumerate(plugins):
+        if isinstance(plugin, (str, bytes)):
+            raise TypeError(f"plugins[{index}] is the name {plugin!r}: pass the imported module or object itself")
+        if isinstance(plugin, type):
+            raise TypeError(f"plugins[{index}] is the class {plugin.__name__}: pass an instance, {plugin.__name__}()")
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        if manager.has_plugin(name):
+            name = f"{name}#{index}"
+        manager.register(plugin, name=name)
+        if not manager.get_hookcallers(plugin):
+            raise TypeError(f"plugins[{index}] ({name}) has no orderflow hooks: give it functions named like "
+                            "the hooks (on_trade, on_metric, ...; see docs/hooks.md)")
+    return manager
+
+
+def disabled_in(settings: Mapping[str, Any]) -> set[str]:
+    """Names of the plugins whose ``hooks.<name>.enabled`` setting is false."""
+    hooks = settings.get("hooks") or {}
+    return {name for name, table in hooks.items() if isinstance(table, Mapping) and table.get("enabled") is False}
+
 
 def load_plugins(
     *,
@@ -124,18 +172,38 @@ def load_plugins(
     hooks_dirs: Sequence[str | Path] = (),
     allow: Sequence[str] = (),
     deny: Sequence[str] = (),
+    disabled: Collection[str] = (),
 ) -> PluginManager:
-    """Return a new manager with the allowed plugins registered, in that order."""
+    """Return a new manager with the allowed plugins registered, in that order.
+
+    ``disabled`` plugins are not loaded; those found are listed in ``manager.disabled``. A name
+    taken by an earlier plugin is a load error: the first one stays.
+    """
     manager = PluginManager()
     allowed = set(allow)
     denied = set(deny)
 
     def wanted(name: str) -> bool:
-        return name not in denied and (not allowed or name in allowed)
+        if name in denied or (allowed and name not in allowed):
+            return False
+        if name in disabled:
+            if name not in manager.disabled:
+                manager.disabled.append(name)
+            return False
+        return True
+
+    def taken(name: str, what: str) -> bool:
+        if manager.has_plugin(name):
+            _failed(manager, PluginLoadError(name, f"{what}: the plugin name {name} is already registered by an "
+                                                   "earlier plugin; rename this one"))
+            return True
+        return False
 
     def add(name: str, load: Any) -> None:
         try:
             plugin = load()
+            if isinstance(plugin, type):  # one instance per manager: no state shared between streams
+                plugin = plugin()
             manager.register(plugin, name=name)
         except PluginLoadError as exc:
             _failed(manager, exc)
@@ -145,20 +213,19 @@ def load_plugins(
             logger.debug("loaded plugin %s", name)
 
     for name, plugin in builtins:
-        if wanted(name):
+        if wanted(name) and not taken(name, f"built-in plugin {name}"):
             add(name, lambda plugin=plugin: plugin)
     if entry_points:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if wanted(ep.name):
+            if wanted(ep.name) and not taken(ep.name, f"entry point {ep.name} = {ep.value}"):
                 add(ep.name, ep.load)
     for folder in hooks_dirs:
         folder = Path(folder)
-        if not folder.is_dir():
-            if folder != Path("hooks"):  # the default folder may simply not exist
-                _failed(manager, PluginLoadError(str(folder), f"hooks folder {folder} does not exist"))
+        if not folder.is_dir():  # named in settings, so missing is a mistake worth a word
+            _failed(manager, PluginLoadError(str(folder), f"hooks folder {folder} does not exist"))
             continue
         for path in sorted(folder.glob("*.py")):
-            if path.name.startswith("_") or not wanted(path.stem):
+            if path.name.startswith("_") or not wanted(path.stem) or taken(path.stem, f"hooks file {path}"):
                 continue
             try:
                 module = _import_file(path)
@@ -170,7 +237,7 @@ def load_plugins(
 
 
 def plugins_from_settings(settings: Settings, builtins: Iterable[tuple[str, object]] = ()) -> PluginManager:
-    """``load_plugins`` configured by the ``[plugins]`` settings table."""
+    """``load_plugins`` configured by the ``[plugins]`` table and each plugin's ``hooks.<name>.enabled``."""
     table = settings.plugins
     return load_plugins(
         builtins=builtins,
@@ -178,6 +245,7 @@ def plugins_from_settings(settings: Settings, builtins: Iterable[tuple[str, obje
         hooks_dirs=table.hooks_dirs,
         allow=table.allow,
         deny=table.deny,
+        disabled=disabled_in(settings),
     )
 
 

@@ -4,7 +4,9 @@
 BTCUSDT tape at 100x speed. ``orderflow_sim_factory``: start simulators with your own tapes,
 scenario and pace. ``orderflow_stream``: start an :class:`~orderflow_plugin.OrderFlow` on the
 simulator with your plugins and wait for the first ``trades``. Everything is stopped at the
-end of the test. A strategy's hook, tested in five lines::
+end of the test. An ``async def`` test that asks for one of them runs on pytest-asyncio even in its
+strict mode (no ``asyncio_mode = "auto"`` needed, no ``@pytest.mark.asyncio``). A strategy's hook,
+tested in five lines::
 
     async def test_my_strategy_sees_buys(orderflow_stream):
         strategy = MyStrategy()
@@ -38,12 +40,26 @@ except ImportError:  # pragma: no cover - the fixtures need pytest-asyncio; say 
 
 if pytest_asyncio is not None:
     import asyncio
+    import inspect
 
     import pytest
 
     from .plugins import PluginManager
     from .sim import Pace, SimCertificates, Simulator
     from .stream import OrderFlow
+
+    _ASYNC_FIXTURES = frozenset({"orderflow_sim", "orderflow_sim_factory", "orderflow_stream", "orderflow_tls_sim"})
+
+    @pytest.hookimpl(wrapper=True, trylast=True)  # innermost: runs before pytest-asyncio's wrapper reads the marks
+    def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Any:
+        """Mark ``async def`` tests that use these fixtures for pytest-asyncio, whatever its ``asyncio_mode``."""
+        result = yield
+        for item in result if isinstance(result, list) else [result]:
+            if not isinstance(item, pytest.Function) or item.get_closest_marker("asyncio") is not None:
+                continue
+            if inspect.iscoroutinefunction(item.obj) and not _ASYNC_FIXTURES.isdisjoint(item.fixturenames):
+                item.add_marker(pytest.mark.asyncio)
+        return result
 
     @pytest.fixture(scope="session")
     def orderflow_tls(tmp_path_factory: pytest.TempPathFactory) -> SimCertificates:

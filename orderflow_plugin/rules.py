@@ -1,7 +1,8 @@
 """What every setting must be: one :class:`Rule` per dotted key, checked by :func:`~.config.load_settings`.
 
 A rule's words (``allowed``) are what the error message says is allowed, so a bad value is
-reported as ``timeouts.stall = -1: must be a number in (0, 86400]``.
+reported as ``timeouts.stall = -1: must be a number in (0, 86400]``. A rule for a list may also
+``explain`` which item is wrong: ``flow.windows = ['1m', '7x']: window '7x' is not a number ...``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from .engine import parse_window
 from .symbols import SYMBOL_PATTERN
 from .tls import client_context
 
@@ -22,12 +24,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Rule:
-    """One setting: its dotted key, the check it must pass, and the words for what is allowed."""
+    """One setting: its dotted key, the check it must pass, and the words for what is allowed.
+
+    ``explain``, when given, says what is wrong with a value that fails the check (naming the part
+    at fault), or returns None to fall back on ``allowed``.
+    """
 
     key: str
     check: Callable[[Any], bool]
     allowed: str
     cast: Callable[[Any], Any] | None = None
+    explain: Callable[[Any], str | None] | None = None
 
 
 def _is_number(value: Any) -> bool:
@@ -133,16 +140,24 @@ _WS = ("ws://", "wss://")
 _HTTP = ("http://", "https://")
 
 
-def _windows_ok(value: Any) -> bool:
-    if not isinstance(value, list) or not value:
-        return False
-    lengths = []
+def _windows_problem(value: Any) -> str | None:
+    """The window at fault in a list of windows (by the engine's own grammar), or None."""
+    if not isinstance(value, list):
+        return None
+    seen: dict[int, str] = {}
     for item in value:
-        match = isinstance(item, str) and re.fullmatch(r"([1-9][0-9]*)([smhd])", item)
-        if not match:
-            return False
-        lengths.append(int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)])
-    return len(set(lengths)) == len(lengths)
+        try:
+            window = parse_window(item)
+        except ValueError as exc:
+            return str(exc)
+        if window.ms in seen:
+            return f"windows {seen[window.ms]!r} and {item!r} are the same length: each must differ"
+        seen[window.ms] = item
+    return None
+
+
+def _windows_ok(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and _windows_problem(value) is None
 
 
 def _decimal_text_ok(value: Any) -> bool:
@@ -212,7 +227,8 @@ RULES: tuple[Rule, ...] = (
     text("sequencing.checkpoint_path", empty=True),
     number("sequencing.checkpoint_interval", 0, 3600, low_open=True),
     boolean("flow.enabled"),
-    Rule("flow.windows", _windows_ok, 'a non-empty list of distinct windows like "1s", "1m", "5m", "1h"'),
+    Rule("flow.windows", _windows_ok, 'a non-empty list of distinct windows like "1s", "1m", "5m", "1h"',
+         explain=_windows_problem),
     Rule("flow.footprint_tick", _decimal_text_ok, 'a positive decimal as a string, e.g. "10" or "0.5", or ""'),
     number("flow.value_area", 0, 1, low_open=True),
     number("flow.whale_notional", 0, 1e15),

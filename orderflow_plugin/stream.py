@@ -26,7 +26,7 @@ from .errors import OrderFlowError
 from .models import Market, Trade
 from .options import Flow, Limits, Reconnect, Reporting, Sequencing, Timeouts, from_table
 from .pipeline import Pipeline
-from .plugins import PluginManager, plugins_from_settings
+from .plugins import PluginManager, plugin_manager, plugins_from_settings
 from .shards import Shard, ShardSupervision, chunks
 from .silence import SilenceWatch
 from .supervisor import OpenLimiter
@@ -62,7 +62,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         rest_url: str | None = None,
         ca_file: str | None = None,
         transport: str = "fast",
-        plugins: PluginManager | None = None,
+        plugins: PluginManager | Sequence[object] | None = None,
         timeouts: Timeouts | None = None,
         reconnect: Reconnect | None = None,
         limits: Limits | None = None,
@@ -84,7 +84,8 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         self.settings: Settings | None = None  # from_settings() keeps them here, for on_startup
         # One verifying context for WebSocket and REST; a bad ca_file fails here, at construction.
         self.ssl_context = client_context(ca_file)
-        self.plugins = plugins if plugins is not None else PluginManager()
+        # A list of plugins (modules or objects) gets a fresh manager; anything else is refused here, at once.
+        self.plugins = plugin_manager(plugins)
         t = self.timeouts = timeouts or Timeouts()
         r = self.reconnect = reconnect or Reconnect()
         lim = self.limits = limits or Limits()
@@ -131,9 +132,14 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
 
     @classmethod
     def from_settings(
-        cls, settings: Settings | None = None, *, plugins: PluginManager | None = None, **overrides: Any
+        cls, settings: Settings | None = None, *, plugins: PluginManager | Sequence[object] | None = None,
+        **overrides: Any
     ) -> OrderFlow:
-        """Build from validated settings (loaded when not given); keyword ``overrides`` win."""
+        """Build from validated settings (loaded when not given); keyword ``overrides`` win.
+
+        ``plugins`` (a manager, or a list of modules or objects) replaces the plugins the
+        ``[plugins]`` settings would load.
+        """
         settings = settings if settings is not None else load_settings()
         c = settings.connector
         endpoints = settings.endpoints[settings.market]
@@ -177,7 +183,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
             self.watchdog.start()
         for error in self.plugins.load_errors:
             self._emit("on_error", error=error, where="plugins")
-        self._emit("on_startup", settings=self.settings if self.settings is not None else Settings({}))
+        self._emit("on_startup", settings=self.settings if self.settings is not None else Settings.defaults_for(self))
         for shard in self._shards:
             shard.task = self._spawn(self._supervise(shard), f"orderflow shard {shard.number}")
         if self.reporting.stage_warning > 0:

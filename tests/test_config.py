@@ -225,3 +225,86 @@ def test_every_moved_key_points_at_a_validated_key() -> None:
 
     known = {rule.key for rule in RULES}
     assert set(MOVED.values()) <= known and not set(MOVED) & known
+
+
+async def test_a_stream_built_without_settings_starts_its_plugins_with_the_effective_ones() -> None:
+    """on_startup gets the packaged defaults with the stream's own values, not an empty Settings (here in a replay)."""
+    from orderflow_plugin import Flow, PluginManager, bundled_tape
+    from orderflow_plugin.replay import replay
+
+    class Startup:
+        def on_startup(self, settings):
+            self.settings = settings
+
+    plugin = Startup()
+    manager = PluginManager()
+    manager.register(plugin)
+    flow = OrderFlow(["btcusdt"], plugins=manager, flow=Flow(windows=("1m", "1h"), footprint_tick="0.5"),
+                     timeouts=Timeouts(stall=9.0), ws_url="ws://127.0.0.1:1", rest_url="http://127.0.0.1:1")
+    await replay(flow, bundled_tape())
+    settings = plugin.settings
+    assert settings.symbols == ["BTCUSDT"] and settings.market == "spot"
+    assert settings.connector.ws_url == "ws://127.0.0.1:1" and settings.connector.rest_url == "http://127.0.0.1:1"
+    assert settings.flow.windows == ["1m", "1h"] and settings.flow.footprint_tick == "0.5"
+    assert settings.timeouts.stall == 9.0 and settings.timeouts.rest == 5.0
+    assert settings.reporting.slow_hook_ms == 5.0 and settings.hooks.whale_alert.min_notional == 100000
+    assert settings.hooks.get("big_buyers", {}).get("threshold", 50_000) == 50_000  # README's pattern
+    assert from_table(Flow, settings.flow) == flow.flow  # the settings describe the stream that runs
+
+
+def test_a_plugins_absent_hooks_table_is_empty_and_other_absent_keys_are_named(settings) -> None:
+    """settings.hooks.<name> is an empty table when no file wrote it; any other missing key raises with its path."""
+    assert settings.hooks.my_strategy == {} and settings.hooks.my_strategy.get("threshold", 3) == 3
+    assert "my_strategy" not in settings.hooks  # item access and `in` still see only what is there
+    with pytest.raises(AttributeError, match=r"no setting 'hooks\.whale_alert\.threshold'"):
+        settings.hooks.whale_alert.threshold  # noqa: B018
+    with pytest.raises(AttributeError, match=r"no setting 'reporting\.slow_hook'"):
+        settings.reporting.slow_hook  # noqa: B018
+
+
+def test_relative_hooks_dirs_are_relative_to_the_settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hooks_dirs = ["hooks"] in a settings file is the folder beside that file, whatever the working directory."""
+    from orderflow_plugin import plugins_from_settings
+
+    folder = tmp_path / "bot"
+    (folder / "hooks").mkdir(parents=True)
+    (folder / "hooks" / "mine.py").write_text("def on_trade(trade):\n    pass\n")
+    user = write(folder, f'[default.plugins]\nhooks_dirs = ["hooks", "{tmp_path / "abs"}"]\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = load_settings([Path("..") / "bot" / user.name])
+    assert settings.plugins.hooks_dirs == [str(folder / "hooks"), str(tmp_path / "abs")]
+    manager = plugins_from_settings(load_settings([user]))
+    assert manager.has_plugin("mine")
+    monkeypatch.setenv("ORDERFLOW_PLUGINS__HOOKS_DIRS", '["hooks"]')  # no file names it: the working directory's
+    assert load_settings([user]).plugins.hooks_dirs == ["hooks"]
+
+
+def test_packaged_defaults_name_no_hooks_folder() -> None:
+    """The packaged settings load no drop-in folder: the bundled plugins are entry points, a hooks folder is opt-in."""
+    assert load_settings(env="development").plugins.hooks_dirs == []
+
+
+def test_a_setting_outside_default_is_one_error_saying_where_it_goes(tmp_path: Path) -> None:
+    """A user file written without [default] fails with one line saying settings go under [default]."""
+    user = write(tmp_path, 'symbols = ["ETHUSDT"]\n[reporting]\nslow_hook_ms = 20\n')
+    with pytest.raises(SettingsError) as info:
+        load_settings([user])
+    assert info.value.errors == [
+        f"settings file {user}: symbols, [reporting] are outside [default]: a settings file puts its settings "
+        "under [default] (or [development], [testing], [production]), and tables as [default.reporting]"
+    ]
+
+
+def test_a_bad_window_is_named(tmp_path: Path) -> None:
+    """flow.windows names the window at fault: one that does not parse, or two of the same length."""
+    with pytest.raises(SettingsError) as info:
+        load_settings([write(tmp_path, '[default.flow]\nwindows = ["1m", "7x"]\n')])
+    assert info.value.errors == [
+        "flow.windows = ['1m', '7x']: window '7x' is not a number followed by s, m, h or d (e.g. 1s, 1m, 5m, 1h)"]
+    with pytest.raises(SettingsError) as info:
+        load_settings([write(tmp_path, '[default.flow]\nwindows = ["1m", "60s"]\n')])
+    assert info.value.errors == ["flow.windows = ['1m', '60s']: windows '1m' and '60s' are the same length: each must differ"]
+    with pytest.raises(SettingsError, match=r"flow\.windows = \[\]: must be a non-empty list of distinct windows"):
+        load_settings([write(tmp_path, "[default.flow]\nwindows = []\n")])

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import subprocess
 import sys
 import textwrap
+import types
+from decimal import Decimal
 from pathlib import Path
 
 import pluggy
 import pytest
 
-from orderflow_plugin import PluginLoadError, PluginManager, hookimpl, load_plugins, plugins_from_settings
+from orderflow_plugin import (
+    OrderFlow,
+    PluginLoadError,
+    PluginManager,
+    Trade,
+    hookimpl,
+    load_plugins,
+    load_settings,
+    plugins_from_settings,
+)
+from orderflow_plugin.doctor import run_doctor
 from orderflow_plugin.plugins import HOOK_NAMES
 
 from .conftest import ROOT
+from .flowhelpers import TIMEOUT_FACTOR, Events
+
+BUNDLED = {"diagnostics", "whale_alert", "recorder", "prometheus"}
 
 
 def hooks_file(folder: Path, name: str, body: str) -> Path:
@@ -112,6 +131,13 @@ def test_missing_hooks_folder_is_reported(tmp_path: Path) -> None:
     assert "does not exist" in str(manager.load_errors[0])
 
 
+def test_missing_relative_hooks_folder_is_reported_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder named "hooks" is no exception: the default names no folder, so a missing one is a mistake."""
+    monkeypatch.chdir(tmp_path)
+    manager = load_plugins(entry_points=False, hooks_dirs=["hooks"])
+    assert [str(e) for e in manager.load_errors] == ["hooks folder hooks does not exist"]
+
+
 def test_builtins_load_first_and_name_clash_is_reported(tmp_path: Path) -> None:
     """Built-ins register first; a hooks file with a taken name is a load error."""
 
@@ -142,8 +168,8 @@ def test_entry_point_plugin_from_installed_distribution(tmp_path: Path, monkeypa
         "seen = []\ndef on_trade(trade):\n    seen.append(trade)\n", "strategy",
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    manager = load_plugins(entry_points=True)
-    assert "strategy" in names(manager)
+    manager = load_plugins(entry_points=True, allow=["strategy"])
+    assert names(manager) == {"strategy"}
     manager.hook.on_trade(trade=1)
     assert sys.modules["strategy_demo"].seen == [1]
     denied = load_plugins(entry_points=True, deny=["strategy"])
@@ -168,15 +194,140 @@ def test_fresh_manager_each_time(tmp_path: Path) -> None:
     assert second.get_plugin("state").seen == []
 
 
-def test_project_hooks_folder_loads_from_settings(settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The project's own hooks/ folder loads cleanly through the [plugins] settings."""
+def test_project_hooks_folder_example_loads_and_runs(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """The repository's hooks/ folder is the drop-in example: its plugin loads from settings and counts big buys."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("ORDERFLOW_PLUGINS__HOOKS_DIRS", '["hooks"]')
-    from orderflow_plugin import load_settings
+    monkeypatch.setenv("ORDERFLOW_HOOKS__BIG_BUYERS__THRESHOLD", "1000")
+    settings = load_settings()
+    manager = plugins_from_settings(settings)
+    assert manager.load_errors == []
+    assert names(manager) == {"big_buyers"}
+    manager.hook.on_startup.call_historic(kwargs={"settings": settings})
+    for i, (side, qty) in enumerate([("buy", "0.1"), ("buy", "0.01"), ("sell", "1")]):
+        manager.hook.on_trade(trade=Trade("BTCUSDT", i, Decimal(87000), Decimal(qty), i, i, 0, side))
+    with caplog.at_level(logging.INFO, logger="orderflow_hooks"):
+        manager.hook.on_shutdown(summary={})
+    assert "big buyers: 1 taker buys at or over 1000 notional" in caplog.text
 
+
+def test_bundled_plugins_load_through_entry_points_by_their_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundled plugins come from the orderflow_plugin entry points; hooks.<name>.enabled = false keeps one out."""
+    monkeypatch.setenv("ORDERFLOW_PLUGINS__ENTRY_POINTS", "true")
     manager = plugins_from_settings(load_settings())
     assert manager.load_errors == []
-    assert names(manager) == {"diagnostics", "prometheus_export", "recorder", "whale_alert"}
+    assert names(manager) == {"diagnostics", "whale_alert"}
+    assert sorted(manager.disabled) == ["prometheus", "recorder"]
+    assert manager.describe() == "diagnostics, whale_alert (disabled: prometheus, recorder)"
+    monkeypatch.setenv("ORDERFLOW_HOOKS__RECORDER__ENABLED", "true")
+    monkeypatch.setenv("ORDERFLOW_HOOKS__DIAGNOSTICS__ENABLED", "false")
+    manager = plugins_from_settings(load_settings())
+    assert manager.describe() == "recorder, whale_alert (disabled: diagnostics, prometheus)"
+
+
+def test_every_bundled_module_is_an_entry_point() -> None:
+    """Each module in orderflow_plugin/bundled/ is registered in pyproject's orderflow_plugin entry points."""
+    import tomllib
+
+    entry_points = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["orderflow_plugin"]
+    modules = {path.stem for path in (ROOT / "orderflow_plugin" / "bundled").glob("[!_]*.py")}
+    assert set(entry_points) == BUNDLED
+    assert {value.split(":")[0].rsplit(".", 1)[1] for value in entry_points.values()} == modules
+    assert names(load_plugins(entry_points=True, allow=sorted(BUNDLED))) == BUNDLED
+
+
+def test_enabled_false_turns_off_a_drop_in_plugin_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hooks.<name>.enabled = false keeps any plugin out, a hooks file as much as an entry point, and lists it."""
+    hooks_file(tmp_path / "hooks", "mine", "def on_trade(trade):\n    raise AssertionError('disabled')\n")
+    hooks_file(tmp_path / "hooks", "other", "def on_trade(trade):\n    pass\n")
+    monkeypatch.setenv("ORDERFLOW_PLUGINS__HOOKS_DIRS", json.dumps([str(tmp_path / "hooks")]))
+    monkeypatch.setenv("ORDERFLOW_HOOKS__MINE__ENABLED", "false")
+    manager = plugins_from_settings(load_settings())
+    assert names(manager) == {"other"} and manager.disabled == ["mine"]
+    assert manager.describe() == "other (disabled: mine)"
+
+
+def test_entry_point_class_gets_one_instance_per_manager() -> None:
+    """A class named by an entry point is instantiated for each manager: two streams never share its state."""
+    first = load_plugins(entry_points=True, allow=["whale_alert"]).get_plugin("whale_alert")
+    second = load_plugins(entry_points=True, allow=["whale_alert"]).get_plugin("whale_alert")
+    assert type(first).__name__ == "WhaleAlert" and first is not second
+    first.on_trade(Trade("BTCUSDT", 1, Decimal(100000), Decimal(2), 1, 1, 0, "buy"))
+    assert len(first.alerts) == 1 and len(second.alerts) == 0
+
+
+def test_drop_in_file_named_like_a_bundled_plugin_is_a_clear_load_error(tmp_path: Path) -> None:
+    """A hooks file named like a bundled plugin does not register twice: the bundled one stays, the file is reported."""
+    path = hooks_file(tmp_path, "diagnostics", "def on_trade(trade):\n    pass\n")
+    manager = load_plugins(entry_points=True, allow=["diagnostics"], hooks_dirs=[tmp_path])
+    assert type(manager.get_plugin("diagnostics")).__name__ == "Diagnostics"
+    assert [str(e) for e in manager.load_errors] == [
+        f"hooks file {path}: the plugin name diagnostics is already registered by an earlier plugin; rename this one"]
+
+
+async def test_orderflow_takes_a_list_of_plugins(orderflow_sim) -> None:
+    """OrderFlow(plugins=[a module, an object]) registers each in a fresh manager and both get the trades."""
+    module = types.ModuleType("my_strategy")
+    exec("seen = []\ndef on_trade(trade):\n    seen.append(trade)\n", module.__dict__)
+    events = Events()
+    flow = OrderFlow(["BTCUSDT"], ws_url=orderflow_sim.ws_url, rest_url=orderflow_sim.rest_url,
+                     plugins=[module, events])
+    assert flow.plugins.describe() == "Events, my_strategy"
+    async with flow:
+        await events.until(lambda e: len(e.trades) >= 5 and len(module.seen) >= 5, 10 * TIMEOUT_FACTOR)
+    assert module.seen[:5] == events.trades[:5]
+    assert flow.summary()["plugin_errors"] == 0
+
+
+class NoHooks:
+    """Has no on_* function."""
+
+
+@pytest.mark.parametrize(("plugins", "message"), [
+    (types.ModuleType("my_strategy"), "plugins must be a list of plugins (modules or objects with on_* hooks) or a "
+                                      "PluginManager, got the module my_strategy: pass plugins=[my_strategy]"),
+    ({"a": 1}, "plugins must be a list of plugins (modules or objects with on_* hooks) or a PluginManager, "
+               "got a dict: pass plugins=[my_plugin]"),
+    (["my_strategy"], "plugins[0] is the name 'my_strategy': pass the imported module or object itself"),
+    ([Events], "plugins[0] is the class Events: pass an instance, Events()"),
+    ([Events(), NoHooks()], "plugins[1] (NoHooks) has no orderflow hooks: give it functions named like the hooks "
+                            "(on_trade, on_metric, ...; see docs/hooks.md)"),
+])
+def test_orderflow_refuses_other_plugins_at_once(plugins, message: str) -> None:
+    """Anything but a manager or a list of plugins is refused when OrderFlow is built, saying what to pass."""
+    with pytest.raises(TypeError) as caught:
+        OrderFlow(["BTCUSDT"], ws_url="ws://127.0.0.1:9", plugins=plugins)
+    assert str(caught.value) == message
+
+
+def test_from_settings_takes_a_list_of_plugins(settings) -> None:
+    """OrderFlow.from_settings(plugins=[...]) uses exactly those plugins instead of the ones settings load."""
+    flow = OrderFlow.from_settings(settings, plugins=[Events()])
+    assert flow.plugins.describe() == "Events"
+
+
+async def test_doctor_lists_active_plugins_and_names_the_disabled(orderflow_sim, monkeypatch) -> None:
+    """The doctor's plugins line describes only the active plugins and names the disabled ones."""
+    monkeypatch.setenv("ORDERFLOW_PLUGINS__ENTRY_POINTS", "true")
+    checks = await run_doctor(load_settings(), ws_url=orderflow_sim.ws_url, rest_url=orderflow_sim.rest_url,
+                              symbol="BTCUSDT", market="spot", timeout=3.0 * TIMEOUT_FACTOR)
+    plugins = next(check for check in checks if check.name == "plugins")
+    assert plugins.status == "PASS"
+    assert plugins.detail.startswith("diagnostics (on_backfill, ")
+    assert "; whale_alert (on_startup, on_trade); disabled: prometheus, recorder" in plugins.detail
+    assert "recorder (" not in plugins.detail and "prometheus (" not in plugins.detail
+
+
+def test_demo_lists_active_plugins_and_names_the_disabled() -> None:
+    """`orderflow demo` starts with the active plugins and says which are disabled; the bundled ones run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+    env.update(ORDERFLOW_ENV="testing", ORDERFLOW_PLUGINS__ENTRY_POINTS="true")
+    result = subprocess.run([sys.executable, "-m", "orderflow_plugin", "demo", "--speed", "100000", "--duration", "20"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.endswith("; plugins: diagnostics, whale_alert (disabled: prometheus, recorder)"), first
+    assert "whale BTCUSDT" in result.stderr and "stopped: trades 5000" in result.stderr
 
 
 def test_hook_names_match_hookspecs() -> None:

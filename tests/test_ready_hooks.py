@@ -1,4 +1,4 @@
-"""The ready-made plugins in hooks/: diagnostics, whale_alert, recorder."""
+"""The bundled plugins (orderflow_plugin/bundled/, loaded through entry points): diagnostics, whale_alert, recorder, prometheus."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import pytest
 
 from orderflow_plugin import Dispatcher, Trade, load_plugins, load_settings
 
-from .conftest import ROOT
-
 
 def trade(i: int, price: str = "87648.21", qty: str = "0.5", side: str = "buy") -> Trade:
     return Trade("BTCUSDT", i, Decimal(price), Decimal(qty), i, i, 1767225600000 + i, side)  # type: ignore[arg-type]
@@ -20,13 +18,13 @@ def trade(i: int, price: str = "87648.21", qty: str = "0.5", side: str = "buy") 
 
 @pytest.fixture
 def hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sender):
-    """Load one project hook with settings overrides; return (dispatcher, module)."""
+    """Load one bundled plugin with settings overrides; return (dispatcher, plugin)."""
 
     def load(name: str, toml: str = ""):
         user = tmp_path / "user.toml"
         user.write_text(toml)
         settings = load_settings([user])
-        manager = load_plugins(entry_points=False, hooks_dirs=[ROOT / "hooks"], allow=[name])
+        manager = load_plugins(entry_points=True, allow=[name])
         assert manager.load_errors == []
         dispatcher = Dispatcher(manager, sender)
         dispatcher.emit("on_startup", settings=settings)
@@ -111,7 +109,7 @@ def test_prometheus_export_serves_health_from_events(hooks, unused_tcp_port: int
 
     from orderflow_plugin.engine import FlowEngine
 
-    dispatcher, _ = hooks("prometheus_export",
+    dispatcher, _ = hooks("prometheus",
                           f"[default.hooks.prometheus]\nenabled = true\nport = {unused_tcp_port}\n")
     engine = FlowEngine("BTCUSDT")
     dispatcher.emit("on_connect_attempt", attempt=1, url="ws://127.0.0.1:1/stream", symbols=("BTCUSDT",))

@@ -163,6 +163,8 @@ def _plugins(settings: Settings) -> Check:
         hooks = sorted(caller.name for caller in manager.get_hookcallers(plugin) or ())
         described.append(f"{name} ({', '.join(hooks) or 'no hooks'})")
     detail = "; ".join(described) or "none loaded"
+    if manager.disabled:
+        detail += f"; disabled: {', '.join(sorted(manager.disabled))}"
     elapsed = time.monotonic() - started
     if manager.load_errors:
         return Check("plugins", "WARN", elapsed, f"{detail}; {len(manager.load_errors)} failed: "

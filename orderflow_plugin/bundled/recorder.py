@@ -17,10 +17,12 @@ from typing import IO, Any
 
 import msgspec
 
+__all__ = ["Recorder", "RotatingFile"]
+
 log = logging.getLogger("orderflow_hooks.recorder")
 
 
-class Recorder:
+class RotatingFile:
     """The open file and its rotation."""
 
     def __init__(self, path: str, max_bytes: int, backups: int) -> None:
@@ -56,30 +58,28 @@ class Recorder:
         self.file.close()
 
 
-_recorder: Recorder | None = None
+class Recorder:
+    """The ``recorder`` plugin."""
 
+    def __init__(self) -> None:
+        self.file: RotatingFile | None = None  # None: disabled, or not started
 
-def on_startup(settings: Any) -> None:
-    global _recorder
-    table = settings.hooks.recorder
-    if table.enabled:
-        _recorder = Recorder(table.path, table.max_bytes, table.backups)
-        log.info("recording trades to %s", _recorder.path)
+    def on_startup(self, settings: Any) -> None:
+        table = settings.hooks.recorder
+        if table.enabled:
+            self.file = RotatingFile(table.path, table.max_bytes, table.backups)
+            log.info("recording trades to %s", self.file.path)
 
+    def on_trade(self, trade: Any) -> None:
+        if self.file is not None:
+            self.file.write(trade)
 
-def on_trade(trade: Any) -> None:
-    if _recorder is not None:
-        _recorder.write(trade)
+    def on_disconnected(self, url: str) -> None:
+        if self.file is not None:
+            self.file.flush()
 
-
-def on_disconnected(url: str) -> None:
-    if _recorder is not None:
-        _recorder.flush()
-
-
-def on_shutdown(summary: Mapping[str, Any]) -> None:
-    global _recorder
-    if _recorder is not None:
-        _recorder.close()
-        log.info("recorded %d trades to %s", _recorder.written, _recorder.path)
-        _recorder = None
+    def on_shutdown(self, summary: Mapping[str, Any]) -> None:
+        if self.file is not None:
+            self.file.close()
+            log.info("recorded %d trades to %s", self.file.written, self.file.path)
+            self.file = None
