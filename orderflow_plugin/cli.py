@@ -30,7 +30,9 @@ logger = logging.getLogger("orderflow_plugin")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's own parser, so the hint names its --help
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         settings = load_settings(args.settings)
     except SettingsError as exc:
@@ -53,19 +55,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default once: not when its help already says it, nor for an empty default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default:" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        if text.endswith(")"):  # "(1 = original timing; default: 1.0)", not two brackets in a row
+            return text[:-1] + "; default: %(default)s)"
+        return text + " (default: %(default)s)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="orderflow", description="Binance aggTrade order flow that never hangs silently.")
+    parser.set_defaults(parser=parser)
     common = _Parser(add_help=False)
     common.add_argument(
         "--settings", action="append", default=[], metavar="FILE",
-        help="settings file layered over the defaults (repeatable; default: none)",
+        help="a settings file (TOML with a [default] table) layered over the defaults, repeatable",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    stream = sub.add_parser(
-        "stream", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="stream live order flow with the hooks from settings (a live view, or --json lines)",
-    )
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        # description: the line `orderflow NAME --help` starts with; help: its line in `orderflow --help`
+        command_parser = sub.add_parser(name, parents=[common], formatter_class=_HelpFormatter, help=summary,
+                                        description=summary[0].upper() + summary[1:] + ".")
+        command_parser.set_defaults(parser=command_parser)
+        return command_parser
+
+    stream = command("stream", "stream live order flow with the hooks from settings (a live view, or --json lines)")
     stream.add_argument("--symbol", action="append", default=None, help="symbol, repeatable (default: settings)")
     stream.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
     stream.add_argument("--ws-url", default=None, help="WebSocket base URL (default: settings)")
@@ -76,39 +95,42 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
     stream.set_defaults(run=stream_command)
 
-    replay = sub.add_parser(
-        "replay", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="play a recorded tape (CSV dump, frames JSONL, recorder output) straight into the stream's pipeline",
+    replay = command(
+        "replay", "play a recorded tape (CSV dump, frames JSONL, recorder output) straight into the stream's pipeline"
     )
     replay.add_argument("file", help="the tape file")
+    replay.add_argument("--symbol", type=_symbol, default=None,
+                        help="the tape's symbol (default: from the file name, e.g. BTCUSDT-aggTrades-..., or its rows)")
+    replay.add_argument("--market", choices=["spot", "usdm"], default=None,
+                        help="the tape's market (default: from its frames; spot for a CSV dump)")
     replay.add_argument("--speed", type=_not_negative, default=0.0,
                         help="replay speed (1 = original timing, 0 = as fast as the pipeline goes)")
     replay.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = whole tape")
     replay.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
     replay.set_defaults(run=replay_command)
 
-    demo = sub.add_parser(
-        "demo", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="offline: the local simulator replays the bundled real BTCUSDT tape into the live stream",
-    )
+    demo = command("demo", "offline: the local simulator replays the bundled real BTCUSDT tape into the live stream")
     demo.add_argument("--speed", type=_positive, default=None, help="replay speed (default: settings demo.speed)")
     demo.add_argument(
         "--duration", type=_not_negative, default=None,
         help="seconds to run, 0 = whole tape (default: settings demo.duration)",
     )
     demo.add_argument("--tape", default=None, help="tape file (CSV dump or frames JSONL) instead of the bundled one")
+    demo.add_argument("--symbol", type=_symbol, default=None,
+                      help="the --tape's symbol (default: from its file name or rows)")
+    demo.add_argument("--market", choices=["spot", "usdm"], default=None,
+                      help="the --tape's market (default: from its frames; spot for a CSV dump)")
     demo.add_argument("--scenario", default=None, help="simulator fault scenario (.toml/.json) to watch it recover")
     demo.add_argument("--json", action="store_true", help="one JSON object per event instead of the live view")
     demo.set_defaults(run=demo_command)
 
-    sim = sub.add_parser(
-        "sim", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="run the local Binance simulator for testing a bot by hand",
-    )
+    sim = command("sim", "run the local Binance simulator for testing a bot by hand")
     sim.add_argument("--host", default=None,
                      help="address to listen on (default: 127.0.0.1; with --tls, localhost, the certificate's name)")
-    sim.add_argument("--port", type=int, default=9443, help="port to listen on (0 = any free port)")
+    sim.add_argument("--port", type=_port, default=9443, help="port to listen on, 0-65535 (0 = any free port)")
     sim.add_argument("--tape", action="append", default=[], help="tape file, repeatable (default: the bundled tape)")
+    sim.add_argument("--symbol", type=_symbol, action="append", default=[],
+                     help="each --tape's symbol, in the same order (default: from the file names or rows)")
     pace = sim.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=_positive, default=1.0, help="replay speed (1 = original timing)")
     pace.add_argument("--rate", type=_positive, default=None, help="fixed trades per second instead of --speed")
@@ -116,7 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--smooth", action="store_true",
                      help="spin between trades instead of sleeping: evenly spaced frames (uses a core)")
     sim.add_argument("--loop", action="store_true", help="repeat the tape with ids and times shifted")
-    sim.add_argument("--market", choices=["spot", "usdm"], default=None, help="frame shape (default: the tape's)")
+    sim.add_argument("--market", choices=["spot", "usdm"], default=None,
+                     help="market of the tapes and shape of the frames (default: the tape's; spot for a CSV dump)")
     sim.add_argument("--scenario", default=None, help="fault scenario file (.toml or .json)")
     sim.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
     sim.add_argument("--tls", action="store_true",
@@ -124,10 +147,8 @@ def _parser() -> argparse.ArgumentParser:
                           "is printed, for --ca-file / connector.ca_file (needs orderflow-plugin[tls])")
     sim.set_defaults(run=sim_command)
 
-    doctor = sub.add_parser(
-        "doctor", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="check settings, DNS, TCP, TLS, upgrade, subscription, first trade, REST, clock and loop",
-    )
+    doctor = command("doctor",
+                     "check settings, DNS, TCP, TLS, upgrade, subscription, first trade, REST, clock and loop")
     doctor.add_argument("--ws-url", type=_url("ws", "wss"), default=None,
                         help="WebSocket base URL (default: from the settings)")
     doctor.add_argument("--rest-url", type=_url("http", "https"), default=None,
@@ -143,9 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="one JSON object per check instead of text")
     doctor.set_defaults(run=doctor_command)
 
-    show = sub.add_parser(
-        "config", parents=[common], help="validate the settings and print them as JSON"
-    )
+    show = command("config", "validate the settings and print them as JSON")
     show.set_defaults(run=config_command)
     return parser
 
@@ -161,6 +180,16 @@ def _not_negative(text: str) -> float:
     value = _number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text}")
     return value
 
 

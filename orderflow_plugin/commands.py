@@ -9,18 +9,26 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings
+from .errors import TapeError
 from .stream import OrderFlow
 from .tape import Tape, bundled_tape, load_tape
 from .view import JsonFeed, LiveView
 
+if TYPE_CHECKING:
+    from .sim import Simulator
+
 __all__ = ["config_command", "demo_command", "doctor_command", "replay_command", "run_flow", "run_on_simulator",
            "sim_command", "stream_command"]
+
+logger = logging.getLogger(__name__)
 
 
 def config_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -35,12 +43,17 @@ def sim_command(args: argparse.Namespace, settings: Settings) -> int:
 
     from .sim import Pace, Scenario, SimCertificates, Simulator  # the server is only imported when asked for
 
+    if args.symbol and len(args.symbol) != len(args.tape):
+        print(f"orderflow sim: {len(args.symbol)} --symbol for {len(args.tape)} --tape: give one --symbol per --tape, "
+              "in the same order, or none to take each from its file", file=sys.stderr)
+        return 2
     try:
         scenario = Scenario.from_file(args.scenario) if args.scenario else None
-    except ValueError as exc:
+        tapes = [load_tape(path, symbol=symbol, market=args.market)
+                 for path, symbol in zip(args.tape, args.symbol or [None] * len(args.tape), strict=True)] or None
+    except ValueError as exc:  # TapeError included
         print(f"orderflow sim: {exc}", file=sys.stderr)
         return 2
-    tapes = [load_tape(path) for path in args.tape] or None
     # With TLS the URLs must name a host the certificate is for: "localhost" (bound on every loopback
     # address it resolves to, so a client that tries ::1 first finds the server too), or the given host.
     host = args.host or ("localhost" if args.tls else "127.0.0.1")
@@ -55,14 +68,28 @@ def sim_command(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"orderflow sim: {exc}", file=sys.stderr)
                 return 1
             server_context, ca_file = certificates.server_context(), certificates.ca_file
-        simulator = Simulator(
-            tapes, scenario=scenario, pace=Pace(speed=args.speed, rate=args.rate, asap=args.asap, smooth=args.smooth),
-            loop=args.loop, market=args.market, host=host, port=args.port, record_ids=False,
-            ssl_context=server_context,
-        )
+        try:
+            simulator = Simulator(
+                tapes, scenario=scenario,
+                pace=Pace(speed=args.speed, rate=args.rate, asap=args.asap, smooth=args.smooth),
+                loop=args.loop, market=args.market, host=host, port=args.port, record_ids=False,
+                ssl_context=server_context,
+            )
+        except ValueError as exc:  # two tapes of one symbol, ids that go backwards
+            print(f"orderflow sim: {exc}", file=sys.stderr)
+            return 2
 
-        async def serve() -> None:
-            async with simulator:
+        async def serve() -> int:
+            try:
+                await simulator.start()
+            except OSError as exc:  # the port is taken, or the host is not one of ours
+                await simulator.stop()
+                # asyncio's own text repeats the address: the system's words for the error number are enough
+                reason = os.strerror(exc.errno) if isinstance(exc.errno, int) and exc.errno > 0 else exc.strerror
+                print(f"orderflow sim: cannot listen on {host}:{args.port}: {reason or exc}", file=sys.stderr)
+                return 1
+            ended = None if args.loop else asyncio.create_task(_tell_when_the_tape_ends(simulator))
+            try:
                 ws_url = simulator.ws_url.replace(f"//{host}:", f"//{url_host}:", 1)
                 rest_url = simulator.rest_url.replace(f"//{host}:", f"//{url_host}:", 1)
                 print(f"simulator listening: streams {ws_url}/stream?streams=<symbol>@aggTrade, "
@@ -72,18 +99,27 @@ def sim_command(args: argparse.Namespace, settings: Settings) -> int:
                           f"  trust it with --ca-file {ca_file} or ORDERFLOW_CONNECTOR__CA_FILE={ca_file}, e.g.\n"
                           f"  orderflow doctor --ws-url {ws_url} --rest-url {rest_url} --ca-file {ca_file}",
                           flush=True)
-                try:
-                    await asyncio.sleep(args.duration or float("inf"))
-                finally:
-                    record = simulator.record
-                    print(json.dumps({
-                        "event": "summary", "connections": len(record.connections),
-                        "rest_requests": len(record.rest),
-                        "played": {s: simulator.happened(s) for s in simulator.feeds},
-                    }), flush=True)
+                await asyncio.sleep(args.duration or float("inf"))
+            finally:
+                if ended is not None:
+                    ended.cancel()
+                await simulator.stop()
+                record = simulator.record
+                print(json.dumps({
+                    "event": "summary", "connections": len(record.connections),
+                    "rest_requests": len(record.rest),
+                    "played": {s: simulator.happened(s) for s in simulator.feeds},
+                }), flush=True)
+            return 0
 
-        asyncio.run(serve())
-    return 0
+        return asyncio.run(serve())
+
+
+async def _tell_when_the_tape_ends(simulator: Simulator) -> None:
+    """``orderflow sim`` without ``--loop``: say when the market has played its last trade, and what to do."""
+    await simulator.wait_for(lambda record: record.market_finished, timeout=float("inf"))
+    logger.warning("the tape has ended, so clients get no more trades; run orderflow sim with --loop to repeat it "
+                   "(ids and times shifted)")
 
 
 def doctor_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -116,12 +152,16 @@ def demo_command(args: argparse.Namespace, settings: Settings) -> int:
     """``orderflow demo``: the bundled (or given) tape through the simulator into the live stream."""
     from .sim import Scenario
 
-    tape = load_tape(args.tape) if args.tape else bundled_tape()
+    if (args.symbol or args.market) and not args.tape:
+        print("orderflow demo: --symbol and --market describe a --tape file; the bundled tape is BTCUSDT spot",
+              file=sys.stderr)
+        return 2
     speed = args.speed if args.speed is not None else settings.demo.speed
     duration = args.duration if args.duration is not None else settings.demo.duration
     try:
+        tape = load_tape(args.tape, symbol=args.symbol, market=args.market) if args.tape else bundled_tape()
         scenario = Scenario.from_file(args.scenario) if args.scenario else None
-    except ValueError as exc:
+    except ValueError as exc:  # TapeError included
         print(f"orderflow demo: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(run_on_simulator(settings, tape, speed, duration, scenario, as_json=args.json))
@@ -131,7 +171,11 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
     """``orderflow replay FILE``: a recorded tape straight into the stream's pipeline; prints its speed."""
     from .replay import replay
 
-    tape = load_tape(args.file)
+    try:
+        tape = load_tape(args.file, symbol=args.symbol, market=args.market)
+    except TapeError as exc:
+        print(f"orderflow replay: {exc}", file=sys.stderr)
+        return 2
     flow = OrderFlow.from_settings(settings, symbols=[tape.symbol], market=tape.market)
     view = LiveView(flow.symbols)
     flow.plugins.register(JsonFeed() if args.json else view, name="cli-view")
@@ -178,10 +222,8 @@ async def run_on_simulator(settings: Settings, tape: Tape, speed: float, duratio
         flow = OrderFlow.from_settings(settings, symbols=[tape.symbol], market=tape.market,
                                        ws_url=sim.ws_url, rest_url=sim.rest_url)
         if not as_json:
-            names = sorted(str(name) for name, _ in flow.plugins.list_name_plugin())
             print(f"replaying {len(tape.rows)} real {tape.symbol} aggTrades from {tape.source} at {speed:g}x "
-                  f"through the local simulator on {sim.ws_url}; plugins: {', '.join(names) or 'none'}",
-                  flush=True)
+                  f"through the local simulator on {sim.ws_url}; plugins: {flow.plugins.describe()}", flush=True)
         last_id = tape.rows[-1].id
         return await run_flow(flow, as_json=as_json, duration=duration,
                           done=lambda: flow.health()["symbols"][tape.symbol]["last_id"] == last_id)
@@ -200,10 +242,12 @@ async def run_flow(flow: OrderFlow, *, as_json: bool, duration: float, done: Cal
     if not as_json and sys.stdout.isatty():
         from rich.live import Live
 
-        live = Live(auto_refresh=False)
-    async with flow:
-        tick = 0.2 if as_json or live is not None else 1.0
-        with live if live is not None else contextlib.nullcontext():
+        # Logs go to stderr. Rich's redirect would send them to the view's terminal even with 2>file,
+        # so it is only used when stderr is a terminal too: there it keeps each log line above the view.
+        live = Live(auto_refresh=False, redirect_stderr=sys.stderr.isatty())
+    tick = 0.2 if as_json or live is not None else 1.0
+    with live if live is not None else contextlib.nullcontext():
+        async with flow:
             while not stop.is_set() and loop.time() < deadline and not (done is not None and done()):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, min(tick, deadline - loop.time()))):
@@ -213,9 +257,9 @@ async def run_flow(flow: OrderFlow, *, as_json: bool, duration: float, done: Cal
                 elif not as_json:
                     for symbol in flow.symbols:
                         print(view.line(symbol, flow.health()), flush=True)
-    if live is not None:
-        live.console.print(view.table(flow.health()))
-    elif not as_json:  # the final state, from the snapshot the stream sends as it stops
+        if live is not None:  # the final state, drawn over the last one: the table is on screen once
+            live.update(view.table(flow.health()), refresh=True)
+    if live is None and not as_json:  # the final state, from the snapshot the stream sends as it stops
         for symbol in flow.symbols:
             print(view.line(symbol, flow.health()), flush=True)
     print(json.dumps({"event": "summary", **flow.summary()}), flush=True)

@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,6 +31,11 @@ BUNDLED_TAPE = "BTCUSDT-aggTrades-2026-01-01_first5000.csv.gz"
 _CSV_HEADER_FIRST = "agg_trade_id"
 # Epoch microseconds have 16 digits until the year 2286; milliseconds have 13.
 _MICROSECONDS = 10**14
+_FORMATS = ("a tape is a data.binance.vision aggTrades CSV dump (.csv), or JSON lines of aggTrade frames or of "
+            "the recorder hook's trades, optionally gzipped (.gz)")
+_DUMP_NAME = re.compile(r"(?<![A-Za-z0-9])([A-Za-z0-9]{2,20})-aggTrades-")
+# A base of two or more characters then a quote asset Binance lists pairs in, all upper case: BTCUSDT, ETHBTC.
+_SYMBOL_WORD = re.compile(r"[A-Z0-9]{2,15}(?:USDT|USDC|FDUSD|BUSD|TUSD|USD|BTC|ETH|BNB|EUR|TRY|BRL|JPY)")
 
 
 class TapeRow(msgspec.Struct, frozen=True, gc=False):
@@ -84,7 +90,12 @@ def bundled_tape() -> Tape:
 
 
 def load_tape(path: str | Path, *, symbol: str | None = None, market: Market | None = None) -> Tape:
-    """Read a CSV dump or a frames JSONL file; the symbol comes from the file when not given."""
+    """Read a CSV dump or a frames JSONL file; the symbol comes from the file when not given.
+
+    A CSV dump's rows do not say their symbol: it is taken from anywhere in the file name
+    (``spot_BTCUSDT-aggTrades-2026-01-01.csv``, ``binance_ETHUSDT_may.csv``) unless ``symbol``
+    names it. A frames file names its own symbol, and a different ``symbol`` is refused.
+    """
     path = Path(path)
     name = path.name.removesuffix(".gz")
     try:
@@ -95,13 +106,22 @@ def load_tape(path: str | Path, *, symbol: str | None = None, market: Market | N
                 found_symbol = _symbol_from_name(name)
             else:
                 found_symbol, found_market, rows = _read_frames(handle, path)
-    except OSError as exc:
-        raise TapeError(f"tape {path}: cannot be read ({exc.strerror or exc})") from exc
+                if symbol and found_symbol and normalize_symbol(symbol) != normalize_symbol(found_symbol):
+                    raise TapeError(f"tape {path} holds {found_symbol} trades, not {normalize_symbol(symbol)}")
+    except UnicodeDecodeError as exc:
+        raise TapeError(f"tape {path}: not a text file (byte {exc.object[exc.start]:#04x} at {exc.start} is not "
+                        f"UTF-8); {_FORMATS}") from exc
+    except csv.Error as exc:  # NUL bytes and the like: a binary file named .csv
+        raise TapeError(f"tape {path}: not a CSV file ({exc}); {_FORMATS}") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # missing, unreadable, or a broken .gz
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise TapeError(f"tape {path}: cannot be read ({reason})") from exc
     chosen = symbol or found_symbol
     if not chosen:
-        raise TapeError(f"tape {path}: no symbol in the file name or the rows; pass symbol=")
+        raise TapeError(f"tape {path}: its name does not say which symbol it holds (as "
+                        "BTCUSDT-aggTrades-2026-01-01.csv does): give it with --symbol (symbol= in Python)")
     if not rows:
-        raise TapeError(f"tape {path}: no aggTrade rows")
+        raise TapeError(f"tape {path}: no aggTrade rows; {_FORMATS}")
     return Tape(normalize_symbol(chosen), market or found_market or "spot", rows, str(path))
 
 
@@ -112,8 +132,13 @@ def _open_text(path: Path) -> IO[str]:
 
 
 def _symbol_from_name(name: str) -> str | None:
-    match = re.match(r"([A-Za-z0-9]{2,20})-aggTrades-", name)
-    return match.group(1) if match else None
+    """The symbol a file name states: Binance's ``<SYMBOL>-aggTrades-`` anywhere in it, else the one
+    upper-case word ending in a quote asset (``my_BTCUSDT_dump``); None rather than a guess."""
+    match = _DUMP_NAME.search(name)
+    if match:
+        return match.group(1)
+    words = {word for word in re.split(r"[^A-Za-z0-9]+", name) if _SYMBOL_WORD.fullmatch(word)}
+    return words.pop() if len(words) == 1 else None
 
 
 def _bool(text: str, path: Path, line: int) -> bool:
@@ -146,7 +171,8 @@ def _read_csv(handle: IO[str], path: Path) -> list[TapeRow]:
         except TapeError:
             raise
         except (ValueError, ArithmeticError) as exc:
-            raise TapeError(f"tape {path}, line {line}: not an aggTrades CSV row ({exc}): {fields!r}") from exc
+            raise TapeError(f"tape {path}, line {line}: not an aggTrades CSV row ({exc}): {fields!r:.120}"
+                           + (f"; {_FORMATS}" if line == 1 else "")) from exc
     return rows
 
 
@@ -187,5 +213,6 @@ def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None
                 )
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise TapeError(f"tape {path}, line {line}: not an aggTrade frame ({exc})") from exc
+            raise TapeError(f"tape {path}, line {line}: not an aggTrade frame ({exc})"
+                           + (f"; {_FORMATS}" if not rows else "")) from exc
     return symbol, market, rows

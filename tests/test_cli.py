@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import websockets
+
 from .conftest import ROOT
+from .flowhelpers import TIMEOUT_FACTOR
 
 
 def run(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -23,11 +31,11 @@ def run(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.Com
 def test_demo_replays_bundled_tape_through_plugins() -> None:
     """`orderflow demo` replays real trades through the project's hooks and ends with a summary line."""
     result = run("demo", "--speed", "100000", "--duration", "20",
-                 env={"ORDERFLOW_PLUGINS__HOOKS_DIRS": '["hooks"]'})
+                 env={"ORDERFLOW_PLUGINS__ENTRY_POINTS": "true"})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("replaying 5000 real BTCUSDT aggTrades")
-    assert "plugins: diagnostics, prometheus_export, recorder, whale_alert" in lines[0]
+    assert lines[0].endswith("; plugins: diagnostics, whale_alert (disabled: prometheus, recorder)")
     summary = json.loads(lines[-1])
     assert summary["event"] == "summary" and summary["trades"] == 5000 and summary["plugin_errors"] == 0
     assert lines[-2].startswith("BTCUSDT  last 87759.14  cvd +17.30342")  # the final state: exact tape totals
@@ -122,3 +130,126 @@ def test_sim_command_rejects_bad_scenario(tmp_path: Path) -> None:
     result = run("sim", "--port", "0", "--scenario", str(bad))
     assert result.returncode == 2
     assert "unknown fault 'explode'" in result.stderr and "blackhole_after" in result.stderr
+
+
+def dump(folder: Path, name: str, rows: int = 5000) -> Path:
+    """The bundled real dump's first ``rows`` rows, saved under ``name`` as a user might have renamed it."""
+    bundled = ROOT / "orderflow_plugin" / "data" / "BTCUSDT-aggTrades-2026-01-01_first5000.csv.gz"
+    path = folder / name
+    path.write_text("".join(gzip.open(bundled, "rt").readlines()[:rows]))
+    return path
+
+
+@pytest.mark.parametrize("args,words", [
+    (["doctor", "--symbol", "../../etc"], ["argument --symbol: symbol '../../etc' does not match ^[A-Z0-9]{2,20}$"]),
+    (["sim", "--port", "99999"], ["argument --port: must be a port number 0-65535, got 99999"]),
+    (["replay", "{tmp}/garbage.bin"], ["orderflow replay: tape", "garbage.bin: not a text file",
+                                       "a tape is a data.binance.vision aggTrades CSV dump"]),
+    (["replay", "{tmp}/missing.csv"], ["orderflow replay: tape", "missing.csv: cannot be read"]),
+    (["sim", "--tape", "{tmp}/garbage.bin"], ["orderflow sim: tape", "garbage.bin: not a text file"]),
+    (["demo", "--tape", "{tmp}/garbage.bin"], ["orderflow demo: tape", "garbage.bin: not a text file"]),
+    (["sim", "--tape", "{tmp}/garbage.bin", "--symbol", "BTCUSDT", "--symbol", "ETHUSDT"],
+     ["orderflow sim: 2 --symbol for 1 --tape: give one --symbol per --tape"]),
+])
+def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path: Path, args: list[str], words: list[str]) -> None:
+    """A bad symbol, port or tape file exits 2 with one stderr line naming it and what is allowed, no traceback."""
+    (tmp_path / "garbage.bin").write_bytes(bytes(range(128, 256)) * 8)
+    result = run(*(arg.replace("{tmp}", str(tmp_path)) for arg in args))
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for word in words:
+        assert word in result.stderr
+
+
+def test_replay_of_a_renamed_binance_dump(tmp_path: Path) -> None:
+    """A dump with its symbol inside a longer name replays as is; one named my_btc.csv asks for --symbol, then replays."""
+    found = run("replay", str(dump(tmp_path, "spot_BTCUSDT-aggTrades-2026-01-01_first5000.csv")), cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout.splitlines()[-1])["trades"] == 5000
+    assert found.stdout.startswith("replayed 5000 BTCUSDT aggTrades")
+    renamed = dump(tmp_path, "my_btc.csv")
+    refused = run("replay", str(renamed), cwd=tmp_path)
+    assert refused.returncode == 2 and "give it with --symbol" in refused.stderr and "symbol=" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    given = run("replay", str(renamed), "--symbol", "btcusdt", "--market", "usdm", "--json", cwd=tmp_path)
+    assert given.returncode == 0, given.stderr
+    events = [json.loads(line) for line in given.stdout.splitlines()]
+    trades = [e for e in events if e["event"] == "trade"]
+    assert len(trades) == 5000 and {t["symbol"] for t in trades} == {"BTCUSDT"}
+    assert events[-1] == {**events[-1], "event": "summary", "trades": 5000, "gaps": 0}
+
+
+async def start_sim(*args: str) -> tuple[asyncio.subprocess.Process, int]:
+    """`orderflow sim --port 0 ARGS` as a subprocess, and the port it printed it listens on."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "orderflow_plugin", "sim", "--port", "0", *args, cwd=ROOT,
+        env={**environ, "ORDERFLOW_ENV": "testing"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+        line = (await process.stdout.readline()).decode()
+    match = re.search(r"127\.0\.0\.1:(\d+)", line)
+    assert match, line
+    return process, int(match.group(1))
+
+
+async def receive(port: int, stream: str, count: int) -> list[dict]:
+    """The first ``count`` aggTrade events a plain client gets on ``stream``."""
+    events: list[dict] = []
+    async with websockets.connect(f"ws://127.0.0.1:{port}/stream?streams={stream}", max_queue=None) as ws:
+        async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+            while len(events) < count:
+                message = json.loads(await ws.recv())
+                if "data" in message:
+                    events.append(message["data"])
+    return events
+
+
+async def stop(process: asyncio.subprocess.Process) -> tuple[str, str]:
+    """Ctrl-C the process; its stdout and stderr."""
+    process.send_signal(signal.SIGINT)
+    async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+        out, err = await process.communicate()
+    return out.decode(), err.decode()
+
+
+async def test_sim_serves_a_renamed_tape_under_the_given_symbol_and_market(tmp_path: Path) -> None:
+    """`sim --tape my_dump.csv --symbol ETHUSDT --market usdm` serves its rows as ETHUSDT futures frames."""
+    process, port = await start_sim("--tape", str(dump(tmp_path, "my_dump.csv", rows=50)), "--symbol", "ethusdt",
+                                    "--market", "usdm", "--asap")
+    try:
+        events = await receive(port, "ethusdt@aggTrade", 50)
+    finally:
+        out, err = await stop(process)
+    assert {e["s"] for e in events} == {"ETHUSDT"} and all("nq" in e for e in events), err
+    assert events[0]["p"] == "87648.21000000" and json.loads(out.splitlines()[-1])["played"] == {"ETHUSDT": 50}
+
+
+async def test_sim_says_when_the_tape_has_ended_and_points_at_loop() -> None:
+    """After one pass of the tape, `orderflow sim` logs that it ended and that --loop repeats it."""
+    process, port = await start_sim("--asap")
+    assert process.stderr is not None
+    try:
+        assert len(await receive(port, "btcusdt@aggTrade", 5000)) == 5000
+        lines: list[str] = []
+        async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+            while not lines or "the tape has ended" not in lines[-1]:
+                lines.append((await process.stderr.readline()).decode())
+                assert lines[-1], "stderr closed without a word about the tape's end"
+    finally:
+        await stop(process)
+    assert "WARNING" in lines[-1] and "run orderflow sim with --loop to repeat it" in lines[-1]
+
+
+def test_sim_on_a_port_in_use_says_so_in_one_line() -> None:
+    """A port another program listens on: exit 1 with one line naming the address and the reason, no traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("sim", "--port", str(port), "--duration", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"orderflow sim: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert "summary" not in result.stdout

@@ -273,3 +273,31 @@ def test_a_resolver_that_never_answers_is_abandoned_at_the_deadline(monkeypatch)
     assert by_name["stream DNS"].status == "FAIL" and by_name["REST DNS"].status == "FAIL"
     assert "resolving stream.example.invalid got no answer within 0.5 s" in by_name["stream DNS"].detail
     assert by_name["REST DNS"].detail == "resolving api.example.invalid got no answer within 0.5 s"
+
+
+@pytest.fixture
+def blackhole_port() -> Iterator[int]:
+    """A port on 127.0.0.1 whose accept queue is full, so the kernel drops every further SYN: a connect hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # never accepted: they fill the queue
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    yield port
+    for sock in [*fillers, listener]:
+        sock.close()
+
+
+async def test_doctor_against_a_blackhole_says_each_tcp_timeout_once(blackhole_port: int) -> None:
+    """SYNs dropped on 127.0.0.1: both TCP checks FAIL with one sentence naming endpoint and deadline, said once."""
+    url = f"127.0.0.1:{blackhole_port}"
+    code, checks, elapsed = await doctor(f"ws://{url}", f"http://{url}", "--timeout", "5")
+    assert code == 1 and elapsed < 5 * TIMEOUT_FACTOR
+    for name in ("stream TCP connect", "REST TCP connect"):
+        assert check(checks, name)["detail"] == f"TCP connect to {url} did not complete within 1.0 s"
+        assert check(checks, name)["next_step"].startswith("nothing accepted the TCP connection")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -97,3 +98,60 @@ def test_recorder_output_reads_as_a_tape(tmp_path: Path) -> None:
     assert tape.symbol == "BTCUSDT" and [r.id for r in tape.rows] == [t.id for t in trades]
     assert [r.to_trade("BTCUSDT").price for r in tape.rows] == [t.price for t in trades]
     assert [r.buyer_maker for r in tape.rows] == [t.side == "sell" for t in trades]
+
+
+def _dump(folder: Path, name: str, rows: int = 5) -> Path:
+    """The first ``rows`` lines of the bundled real dump, written under ``name`` as its owner might rename it."""
+    bundled = Path(__file__).resolve().parents[1] / "orderflow_plugin" / "data" / "BTCUSDT-aggTrades-2026-01-01_first5000.csv.gz"
+    path = folder / name
+    path.write_text("".join(gzip.open(bundled, "rt").readlines()[:rows]))
+    return path
+
+
+@pytest.mark.parametrize("name,symbol", [
+    ("spot_BTCUSDT-aggTrades-2026-01-01_first5000.csv", "BTCUSDT"),
+    ("2026/ethusdt-aggTrades-2026-01.csv", "ETHUSDT"),
+    ("binance_SOLUSDT_january.csv", "SOLUSDT"),
+    ("dump-ETHBTC-2026.csv", "ETHBTC"),
+])
+def test_symbol_is_found_anywhere_in_the_file_name(tmp_path: Path, name: str, symbol: str) -> None:
+    """A dump renamed around its symbol still names it: Binance's <SYMBOL>-aggTrades- anywhere, or one symbol word."""
+    (tmp_path / "2026").mkdir()
+    assert load_tape(_dump(tmp_path, name)).symbol == symbol
+
+
+@pytest.mark.parametrize("name", ["my_btc.csv", "BTCUSDT_vs_ETHUSDT.csv", "trades.csv"])
+def test_a_name_without_one_symbol_asks_for_it(tmp_path: Path, name: str) -> None:
+    """No symbol (or two) in the name: the error says how to give it, and given, the tape loads as that symbol."""
+    path = _dump(tmp_path, name)
+    with pytest.raises(TapeError, match="give it with --symbol") as raised:
+        load_tape(path)
+    assert "pass symbol=" not in str(raised.value)
+    tape = load_tape(path, symbol="btcusdt", market="usdm")
+    assert (tape.symbol, tape.market, len(tape.rows)) == ("BTCUSDT", "usdm", 5)
+
+
+@pytest.mark.parametrize("name,content", [
+    ("garbage.bin", bytes(range(128, 256)) * 4),
+    ("garbage.csv", b"\x84\x00\xff\xfe" * 64),
+    ("one_huge_field.csv", b"x" * 200_000),
+    ("garbage.csv.gz", b"not gzip at all"),
+    ("cut.jsonl.gz", gzip.compress(b'{"e": "aggTrade", "s": "BTCUSDT", "a": 1}\n' * 1000)[:60]),
+])
+def test_a_file_that_is_no_tape_is_a_tape_error(tmp_path: Path, name: str, content: bytes) -> None:
+    """Binary, one-field, non-gzip and truncated gzip files raise a one-line TapeError naming the file, no other error."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(TapeError, match=rf"^tape {re.escape(str(path))}: ") as raised:
+        load_tape(path, symbol="BTCUSDT")
+    assert "\n" not in str(raised.value)
+
+
+def test_a_frames_file_refuses_another_symbol(tmp_path: Path) -> None:
+    """Frames name their symbol: the same one given is fine, a different one is refused rather than relabelled."""
+    path = tmp_path / "frames.jsonl"
+    frame = {"e": "aggTrade", "E": 2, "s": "BTCUSDT", "a": 1, "p": "1.0", "q": "2.0", "f": 1, "l": 1, "T": 1, "m": False}
+    path.write_text(json.dumps(frame) + "\n")
+    assert load_tape(path, symbol="btcusdt").symbol == "BTCUSDT"
+    with pytest.raises(TapeError, match="holds BTCUSDT trades, not ETHUSDT"):
+        load_tape(path, symbol="ETHUSDT")

@@ -223,7 +223,8 @@ class Simulator:
         self._publish(batch)
         self.record.market_finished = True
         self._notify()
-        logger.info("simulator: tape finished")
+        logger.info("simulator: the tape ended after %s trades; no more will be sent",
+                    ", ".join(f"{count} {symbol}" for symbol, count in self._happened.items()))
 
     def _publish(self, batch: list[tuple[str, int]]) -> None:
         touched: set[SimConnection] = set()
