@@ -90,6 +90,13 @@ class FlowEngine:
                     rolled.add(j)
                     break
         self._direct = [(i, self.windows[i].ms) for i in range(len(self.windows)) if i not in rolled]
+        # descendants[i]: the windows rolled up, directly or not, into window i
+        self._descendants: list[list[int]] = [[] for _ in self.windows]
+        for i in range(len(self.windows)):
+            ancestor = self._parent[i]
+            while ancestor is not None:
+                self._descendants[ancestor].append(i)
+                ancestor = self._parent[ancestor]
         self._open: list[OpenBar | None] = [None] * len(self.windows)
         self._last_closed: list[OpenBar | None] = [None] * len(self.windows)  # revised by a late trade
         self._ranked = Ranked(whale_window, self.whale_percentile) if self.whale_percentile else None
@@ -230,7 +237,7 @@ class FlowEngine:
             self._close(parent_index, now, closed_by, _sub(cvd, _sub(bar.buy_volume, bar.sell_volume)), out)
             parent = None
         if parent is None and self._closed_holds(parent_index, bar.start):  # the timer closed it: a late trade's
-            self._revise(parent_index, bar, cvd, out)
+            self._revise(parent_index, bar, cvd, out, now, closed_by)
             return
         if parent is None:
             parent = self._open[parent_index] = OpenBar(bar.start - bar.start % ms, bar.open, bar.largest_id)
@@ -260,9 +267,11 @@ class FlowEngine:
             self._revise(index, OpenBar.of(trade, trade.time - trade.time % ms, notional, bucket), cvd, out)
         return out
 
-    def _revise(self, index: int, late: OpenBar, cvd: Decimal, out: list[Metric]) -> None:
+    def _revise(self, index: int, late: OpenBar, cvd: Decimal, out: list[Metric], now: int = -1,
+                closed_by: str = "trade") -> None:
         """Fold ``late`` into window ``index``'s last closed bar, emit it again (``closed_by="revised"``), and
-        carry it on to the parent window's bar: the open one, or the closed one, revised the same way."""
+        carry it on to the parent window's bar: the open one (closed too if ``now`` is past it), or the
+        closed one, revised the same way."""
         bar = self._last_closed[index]
         assert bar is not None
         bar.fold(late)
@@ -273,22 +282,27 @@ class FlowEngine:
         parent = self._open[parent_index]
         if parent is not None and late.start >= parent.start:
             parent.fold(late)
+            if now >= parent.start + self.windows[parent_index].ms:
+                self._close(parent_index, now, closed_by, cvd, out)
         elif self._closed_holds(parent_index, late.start):
-            self._revise(parent_index, late, cvd, out)
+            self._revise(parent_index, late, cvd, out, now, closed_by)
 
     def close_until(self, trade_time: int) -> list[Bar]:
         """Close every open bar that ended at or before ``trade_time`` (a quiet market's timer)."""
         closed: list[Metric] = []
         cvd = self.cvd
-        finest = self._open[0]
+        # Open bars as they are now (closing one below folds it into its parent): start and delta.
+        opened = [None if b is None else (b.start, _sub(b.buy_volume, b.sell_volume)) for b in self._open]
         for index, window in enumerate(self.windows):
             bar = self._open[index]
             if bar is not None and bar.start + window.ms <= trade_time:
                 end = bar.start + window.ms
-                # A coarse bar left open by a quiet stretch ends before the finest open bar began: its CVD
-                # is the one before that bar's trades (only the finest open bar holds trades not yet rolled up).
-                at_end = _sub(cvd, _sub(finest.buy_volume, finest.sell_volume)) \
-                    if index and finest is not None and finest.start >= end else cvd
+                # A coarse bar left open by a quiet stretch has the CVD at its own end: without the trades
+                # of its finer windows' open bars that began after it ended (each trade is in one of them).
+                at_end = cvd
+                for finer in self._descendants[index]:
+                    if (state := opened[finer]) is not None and state[0] >= end:
+                        at_end = _sub(at_end, state[1])
                 self._close(index, trade_time, "timer", at_end, closed)
         return closed  # type: ignore[return-value]
 
@@ -312,10 +326,12 @@ class FlowEngine:
         own = self._open[index]
         children = [i for i, parent in enumerate(self._parent) if parent == index]
         child = self._merged(children[0]) if children else None
+        ms = self.windows[index].ms
+        if own is not None and child is not None and child.start >= own.start + ms:
+            own = None  # ended in a quiet stretch (the timer closes it): the bar in progress is the child's
         if own is None:
             if child is None:
                 return None
-            ms = self.windows[index].ms
             own = OpenBar(child.start - child.start % ms, child.open, child.largest_id)
             own.high, own.low = child.high, child.low
         else:

@@ -96,7 +96,10 @@ class SilenceWatch:
                 newest = await self.backfiller.latest_id(symbol)
             except BackfillFailed as exc:
                 # REST cannot tell. A symbol, or a shard still receiving (pongs): the ping watches the path.
-                if not shard_wide or time.monotonic() - connection.last_received < self.timeouts.stall:
+                # Except with backfill off: a shard silent for the stall timeout is replaced, as it always was
+                # for a stream that runs without REST (a replacement loses nothing it would have filled).
+                if not shard_wide or (self.sequencing.backfill
+                                      and time.monotonic() - connection.last_received < self.timeouts.stall):
                     logger.warning("%s; cannot tell a quiet market from a silent stream", exc)
                     return None
                 seen = f"REST cannot tell either ({exc})"

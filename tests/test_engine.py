@@ -321,3 +321,80 @@ def test_a_trade_found_after_the_timer_closed_its_bar_revises_that_bar(seed: int
                 assert getattr(bar, field) == ref[field], (name, bar.start, field)
             assert bar.footprint.levels == ref["levels"]
     assert engine.cvd == sum((t.qty if t.side == "buy" else -t.qty for t in trades()), Decimal(0))
+
+
+def _quiet_trade(agg_id: int, ms: int, qty: str, side: str) -> Trade:
+    return Trade("BTCUSDT", agg_id, Decimal("100"), Decimal(qty), agg_id, agg_id, ms, side, ms, "spot")
+
+
+def test_a_revision_closes_the_coarser_bar_that_ended_meanwhile() -> None:
+    """A late trade's revision of a timer-closed 1m bar also closes the 5m bar it ends (found in review).
+
+    The revision returned early, so the 5m bar stayed open past its end and the timer later closed
+    it with the CVD of trades after it.
+    """
+    engine = FlowEngine("BTCUSDT", footprint_tick=None, whale_notional=None, whale_percentile=None)
+    out = [*engine.add(_quiet_trade(1, 30_200, "1", "buy")), *engine.close_until(62_000)]
+    out += engine.add(_quiet_trade(2, 45_000, "2", "buy"))  # a skipped frame, backfilled late
+    out += engine.add(_quiet_trade(3, 300_100, "4", "sell"))
+    out += engine.add(_quiet_trade(4, 301_500, "8", "sell"))
+    out += engine.close_until(302_000)
+    coarse = [(b.window, b.start, b.closed_by, b.cvd, b.trades) for b in out if isinstance(b, Bar) and b.window != "1s"]
+    assert coarse == [("1m", 0, "timer", Decimal(1), 1), ("1m", 0, "revised", Decimal(3), 2),
+                      ("5m", 0, "trade", Decimal(3), 2)]
+
+
+def test_the_timer_gives_a_coarse_bar_its_own_cvd_when_a_middle_window_holds_later_trades() -> None:
+    """A 5m bar closed by the timer leaves out the trades of the 1m bar opened after its end (found in review).
+
+    The 1m bar was closed by the timer before the 5m end, so the trades after it opened a new 1m
+    bar while the 5m one stayed open; only the finest open bar was subtracted from its CVD.
+    """
+    engine = FlowEngine("BTCUSDT", footprint_tick=None, whale_notional=None, whale_percentile=None)
+    out = [*engine.add(_quiet_trade(1, 200_500, "1", "buy")), *engine.close_until(262_000)]
+    out += engine.add(_quiet_trade(2, 300_100, "2", "sell"))
+    out += engine.add(_quiet_trade(3, 301_200, "4", "sell"))
+    in_progress = engine.snapshot().bars["5m"]
+    assert (in_progress.start, in_progress.volume) == (300_000, Decimal(6))  # not the ended bar with them folded in
+    out += engine.close_until(302_000)
+    assert [(b.start, b.cvd, b.volume) for b in out if isinstance(b, Bar) and b.window == "5m"] == [
+        (0, Decimal(1), Decimal(1))]
+
+
+@pytest.mark.parametrize("windows", [["1s", "1m", "5m"], ["2s", "3s", "6s"], ["1s", "1m", "90s", "5m"],
+                                     ["1s", "7s", "1m"], ["1s", "2s", "4s", "12s"]])
+def test_random_quiet_stretches_and_late_trades_leave_every_bar_exact(windows: list[str]) -> None:
+    """Random trades and timer closes (some ahead of later trades): the last version of every bar is exact."""
+    from orderflow_plugin.simtest.reference import reference_bars as from_scratch
+
+    for seed in range(150):
+        rng = random.Random(seed)
+        engine = FlowEngine("X", windows=windows, footprint_tick="10", whale_notional=None, whale_percentile=None)
+        now, rows, emitted, timer = rng.randint(0, 10**6), [], [], 0
+        for agg_id in range(1, rng.randint(2, 300)):
+            now += rng.choice([0, 0, 1, 5, 100, 700, 1500, 4000, 30_000, 70_000, 200_000])
+            price, qty = Decimal(rng.randint(9990, 10010)) / rng.choice([1, 10]), Decimal(rng.randint(1, 50)) / 100
+            buy, count = rng.random() < 0.5, rng.randint(1, 3)
+            trade = Trade("X", agg_id, price, qty, agg_id * 3, agg_id * 3 + count - 1, now, "buy" if buy else "sell", now)
+            rows.append((agg_id, price, qty, buy, now, count))
+            emitted += [m for m in engine.add(trade) if isinstance(m, Bar)]
+            if rng.random() < 0.3:
+                timer = max(timer, now + rng.randint(-2000, 400_000))
+                emitted += engine.close_until(timer)
+        emitted += engine.close_until(10**15)
+        for name in windows:
+            last: dict[int, Bar] = {}
+            for bar in (b for b in emitted if b.window == name):
+                assert bar.start not in last or (bar.closed_by == "revised" and bar.start == max(last)), (seed, name)
+                last[bar.start] = bar
+            expected = from_scratch(rows, parse_window(name).ms, Decimal(10))
+            assert sorted(last) == sorted(expected), (seed, name)
+            for start, ref in expected.items():
+                got = last[start]
+                assert [getattr(got, f) for f in ("open", "high", "low", "close", "buy_volume", "sell_volume",
+                                                  "buy_notional", "sell_notional", "trades", "trade_count",
+                                                  "largest_qty", "largest_id", "cvd")] == [
+                    ref[f] for f in ("open", "high", "low", "close", "buy_volume", "sell_volume", "buy_notional",
+                                     "sell_notional", "trades", "trade_count", "largest_qty", "largest_id", "cvd")], (
+                    seed, name, start)
+                assert got.footprint.levels == ref["levels"], (seed, name, start)

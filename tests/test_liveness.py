@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import msgspec
 import pytest
@@ -73,6 +74,23 @@ async def test_silent_stream_on_a_live_path_found_by_the_learned_deadline(orderf
         assert contiguous(ids)
     else:  # the trades muted are a reported gap; nothing comes twice or out of order
         assert ids == sorted(set(ids)) and events.of("on_gap")
+
+
+async def test_with_backfill_off_and_rest_unreachable_a_silent_shard_is_replaced_at_the_stall(
+        orderflow_sim_factory) -> None:
+    """Backfill off and REST refused: trades stop while pings are answered, and the shard is replaced after
+    timeouts.stall, as before REST was asked with backfill off (found in review: it was never replaced)."""
+    sim = await orderflow_sim_factory(scenario=Scenario([[Fault("mute_after", after=60)]]), pace=Pace(speed=4.0))
+    events = Events()
+    timeouts = replace(LIVENESS, stall=4.0, rest=0.5)
+    refused = SimpleNamespace(ws_url=sim.ws_url, rest_url="http://127.0.0.1:9")  # nothing listens there
+    async with make_flow(refused, events, timeouts=timeouts, sequencing=Sequencing(backfill=False)):
+        await events.until(lambda e: len(e.trades) >= 60, 20)
+        silent_from = time.monotonic()
+        await events.until(lambda e: e.of("on_stall"), 4.0 + 10.0 * TIMEOUT_FACTOR)
+        replaced_after = time.monotonic() - silent_from
+    assert replaced_after >= 4.0 - 0.5  # not before the stall timeout: REST could not say the market moved
+    assert "REST cannot tell" in str(events.of("on_disconnected")[0]["error"])
 
 
 async def test_irregular_quiet_symbol_is_checked_not_reconnected(orderflow_sim_factory) -> None:
