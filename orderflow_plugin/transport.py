@@ -141,7 +141,10 @@ class WsConnection(FastFrames, asyncio.Protocol):
         """websockets parses ``data``; we act on its events and send what it has to send."""
         protocol = self.protocol
         protocol.receive_data(data)
-        self._handle(iter(protocol.events_received()))
+        if self.paused:  # a read the transport had taken before the pause: its frames wait behind the held ones
+            self._pending.extend(protocol.events_received())
+        else:
+            self._handle(iter(protocol.events_received()))
         self._flush()
         if protocol.handshake_exc is not None and not self._handshake.done():
             self._handshake.set_result(None)  # a response websockets could not parse: fail now, not at the deadline
@@ -260,8 +263,9 @@ class WsConnection(FastFrames, asyncio.Protocol):
         self.abort()
 
     def spawn(self, coroutine: Any) -> None:
-        """Run a helper task that dies with the connection."""
-        task = asyncio.get_running_loop().create_task(coroutine)
+        """Run a helper task that dies with the connection (named ``orderflow <endpoint> <what>``)."""
+        name = f"orderflow {self.endpoint} {getattr(coroutine, '__qualname__', 'helper')}"
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._helper_done)
 

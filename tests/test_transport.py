@@ -124,3 +124,25 @@ async def test_endless_response_headers_fail_the_upgrade_at_once(reader: str) ->
         server.close()
         await server.wait_closed()
     assert info.value.stage == "http_upgrade" and "failed" in str(info.value)
+
+
+@pytest.mark.parametrize("reader", ["websockets", "fast"])
+async def test_reads_taken_while_paused_wait_for_resume_in_order(orderflow_sim_factory, reader: str) -> None:
+    """Reads the transport delivers after pause() are held, none handed on, then delivered in order on resume.
+
+    Found in review: the websockets reader handed such a read's frames on at once, and a second
+    one overwrote the frames held from the first (the fast reader already kept them).
+    """
+    collector = Collector()
+    sim = await orderflow_sim_factory(TAPE, pace=Pace(rate=50_000))
+    connection = await open_connection(f"{sim.ws_url}/stream", ["btcusdt@aggTrade"], collector,
+                                       deadlines=Timeouts(), reader=reader)
+    await collector.until(601)  # the whole tape: the socket is idle, at a frame boundary
+    connection.pause()  # as the pipeline does when half its buffer waits behind a hole
+    markers = [b'{"held":1}', b'{"held":2}']
+    for marker in markers:  # two reads the transport had taken before the pause reached it
+        connection.data_received(bytes([0x81, len(marker)]) + marker)
+    assert collector.frames[601:] == []  # nothing handed on while paused
+    connection.resume()
+    assert collector.frames[601:] == markers  # both, in the order read
+    await connection.close(timeout=1.0)
