@@ -112,7 +112,7 @@ def main() -> None:
           f"about one fault every {wall / max(1, faults):.1f} s")
     print(f"  reconnects {counters['reconnects']}, stalls {counters['stalls']}, gaps {counters['gaps']}, "
           f"backfilled {counters['backfilled']:,}, duplicates dropped {counters['duplicates']:,}, "
-          f"plugin errors {counters['plugin_errors']}")
+          f"plugin errors {counters['plugin_errors']}, slow hooks {counters['slow_hooks']}")
     print("  RSS (trades: MB): " + ", ".join(f"{n / 1e6:g}M: {mb:.1f}" for n, mb in checker.rss))
     growth = checker.rss[-1][1] - checker.rss[0][1] if len(checker.rss) > 1 else 0.0
     print(f"  RSS growth from the first to the last sample: {growth:+.1f} MB (target < 20)")

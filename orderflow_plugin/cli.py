@@ -36,7 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.settings)
     except SettingsError as exc:
-        print(f"orderflow: {exc}", file=sys.stderr)
+        if len(exc.errors) == 1:  # one bad input, one line; several are listed one per line
+            sources = f" (read from {', '.join(exc.sources)})" if exc.sources else ""
+            print(f"orderflow: invalid settings: {exc.errors[0]}{sources}", file=sys.stderr)
+        else:
+            print(f"orderflow: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings)
     try:
@@ -60,7 +64,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "default:" in text or action.default in (None, False, [], argparse.SUPPRESS):
+        default = action.default
+        # By identity and type, not ==: 0 and 0.0 equal False, and a default of 0 is worth showing.
+        if "default:" in text or default is None or default is False or default is argparse.SUPPRESS or default == []:
             return text
         if text.endswith(")"):  # "(1 = original timing; default: 1.0)", not two brackets in a row
             return text[:-1] + "; default: %(default)s)"

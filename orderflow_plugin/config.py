@@ -161,12 +161,19 @@ def load_settings(
 def _file_tables(path: Path, errors: list[str]) -> dict[str, Any]:
     """The top-level tables of one settings file, hooks folders made absolute; append what is wrong with it."""
     try:
-        tables = tomllib.loads(path.read_text(encoding="utf-8"))
+        tables = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM, as some editors write, is fine
     except OSError as exc:
         errors.append(f"settings file {path}: cannot be read ({exc.strerror or exc})")
         return {}
+    except UnicodeDecodeError as exc:  # UTF-16 from a Windows editor, or a binary file
+        errors.append(f"settings file {path}: not UTF-8 (byte {exc.object[exc.start]:#04x} at {exc.start}); "
+                      "a settings file must be UTF-8 TOML")
+        return {}
     except tomllib.TOMLDecodeError as exc:
         errors.append(f"settings file {path}: not valid TOML: {exc}")
+        return {}
+    except RecursionError:  # a = [[[[... thousands deep
+        errors.append(f"settings file {path}: not valid TOML: nested too deeply")
         return {}
     outside = [name for name, value in tables.items()
                if name not in ("default", *ENVIRONMENTS) and (name in _TOP_LEVEL_NAMES or not isinstance(value, dict))]

@@ -9,8 +9,9 @@ receivers get the events in order on a task of their own, through a bounded queu
 
 Each call is timed alone: the time spent reporting a failing or slow call (the log, the
 ``on_error`` hooks) counts against nobody, neither the call reported nor the next one.
-``plugin_errors`` counts every failure, every call over the budget and every event dropped for
-an async receiver, including those the log holds back.
+``plugin_errors`` counts every failure and every event dropped for an async receiver;
+``slow_calls`` counts every call over the budget, apart, so a GC pause on a loaded machine
+is no error to alert on. Both include the reports the log holds back.
 
 Lifecycle hooks are called through pluggy (``manager.hook.<name>(...)``, ``call_historic``
 for historic ones), so hookcall monitoring and tracing see them; the isolation and timing
@@ -63,7 +64,7 @@ class Dispatcher:
         self._report_interval = report_interval
         self._queue_size = async_queue_size
         self._calls: dict[str, tuple[_Call, ...]] = {}
-        self._emitters: dict[str, Callable[[Any], None]] = {}  # per-trade hook -> its emit function
+        self._emitters: dict[tuple[str, str], Callable[[Any], None]] = {}  # (hook, argname) -> its emit function
         self._version = -1
         self._last_report: dict[tuple[str, str], float] = {}
         self._suppressed: dict[tuple[str, str], int] = {}
@@ -102,11 +103,11 @@ class Dispatcher:
 
         Same order, isolation and timing; no keyword dict unless a signal receiver listens.
         """
-        (self._emitters.get(hook) or self.emitter(hook, argname))(value)
+        (self._emitters.get((hook, argname)) or self.emitter(hook, argname))(value)
 
     def emitter(self, hook: str, argname: str) -> Callable[[Any], None]:
         """``emit_one`` for one hook as a function of the value alone: what the pipeline calls per trade."""
-        emit = self._emitters.get(hook)
+        emit = self._emitters.get((hook, argname))  # the argname is what signal receivers get the value as
         if emit is not None:
             return emit
         cached, manager, signal = self._calls, self.manager, HOOK_SIGNALS[hook]
@@ -136,7 +137,7 @@ class Dispatcher:
             if signal.receivers and not signal.is_muted:  # blinker's send() honours muted(); so do we
                 send(signal, hook, {argname: value})
 
-        self._emitters[hook] = emit
+        self._emitters[hook, argname] = emit
         return emit
 
     async def aclose(self, timeout: float = 1.0) -> None:
@@ -218,6 +219,7 @@ class Dispatcher:
             except RuntimeError:
                 name = _receiver_name(receiver)
                 message = f"{name} is async but {hook} was sent with no running event loop; event dropped"
+                self.plugin_errors += 1
                 self._report(name, "loop", PluginError(name, message), hook)
                 return
             self._workers[receiver] = worker
@@ -225,6 +227,7 @@ class Dispatcher:
             worker.queue.put_nowait((hook, kwargs))
         except asyncio.QueueFull:
             self.dropped_async += 1
+            self.plugin_errors += 1
             name = _receiver_name(receiver)
             self._report(name, "queue", PluginError(
                 name, f"{name} is {self._queue_size} events behind; {hook} event dropped ({self.dropped_async} so far)"
@@ -253,8 +256,7 @@ class Dispatcher:
         self._report(name, "slow", HookTooSlow(name, hook, elapsed, self._budget), hook)
 
     def _report(self, name: str, kind: str, error: PluginError, hook: str = "") -> None:
-        """Count ``error``; log and emit it at most once per report interval per plugin and kind."""
-        self.plugin_errors += 1
+        """Log and emit ``error`` at most once per report interval per plugin and kind (the caller counts it)."""
         if self._may_log(name, kind) is None:
             return
         logger.warning("%s", error)

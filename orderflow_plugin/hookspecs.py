@@ -156,5 +156,5 @@ def on_shutdown(summary: Mapping[str, Any]) -> None:
     """The stream has stopped; flush and close what you hold.
 
     :param summary: counters of the run (``trades``, ``reconnects``, ``gaps``, ``backfilled``,
-        ``bad_frames``, ``plugin_errors``, ``uptime_s``, ...).
+        ``bad_frames``, ``plugin_errors``, ``slow_hooks``, ``uptime_s``, ...).
     """

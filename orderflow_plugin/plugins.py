@@ -37,6 +37,8 @@ HOOK_NAMES = frozenset(
     name for name, value in vars(hookspecs).items() if name.startswith("on_") and inspect.isfunction(value)
 )
 logger = logging.getLogger(__name__)
+# Plugins that were renamed: old name -> new name, so plugins.allow/deny with the old one says what to write.
+_RENAMED = {"prometheus_export": "prometheus"}
 
 # (hook name, its implementations in pluggy's list order, the call's keyword arguments) -> results
 ImplCaller = Callable[[str, Sequence[pluggy.HookImpl], Mapping[str, Any]], list[Any]]
@@ -177,13 +179,16 @@ def load_plugins(
     """Return a new manager with the allowed plugins registered, in that order.
 
     ``disabled`` plugins are not loaded; those found are listed in ``manager.disabled``. A name
-    taken by an earlier plugin is a load error: the first one stays.
+    taken by an earlier plugin is a load error: the first one stays. So is a name in ``allow`` or
+    ``deny`` that no plugin found has: a typo or an old name would otherwise load nothing, silently.
     """
     manager = PluginManager()
     allowed = set(allow)
     denied = set(deny)
+    found: set[str] = set()
 
     def wanted(name: str) -> bool:
+        found.add(name)
         if name in denied or (allowed and name not in allowed):
             return False
         if name in disabled:
@@ -233,6 +238,13 @@ def load_plugins(
                 _failed(manager, exc)
                 continue
             add(path.stem, lambda module=module: module)
+    listed = ", ".join(sorted(found)) or "none"
+    for setting, names in (("allow", allow), ("deny", deny)):
+        for name in dict.fromkeys(names):
+            if name not in found:
+                renamed = f" (it is now named {_RENAMED[name]})" if name in _RENAMED else ""
+                message = f"plugins.{setting} names {name}, but no plugin has that name{renamed}"
+                _failed(manager, PluginLoadError(name, f"{message}; plugins found: {listed}"))
     return manager
 
 

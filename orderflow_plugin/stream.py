@@ -252,7 +252,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         """Counters of the run so far."""
         return {
             **self.counters,
-            "plugin_errors": self.dispatcher.plugin_errors,
+            "plugin_errors": self.dispatcher.plugin_errors, "slow_hooks": self.dispatcher.slow_calls,
             "uptime_s": round(time.monotonic() - self._started_at, 3) if self._started_at else 0.0,
         }
 

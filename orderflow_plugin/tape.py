@@ -98,6 +98,11 @@ def load_tape(path: str | Path, *, symbol: str | None = None, market: Market | N
     """
     path = Path(path)
     name = path.name.removesuffix(".gz")
+    if symbol:
+        try:
+            symbol = normalize_symbol(symbol)
+        except ValueError as exc:
+            raise TapeError(f"tape {path}: {exc}") from None
     try:
         with _open_text(path) as handle:
             if name.endswith(".csv"):
@@ -106,8 +111,8 @@ def load_tape(path: str | Path, *, symbol: str | None = None, market: Market | N
                 found_symbol = _symbol_from_name(name)
             else:
                 found_symbol, found_market, rows = _read_frames(handle, path)
-                if symbol and found_symbol and normalize_symbol(symbol) != normalize_symbol(found_symbol):
-                    raise TapeError(f"tape {path} holds {found_symbol} trades, not {normalize_symbol(symbol)}")
+                if symbol and found_symbol and symbol != found_symbol:
+                    raise TapeError(f"tape {path} holds {found_symbol} trades, not {symbol}")
     except UnicodeDecodeError as exc:
         raise TapeError(f"tape {path}: not a text file (byte {exc.object[exc.start]:#04x} at {exc.start} is not "
                         f"UTF-8); {_FORMATS}") from exc
@@ -189,7 +194,7 @@ def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None
         try:
             frame = json.loads(text)
             if "side" in frame and "id" in frame:  # a line of the recorder hook (Trade.as_json())
-                symbol = symbol or frame["symbol"]
+                symbol = symbol or normalize_symbol(frame["symbol"])  # a path or a number: ValueError, below
                 rows.append(TapeRow(int(frame["id"]), str(frame["price"]), str(frame["qty"]),
                                     int(frame["first_id"]), int(frame["last_id"]), int(frame["time"]),
                                     frame["side"] == "sell"))
@@ -197,7 +202,7 @@ def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None
             data = frame.get("data", frame)
             if data.get("e") != "aggTrade":
                 continue
-            symbol = symbol or data["s"]
+            symbol = symbol or normalize_symbol(data["s"])
             market = market or ("usdm" if "nq" in data or "st" in data else "spot")
             rows.append(
                 TapeRow(
@@ -215,4 +220,7 @@ def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TapeError(f"tape {path}, line {line}: not an aggTrade frame ({exc})"
                            + (f"; {_FORMATS}" if not rows else "")) from exc
+        except RecursionError:  # [[[[... thousands deep: json gives up on the stack, not with a ValueError
+            raise TapeError(f"tape {path}, line {line}: not an aggTrade frame (JSON nested too deeply); "
+                            f"{_FORMATS}") from None
     return symbol, market, rows

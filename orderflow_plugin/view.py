@@ -204,6 +204,7 @@ class LiveView:
                            format_decimal(t.qty), format_decimal(t.price), f"{whale.notional:,.0f}", whale.rule)
         footer = Text(f"reconnects {health['reconnects']}   gaps {health['gaps']}   backfilled {health['backfilled']}"
                       f"   bad frames {health['bad_frames']}   plugin errors {health['plugin_errors']}"
+                      f"   slow hooks {health['slow_hooks']}"
                       f"   uptime {health['uptime_s']:.0f} s", style="dim")
         return Group(table, whales, footer)
 

@@ -140,6 +140,16 @@ def dump(folder: Path, name: str, rows: int = 5000) -> Path:
     return path
 
 
+def bad_inputs(folder: Path) -> None:
+    """Files a user might pass by mistake: binary, a tape whose symbol is a path or a number, deep JSON, UTF-16 TOML."""
+    frame = {"e": "aggTrade", "E": 2, "a": 1, "p": "1.0", "q": "2.0", "f": 1, "l": 1, "T": 1, "m": False}
+    (folder / "garbage.bin").write_bytes(bytes(range(128, 256)) * 8)
+    (folder / "badsym.jsonl").write_text(json.dumps({**frame, "s": "../../etc"}) + "\n")
+    (folder / "numsym.jsonl").write_text(json.dumps({**frame, "s": 123}) + "\n")
+    (folder / "deep.jsonl").write_text("[" * 100_000 + "\n")
+    (folder / "u16.toml").write_text('[default]\nsymbols = ["ETHUSDT"]\n', encoding="utf-16")
+
+
 @pytest.mark.parametrize("args,words", [
     (["doctor", "--symbol", "../../etc"], ["argument --symbol: symbol '../../etc' does not match ^[A-Z0-9]{2,20}$"]),
     (["sim", "--port", "99999"], ["argument --port: must be a port number 0-65535, got 99999"]),
@@ -150,15 +160,33 @@ def dump(folder: Path, name: str, rows: int = 5000) -> Path:
     (["demo", "--tape", "{tmp}/garbage.bin"], ["orderflow demo: tape", "garbage.bin: not a text file"]),
     (["sim", "--tape", "{tmp}/garbage.bin", "--symbol", "BTCUSDT", "--symbol", "ETHUSDT"],
      ["orderflow sim: 2 --symbol for 1 --tape: give one --symbol per --tape"]),
+    (["replay", "{tmp}/badsym.jsonl"], ["orderflow replay: tape", "badsym.jsonl, line 1: not an aggTrade frame",
+                                        "symbol '../../etc' does not match ^[A-Z0-9]{2,20}$"]),
+    (["replay", "{tmp}/numsym.jsonl"], ["orderflow replay: tape", "numsym.jsonl, line 1:", "symbol 123 must be a string"]),
+    (["replay", "{tmp}/deep.jsonl"], ["orderflow replay: tape", "deep.jsonl, line 1: not an aggTrade frame (JSON nested"]),
+    (["sim", "--tape", "{tmp}/deep.jsonl"], ["orderflow sim: tape", "deep.jsonl, line 1: not an aggTrade frame"]),
+    (["config", "--settings", "{tmp}/u16.toml"], ["orderflow: invalid settings: settings file", "u16.toml: not UTF-8",
+                                                  "must be UTF-8 TOML"]),
+    (["config", "--settings", "{tmp}/garbage.bin"], ["garbage.bin: not UTF-8", "must be UTF-8 TOML"]),
 ])
 def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path: Path, args: list[str], words: list[str]) -> None:
-    """A bad symbol, port or tape file exits 2 with one stderr line naming it and what is allowed, no traceback."""
-    (tmp_path / "garbage.bin").write_bytes(bytes(range(128, 256)) * 8)
+    """A bad symbol, port, tape or settings file exits 2 with one stderr line naming it and what is allowed, no traceback."""
+    bad_inputs(tmp_path)
     result = run(*(arg.replace("{tmp}", str(tmp_path)) for arg in args))
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     for word in words:
         assert word in result.stderr
+
+
+@pytest.mark.parametrize("name", ["u16.toml", "garbage.bin"])
+def test_a_settings_file_from_the_environment_that_is_not_utf8_is_one_line(tmp_path: Path, name: str) -> None:
+    """ORDERFLOW_SETTINGS_FILES naming a UTF-16 or binary file exits 2 with one line naming it, no traceback."""
+    bad_inputs(tmp_path)
+    result = run("config", env={"ORDERFLOW_SETTINGS_FILES": str(tmp_path / name)})
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"settings file {tmp_path / name}: not UTF-8" in result.stderr and "must be UTF-8 TOML" in result.stderr
 
 
 def test_replay_of_a_renamed_binance_dump(tmp_path: Path) -> None:
@@ -253,3 +281,19 @@ def test_sim_on_a_port_in_use_says_so_in_one_line() -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [f"orderflow sim: cannot listen on 127.0.0.1:{port}: Address already in use"]
     assert "summary" not in result.stdout
+
+
+@pytest.mark.parametrize("command,options", [
+    ("replay", ["--speed SPEED replay speed (1 = original timing, 0 = as fast as the pipeline goes; default: 0.0)",
+                "--duration DURATION seconds to run, 0 = whole tape (default: 0.0)"]),
+    ("sim", ["--duration DURATION seconds to run, 0 = until Ctrl-C (default: 0.0)"]),
+    ("stream", ["--duration DURATION seconds to run, 0 = until Ctrl-C (default: 0.0)"]),
+])
+def test_help_shows_a_default_of_zero(command: str, options: list[str]) -> None:
+    """--help shows a default of 0.0 (equal to False, yet a real default) while still hiding None, False and []."""
+    result = run(command, "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # wrapped lines joined
+    for option in options:
+        assert option in text
+    assert "(default: False)" not in text and "(default: None)" not in text and "(default: [])" not in text

@@ -20,7 +20,7 @@ from orderflow_plugin.sim import Fault, Pace, Scenario
 from .conftest import ROOT
 
 TRADE_KEYS = ["event", "symbol", "id", "price", "qty", "side", "time", "first_id", "last_id", "source"]
-SUMMARY_KEYS = {"event", "trades", "reconnects", "gaps", "backfilled", "bad_frames", "plugin_errors", "uptime_s"}
+SUMMARY_KEYS = {"event", "trades", "reconnects", "gaps", "backfilled", "bad_frames", "plugin_errors", "slow_hooks", "uptime_s"}
 
 
 def environ() -> dict[str, str]:

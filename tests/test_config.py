@@ -286,6 +286,14 @@ def test_packaged_defaults_name_no_hooks_folder() -> None:
     assert load_settings(env="development").plugins.hooks_dirs == []
 
 
+def test_readme_says_once_that_drop_in_folders_are_opt_in() -> None:
+    """README's plugin section states the packaged hooks_dirs default ([]) once, and that hooks/ is only an example."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert readme.count("the packaged default is `hooks_dirs = []`") == 1
+    assert "Drop-in folders are opt-in" in readme and "`hooks/`, which is an example" in readme
+    assert tomllib.loads(default_settings_file().read_text())["default"]["plugins"]["hooks_dirs"] == []
+
+
 def test_a_setting_outside_default_is_one_error_saying_where_it_goes(tmp_path: Path) -> None:
     """A user file written without [default] fails with one line saying settings go under [default]."""
     user = write(tmp_path, 'symbols = ["ETHUSDT"]\n[reporting]\nslow_hook_ms = 20\n')
@@ -308,3 +316,25 @@ def test_a_bad_window_is_named(tmp_path: Path) -> None:
     assert info.value.errors == ["flow.windows = ['1m', '60s']: windows '1m' and '60s' are the same length: each must differ"]
     with pytest.raises(SettingsError, match=r"flow\.windows = \[\]: must be a non-empty list of distinct windows"):
         load_settings([write(tmp_path, "[default.flow]\nwindows = []\n")])
+
+
+def test_a_settings_file_with_a_bom_loads_and_one_in_utf16_is_named(tmp_path: Path) -> None:
+    """A UTF-8 file with a BOM loads; a UTF-16 one is a SettingsError naming it and saying it must be UTF-8 TOML."""
+    bom = tmp_path / "bom.toml"
+    bom.write_text('[default]\nsymbols = ["ethusdt"]\n', encoding="utf-8-sig")
+    assert load_settings([bom]).symbols == ["ETHUSDT"]
+    utf16 = tmp_path / "u16.toml"
+    utf16.write_text('[default]\nsymbols = ["ethusdt"]\n', encoding="utf-16")
+    with pytest.raises(SettingsError) as raised:
+        load_settings([utf16])
+    assert raised.value.errors == [f"settings file {utf16}: not UTF-8 (byte 0xff at 0); a settings file must be UTF-8 TOML"]
+
+
+def test_each_bundled_plugins_table_comment_uses_its_name() -> None:
+    """settings.toml's comment on each [default.hooks.<name>] table names the plugin as <name>, the name allow/deny take."""
+    lines = default_settings_file().read_text().splitlines()
+    tables = {line[len("[default.hooks."):-1]: lines[index + 1] for index, line in enumerate(lines)
+              if line.startswith("[default.hooks.")}
+    assert set(tables) == {"diagnostics", "whale_alert", "recorder", "prometheus"}
+    for name, comment in tables.items():
+        assert comment.startswith(f"# The bundled {name} plugin: "), comment

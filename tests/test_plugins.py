@@ -318,6 +318,32 @@ async def test_doctor_lists_active_plugins_and_names_the_disabled(orderflow_sim,
     assert "recorder (" not in plugins.detail and "prometheus (" not in plugins.detail
 
 
+def test_an_allow_or_deny_name_that_matches_no_plugin_is_a_load_error(caplog: pytest.LogCaptureFixture) -> None:
+    """plugins.allow/deny naming no plugin is a logged load error; the exporter's old name says its new one."""
+    with caplog.at_level(logging.ERROR, logger="orderflow_plugin.plugins"):
+        manager = load_plugins(entry_points=True, allow=["diagnostics", "prometheus_export"], deny=["whale_alrt"])
+    assert names(manager) == {"diagnostics"}
+    found = "plugins found: diagnostics, prometheus, recorder, whale_alert"
+    assert [str(e) for e in manager.load_errors] == [
+        f"plugins.allow names prometheus_export, but no plugin has that name (it is now named prometheus); {found}",
+        f"plugins.deny names whale_alrt, but no plugin has that name; {found}",
+    ]
+    assert all(isinstance(e, PluginLoadError) for e in manager.load_errors)
+    assert "it is now named prometheus" in caplog.text
+
+
+async def test_doctor_warns_about_an_allow_name_that_matches_no_plugin(orderflow_sim, monkeypatch) -> None:
+    """With plugins.allow naming the exporter's old name the doctor's plugins check is WARN naming it, not PASS."""
+    monkeypatch.setenv("ORDERFLOW_PLUGINS__ENTRY_POINTS", "true")
+    monkeypatch.setenv("ORDERFLOW_PLUGINS__ALLOW", '["diagnostics", "prometheus_export"]')
+    checks = await run_doctor(load_settings(), ws_url=orderflow_sim.ws_url, rest_url=orderflow_sim.rest_url,
+                              symbol="BTCUSDT", market="spot", timeout=3.0 * TIMEOUT_FACTOR)
+    plugins = next(check for check in checks if check.name == "plugins")
+    assert plugins.status == "WARN"
+    assert "plugins.allow names prometheus_export, but no plugin has that name (it is now named prometheus)" in plugins.detail
+    assert "plugins.allow/deny" in plugins.next_step
+
+
 def test_demo_lists_active_plugins_and_names_the_disabled() -> None:
     """`orderflow demo` starts with the active plugins and says which are disabled; the bundled ones run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}

@@ -155,3 +155,38 @@ def test_a_frames_file_refuses_another_symbol(tmp_path: Path) -> None:
     assert load_tape(path, symbol="btcusdt").symbol == "BTCUSDT"
     with pytest.raises(TapeError, match="holds BTCUSDT trades, not ETHUSDT"):
         load_tape(path, symbol="ETHUSDT")
+
+
+_FRAME = {"e": "aggTrade", "E": 2, "a": 1, "p": "1.0", "q": "2.0", "f": 1, "l": 1, "T": 1, "m": False}
+
+
+@pytest.mark.parametrize("line", [
+    {**_FRAME, "s": "../../etc"},
+    {**_FRAME, "s": 123},
+    {"data": {**_FRAME, "s": ""}},
+    {"id": 1, "symbol": "../x", "price": "1", "qty": "1", "first_id": 1, "last_id": 1, "time": 1, "side": "buy"},
+])
+def test_a_frames_file_naming_a_bad_symbol_is_a_tape_error(tmp_path: Path, line: dict) -> None:
+    """A frame whose symbol is a path, a number or empty is a one-line TapeError naming file and line, no ValueError."""
+    path = tmp_path / "badsym.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    with pytest.raises(TapeError, match=rf"^tape {re.escape(str(path))}, line 1: .*symbol") as raised:
+        load_tape(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_bad_symbol_argument_is_a_tape_error(tmp_path: Path) -> None:
+    """symbol='../../etc' is a TapeError naming the tape and the symbol pattern, for a dump as for frames."""
+    frames = tmp_path / "frames.jsonl"
+    frames.write_text(json.dumps({**_FRAME, "s": "BTCUSDT"}) + "\n")
+    for path in (_dump(tmp_path, "BTCUSDT-aggTrades-2026-01-01.csv"), frames):
+        with pytest.raises(TapeError, match=rf"^tape {re.escape(str(path))}: symbol '../../etc' does not match"):
+            load_tape(path, symbol="../../etc")
+
+
+def test_a_deeply_nested_frames_file_is_a_tape_error(tmp_path: Path) -> None:
+    """A line of JSON nested 100,000 deep is a TapeError naming file and line, not a RecursionError."""
+    path = tmp_path / "deep.jsonl"
+    path.write_text("[" * 100_000 + "\n")
+    with pytest.raises(TapeError, match=rf"^tape {re.escape(str(path))}, line 1: not an aggTrade frame \(JSON nested"):
+        load_tape(path, symbol="BTCUSDT")

@@ -168,7 +168,8 @@ def _plugins(settings: Settings) -> Check:
     elapsed = time.monotonic() - started
     if manager.load_errors:
         return Check("plugins", "WARN", elapsed, f"{detail}; {len(manager.load_errors)} failed: "
-                     + "; ".join(str(e) for e in manager.load_errors), "fix or remove the failing plugin files")
+                     + "; ".join(str(e) for e in manager.load_errors),
+                     "fix or remove the failing plugin files; correct the plugins.allow/deny names that match none")
     return Check("plugins", "PASS", elapsed, detail)
 
 
