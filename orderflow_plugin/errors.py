@@ -10,6 +10,7 @@
      │    └── HookTooSlow     a synchronous hook took longer than its budget
      ├── TapeError            a recorded tape file cannot be read (names the file and line)
      ├── BadFrame             a frame is not one Binance would send (skipped, counted, reported)
+     ├── EventBacklog         a framework's queue holds more of our events than its bound (reported, none dropped)
      └── StreamError          a connection problem, always naming the URL and what was running
           ├── ConnectFailed    a connect stage raised: DNS, refused, certificate, anything (``stage``)
           ├── StageTimeout     a connect stage passed its deadline (``stage``, ``deadline``)
@@ -31,6 +32,7 @@ __all__ = [
     "BadFrame",
     "ConnectFailed",
     "ConnectionLost",
+    "EventBacklog",
     "GaveUp",
     "HandshakeRejected",
     "HookFailed",
@@ -104,6 +106,15 @@ class TapeError(OrderFlowError, ValueError):
 
 class BadFrame(OrderFlowError, ValueError):
     """A frame that is not JSON, has the wrong types, or is an unknown event; it is skipped."""
+
+
+class EventBacklog(OrderFlowError):
+    """A framework adapter's consumer is behind: ``backlog`` of our events wait in its queue, over ``bound``."""
+
+    def __init__(self, message: str, *, backlog: int, bound: int) -> None:
+        super().__init__(message)
+        self.backlog = backlog
+        self.bound = bound
 
 
 class StreamError(OrderFlowError):

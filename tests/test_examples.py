@@ -18,7 +18,7 @@ from .flowhelpers import TIMEOUT_FACTOR
 
 EXAMPLES = ROOT / "examples"
 # Documents whose code blocks must be excerpts of the examples (each block's first line names its file).
-QUOTING_DOCS = ("docs/embedding.md", "docs/testing.md")
+QUOTING_DOCS = ("docs/embedding.md", "docs/testing.md", "docs/frameworks.md")
 # Each example and the test that runs it; restart_safe_bot.py is killed 20 times by tests/test_checkpoint.py.
 RUN_BY = {
     "delta_alert.py": "test_example_tests_pass_in_a_folder_of_their_own",
@@ -28,6 +28,7 @@ RUN_BY = {
     "sync_bot.py": "test_sync_bot_reads_the_stream_from_its_own_thread",
     "faults.toml": "test_faults_scenario_makes_the_demo_reconnect_and_backfill",
     "restart_safe_bot.py": "tests/test_checkpoint.py",
+    "vnpy_bot.py": "tests/test_adapter_vnpy.py",
 }
 
 
