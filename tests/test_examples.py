@@ -29,6 +29,7 @@ RUN_BY = {
     "faults.toml": "test_faults_scenario_makes_the_demo_reconnect_and_backfill",
     "restart_safe_bot.py": "tests/test_checkpoint.py",
     "vnpy_bot.py": "tests/test_adapter_vnpy.py",
+    "nautilus_bot.py": "tests/nautilus/test_adapter_nautilus.py",  # in .venv-nautilus (Python 3.12)
 }
 
 

@@ -1,0 +1,326 @@
+"""nautilus_trader adapter: the order flow as custom ``Data`` on a node's message bus.
+
+:class:`OrderFlowActor` is a nautilus ``Actor``. On start it runs an
+:class:`~orderflow_plugin.OrderFlow` on the node's own event loop (the loop whose coroutine
+starts the actor: no thread, no second loop) with a :class:`DataPublisher` registered among its
+plugins, so the stream's other hooks and signals keep working beside it. The publisher hands each
+item to ``Actor.publish_data`` under a ``DataType`` with metadata::
+
+    DataType(OrderFlowTrade, metadata={"instrument_id": "BTCUSDT.BINANCE"})
+    DataType(OrderFlowBar, metadata={"instrument_id": "BTCUSDT.BINANCE", "window": "1m"})
+
+The message bus calls the subscribers' ``on_data`` at once, on the loop, in the stream's order.
+Prices and quantities stay exact decimal strings: nautilus ``Price``/``Quantity`` need the
+instrument's precision, which the actor does not have without an instrument. See
+docs/frameworks.md.
+"""
+
+# No `from __future__ import annotations`: @customdataclass reads the field annotations as types.
+
+import asyncio
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from nautilus_trader.common.actor import Actor
+from nautilus_trader.common.config import ActorConfig
+from nautilus_trader.core.data import Data
+from nautilus_trader.model.custom import customdataclass
+from nautilus_trader.model.data import DataType
+from nautilus_trader.model.identifiers import ClientId, InstrumentId
+
+from ..config import load_settings
+from ..errors import OrderFlowError
+from ..metrics import Bar, Whale
+from ..models import Metric, Trade
+from ..stream import OrderFlow
+
+__all__ = [
+    "ORDERFLOW_CLIENT_ID",
+    "DataPublisher",
+    "FeedHealth",
+    "OrderFlowActor",
+    "OrderFlowActorConfig",
+    "OrderFlowBar",
+    "OrderFlowTrade",
+    "WhaleTrade",
+]
+
+
+# Subscribers pass it as subscribe_data(..., client_id=ORDERFLOW_CLIENT_ID) and list it in the data
+# engine's external_clients: the data arrives from this actor, so no data client is looked for.
+ORDERFLOW_CLIENT_ID = ClientId("ORDERFLOW")
+_MS = 1_000_000  # ns per ms
+
+
+@customdataclass
+class OrderFlowTrade(Data):
+    """One aggregate trade, delivered once, in id order per instrument; ``ts_event`` is its trade time."""
+
+    instrument_id: InstrumentId = InstrumentId.from_str("BTCUSDT.BINANCE")
+    trade_id: int = 0  # Binance's aggregate trade id
+    price: str = "0"  # exact decimal
+    quantity: str = "0"
+    side: str = "buy"  # the taker's: "buy" or "sell"
+    first_id: int = 0
+    last_id: int = 0
+    source: str = "live"  # or "backfill" (fetched over REST after a gap)
+
+
+@customdataclass
+class OrderFlowBar(Data):
+    """One closed window; ``ts_event`` is its end (exclusive), ``start``/``end`` are ms."""
+
+    instrument_id: InstrumentId = InstrumentId.from_str("BTCUSDT.BINANCE")
+    window: str = "1m"
+    start: int = 0
+    end: int = 0
+    open: str = "0"
+    high: str = "0"
+    low: str = "0"
+    close: str = "0"
+    volume: str = "0"
+    buy_volume: str = "0"
+    sell_volume: str = "0"
+    delta: str = "0"
+    vwap: str = "0"
+    cvd: str = "0"  # cumulative volume delta at the close
+    trades: int = 0  # aggregate trades
+    closed_by: str = "trade"  # "trade", "timer" or "revised" (replaces the bar with the same start)
+
+
+@customdataclass
+class WhaleTrade(Data):
+    """A trade at or over a notional threshold; ``ts_event`` is its trade time."""
+
+    instrument_id: InstrumentId = InstrumentId.from_str("BTCUSDT.BINANCE")
+    trade_id: int = 0
+    price: str = "0"
+    quantity: str = "0"
+    side: str = "buy"
+    notional: str = "0"
+    rule: str = "absolute"  # or "percentile"
+    threshold: str = "0"
+
+
+@customdataclass
+class FeedHealth(Data):
+    """A gap, a backfill, a stall or an error of the feed; ``ts_event`` is when the stream saw it.
+
+    ``instrument`` is empty for an error of no one instrument (published with no metadata);
+    ``first_id``/``last_id`` bound a gap or a backfill (0 otherwise), ``count`` is the trades
+    backfilled, ``where`` what was running.
+    """
+
+    kind: str = "error"  # "gap", "backfill", "stall" or "error"
+    message: str = ""
+    instrument: str = ""  # "BTCUSDT.BINANCE"
+    first_id: int = 0
+    last_id: int = 0
+    count: int = 0
+    where: str = ""
+
+
+class OrderFlowActorConfig(ActorConfig, frozen=True):
+    """What :class:`OrderFlowActor` streams.
+
+    ``venue`` is the suffix of the instrument ids (``BTCUSDT.BINANCE``). ``settings_file`` is
+    loaded over the packaged defaults (with ``ORDERFLOW_`` variables) and names everything else,
+    plugins included; ``symbols``, ``market``, ``ws_url`` and ``rest_url``, when given, win over it.
+    """
+
+    symbols: tuple[str, ...] = ("BTCUSDT",)
+    market: str = "spot"  # or "usdm"
+    venue: str = "BINANCE"
+    ws_url: str | None = None
+    rest_url: str | None = None
+    settings_file: str | None = None
+
+
+class DataPublisher:
+    """A plugin of the stream that publishes its trades, bars, whales and health through an actor.
+
+    Its hooks run on the node's loop, where ``publish_data`` calls each subscriber's handler at once.
+    Once ``closed`` (the actor's ``on_stop`` sets it) it publishes nothing more: the node is stopping
+    its subscribers, while the stream may still deliver what it has read until it stops.
+    """
+
+    def __init__(self, actor: Actor, flow: OrderFlow, venue: str) -> None:
+        self.published = 0
+        self.closed = False
+        self._publish_data = actor.publish_data
+        self._clock = actor.clock
+        self._venue = venue
+        self._ids: dict[str, InstrumentId] = {}
+        self._trade_types: dict[str, DataType] = {}
+        self._whale_types: dict[str, DataType] = {}
+        self._health_types: dict[str, DataType] = {}
+        self._bar_types: dict[tuple[str, str], DataType] = {}
+        self._error_type = DataType(FeedHealth)
+        for symbol in flow.symbols:
+            self._instrument(symbol)
+
+    def _instrument(self, symbol: str) -> InstrumentId:
+        instrument_id = self._ids.get(symbol)
+        if instrument_id is None:
+            instrument_id = self._ids[symbol] = InstrumentId.from_str(f"{symbol}.{self._venue}")
+            meta = {"instrument_id": instrument_id.value}
+            self._trade_types[symbol] = DataType(OrderFlowTrade, metadata=meta)
+            self._whale_types[symbol] = DataType(WhaleTrade, metadata=meta)
+            self._health_types[symbol] = DataType(FeedHealth, metadata=meta)
+        return instrument_id
+
+    # The stream's hooks (see orderflow_plugin/hookspecs.py).
+
+    def on_trade(self, trade: Trade) -> None:
+        if self.closed:
+            return
+        instrument_id = self._instrument(trade.symbol)
+        data = OrderFlowTrade(
+            ts_event=trade.time * _MS, ts_init=self._clock.timestamp_ns(), instrument_id=instrument_id,
+            trade_id=trade.id, price=_text(trade.price), quantity=_text(trade.qty), side=trade.side,
+            first_id=trade.first_id, last_id=trade.last_id, source=trade.source)
+        self._publish_data(self._trade_types[trade.symbol], data)
+        self.published += 1
+
+    def on_metric(self, metric: Metric) -> None:
+        if self.closed:
+            return
+        if isinstance(metric, Bar):
+            self._bar(metric)
+        elif isinstance(metric, Whale):
+            self._whale(metric)
+        # Snapshots (each second) are not published: flow.latest(symbol) reads the newest one.
+
+    def _bar(self, bar: Bar) -> None:
+        instrument_id = self._instrument(bar.symbol)
+        key = (bar.symbol, bar.window)
+        data_type = self._bar_types.get(key)
+        if data_type is None:
+            data_type = self._bar_types[key] = DataType(
+                OrderFlowBar, metadata={"instrument_id": instrument_id.value, "window": bar.window})
+        data = OrderFlowBar(
+            ts_event=bar.end * _MS, ts_init=self._clock.timestamp_ns(), instrument_id=instrument_id,
+            window=bar.window, start=bar.start, end=bar.end, open=_text(bar.open), high=_text(bar.high),
+            low=_text(bar.low), close=_text(bar.close), volume=_text(bar.volume), buy_volume=_text(bar.buy_volume),
+            sell_volume=_text(bar.sell_volume), delta=_text(bar.delta), vwap=_text(bar.vwap), cvd=_text(bar.cvd),
+            trades=bar.trades, closed_by=bar.closed_by)
+        self._publish_data(data_type, data)
+        self.published += 1
+
+    def _whale(self, whale: Whale) -> None:
+        trade = whale.trade
+        data = WhaleTrade(
+            ts_event=trade.time * _MS, ts_init=self._clock.timestamp_ns(), instrument_id=self._instrument(trade.symbol),
+            trade_id=trade.id, price=_text(trade.price), quantity=_text(trade.qty), side=trade.side,
+            notional=_text(whale.notional), rule=whale.rule, threshold=_text(whale.threshold))
+        self._publish_data(self._whale_types[trade.symbol], data)
+        self.published += 1
+
+    def on_gap(self, symbol: str, first_missing: int, last_missing: int) -> None:
+        self._health(symbol, "gap", f"{symbol}: ids {first_missing}..{last_missing} missed live",
+                     first_id=first_missing, last_id=last_missing)
+
+    def on_backfill(self, symbol: str, first_id: int, last_id: int, count: int) -> None:
+        self._health(symbol, "backfill", f"{symbol}: ids {first_id}..{last_id} backfilled over REST ({count})",
+                     first_id=first_id, last_id=last_id, count=count)
+
+    def on_stall(self, symbols: tuple[str, ...], silent_for: float, stage: str, stack: str) -> None:
+        for symbol in symbols:
+            self._health(symbol, "stall", f"{symbol}: no progress for {silent_for:.1f} s in {stage}", where=stage)
+
+    def on_error(self, error: BaseException, where: str) -> None:
+        if self.closed:
+            return
+        now = self._clock.timestamp_ns()
+        self._publish_data(self._error_type, FeedHealth(
+            ts_event=now, ts_init=now, kind="error", message=f"{where}: {error}", where=where))
+        self.published += 1
+
+    def _health(self, symbol: str, kind: str, message: str, **fields: Any) -> None:
+        if self.closed:
+            return
+        instrument_id = self._instrument(symbol)
+        now = self._clock.timestamp_ns()
+        self._publish_data(self._health_types[symbol], FeedHealth(
+            ts_event=now, ts_init=now, kind=kind, message=message, instrument=instrument_id.value, **fields))
+        self.published += 1
+
+
+def _text(value: Decimal) -> str:
+    """The exact decimal as text, no exponent (``Decimal("1E+1")`` is ``"10"``)."""
+    return format(value, "f")
+
+
+class OrderFlowActor(Actor):
+    """A nautilus actor that streams order flow onto the node's message bus as custom ``Data``.
+
+    Add it to a ``TradingNode`` (``node.trader.add_actor(OrderFlowActor(config))``, or through an
+    ``ImportableActorConfig``). It starts the stream when the node starts it, on the node's loop,
+    and stops it when the node stops it; :meth:`wait_stopped` awaits the end of the stream.
+    ``plugins`` are the stream's own (hook objects or modules), registered beside the publisher.
+    """
+
+    def __init__(self, config: OrderFlowActorConfig | None = None, *, plugins: Sequence[object] = ()) -> None:
+        super().__init__(config or OrderFlowActorConfig())
+        self.plugins = list(plugins)  # the stream's own plugins, registered beside the publisher on each start
+        self.flow: OrderFlow | None = None
+        self.publisher: DataPublisher | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the node's, taken in on_start
+        self._start_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+
+    def build_flow(self) -> OrderFlow:
+        """The stream the config describes; called on each start (a stream runs once)."""
+        cfg: OrderFlowActorConfig = self.config  # type: ignore[assignment]
+        overrides: dict[str, Any] = {"symbols": list(cfg.symbols), "market": cfg.market}
+        if cfg.ws_url is not None:
+            overrides["ws_url"] = cfg.ws_url
+        if cfg.rest_url is not None:
+            overrides["rest_url"] = cfg.rest_url
+        if cfg.settings_file is not None:
+            return OrderFlow.from_settings(load_settings([cfg.settings_file]), **overrides)
+        return OrderFlow(overrides.pop("symbols"), **overrides)
+
+    def on_start(self) -> None:
+        # A TradingNode starts its actors from kernel.start_async(), a coroutine on the node's loop:
+        # the running loop here is the node's. A backtest starts them with no loop running.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise OrderFlowError("OrderFlowActor streams live: it needs a TradingNode, whose event loop "
+                                 "runs while it starts its actors (a BacktestEngine has none)") from None
+        if self._stop_task is not None and not self._stop_task.done():
+            raise OrderFlowError("OrderFlowActor started again before its stream stopped")
+        flow = self.build_flow()
+        publisher = DataPublisher(self, flow, self.config.venue)  # type: ignore[attr-defined]
+        flow.plugins.register(publisher, name="nautilus-data-publisher")
+        for plugin in self.plugins:
+            flow.plugins.register(plugin)
+        self.flow, self.publisher, self._loop = flow, publisher, loop
+        self._stop_task = None
+        self._start_task = loop.create_task(flow.start(), name="orderflow start")
+        self._start_task.add_done_callback(self._started)
+
+    def _started(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error(f"order-flow stream failed to start: {task.exception()!r}")
+
+    def on_stop(self) -> None:
+        # on_stop is synchronous and runs on the node's loop (kernel.stop_async() calls it, then waits
+        # timeout_post_stop): schedule the stream's stop there; wait_stopped() awaits it.
+        if self.flow is None or self._loop is None or self._stop_task is not None:
+            return
+        if self.publisher is not None:
+            self.publisher.closed = True
+        self._stop_task = self._loop.create_task(self._stop_flow(self.flow), name="orderflow stop")
+
+    async def _stop_flow(self, flow: OrderFlow) -> None:
+        if self._start_task is not None:
+            await asyncio.gather(self._start_task, return_exceptions=True)
+        await flow.stop()
+
+    async def wait_stopped(self) -> None:
+        """Return once the stream stopped after ``on_stop`` (its connections close within ``timeouts.close``)."""
+        if self._stop_task is not None:
+            await asyncio.shield(self._stop_task)
