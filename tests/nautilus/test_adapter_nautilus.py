@@ -2,6 +2,7 @@
 
 import asyncio
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from nautilus_trader.config import LiveDataEngineConfig, LoggingConfig, TradingN
 from nautilus_trader.live.node import TradingNode
 from nautilus_trader.model.data import DataType
 
+from orderflow_plugin import HookTooSlow, Tape, bundled_tape
 from orderflow_plugin.adapters.nautilus import (
     ORDERFLOW_CLIENT_ID,
     FeedHealth,
@@ -28,6 +30,7 @@ from ..test_examples import EXAMPLES, user_environment
 INSTRUMENT = "BTCUSDT.BINANCE"
 # The first connection skips 100 ids (REST still has them), then is reset after 400 messages.
 FAULTS = Scenario([[Fault("skip_ids", after=100, count=100), Fault("reset_after", after=400)]])
+SHORT_TAPE = Tape("BTCUSDT", "spot", bundled_tape().rows[:300], "the bundled tape's first 300 trades")
 
 
 class FlowWatch(Actor):
@@ -66,6 +69,12 @@ def run_on_new_loop(main: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, A
     asyncio.set_event_loop(loop)
     try:
         node = loop.run_until_complete(main(loop))
+        # The actors' executor workers outlive node.stop_async(): end them while the loop is open, or they
+        # are collected after dispose() closes it and pytest reports them as unraisable.
+        leftover = asyncio.all_tasks(loop)
+        for task in leftover:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
         node.dispose()
     finally:
         if not loop.is_closed():
@@ -120,6 +129,55 @@ def test_node_subscriber_gets_every_trade_once_in_order_and_the_streams_bars() -
     gap = next(h for h in watch.health if h.kind == "gap")
     assert gap.instrument == INSTRUMENT and 0 < gap.first_id <= gap.last_id
     assert results["flow"].health()["state"] == "stopped" and results["flow"].summary()["reconnects"] == 1
+
+
+class SlowWatch(FlowWatch):
+    """A subscriber that blocks on each trade, as a slow strategy would, for longer than the market takes to play one."""
+
+    def on_data(self, data: Any) -> None:
+        if isinstance(data, OrderFlowTrade):
+            # Over the default 5 ms hook budget (reporting.slow_hook_ms): 2 ms also falls behind 2,000 trades/s,
+            # but within the budget nothing reports it.
+            time.sleep(0.006)
+        super().on_data(data)
+
+
+def test_slow_subscriber_slows_reading_and_loses_nothing() -> None:
+    """A subscriber slower than the market gets every played id once, in order, with no gap, and the slowness is reported."""
+    hooks = Events()
+    watch = SlowWatch()
+    results: dict[str, Any] = {}
+
+    async def main(loop: asyncio.AbstractEventLoop) -> TradingNode:
+        async with Simulator(SHORT_TAPE, pace=Pace(rate=2000)) as sim:  # 0.5 ms a trade, against 6 ms a trade read
+            node = TradingNode(TradingNodeConfig(
+                trader_id="ORDERFLOW-001", logging=LoggingConfig(log_level="WARNING"),
+                data_engine=LiveDataEngineConfig(external_clients=[ORDERFLOW_CLIENT_ID]),
+                timeout_post_stop=0.5), loop=loop)
+            actor = OrderFlowActor(OrderFlowActorConfig(symbols=("BTCUSDT",), ws_url=sim.ws_url, rest_url=sim.rest_url),
+                                   plugins=[hooks])
+            node.trader.add_actor(actor)
+            node.trader.add_actor(watch)
+            node.build()
+            running = loop.create_task(node.run_async())
+            await watch.until(lambda: len(watch.trades) >= len(SHORT_TAPE.rows), 20)
+            await node.stop_async()
+            await asyncio.wait_for(actor.wait_stopped(), actor.flow.timeouts.close * 2 * TIMEOUT_FACTOR)
+            await asyncio.wait_for(running, 5 * TIMEOUT_FACTOR)
+            results["played"] = sim.played_ids("BTCUSDT")
+            results["flow"] = actor.flow
+        return node
+
+    run_on_new_loop(main)
+    ids, played, flow = [t.trade_id for t in watch.trades], results["played"], results["flow"]
+    assert len(played) == len(SHORT_TAPE.rows) and ids == played  # every played id, once, in order
+    assert ids == [t.id for t in hooks.trades] and all(t.source == "live" for t in watch.trades)
+    assert hooks.of("on_gap") == [] and hooks.of("on_backfill") == [] and hooks.of("on_stall") == []
+    assert not watch.health and flow.summary()["gaps"] == 0 and flow.summary()["reconnects"] == 0
+    # Not silent: each publish over the 5 ms budget is counted, and reported (at most once a report interval).
+    assert flow.health()["slow_hooks"] >= len(ids)
+    slow = [c for c in hooks.of("on_error") if isinstance(c["error"], HookTooSlow)]
+    assert slow and slow[0]["where"] == "plugin:nautilus-data-publisher.on_trade"
 
 
 async def test_nautilus_bot_example_streams_in_order(orderflow_sim, tmp_path: Path) -> None:
