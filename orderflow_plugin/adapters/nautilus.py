@@ -34,6 +34,7 @@ from ..errors import OrderFlowError
 from ..metrics import Bar, Whale
 from ..models import Metric, Trade
 from ..stream import OrderFlow
+from . import HealthHooks
 
 __all__ = [
     "ORDERFLOW_CLIENT_ID",
@@ -137,7 +138,7 @@ class OrderFlowActorConfig(ActorConfig, frozen=True):
     settings_file: str | None = None
 
 
-class DataPublisher:
+class DataPublisher(HealthHooks):
     """A plugin of the stream that publishes its trades, bars, whales and health through an actor.
 
     Its hooks run on the node's loop, where ``publish_data`` calls each subscriber's handler at once.
@@ -216,18 +217,6 @@ class DataPublisher:
             notional=_text(whale.notional), rule=whale.rule, threshold=_text(whale.threshold))
         self._publish_data(self._whale_types[trade.symbol], data)
         self.published += 1
-
-    def on_gap(self, symbol: str, first_missing: int, last_missing: int) -> None:
-        self._health(symbol, "gap", f"{symbol}: ids {first_missing}..{last_missing} missed live",
-                     first_id=first_missing, last_id=last_missing)
-
-    def on_backfill(self, symbol: str, first_id: int, last_id: int, count: int) -> None:
-        self._health(symbol, "backfill", f"{symbol}: ids {first_id}..{last_id} backfilled over REST ({count})",
-                     first_id=first_id, last_id=last_id, count=count)
-
-    def on_stall(self, symbols: tuple[str, ...], silent_for: float, stage: str, stack: str) -> None:
-        for symbol in symbols:
-            self._health(symbol, "stall", f"{symbol}: no progress for {silent_for:.1f} s in {stage}", where=stage)
 
     def on_error(self, error: BaseException, where: str) -> None:
         if self.closed:

@@ -32,6 +32,7 @@ from ..errors import EventBacklog, OrderFlowError
 from ..models import Market, Metric, Trade
 from ..stream import OrderFlow
 from ..threaded import FlowThread
+from . import HealthHooks
 
 __all__ = [
     "APP_NAME",
@@ -83,7 +84,7 @@ class FeedHealth:
     where: str | None = None
 
 
-class EventPublisher:
+class EventPublisher(HealthHooks):
     """A plugin of the stream that puts its trades, bars, whales and health on a vn.py ``EventEngine``.
 
     Its hooks run on the stream's thread; ``EventEngine.put`` is thread-safe and never blocks.
@@ -135,18 +136,6 @@ class EventPublisher:
         elif kind == "whale":
             self._publish(EVENT_ORDERFLOW_WHALE, metric.symbol, metric)
         # Snapshots (each second) are not published: engine.latest(symbol) reads the newest one.
-
-    def on_gap(self, symbol: str, first_missing: int, last_missing: int) -> None:
-        self._health(symbol, "gap", f"{symbol}: ids {first_missing}..{last_missing} missed live",
-                     first_id=first_missing, last_id=last_missing)
-
-    def on_backfill(self, symbol: str, first_id: int, last_id: int, count: int) -> None:
-        self._health(symbol, "backfill", f"{symbol}: ids {first_id}..{last_id} backfilled over REST ({count})",
-                     first_id=first_id, last_id=last_id, count=count)
-
-    def on_stall(self, symbols: tuple[str, ...], silent_for: float, stage: str, stack: str) -> None:
-        for symbol in symbols:
-            self._health(symbol, "stall", f"{symbol}: no progress for {silent_for:.1f} s in {stage}", where=stage)
 
     def on_error(self, error: BaseException, where: str) -> None:
         health = FeedHealth("error", f"{where}: {error}", error=error, where=where)

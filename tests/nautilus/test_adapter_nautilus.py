@@ -82,6 +82,21 @@ def run_on_new_loop(main: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, A
         asyncio.set_event_loop(None)
 
 
+def build_node(loop: asyncio.AbstractEventLoop, sim: Simulator, watch: Actor,
+               hooks: object) -> tuple[TradingNode, OrderFlowActor]:
+    """A TradingNode on ``loop`` with the order-flow actor (on ``sim``, ``hooks`` among its plugins) and ``watch``."""
+    node = TradingNode(TradingNodeConfig(
+        trader_id="ORDERFLOW-001", logging=LoggingConfig(log_level="WARNING"),
+        data_engine=LiveDataEngineConfig(external_clients=[ORDERFLOW_CLIENT_ID]),
+        timeout_post_stop=0.5), loop=loop)
+    actor = OrderFlowActor(OrderFlowActorConfig(symbols=("BTCUSDT",), ws_url=sim.ws_url, rest_url=sim.rest_url),
+                           plugins=[hooks])
+    node.trader.add_actor(actor)
+    node.trader.add_actor(watch)
+    node.build()
+    return node, actor
+
+
 def test_node_subscriber_gets_every_trade_once_in_order_and_the_streams_bars() -> None:
     """Across skipped ids and a reset, a node's subscriber gets every played id once, in order, and the stream's 1 m bars."""
     hooks = Events()  # the stream's own plugin, beside the publisher
@@ -90,15 +105,7 @@ def test_node_subscriber_gets_every_trade_once_in_order_and_the_streams_bars() -
 
     async def main(loop: asyncio.AbstractEventLoop) -> TradingNode:
         async with Simulator(scenario=FAULTS, pace=Pace(rate=2000)) as sim:
-            node = TradingNode(TradingNodeConfig(
-                trader_id="ORDERFLOW-001", logging=LoggingConfig(log_level="WARNING"),
-                data_engine=LiveDataEngineConfig(external_clients=[ORDERFLOW_CLIENT_ID]),
-                timeout_post_stop=0.5), loop=loop)
-            actor = OrderFlowActor(OrderFlowActorConfig(symbols=("BTCUSDT",), ws_url=sim.ws_url, rest_url=sim.rest_url),
-                                   plugins=[hooks])
-            node.trader.add_actor(actor)
-            node.trader.add_actor(watch)
-            node.build()
+            node, actor = build_node(loop, sim, watch, hooks)
             running = loop.create_task(node.run_async())
             await watch.until(lambda: len(watch.bars) >= 2 and len(watch.trades) >= 800
                               and {"gap", "backfill"} <= {h.kind for h in watch.health}, 20)
@@ -150,15 +157,7 @@ def test_slow_subscriber_slows_reading_and_loses_nothing() -> None:
 
     async def main(loop: asyncio.AbstractEventLoop) -> TradingNode:
         async with Simulator(SHORT_TAPE, pace=Pace(rate=2000)) as sim:  # 0.5 ms a trade, against 6 ms a trade read
-            node = TradingNode(TradingNodeConfig(
-                trader_id="ORDERFLOW-001", logging=LoggingConfig(log_level="WARNING"),
-                data_engine=LiveDataEngineConfig(external_clients=[ORDERFLOW_CLIENT_ID]),
-                timeout_post_stop=0.5), loop=loop)
-            actor = OrderFlowActor(OrderFlowActorConfig(symbols=("BTCUSDT",), ws_url=sim.ws_url, rest_url=sim.rest_url),
-                                   plugins=[hooks])
-            node.trader.add_actor(actor)
-            node.trader.add_actor(watch)
-            node.build()
+            node, actor = build_node(loop, sim, watch, hooks)
             running = loop.create_task(node.run_async())
             await watch.until(lambda: len(watch.trades) >= len(SHORT_TAPE.rows), 20)
             await node.stop_async()
