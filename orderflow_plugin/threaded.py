@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,26 +30,40 @@ class FlowThread:
 
     def __init__(self, flow: OrderFlow) -> None:
         self.flow = flow
+        self._lock = threading.Lock()  # orders a stop request against the thread publishing its loop
+        self._stop_requested = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
+        self._started = False  # flow.start() returned; read and written on the stream's loop only
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="orderflow", daemon=True)
 
     def start(self, timeout: float = 10.0) -> FlowThread:
-        """Start the thread and the stream; return once the stream's tasks run."""
+        """Start the thread and the stream; return once the stream's tasks run.
+
+        A start that takes longer than ``timeout`` is cancelled and the thread joined before
+        OrderFlowError is raised; if the thread still runs then (a hook blocks its loop), the
+        error says so and ``stop()`` can end it later.
+        """
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise OrderFlowError(f"the orderflow thread did not start within {timeout} s")
+            self._request_stop()
+            wait = self._stop_wait()
+            self._thread.join(wait)
+            still = f", nor stop within {wait:.1f} s after (its loop is blocked): stop() it" if self.running else ""
+            raise OrderFlowError(f"the orderflow thread did not start within {timeout} s{still}")
         if self._error is not None:
             raise OrderFlowError(f"the orderflow thread failed to start: {self._error}") from self._error
         return self
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the stream (closing connections within ``timeouts.close``) and join the thread."""
-        if self._loop is not None and self._stopping is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        wait = timeout if timeout is not None else self.flow.timeouts.close + 2.0
+        if not self._thread.is_alive():
+            return
+        self._request_stop()
+        wait = timeout if timeout is not None else self._stop_wait()
         self._thread.join(wait)
         if self._thread.is_alive():
             raise OrderFlowError(f"the orderflow thread did not stop within {wait:.1f} s")
@@ -65,6 +80,23 @@ class FlowThread:
     def running(self) -> bool:
         """Whether the thread is alive."""
         return self._thread.is_alive()
+
+    def _stop_wait(self) -> float:
+        return self.flow.timeouts.close + 2.0
+
+    def _request_stop(self) -> None:
+        with self._lock:
+            self._stop_requested = True
+            loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the thread is ending anyway
+                loop.call_soon_threadsafe(self._stop_on_loop)
+
+    def _stop_on_loop(self) -> None:
+        if self._started and self._stopping is not None:
+            self._stopping.set()  # the normal way out: flow.stop() closes the connections
+        elif self._task is not None:
+            self._task.cancel()  # flow.start() still runs (a slow source, a hook): end it where it waits
 
     def _call(self, function: Callable[[], T], timeout: float) -> T:
         loop = self._loop
@@ -92,14 +124,18 @@ class FlowThread:
             self._ready.set()
 
     async def _run(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        with self._lock:
+            if self._stop_requested:  # start() gave up before this thread got here
+                return
+            self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
         try:
             await self.flow.start()
-        except BaseException as exc:
+        except BaseException as exc:  # CancelledError too: a start that timed out
             self._error = exc
             self._ready.set()
             return
+        self._started = True
         self._ready.set()
         try:
             await self._stopping.wait()

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from vnpy.event import EVENT_TIMER, Event, EventEngine
-from vnpy.trader.engine import MainEngine
+from vnpy.trader.engine import BaseEngine, MainEngine
 
-from orderflow_plugin import Bar, Flow, OrderFlow, Reporting, Trade, signals
+from orderflow_plugin import Bar, Flow, OrderFlow, OrderFlowError, Reporting, Timeouts, Trade, signals
 from orderflow_plugin.adapters.vnpy import (
     EVENT_ORDERFLOW_BAR,
     EVENT_ORDERFLOW_HEALTH,
@@ -33,6 +33,7 @@ from .flowhelpers import TIMEOUT_FACTOR, Events
 from .test_examples import EXAMPLES, user_environment
 
 VT = "BTCUSDT_SPOT_BINANCE.GLOBAL"
+CLOSED_PORT = "127.0.0.1:1"  # nothing listens: a stream pointed here starts, then fails to connect and retries
 RESET = Scenario([[Fault("reset_after", after=200)]])  # the first connection is reset after 200 trades
 
 
@@ -185,6 +186,134 @@ async def test_close_stops_the_stream_promptly_and_joins_its_thread(orderflow_si
     assert not vnpy_engine.running and flow.health()["state"] == "stopped"
     assert "orderflow" not in {thread.name for thread in threading.enumerate()}
     vnpy_engine.close()
+
+
+class BlockingHook:
+    """A stream plugin whose ``hook`` (``on_startup`` or ``on_shutdown``) blocks the stream's loop until released."""
+
+    def __init__(self, hook: str) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        setattr(self, hook, self._block)
+
+    def _block(self, **kwargs: Any) -> None:
+        self.entered.set()
+        self.release.wait(30 * TIMEOUT_FACTOR)  # the blocked hook itself, not a wait in the test
+
+
+class ClosedAfter(BaseEngine):
+    """A vn.py engine added after ours, recording that MainEngine.close() reached it."""
+
+    def __init__(self, main_engine: MainEngine, event_engine: EventEngine) -> None:
+        super().__init__(main_engine, event_engine, "ClosedAfter")
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def idle_flow(**kwargs: Any) -> OrderFlow:
+    """A stream that never connects (nothing listens on its port), for lifecycle tests that need no trades."""
+    return OrderFlow(["BTCUSDT"], ws_url=f"ws://{CLOSED_PORT}", rest_url=f"http://{CLOSED_PORT}", **kwargs)
+
+
+def test_start_timeout_leaves_no_stream_thread(event_engine: EventEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start() that times out raises one line, and no stream thread keeps running behind the engine."""
+    flow, before = idle_flow(), set(threading.enumerate())
+
+    async def start_never_returns() -> None:  # a stream source that never answers, say
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(flow, "start", start_never_returns)
+    engine = OrderFlowEngine(None, event_engine)
+    with pytest.raises(OrderFlowError, match=r"^the orderflow thread did not start within 0\.2 s$"):
+        engine.start(flow, timeout=0.2)
+    assert not engine.running
+    assert not [t for t in threading.enumerate() if t not in before and t.name == "orderflow" and t.is_alive()]
+    engine.close()
+
+
+def test_start_blocked_past_its_timeout_is_kept_for_close(event_engine: EventEngine) -> None:
+    """A start blocked in a hook past its timeout and the stop after it raises, and the engine keeps it: close() ends it."""
+    gate = BlockingHook("on_startup")
+    engine = OrderFlowEngine(None, event_engine)
+    with pytest.raises(OrderFlowError, match="nor stop within"):
+        engine.start(idle_flow(plugins=[gate], timeouts=Timeouts(close=0.1)), timeout=0.2)
+    assert engine.running  # still there, and said so: not lost
+    gate.release.set()
+    engine.close()
+    assert not engine.running
+
+
+def test_close_that_cannot_stop_logs_one_line_and_main_engine_closes_the_rest(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A stream stuck in stopping: close() logs one ERROR line instead of raising, so MainEngine.close() closes
+    the engines after ours; the stream is kept, and close() again stops it once it can."""
+    monkeypatch.chdir(tmp_path)  # MainEngine chdirs to vn.py's folder; this puts the test's cwd back after
+    main_engine = MainEngine(EventEngine())
+    engine = main_engine.add_engine(OrderFlowEngine)
+    after = main_engine.add_engine(ClosedAfter)
+    gate = BlockingHook("on_shutdown")
+    engine.start(idle_flow(plugins=[gate], timeouts=Timeouts(close=0.1)))
+    with caplog.at_level(logging.ERROR, logger="orderflow_plugin.adapters.vnpy"):
+        main_engine.close()
+        assert after.closed and gate.entered.is_set() and engine.running
+        errors = [r.getMessage() for r in caplog.records if r.name == "orderflow_plugin.adapters.vnpy"]
+        assert len(errors) == 1 and "\n" not in errors[0] and "left the stream running" in errors[0], errors
+        gate.release.set()
+        engine.close()
+    assert not engine.running and len([r for r in caplog.records if r.name == "orderflow_plugin.adapters.vnpy"]) == 1
+
+
+def test_close_while_vnpy_dispatches_skips_no_other_handler(event_engine: EventEngine) -> None:
+    """Closing an engine while vn.py's thread is inside a handler of an order-flow type makes it skip no later handler."""
+    engine = OrderFlowEngine(None, event_engine)
+    engine.start(idle_flow())
+    inside, release, received = threading.Event(), threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def slow(event: Event) -> None:  # registered after the engine's counting handler
+        if event.data == "first":
+            inside.set()
+            release.wait(10 * TIMEOUT_FACTOR)
+
+    def record(event: Event) -> None:  # registered after the slow one
+        seen.append(event.data)
+        if event.data == "second":
+            received.set()
+
+    event_engine.register(EVENT_ORDERFLOW_TRADE, slow)
+    event_engine.register(EVENT_ORDERFLOW_TRADE, record)
+    try:
+        event_engine.put(Event(EVENT_ORDERFLOW_TRADE, "first"))
+        assert inside.wait(5 * TIMEOUT_FACTOR)
+        engine.close()  # on the host thread, while vn.py's thread is in slow()
+        release.set()
+        event_engine.put(Event(EVENT_ORDERFLOW_TRADE, "second"))
+        assert received.wait(5 * TIMEOUT_FACTOR)
+        assert seen == ["first", "second"]
+    finally:
+        release.set()
+        event_engine.unregister(EVENT_ORDERFLOW_TRADE, slow)  # vn.py's thread is idle now
+        event_engine.unregister(EVENT_ORDERFLOW_TRADE, record)
+
+
+async def test_two_engines_on_one_event_engine_count_only_their_own(
+        orderflow_sim, handlers, event_engine, vnpy_engine) -> None:
+    """Two OrderFlowEngines on one EventEngine: each one's handled and backlog count its own events, not the other's."""
+    other = OrderFlowEngine(None, event_engine, "OrderFlowIdle")
+    other.start(idle_flow())
+    try:
+        vnpy_engine.start(OrderFlow(["BTCUSDT"], ws_url=orderflow_sim.ws_url, rest_url=orderflow_sim.rest_url))
+        await handlers.until(lambda: len(handlers.events[EVENT_ORDERFLOW_TRADE + VT]) >= 50, 10)
+        await asyncio.to_thread(vnpy_engine.close)
+        mine, theirs = vnpy_engine.publisher, other.publisher
+        assert mine is not None and theirs is not None
+        await handlers.until(lambda: mine.handled == mine.published, 5)  # vn.py drains what was put before close
+        assert mine.published >= 50 and theirs.handled <= theirs.published
+        await handlers.until(lambda: theirs.handled == theirs.published, 5)
+    finally:
+        await asyncio.to_thread(other.close)
 
 
 def test_app_adds_the_engine_to_a_main_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

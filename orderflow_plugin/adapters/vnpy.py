@@ -14,6 +14,12 @@ blocks the stream nor drops an event: it counts the events it put and the ones v
 handled, and when more than ``max_backlog`` wait it reports so (log WARNING and the stream's
 ``on_error`` with :class:`~orderflow_plugin.errors.EventBacklog`) at most once per
 ``reporting.report_interval``. See docs/frameworks.md.
+
+vn.py dispatches an event by iterating its type's handler list without a lock, so a handler
+removed meanwhile (from any thread) makes it skip the next one. The adapter therefore only ever
+appends: one module-level counting handler per general type, shared by every publisher on an
+``EventEngine`` and never unregistered; each general event names its publisher, so every engine
+counts only its own.
 """
 
 from __future__ import annotations
@@ -84,6 +90,22 @@ class FeedHealth:
     where: str | None = None
 
 
+class _CountedEvent(Event):
+    """A general-type event that names the publisher that put it, so each publisher counts only its own."""
+
+    __slots__ = ("publisher",)
+
+    def __init__(self, event_type: str, data: Any, publisher: EventPublisher) -> None:
+        super().__init__(event_type, data)
+        self.publisher = publisher
+
+
+def _count_handled(event: Event) -> None:
+    """vn.py has dispatched ``event``: one more handled for the publisher that put it."""
+    if isinstance(event, _CountedEvent):
+        event.publisher.handled += 1
+
+
 class EventPublisher(HealthHooks):
     """A plugin of the stream that puts its trades, bars, whales and health on a vn.py ``EventEngine``.
 
@@ -112,17 +134,14 @@ class EventPublisher(HealthHooks):
         return self.published - self.handled
 
     def attach(self) -> None:
-        """Count what vn.py dispatches: a handler of our own on each general type."""
-        for event_type in _GENERAL_TYPES:
-            self.event_engine.register(event_type, self._count_handled)
+        """Count what vn.py dispatches: register the shared counting handler on each general type.
 
-    def detach(self) -> None:
-        """Remove the counting handlers."""
+        Idempotent and safe while vn.py dispatches (it only appends). The handler stays after the
+        stream stops, so the count catches up as the queue drains; there is no ``detach()``, since
+        removing a handler while vn.py's thread dispatches that type would make it skip another.
+        """
         for event_type in _GENERAL_TYPES:
-            self.event_engine.unregister(event_type, self._count_handled)
-
-    def _count_handled(self, event: Event) -> None:
-        self.handled += 1
+            self.event_engine.register(event_type, _count_handled)
 
     # The stream's hooks (see orderflow_plugin/hookspecs.py).
 
@@ -139,7 +158,7 @@ class EventPublisher(HealthHooks):
 
     def on_error(self, error: BaseException, where: str) -> None:
         health = FeedHealth("error", f"{where}: {error}", error=error, where=where)
-        self._put(Event(EVENT_ORDERFLOW_HEALTH, health))
+        self._put(_CountedEvent(EVENT_ORDERFLOW_HEALTH, health, self))
         self._published()
 
     def _health(self, symbol: str, kind: str, message: str, **fields: Any) -> None:
@@ -148,7 +167,7 @@ class EventPublisher(HealthHooks):
 
     def _publish(self, event_type: str, symbol: str, data: Any) -> None:
         vt = self._vt_symbols.get(symbol) or vt_symbol(symbol, self._market)
-        self._put(Event(event_type, data))  # general first, then the vt_symbol's, as vn.py gateways do
+        self._put(_CountedEvent(event_type, data, self))  # general first, then the vt_symbol's, as vn.py gateways do
         self._put(Event(event_type + vt, data))
         self._published()
 
@@ -197,13 +216,16 @@ class OrderFlowEngine(BaseEngine):
         publisher = EventPublisher(self.event_engine, flow, max_backlog=max_backlog)
         flow.plugins.register(publisher, name="vnpy-event-publisher")
         publisher.attach()
+        runner = FlowThread(flow)  # built here, not by flow.run_in_thread(), to keep it if start() fails
         try:
-            self._runner = flow.run_in_thread(timeout)
+            runner.start(timeout)
         except BaseException:
-            publisher.detach()
-            flow.plugins.unregister(publisher)
+            if runner.running:  # a hook blocks its loop past the stop start() tried: close() can still stop it
+                self.flow, self.publisher, self._runner = flow, publisher, runner
+            else:
+                flow.plugins.unregister(publisher)
             raise
-        self.flow, self.publisher = flow, publisher
+        self.flow, self.publisher, self._runner = flow, publisher, runner
         return flow
 
     @property
@@ -227,15 +249,21 @@ class OrderFlowEngine(BaseEngine):
         return self._runner.latest(symbol, timeout)
 
     def close(self) -> None:
-        """Stop the stream (its connections close within ``timeouts.close``) and join its thread; idempotent."""
-        runner, publisher, self._runner = self._runner, self.publisher, None
+        """Stop the stream (its connections close within ``timeouts.close``) and join its thread; idempotent.
+
+        Never raises (``MainEngine.close()`` would skip the engines and gateways after this one): a
+        stream that does not stop is logged as one ERROR line and kept, so ``close()`` again retries.
+        """
+        runner = self._runner
         if runner is None:
             return
         try:
             runner.stop()
+        except Exception as exc:
+            logger.error("OrderFlowEngine.close() left the stream running: %s", exc)
         finally:
-            if publisher is not None:
-                publisher.detach()
+            if not runner.running:
+                self._runner = None
 
 
 class OrderFlowApp(BaseApp):
