@@ -9,6 +9,9 @@ item to ``Actor.publish_data`` under a ``DataType`` with metadata::
     DataType(OrderFlowTrade, metadata={"instrument_id": "BTCUSDT.BINANCE"})
     DataType(OrderFlowBar, metadata={"instrument_id": "BTCUSDT.BINANCE", "window": "1m"})
 
+Instrument ids follow nautilus' own Binance adapter, so they join its instruments: ``BTCUSDT.BINANCE``
+on spot, ``BTCUSDT-PERP.BINANCE`` on usdm (a USD-M perpetual).
+
 The message bus calls the subscribers' ``on_data`` at once, on the loop, in the stream's order.
 Prices and quantities stay exact decimal strings: nautilus ``Price``/``Quantity`` need the
 instrument's precision, which the actor does not have without an instrument. See
@@ -22,6 +25,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from nautilus_trader.adapters.binance.common.enums import BinanceAccountType
+from nautilus_trader.adapters.binance.common.symbol import BinanceSymbol
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.config import ActorConfig
 from nautilus_trader.core.data import Data
@@ -32,7 +37,7 @@ from nautilus_trader.model.identifiers import ClientId, InstrumentId
 from ..config import load_settings
 from ..errors import OrderFlowError
 from ..metrics import Bar, Whale
-from ..models import Metric, Trade
+from ..models import Market, Metric, Trade
 from ..stream import OrderFlow
 from . import HealthHooks
 
@@ -52,6 +57,13 @@ __all__ = [
 # engine's external_clients: the data arrives from this actor, so no data client is looked for.
 ORDERFLOW_CLIENT_ID = ClientId("ORDERFLOW")
 _MS = 1_000_000  # ns per ms
+_ACCOUNT_TYPES: dict[str, BinanceAccountType] = {"spot": BinanceAccountType.SPOT,
+                                                 "usdm": BinanceAccountType.USDT_FUTURES}
+
+
+def _instrument_id(symbol: str, market: Market, venue: str = "BINANCE") -> InstrumentId:
+    """The id nautilus' Binance adapter gives ``symbol``: ``BTCUSDT.BINANCE``, ``BTCUSDT-PERP.BINANCE`` on usdm."""
+    return InstrumentId.from_str(f"{BinanceSymbol(symbol).parse_as_nautilus(_ACCOUNT_TYPES[market])}.{venue}")
 
 
 @customdataclass
@@ -125,7 +137,8 @@ class FeedHealth(Data):
 class OrderFlowActorConfig(ActorConfig, frozen=True):
     """What :class:`OrderFlowActor` streams.
 
-    ``venue`` is the suffix of the instrument ids (``BTCUSDT.BINANCE``). ``settings_file`` is
+    ``venue`` is the suffix of the instrument ids (``BTCUSDT.BINANCE``, ``BTCUSDT-PERP.BINANCE`` on
+    usdm, as nautilus' Binance adapter names them). ``settings_file`` is
     loaded over the packaged defaults (with ``ORDERFLOW_`` variables) and names everything else,
     plugins included; ``symbols``, ``market``, ``ws_url`` and ``rest_url``, when given, win over it.
     """
@@ -152,6 +165,7 @@ class DataPublisher(HealthHooks):
         self._publish_data = actor.publish_data
         self._clock = actor.clock
         self._venue = venue
+        self._market = flow.market
         self._ids: dict[str, InstrumentId] = {}
         self._trade_types: dict[str, DataType] = {}
         self._whale_types: dict[str, DataType] = {}
@@ -164,7 +178,7 @@ class DataPublisher(HealthHooks):
     def _instrument(self, symbol: str) -> InstrumentId:
         instrument_id = self._ids.get(symbol)
         if instrument_id is None:
-            instrument_id = self._ids[symbol] = InstrumentId.from_str(f"{symbol}.{self._venue}")
+            instrument_id = self._ids[symbol] = _instrument_id(symbol, self._market, self._venue)
             meta = {"instrument_id": instrument_id.value}
             self._trade_types[symbol] = DataType(OrderFlowTrade, metadata=meta)
             self._whale_types[symbol] = DataType(WhaleTrade, metadata=meta)
@@ -221,9 +235,7 @@ class DataPublisher(HealthHooks):
     def on_error(self, error: BaseException, where: str) -> None:
         if self.closed:
             return
-        now = self._clock.timestamp_ns()
-        self._publish_data(self._error_type, FeedHealth(
-            ts_event=now, ts_init=now, kind="error", message=f"{where}: {error}", where=where))
+        self._publish_data(self._error_type, _error_health(self._clock.timestamp_ns(), error, where))
         self.published += 1
 
     def _health(self, symbol: str, kind: str, message: str, **fields: Any) -> None:
@@ -236,6 +248,10 @@ class DataPublisher(HealthHooks):
         self.published += 1
 
 
+def _error_health(now: int, error: BaseException, where: str) -> FeedHealth:
+    return FeedHealth(ts_event=now, ts_init=now, kind="error", message=f"{where}: {error}", where=where)
+
+
 def _text(value: Decimal) -> str:
     """The exact decimal as text, no exponent (``Decimal("1E+1")`` is ``"10"``)."""
     return format(value, "f")
@@ -246,7 +262,9 @@ class OrderFlowActor(Actor):
 
     Add it to a ``TradingNode`` (``node.trader.add_actor(OrderFlowActor(config))``, or through an
     ``ImportableActorConfig``). It starts the stream when the node starts it, on the node's loop,
-    and stops it when the node stops it; :meth:`wait_stopped` awaits the end of the stream.
+    and stops it when the node stops it; :meth:`wait_stopped` awaits the end of the stream, and
+    ``dispose()`` or ``reset()`` run that stop to its end when the loop is not running. A stream
+    that fails to start faults the actor, after publishing a ``FeedHealth`` error (``where="start"``).
     ``plugins`` are the stream's own (hook objects or modules), registered beside the publisher.
     """
 
@@ -281,28 +299,73 @@ class OrderFlowActor(Actor):
                                  "runs while it starts its actors (a BacktestEngine has none)") from None
         if self._stop_task is not None and not self._stop_task.done():
             raise OrderFlowError("OrderFlowActor started again before its stream stopped")
-        flow = self.build_flow()
-        publisher = DataPublisher(self, flow, self.config.venue)  # type: ignore[attr-defined]
-        flow.plugins.register(publisher, name="nautilus-data-publisher")
-        for plugin in self.plugins:
-            flow.plugins.register(plugin)
-        self.flow, self.publisher, self._loop = flow, publisher, loop
-        self._stop_task = None
+        self._loop, self.flow, self.publisher, self._start_task, self._stop_task = loop, None, None, None, None
+        try:
+            flow = self.build_flow()
+            publisher = DataPublisher(self, flow, self.config.venue)  # type: ignore[attr-defined]
+            flow.plugins.register(publisher, name="nautilus-data-publisher")
+            for plugin in self.plugins:
+                flow.plugins.register(plugin)
+        except Exception as exc:
+            # Not raised: the trader would stop starting the node's other actors and strategies, this one
+            # left STARTING. Reported once the trader has started them all, so their subscriptions see it.
+            loop.call_soon(self._start_failed, exc)
+            return
+        self.flow, self.publisher = flow, publisher
         self._start_task = loop.create_task(flow.start(), name="orderflow start")
         self._start_task.add_done_callback(self._started)
 
     def _started(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error(f"order-flow stream failed to start: {task.exception()!r}")
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self._start_failed(error)
+
+    def _start_failed(self, error: BaseException) -> None:
+        self.log.error(f"order-flow stream failed to start: {error!r}")
+        if not self.is_running:  # stopped meanwhile: nobody listens, nothing to fault
+            return
+        self.publish_data(DataType(FeedHealth), _error_health(self.clock.timestamp_ns(), error, "start"))
+        # A feed that cannot start is not RUNNING: FAULTED (terminal, as nautilus' IB adapter does on a bad
+        # account) is what the node's state and its ComponentStateChanged events then say.
+        self.fault()
 
     def on_stop(self) -> None:
         # on_stop is synchronous and runs on the node's loop (kernel.stop_async() calls it, then waits
-        # timeout_post_stop): schedule the stream's stop there; wait_stopped() awaits it.
-        if self.flow is None or self._loop is None or self._stop_task is not None:
-            return
+        # timeout_post_stop): schedule the stream's stop there; wait_stopped() awaits it, and dispose()
+        # or reset() runs it to its end if the node did not wait long enough.
+        self._close_stream()
+
+    def on_fault(self) -> None:
+        self._close_stream()
+
+    def on_reset(self) -> None:
+        self._close_stream()
+        self._finish_stop()
+
+    def on_dispose(self) -> None:
+        self._close_stream()
+        self._finish_stop()
+
+    def _close_stream(self) -> None:
+        """Stop publishing at once and schedule the stream's stop on the node's loop, once."""
         if self.publisher is not None:
             self.publisher.closed = True
+        if self.flow is None or self._loop is None or self._stop_task is not None or self._loop.is_closed():
+            return
         self._stop_task = self._loop.create_task(self._stop_flow(self.flow), name="orderflow stop")
+
+    def _finish_stop(self) -> None:
+        """Run the stream's stop to its end on the node's loop, unless that loop is running (then it ends there)."""
+        task, loop = self._stop_task, self._loop
+        if task is None or task.done() or loop is None or loop.is_running():
+            return
+        if loop.is_closed():  # asyncio.run() ended with the stop pending: its tasks were cancelled with it
+            self.log.warning("the node's loop closed before the order-flow stream stopped: await wait_stopped()")
+            return
+        try:
+            loop.run_until_complete(task)  # within timeouts.close: the stream's connections close by then
+        except Exception as exc:
+            self.log.error(f"order-flow stream failed to stop: {exc!r}")
 
     async def _stop_flow(self, flow: OrderFlow) -> None:
         if self._start_task is not None:

@@ -1,19 +1,24 @@
 """The nautilus_trader adapter in a real TradingNode, fed by the local simulator (issue #18)."""
 
 import asyncio
+import contextlib
 import sys
+import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.config import ActorConfig
+from nautilus_trader.common.enums import ComponentState
 from nautilus_trader.config import LiveDataEngineConfig, LoggingConfig, TradingNodeConfig
 from nautilus_trader.live.node import TradingNode
 from nautilus_trader.model.data import DataType
 
-from orderflow_plugin import HookTooSlow, Tape, bundled_tape
+from orderflow_plugin import HookTooSlow, OrderFlow, OrderFlowError, Tape, bundled_tape
 from orderflow_plugin.adapters.nautilus import (
     ORDERFLOW_CLIENT_ID,
     FeedHealth,
@@ -21,6 +26,7 @@ from orderflow_plugin.adapters.nautilus import (
     OrderFlowActorConfig,
     OrderFlowBar,
     OrderFlowTrade,
+    WhaleTrade,
 )
 from orderflow_plugin.sim import Fault, Pace, Scenario, Simulator
 
@@ -34,25 +40,35 @@ SHORT_TAPE = Tape("BTCUSDT", "spot", bundled_tape().rows[:300], "the bundled tap
 
 
 class FlowWatch(Actor):
-    """A consumer of the order flow, as a user writes one: subscribes to the trades and the 1 m bars."""
+    """A consumer of the order flow, as a user writes one: subscribes to the trades, the 1 m bars and the whales.
 
-    def __init__(self) -> None:
+    ``errors``: also the stream's errors (``FeedHealth`` with no metadata), into ``health``.
+    """
+
+    def __init__(self, instrument: str = INSTRUMENT, *, errors: bool = False) -> None:
         super().__init__(ActorConfig(component_id="FlowWatch"))
+        self.instrument = instrument
+        self.errors = errors
         self.trades: list[OrderFlowTrade] = []
         self.bars: list[OrderFlowBar] = []
+        self.whales: list[WhaleTrade] = []
         self.health: list[FeedHealth] = []
         self.loops: set[asyncio.AbstractEventLoop] = set()  # the loops on_data ran on
         self.changed = asyncio.Event()
 
     def on_start(self) -> None:
-        for data_type in (DataType(OrderFlowTrade, metadata={"instrument_id": INSTRUMENT}),
-                          DataType(OrderFlowBar, metadata={"instrument_id": INSTRUMENT, "window": "1m"}),
-                          DataType(FeedHealth, metadata={"instrument_id": INSTRUMENT})):
+        meta = {"instrument_id": self.instrument}
+        for data_type in (DataType(OrderFlowTrade, metadata=meta),
+                          DataType(OrderFlowBar, metadata={**meta, "window": "1m"}),
+                          DataType(WhaleTrade, metadata=meta),
+                          DataType(FeedHealth, metadata=meta),
+                          *([DataType(FeedHealth)] if self.errors else [])):
             self.subscribe_data(data_type, client_id=ORDERFLOW_CLIENT_ID)
 
     def on_data(self, data: Any) -> None:
         self.loops.add(asyncio.get_running_loop())
-        {OrderFlowTrade: self.trades, OrderFlowBar: self.bars, FeedHealth: self.health}[type(data)].append(data)
+        {OrderFlowTrade: self.trades, OrderFlowBar: self.bars, WhaleTrade: self.whales,
+         FeedHealth: self.health}[type(data)].append(data)
         self.changed.set()
 
     async def until(self, predicate: Callable[[], bool], timeout: float) -> None:
@@ -82,15 +98,17 @@ def run_on_new_loop(main: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, A
         asyncio.set_event_loop(None)
 
 
-def build_node(loop: asyncio.AbstractEventLoop, sim: Simulator, watch: Actor,
-               hooks: object) -> tuple[TradingNode, OrderFlowActor]:
-    """A TradingNode on ``loop`` with the order-flow actor (on ``sim``, ``hooks`` among its plugins) and ``watch``."""
+def build_node(loop: asyncio.AbstractEventLoop, sim: Simulator, watch: Actor, hooks: object, *,
+               timeout_post_stop: float = 0.5, actor_type: type[OrderFlowActor] = OrderFlowActor,
+               **config: Any) -> tuple[TradingNode, OrderFlowActor]:
+    """A TradingNode on ``loop`` with the order-flow actor (on ``sim``, ``hooks`` among its plugins, ``config``
+    over its defaults) and ``watch``."""
     node = TradingNode(TradingNodeConfig(
         trader_id="ORDERFLOW-001", logging=LoggingConfig(log_level="WARNING"),
         data_engine=LiveDataEngineConfig(external_clients=[ORDERFLOW_CLIENT_ID]),
-        timeout_post_stop=0.5), loop=loop)
-    actor = OrderFlowActor(OrderFlowActorConfig(symbols=("BTCUSDT",), ws_url=sim.ws_url, rest_url=sim.rest_url),
-                           plugins=[hooks])
+        timeout_post_stop=timeout_post_stop), loop=loop)
+    actor = actor_type(OrderFlowActorConfig(**{"symbols": ("BTCUSDT",), "ws_url": sim.ws_url,
+                                               "rest_url": sim.rest_url, **config}), plugins=[hooks])
     node.trader.add_actor(actor)
     node.trader.add_actor(watch)
     node.build()
@@ -195,3 +213,145 @@ async def test_nautilus_bot_example_streams_in_order(orderflow_sim, tmp_path: Pa
     line = lines[0]
     assert ", out of order 0, 1m deltas -0.48291000 +5.83961000, health -, " \
         "stream stopped" in line, line
+
+
+class RefusedStart(OrderFlow):
+    """A stream whose start() raises, as one on a Redis source that refuses the password does."""
+
+    async def start(self) -> None:
+        raise OrderFlowError("the source refused the password")
+
+
+class RefusedStartActor(OrderFlowActor):
+    """The order-flow actor on a stream whose start() raises."""
+
+    def build_flow(self) -> OrderFlow:
+        cfg: OrderFlowActorConfig = self.config  # type: ignore[assignment]
+        return RefusedStart(list(cfg.symbols), ws_url=cfg.ws_url, rest_url=cfg.rest_url)
+
+
+@pytest.mark.parametrize("failure", ["bad-settings", "start-raises"])
+def test_feed_that_fails_to_start_publishes_the_error_and_faults_the_actor(failure: str, tmp_path: Path) -> None:
+    """A bad settings file or a start() that raises: subscribers get a FeedHealth error, the actor is FAULTED, the node runs on."""
+    watch = FlowWatch(errors=True)
+    results: dict[str, Any] = {}
+    if failure == "bad-settings":
+        settings = tmp_path / "settings.toml"
+        settings.write_text('[default.timeouts]\nclose = "soon"\n')
+        options: dict[str, Any] = {"settings_file": str(settings)}
+    else:
+        options = {"actor_type": RefusedStartActor}
+
+    async def main(loop: asyncio.AbstractEventLoop) -> TradingNode:
+        async with Simulator(SHORT_TAPE) as sim:
+            node, actor = build_node(loop, sim, watch, Events(), **options)
+            running = loop.create_task(node.run_async())
+            await watch.until(lambda: any(h.kind == "error" for h in watch.health), 10)
+            results["states"] = (actor.state, watch.state)
+            await node.stop_async()
+            await asyncio.wait_for(running, 5 * TIMEOUT_FACTOR)
+        return node
+
+    run_on_new_loop(main)
+    error = next(h for h in watch.health if h.kind == "error")
+    assert error.where == "start" and error.instrument == ""
+    assert ("invalid settings" if failure == "bad-settings" else "refused the password") in error.message
+    assert results["states"] == (ComponentState.FAULTED, ComponentState.RUNNING)
+
+
+@contextlib.contextmanager
+def simulator_thread(sim: Simulator) -> Iterator[Simulator]:
+    """Run ``sim`` on a loop of its own in a thread, so that it outlives the node's loop (node.dispose() closes that)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="simulator")
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(sim.start(), loop).result(10 * TIMEOUT_FACTOR)
+        yield sim
+    finally:
+        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(10 * TIMEOUT_FACTOR)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+@pytest.mark.parametrize("finish", ["dispose", "reset"])
+def test_dispose_or_reset_ends_the_stop_the_node_did_not_wait_for(finish: str, tmp_path: Path) -> None:
+    """Stopped with timeout_post_stop 0 under a 1 s timeouts.close, the stream stops to its end in node.dispose() or trader.reset()."""
+    settings = tmp_path / "settings.toml"
+    settings.write_text("[default.timeouts]\nclose = 1.0\n")
+    hooks, watch = Events(), FlowWatch()
+    # After 100 trades the server reads nothing more: the client's close handshake takes all of timeouts.close.
+    sim = Simulator(SHORT_TAPE, scenario=Scenario([[Fault("blackhole_after", after=100)]]), pace=Pace(rate=2000))
+    with simulator_thread(sim):
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            node, actor = build_node(loop, sim, watch, hooks, timeout_post_stop=0.0, settings_file=str(settings))
+
+            async def main() -> None:
+                running = loop.create_task(node.run_async())
+                await watch.until(lambda: len(watch.trades) >= 100, 20)
+                await node.stop_async()
+                await asyncio.wait_for(running, 5 * TIMEOUT_FACTOR)
+
+            loop.run_until_complete(main())
+            # As in run_on_new_loop, end the node's executor workers while the loop is open, but only them.
+            workers = [t for t in asyncio.all_tasks(loop) if t.get_coro().__qualname__ == "ActorExecutor._worker"]
+            for task in workers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*workers, return_exceptions=True))
+            assert actor.flow is not None and actor.flow.health()["state"] == "stopping"  # the node did not wait
+            if finish == "reset":
+                node.trader.reset()
+                assert actor.flow.health()["state"] == "stopped"
+            node.dispose()
+        finally:
+            if not loop.is_closed():
+                loop.close()
+            asyncio.set_event_loop(None)
+    assert actor.flow.health()["state"] == "stopped" and len(hooks.of("on_shutdown")) == 1
+
+
+def test_usdm_data_is_published_under_nautilus_perpetual_id() -> None:
+    """On usdm the data is published under nautilus' Binance id of the perpetual, BTCUSDT-PERP.BINANCE, so it joins its instrument."""
+    watch = FlowWatch("BTCUSDT-PERP.BINANCE")
+
+    async def main(loop: asyncio.AbstractEventLoop) -> TradingNode:
+        async with Simulator(SHORT_TAPE, market="usdm", pace=Pace(rate=2000)) as sim:
+            node, actor = build_node(loop, sim, watch, Events(), market="usdm")
+            running = loop.create_task(node.run_async())
+            await watch.until(lambda: len(watch.trades) >= len(SHORT_TAPE.rows), 10)
+            await node.stop_async()
+            await asyncio.wait_for(actor.wait_stopped(), 5 * TIMEOUT_FACTOR)
+            await asyncio.wait_for(running, 5 * TIMEOUT_FACTOR)
+        return node
+
+    run_on_new_loop(main)
+    assert {str(t.instrument_id) for t in watch.trades} == {"BTCUSDT-PERP.BINANCE"}
+
+
+def test_whale_trades_are_published(tmp_path: Path) -> None:
+    """Each whale of the stream reaches a subscriber as a WhaleTrade with the trade's exact fields and the rule that fired."""
+    settings = tmp_path / "settings.toml"
+    settings.write_text("[default.flow]\nwhale_notional = 5000\nwhale_percentile = 0\n")
+    hooks, watch = Events(), FlowWatch()
+
+    async def main(loop: asyncio.AbstractEventLoop) -> TradingNode:
+        async with Simulator(SHORT_TAPE, pace=Pace(rate=2000)) as sim:
+            node, actor = build_node(loop, sim, watch, hooks, settings_file=str(settings))
+            running = loop.create_task(node.run_async())
+            await watch.until(lambda: len(watch.trades) >= len(SHORT_TAPE.rows), 10)
+            await node.stop_async()
+            await asyncio.wait_for(actor.wait_stopped(), 5 * TIMEOUT_FACTOR)
+            await asyncio.wait_for(running, 5 * TIMEOUT_FACTOR)
+        return node
+
+    run_on_new_loop(main)
+    whales = [m for m in hooks.metrics if m.kind == "whale"]
+    assert len(whales) == 16 and [w.trade_id for w in watch.whales] == [w.trade.id for w in whales]  # of 300 trades
+    assert [(w.price, w.quantity, w.side, w.notional, w.rule, w.threshold, str(w.instrument_id)) for w in watch.whales] \
+        == [(str(w.trade.price), str(w.trade.qty), w.trade.side, str(w.notional), "absolute", "5000", INSTRUMENT)
+            for w in whales]
+    assert all(Decimal(w.notional) >= 5000 for w in watch.whales)
+    assert all(w.ts_event == t.ts_event for w in watch.whales for t in watch.trades if t.trade_id == w.trade_id)
