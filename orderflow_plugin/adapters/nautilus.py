@@ -8,6 +8,7 @@ item to ``Actor.publish_data`` under a ``DataType`` with metadata::
 
     DataType(OrderFlowTrade, metadata={"instrument_id": "BTCUSDT.BINANCE"})
     DataType(OrderFlowBar, metadata={"instrument_id": "BTCUSDT.BINANCE", "window": "1m"})
+    DataType(FlowSnapshot, metadata={"instrument_id": "BTCUSDT.BINANCE"})
 
 Instrument ids follow nautilus' own Binance adapter, so they join its instruments: ``BTCUSDT.BINANCE``
 on spot, ``BTCUSDT-PERP.BINANCE`` on usdm (a USD-M perpetual).
@@ -36,7 +37,7 @@ from nautilus_trader.model.identifiers import ClientId, InstrumentId
 
 from ..config import load_settings
 from ..errors import OrderFlowError
-from ..metrics import Bar, Whale
+from ..metrics import Bar, Snapshot, Whale
 from ..models import Market, Metric, Trade
 from ..stream import OrderFlow
 from . import HealthHooks
@@ -45,6 +46,7 @@ __all__ = [
     "ORDERFLOW_CLIENT_ID",
     "DataPublisher",
     "FeedHealth",
+    "FlowSnapshot",
     "OrderFlowActor",
     "OrderFlowActorConfig",
     "OrderFlowBar",
@@ -103,6 +105,33 @@ class OrderFlowBar(Data):
 
 
 @customdataclass
+class FlowSnapshot(Data):
+    """The stream's running totals for one instrument, every ``flow.snapshot_interval`` s while it has trades.
+
+    ``ts_event`` is the time of the last trade counted (so a quiet market repeats it); the totals
+    are over every trade the stream delivered since it started, the same trades a subscriber to
+    ``OrderFlowTrade`` has received by then. ``last_price`` is empty before the first trade. The
+    last snapshot, which the stream makes as it stops, is not published: the node is stopping its
+    subscribers by then (``flow.latest(symbol)["snapshot"]`` has it).
+
+    The engine's ``Snapshot`` also carries the bar in progress per window; it is left out. Custom
+    data fields are flat scalars (one Arrow column each), so a dict of bars would travel as a JSON
+    string, serialized each interval and untyped for the subscriber, and it would be stale within
+    the interval anyway: a subscriber has every trade since the last ``OrderFlowBar`` of a window
+    and can fold them itself. ``actor.flow.latest(symbol)["snapshot"].bars`` has them on the node's loop.
+    """
+
+    instrument_id: InstrumentId = InstrumentId.from_str("BTCUSDT.BINANCE")
+    last_price: str = ""  # exact decimal
+    cvd: str = "0"  # cumulative volume delta: buy_volume - sell_volume
+    buy_volume: str = "0"  # taker buys
+    sell_volume: str = "0"
+    buy_notional: str = "0"  # price * quantity summed, exact
+    sell_notional: str = "0"
+    trades: int = 0  # aggregate trades
+
+
+@customdataclass
 class WhaleTrade(Data):
     """A trade at or over a notional threshold; ``ts_event`` is its trade time."""
 
@@ -152,7 +181,7 @@ class OrderFlowActorConfig(ActorConfig, frozen=True):
 
 
 class DataPublisher(HealthHooks):
-    """A plugin of the stream that publishes its trades, bars, whales and health through an actor.
+    """A plugin of the stream that publishes its trades, bars, whales, snapshots and health through an actor.
 
     Its hooks run on the node's loop, where ``publish_data`` calls each subscriber's handler at once.
     Once ``closed`` (the actor's ``on_stop`` sets it) it publishes nothing more: the node is stopping
@@ -169,6 +198,7 @@ class DataPublisher(HealthHooks):
         self._ids: dict[str, InstrumentId] = {}
         self._trade_types: dict[str, DataType] = {}
         self._whale_types: dict[str, DataType] = {}
+        self._snapshot_types: dict[str, DataType] = {}
         self._health_types: dict[str, DataType] = {}
         self._bar_types: dict[tuple[str, str], DataType] = {}
         self._error_type = DataType(FeedHealth)
@@ -182,6 +212,7 @@ class DataPublisher(HealthHooks):
             meta = {"instrument_id": instrument_id.value}
             self._trade_types[symbol] = DataType(OrderFlowTrade, metadata=meta)
             self._whale_types[symbol] = DataType(WhaleTrade, metadata=meta)
+            self._snapshot_types[symbol] = DataType(FlowSnapshot, metadata=meta)
             self._health_types[symbol] = DataType(FeedHealth, metadata=meta)
         return instrument_id
 
@@ -205,7 +236,8 @@ class DataPublisher(HealthHooks):
             self._bar(metric)
         elif isinstance(metric, Whale):
             self._whale(metric)
-        # Snapshots (each second) are not published: flow.latest(symbol) reads the newest one.
+        elif isinstance(metric, Snapshot):
+            self._snapshot(metric)
 
     def _bar(self, bar: Bar) -> None:
         instrument_id = self._instrument(bar.symbol)
@@ -230,6 +262,18 @@ class DataPublisher(HealthHooks):
             trade_id=trade.id, price=_text(trade.price), quantity=_text(trade.qty), side=trade.side,
             notional=_text(whale.notional), rule=whale.rule, threshold=_text(whale.threshold))
         self._publish_data(self._whale_types[trade.symbol], data)
+        self.published += 1
+
+    def _snapshot(self, snapshot: Snapshot) -> None:
+        instrument_id = self._instrument(snapshot.symbol)
+        last_price = snapshot.last_price
+        data = FlowSnapshot(
+            ts_event=snapshot.time * _MS, ts_init=self._clock.timestamp_ns(), instrument_id=instrument_id,
+            last_price="" if last_price is None else _text(last_price), cvd=_text(snapshot.cvd),
+            buy_volume=_text(snapshot.buy_volume), sell_volume=_text(snapshot.sell_volume),
+            buy_notional=_text(snapshot.buy_notional), sell_notional=_text(snapshot.sell_notional),
+            trades=snapshot.trades)
+        self._publish_data(self._snapshot_types[snapshot.symbol], data)
         self.published += 1
 
     def on_error(self, error: BaseException, where: str) -> None:

@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from decimal import Decimal
+from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from orderflow_plugin import HookTooSlow, OrderFlow, OrderFlowError, Tape, bundl
 from orderflow_plugin.adapters.nautilus import (
     ORDERFLOW_CLIENT_ID,
     FeedHealth,
+    FlowSnapshot,
     OrderFlowActor,
     OrderFlowActorConfig,
     OrderFlowBar,
@@ -37,12 +38,24 @@ INSTRUMENT = "BTCUSDT.BINANCE"
 # The first connection skips 100 ids (REST still has them), then is reset after 400 messages.
 FAULTS = Scenario([[Fault("skip_ids", after=100, count=100), Fault("reset_after", after=400)]])
 SHORT_TAPE = Tape("BTCUSDT", "spot", bundled_tape().rows[:300], "the bundled tape's first 300 trades")
+_EXACT = Context(prec=80)  # sums of the trades a subscriber got, as exact as the engine's
+
+
+def engine_fields(data: Any, metric: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every field of published ``data`` but its instrument id, and the same names read from the engine's
+    ``metric`` (decimals as exact text, no exponent; None as ""): equal when the data carries the metric."""
+    names = [name for name in type(data).__annotations__ if name != "instrument_id"]
+    expected = {name: getattr(metric, name) for name in names}
+    return ({name: getattr(data, name) for name in names},
+            {name: "" if v is None else format(v, "f") if isinstance(v, Decimal) else v for name, v in expected.items()})
 
 
 class FlowWatch(Actor):
-    """A consumer of the order flow, as a user writes one: subscribes to the trades, the 1 m bars and the whales.
+    """A consumer of the order flow, as a user writes one: subscribes to the trades, the 1 m bars, the whales,
+    the snapshots and the health.
 
-    ``errors``: also the stream's errors (``FeedHealth`` with no metadata), into ``health``.
+    ``errors``: also the stream's errors (``FeedHealth`` with no metadata), into ``health``. ``received``
+    holds, for each snapshot, the count, buy and sell volume and notional of the trades received before it.
     """
 
     def __init__(self, instrument: str = INSTRUMENT, *, errors: bool = False) -> None:
@@ -53,6 +66,9 @@ class FlowWatch(Actor):
         self.bars: list[OrderFlowBar] = []
         self.whales: list[WhaleTrade] = []
         self.health: list[FeedHealth] = []
+        self.snapshots: list[FlowSnapshot] = []
+        self.received: list[tuple[int, Decimal, Decimal, Decimal, Decimal]] = []
+        self._totals = [Decimal(0)] * 4  # buy volume, sell volume, buy notional, sell notional
         self.loops: set[asyncio.AbstractEventLoop] = set()  # the loops on_data ran on
         self.changed = asyncio.Event()
 
@@ -61,14 +77,22 @@ class FlowWatch(Actor):
         for data_type in (DataType(OrderFlowTrade, metadata=meta),
                           DataType(OrderFlowBar, metadata={**meta, "window": "1m"}),
                           DataType(WhaleTrade, metadata=meta),
+                          DataType(FlowSnapshot, metadata=meta),
                           DataType(FeedHealth, metadata=meta),
                           *([DataType(FeedHealth)] if self.errors else [])):
             self.subscribe_data(data_type, client_id=ORDERFLOW_CLIENT_ID)
 
     def on_data(self, data: Any) -> None:
         self.loops.add(asyncio.get_running_loop())
+        if isinstance(data, OrderFlowTrade):
+            qty = Decimal(data.quantity)
+            side = 0 if data.side == "buy" else 1
+            self._totals[side] = _EXACT.add(self._totals[side], qty)
+            self._totals[side + 2] = _EXACT.add(self._totals[side + 2], _EXACT.multiply(Decimal(data.price), qty))
+        elif isinstance(data, FlowSnapshot):
+            self.received.append((len(self.trades), *self._totals))
         {OrderFlowTrade: self.trades, OrderFlowBar: self.bars, WhaleTrade: self.whales,
-         FeedHealth: self.health}[type(data)].append(data)
+         FlowSnapshot: self.snapshots, FeedHealth: self.health}[type(data)].append(data)
         self.changed.set()
 
     async def until(self, predicate: Callable[[], bool], timeout: float) -> None:
@@ -145,15 +169,51 @@ def test_node_subscriber_gets_every_trade_once_in_order_and_the_streams_bars() -
     assert str(first.instrument_id) == INSTRUMENT and first.ts_event == hooks.trades[0].time * 1_000_000
     assert first.price == str(hooks.trades[0].price) and first.quantity == str(hooks.trades[0].qty)
     stream_bars = [m for m in hooks.metrics if m.kind == "bar" and m.window == "1m"][:len(watch.bars)]
-    assert len(watch.bars) >= 2
-    assert [(b.start, b.end, b.open, b.close, b.delta, b.vwap, b.trades) for b in watch.bars] == \
-        [(b.start, b.end, str(b.open), str(b.close), str(b.delta), str(b.vwap), b.trades) for b in stream_bars]
+    assert len(watch.bars) >= 2 and len(stream_bars) == len(watch.bars)
+    for published, bar in zip(watch.bars, stream_bars, strict=True):  # every field OrderFlowBar has, from the Bar
+        got, expected = engine_fields(published, bar)
+        assert got == expected and len(got) == 15
+        assert str(published.instrument_id) == INSTRUMENT and published.ts_event == bar.end * 1_000_000
     assert [b.delta for b in watch.bars[:2]] == ["-0.48291000", "5.83961000"]  # the bundled real tape's first minutes
-    assert all(b.ts_event == b.end * 1_000_000 for b in watch.bars)
     assert watch.loops == {results["loop"]}  # the node's own loop: no thread, no second loop
     gap = next(h for h in watch.health if h.kind == "gap")
     assert gap.instrument == INSTRUMENT and 0 < gap.first_id <= gap.last_id
     assert results["flow"].health()["state"] == "stopped" and results["flow"].summary()["reconnects"] == 1
+
+
+def test_snapshots_are_published_with_the_engines_totals(tmp_path: Path) -> None:
+    """Each snapshot reaches a subscriber as a FlowSnapshot equal to the engine's, with the totals of the trades it got before."""
+    settings = tmp_path / "settings.toml"
+    settings.write_text("[default.flow]\nsnapshot_interval = 0.05\n")
+    hooks, watch = Events(), FlowWatch()
+    results: dict[str, Any] = {}
+
+    async def main(loop: asyncio.AbstractEventLoop) -> TradingNode:
+        async with Simulator(SHORT_TAPE, pace=Pace(rate=2000)) as sim:
+            node, actor = build_node(loop, sim, watch, hooks, settings_file=str(settings))
+            running = loop.create_task(node.run_async())
+            await watch.until(lambda: any(s.trades == len(SHORT_TAPE.rows) for s in watch.snapshots), 10)
+            results["latest"] = actor.flow.latest("BTCUSDT")["snapshot"]  # the engine's newest: every trade is in
+            await node.stop_async()
+            await asyncio.wait_for(actor.wait_stopped(), 5 * TIMEOUT_FACTOR)
+            await asyncio.wait_for(running, 5 * TIMEOUT_FACTOR)
+        return node
+
+    run_on_new_loop(main)
+    snapshots = [m for m in hooks.metrics if m.kind == "snapshot"]
+    assert len(watch.snapshots) >= 2 and len(snapshots) >= len(watch.snapshots)  # the one made on stop is not published
+    for published, snapshot in zip(watch.snapshots, snapshots, strict=False):
+        got, expected = engine_fields(published, snapshot)
+        assert got == expected and len(got) == 7
+        assert str(published.instrument_id) == INSTRUMENT and published.ts_event == snapshot.time * 1_000_000
+    # The engine's totals are those of the trades the subscriber got before each snapshot.
+    assert [(s.trades, Decimal(s.buy_volume), Decimal(s.sell_volume), Decimal(s.buy_notional),
+             Decimal(s.sell_notional)) for s in watch.snapshots] == watch.received
+    assert all(Decimal(s.cvd) == _EXACT.subtract(Decimal(s.buy_volume), Decimal(s.sell_volume)) for s in watch.snapshots)
+    final = watch.snapshots[-1]
+    assert final.trades == len(SHORT_TAPE.rows) and final.last_price == watch.trades[-1].price
+    got, expected = engine_fields(final, results["latest"])
+    assert got == expected
 
 
 class SlowWatch(FlowWatch):
