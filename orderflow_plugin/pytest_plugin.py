@@ -24,14 +24,37 @@ to OrderFlow unless you pass ``ca_file=`` yourself::
     async def test_my_bot_over_tls(orderflow_tls_sim, orderflow_tls):
         flow = OrderFlow(["BTCUSDT"], ws_url=orderflow_tls_sim.ws_url, rest_url=orderflow_tls_sim.rest_url,
                          ca_file=orderflow_tls.ca_file)
+
+Real Redis (needs the ``redis-server`` binary: ``apt-get install redis-server``, or ``$ORDERFLOW_REDIS_SERVER``;
+these fixtures are synchronous and need no pytest-asyncio): ``orderflow_redis`` is a fresh
+:class:`~orderflow_plugin.redisbus.server.RedisServer` on 127.0.0.1 and a free port for one test (``.url``,
+``.kill()``, ``.restart()`` keeping its data); ``orderflow_redis_factory(requirepass="...", ...)`` starts more
+with any ``RedisServer`` arguments. Each one's folder is under the test's ``tmp_path``; all stop after the test::
+
+    async def test_my_bot_reads_redis(orderflow_redis):
+        client = redis.asyncio.Redis.from_url(orderflow_redis.url)
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["orderflow_sim", "orderflow_sim_factory", "orderflow_stream", "orderflow_tls", "orderflow_tls_sim"]
+import pytest
+
+if TYPE_CHECKING:
+    from .redisbus.server import RedisServer
+
+__all__ = [
+    "orderflow_redis",
+    "orderflow_redis_factory",
+    "orderflow_sim",
+    "orderflow_sim_factory",
+    "orderflow_stream",
+    "orderflow_tls",
+    "orderflow_tls_sim",
+]
 
 try:
     import pytest_asyncio
@@ -41,8 +64,6 @@ except ImportError:  # pragma: no cover - the fixtures need pytest-asyncio; say 
 if pytest_asyncio is not None:
     import asyncio
     import inspect
-
-    import pytest
 
     from .plugins import PluginManager
     from .sim import Pace, SimCertificates, Simulator
@@ -146,3 +167,39 @@ if pytest_asyncio is not None:
             self.count += 1
             if self.count >= self.target:
                 self.reached.set()
+
+
+# The binary is found once per session, before any function-scoped fixture runs: a conftest that clears ORDERFLOW_
+# variables for each test (as ours does) must not hide $ORDERFLOW_REDIS_SERVER, and a missing binary fails each
+# test with the same one line instead of starting nothing.
+@pytest.fixture(scope="session")
+def _orderflow_redis_binary() -> str:
+    """The redis-server the fixtures run (RedisServerError, one line, if there is none)."""
+    from .redisbus.server import find_redis_server  # lazy: the plugin loads without the Redis parts
+
+    return find_redis_server()
+
+
+@pytest.fixture
+def orderflow_redis_factory(_orderflow_redis_binary: str, tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Start redis-servers with any ``RedisServer`` arguments, each in a folder under ``tmp_path``; all stop after."""
+    from .redisbus.server import RedisServer
+
+    started: list[RedisServer] = []
+
+    def start(**kwargs: Any) -> RedisServer:
+        kwargs.setdefault("path", _orderflow_redis_binary)
+        kwargs.setdefault("directory", tmp_path / f"redis-{len(started)}")
+        server = RedisServer(**kwargs)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def orderflow_redis(orderflow_redis_factory: Callable[..., RedisServer]) -> RedisServer:
+    """A fresh redis-server on 127.0.0.1 and a free port (``.url``), append-only, stopped after the test."""
+    return orderflow_redis_factory()

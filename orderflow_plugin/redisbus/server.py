@@ -1,0 +1,250 @@
+"""A real, throwaway redis-server for tests, benchmarks and trying the Redis bus on one machine.
+
+::
+
+    from orderflow_plugin.redisbus.server import RedisServer
+
+    with RedisServer() as server:  # 127.0.0.1, a free port, a temporary folder, removed after
+        ...  # connect to server.url; server.kill() then server.restart() keeps what was written
+
+The server binds 127.0.0.1 only, never saves RDB snapshots and logs every write to its append-only file
+(``appendfsync always`` by default), so :meth:`RedisServer.restart` after a SIGKILL finds every acknowledged
+write. The binary is ``path=``, else ``$ORDERFLOW_REDIS_SERVER``, else ``redis-server`` on the PATH, else
+``/usr/bin/redis-server``; on Debian ``apt-get install redis-server`` (``make test`` does it). Only the standard
+library is used here: redis-py is not needed to run a server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["RedisServer", "RedisServerError", "find_redis_server"]
+
+_ENV = "ORDERFLOW_REDIS_SERVER"
+_FALLBACK = "/usr/bin/redis-server"
+_PORT_ATTEMPTS = 5  # a free port can be taken between choosing it and redis-server binding it
+
+
+class RedisServerError(RuntimeError):
+    """redis-server is missing, would not start, or did not answer PING in time (one line, naming the cause)."""
+
+
+def find_redis_server(path: str | os.PathLike[str] | None = None) -> str:
+    """The redis-server to run: ``path``, else ``$ORDERFLOW_REDIS_SERVER``, else the PATH, else /usr/bin."""
+    chosen = path if path is not None else os.environ.get(_ENV) or shutil.which("redis-server") or _FALLBACK
+    chosen = os.fspath(chosen)
+    if os.path.isfile(chosen) and os.access(chosen, os.X_OK):
+        return chosen
+    origin = "path=" if path is not None else _ENV if os.environ.get(_ENV) else "the PATH and /usr/bin"
+    raise RedisServerError(
+        f"redis-server not found ({origin}: {chosen}): install it with `apt-get install redis-server` "
+        f"(`make test` does), or pass path=/path/to/redis-server or set {_ENV}"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _command(*words: bytes) -> bytes:
+    """One RESP command, so readiness needs no client library."""
+    return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(word), word) for word in words)
+
+
+class RedisServer:
+    """A redis-server process on 127.0.0.1 in a folder of its own; :meth:`start` it or use ``with``.
+
+    ``port`` None picks a free one (kept across :meth:`restart`). ``directory`` None makes a temporary folder
+    that :meth:`stop` removes (a failed start keeps it: the error names it, for ``redis.log``); a given
+    ``directory`` is kept. ``requirepass`` is for auth tests: it is passed on the
+    command line, where other local users can read it. ``appendonly=False`` keeps nothing across a restart.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        port: int | None = None,
+        directory: str | os.PathLike[str] | None = None,
+        requirepass: str | None = None,
+        appendonly: bool = True,
+        appendfsync: str = "always",
+        # Timeouts
+        start_timeout: float = 10.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self._path = path
+        self._fixed_port = port is not None
+        self.port = port or 0
+        self.password = requirepass
+        self._dir = Path(directory) if directory is not None else None
+        self._own_dir = directory is None
+        self._appendonly = appendonly
+        self._appendfsync = appendfsync
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``, without the password (add ``:password@`` yourself)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def directory(self) -> Path:
+        """The folder holding the append-only file and the server's log (``redis.log``)."""
+        if self._dir is None:
+            raise RedisServerError("RedisServer: not started yet, it has no folder")
+        return self._dir
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive (it may still be loading its data)."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> RedisServer:
+        """Start the server and return once it answers PING; RedisServerError says why it did not."""
+        if self.running:
+            return self
+        binary = find_redis_server(self._path)
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="orderflow-redis-"))
+        self._dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1 if self._fixed_port else _PORT_ATTEMPTS):
+            if not self._fixed_port:
+                self.port = _free_port()
+            try:
+                self._launch(binary)
+                self._fixed_port = True  # a restart comes back where clients look
+                return self
+            except RedisServerError:
+                if self._fixed_port or attempt == _PORT_ATTEMPTS - 1 or "Address already in use" not in self._log():
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _launch(self, binary: str) -> None:
+        argv = [
+            binary,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self._dir),
+            "--daemonize", "no",
+            "--save", "",  # no RDB snapshots: the append-only file alone is the data
+            "--appendonly", "yes" if self._appendonly else "no",
+            "--appendfsync", self._appendfsync,
+            "--logfile", "redis.log",  # relative to --dir
+        ]  # fmt: skip
+        if self.password is not None:
+            argv += ["--requirepass", self.password]
+        # The log is truncated per launch so a failure quotes this launch's reason, not an earlier one.
+        (self.directory / "redis.log").write_bytes(b"")
+        try:
+            self._process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.PIPE, cwd=self._dir)
+        except OSError as exc:
+            raise RedisServerError(f"redis-server could not run ({binary}): {exc.strerror or exc}") from exc
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        """Poll PING until +PONG (not -LOADING while the append-only file is replayed), with a deadline."""
+        assert self._process is not None
+        probe, replies = _command(b"PING"), 1
+        if self.password is not None:
+            probe, replies = _command(b"AUTH", self.password.encode()) + probe, 2
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self._process.poll() is not None:
+                self._fail(f"exited with code {self._process.returncode}: {self._exit_reason()}")
+            with contextlib.suppress(OSError):
+                if self._ping(probe, replies, deadline).endswith(b"+PONG\r\n"):
+                    return
+            if time.monotonic() >= deadline:
+                self._fail(f"did not answer PING within {self.start_timeout:g}s")
+            time.sleep(0.01)
+
+    def _ping(self, probe: bytes, replies: int, deadline: float) -> bytes:
+        """Send ``probe`` and return its ``replies`` one-line replies (fewer if the server hangs up)."""
+        # A short wait per try: whatever else listens on the port must not hold us past the server's exit.
+        timeout = min(0.5, max(0.05, deadline - time.monotonic()))
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(probe)
+            received = b""
+            while received.count(b"\r\n") < replies:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+            return received
+
+    def _log(self) -> str:
+        try:
+            return (self.directory / "redis.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _exit_reason(self) -> str:
+        """Why the server exited: a config error's last line (stderr), else the log's last warning or line."""
+        assert self._process is not None and self._process.stderr is not None
+        stderr = [line.strip() for line in self._process.stderr.read().decode(errors="replace").splitlines()]
+        logged = [line.strip() for line in self._log().splitlines()]
+        # Redis marks warnings and errors with '#' after its "pid:role date time" prefix, dropped here.
+        warnings = [line.split(" # ", 1)[1] for line in logged if " # " in line]
+        return ([line for line in stderr if line] or warnings or [line for line in logged if line] or ["no log"])[-1]
+
+    def _fail(self, what: str) -> None:
+        self._terminate(signal.SIGKILL)
+        raise RedisServerError(f"redis-server on 127.0.0.1:{self.port} {what} (log: {self.directory})")
+
+    def _terminate(self, sig: signal.Signals) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; its folder stays for :meth:`restart`."""
+        self._terminate(signal.SIGKILL)
+
+    def restart(self) -> None:
+        """Stop the server if it runs (SIGTERM) and start it again on the same port and folder, data kept."""
+        if self._dir is None or not self._dir.is_dir():
+            raise RedisServerError("RedisServer.restart: never started, or stopped for good by stop()")
+        self._terminate(signal.SIGTERM)
+        self.start()
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, SIGKILL after ``stop_timeout``) and remove its temporary folder."""
+        self._terminate(signal.SIGTERM)
+        if self._own_dir and self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None  # a later start() makes a fresh folder
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<RedisServer {self.url} {'running' if self.running else 'stopped'}>"
