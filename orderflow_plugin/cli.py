@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from .commands import (
+    collect_command,
     config_command,
     demo_command,
     doctor_command,
@@ -99,7 +100,25 @@ def _parser() -> argparse.ArgumentParser:
                         help="extra CA bundle (PEM) to trust, e.g. orderflow sim --tls's (default: settings)")
     stream.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
     stream.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
+    stream.add_argument("--from", dest="from_url", type=_url("redis", "rediss"), default=None,
+                        help="read what `orderflow collect` writes to this Redis URL instead of Binance")
+    stream.add_argument("--group", default=None, help="with --from: share the trades among a consumer group")
+    stream.add_argument("--consumer", default=None, help="with --group: this consumer's name in the group")
+    stream.add_argument("--start", choices=["live", "first"], default="live",
+                        help="with --from and no checkpoint: new trades only, or all Redis holds")
     stream.set_defaults(run=stream_command)
+
+    collect = command("collect", "stream from Binance into Redis Streams, exactly once, for bots that read --from")
+    collect.add_argument("--to", required=True, type=_url("redis", "rediss"),
+                         help="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    collect.add_argument("--symbol", action="append", default=None, help="symbol, repeatable (default: settings)")
+    collect.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
+    collect.add_argument("--ws-url", default=None, help="WebSocket base URL (default: settings)")
+    collect.add_argument("--rest-url", default=None, help="REST base URL (default: settings)")
+    collect.add_argument("--ca-file", type=_ca_file, default=None, help="extra CA bundle (PEM) to trust")
+    collect.add_argument("--name", default="", help="this collector's name in the health stream")
+    collect.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
+    collect.set_defaults(run=collect_command)
 
     replay = command(
         "replay", "play a recorded tape (CSV dump, frames JSONL, recorder output) straight into the stream's pipeline"

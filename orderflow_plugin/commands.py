@@ -99,7 +99,13 @@ def sim_command(args: argparse.Namespace, settings: Settings) -> int:
                           f"  trust it with --ca-file {ca_file} or ORDERFLOW_CONNECTOR__CA_FILE={ca_file}, e.g.\n"
                           f"  orderflow doctor --ws-url {ws_url} --rest-url {rest_url} --ca-file {ca_file}",
                           flush=True)
-                await asyncio.sleep(args.duration or float("inf"))
+                # SIGINT and SIGTERM stop it cleanly even when its parent started it with SIGINT ignored
+                # (as pytest-xdist workers, nohup'd shells and some process managers do).
+                stop = asyncio.Event()
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), args.duration or None)
             finally:
                 if ended is not None:
                     ended.cancel()
@@ -192,6 +198,33 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def stream_command(args: argparse.Namespace, settings: Settings) -> int:
     """``orderflow stream``: the live stream built from the settings and the command's options."""
+    overrides = _stream_overrides(args, settings)
+    if args.from_url:
+        from .redisbus.source import RedisSource
+
+        overrides["source"] = RedisSource(args.from_url, group=args.group, consumer=args.consumer, start=args.start)
+    try:
+        flow = OrderFlow.from_settings(settings, **overrides)
+    except ValueError as exc:
+        print(f"orderflow stream: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(run_flow(flow, as_json=args.json, duration=args.duration))
+
+
+def collect_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``orderflow collect``: the live stream written into Redis Streams (see redisbus/collector.py)."""
+    from .redisbus.collector import collect
+
+    try:
+        return asyncio.run(collect(settings, args.to, name=args.name, duration=args.duration,
+                                   **_stream_overrides(args, settings)))
+    except ValueError as exc:
+        print(f"orderflow collect: {exc}", file=sys.stderr)
+        return 2
+
+
+def _stream_overrides(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """What ``--symbol``, ``--market`` and the URL options change in the settings' stream."""
     overrides: dict[str, Any] = {}
     if args.symbol:
         overrides["symbols"] = args.symbol
@@ -205,12 +238,7 @@ def stream_command(args: argparse.Namespace, settings: Settings) -> int:
         overrides["rest_url"] = args.rest_url
     if args.ca_file:
         overrides["ca_file"] = args.ca_file
-    try:
-        flow = OrderFlow.from_settings(settings, **overrides)
-    except ValueError as exc:
-        print(f"orderflow stream: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(run_flow(flow, as_json=args.json, duration=args.duration))
+    return overrides
 
 
 async def run_on_simulator(settings: Settings, tape: Tape, speed: float, duration: float, scenario: Any, *,

@@ -8,8 +8,8 @@ to a :class:`Sink` (no object allocated per trade), and :data:`Action` values fo
 fetch these ids, pause or resume reading, replace a connection, tell a connection it is
 subscribed or has its first trade, wake me at this time.
 
-One trade: decode -> sequencer (each id once, in order; a hole held, then filled over REST or
-given up in a report) -> liveness, checkpoint tag, history -> sink.trade -> engine -> sink.metric.
+One trade: decode -> sequencer (each id once, in order; a hole filled over REST or given up in a
+report) -> liveness, checkpoint tag, history -> sink.trade -> engine -> sink.metric.
 """
 
 from __future__ import annotations
@@ -31,10 +31,8 @@ from .models import Market, Trade
 from .options import Flow, Limits, Sequencing, Timeouts
 from .sequencer import DELIVER, DUPLICATE, GAP, OVERFLOW, READY, Sequencer
 
-__all__ = [
-    "BACKFILL_CHUNK", "Action", "Backfill", "FirstTrade", "PauseReading", "Pipeline", "ResumeReading", "Rotate",
-    "Sink", "Subscribed", "WakeAt",
-]
+__all__ = ["BACKFILL_CHUNK", "Action", "Backfill", "FirstTrade", "PauseReading", "Pipeline", "ResumeReading",
+           "Rotate", "Sink", "Subscribed", "WakeAt"]
 
 logger = logging.getLogger("orderflow_plugin.stream")
 
@@ -236,8 +234,7 @@ class Pipeline:
 
     def next_deadline(self) -> float:
         """The nearest time :meth:`tick` has something to do (``inf``: only the regular tick)."""
-        deadlines = [*self._gap_due.values(), math.inf if self._pause_ends is None else self._pause_ends]
-        return min(deadlines)
+        return min([*self._gap_due.values(), math.inf if self._pause_ends is None else self._pause_ends])
 
     def health(self, now: float) -> dict[str, dict[str, Any]]:
         """Per symbol: seconds since its last trade, the last id delivered, trades held behind a hole."""
@@ -256,6 +253,11 @@ class Pipeline:
     def busy(self, symbol: str) -> bool:
         """A hole of ``symbol`` is open or being filled: trades are arriving, the feed is alive."""
         return self.sequencers[symbol].gap is not None or symbol in self.filling
+
+    def deliver_as_is(self, trade: Trade, now: float) -> None:
+        """Deliver ``trade`` unsequenced: a Redis consumer group's share of a stream has holes by design."""
+        self.now = now
+        self._deliver(trade)
 
     # Delivery
 
@@ -379,13 +381,11 @@ class Pipeline:
             self._resume(expired=False)
 
     def _resume(self, *, expired: bool) -> None:
-        """Resume reading once no symbol has too many trades waiting, or when the pause lasted its longest
-        (then the overflow policy applies)."""
+        """Resume reading: no symbol has too many trades waiting, or the pause ran out (the overflow policy then)."""
         self._pause_ends = None
         self._may_pause = not expired
         if expired:
-            logger.warning("reads were paused %.1f s (timeouts.rest) for a hole still open; reading on",
-                           self.max_pause)
+            logger.warning("reads were paused %.1f s (timeouts.rest) for a hole still open; reading on", self.max_pause)
         if self.paused:
             sources = tuple(self.paused)
             self.paused.clear()

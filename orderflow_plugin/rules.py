@@ -257,6 +257,10 @@ RULES: tuple[Rule, ...] = (
     boolean("hooks.prometheus.enabled"),
     text("hooks.prometheus.host"),
     integer("hooks.prometheus.port", 0, 65535),
+    boolean("hooks.redis.enabled"),
+    text("hooks.redis.url"),
+    integer("hooks.redis.maxlen", 0, 2**40),
+    number("hooks.redis.hole_wait", 0, 3600),
 )
 
 # Keys that moved when the settings tables became the option groups (part 10): named in the error.

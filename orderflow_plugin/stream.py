@@ -9,10 +9,11 @@ groups, and its parts carry out what they ask: :mod:`.shards` (connections), :mo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .backfill import Backfiller
@@ -23,10 +24,11 @@ from .delivery import CallSink, PipelineDriver
 from .diagnostics import LoopWatchdog
 from .dispatch import Dispatcher
 from .errors import OrderFlowError
-from .models import Market, Trade
+from .models import Market
 from .options import Flow, Limits, Reconnect, Reporting, Sequencing, Timeouts, from_table
 from .pipeline import Pipeline
 from .plugins import PluginManager, plugin_manager, plugins_from_settings
+from .redisbus import as_source
 from .shards import Shard, ShardSupervision, chunks
 from .silence import SilenceWatch
 from .supervisor import OpenLimiter
@@ -34,6 +36,7 @@ from .symbols import normalize_symbol
 from .threaded import FlowThread
 from .tls import client_context
 from .transport import READERS, WsConnection
+from .views import FlowViews
 
 __all__ = ["DEFAULT_ENDPOINTS", "OrderFlow"]
 
@@ -46,11 +49,14 @@ DEFAULT_ENDPOINTS: dict[str, tuple[str, str]] = {
 _STREAM_LIMIT = {"spot": 1024, "usdm": 200}
 
 
-class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
+class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
     """A live, gap-checked aggTrade feed for ``symbols`` delivered to plugins and signals.
 
     Use ``async with OrderFlow(...)`` or ``await flow.start()`` / ``await flow.stop()``.
-    ``start()`` returns once the tasks run; it does not wait for a connection.
+    ``start()`` returns once the tasks run; it does not wait for a connection. ``source``: a
+    ``RedisSource`` (or its ``redis://`` URL) reads what collectors wrote to Redis instead of Binance.
+    ``resume``: per symbol, the last id already handled elsewhere (a collector's newest in Redis):
+    delivery goes on after it, the hole backfilled (a checkpoint wins over it).
     """
 
     def __init__(
@@ -69,6 +75,8 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         sequencing: Sequencing | None = None,
         flow: Flow | None = None,
         reporting: Reporting | None = None,
+        source: Any = None,
+        resume: Mapping[str, int] | None = None,
     ) -> None:
         if market not in DEFAULT_ENDPOINTS:
             raise ValueError(f"market must be spot or usdm, got {market!r}")
@@ -99,21 +107,26 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         self.streams_per_connection = min(lim.streams_per_connection or limit, limit)
         self.dispatcher = Dispatcher(self.plugins, self, slow_hook_ms=rep.slow_hook_ms,
                                      report_interval=rep.report_interval, async_queue_size=lim.async_queue_size)
+        # A RedisSource (or its redis:// URL) replaces Binance: no connections, no REST (redisbus/source.py).
+        self.source = as_source(source)
+        if self.source is not None:
+            q = self.sequencing = dataclasses.replace(q, backfill=False)
         # Always built, even with backfill off: REST's newest ids tell a quiet market from a silent
-        # stream. None (only replay sets it) means no REST at all.
-        self.backfiller: Backfiller | None = Backfiller(
+        # stream. None (replay, a Redis source) means no REST at all.
+        self.backfiller: Backfiller | None = None if self.source is not None else Backfiller(
             self.rest_url, market, timeout=t.rest, retries=lim.rest_retries,
             weight_per_minute=lim.rest_weight_per_minute, verify=self.ssl_context)
         # A checkpoint (read here, so a corrupt one fails at construction) wins over start_from_id.
         checkpoint = Checkpoint(q.checkpoint_path, market=market, interval=q.checkpoint_interval) \
             if q.checkpoint_path else None
-        resume = checkpoint.load(self.symbols) if checkpoint is not None else {}
-        self._checkpointer = Checkpointer(checkpoint, resume, self._checkpoint_failed,
+        resume_at = checkpoint.load(self.symbols) if checkpoint is not None else {}
+        self._checkpointer = Checkpointer(checkpoint, resume_at, self._checkpoint_failed,
                                           report_interval=rep.report_interval) if checkpoint is not None else None
         sink = CallSink(self.dispatcher.emitter("on_trade", "trade"), self.dispatcher.emitter("on_metric", "metric"),
                         self._emit)
         self.pipeline = Pipeline(self.symbols, market, sink, self._act, sequencing=q, limits=lim, flow=f, timeouts=t,
-                                 resume={s: r.last_id for s, r in resume.items()}, checkpointer=self._checkpointer,
+                                 resume={**(resume or {}), **{s: r.last_id for s, r in resume_at.items()}},
+                                 checkpointer=self._checkpointer,
                                  report_interval=rep.report_interval)
         self.engines = self.pipeline.engines
         self.counters = self.pipeline.counters  # one dict: the pipeline's counts and the shell's
@@ -122,8 +135,8 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         self.watchdog: LoopWatchdog | None = None
         self._quiet_until: dict[str | int, float] = {}  # symbol or shard number -> no silence check before
         self._limiter = OpenLimiter(r.connections_per_5min)
-        self._shards = [Shard(i + 1, group, self._machine(i + 1, group))
-                        for i, group in enumerate(chunks(self.symbols, self.streams_per_connection))]
+        self._shards = [Shard(i + 1, group, self._machine(i + 1, group)) for i, group in
+                        enumerate(chunks(self.symbols, self.streams_per_connection))] if self.source is None else []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._live: set[WsConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -176,6 +189,8 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         if self._state != "new":
             raise OrderFlowError(f"OrderFlow.start() called on a stream that is {self._state}; "
                                  "call stop() and create a new OrderFlow to start again")
+        if self.source is not None:  # a refused password raises here; a server that is down is retried
+            await self.source.open(self)
         self._state = "running"
         self._started_at = time.monotonic()
         if self.reporting.loop_block_threshold > 0:
@@ -184,13 +199,15 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         for error in self.plugins.load_errors:
             self._emit("on_error", error=error, where="plugins")
         self._emit("on_startup", settings=self.settings if self.settings is not None else Settings.defaults_for(self))
+        if self.source is not None:
+            self._spawn(self.source.run(), "orderflow redis source")
         for shard in self._shards:
             shard.task = self._spawn(self._supervise(shard), f"orderflow shard {shard.number}")
         if self.reporting.stage_warning > 0:
             self._spawn(self._watch_stages(), "orderflow stage monitor")
         self._spawn(self._tick(), "orderflow ticker")
-        logger.info("streaming %s from %s in %d connection(s)", ", ".join(self.symbols), self.ws_url,
-                    len(self._shards))
+        logger.info("streaming %s from %s in %d connection(s)", ", ".join(self.symbols), self.source or self.ws_url,
+                    len(self._shards) or 1)
 
     def run_in_thread(self, timeout: float = 10.0) -> FlowThread:
         """Run this stream on a new thread with its own event loop; for synchronous hosts.
@@ -233,6 +250,8 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
                                  return_exceptions=True)
             if self.backfiller is not None:
                 await self.backfiller.aclose()
+            if self.source is not None:
+                await self.source.aclose()
             if self._checkpointer is not None:
                 await self._checkpointer.close()
         finally:
@@ -248,37 +267,9 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch):
         await self.dispatcher.aclose(timeout=0.5)
         logger.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in self.summary().items()))
 
-    def summary(self) -> dict[str, Any]:
-        """Counters of the run so far."""
-        return {
-            **self.counters,
-            "plugin_errors": self.dispatcher.plugin_errors, "slow_hooks": self.dispatcher.slow_calls,
-            "uptime_s": round(time.monotonic() - self._started_at, 3) if self._started_at else 0.0,
-        }
-
-    def health(self) -> dict[str, Any]:
-        """A snapshot: state, each connection's stage and for how long, last trade age per symbol, counters."""
-        now = time.monotonic()
-        connections = [self._connection_health(shard, now) for shard in self._shards]
-        symbols = self.pipeline.health(now)
-        lag = round(self.watchdog.lag, 4) if self.watchdog is not None else None
-        state = self._state
-        if state == "running" and all(shard.machine.state == "failed" for shard in self._shards):
-            state = "failed"  # every connection gave up (max_attempts): nothing is streaming or retrying
-        return {"state": state, "connections": connections, "symbols": symbols, "loop_lag_s": lag,
-                **self.summary()}
-
-    def latest(self, symbol: str) -> dict[str, Any]:
-        """The newest trade, snapshot, whale and closed bar per window of ``symbol`` (safe from any thread)."""
-        return dict(self.pipeline.latest[normalize_symbol(symbol)])
-
     def _loop_blocked(self, blocked_for: float, stack: str) -> None:
         self.counters["loop_blocks"] += 1
         self._emit("on_loop_blocked", blocked_for=blocked_for, stack=stack)
-
-    def history(self, symbol: str, since: int | None = None) -> list[Trade]:
-        """Delivered trades of ``symbol`` still in the bounded history, from trade time ``since`` (ms)."""
-        return self.pipeline.trades_since(normalize_symbol(symbol), since)
 
     def _emit(self, hook: str, **kwargs: Any) -> None:
         self.dispatcher.emit(hook, **kwargs)

@@ -35,7 +35,7 @@ def test_demo_replays_bundled_tape_through_plugins() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("replaying 5000 real BTCUSDT aggTrades")
-    assert lines[0].endswith("; plugins: diagnostics, whale_alert (disabled: prometheus, recorder)")
+    assert lines[0].endswith("; plugins: diagnostics, whale_alert (disabled: prometheus, recorder, redis)")
     summary = json.loads(lines[-1])
     assert summary["event"] == "summary" and summary["trades"] == 5000 and summary["plugin_errors"] == 0
     assert lines[-2].startswith("BTCUSDT  last 87759.14  cvd +17.30342")  # the final state: exact tape totals

@@ -335,6 +335,6 @@ def test_each_bundled_plugins_table_comment_uses_its_name() -> None:
     lines = default_settings_file().read_text().splitlines()
     tables = {line[len("[default.hooks."):-1]: lines[index + 1] for index, line in enumerate(lines)
               if line.startswith("[default.hooks.")}
-    assert set(tables) == {"diagnostics", "whale_alert", "recorder", "prometheus"}
+    assert set(tables) == {"diagnostics", "whale_alert", "recorder", "prometheus", "redis"}
     for name, comment in tables.items():
         assert comment.startswith(f"# The bundled {name} plugin: "), comment

@@ -23,6 +23,7 @@ BUNDLED = {
     "whale_alert": "orderflow_plugin.bundled.whale_alert:WhaleAlert",
     "recorder": "orderflow_plugin.bundled.recorder:Recorder",
     "prometheus": "orderflow_plugin.bundled.prometheus:PrometheusExport",
+    "redis": "orderflow_plugin.bundled.redis_streams:RedisPublisher",
 }
 
 
@@ -95,7 +96,7 @@ def test_installed_wheel_demo_runs_the_bundled_plugins_from_an_empty_folder(venv
     assert not {str(ROOT), str(ROOT.resolve())} & set(json.loads(where[1]))  # the editable install's .pth was not read
     result = run(venv / "bin" / "orderflow", "demo", "--speed", "1000", "--duration", "30", cwd=tmp_path, timeout=60)
     lines = result.stdout.splitlines()
-    assert lines[0].endswith("; plugins: diagnostics, whale_alert (disabled: prometheus, recorder)"), lines[0]
+    assert lines[0].endswith("; plugins: diagnostics, whale_alert (disabled: prometheus, recorder, redis)"), lines[0]
     summary = json.loads(lines[-1])
     assert summary["trades"] == 5000 and summary["plugin_errors"] == 0
     assert "starting: symbols BTCUSDT" in result.stderr  # diagnostics ran

@@ -31,7 +31,7 @@ from orderflow_plugin.plugins import HOOK_NAMES
 from .conftest import ROOT
 from .flowhelpers import TIMEOUT_FACTOR, Events
 
-BUNDLED = {"diagnostics", "whale_alert", "recorder", "prometheus"}
+BUNDLED = {"diagnostics", "whale_alert", "recorder", "prometheus", "redis"}
 
 
 def hooks_file(folder: Path, name: str, body: str) -> Path:
@@ -217,12 +217,12 @@ def test_bundled_plugins_load_through_entry_points_by_their_settings(monkeypatch
     manager = plugins_from_settings(load_settings())
     assert manager.load_errors == []
     assert names(manager) == {"diagnostics", "whale_alert"}
-    assert sorted(manager.disabled) == ["prometheus", "recorder"]
-    assert manager.describe() == "diagnostics, whale_alert (disabled: prometheus, recorder)"
+    assert sorted(manager.disabled) == ["prometheus", "recorder", "redis"]
+    assert manager.describe() == "diagnostics, whale_alert (disabled: prometheus, recorder, redis)"
     monkeypatch.setenv("ORDERFLOW_HOOKS__RECORDER__ENABLED", "true")
     monkeypatch.setenv("ORDERFLOW_HOOKS__DIAGNOSTICS__ENABLED", "false")
     manager = plugins_from_settings(load_settings())
-    assert manager.describe() == "recorder, whale_alert (disabled: diagnostics, prometheus)"
+    assert manager.describe() == "recorder, whale_alert (disabled: diagnostics, prometheus, redis)"
 
 
 def test_every_bundled_module_is_an_entry_point() -> None:
@@ -314,7 +314,7 @@ async def test_doctor_lists_active_plugins_and_names_the_disabled(orderflow_sim,
     plugins = next(check for check in checks if check.name == "plugins")
     assert plugins.status == "PASS"
     assert plugins.detail.startswith("diagnostics (on_backfill, ")
-    assert "; whale_alert (on_startup, on_trade); disabled: prometheus, recorder" in plugins.detail
+    assert "; whale_alert (on_startup, on_trade); disabled: prometheus, recorder, redis" in plugins.detail
     assert "recorder (" not in plugins.detail and "prometheus (" not in plugins.detail
 
 
@@ -323,7 +323,7 @@ def test_an_allow_or_deny_name_that_matches_no_plugin_is_a_load_error(caplog: py
     with caplog.at_level(logging.ERROR, logger="orderflow_plugin.plugins"):
         manager = load_plugins(entry_points=True, allow=["diagnostics", "prometheus_export"], deny=["whale_alrt"])
     assert names(manager) == {"diagnostics"}
-    found = "plugins found: diagnostics, prometheus, recorder, whale_alert"
+    found = "plugins found: diagnostics, prometheus, recorder, redis, whale_alert"
     assert [str(e) for e in manager.load_errors] == [
         f"plugins.allow names prometheus_export, but no plugin has that name (it is now named prometheus); {found}",
         f"plugins.deny names whale_alrt, but no plugin has that name; {found}",
@@ -352,7 +352,7 @@ def test_demo_lists_active_plugins_and_names_the_disabled() -> None:
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
-    assert first.endswith("; plugins: diagnostics, whale_alert (disabled: prometheus, recorder)"), first
+    assert first.endswith("; plugins: diagnostics, whale_alert (disabled: prometheus, recorder, redis)"), first
     assert "whale BTCUSDT" in result.stderr and "stopped: trades 5000" in result.stderr
 
 

@@ -1,0 +1,124 @@
+"""Redis publisher: every delivered trade and closed bar, whale and gap into Redis Streams, exactly once.
+
+Settings (``[default.hooks.redis]``): ``enabled`` (default false), ``url``, ``maxlen`` (entries
+kept per trade stream, approximately; 0 = all) and ``hole_wait`` (seconds a trade waits behind a
+hole in Redis for another collector to fill it). ``orderflow collect --to URL`` is this plugin
+with a resume from Redis; see docs/scale-out.md for the streams and their ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["RedisPublisher"]
+
+log = logging.getLogger("orderflow_hooks.redis")
+
+_HEALTH_MAXLEN = 10_000
+
+
+class RedisPublisher:
+    """The ``redis`` plugin; also built directly by ``orderflow collect`` with its URL and market."""
+
+    def __init__(self, url: str | None = None, *, market: str | None = None, maxlen: int = 1_000_000,
+                 hole_wait: float = 10.0, name: str = "") -> None:
+        self.url, self.market, self.maxlen, self.hole_wait = url, market, maxlen, hole_wait
+        self.name = name  # which collector wrote a health entry
+        self.writer: Any = None  # a StreamWriter once started
+        self.task: asyncio.Task[None] | None = None
+        self.closing: asyncio.Task[bool] | None = None
+        # Per symbol, the time of the first trade this run wrote: a bar that began before it lacks trades.
+        self._first_time: dict[str, int] = {}
+
+    def on_startup(self, settings: Any) -> None:
+        table = settings.hooks.redis
+        if self.url is None:
+            if not table.get("enabled", False):
+                return
+            self.url = table.url
+            self.maxlen = int(table.get("maxlen", self.maxlen))
+            self.hole_wait = float(table.get("hole_wait", self.hole_wait))
+        from ..redisbus.writer import StreamWriter  # imports redis-py itself, on a thread, when it first runs
+
+        self.market = self.market or settings.market
+        self.writer = StreamWriter(self.url, self.market, maxlen=self.maxlen, hole_wait=self.hole_wait)
+        self.task = asyncio.get_running_loop().create_task(self.writer.run(), name="orderflow redis writer")
+        self.task.add_done_callback(_report_end)
+        log.info("publishing trades and metrics to %s", self.writer.url)
+
+    def on_trade(self, trade: Any) -> None:
+        if self.writer is not None:
+            self.writer.add_trade(trade)
+            if trade.symbol not in self._first_time:
+                self._first_time[trade.symbol] = trade.time
+
+    def on_metric(self, metric: Any) -> None:
+        writer = self.writer
+        if writer is None:
+            return
+        from ..redisbus.keys import bars_key, entry_id, whales_key
+        from ..redisbus.metrics import bar_fields, whale_fields
+
+        if metric.kind == "bar" and metric.closed_by not in ("open", "revised") \
+                and metric.start >= self._first_time.get(metric.symbol, metric.start):  # not a partial first bar
+            writer.add_entry(bars_key(self.market, metric.symbol, metric.window), entry_id(metric.start),
+                             bar_fields(metric), self.maxlen)
+        elif metric.kind == "whale":
+            writer.add_entry(whales_key(self.market, metric.symbol), entry_id(metric.trade.id),
+                             whale_fields(metric), self.maxlen)
+
+    def _health(self, event: str, **fields: Any) -> None:
+        if self.writer is not None:
+            from ..redisbus.keys import health_key
+
+            self.writer.add_entry(health_key(self.market), "*", {"event": event, "collector": self.name, **fields},
+                                  _HEALTH_MAXLEN)
+
+    def on_gap(self, symbol: str, first_missing: int, last_missing: int) -> None:
+        self._health("gap", symbol=symbol, first=first_missing, last=last_missing)
+
+    def on_connected(self, url: str) -> None:
+        self._health("connected", url=url)
+
+    def on_disconnected(self, url: str, reason: str) -> None:
+        self._health("disconnected", url=url, reason=reason)
+
+    def on_stall(self, symbols: tuple[str, ...], silent_for: float) -> None:
+        self._health("stall", symbols=",".join(symbols), silent_for=round(silent_for, 3))
+
+    def on_shutdown(self, summary: Mapping[str, Any]) -> None:
+        # The stream has stopped: write what is queued, then close, on a task of its own (a hook can't
+        # wait). `orderflow collect` awaits it through aclose(); in a bot it ends on its own.
+        if self.writer is not None and self.closing is None:
+            self.closing = asyncio.get_running_loop().create_task(self._close(5.0), name="orderflow redis close")
+
+    async def aclose(self, timeout: float = 5.0) -> bool:
+        """Write what is still queued (up to ``timeout`` s), then close; False when something was left."""
+        if self.writer is None:
+            return True
+        if self.closing is None:
+            self.closing = asyncio.get_running_loop().create_task(self._close(timeout), name="orderflow redis close")
+        return await self.closing
+
+    async def _close(self, timeout: float) -> bool:
+        writer = self.writer
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        try:
+            drained = await writer.drain(timeout)
+        finally:  # cancelled too (the loop is ending): the connections are closed, not left to the collector
+            await writer.aclose()
+        log.info("redis: %s", ", ".join(f"{k} {v}" for k, v in writer.counters.items()))
+        if not drained:
+            log.error("redis %s: %d trades and entries not written at shutdown; a collector restarted from Redis "
+                      "backfills them", writer.url, writer.backlog)
+        return drained
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("redis writer stopped: %r", task.exception())

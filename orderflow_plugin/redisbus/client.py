@@ -1,0 +1,63 @@
+"""The Redis connection both sides share: one way to open it, and one reading of its errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+try:
+    import redis.asyncio as aioredis
+    from redis import exceptions as redis_errors
+except ImportError as exc:  # pragma: no cover - the redis extra is not installed
+    raise ImportError("orderflow's Redis feed needs redis-py: pip install 'orderflow-plugin[redis]'") from exc
+
+from .url import RedisFeedError, check_url, redacted
+
+__all__ = ["RedisFeedError", "cancelled", "check", "connect", "describe", "is_duplicate", "is_transient", "redacted"]
+
+
+def connect(url: str, *, timeout: float = 5.0) -> aioredis.Redis:
+    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``); a bad URL raises RedisFeedError at once."""
+    check_url(url)
+    try:
+        return aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                       health_check_interval=30)
+    except ValueError as exc:
+        raise RedisFeedError(f"bad Redis URL {redacted(url)!r}: {exc}") from exc
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A fault that retrying fixes: connection refused or reset, a timeout, a server loading its data."""
+    if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
+        return False
+    if isinstance(exc, redis_errors.ResponseError):
+        return str(exc).startswith(("LOADING", "MASTERDOWN", "TRYAGAIN"))
+    return isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError)
+
+
+def cancelled() -> bool:
+    """This task is being cancelled: redis-py turns a cancelled read into a ConnectionError, never to be retried."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def is_duplicate(exc: BaseException) -> bool:
+    """Redis refused an entry id at or below the stream's newest: somebody wrote this one already."""
+    return isinstance(exc, redis_errors.ResponseError) and "equal or smaller" in str(exc)
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming the fault: its class and message."""
+    text = " ".join(str(exc).split()) or "no detail"
+    return f"{type(exc).__name__}: {text}"
+
+
+async def check(client: aioredis.Redis, url: str) -> None:
+    """PING once: a refused password or permission raises RedisFeedError; a dead server is left to retries."""
+    try:
+        await client.ping()
+    except (redis_errors.AuthenticationError, redis_errors.AuthorizationError) as exc:
+        raise RedisFeedError(f"Redis {redacted(url)} refused us: {describe(exc)}") from exc
+    except redis_errors.ResponseError as exc:
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) or "NOPERM" in str(exc):
+            raise RedisFeedError(f"Redis {redacted(url)} refused us: {describe(exc)}") from exc
+        raise

@@ -1,0 +1,79 @@
+"""``orderflow collect``: one process that streams from Binance and writes the feed into Redis.
+
+It reads each symbol's newest trade id in Redis first and resumes after it, backfilling the hole
+over REST, so a collector restarted after a crash (or a second one started beside it) leaves Redis
+complete. Any number of collectors may write the same symbols: Redis refuses what is already there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from typing import Any
+
+from ..bundled.redis_streams import RedisPublisher
+from ..config import Settings
+from ..stream import OrderFlow
+from ..symbols import normalize_symbol
+from .client import check, connect, describe, is_transient, redacted
+from .writer import StreamWriter
+
+__all__ = ["collect", "newest_ids"]
+
+logger = logging.getLogger("orderflow_plugin.redis")
+
+
+async def newest_ids(url: str, market: str, symbols: tuple[str, ...], stop: asyncio.Event) -> dict[str, int] | None:
+    """Each symbol's newest trade id in Redis, waiting out a server that is down (None: stopped meanwhile).
+
+    A refused password or a bad URL raises RedisFeedError at once.
+    """
+    client = connect(url)
+    delay = 0.1
+    try:
+        while not stop.is_set():
+            try:
+                await check(client, url)
+                return await StreamWriter.newest_with(client, market, symbols)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                logger.warning("redis %s: %s; the collector waits for it to resume where Redis ends",
+                               redacted(url), describe(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 5.0)
+        return None
+    finally:
+        await client.aclose()
+
+
+async def collect(settings: Settings, url: str, *, name: str = "", duration: float = 0.0, **overrides: Any) -> int:
+    """Stream the settings' symbols (or ``overrides``) into Redis at ``url`` until SIGINT, SIGTERM or ``duration``."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if duration:
+        loop.call_later(duration, stop.set)
+    table = settings.hooks.redis
+    symbols = tuple(dict.fromkeys(normalize_symbol(s) for s in overrides.get("symbols", settings.symbols)))
+    market = overrides.get("market", settings.market)
+    resume = await newest_ids(url, market, symbols, stop)
+    if resume is None:
+        return 0
+    logger.info("collecting %s into %s, resuming after %s", ", ".join(symbols), redacted(url),
+                ", ".join(f"{s} {i}" for s, i in resume.items()) or "nothing (new streams)")
+    publisher = RedisPublisher(url, market=market, maxlen=int(table.get("maxlen", 1_000_000)),
+                               hole_wait=float(table.get("hole_wait", 10.0)), name=name)
+    flow = OrderFlow.from_settings(settings, resume=resume, **overrides)
+    flow.plugins.register(publisher, name="redis-collector")
+    async with flow:
+        await stop.wait()
+    drained = await publisher.aclose(timeout=flow.timeouts.close + 5.0)
+    counters = publisher.writer.counters if publisher.writer is not None else {}
+    print(json.dumps({"event": "summary", **flow.summary(), "redis": counters, "redis_drained": drained}), flush=True)
+    return 0

@@ -1,0 +1,225 @@
+"""The feed read from Redis Streams instead of Binance: ``OrderFlow(symbols, source=RedisSource(url))``.
+
+Every entry goes through the stream's own pipeline (decode, sequencing, engine, hooks, signals), so
+a bot sees the same trades, bars and gap reports as one connected to Binance. Two ways to read:
+
+- **fan-out** (the default): every bot reads everything with ``XREAD``. Where it starts: after the
+  checkpoint's last id (``Sequencing.checkpoint_path``), else after ``start_from_id - 1``, else at
+  ``start``: ``"live"`` (what is written from now on) or ``"first"`` (all Redis still holds). A
+  hole in the stream (trimmed by retention, or missing from every collector) is a gap report with
+  the exact ids; nothing is fetched from Binance.
+- **work-sharing**: ``group`` and ``consumer`` names: ``XREADGROUP``, each trade to one consumer
+  of the group, acknowledged after its hooks ran. A restarted consumer first gets what it had not
+  acknowledged, and entries a dead consumer held for ``claim_idle`` seconds are claimed; both come
+  with ``source="replay"`` (a hook may have seen them), as after a checkpoint restart. A consumer's
+  share has holes by design: it is delivered as it comes, without gap checks.
+
+Redis faults (refused, reset, timeout, a server loading its data) are named in the log and retried
+forever with backoff; a bad URL or a refused password fails ``start()`` in one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from ..decode import Decoder
+from ..models import Trade
+from .client import cancelled, check, connect, describe, is_transient, redacted, redis_errors
+from .keys import entry_id, trades_key
+
+if TYPE_CHECKING:
+    from ..stream import OrderFlow
+
+__all__ = ["RedisSource"]
+
+logger = logging.getLogger("orderflow_plugin.redis")
+
+
+class RedisSource:
+    """Where an :class:`~orderflow_plugin.OrderFlow` reads its trades when they come from collectors via Redis."""
+
+    def __init__(self, url: str, *, group: str | None = None, consumer: str | None = None,
+                 start: Literal["live", "first"] = "live", block: float = 0.5, count: int = 1000,
+                 claim_idle: float = 30.0, timeout: float = 5.0) -> None:
+        if (group is None) != (consumer is None):
+            raise ValueError("a consumer group needs both group and consumer names")
+        if start not in ("live", "first"):
+            raise ValueError(f"start must be 'live' or 'first', got {start!r}")
+        self.url = url
+        self.group, self.consumer, self.start = group, consumer, start
+        self.block, self.count, self.claim_idle = block, count, claim_idle
+        self.redis = connect(url, timeout=timeout + block)  # a read blocks for up to `block`
+        self.state = "new"
+        self.last_error: str | None = None
+        self.reads = 0
+        self._flow: OrderFlow | None = None
+        self._positions: dict[str, str] = {}  # stream key -> the id read last (fan-out)
+        self._symbols: dict[str, str] = {}  # stream key -> symbol
+        self._running = asyncio.Event()  # cleared while the pipeline asks us to pause
+        self._decode: Any = None
+        self._next_claim = 0.0
+
+    def __repr__(self) -> str:
+        return f"RedisSource({redacted(self.url)!r})"
+
+    # The connection-like surface the pipeline's actions address (see delivery.tell_connection)
+
+    def first_trade(self) -> None:
+        """The pipeline delivered our first trade: nothing to wait for here."""
+
+    def subscribed(self, reply_id: int | None, error: Any) -> None:
+        """Never sent: Redis has no subscription replies."""
+
+    def pause(self) -> None:
+        """Stop reading until :meth:`resume` (a hole holds many trades back)."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        """Read again."""
+        self._running.set()
+
+    # Lifecycle, run by OrderFlow
+
+    async def open(self, flow: OrderFlow) -> None:
+        """Bind to ``flow``; a refused password fails here, a server that is down is retried by :meth:`run`."""
+        self._flow = flow
+        self._decode = Decoder(flow.market).decode
+        self._symbols = {trades_key(flow.market, s): s for s in flow.symbols}
+        for key, symbol in self._symbols.items():
+            after = flow.pipeline.sequencers[symbol].last_delivered
+            if after is not None:
+                self._positions[key] = entry_id(after)
+        self._running.set()
+        try:
+            await check(self.redis, self.url)
+        except Exception as exc:
+            if not is_transient(exc):
+                await self.aclose()  # the stream never starts: nothing else would close the pool
+                raise
+            self._failed(exc)
+
+    async def run(self) -> None:
+        """Read until cancelled; every fault is named and retried."""
+        delay = 0.05
+        while not cancelled():  # redis-py may finish a blocking read it was cancelled in: look, then stop
+            try:
+                if self.state != "reading":
+                    await self._connected()
+                await self._running.wait()
+                await (self._read_group() if self.group else self._read())
+                delay = 0.05
+            except Exception as exc:
+                if not is_transient(exc) or cancelled():
+                    raise
+                self._failed(exc)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+        raise asyncio.CancelledError
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        self.state = "stopped"
+        await self.redis.aclose()
+
+    def health(self) -> dict[str, Any]:
+        """This source's entry in ``OrderFlow.health()["connections"]``."""
+        return {"source": redacted(self.url), "state": self.state, "group": self.group, "consumer": self.consumer,
+                "reads": self.reads, "last_error": self.last_error}
+
+    # Reading
+
+    async def _connected(self) -> None:
+        assert self._flow is not None
+        if self.group:
+            for key in self._symbols:
+                try:
+                    await self.redis.xgroup_create(key, self.group, id="0" if self.start == "first" else "$",
+                                                   mkstream=True)
+                except redis_errors.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+                self._positions[key] = "0"  # first what this consumer had not acknowledged, then new entries
+        else:
+            for key in self._symbols:
+                if key not in self._positions:
+                    self._positions[key] = await self._newest(key) if self.start == "live" else "0-0"
+        if self.last_error is not None:
+            logger.info("redis %s: reading again", redacted(self.url))
+        self.state = "reading"
+        self._flow._emit("on_connected", url=redacted(self.url), stage_timings={})
+
+    async def _newest(self, key: str) -> str:
+        if not await self.redis.exists(key):
+            return "0-0"
+        info = await self.redis.xinfo_stream(key)
+        newest = info["last-generated-id"]
+        return newest.decode() if isinstance(newest, bytes) else str(newest)
+
+    async def _read(self) -> None:
+        assert self._flow is not None
+        reply = await self.redis.xread(self._positions, count=self.count, block=int(self.block * 1000))
+        receive, now = self._flow.pipeline.receive, time.monotonic()
+        for key, entries in reply or ():
+            name = key.decode()
+            for _entry, fields in entries:
+                receive(self, fields.get(b"d", b""), now)
+            self._positions[name] = entries[-1][0].decode()
+            self.reads += len(entries)
+
+    async def _read_group(self) -> None:
+        assert self._flow is not None and self.group is not None and self.consumer is not None
+        reply = await self.redis.xreadgroup(self.group, self.consumer, self._positions, count=self.count,
+                                            block=int(self.block * 1000))
+        for key, entries in reply or ():
+            name = key.decode()
+            if self._positions[name] != ">":  # our own unacknowledged entries, from before a restart
+                if not entries:
+                    self._positions[name] = ">"
+                    continue
+                self._positions[name] = entries[-1][0].decode()
+            await self._deliver_group(name, entries, replay=self._positions[name] != ">")
+        if time.monotonic() >= self._next_claim:
+            await self._claim()
+            self._next_claim = time.monotonic() + self.claim_idle / 4
+
+    async def _claim(self) -> None:
+        """Take over what a dead consumer held for ``claim_idle`` seconds."""
+        assert self.group is not None and self.consumer is not None
+        for key in self._symbols:
+            reply = await self.redis.xautoclaim(key, self.group, self.consumer, int(self.claim_idle * 1000),
+                                                "0-0", count=self.count)
+            entries = [entry for entry in reply[1] if entry[1]]  # entries trimmed meanwhile come back empty
+            if entries:
+                logger.info("redis %s: claimed %d entries of %s a dead consumer held", redacted(self.url),
+                            len(entries), key)
+                await self._deliver_group(key, entries, replay=True)
+
+    async def _deliver_group(self, key: str, entries: list[Any], *, replay: bool) -> None:
+        assert self._flow is not None
+        pipeline, now = self._flow.pipeline, time.monotonic()
+        for _entry, fields in entries:
+            try:
+                trade = self._decode(fields.get(b"d", b""))
+            except Exception:
+                pipeline.receive(self, fields.get(b"d", b""), now)  # reported as a bad frame, once, the usual way
+                continue
+            if type(trade) is Trade:
+                pipeline.deliver_as_is(msgspec.structs.replace(trade, source="replay") if replay else trade, now)
+        if entries:
+            await self.redis.xack(key, self.group, *(entry for entry, _fields in entries))
+            self.reads += len(entries)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.state = "retrying"
+        text = describe(exc)
+        if text != self.last_error:
+            logger.warning("redis %s: %s; retrying", redacted(self.url), text)
+            if self._flow is not None:
+                self._flow._emit("on_disconnected", url=redacted(self.url), code=None, reason=text, error=exc)
+        self.last_error = text

@@ -1,0 +1,250 @@
+"""The feed into Redis exactly once: trades appended in id order by one atomic script, metrics keyed by what they are.
+
+A trade's entry id is its aggregate id, so a second writer of it (another collector, a retry after
+a lost reply) is refused by Redis itself and counted as a duplicate, not an error. The append script
+also refuses to leave a hole: a trade past the stream's newest id + 1 waits (another collector may
+hold the missing ones) for ``hole_wait`` seconds, and only then is written, with the hole recorded in
+the symbol's gaps stream. Connection faults keep everything in memory and retry with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..models import Trade
+from .keys import entry_id, gaps_key, trade_id, trade_payload, trades_key
+from .url import check_url, redacted
+
+__all__ = ["APPEND", "StreamWriter"]
+
+logger = logging.getLogger("orderflow_plugin.redis")
+
+# KEYS[1]: the trade stream. ARGV: force ("1": the first trade may cross a hole), MAXLEN ("0": none),
+# then id, payload pairs in ascending id order. Returns {written, duplicates, newest id, id that
+# waits behind a hole (0: none)}. Atomic: two collectors' batches never interleave.
+APPEND = """
+local top = -1
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then top = tonumber(string.match(info[i + 1], '^(%d+)')) end
+  end
+end
+local force = ARGV[1] == '1'
+local maxlen = tonumber(ARGV[2])
+local written, duplicates = 0, 0
+for i = 3, #ARGV, 2 do
+  local id = tonumber(ARGV[i])
+  if id <= top then
+    duplicates = duplicates + 1
+  elseif top >= 0 and id > top + 1 and not force then
+    return {written, duplicates, top, id}
+  else
+    local entry = id == 0 and '0-1' or (ARGV[i] .. '-0')
+    if maxlen > 0 then
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, entry, 'd', ARGV[i + 1])
+    else
+      redis.call('XADD', KEYS[1], entry, 'd', ARGV[i + 1])
+    end
+    top, written, force = id, written + 1, false
+  end
+end
+return {written, duplicates, top, 0}
+"""
+
+
+class StreamWriter:
+    """Buffers trades and metric entries and writes them to Redis from its own task (:meth:`run`)."""
+
+    def __init__(self, url: str, market: str, *, maxlen: int = 1_000_000, hole_wait: float = 10.0,
+                 batch: int = 2000, flush_interval: float = 0.01, timeout: float = 5.0,
+                 max_pending: int = 5_000_000) -> None:
+        self.url = redacted(url)  # for logs
+        self.market = market
+        self.maxlen = maxlen
+        self.hole_wait = hole_wait
+        self.batch = batch
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self._target, self._timeout = check_url(url), timeout  # a bad URL fails here, in one line
+        # redis-py (~40 ms to import) is imported on a thread when the writer first runs, so that building
+        # one (in a plugin's on_startup, on the event loop) costs nothing; trades queue meanwhile.
+        self.redis: Any = None
+        self._client: Any = None  # the .client module
+        self._append: Any = None
+        self.pending: dict[str, deque[tuple[int, bytes]]] = {}
+        self.entries: deque[tuple[str, str, Mapping[str, Any], int]] = deque()  # key, id ("*": auto), fields, maxlen
+        self.holes: dict[str, tuple[int, int, float]] = {}  # symbol -> (first missing, last missing, since)
+        self.counters = dict.fromkeys(("written", "duplicates", "gaps", "dropped", "entries_written",
+                                       "entries_duplicate", "redis_errors"), 0)
+        self._retry_at: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._failing_since: float | None = None
+        self._closed = False
+
+    # In
+
+    def add_trade(self, trade: Trade) -> None:
+        """Queue ``trade`` (delivered in id order, as the stream does) for its symbol's stream."""
+        queue = self.pending.get(trade.symbol)
+        if queue is None:
+            queue = self.pending[trade.symbol] = deque()
+        queue.append((trade.id, trade_payload(trade)))
+        if len(queue) > self.max_pending:  # Redis unreachable for very long: a restart backfills these
+            queue.popleft()
+            self.counters["dropped"] += 1
+        self._wake.set()  # the writer task takes everything queued while its last round trip was under way
+
+    def add_entry(self, key: str, entry: str, fields: Mapping[str, Any], maxlen: int = 0) -> None:
+        """Queue one metric or health entry; ``entry`` "*" lets Redis number it."""
+        self.entries.append((key, entry, fields, maxlen))
+
+    @property
+    def backlog(self) -> int:
+        """Trades and entries not written yet."""
+        return sum(len(q) for q in self.pending.values()) + len(self.entries)
+
+    # Out
+
+    @staticmethod
+    async def newest_with(client: Any, market: str, symbols: Iterable[str]) -> dict[str, int]:
+        """Each symbol's newest trade id in Redis (symbols with no stream are left out): where a collector resumes."""
+        found: dict[str, int] = {}
+        for symbol in symbols:
+            key = trades_key(market, symbol)
+            if await client.exists(key):
+                info = await client.xinfo_stream(key)
+                found[symbol] = trade_id(info["last-generated-id"])
+        return found
+
+    async def connect(self) -> None:
+        """Import redis-py (on a thread) and make the client, once."""
+        if self.redis is None:
+            self._client = await asyncio.to_thread(importlib.import_module, "orderflow_plugin.redisbus.client")
+            self.redis = self._client.connect(self._target, timeout=self._timeout)
+            self._append = self.redis.register_script(APPEND)
+
+    async def run(self) -> None:
+        """Flush until cancelled; a Redis fault is logged once per outage and retried with backoff."""
+        await self.connect()
+        c = self._client
+        delay = 0.05
+        while not c.cancelled():  # redis-py may finish a call it was cancelled in: look, then stop
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception as exc:
+                if not c.is_transient(exc) or c.cancelled():
+                    raise
+                self._failed(exc)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.05
+            if self._failing_since is not None:
+                logger.info("redis %s: writes resumed after %.1f s", self.url, time.monotonic() - self._failing_since)
+                self._failing_since = None
+        raise asyncio.CancelledError
+
+    async def drain(self, timeout: float) -> bool:
+        """Write what is queued within ``timeout`` s; False when something is left."""
+        deadline = time.monotonic() + timeout
+        await self.connect()
+        while self.backlog and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self.flush(), max(0.01, deadline - time.monotonic()))
+            except Exception as exc:
+                if not self._client.is_transient(exc) or self._client.cancelled():
+                    raise
+                self._failed(exc)
+                await asyncio.sleep(0.05)
+        return not self.backlog
+
+    async def aclose(self) -> None:
+        """Close the connection pool (call :meth:`drain` first to write what is queued)."""
+        if not self._closed and self.redis is not None:
+            self._closed = True
+            await self.redis.aclose()
+
+    async def flush(self) -> None:
+        """One round trip: a batch of every symbol's trades, then the queued entries."""
+        await self.connect()
+        now = time.monotonic()
+        batches: list[tuple[str, int, bool]] = []
+        entries = list(self.entries)
+        if not entries and not any(self.pending.values()):
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for symbol, queue in self.pending.items():
+                if not queue:
+                    continue
+                hole = self.holes.get(symbol)
+                force = hole is not None and now - hole[2] >= self.hole_wait
+                if hole is not None and not force and now < self._retry_at.get(symbol, 0.0):
+                    continue  # waiting for another collector: ask again every 50 ms, not every round
+                args: list[Any] = ["1" if force else "0", self.maxlen]
+                count = min(len(queue), self.batch)
+                for index in range(count):
+                    args.extend(queue[index])
+                await self._append(keys=[trades_key(self.market, symbol)], args=args, client=pipe)
+                batches.append((symbol, count, force))
+            for key, entry, fields, maxlen in entries:
+                pipe.xadd(key, dict(fields), id=entry, maxlen=maxlen or None, approximate=True)
+            results = await pipe.execute(raise_on_error=False)
+        for (symbol, _count, force), result in zip(batches, results, strict=False):
+            if isinstance(result, Exception):
+                raise result
+            self._appended(symbol, result, force, now)
+        for _entry, result in zip(entries, results[len(batches):], strict=True):
+            self.entries.popleft()
+            if isinstance(result, Exception):
+                if not self._client.is_duplicate(result):
+                    raise result
+                self.counters["entries_duplicate"] += 1
+            else:
+                self.counters["entries_written"] += 1
+
+    def _appended(self, symbol: str, result: list[int], force: bool, now: float) -> None:
+        written, duplicates, top, waiting = (int(x) for x in result)
+        queue = self.pending[symbol]
+        for _ in range(written + duplicates):
+            queue.popleft()
+        self.counters["written"] += written
+        self.counters["duplicates"] += duplicates
+        hole = self.holes.get(symbol)
+        if force and written and hole is not None:  # nobody had the missing trades: say so, in Redis too
+            first, last, _since = hole
+            self.counters["gaps"] += 1
+            logger.warning("redis %s: %s trades %d..%d are in no collector; written past them after %.1f s",
+                           self.url, symbol, first, last, self.hole_wait)
+            self.add_entry(gaps_key(self.market, symbol), entry_id(first),
+                           {"first": first, "last": last, "missing": last - first + 1})
+            del self.holes[symbol]
+        elif waiting:
+            self._retry_at[symbol] = now + 0.05
+            if hole is None or hole[:2] != (top + 1, waiting - 1):
+                logger.info("redis %s: %s holds up to %d; trade %d waits up to %.1f s for another collector "
+                            "to write %d..%d", self.url, symbol, top, waiting, self.hole_wait, top + 1, waiting - 1)
+                self.holes[symbol] = (top + 1, waiting - 1, now if hole is None else hole[2])
+        elif hole is not None:
+            del self.holes[symbol]  # filled by another collector
+        if queue and symbol not in self.holes:
+            self._wake.set()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.counters["redis_errors"] += 1
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            logger.warning("redis %s: write failed (%s); %d trades and entries wait in memory, retrying",
+                           self.url, self._client.describe(exc), self.backlog)
