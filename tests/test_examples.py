@@ -18,7 +18,7 @@ from .flowhelpers import TIMEOUT_FACTOR
 
 EXAMPLES = ROOT / "examples"
 # Documents whose code blocks must be excerpts of the examples (each block's first line names its file).
-QUOTING_DOCS = ("docs/embedding.md", "docs/testing.md", "docs/frameworks.md")
+QUOTING_DOCS = ("docs/embedding.md", "docs/testing.md", "docs/frameworks.md", "docs/scale-out.md")
 # Each example and the test that runs it; restart_safe_bot.py is killed 20 times by tests/test_checkpoint.py.
 RUN_BY = {
     "delta_alert.py": "test_example_tests_pass_in_a_folder_of_their_own",
@@ -30,6 +30,7 @@ RUN_BY = {
     "restart_safe_bot.py": "tests/test_checkpoint.py",
     "vnpy_bot.py": "tests/test_adapter_vnpy.py",
     "nautilus_bot.py": "tests/nautilus/test_adapter_nautilus.py",  # in .venv-nautilus (Python 3.12)
+    "redis_bot.py": "test_redis_bot_resumes_from_its_checkpoint",
 }
 
 
@@ -83,6 +84,42 @@ def test_host_bot_streams_alerts_and_reports(tmp_path: Path) -> None:
     assert re.fullmatch(r"done: \d+ trades, delta alerts [12], whales \d+", lines[3]), lines[3]  # 2 on a slow stop
     assert "WARNING delta_alert: BTCUSDT 1m delta +5.83961000: taker buying" in result.stderr
     assert "plugin_errors 0" in result.stderr
+
+
+def run_redis_bot(*options: str) -> str:
+    """examples/redis_bot.py's last line, after it ran with ``options``."""
+    result = subprocess.run([sys.executable, str(EXAMPLES / "redis_bot.py"), *options], env=user_environment(),
+                            capture_output=True, text=True, timeout=60 * TIMEOUT_FACTOR)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()[-1]
+
+
+async def test_redis_bot_resumes_from_its_checkpoint(orderflow_redis, tmp_path: Path) -> None:
+    """examples/redis_bot.py reads what collectors wrote; run again with its checkpoint, it gets only what is new."""
+    from orderflow_plugin.redisbus.writer import StreamWriter
+    from orderflow_plugin.tape import bundled_tape
+
+    trades = [row.to_trade("BTCUSDT") for row in bundled_tape().rows]
+    writer = StreamWriter(orderflow_redis.url, "spot")
+    for trade in trades[:3000]:
+        writer.add_trade(trade)
+    assert await writer.drain(10)
+    options = ("--from", orderflow_redis.url, "--checkpoint", str(tmp_path / "bot.ckpt"), "--duration", "2")
+    first = await asyncio.to_thread(run_redis_bot, *options)
+    assert first.startswith("bot: 3000 trades from Redis, gaps [], ") and first.endswith(f"last id {trades[2999].id}"), first
+    for trade in trades[3000:]:
+        writer.add_trade(trade)
+    assert await writer.drain(10)
+    await writer.aclose()
+    second = await asyncio.to_thread(run_redis_bot, *options)
+    assert second.startswith("bot: 2000 trades from Redis, gaps [], "), second
+    assert second.endswith(f"last id {trades[-1].id}"), second
+
+
+def test_redis_bot_runs_offline_with_its_own_collector() -> None:
+    """Without --from, examples/redis_bot.py starts redis-server, the simulator and a collector, and reads them."""
+    line = run_redis_bot("--duration", "3")
+    assert re.fullmatch(r"bot: [1-9]\d* trades from Redis, gaps \[\], delta alerts \d+, last id \d+", line), line
 
 
 async def test_sync_bot_reads_the_stream_from_its_own_thread(orderflow_sim) -> None:

@@ -13,6 +13,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from ..redisbus.keys import bars_key, entry_id, health_key, whales_key
+from ..redisbus.metrics import bar_fields, whale_fields
+
 __all__ = ["RedisPublisher"]
 
 log = logging.getLogger("orderflow_hooks.redis")
@@ -59,9 +62,6 @@ class RedisPublisher:
         writer = self.writer
         if writer is None:
             return
-        from ..redisbus.keys import bars_key, entry_id, whales_key
-        from ..redisbus.metrics import bar_fields, whale_fields
-
         if metric.kind == "bar" and metric.closed_by not in ("open", "revised") \
                 and metric.start >= self._first_time.get(metric.symbol, metric.start):  # not a partial first bar
             writer.add_entry(bars_key(self.market, metric.symbol, metric.window), entry_id(metric.start),
@@ -72,8 +72,6 @@ class RedisPublisher:
 
     def _health(self, event: str, **fields: Any) -> None:
         if self.writer is not None:
-            from ..redisbus.keys import health_key
-
             self.writer.add_entry(health_key(self.market), "*", {"event": event, "collector": self.name, **fields},
                                   _HEALTH_MAXLEN)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import logging
 import random
 import time
@@ -64,13 +65,13 @@ class StreamWriter:
     """Buffers trades and metric entries and writes them to Redis from its own task (:meth:`run`)."""
 
     def __init__(self, url: str, market: str, *, maxlen: int = 1_000_000, hole_wait: float = 10.0,
-                 batch: int = 2000, flush_interval: float = 0.01, timeout: float = 5.0,
+                 batch: int = 2000, rounds: int = 10, flush_interval: float = 0.05, timeout: float = 5.0,
                  max_pending: int = 5_000_000) -> None:
         self.url = redacted(url)  # for logs
         self.market = market
         self.maxlen = maxlen
         self.hole_wait = hole_wait
-        self.batch = batch
+        self.batch, self.rounds = batch, rounds
         self.flush_interval = flush_interval
         self.max_pending = max_pending
         self._target, self._timeout = check_url(url), timeout  # a bad URL fails here, in one line
@@ -193,19 +194,25 @@ class StreamWriter:
                 force = hole is not None and now - hole[2] >= self.hole_wait
                 if hole is not None and not force and now < self._retry_at.get(symbol, 0.0):
                     continue  # waiting for another collector: ask again every 50 ms, not every round
-                args: list[Any] = ["1" if force else "0", self.maxlen]
-                count = min(len(queue), self.batch)
-                for index in range(count):
-                    args.extend(queue[index])
-                await self._append(keys=[trades_key(self.market, symbol)], args=args, client=pipe)
-                batches.append((symbol, count, force))
+                # Up to `rounds` scripts of `batch` trades each in this round trip: a collector behind (after an
+                # outage, or a loop busy reading) catches up in few round trips, and Redis serves other
+                # clients between scripts. Each script sees the stream as the one before left it.
+                key, items = trades_key(self.market, symbol), iter(queue)
+                for number in range(min(self.rounds, -(-len(queue) // self.batch))):
+                    args: list[Any] = ["1" if force and not number else "0", self.maxlen]
+                    for item in itertools.islice(items, self.batch):
+                        args.extend(item)
+                    await self._append(keys=[key], args=args, client=pipe)
+                    batches.append((symbol, number, force and not number))
             for key, entry, fields, maxlen in entries:
                 pipe.xadd(key, dict(fields), id=entry, maxlen=maxlen or None, approximate=True)
             results = await pipe.execute(raise_on_error=False)
-        for (symbol, _count, force), result in zip(batches, results, strict=False):
+        stalled: set[str] = set()  # symbols whose earlier script this round stopped at a hole
+        for (symbol, _number, force), result in zip(batches, results, strict=False):
             if isinstance(result, Exception):
                 raise result
-            self._appended(symbol, result, force, now)
+            if symbol not in stalled and self._appended(symbol, result, force, now):
+                stalled.add(symbol)
         for _entry, result in zip(entries, results[len(batches):], strict=True):
             self.entries.popleft()
             if isinstance(result, Exception):
@@ -215,7 +222,8 @@ class StreamWriter:
             else:
                 self.counters["entries_written"] += 1
 
-    def _appended(self, symbol: str, result: list[int], force: bool, now: float) -> None:
+    def _appended(self, symbol: str, result: list[int], force: bool, now: float) -> bool:
+        """Drop what one script wrote or found there; True when it stopped at a hole."""
         written, duplicates, top, waiting = (int(x) for x in result)
         queue = self.pending[symbol]
         for _ in range(written + duplicates):
@@ -241,6 +249,7 @@ class StreamWriter:
             del self.holes[symbol]  # filled by another collector
         if queue and symbol not in self.holes:
             self._wake.set()
+        return bool(waiting)
 
     def _failed(self, exc: BaseException) -> None:
         self.counters["redis_errors"] += 1
