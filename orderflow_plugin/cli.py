@@ -22,6 +22,7 @@ from .commands import (
 )
 from .config import Settings, load_settings
 from .errors import OrderFlowError, SettingsError
+from .redisbus.url import redacted
 
 __all__ = ["main"]
 
@@ -226,10 +227,10 @@ def _url(*schemes: str) -> Callable[[str], str]:
             parts = urlsplit(text)
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+            raise argparse.ArgumentTypeError(f"{redacted(text)!r}: {exc}") from None
         if parts.scheme not in schemes or not parts.hostname:
-            raise argparse.ArgumentTypeError(f"{text!r} must start with {' or '.join(f'{s}://' for s in schemes)} "
-                                             "and name a host")
+            raise argparse.ArgumentTypeError(f"{redacted(text)!r} must start with "
+                                             f"{' or '.join(f'{s}://' for s in schemes)} and name a host")
         return text
 
     return parse

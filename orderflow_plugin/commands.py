@@ -199,11 +199,12 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
 def stream_command(args: argparse.Namespace, settings: Settings) -> int:
     """``orderflow stream``: the live stream built from the settings and the command's options."""
     overrides = _stream_overrides(args, settings)
-    if args.from_url:
-        from .redisbus.source import RedisSource
-
-        overrides["source"] = RedisSource(args.from_url, group=args.group, consumer=args.consumer, start=args.start)
     try:
+        if args.from_url:
+            from .redisbus.source import RedisSource
+
+            overrides["source"] = RedisSource(args.from_url, group=args.group, consumer=args.consumer,
+                                              start=args.start)
         flow = OrderFlow.from_settings(settings, **overrides)
     except ValueError as exc:
         print(f"orderflow stream: {exc}", file=sys.stderr)

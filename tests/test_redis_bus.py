@@ -125,8 +125,9 @@ async def test_writes_survive_a_redis_restart(orderflow_redis: Any) -> None:
     orderflow_redis.kill()
     for i in range(51, 101):
         writer.add_trade(trade(i))
-    await asyncio.sleep(0.3)  # the writer meets the dead server and retries
-    assert writer.counters["redis_errors"] >= 1
+    async with asyncio.timeout(10):  # the writer meets the dead server, says so, and retries
+        while writer.counters["redis_errors"] < 1:
+            await asyncio.sleep(0.01)
     orderflow_redis.restart()
     async with asyncio.timeout(10):
         while writer.backlog:
@@ -377,3 +378,111 @@ def test_stream_from_a_non_redis_url_is_one_line(capsys: Any) -> None:
         main(["stream", "--from", "http://127.0.0.1:6379/0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1 and "redis://" in err[0], err
+
+
+async def test_a_consumer_group_with_a_checkpoint_is_a_startup_error(orderflow_redis: Any, tmp_path: Any) -> None:
+    """A group keeps its place with XACK: a checkpoint beside it would disagree, so start() refuses, in one line."""
+    source = RedisSource(orderflow_redis.url, group="bots", consumer="a")
+    flow = OrderFlow(["BTCUSDT"], source=source, sequencing=Sequencing(checkpoint_path=str(tmp_path / "c.ckpt")))
+    with pytest.raises(RedisFeedError, match="checkpoint_path is for fan-out") as caught:
+        await flow.start()
+    assert "\n" not in str(caught.value)
+    await flow.stop()
+
+
+async def test_an_out_of_memory_redis_is_retried_not_fatal(orderflow_redis: Any) -> None:
+    """Redis refusing writes for maxmemory (OOM) is named and retried: once memory is freed, every trade goes in."""
+    client = aioredis.Redis.from_url(orderflow_redis.url)
+    writer = StreamWriter(orderflow_redis.url, "spot", timeout=1.0)
+    task = asyncio.create_task(writer.run())
+    try:
+        await client.config_set("maxmemory", 1)
+        for i in range(1, 51):
+            writer.add_trade(trade(i))
+        async with asyncio.timeout(10):
+            while writer.counters["redis_errors"] < 1:
+                await asyncio.sleep(0.01)
+        assert not task.done()
+        await client.config_set("maxmemory", 0)
+        async with asyncio.timeout(10):
+            while writer.backlog:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.aclose()
+        await client.aclose()
+    assert await ids_in(orderflow_redis.url) == list(range(1, 51))
+
+
+async def test_a_hole_filled_while_waiting_is_not_recorded_as_a_gap(orderflow_redis: Any) -> None:
+    """A hole another collector fills after hole_wait ran out is no gap: nothing is recorded, nothing is counted."""
+    await write(orderflow_redis.url, [trade(i) for i in range(1, 4)])
+    writer = StreamWriter(orderflow_redis.url, "spot", hole_wait=0.2)
+    for i in range(7, 13):
+        writer.add_trade(trade(i))
+    await writer.flush()  # 7..12 wait behind 4..6
+    await asyncio.sleep(0.3)  # hole_wait has run out: the next round may cross the hole...
+    await write(orderflow_redis.url, [trade(i) for i in range(4, 11)])  # ...but another collector filled it
+    assert await writer.drain(5.0)
+    await writer.aclose()
+    assert await ids_in(orderflow_redis.url) == list(range(1, 13))
+    client = aioredis.Redis.from_url(orderflow_redis.url)
+    gaps = await client.xrange(gaps_key("spot", "BTCUSDT"))
+    await client.aclose()
+    assert gaps == [] and writer.counters["gaps"] == 0
+
+
+async def test_a_queue_past_max_pending_stops_taking_trades_and_says_so(orderflow_redis: Any) -> None:
+    """Past max_pending (Redis away too long) the writer keeps its queue contiguous and reports it failed."""
+    orderflow_redis.kill()
+    writer = StreamWriter(orderflow_redis.url, "spot", max_pending=10, timeout=0.5)
+    for i in range(1, 21):
+        writer.add_trade(trade(i))
+    assert writer.backlog == 10 and writer.counters["dropped"] == 10
+    assert writer.failure is not None and "max_pending" in str(writer.failure)
+    orderflow_redis.restart()
+    assert await writer.drain(10.0)
+    await writer.aclose()
+    assert await ids_in(orderflow_redis.url) == list(range(1, 11))  # the oldest ten, in order: Redis ends there
+
+
+async def test_trimmed_entries_a_dead_consumer_held_are_a_gap_report(orderflow_redis: Any) -> None:
+    """Entries a dead consumer held that retention trimmed away are acknowledged and reported as a gap."""
+    url = orderflow_redis.url
+    client = aioredis.Redis.from_url(url)
+    await client.xgroup_create(KEY, "bots", id="0", mkstream=True)
+    await write(url, [trade(i) for i in range(1, 21)])
+    await client.xreadgroup("bots", "dead", {KEY: ">"}, count=10)  # holds 1..10, then dies
+    await client.xtrim(KEY, minid="6-0", approximate=False)  # retention drops 1..5 before anyone claims them
+    a = Collected()
+    flow = await consume(RedisSource(url, group="bots", consumer="a", claim_idle=0.2), a)
+    try:
+        await a.until(lambda: len(a.trades) >= 15 and a.gaps, timeout=10)
+    finally:
+        await flow.stop()
+    assert sorted(t.id for t in a.trades) == list(range(6, 21))
+    assert a.gaps == [("BTCUSDT", 1, 5)]
+    assert [e for e, _w in a.errors] == []
+    pending = await client.xpending(KEY, "bots")
+    await client.aclose()
+    assert pending["pending"] == 0
+
+
+def test_stream_from_with_a_group_and_no_consumer_is_one_line(capsys: Any) -> None:
+    """`stream --from URL --group g` without --consumer exits 2 with one line, no traceback."""
+    from orderflow_plugin.cli import main
+
+    code = main(["stream", "--from", "redis://127.0.0.1:6379/0", "--group", "g"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "consumer" in err[0], err
+
+
+def test_a_bad_url_on_the_command_line_never_shows_its_password(capsys: Any) -> None:
+    """`collect --to` with a malformed URL names the problem with the password hidden."""
+    from orderflow_plugin.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["collect", "--to", "redis://:hunter2@127.0.0.1:abc/0"])
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and len(err.strip().splitlines()) == 1, err

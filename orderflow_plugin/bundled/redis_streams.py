@@ -93,6 +93,11 @@ class RedisPublisher:
         if self.writer is not None and self.closing is None:
             self.closing = asyncio.get_running_loop().create_task(self._close(5.0), name="orderflow redis close")
 
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the writer can't go on (a fault retrying won't fix, a queue past max_pending), or None."""
+        return self.writer.failure if self.writer is not None else None
+
     async def aclose(self, timeout: float = 5.0) -> bool:
         """Write what is still queued (up to ``timeout`` s), then close; False when something was left."""
         if self.writer is None:

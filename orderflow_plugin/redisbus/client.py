@@ -25,12 +25,20 @@ def connect(url: str, *, timeout: float = 5.0) -> aioredis.Redis:
         raise RedisFeedError(f"bad Redis URL {redacted(url)!r}: {exc}") from exc
 
 
+# Replies that mean "not now": out of memory (maxmemory), read-only after a failover, no master, a cluster
+# moving slots; and (below, by their text) busy with a script, too few replicas.
+_NOT_NOW = (redis_errors.OutOfMemoryError, redis_errors.ReadOnlyError, redis_errors.MasterDownError,
+            redis_errors.TryAgainError, redis_errors.ClusterDownError)
+
+
 def is_transient(exc: BaseException) -> bool:
-    """A fault that retrying fixes: connection refused or reset, a timeout, a server loading its data."""
+    """A fault that retrying fixes: refused, reset, timed out, loading, or not taking writes for now."""
     if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
         return False
-    if isinstance(exc, redis_errors.ResponseError):
-        return str(exc).startswith(("LOADING", "MASTERDOWN", "TRYAGAIN"))
+    if isinstance(exc, _NOT_NOW):
+        return True
+    if isinstance(exc, redis_errors.ResponseError):  # the codes redis-py has no class for keep them in the text
+        return str(exc).startswith(("BUSY", "NOREPLICAS"))
     return isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError)
 
 

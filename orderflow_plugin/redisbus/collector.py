@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -16,9 +17,10 @@ from typing import Any
 
 from ..bundled.redis_streams import RedisPublisher
 from ..config import Settings
+from ..options import Sequencing, from_table
 from ..stream import OrderFlow
 from ..symbols import normalize_symbol
-from .client import check, connect, describe, is_transient, redacted
+from .client import RedisFeedError, check, connect, describe, is_transient, redacted
 from .writer import StreamWriter
 
 __all__ = ["collect", "newest_ids"]
@@ -69,11 +71,18 @@ async def collect(settings: Settings, url: str, *, name: str = "", duration: flo
                 ", ".join(f"{s} {i}" for s, i in resume.items()) or "nothing (new streams)")
     publisher = RedisPublisher(url, market=market, maxlen=int(table.get("maxlen", 1_000_000)),
                                hole_wait=float(table.get("hole_wait", 10.0)), name=name)
-    flow = OrderFlow.from_settings(settings, resume=resume, **overrides)
+    # Redis is the collector's checkpoint: a checkpoint file would be ahead of it by what was still queued
+    # when the collector died, and resuming from there would leave those trades out for good.
+    sequencing = dataclasses.replace(from_table(Sequencing, settings.sequencing), checkpoint_path="")
+    flow = OrderFlow.from_settings(settings, resume=resume, sequencing=sequencing, **overrides)
     flow.plugins.register(publisher, name="redis-collector")
     async with flow:
-        await stop.wait()
+        while not stop.is_set() and publisher.failure is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
     drained = await publisher.aclose(timeout=flow.timeouts.close + 5.0)
     counters = publisher.writer.counters if publisher.writer is not None else {}
     print(json.dumps({"event": "summary", **flow.summary(), "redis": counters, "redis_drained": drained}), flush=True)
+    if publisher.failure is not None:  # exit 1: a supervisor restarts it, and it resumes from Redis
+        raise RedisFeedError(f"collector stopped: {publisher.failure}") from publisher.failure
     return 0

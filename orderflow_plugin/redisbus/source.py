@@ -31,7 +31,8 @@ import msgspec
 from ..decode import Decoder
 from ..models import Trade
 from .client import cancelled, check, connect, describe, is_transient, redacted, redis_errors
-from .keys import entry_id, trades_key
+from .keys import entry_id, trade_id, trades_key
+from .url import RedisFeedError
 
 if TYPE_CHECKING:
     from ..stream import OrderFlow
@@ -88,6 +89,10 @@ class RedisSource:
 
     async def open(self, flow: OrderFlow) -> None:
         """Bind to ``flow``; a refused password fails here, a server that is down is retried by :meth:`run`."""
+        if self.group and flow.sequencing.checkpoint_path:
+            await self.redis.aclose()
+            raise RedisFeedError(f"consumer group {self.group!r} keeps its own place in Redis (XACK); "
+                                 "sequencing.checkpoint_path is for fan-out bots: give one or the other")
         self._flow = flow
         self._decode = Decoder(flow.market).decode
         self._symbols = {trades_key(flow.market, s): s for s in flow.symbols}
@@ -195,6 +200,8 @@ class RedisSource:
             reply = await self.redis.xautoclaim(key, self.group, self.consumer, int(self.claim_idle * 1000),
                                                 "0-0", count=self.count)
             entries = [entry for entry in reply[1] if entry[1]]  # entries trimmed meanwhile come back empty
+            self._trimmed(key, [entry for entry, fields in reply[1] if not fields]
+                          + (reply[2] if len(reply) > 2 else []))  # Redis 7 lists them apart, already unlisted
             if entries:
                 logger.info("redis %s: claimed %d entries of %s a dead consumer held", redacted(self.url),
                             len(entries), key)
@@ -203,7 +210,10 @@ class RedisSource:
     async def _deliver_group(self, key: str, entries: list[Any], *, replay: bool) -> None:
         assert self._flow is not None
         pipeline, now = self._flow.pipeline, time.monotonic()
+        self._trimmed(key, [entry for entry, fields in entries if not fields])
         for _entry, fields in entries:
+            if not fields:
+                continue
             try:
                 trade = self._decode(fields.get(b"d", b""))
             except Exception:
@@ -214,6 +224,25 @@ class RedisSource:
         if entries:
             await self.redis.xack(key, self.group, *(entry for entry, _fields in entries))
             self.reads += len(entries)
+
+    def _trimmed(self, key: str, entries: list[Any]) -> None:
+        """Entries this group held that retention trimmed before they were delivered: gaps, with their ids."""
+        if not entries:
+            return
+        assert self._flow is not None
+        symbol = self._symbols[key]
+        numbers = sorted(trade_id(entry) for entry in entries)
+        first = last = numbers[0]
+        for number in [*numbers[1:], None]:
+            if number is not None and number == last + 1:
+                last = number
+                continue
+            logger.warning("redis %s: %s trades %d..%d were trimmed before this group delivered them",
+                           redacted(self.url), symbol, first, last)
+            self._flow.counters["gaps"] += 1
+            self._flow._emit("on_gap", symbol=symbol, first_missing=first, last_missing=last)
+            if number is not None:
+                first = last = number
 
     def _failed(self, exc: BaseException) -> None:
         self.state = "retrying"

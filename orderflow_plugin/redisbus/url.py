@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from ..errors import OrderFlowError
@@ -15,13 +16,18 @@ class RedisFeedError(OrderFlowError):
 
 def redacted(url: str) -> str:
     """``url`` without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return parts._replace(netloc=f"{user}{host}{port}").geturl()
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<a URL that does not parse>"
+    netloc, query = parts.netloc, parts.query
+    if password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    if "password=" in query:  # redis://host/0?password=...
+        query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", query)
+    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 def check_url(url: str) -> str:

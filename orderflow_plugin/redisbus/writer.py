@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..errors import OrderFlowError
 from ..models import Trade
 from .keys import entry_id, gaps_key, trade_id, trade_payload, trades_key
 from .url import check_url, redacted
@@ -29,7 +30,8 @@ logger = logging.getLogger("orderflow_plugin.redis")
 
 # KEYS[1]: the trade stream. ARGV: force ("1": the first trade may cross a hole), MAXLEN ("0": none),
 # then id, payload pairs in ascending id order. Returns {written, duplicates, newest id, id that
-# waits behind a hole (0: none)}. Atomic: two collectors' batches never interleave.
+# waits behind a hole (0: none), first and last id of a hole written past (0, 0: none)}. Atomic:
+# two collectors' batches never interleave.
 APPEND = """
 local top = -1
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -40,14 +42,15 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local force = ARGV[1] == '1'
 local maxlen = tonumber(ARGV[2])
-local written, duplicates = 0, 0
+local written, duplicates, crossed_first, crossed_last = 0, 0, 0, 0
 for i = 3, #ARGV, 2 do
   local id = tonumber(ARGV[i])
   if id <= top then
     duplicates = duplicates + 1
   elseif top >= 0 and id > top + 1 and not force then
-    return {written, duplicates, top, id}
+    return {written, duplicates, top, id, crossed_first, crossed_last}
   else
+    if top >= 0 and id > top + 1 then crossed_first, crossed_last = top + 1, id - 1 end
     local entry = id == 0 and '0-1' or (ARGV[i] .. '-0')
     if maxlen > 0 then
       redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, entry, 'd', ARGV[i + 1])
@@ -57,7 +60,7 @@ for i = 3, #ARGV, 2 do
     top, written, force = id, written + 1, false
   end
 end
-return {written, duplicates, top, 0}
+return {written, duplicates, top, 0, crossed_first, crossed_last}
 """
 
 
@@ -86,6 +89,8 @@ class StreamWriter:
         self.counters = dict.fromkeys(("written", "duplicates", "gaps", "dropped", "entries_written",
                                        "entries_duplicate", "redis_errors"), 0)
         self._retry_at: dict[str, float] = {}
+        # Why this writer can't go on (a queue past max_pending, a fault retrying won't fix): collectors exit on it.
+        self.failure: BaseException | None = None
         self._wake = asyncio.Event()
         self._failing_since: float | None = None
         self._closed = False
@@ -97,10 +102,15 @@ class StreamWriter:
         queue = self.pending.get(trade.symbol)
         if queue is None:
             queue = self.pending[trade.symbol] = deque()
-        queue.append((trade.id, trade_payload(trade)))
-        if len(queue) > self.max_pending:  # Redis unreachable for very long: a restart backfills these
-            queue.popleft()
+        if len(queue) >= self.max_pending:  # Redis away for very long: see failure
             self.counters["dropped"] += 1
+            if self.failure is None:
+                self.failure = OrderFlowError(
+                    f"redis {self.url}: {trade.symbol} has max_pending ({self.max_pending:,}) trades waiting; newer "
+                    "ones are not taken (a collector exits so that, restarted, it resumes from Redis)")
+                logger.error("%s", self.failure)
+            return
+        queue.append((trade.id, trade_payload(trade)))
         self._wake.set()  # the writer task takes everything queued while its last round trip was under way
 
     def add_entry(self, key: str, entry: str, fields: Mapping[str, Any], maxlen: int = 0) -> None:
@@ -147,6 +157,7 @@ class StreamWriter:
                 await self.flush()
             except Exception as exc:
                 if not c.is_transient(exc) or c.cancelled():
+                    self.failure = self.failure or exc
                     raise
                 self._failed(exc)
                 await asyncio.sleep(delay * (0.5 + random.random()))
@@ -164,7 +175,8 @@ class StreamWriter:
         await self.connect()
         while self.backlog and time.monotonic() < deadline:
             try:
-                await asyncio.wait_for(self.flush(), max(0.01, deadline - time.monotonic()))
+                if not await asyncio.wait_for(self.flush(), max(0.01, deadline - time.monotonic())):
+                    await asyncio.sleep(0.01)  # only a hole's 50 ms retry pause is left: wait it out, don't spin
             except Exception as exc:
                 if not self._client.is_transient(exc) or self._client.cancelled():
                     raise
@@ -178,14 +190,14 @@ class StreamWriter:
             self._closed = True
             await self.redis.aclose()
 
-    async def flush(self) -> None:
-        """One round trip: a batch of every symbol's trades, then the queued entries."""
+    async def flush(self) -> bool:
+        """One round trip: batches of every symbol's trades, then the queued entries; False when nothing was sent."""
         await self.connect()
         now = time.monotonic()
         batches: list[tuple[str, int, bool]] = []
         entries = list(self.entries)
         if not entries and not any(self.pending.values()):
-            return
+            return False
         async with self.redis.pipeline(transaction=False) as pipe:
             for symbol, queue in self.pending.items():
                 if not queue:
@@ -204,6 +216,8 @@ class StreamWriter:
                         args.extend(item)
                     await self._append(keys=[key], args=args, client=pipe)
                     batches.append((symbol, number, force and not number))
+            if not batches and not entries:
+                return False
             for key, entry, fields, maxlen in entries:
                 pipe.xadd(key, dict(fields), id=entry, maxlen=maxlen or None, approximate=True)
             results = await pipe.execute(raise_on_error=False)
@@ -214,39 +228,38 @@ class StreamWriter:
             if symbol not in stalled and self._appended(symbol, result, force, now):
                 stalled.add(symbol)
         for _entry, result in zip(entries, results[len(batches):], strict=True):
+            if isinstance(result, Exception) and not self._client.is_duplicate(result):
+                raise result  # kept at the front of the queue, for the next round
             self.entries.popleft()
-            if isinstance(result, Exception):
-                if not self._client.is_duplicate(result):
-                    raise result
-                self.counters["entries_duplicate"] += 1
-            else:
-                self.counters["entries_written"] += 1
+            self.counters["entries_duplicate" if isinstance(result, Exception) else "entries_written"] += 1
+        return True
 
     def _appended(self, symbol: str, result: list[int], force: bool, now: float) -> bool:
         """Drop what one script wrote or found there; True when it stopped at a hole."""
-        written, duplicates, top, waiting = (int(x) for x in result)
+        written, duplicates, top, waiting, crossed_first, crossed_last = (int(x) for x in result)
         queue = self.pending[symbol]
         for _ in range(written + duplicates):
             queue.popleft()
         self.counters["written"] += written
         self.counters["duplicates"] += duplicates
         hole = self.holes.get(symbol)
-        if force and written and hole is not None:  # nobody had the missing trades: say so, in Redis too
-            first, last, _since = hole
+        if crossed_last:  # nobody had the missing trades: say so, in Redis too (the ids the script crossed)
+            first, last = crossed_first, crossed_last
             self.counters["gaps"] += 1
             logger.warning("redis %s: %s trades %d..%d are in no collector; written past them after %.1f s",
                            self.url, symbol, first, last, self.hole_wait)
             self.add_entry(gaps_key(self.market, symbol), entry_id(first),
                            {"first": first, "last": last, "missing": last - first + 1})
-            del self.holes[symbol]
-        elif waiting:
+            self.holes.pop(symbol, None)
+            hole = None
+        if waiting:
             self._retry_at[symbol] = now + 0.05
             if hole is None or hole[:2] != (top + 1, waiting - 1):
                 logger.info("redis %s: %s holds up to %d; trade %d waits up to %.1f s for another collector "
                             "to write %d..%d", self.url, symbol, top, waiting, self.hole_wait, top + 1, waiting - 1)
                 self.holes[symbol] = (top + 1, waiting - 1, now if hole is None else hole[2])
         elif hole is not None:
-            del self.holes[symbol]  # filled by another collector
+            self.holes.pop(symbol, None)  # filled by another collector
         if queue and symbol not in self.holes:
             self._wake.set()
         return bool(waiting)
