@@ -373,13 +373,12 @@ def test_dispose_or_reset_ends_the_stop_the_node_did_not_wait_for(finish: str, t
     assert actor.flow.health()["state"] == "stopped" and len(hooks.of("on_shutdown")) == 1
 
 
-def test_usdm_data_is_published_under_nautilus_perpetual_id() -> None:
-    """On usdm the data is published under nautilus' Binance id of the perpetual, BTCUSDT-PERP.BINANCE, so it joins its instrument."""
-    watch = FlowWatch("BTCUSDT-PERP.BINANCE")
+def run_short_tape(watch: FlowWatch, hooks: Events, *, market: str = "spot", **node_options: Any) -> None:
+    """A node with the actor on SHORT_TAPE until ``watch`` has every trade, then stopped."""
 
     async def main(loop: asyncio.AbstractEventLoop) -> TradingNode:
-        async with Simulator(SHORT_TAPE, market="usdm", pace=Pace(rate=2000)) as sim:
-            node, actor = build_node(loop, sim, watch, Events(), market="usdm")
+        async with Simulator(SHORT_TAPE, market=market, pace=Pace(rate=2000)) as sim:
+            node, actor = build_node(loop, sim, watch, hooks, market=market, **node_options)
             running = loop.create_task(node.run_async())
             await watch.until(lambda: len(watch.trades) >= len(SHORT_TAPE.rows), 10)
             await node.stop_async()
@@ -388,6 +387,13 @@ def test_usdm_data_is_published_under_nautilus_perpetual_id() -> None:
         return node
 
     run_on_new_loop(main)
+
+
+def test_usdm_data_is_published_under_nautilus_perpetual_id() -> None:
+    """On usdm the data is published under nautilus' Binance id of the perpetual, BTCUSDT-PERP.BINANCE, so it joins its instrument."""
+    watch = FlowWatch("BTCUSDT-PERP.BINANCE")
+
+    run_short_tape(watch, Events(), market="usdm")
     assert {str(t.instrument_id) for t in watch.trades} == {"BTCUSDT-PERP.BINANCE"}
 
 
@@ -397,17 +403,7 @@ def test_whale_trades_are_published(tmp_path: Path) -> None:
     settings.write_text("[default.flow]\nwhale_notional = 5000\nwhale_percentile = 0\n")
     hooks, watch = Events(), FlowWatch()
 
-    async def main(loop: asyncio.AbstractEventLoop) -> TradingNode:
-        async with Simulator(SHORT_TAPE, pace=Pace(rate=2000)) as sim:
-            node, actor = build_node(loop, sim, watch, hooks, settings_file=str(settings))
-            running = loop.create_task(node.run_async())
-            await watch.until(lambda: len(watch.trades) >= len(SHORT_TAPE.rows), 10)
-            await node.stop_async()
-            await asyncio.wait_for(actor.wait_stopped(), 5 * TIMEOUT_FACTOR)
-            await asyncio.wait_for(running, 5 * TIMEOUT_FACTOR)
-        return node
-
-    run_on_new_loop(main)
+    run_short_tape(watch, hooks, settings_file=str(settings))
     whales = [m for m in hooks.metrics if m.kind == "whale"]
     assert len(whales) == 16 and [w.trade_id for w in watch.whales] == [w.trade.id for w in whales]  # of 300 trades
     assert [(w.price, w.quantity, w.side, w.notional, w.rule, w.threshold, str(w.instrument_id)) for w in watch.whales] \
