@@ -139,6 +139,7 @@ class LiveView:
         self.last: dict[str, Trade] = {}
         self.snapshot: dict[str, Snapshot] = {}
         self.rate: dict[str, float] = {}
+        self._rate_last: dict[str, tuple[int, float | None]] = {}  # symbol -> (last second counted, rate before it)
         self.whales: deque[Whale] = deque(maxlen=5)
         self.started = time.monotonic()
 
@@ -151,8 +152,16 @@ class LiveView:
         elif isinstance(metric, Whale):
             self.whales.append(metric)
         elif isinstance(metric, Bar) and metric.window == "1s":
-            previous = self.rate.get(metric.symbol, float(metric.trades))
-            self.rate[metric.symbol] = previous * 0.8 + metric.trades * 0.2  # smoothed trades per second
+            symbol, last = metric.symbol, self._rate_last.get(metric.symbol)
+            if metric.closed_by == "revised":  # the same second again, with a late trade: it replaces that second
+                if last is None or last[0] != metric.start:
+                    return  # an older second: its weight in the average is spent
+                before = last[1]
+            else:
+                before = self.rate.get(symbol)
+            previous = float(metric.trades) if before is None else before
+            self.rate[symbol] = previous * 0.8 + metric.trades * 0.2  # smoothed trades per second
+            self._rate_last[symbol] = (metric.start, before)
 
     def line(self, symbol: str, health: dict[str, Any]) -> str:
         """One plain line per symbol (when stdout is not a terminal)."""
