@@ -486,3 +486,60 @@ def test_a_bad_url_on_the_command_line_never_shows_its_password(capsys: Any) -> 
         main(["collect", "--to", "redis://:hunter2@127.0.0.1:abc/0"])
     err = capsys.readouterr().err
     assert "hunter2" not in err and len(err.strip().splitlines()) == 1, err
+
+
+async def test_a_hole_that_moved_gets_its_own_wait(orderflow_redis: Any) -> None:
+    """When another collector fills the start of a hole, the trade now waiting waits its own hole_wait, not the rest."""
+    await write(orderflow_redis.url, [trade(i) for i in range(1, 6)])
+    writer = StreamWriter(orderflow_redis.url, "spot", hole_wait=2.0)
+    task = asyncio.create_task(writer.run())
+    try:
+        for i in (8, 9, 10, 12, 13):
+            writer.add_trade(trade(i))
+        await asyncio.sleep(1.0)
+        await write(orderflow_redis.url, [trade(6), trade(7)])  # the hole moves: 11 is missing, 12 waits now
+        async with asyncio.timeout(5):
+            while writer.counters["written"] < 3:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(1.3)  # 2.3 s after the first wait began, 1.3 s into 12's: 12 must still wait
+        assert await ids_in(orderflow_redis.url) == list(range(1, 11))
+        await write(orderflow_redis.url, [trade(11)])  # the other collector had 11
+        async with asyncio.timeout(5):
+            while writer.backlog:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.aclose()
+    assert await ids_in(orderflow_redis.url) == list(range(1, 14))
+    assert writer.counters["gaps"] == 0
+
+
+async def test_collect_exits_1_in_one_line_with_its_summary_when_redis_refuses_the_script(
+        orderflow_redis: Any, orderflow_sim_factory: Any) -> None:
+    """A permission Redis takes away mid-run ends `orderflow collect` with exit 1, one error line and its summary."""
+    import os
+    import sys
+
+    sim = await orderflow_sim_factory(bundled_tape(), pace=Pace(rate=200))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")} | {"ORDERFLOW_ENV": "testing"}
+    collector = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "orderflow_plugin", "collect", "--to", orderflow_redis.url, "--ws-url", sim.ws_url,
+        "--rest-url", sim.rest_url, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with asyncio.timeout(20):
+            while not await ids_in(orderflow_redis.url):
+                await asyncio.sleep(0.05)
+        client = aioredis.Redis.from_url(orderflow_redis.url)
+        await client.execute_command("ACL", "SETUSER", "default", "-evalsha", "-eval")
+        await client.aclose()
+        async with asyncio.timeout(20):
+            out, err = await collector.communicate()
+    finally:
+        if collector.returncode is None:
+            collector.kill()
+            await collector.wait()
+    errors = err.decode().strip().splitlines()
+    assert collector.returncode == 1, errors[-5:]
+    assert errors[-1].startswith("orderflow: collector stopped: ") and "Traceback" not in err.decode(), errors[-5:]
+    assert out.decode().strip().splitlines()[-1].startswith('{"event": "summary"')

@@ -38,7 +38,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, _NOT_NOW):
         return True
     if isinstance(exc, redis_errors.ResponseError):  # the codes redis-py has no class for keep them in the text
-        return str(exc).startswith(("BUSY", "NOREPLICAS"))
+        return str(exc).startswith(("BUSY ", "NOREPLICAS"))  # not BUSYGROUP, BUSYKEY
     return isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError)
 
 

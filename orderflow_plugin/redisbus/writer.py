@@ -177,9 +177,15 @@ class StreamWriter:
             try:
                 if not await asyncio.wait_for(self.flush(), max(0.01, deadline - time.monotonic())):
                     await asyncio.sleep(0.01)  # only a hole's 50 ms retry pause is left: wait it out, don't spin
+            except TimeoutError:  # our own deadline, not Redis'
+                break
             except Exception as exc:
-                if not self._client.is_transient(exc) or self._client.cancelled():
+                if self._client.cancelled():
                     raise
+                if not self._client.is_transient(exc):  # a best effort at the end: say why, leave the rest
+                    self.failure = self.failure or exc
+                    logger.error("redis %s: writing what was queued failed: %s", self.url, self._client.describe(exc))
+                    break
                 self._failed(exc)
                 await asyncio.sleep(0.05)
         return not self.backlog
@@ -257,7 +263,10 @@ class StreamWriter:
             if hole is None or hole[:2] != (top + 1, waiting - 1):
                 logger.info("redis %s: %s holds up to %d; trade %d waits up to %.1f s for another collector "
                             "to write %d..%d", self.url, symbol, top, waiting, self.hole_wait, top + 1, waiting - 1)
-                self.holes[symbol] = (top + 1, waiting - 1, now if hole is None else hole[2])
+                # The wait runs from when this trade began to wait: a hole that moved (another collector filled
+                # the start of it) is a new wait for the new trade behind it.
+                since = hole[2] if hole is not None and hole[1] == waiting - 1 else now
+                self.holes[symbol] = (top + 1, waiting - 1, since)
         elif hole is not None:
             self.holes.pop(symbol, None)  # filled by another collector
         if queue and symbol not in self.holes:
