@@ -28,22 +28,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe
 from _sim import simulator
+from latency import _arrived, _clock, _timed  # the read time each trade's bytes reached Python
 
 from orderflow_plugin import OrderFlow, PluginManager
 from orderflow_plugin.bundled.redis_streams import RedisPublisher
 from orderflow_plugin.redisbus.server import RedisServer
 from orderflow_plugin.redisbus.source import RedisSource
 from orderflow_plugin.transport import WsConnection
-
-_clock = time.perf_counter_ns
-_arrived = [0]
-
-
-def _timed(original):  # type: ignore[no-untyped-def]
-    def data_received(self: WsConnection, data: bytes) -> None:
-        _arrived[0] = _clock()
-        original(self, data)
-    return data_received
 
 
 class Stamp:

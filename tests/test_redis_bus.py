@@ -79,6 +79,25 @@ async def write(url: str, trades: list[Trade], **options: Any) -> StreamWriter:
     return writer
 
 
+async def until(predicate: Any, timeout: float = 10.0) -> None:
+    """Wait for ``predicate()`` with a deadline, looking every 10 ms."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(writer: StreamWriter) -> Any:
+    """``writer`` writing from its own task for the block; then stopped and closed."""
+    task = asyncio.create_task(writer.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.aclose()
+
+
 def test_payload_decodes_to_the_same_trade() -> None:
     """A trade written to Redis decodes, with the live decoder, to an equal trade (decimals exact)."""
     original = trade(7, price="0.00000001", qty="123456789.12345678")
@@ -116,25 +135,16 @@ async def test_a_trade_past_a_hole_waits_then_is_written_with_the_hole_recorded(
 async def test_writes_survive_a_redis_restart(orderflow_redis: Any) -> None:
     """Trades queued while Redis restarts are written once it is back: none lost, none twice."""
     writer = StreamWriter(orderflow_redis.url, "spot", timeout=1.0)
-    task = asyncio.create_task(writer.run())
-    for i in range(1, 51):
-        writer.add_trade(trade(i))
-    async with asyncio.timeout(5):
-        while writer.backlog:
-            await asyncio.sleep(0.01)
-    orderflow_redis.kill()
-    for i in range(51, 101):
-        writer.add_trade(trade(i))
-    async with asyncio.timeout(10):  # the writer meets the dead server, says so, and retries
-        while writer.counters["redis_errors"] < 1:
-            await asyncio.sleep(0.01)
-    orderflow_redis.restart()
-    async with asyncio.timeout(10):
-        while writer.backlog:
-            await asyncio.sleep(0.02)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await writer.aclose()
+    async with running(writer):
+        for i in range(1, 51):
+            writer.add_trade(trade(i))
+        await until(lambda: not writer.backlog, 5)
+        orderflow_redis.kill()
+        for i in range(51, 101):
+            writer.add_trade(trade(i))
+        await until(lambda: writer.counters["redis_errors"] >= 1)  # it meets the dead server, says so, retries
+        orderflow_redis.restart()
+        await until(lambda: not writer.backlog)
     assert await ids_in(orderflow_redis.url) == list(range(1, 101))
 
 
@@ -394,24 +404,15 @@ async def test_an_out_of_memory_redis_is_retried_not_fatal(orderflow_redis: Any)
     """Redis refusing writes for maxmemory (OOM) is named and retried: once memory is freed, every trade goes in."""
     client = aioredis.Redis.from_url(orderflow_redis.url)
     writer = StreamWriter(orderflow_redis.url, "spot", timeout=1.0)
-    task = asyncio.create_task(writer.run())
-    try:
+    async with running(writer) as task:
         await client.config_set("maxmemory", 1)
         for i in range(1, 51):
             writer.add_trade(trade(i))
-        async with asyncio.timeout(10):
-            while writer.counters["redis_errors"] < 1:
-                await asyncio.sleep(0.01)
+        await until(lambda: writer.counters["redis_errors"] >= 1)
         assert not task.done()
         await client.config_set("maxmemory", 0)
-        async with asyncio.timeout(10):
-            while writer.backlog:
-                await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await writer.aclose()
-        await client.aclose()
+        await until(lambda: not writer.backlog)
+    await client.aclose()
     assert await ids_in(orderflow_redis.url) == list(range(1, 51))
 
 
@@ -492,25 +493,16 @@ async def test_a_hole_that_moved_gets_its_own_wait(orderflow_redis: Any) -> None
     """When another collector fills the start of a hole, the trade now waiting waits its own hole_wait, not the rest."""
     await write(orderflow_redis.url, [trade(i) for i in range(1, 6)])
     writer = StreamWriter(orderflow_redis.url, "spot", hole_wait=2.0)
-    task = asyncio.create_task(writer.run())
-    try:
+    async with running(writer):
         for i in (8, 9, 10, 12, 13):
             writer.add_trade(trade(i))
         await asyncio.sleep(1.0)
         await write(orderflow_redis.url, [trade(6), trade(7)])  # the hole moves: 11 is missing, 12 waits now
-        async with asyncio.timeout(5):
-            while writer.counters["written"] < 3:
-                await asyncio.sleep(0.01)
+        await until(lambda: writer.counters["written"] >= 3, 5)
         await asyncio.sleep(1.3)  # 2.3 s after the first wait began, 1.3 s into 12's: 12 must still wait
         assert await ids_in(orderflow_redis.url) == list(range(1, 11))
         await write(orderflow_redis.url, [trade(11)])  # the other collector had 11
-        async with asyncio.timeout(5):
-            while writer.backlog:
-                await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await writer.aclose()
+        await until(lambda: not writer.backlog, 5)
     assert await ids_in(orderflow_redis.url) == list(range(1, 14))
     assert writer.counters["gaps"] == 0
 
@@ -543,3 +535,29 @@ async def test_collect_exits_1_in_one_line_with_its_summary_when_redis_refuses_t
     assert collector.returncode == 1, errors[-5:]
     assert errors[-1].startswith("orderflow: collector stopped: ") and "Traceback" not in err.decode(), errors[-5:]
     assert out.decode().strip().splitlines()[-1].startswith('{"event": "summary"')
+
+
+async def test_a_publishing_bot_outlives_a_fault_its_writer_cannot_retry(orderflow_redis: Any,
+                                                                          orderflow_sim_factory: Any) -> None:
+    """A permission taken away from a bot's redis plugin stops writes, not the writer: given back, every trade goes in."""
+    tape = bundled_tape()
+    sim = await orderflow_sim_factory(tape, pace=Pace(rate=1000))
+    publisher = RedisPublisher(orderflow_redis.url, market="spot", retry_after=0.2)
+    flow = OrderFlow(["BTCUSDT"], ws_url=sim.ws_url, rest_url=sim.rest_url, plugins=[publisher])
+    client = aioredis.Redis.from_url(orderflow_redis.url)
+    await flow.start()
+    try:
+        async with asyncio.timeout(20):
+            while not await ids_in(orderflow_redis.url):
+                await asyncio.sleep(0.05)
+            await client.execute_command("ACL", "SETUSER", "default", "-evalsha", "-eval")
+            while publisher.failure is None:
+                await asyncio.sleep(0.05)
+            await client.execute_command("ACL", "SETUSER", "default", "+evalsha", "+eval")
+            while len(await ids_in(orderflow_redis.url)) < len(tape.rows):
+                await asyncio.sleep(0.05)
+    finally:
+        await flow.stop()
+        await client.aclose()
+        await publisher.aclose()
+    assert await ids_in(orderflow_redis.url) == [row.id for row in tape.rows]

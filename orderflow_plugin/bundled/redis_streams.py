@@ -27,9 +27,10 @@ class RedisPublisher:
     """The ``redis`` plugin; also built directly by ``orderflow collect`` with its URL and market."""
 
     def __init__(self, url: str | None = None, *, market: str | None = None, maxlen: int = 1_000_000,
-                 hole_wait: float = 10.0, name: str = "") -> None:
+                 hole_wait: float = 10.0, name: str = "", retry_after: float = 5.0) -> None:
         self.url, self.market, self.maxlen, self.hole_wait = url, market, maxlen, hole_wait
         self.name = name  # which collector wrote a health entry
+        self.retry_after = retry_after
         self.writer: Any = None  # a StreamWriter once started
         self.task: asyncio.Task[None] | None = None
         self.closing: asyncio.Task[bool] | None = None
@@ -48,9 +49,20 @@ class RedisPublisher:
 
         self.market = self.market or settings.market
         self.writer = StreamWriter(self.url, self.market, maxlen=self.maxlen, hole_wait=self.hole_wait)
-        self.task = asyncio.get_running_loop().create_task(self.writer.run(), name="orderflow redis writer")
-        self.task.add_done_callback(_report_end)
+        self.task = asyncio.get_running_loop().create_task(self._write(), name="orderflow redis writer")
         log.info("publishing trades and metrics to %s", self.writer.url)
+
+    async def _write(self) -> None:
+        """The writer's task. A fault its own retries don't cover (a permission taken away, a wrong key type) is
+        logged and tried again every ``retry_after`` s: the task never ends while the stream runs (a collector
+        exits on ``failure`` instead, so that its supervisor restarts it)."""
+        while True:
+            try:
+                await self.writer.run()
+            except Exception as exc:
+                log.error("redis writer: %r; %d trades wait in memory, trying again in %.0f s", exc,
+                          self.writer.backlog, self.retry_after)
+                await asyncio.sleep(self.retry_after)
 
     def on_trade(self, trade: Any) -> None:
         if self.writer is not None:
@@ -121,7 +133,3 @@ class RedisPublisher:
                       "backfills them", writer.url, writer.backlog)
         return drained
 
-
-def _report_end(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("redis writer stopped: %r", task.exception())

@@ -12,7 +12,8 @@ except ImportError as exc:  # pragma: no cover - the redis extra is not installe
 
 from .url import RedisFeedError, check_url, redacted
 
-__all__ = ["RedisFeedError", "cancelled", "check", "connect", "describe", "is_duplicate", "is_transient", "redacted"]
+__all__ = ["RedisFeedError", "cancelled", "check", "connect", "describe", "is_duplicate", "is_transient",
+           "newest_entry", "redacted"]
 
 
 def connect(url: str, *, timeout: float = 5.0) -> aioredis.Redis:
@@ -51,6 +52,14 @@ def cancelled() -> bool:
 def is_duplicate(exc: BaseException) -> bool:
     """Redis refused an entry id at or below the stream's newest: somebody wrote this one already."""
     return isinstance(exc, redis_errors.ResponseError) and "equal or smaller" in str(exc)
+
+
+async def newest_entry(client: aioredis.Redis, key: str) -> str | None:
+    """The id of the newest entry ever added to stream ``key`` (kept after trimming), or None: no stream."""
+    if not await client.exists(key):
+        return None
+    newest = (await client.xinfo_stream(key))["last-generated-id"]
+    return newest.decode() if isinstance(newest, bytes) else str(newest)
 
 
 def describe(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..decode import Decoder
 from ..sim import Simulator
+from .client import newest_entry
 from .keys import trade_id, trades_key
 
 __all__ = ["DrillResult", "check_stream", "kill_drill"]
@@ -153,12 +154,8 @@ async def kill_drill(url: str, simulator: Simulator, workdir: Path, *, seed: int
             played = {s: simulator.happened(s) for s in symbols}
             last = {s: simulator.feeds[s].row(n - 1).id for s, n in played.items() if n}
             while time.monotonic() < deadline:
-                newest = {}
-                for s in last:
-                    key = trades_key(simulator.market, s)
-                    if await client.exists(key):
-                        newest[s] = trade_id((await client.xinfo_stream(key))["last-generated-id"])
-                if all(newest.get(s, -1) >= i for s, i in last.items()):
+                newest = {s: await newest_entry(client, trades_key(simulator.market, s)) for s in last}
+                if all(newest[s] is not None and trade_id(newest[s]) >= i for s, i in last.items()):
                     break
                 await asyncio.sleep(0.1)
             for s in symbols:

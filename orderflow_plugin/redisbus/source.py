@@ -30,7 +30,7 @@ import msgspec
 
 from ..decode import Decoder
 from ..models import Trade
-from .client import cancelled, check, connect, describe, is_transient, redacted, redis_errors
+from .client import cancelled, check, connect, describe, is_transient, newest_entry, redacted, redis_errors
 from .keys import entry_id, trade_id, trades_key
 from .url import RedisFeedError
 
@@ -153,18 +153,12 @@ class RedisSource:
         else:
             for key in self._symbols:
                 if key not in self._positions:
-                    self._positions[key] = await self._newest(key) if self.start == "live" else "0-0"
+                    newest = await newest_entry(self.redis, key) if self.start == "live" else None
+                    self._positions[key] = newest or "0-0"
         if self.last_error is not None:
             logger.info("redis %s: reading again", redacted(self.url))
         self.state = "reading"
         self._flow._emit("on_connected", url=redacted(self.url), stage_timings={})
-
-    async def _newest(self, key: str) -> str:
-        if not await self.redis.exists(key):
-            return "0-0"
-        info = await self.redis.xinfo_stream(key)
-        newest = info["last-generated-id"]
-        return newest.decode() if isinstance(newest, bytes) else str(newest)
 
     async def _read(self) -> None:
         assert self._flow is not None

@@ -16,12 +16,12 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import OrderFlowError
 from ..models import Trade
-from .keys import entry_id, gaps_key, trade_id, trade_payload, trades_key
+from .keys import entry_id, gaps_key, trade_payload, trades_key
 from .url import check_url, redacted
 
 __all__ = ["APPEND", "StreamWriter"]
@@ -123,17 +123,6 @@ class StreamWriter:
         return sum(len(q) for q in self.pending.values()) + len(self.entries)
 
     # Out
-
-    @staticmethod
-    async def newest_with(client: Any, market: str, symbols: Iterable[str]) -> dict[str, int]:
-        """Each symbol's newest trade id in Redis (symbols with no stream are left out): where a collector resumes."""
-        found: dict[str, int] = {}
-        for symbol in symbols:
-            key = trades_key(market, symbol)
-            if await client.exists(key):
-                info = await client.xinfo_stream(key)
-                found[symbol] = trade_id(info["last-generated-id"])
-        return found
 
     async def connect(self) -> None:
         """Import redis-py (on a thread) and make the client, once."""
