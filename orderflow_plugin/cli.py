@@ -6,9 +6,12 @@ What each command then does is in :mod:`.commands`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from .commands import (
@@ -31,6 +34,17 @@ logger = logging.getLogger("orderflow_plugin")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
+    with _stdout_reader_watch() as stdout:
+        try:
+            code = _run(argv)
+        except KeyboardInterrupt:
+            code = 130
+    # The reader of our stdout left (`orderflow demo | head -1`): exit as a program killed by SIGPIPE
+    # would, without its traceback, as `yes | head -1` does.
+    return 128 + signal.SIGPIPE if stdout is not None and stdout.reader_gone else code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the command's own parser, so the hint names its --help
@@ -50,8 +64,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OrderFlowError as exc:
         print(f"orderflow: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+
+
+class _StdoutWatch:
+    """sys.stdout for one command: when the reader of the pipe leaves, the command stops as on Ctrl-C.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises BrokenPipeError, wherever it happens: in a
+    command, in the JSON feed (a plugin, whose errors the dispatcher isolates and logs) or at exit. Restoring
+    SIGPIPE's default would end the demo's own simulator when a client socket closes (Python docs, "Note on
+    SIGPIPE"). So the first broken write points the descriptor at os.devnull, which makes every later write
+    (and the interpreter's last flush) succeed, and raises SIGINT: each command already stops cleanly on
+    Ctrl-C (run_flow and collect through their loop's handler, flushing what they hold; a synchronous
+    command through KeyboardInterrupt).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.reader_gone = False
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._left()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._left()
+
+    def _left(self) -> None:
+        if self.reader_gone:
+            return
+        self.reader_gone = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+        signal.raise_signal(signal.SIGINT)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...: the real stream's
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _stdout_reader_watch() -> Iterator[_StdoutWatch | None]:
+    """Watch sys.stdout for a reader that left, while a command runs; not when stdout is no file (pytest's)."""
+    original = sys.stdout
+    try:
+        original.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        yield None
+        return
+    watch = _StdoutWatch(original)
+    sys.stdout = watch
+    try:
+        yield watch
+    finally:
+        sys.stdout = original
 
 
 class _Parser(argparse.ArgumentParser):
