@@ -219,7 +219,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="the --tape's symbol (default: from its file name or rows)")
     demo.add_argument("--market", choices=["spot", "usdm"], default=None,
                       help="the --tape's market (default: from its frames; spot for a CSV dump)")
-    demo.add_argument("--scenario", default=None, help="simulator fault scenario (.toml/.json) to watch it recover")
+    demo.add_argument("--scenario", default=None,
+                      help="simulator fault scenario to watch it recover: a .toml/.json file, or faults (bundled)")
     demo.add_argument("--json", action="store_true", help="one JSON object per event instead of the live view")
     demo.set_defaults(run=demo_command)
 
@@ -239,7 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--loop", action="store_true", help="repeat the tape with ids and times shifted")
     sim.add_argument("--market", choices=["spot", "usdm"], default=None,
                      help="market of the tapes and shape of the frames (default: the tape's; spot for a CSV dump)")
-    sim.add_argument("--scenario", default=None, help="fault scenario file (.toml or .json)")
+    sim.add_argument("--scenario", default=None, help="fault scenario: a .toml/.json file, or faults (bundled)")
     sim.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
     sim.add_argument("--tls", action="store_true",
                      help="serve wss:// and https:// with a throwaway CA written to a temporary folder; its path "
