@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -140,12 +141,29 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
+        setting = re.search(r"\(default: settings ([\w.]+)\)", text)
+        if setting:  # the value too: the settings as loaded without --settings (the packaged ones and ORDERFLOW_*)
+            value = _setting_value(setting.group(1))
+            if value is not None:
+                return text.replace(setting.group(0), f"(default: settings {setting.group(1)}, {value})")
         # By identity and type, not ==: 0 and 0.0 equal False, and a default of 0 is worth showing.
-        if "default:" in text or default is None or default is False or default is argparse.SUPPRESS or default == []:
+        if ("default:" in text or default is None or default is False or default is argparse.SUPPRESS
+                or default == [] or default == ""):
             return text
         if text.endswith(")"):  # "(1 = original timing; default: 1.0)", not two brackets in a row
             return text[:-1] + "; default: %(default)s)"
         return text + " (default: %(default)s)"
+
+
+def _setting_value(key: str) -> str | None:
+    """The value of a dotted settings key, for --help; None when the settings don't load."""
+    try:
+        value: Any = load_settings().to_dict()
+        for part in key.split("."):
+            value = value[part]
+    except (SettingsError, KeyError, TypeError):
+        return None
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -166,8 +184,9 @@ def _parser() -> argparse.ArgumentParser:
         return command_parser
 
     stream = command("stream", "stream live order flow with the hooks from settings (a live view, or --json lines)")
-    stream.add_argument("--symbol", action="append", default=None, help="symbol, repeatable (default: settings)")
-    stream.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
+    stream.add_argument("--symbol", action="append", default=None,
+                        help="symbol, repeatable (default: settings symbols)")
+    stream.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings market)")
     stream.add_argument("--ws-url", default=None, help="WebSocket base URL (default: settings)")
     stream.add_argument("--rest-url", default=None, help="REST base URL (default: settings)")
     stream.add_argument("--ca-file", type=_ca_file, default=None,
@@ -185,12 +204,14 @@ def _parser() -> argparse.ArgumentParser:
     collect = command("collect", "stream from Binance into Redis Streams, exactly once, for bots that read --from")
     collect.add_argument("--to", required=True, type=_url("redis", "rediss"),
                          help="Redis URL, e.g. redis://127.0.0.1:6379/0")
-    collect.add_argument("--symbol", action="append", default=None, help="symbol, repeatable (default: settings)")
-    collect.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
+    collect.add_argument("--symbol", action="append", default=None,
+                         help="symbol, repeatable (default: settings symbols)")
+    collect.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings market)")
     collect.add_argument("--ws-url", default=None, help="WebSocket base URL (default: settings)")
     collect.add_argument("--rest-url", default=None, help="REST base URL (default: settings)")
     collect.add_argument("--ca-file", type=_ca_file, default=None, help="extra CA bundle (PEM) to trust")
-    collect.add_argument("--name", default="", help="this collector's name in the health stream")
+    collect.add_argument("--name", default="",
+                         help="this collector's name in the health stream (default: no name)")
     collect.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
     collect.set_defaults(run=collect_command)
 
@@ -255,7 +276,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="REST base URL (default: from the settings)")
     doctor.add_argument("--symbol", type=_symbol, default=None,
                         help="symbol to subscribe to (default: the first in settings)")
-    doctor.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
+    doctor.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings market)")
     doctor.add_argument("--ca-file", type=_ca_file, default=None,
                         help="extra CA bundle (PEM) to trust, e.g. the one `orderflow sim --tls` prints "
                              "(default: settings connector.ca_file)")

@@ -297,3 +297,14 @@ def test_help_shows_a_default_of_zero(command: str, options: list[str]) -> None:
     for option in options:
         assert option in text
     assert "(default: False)" not in text and "(default: None)" not in text and "(default: [])" not in text
+
+
+def test_help_shows_the_value_of_a_default_from_the_settings_and_no_empty_default() -> None:
+    """--help names the setting a default comes from with its value, and shows no `(default: )` for an empty one."""
+    demo = " ".join(run("demo", "--help").stdout.split())
+    assert "--speed SPEED replay speed (default: settings demo.speed, 50.0)" in demo
+    assert "(default: settings demo.duration, 0)" in demo
+    stream = " ".join(run("stream", "--help", env={"ORDERFLOW_SYMBOLS": '["ETHUSDT"]'}).stdout.split())
+    assert "(default: settings symbols, ETHUSDT)" in stream  # the settings as loaded, environment included
+    collect = " ".join(run("collect", "--help").stdout.split())
+    assert "(default: )" not in collect and "--name NAME this collector's name in the health stream" in collect
