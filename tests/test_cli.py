@@ -308,3 +308,16 @@ def test_help_shows_the_value_of_a_default_from_the_settings_and_no_empty_defaul
     assert "(default: settings symbols, ETHUSDT)" in stream  # the settings as loaded, environment included
     collect = " ".join(run("collect", "--help").stdout.split())
     assert "(default: )" not in collect and "--name NAME this collector's name in the health stream" in collect
+
+
+def test_every_pip_install_hint_quotes_its_extras() -> None:
+    """`pip install 'orderflow-plugin[tls]'`, quoted everywhere: unquoted brackets are a glob pattern in zsh."""
+    unquoted = []
+    for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "orderflow_plugin").rglob("*.py"),
+                 *(ROOT / "examples").glob("*.py")]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for command in re.findall(r"pip install ([^`\n]*)", line):
+                words = [w for w in command.split() if "[" in w and not w.startswith(("'", '"'))]
+                if words:
+                    unquoted.append(f"{path.relative_to(ROOT)}:{number}: {words[0]}")
+    assert not unquoted, "\n".join(unquoted)
