@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,26 @@ def test_host_bot_streams_alerts_and_reports(tmp_path: Path) -> None:
     assert re.fullmatch(r"done: \d+ trades, delta alerts [12], whales \d+", lines[3]), lines[3]  # 2 on a slow stop
     assert "WARNING delta_alert: BTCUSDT 1m delta +5.83961000: taker buying" in result.stderr
     assert "plugin_errors 0" in result.stderr
+
+
+def test_host_bot_stops_on_ctrl_c_without_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) on examples/host_bot.py stops it in one quiet exit 130, not a KeyboardInterrupt traceback."""
+    # Python keeps SIGINT ignored when its parent ignored it (as pytest-xdist workers do): a shell would not.
+    start = ("import os, runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv = sys.argv[1:]; sys.path.insert(0, os.path.dirname(sys.argv[0])); "
+             "runpy.run_path(sys.argv[0], run_name='__main__')")
+    process = subprocess.Popen(
+        [sys.executable, "-c", start, str(EXAMPLES / "host_bot.py"), "--duration", "60", "--speed", "100"],
+        cwd=tmp_path, env=user_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("running (streaming), ")  # it streams: now the user presses Ctrl-C
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=20 * TIMEOUT_FACTOR)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
 
 
 def run_redis_bot(*options: str) -> str:
