@@ -321,3 +321,18 @@ def test_every_pip_install_hint_quotes_its_extras() -> None:
                 if words:
                     unquoted.append(f"{path.relative_to(ROOT)}:{number}: {words[0]}")
     assert not unquoted, "\n".join(unquoted)
+
+
+def test_the_demo_logs_each_event_once_and_counts_attempts_from_the_last_connection() -> None:
+    """A reset mid-tape: each lifecycle event is one log line, and the reconnect says which connection it is."""
+    result = run("demo", "--speed", "500", "--duration", "30", "--scenario", "faults", "--json",
+                 env={"ORDERFLOW_PLUGINS__ENTRY_POINTS": "true", "ORDERFLOW_LOGGING__LEVEL": "INFO"})
+    assert result.returncode == 0, result.stderr
+    log = result.stderr.splitlines()
+    assert sum("orderflow_hooks.diagnostics: starting: symbols BTCUSDT" in line for line in log) == 1  # it ran
+    assert sum("Connection reset by peer" in line for line in log) == 1, result.stderr  # it was three lines
+    assert sum(" connected to " in line for line in log) == 2, result.stderr  # two connections, a line each
+    assert sum("stopped: trades 5000" in line for line in log) == 1, result.stderr
+    assert sum("connect attempt" in line or ": connecting to" in line for line in log) == 1, result.stderr
+    assert sum(": reconnecting to" in line for line in log) == 1, result.stderr
+    assert "(connection 2, attempt 1 since connection 1 ended)" in result.stderr  # not "attempt 1" as if anew
