@@ -3,7 +3,7 @@
     orderflow sim --port 9443 --speed 100 &              # the local simulator, in another terminal
     python examples/nautilus_bot.py --duration 10        # its default URLs are that simulator's
 
-Needs Python >= 3.12 and nautilus_trader (``pip install orderflow-plugin[nautilus]``). The stream
+Needs Python >= 3.12 and nautilus_trader (``pip install 'orderflow-plugin[nautilus]'``). The stream
 runs on the node's own event loop, where the message bus calls ``on_data``. At the end it prints
 one summary line.
 """

@@ -3,7 +3,7 @@
     orderflow sim --port 9443 &                      # the local simulator, in another terminal
     python examples/vnpy_bot.py --duration 10        # its default URLs are that simulator's
 
-Needs vn.py (``pip install orderflow-plugin[vnpy]``). Handlers run on vn.py's event engine
+Needs vn.py (``pip install 'orderflow-plugin[vnpy]'``). Handlers run on vn.py's event engine
 thread; the stream runs on a thread of its own. At the end it prints one summary line.
 """
 

@@ -6,9 +6,13 @@ What each command then does is in :mod:`.commands`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import re
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from .commands import (
@@ -31,6 +35,17 @@ logger = logging.getLogger("orderflow_plugin")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
+    with _stdout_reader_watch() as stdout:
+        try:
+            code = _run(argv)
+        except KeyboardInterrupt:
+            code = 130
+    # The reader of our stdout left (`orderflow demo | head -1`): exit as a program killed by SIGPIPE
+    # would, without its traceback, as `yes | head -1` does.
+    return 128 + signal.SIGPIPE if stdout is not None and stdout.reader_gone else code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the command's own parser, so the hint names its --help
@@ -50,8 +65,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OrderFlowError as exc:
         print(f"orderflow: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+
+
+class _StdoutWatch:
+    """sys.stdout for one command: when the reader of the pipe leaves, the command stops as on Ctrl-C.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises BrokenPipeError, wherever it happens: in a
+    command, in the JSON feed (a plugin, whose errors the dispatcher isolates and logs) or at exit. Restoring
+    SIGPIPE's default would end the demo's own simulator when a client socket closes (Python docs, "Note on
+    SIGPIPE"). So the first broken write points the descriptor at os.devnull, which makes every later write
+    (and the interpreter's last flush) succeed, and raises SIGINT: each command already stops cleanly on
+    Ctrl-C (run_flow and collect through their loop's handler, flushing what they hold; a synchronous
+    command through KeyboardInterrupt).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.reader_gone = False
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._left()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._left()
+
+    def _left(self) -> None:
+        if self.reader_gone:
+            return
+        self.reader_gone = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+        signal.raise_signal(signal.SIGINT)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...: the real stream's
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _stdout_reader_watch() -> Iterator[_StdoutWatch | None]:
+    """Watch sys.stdout for a reader that left, while a command runs; not when stdout is no file (pytest's)."""
+    original = sys.stdout
+    try:
+        original.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        yield None
+        return
+    watch = _StdoutWatch(original)
+    sys.stdout = watch
+    try:
+        yield watch
+    finally:
+        sys.stdout = original
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,12 +141,29 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
+        setting = re.search(r"\(default: settings ([\w.]+)\)", text)
+        if setting:  # the value too: the settings as loaded without --settings (the packaged ones and ORDERFLOW_*)
+            value = _setting_value(setting.group(1))
+            if value is not None:
+                return text.replace(setting.group(0), f"(default: settings {setting.group(1)}, {value})")
         # By identity and type, not ==: 0 and 0.0 equal False, and a default of 0 is worth showing.
-        if "default:" in text or default is None or default is False or default is argparse.SUPPRESS or default == []:
+        if ("default:" in text or default is None or default is False or default is argparse.SUPPRESS
+                or default == [] or default == ""):
             return text
         if text.endswith(")"):  # "(1 = original timing; default: 1.0)", not two brackets in a row
             return text[:-1] + "; default: %(default)s)"
         return text + " (default: %(default)s)"
+
+
+def _setting_value(key: str) -> str | None:
+    """The value of a dotted settings key, for --help; None when the settings don't load."""
+    try:
+        value: Any = load_settings().to_dict()
+        for part in key.split("."):
+            value = value[part]
+    except (SettingsError, KeyError, TypeError):
+        return None
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,8 +184,9 @@ def _parser() -> argparse.ArgumentParser:
         return command_parser
 
     stream = command("stream", "stream live order flow with the hooks from settings (a live view, or --json lines)")
-    stream.add_argument("--symbol", action="append", default=None, help="symbol, repeatable (default: settings)")
-    stream.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
+    stream.add_argument("--symbol", action="append", default=None,
+                        help="symbol, repeatable (default: settings symbols)")
+    stream.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings market)")
     stream.add_argument("--ws-url", default=None, help="WebSocket base URL (default: settings)")
     stream.add_argument("--rest-url", default=None, help="REST base URL (default: settings)")
     stream.add_argument("--ca-file", type=_ca_file, default=None,
@@ -112,12 +204,14 @@ def _parser() -> argparse.ArgumentParser:
     collect = command("collect", "stream from Binance into Redis Streams, exactly once, for bots that read --from")
     collect.add_argument("--to", required=True, type=_url("redis", "rediss"),
                          help="Redis URL, e.g. redis://127.0.0.1:6379/0")
-    collect.add_argument("--symbol", action="append", default=None, help="symbol, repeatable (default: settings)")
-    collect.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
+    collect.add_argument("--symbol", action="append", default=None,
+                         help="symbol, repeatable (default: settings symbols)")
+    collect.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings market)")
     collect.add_argument("--ws-url", default=None, help="WebSocket base URL (default: settings)")
     collect.add_argument("--rest-url", default=None, help="REST base URL (default: settings)")
     collect.add_argument("--ca-file", type=_ca_file, default=None, help="extra CA bundle (PEM) to trust")
-    collect.add_argument("--name", default="", help="this collector's name in the health stream")
+    collect.add_argument("--name", default="",
+                         help="this collector's name in the health stream (default: no name)")
     collect.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
     collect.set_defaults(run=collect_command)
 
@@ -146,7 +240,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="the --tape's symbol (default: from its file name or rows)")
     demo.add_argument("--market", choices=["spot", "usdm"], default=None,
                       help="the --tape's market (default: from its frames; spot for a CSV dump)")
-    demo.add_argument("--scenario", default=None, help="simulator fault scenario (.toml/.json) to watch it recover")
+    demo.add_argument("--scenario", default=None,
+                      help="simulator fault scenario to watch it recover: a .toml/.json file, or faults (bundled)")
     demo.add_argument("--json", action="store_true", help="one JSON object per event instead of the live view")
     demo.set_defaults(run=demo_command)
 
@@ -166,7 +261,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--loop", action="store_true", help="repeat the tape with ids and times shifted")
     sim.add_argument("--market", choices=["spot", "usdm"], default=None,
                      help="market of the tapes and shape of the frames (default: the tape's; spot for a CSV dump)")
-    sim.add_argument("--scenario", default=None, help="fault scenario file (.toml or .json)")
+    sim.add_argument("--scenario", default=None, help="fault scenario: a .toml/.json file, or faults (bundled)")
     sim.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
     sim.add_argument("--tls", action="store_true",
                      help="serve wss:// and https:// with a throwaway CA written to a temporary folder; its path "
@@ -181,7 +276,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="REST base URL (default: from the settings)")
     doctor.add_argument("--symbol", type=_symbol, default=None,
                         help="symbol to subscribe to (default: the first in settings)")
-    doctor.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
+    doctor.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings market)")
     doctor.add_argument("--ca-file", type=_ca_file, default=None,
                         help="extra CA bundle (PEM) to trust, e.g. the one `orderflow sim --tls` prints "
                              "(default: settings connector.ca_file)")

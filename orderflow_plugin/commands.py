@@ -13,7 +13,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
@@ -275,21 +276,79 @@ async def run_flow(flow: OrderFlow, *, as_json: bool, duration: float, done: Cal
         # so it is only used when stderr is a terminal too: there it keeps each log line above the view.
         live = Live(auto_refresh=False, redirect_stderr=sys.stderr.isatty())
     tick = 0.2 if as_json or live is not None else 1.0
-    with live if live is not None else contextlib.nullcontext():
+    with live if live is not None else contextlib.nullcontext(), _lines_held_for_the_view(live) as held:
         async with flow:
             while not stop.is_set() and loop.time() < deadline and not (done is not None and done()):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, min(tick, deadline - loop.time()))):
                         await stop.wait()
                 if live is not None:
+                    held.release()
                     live.update(view.table(flow.health()), refresh=True)
                 elif not as_json:
                     for symbol in flow.symbols:
                         print(view.line(symbol, flow.health()), flush=True)
         if live is not None:  # the final state, drawn over the last one: the table is on screen once
+            held.release()
             live.update(view.table(flow.health()), refresh=True)
     if live is None and not as_json:  # the final state, from the snapshot the stream sends as it stops
         for symbol in flow.symbols:
             print(view.line(symbol, flow.health()), flush=True)
     print(json.dumps({"event": "summary", **flow.summary()}), flush=True)
     return 0
+
+
+class _HeldLines:
+    """stderr under the live view: what the loop's thread writes waits for the view's next draw.
+
+    Rich's redirect draws each line written to stderr above the view at once, and redraws the whole view
+    with it: a few milliseconds in a terminal. A log line written inside a hook (whale_alert's whales,
+    diagnostics' start line) then charged that drawing to the hook, which was reported too slow in a
+    terminal and not in a pipe. Held here, the lines cost the hook an append, and the view's tick writes
+    them all at once, outside any hook. Other threads write through at once: the loop watchdog's warning
+    must show while the loop is blocked.
+    """
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self._thread = threading.get_ident()
+        self._lines: list[str] = []
+
+    def write(self, text: str) -> int:
+        if threading.get_ident() != self._thread:
+            return int(self.target.write(text))
+        self._lines.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if threading.get_ident() != self._thread:
+            self.target.flush()
+
+    def release(self) -> None:
+        """Write what is held, in one piece, through the view's redirect."""
+        if self._lines:
+            text, self._lines = "".join(self._lines), []
+            self.target.write(text)
+            self.target.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the terminal's
+        return getattr(self.target, name)
+
+
+@contextlib.contextmanager
+def _lines_held_for_the_view(live: Any) -> Iterator[_HeldLines]:
+    """Hold stderr's lines for the live view's draws while ``live`` redirects stderr; release them at the end."""
+    from rich.file_proxy import FileProxy
+
+    held = _HeldLines(sys.stderr)
+    if live is None or not isinstance(sys.stderr, FileProxy):  # no redirect: a line to a file costs no drawing
+        yield held
+        return
+    sys.stderr = held  # type: ignore[assignment]
+    try:
+        yield held
+    finally:
+        held.release()
+        if sys.stderr is held:
+            sys.stderr = held.target
+

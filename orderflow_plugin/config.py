@@ -161,7 +161,8 @@ def load_settings(
 def _file_tables(path: Path, errors: list[str]) -> dict[str, Any]:
     """The top-level tables of one settings file, hooks folders made absolute; append what is wrong with it."""
     try:
-        tables = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM, as some editors write, is fine
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM, as some editors write, is fine
+        tables = tomllib.loads(text)
     except OSError as exc:
         errors.append(f"settings file {path}: cannot be read ({exc.strerror or exc})")
         return {}
@@ -170,7 +171,7 @@ def _file_tables(path: Path, errors: list[str]) -> dict[str, Any]:
                       "a settings file must be UTF-8 TOML")
         return {}
     except tomllib.TOMLDecodeError as exc:
-        errors.append(f"settings file {path}: not valid TOML: {exc}")
+        errors.append(f"settings file {path}: not valid TOML: {_with_line(text, str(exc))}")
         return {}
     except RecursionError:  # a = [[[[... thousands deep
         errors.append(f"settings file {path}: not valid TOML: nested too deeply")
@@ -194,6 +195,19 @@ def _file_tables(path: Path, errors: list[str]) -> dict[str, Any]:
         elif isinstance(value, dict):
             _resolve_hooks_dirs(value, path.parent)
     return tables
+
+
+def _with_line(text: str, message: str) -> str:
+    """tomllib's message, with the line an unclosed array, table or string starts on instead of "end of document"."""
+    if not message.endswith("(at end of document)"):
+        return message  # tomllib names the line and column
+    lines = text.splitlines(keepends=True)
+    for count in range(1, len(lines) + 1):  # the first prefix that fails ends inside what is never closed
+        try:
+            tomllib.loads("".join(lines[:count]))
+        except tomllib.TOMLDecodeError:
+            return message.replace("(at end of document)", f"(at end of document: it opens on line {count})")
+    return message
 
 
 def _resolve_hooks_dirs(table: dict[str, Any], folder: Path) -> None:
@@ -271,6 +285,9 @@ def _unknown_keys(data: Mapping[str, Any]) -> list[str]:
     known = {rule.key for rule in RULES}
     tables = {key.rsplit(".", 1)[0] for key in known if "." in key}
     found = []
+    for name in sorted({key.split(".")[1] for key in _dotted_keys(data) if key.startswith("hooks.")}):
+        if f"hooks.{name}" not in tables:  # another plugin's table, or a typo for one of ours
+            found.extend(_misspelt_plugin(name, tables, data))
     for key in _dotted_keys(data):
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         if key in known or (key.startswith(_OPEN_TABLES) and parent not in tables):
@@ -281,6 +298,24 @@ def _unknown_keys(data: Mapping[str, Any]) -> list[str]:
         hint = f" (it moved to {MOVED[key]})" if key in MOVED else f" (did you mean {close[0]}?)" if close else ""
         found.append(f"{key}: unknown setting{hint}")
     return found
+
+
+def _misspelt_plugin(name: str, tables: set[str], data: Mapping[str, Any]) -> list[str]:
+    """``hooks.whale_alrt``: a table near a bundled plugin's name, for no plugin installed or in a hooks folder."""
+    ours = sorted(table.split(".")[1] for table in tables if table.startswith("hooks."))
+    close = difflib.get_close_matches(name, ours, n=1, cutoff=0.8)
+    if not close:
+        return []  # a third-party plugin's table: passed through untouched
+    import importlib.metadata
+
+    from .plugins import ENTRY_POINT_GROUP
+
+    plugins = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    folders = data.get("plugins", {}).get("hooks_dirs", [])
+    plugins.update(path.stem for folder in folders if isinstance(folder, str) for path in Path(folder).glob("*.py"))
+    if name in plugins:
+        return []
+    return [f"hooks.{name}: no plugin of that name (did you mean hooks.{close[0]}?)"]
 
 
 def _dotted_keys(data: Mapping[str, Any], prefix: str = "") -> Iterator[str]:

@@ -13,7 +13,7 @@ tested in five lines::
         await orderflow_stream(strategy, trades=200)
         assert strategy.buys > 0
 
-Real TLS (needs ``trustme``: ``pip install orderflow-plugin[tls]``): ``orderflow_tls`` is a
+Real TLS (needs ``trustme``: ``pip install 'orderflow-plugin[tls]'``): ``orderflow_tls`` is a
 throwaway CA and a certificate for ``localhost``, ``127.0.0.1`` and ``::1``, made once per session
 (:class:`~orderflow_plugin.sim.SimCertificates`; ``.ca_file`` is the CA's PEM path).
 ``orderflow_sim_factory(tls=True, ...)`` and ``orderflow_tls_sim`` serve ``wss://localhost:<port>``

@@ -141,8 +141,8 @@ class ShardSupervision:
     async def _open(self: OrderFlow, shard: Shard, action: Connect) -> None:
         """One Connect: open stage by stage; the machine hears how it went."""
         machine = shard.machine
-        logger.info("connecting to %s for %s (attempt %d%s)", self.ws_url, ", ".join(shard.symbols), action.attempt,
-                    f"/{self.reconnect.max_attempts}" if self.reconnect.max_attempts else "")
+        logger.info("%s to %s for %s (%s)", "reconnecting" if machine.connects else "connecting", self.ws_url,
+                    ", ".join(shard.symbols), machine.attempt_text(action.attempt))
         try:
             connection = await open_connection(
                 f"{self.ws_url}/stream", shard.streams, self.pipeline.receive, deadlines=self.timeouts,

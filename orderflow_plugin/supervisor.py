@@ -212,4 +212,11 @@ class Supervisor:
             self.state = "backoff"
         self._due = now + delay
         self.event("on_reconnect_scheduled", attempt=attempt, delay=delay, error=error)
-        logger.info("reconnecting in %.2f s (attempt %d)", delay, attempt)
+        logger.info("reconnecting in %.2f s (%s)", delay, self.attempt_text(attempt))
+
+    def attempt_text(self, attempt: int) -> str:
+        """Which attempt, for the log: counted since the last connection ended, so it says which that was."""
+        limit = f"/{self.options.max_attempts}" if self.options.max_attempts else ""
+        if not self.connects:
+            return f"attempt {attempt}{limit}"
+        return f"connection {self.connects + 1}, attempt {attempt}{limit} since connection {self.connects} ended"

@@ -297,3 +297,42 @@ def test_help_shows_a_default_of_zero(command: str, options: list[str]) -> None:
     for option in options:
         assert option in text
     assert "(default: False)" not in text and "(default: None)" not in text and "(default: [])" not in text
+
+
+def test_help_shows_the_value_of_a_default_from_the_settings_and_no_empty_default() -> None:
+    """--help names the setting a default comes from with its value, and shows no `(default: )` for an empty one."""
+    demo = " ".join(run("demo", "--help").stdout.split())
+    assert "--speed SPEED replay speed (default: settings demo.speed, 50.0)" in demo
+    assert "(default: settings demo.duration, 0)" in demo
+    stream = " ".join(run("stream", "--help", env={"ORDERFLOW_SYMBOLS": '["ETHUSDT"]'}).stdout.split())
+    assert "(default: settings symbols, ETHUSDT)" in stream  # the settings as loaded, environment included
+    collect = " ".join(run("collect", "--help").stdout.split())
+    assert "(default: )" not in collect and "--name NAME this collector's name in the health stream" in collect
+
+
+def test_every_pip_install_hint_quotes_its_extras() -> None:
+    """`pip install 'orderflow-plugin[tls]'`, quoted everywhere: unquoted brackets are a glob pattern in zsh."""
+    unquoted = []
+    for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "orderflow_plugin").rglob("*.py"),
+                 *(ROOT / "examples").glob("*.py")]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for command in re.findall(r"pip install ([^`\n]*)", line):
+                words = [w for w in command.split() if "[" in w and not w.startswith(("'", '"'))]
+                if words:
+                    unquoted.append(f"{path.relative_to(ROOT)}:{number}: {words[0]}")
+    assert not unquoted, "\n".join(unquoted)
+
+
+def test_the_demo_logs_each_event_once_and_counts_attempts_from_the_last_connection() -> None:
+    """A reset mid-tape: each lifecycle event is one log line, and the reconnect says which connection it is."""
+    result = run("demo", "--speed", "500", "--duration", "30", "--scenario", "faults", "--json",
+                 env={"ORDERFLOW_PLUGINS__ENTRY_POINTS": "true", "ORDERFLOW_LOGGING__LEVEL": "INFO"})
+    assert result.returncode == 0, result.stderr
+    log = result.stderr.splitlines()
+    assert sum("orderflow_hooks.diagnostics: starting: symbols BTCUSDT" in line for line in log) == 1  # it ran
+    assert sum("Connection reset by peer" in line for line in log) == 1, result.stderr  # it was three lines
+    assert sum(" connected to " in line for line in log) == 2, result.stderr  # two connections, a line each
+    assert sum("stopped: trades 5000" in line for line in log) == 1, result.stderr
+    assert sum("connect attempt" in line or ": connecting to" in line for line in log) == 1, result.stderr
+    assert sum(": reconnecting to" in line for line in log) == 1, result.stderr
+    assert "(connection 2, attempt 1 since connection 1 ended)" in result.stderr  # not "attempt 1" as if anew

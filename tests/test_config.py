@@ -338,3 +338,26 @@ def test_each_bundled_plugins_table_comment_uses_its_name() -> None:
     assert set(tables) == {"diagnostics", "whale_alert", "recorder", "prometheus", "redis"}
     for name, comment in tables.items():
         assert comment.startswith(f"# The bundled {name} plugin: "), comment
+
+
+def test_an_unclosed_array_at_the_end_of_a_file_names_the_line_it_opens_on(tmp_path: Path) -> None:
+    """tomllib says only "at end of document" for what is never closed; the error names the line it opens on."""
+    user = write(tmp_path, '[default]\nmarket = "spot"\nsymbols = ["BTCUSDT",\n  "ETHUSDT"\n')
+    with pytest.raises(SettingsError, match=r"Unclosed array \(at end of document: it opens on line 3\)"):
+        load_settings([user])
+
+
+def test_a_hooks_table_misspelling_a_bundled_plugin_is_an_error_with_the_near_match(tmp_path: Path) -> None:
+    """[default.hooks.whale_alrt] names no plugin: reported as the settings typos are, with the bundled name."""
+    user = write(tmp_path, "[default.hooks.whale_alrt]\nmin_notional = 5\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings([user])
+    assert info.value.errors == ["hooks.whale_alrt: no plugin of that name (did you mean hooks.whale_alert?)"]
+
+
+def test_a_hooks_table_near_a_bundled_name_is_fine_for_a_plugin_in_a_hooks_folder(tmp_path: Path) -> None:
+    """A plugin of one's own named whale_alerts.py, in a hooks folder, may have its [default.hooks.whale_alerts]."""
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "whale_alerts.py").write_text("def on_trade(trade):\n    pass\n")
+    user = write(tmp_path, '[default.plugins]\nhooks_dirs = ["hooks"]\n[default.hooks.whale_alerts]\nmin_notional = 5\n')
+    assert load_settings([user]).hooks.whale_alerts.min_notional == 5

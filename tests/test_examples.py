@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,6 @@ RUN_BY = {
     "test_fixtures.py": "test_example_tests_pass_in_a_folder_of_their_own",
     "host_bot.py": "test_host_bot_streams_alerts_and_reports",
     "sync_bot.py": "test_sync_bot_reads_the_stream_from_its_own_thread",
-    "faults.toml": "test_faults_scenario_makes_the_demo_reconnect_and_backfill",
     "restart_safe_bot.py": "tests/test_checkpoint.py",
     "vnpy_bot.py": "tests/test_adapter_vnpy.py",
     "nautilus_bot.py": "tests/nautilus/test_adapter_nautilus.py",  # in .venv-nautilus (Python 3.12)
@@ -86,6 +86,26 @@ def test_host_bot_streams_alerts_and_reports(tmp_path: Path) -> None:
     assert "plugin_errors 0" in result.stderr
 
 
+def test_host_bot_stops_on_ctrl_c_without_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) on examples/host_bot.py stops it in one quiet exit 130, not a KeyboardInterrupt traceback."""
+    # Python keeps SIGINT ignored when its parent ignored it (as pytest-xdist workers do): a shell would not.
+    start = ("import os, runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv = sys.argv[1:]; sys.path.insert(0, os.path.dirname(sys.argv[0])); "
+             "runpy.run_path(sys.argv[0], run_name='__main__')")
+    process = subprocess.Popen(
+        [sys.executable, "-c", start, str(EXAMPLES / "host_bot.py"), "--duration", "60", "--speed", "100"],
+        cwd=tmp_path, env=user_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("running (streaming), ")  # it streams: now the user presses Ctrl-C
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=20 * TIMEOUT_FACTOR)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+
+
 def run_redis_bot(*options: str) -> str:
     """examples/redis_bot.py's last line, after it ran with ``options``."""
     result = subprocess.run([sys.executable, str(EXAMPLES / "redis_bot.py"), *options], env=user_environment(),
@@ -138,10 +158,10 @@ async def test_sync_bot_reads_the_stream_from_its_own_thread(orderflow_sim) -> N
 
 
 def test_faults_scenario_makes_the_demo_reconnect_and_backfill() -> None:
-    """`orderflow demo --scenario examples/faults.toml`, as README says, reconnects, backfills, and loses nothing."""
+    """`orderflow demo --scenario faults`, as README says, reconnects, backfills, and loses nothing."""
     result = subprocess.run(
         [sys.executable, "-m", "orderflow_plugin", "demo", "--speed", "500", "--duration", "30",
-         "--scenario", "examples/faults.toml"],
+         "--scenario", "faults"],
         cwd=ROOT, env={**user_environment(), "ORDERFLOW_ENV": "testing"}, capture_output=True, text=True,
         timeout=60 * TIMEOUT_FACTOR,
     )
@@ -149,7 +169,7 @@ def test_faults_scenario_makes_the_demo_reconnect_and_backfill() -> None:
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["trades"] == 5000 and summary["reconnects"] == 1 and summary["gaps"] == 2
     assert summary["backfilled"] >= 300
-    assert "--scenario examples/faults.toml" in (ROOT / "README.md").read_text()
+    assert "--scenario faults" in (ROOT / "README.md").read_text()
 
 
 @pytest.mark.parametrize("doc", QUOTING_DOCS)
@@ -163,3 +183,45 @@ def test_doc_code_blocks_are_excerpts_of_the_examples(doc: str) -> None:
         assert match, f"{doc}: a python block starts with {header!r}, not the examples/ file it quotes"
         assert excerpt.strip() and excerpt in (ROOT / match.group(1)).read_text(), \
             f"{doc}: a block is not in {match.group(1)}:\n{excerpt}"
+
+
+def quoted_blocks(doc: str) -> list[tuple[str, str, str]]:
+    """(examples/ file, excerpt, the doc's text since the previous block) of each python block of ``doc``."""
+    text = (ROOT / doc).read_text()
+    found = []
+    for match in re.finditer(r"^```python\n# (examples/[\w.]+)\n(.*?)^```", text, re.S | re.M):
+        found.append((match.group(1), match.group(2), text[:match.start()].rpartition("```")[2]))
+    return found
+
+
+@pytest.mark.parametrize("doc", QUOTING_DOCS)
+def test_each_doc_excerpt_links_its_whole_file(doc: str) -> None:
+    """The prose before each excerpt links the complete example it comes from, so a reader can open the rest."""
+    for name, _, before in quoted_blocks(doc):
+        assert f"](../{name})" in before, f"{doc}: no link to ../{name} before its excerpt"
+
+
+@pytest.mark.parametrize("doc", QUOTING_DOCS)
+def test_doc_excerpts_miss_no_import_nor_helper_of_their_file(doc: str) -> None:
+    """Every import, class and function of an example that the doc's excerpts use is quoted in the doc too."""
+    import ast
+
+    blocks = quoted_blocks(doc)
+    quoted = "".join(excerpt for _, excerpt, _ in blocks)
+    code = re.sub(r'""".*?"""|"[^"\n]*"|\'[^\'\n]*\'|#[^\n]*', "", quoted, flags=re.S)  # no docstring nor comment
+    used = set(re.findall(r"(?<![.\w])\w+", code))  # names, not attributes (asyncio.run is no use of run)
+    missing = []
+    for name in sorted({name for name, _, _ in blocks}):
+        source = (ROOT / name).read_text()
+        lines = source.splitlines()
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.Import | ast.ImportFrom):  # quoted whole
+                bound = {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+                text = "\n".join(lines[node.lineno - 1:node.end_lineno])
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):  # by its first line
+                bound, text = {node.name}, lines[node.lineno - 1]
+            else:
+                continue
+            if bound & used and text not in quoted:
+                missing.append(f"{name}: {text}")
+    assert not missing, f"{doc}: its excerpts use these and do not quote them:\n" + "\n".join(missing)

@@ -103,3 +103,12 @@ def test_installed_wheel_demo_runs_the_bundled_plugins_from_an_empty_folder(venv
     assert "whale BTCUSDT" in result.stderr  # whale_alert ran
     assert "ERROR" not in result.stderr, result.stderr  # no plugin failed to load, no hooks folder is missing
     assert list(tmp_path.iterdir()) == []  # nothing written where the user stands (the recorder is off)
+
+
+def test_installed_wheel_demo_runs_the_bundled_faults_scenario_by_name(venv: Path, tmp_path: Path) -> None:
+    """`orderflow demo --scenario faults` from the wheel, in an empty folder, plays the packaged scenario."""
+    result = run(venv / "bin" / "orderflow", "demo", "--speed", "500", "--duration", "30", "--scenario", "faults",
+                 "--json", cwd=tmp_path, timeout=60)
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["trades"] == 5000 and summary["reconnects"] == 1 and summary["gaps"] == 2, summary
+    assert list(tmp_path.iterdir()) == []

@@ -33,26 +33,25 @@ def hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sender):
     return load
 
 
-def test_diagnostics_logs_one_line_per_lifecycle_event(hooks, caplog) -> None:
-    """Each lifecycle event becomes one readable log line with its timings."""
+def test_diagnostics_logs_what_the_stream_does_not(hooks, caplog) -> None:
+    """The start line and each backfill, and none of the events the stream logs itself (they were logged twice)."""
     with caplog.at_level(logging.INFO, logger="orderflow_hooks"):
         dispatcher, _ = hooks("diagnostics")
         dispatcher.emit("on_connect_attempt", attempt=1, url="ws://127.0.0.1:9/stream", symbols=("BTCUSDT",))
         dispatcher.emit("on_connected", url="ws://127.0.0.1:9/stream", stage_timings={"tcp_connect": 0.0123})
         dispatcher.emit("on_gap", symbol="BTCUSDT", first_missing=10, last_missing=14)
+        dispatcher.emit("on_backfill", symbol="BTCUSDT", first_id=10, last_id=14, count=5)
         dispatcher.emit("on_shutdown", summary={"trades": 5})
     lines = [r.getMessage() for r in caplog.records if r.name == "orderflow_hooks.diagnostics"]
-    assert lines[1] == "connect attempt 1 to ws://127.0.0.1:9/stream for BTCUSDT"
-    assert lines[2] == "connected to ws://127.0.0.1:9/stream (tcp_connect 12.3 ms)"
-    assert lines[3] == "BTCUSDT gap: 5 aggTrade ids missing (10..14)"
-    assert lines[4] == "stopped: trades 5"
+    assert lines == ["starting: symbols BTCUSDT, market spot, env testing",
+                     "BTCUSDT backfilled 5 trades (10..14) over REST"]
 
 
 def test_diagnostics_can_be_disabled(hooks, caplog) -> None:
     """enabled = false silences the diagnostics plugin."""
     with caplog.at_level(logging.INFO, logger="orderflow_hooks"):
         dispatcher, _ = hooks("diagnostics", "[default.hooks.diagnostics]\nenabled = false\n")
-        dispatcher.emit("on_gap", symbol="BTCUSDT", first_missing=1, last_missing=1)
+        dispatcher.emit("on_backfill", symbol="BTCUSDT", first_id=1, last_id=1, count=1)
     assert not [r for r in caplog.records if r.name == "orderflow_hooks.diagnostics"]
 
 

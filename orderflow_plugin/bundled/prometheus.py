@@ -2,7 +2,7 @@
 
 Settings (``[default.hooks.prometheus]``): ``enabled`` (default false), ``host`` (default
 127.0.0.1: only this machine can scrape), ``port`` (default 9464). Needs ``prometheus_client``
-(``pip install orderflow-plugin[prometheus]``).
+(``pip install 'orderflow-plugin[prometheus]'``).
 
 Built from events only, like any plugin: trades, connects, disconnects, reconnects, stalls,
 gaps, backfills, errors, loop blocks, connect stage timings, and CVD and last price from the

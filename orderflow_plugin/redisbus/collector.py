@@ -77,13 +77,37 @@ async def collect(settings: Settings, url: str, *, name: str = "", duration: flo
     sequencing = dataclasses.replace(from_table(Sequencing, settings.sequencing), checkpoint_path="")
     flow = OrderFlow.from_settings(settings, resume=resume, sequencing=sequencing, **overrides)
     flow.plugins.register(publisher, name="redis-collector")
+    progress = _Progress(publisher, flow)
     async with flow:
         while not stop.is_set() and publisher.failure is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
+            progress.report(loop.time())
     drained = await publisher.aclose(timeout=flow.timeouts.close + 5.0)
     counters = publisher.writer.counters if publisher.writer is not None else {}
-    print(json.dumps({"event": "summary", **flow.summary(), "redis": counters, "redis_drained": drained}), flush=True)
+    # The stream's summary has its own "duplicates" (trades it got twice); Redis's are trades it already held.
+    redis = {("already_in_redis" if key == "duplicates" else key): value for key, value in counters.items()}
+    print(json.dumps({"event": "summary", **flow.summary(), "redis": redis, "redis_drained": drained}), flush=True)
     if publisher.failure is not None:  # exit 1: a supervisor restarts it, and it resumes from Redis
         raise RedisFeedError(f"collector stopped: {publisher.failure}") from publisher.failure
     return 0
+
+
+class _Progress:
+    """The collector's progress on its log: when its first trade is in Redis, then every ``interval`` s."""
+
+    def __init__(self, publisher: RedisPublisher, flow: OrderFlow, interval: float = 10.0) -> None:
+        self.publisher, self.flow, self.interval = publisher, flow, interval
+        self.written = 0
+        self.due: float | None = None  # None: no trade written yet
+
+    def report(self, now: float) -> None:
+        writer = self.publisher.writer
+        written = writer.counters["written"] if writer is not None else 0
+        if (self.due is None and written == 0) or (self.due is not None and now < self.due):
+            return
+        counters, summary = writer.counters if writer is not None else {}, self.flow.summary()
+        logger.info("collected: %d trades written to Redis (+%d), %d already there, gaps %d, reconnects %d",
+                    written, written - self.written, counters.get("duplicates", 0), summary["gaps"],
+                    summary["reconnects"])
+        self.written, self.due = written, now + self.interval

@@ -9,7 +9,7 @@
 Clients trust the CA file explicitly (``ca_file=``, ``connector.ca_file``, ``--ca-file``); nothing
 here turns verification off. The keys live in memory and the CA is new each time, so a
 certificate can never outlive the test or session that made it. Needs ``trustme``
-(``pip install orderflow-plugin[tls]``), imported only when certificates are made.
+(``pip install 'orderflow-plugin[tls]'``), imported only when certificates are made.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _trustme() -> Any:
     try:
         import trustme
     except ImportError:
-        raise ImportError("the simulator's TLS needs trustme: pip install orderflow-plugin[tls]") from None
+        raise ImportError("the simulator's TLS needs trustme: pip install 'orderflow-plugin[tls]'") from None
     return trustme
 
 

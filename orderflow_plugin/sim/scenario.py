@@ -24,7 +24,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONNECTION_FAULTS", "REST_FAULTS", "Fault", "Scenario"]
+__all__ = ["BUNDLED_SCENARIOS", "CONNECTION_FAULTS", "REST_FAULTS", "Fault", "Scenario"]
+
+# Scenarios shipped in the package, given by name: ``--scenario faults`` is scenarios/faults.toml.
+BUNDLED_SCENARIOS = Path(__file__).with_name("scenarios")
 
 # kind -> what it does, for errors and documentation
 CONNECTION_FAULTS: dict[str, str] = {
@@ -127,8 +130,15 @@ class Scenario:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Scenario:
-        """Read a ``.json`` or ``.toml`` scenario file; errors name the file."""
+        """Read a ``.json`` or ``.toml`` scenario file, or a bundled one by name (``"faults"``); errors name it."""
         path = Path(path)
+        if path.suffix not in (".toml", ".json") and len(path.parts) == 1:  # a name, not a file
+            bundled = BUNDLED_SCENARIOS / f"{path}.toml"
+            if not bundled.is_file():
+                names = ", ".join(sorted(p.stem for p in BUNDLED_SCENARIOS.glob("*.toml")))
+                raise ValueError(f"scenario {str(path)!r}: not a .toml or .json file, nor a bundled scenario "
+                                 f"(bundled: {names})")
+            path = bundled
         try:
             text = path.read_text(encoding="utf-8")
             data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
