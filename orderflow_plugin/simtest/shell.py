@@ -1,0 +1,362 @@
+"""Run one seed of the real shell in virtual time, and check it as it runs.
+
+Invariants (``S`` = when the faults stop, ``B`` = :meth:`~.shellworld.ShellWorld.settle`):
+
+- **order**: per symbol, delivered ids strictly increase and each is the exchange's own trade;
+- **no silent hole**: every id skipped in delivery is named by an ``on_error(where="sequence")``;
+- **stages**: no connect stage runs past its deadline (first_message: plus the quiet-market look);
+- **dead path**: a streaming connection whose path died is ended within ``ping_interval +
+  ping_timeout`` (while reading is not paused);
+- **delivery**: every trade the exchange played (REST has it) is delivered or reported by
+  ``max(played, S) + B``;
+- **closed bar**: no trade is delivered into a bar already closed, unless that bar is revised
+  with it in the same step;
+- **plugins**: every slow hook reported names the plugin that was slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from .. import OrderFlow
+from ..errors import HookTooSlow
+from ..sim import Simulator
+from ..tape import Tape, bundled_tape
+from ..transport import STAGES
+from .memnet import Link, Network
+from .shellworld import ShellWorld, draw_world
+from .vloop import VirtualLoop
+
+__all__ = ["ShellResult", "run_shell_seed"]
+
+_GIVEN_UP = re.compile(r"^(\w+): aggTrade ids (\d+)\.\.(\d+) \(\d+\) were not delivered")
+_TAPES: dict[str, Tape] = {}
+
+
+def _tape(symbol: str) -> Tape:
+    tape = _TAPES.get(symbol)
+    if tape is None:
+        base = bundled_tape()
+        tape = _TAPES[symbol] = Tape(symbol, base.market, base.rows, f"{base.source} as {symbol}")
+    return tape
+
+
+class Violation(Exception):
+    """An invariant broke."""
+
+    def __init__(self, invariant: str, at: float, detail: str) -> None:
+        super().__init__(f"{invariant} at {at:.3f} s: {detail}")
+        self.invariant = invariant
+        self.at = at
+        self.detail = detail
+
+
+@dataclass
+class ShellResult:
+    """How one seed of the real shell went."""
+
+    seed: int
+    violation: Violation | None
+    digest: str
+    delivered: int
+    played: int
+    steps: int
+    virtual: float
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """No invariant broke."""
+        return self.violation is None
+
+
+class SlowPlugin:
+    """Holds the loop past the hook budget on some trades (a plugin doing I/O in on_trade)."""
+
+    def __init__(self, rng: random.Random, share: float, loop: VirtualLoop, slow: set[tuple[str, str]]) -> None:
+        self.rng, self.share, self.loop, self.slow = rng, share, loop, slow
+
+    def on_trade(self, trade: Any) -> None:
+        if self.share and self.rng.random() < self.share:
+            self.slow.add(("slow", "on_trade"))
+            self.loop.block(self.rng.uniform(0.01, 0.8))
+
+
+class RaisingPlugin:
+    """Raises on some trades."""
+
+    def __init__(self, rng: random.Random, share: float) -> None:
+        self.rng, self.share = rng, share
+
+    def on_trade(self, trade: Any) -> None:
+        if self.share and self.rng.random() < self.share:
+            raise ValueError(f"plugin bug on trade {trade.id}")
+
+
+class Bystander:
+    """Does nothing, quickly: a slow call charged to it is charged wrongly."""
+
+    def on_trade(self, trade: Any) -> None:
+        pass
+
+
+class Checker:
+    """The recording plugin and the invariants."""
+
+    def __init__(self, world: ShellWorld, loop: VirtualLoop, sim: Simulator, slow: set[tuple[str, str]]) -> None:
+        self.world, self.loop, self.sim, self.slow = world, loop, sim, slow
+        self.flow: OrderFlow | None = None
+        self.last: dict[str, int] = {}
+        self.first: dict[str, int] = {}
+        self.delivered: dict[str, dict[int, float]] = {s: {} for s in world.symbols}
+        self.holes: list[tuple[str, int, int]] = []
+        self.reported: dict[str, list[tuple[int, int]]] = {s: [] for s in world.symbols}
+        self.closed_end: dict[tuple[str, str], int] = {}
+        self.late: list[tuple[str, str, int, int]] = []  # symbol, window, trade time, id: waiting for a revision
+        self.played_at: dict[str, list[float]] = {s: [] for s in world.symbols}  # position -> when played
+        self.trace: list[str] = []
+        self.counts: dict[str, int] = {"errors": 0, "connects": 0, "revised": 0, "slow_reports": 0}
+        self.violation: Violation | None = None
+
+    def fail(self, invariant: str, detail: str) -> None:
+        if self.violation is None:
+            self.violation = Violation(invariant, self.loop.time() - self.loop.network.start, detail)
+            self.loop.stop()
+
+    def note(self, line: str) -> None:
+        self.trace.append(f"{self.loop.time() - self.loop.network.start:10.3f}  {line}")
+
+    # Hooks (a plugin of the stream under test)
+
+    def on_trade(self, trade: Any) -> None:
+        symbol, agg_id = trade.symbol, trade.id
+        last = self.last.get(symbol)
+        if last is not None and agg_id <= last:
+            self.fail("order", f"{symbol}: id {agg_id} delivered after id {last}")
+            return
+        feed = self.sim.feeds[symbol]
+        position = feed.position_of_id(agg_id)
+        row = feed.row(position)
+        if (row.id != agg_id or Decimal(row.price) != trade.price or Decimal(row.qty) != trade.qty
+                or position >= self.sim.happened(symbol)):
+            self.fail("order", f"{symbol}: id {agg_id} is not the exchange's trade (or was not played yet)")
+            return
+        if last is not None and agg_id != last + 1:
+            self.holes.append((symbol, last + 1, agg_id - 1))
+        self.first.setdefault(symbol, agg_id)
+        self.last[symbol] = agg_id
+        self.delivered[symbol][agg_id] = self.loop.time()
+        for window in self.world.flow.windows:
+            end = self.closed_end.get((symbol, window))
+            if end is not None and trade.time < end:
+                self.late.append((symbol, window, trade.time, agg_id))
+
+    def on_metric(self, metric: Any) -> None:
+        if metric.kind != "bar" or metric.closed_by == "open":
+            return
+        key = (metric.symbol, metric.window)
+        if metric.closed_by == "revised":
+            self.counts["revised"] += 1
+            self.late = [x for x in self.late if not (x[:2] == key and metric.start <= x[2] < metric.end)]
+        self.closed_end[key] = max(self.closed_end.get(key, 0), metric.end)
+
+    def on_error(self, error: BaseException, where: str) -> None:
+        self.counts["errors"] += 1
+        self.note(f"on_error {where}: {str(error)[:160]}")
+        if where.startswith("plugin:checker"):
+            self.fail("checker", f"the checker itself raised: {error!r}")
+        if where == "sequence":
+            match = _GIVEN_UP.match(str(error))
+            if match:
+                self.reported[match[1]].append((int(match[2]), int(match[3])))
+        if isinstance(error, HookTooSlow):
+            self.counts["slow_reports"] += 1
+            name = where.removeprefix("plugin:").rsplit(".", 1)[0]
+            if (name, error.hook) not in self.slow:
+                self.fail("plugins", f"a slow {error.hook} was charged to {name!r}, which was never slow")
+
+    def on_connected(self, url: str, stage_timings: dict[str, float]) -> None:
+        self.counts["connects"] += 1
+        self.note("on_connected")
+
+    def on_gap(self, **kwargs: Any) -> None:
+        self.note(f"on_gap {kwargs.get('symbol')} {kwargs.get('first')}..{kwargs.get('last')}")
+
+    # Checks as it runs
+
+    def after_step(self) -> None:
+        if self.late:
+            symbol, window, at, agg_id = self.late[0]
+            self.fail("closed bar", f"{symbol}: trade {agg_id} (time {at}) delivered into the closed {window} bar")
+
+    def look(self) -> None:
+        """Every 0.1 virtual s: what the market played, and how long each connect stage has been running."""
+        now = self.loop.time()
+        for symbol in self.world.symbols:
+            played = self.played_at[symbol]
+            played.extend([now] * (self.sim.happened(symbol) - len(played)))
+        flow = self.flow
+        if flow is not None and flow._state == "running":
+            t = self.world.timeouts
+            for entry in flow.health()["connections"]:
+                stage, spent = entry["stage"], entry["stage_for_s"]
+                if stage not in STAGES or spent is None:
+                    continue
+                deadline = getattr(t, stage) + 0.15
+                if stage == "first_message":  # the quiet-market look asks REST once the deadline passed
+                    deadline += t.rest + 0.5
+                if spent > deadline:
+                    self.fail("stages", f"shard {entry['shard']}: stage {stage} has run {spent:.2f} s, "
+                                        f"its deadline is {getattr(t, stage):.2f} s")
+        self.loop.call_later(0.1, self.look)
+
+    def link_opened(self, link: Link) -> None:
+        """The world may end this WebSocket path later: dead (nobody told) or reset."""
+        net, rng = self.loop.network, self.loop.network.rng
+        if net._faulty(net.faults.dead_path):
+            self.loop.call_later(rng.uniform(0.5, 15), self._die, link)
+        elif net._faulty(net.faults.reset):
+            self.loop.call_later(rng.uniform(0.5, 15), net.kill, link, "reset")
+
+    def _die(self, link: Link) -> None:
+        connection = link.client._protocol if link.client is not None else None
+        if connection is None or link.client_closed_at is not None:
+            return
+        self.loop.network.kill(link, "dead")
+        if getattr(connection, "stage", None) == "streaming":
+            t = self.world.timeouts
+            self.loop.call_later(t.ping_interval + t.ping_timeout + 0.3, self._dead_found, link, connection)
+
+    def _dead_found(self, link: Link, connection: Any) -> None:
+        if link.client_closed_at is not None or self.flow is None or self.flow._state != "running":
+            return
+        if connection.paused:  # a paused connection is not judged (a hole is being filled): look again
+            self.loop.call_later(0.5, self._dead_found, link, connection)
+            return
+        t = self.world.timeouts
+        self.fail("dead path", f"link {link.number} died at {link.dead_at - self.loop.network.start:.2f} s and the "
+                               f"stream still holds it (bound ping {t.ping_interval:.2f} + {t.ping_timeout:.2f} s)")
+
+    # At the end
+
+    def finish(self) -> None:
+        """The delivery bound and every hole reported."""
+        for symbol, first, last in self.holes:
+            if not any(a <= first and last <= b for a, b in self.reported[symbol]):
+                self.fail("no silent hole", f"{symbol}: ids {first}..{last} skipped in delivery and not reported")
+                return
+        start, world = self.loop.network.start, self.world
+        stop, bound, end = start + world.faults_stop, world.settle(), self.loop.time()
+        for symbol in world.symbols:
+            first = self.first.get(symbol)
+            if first is None:
+                continue
+            feed, delivered = self.sim.feeds[symbol], self.delivered[symbol]
+            reported = self.reported[symbol]
+            for position in range(feed.position_of_id(first), len(self.played_at[symbol])):
+                due = max(self.played_at[symbol][position], stop) + bound
+                if due > end:
+                    break
+                agg_id = feed.row(position).id
+                at = delivered.get(agg_id)
+                if at is not None and at <= due:
+                    continue
+                if at is None and any(a <= agg_id <= b for a, b in reported):
+                    continue
+                played = self.played_at[symbol][position] - start
+                self.fail("delivery", f"{symbol}: id {agg_id} played at {played:.2f} s "
+                                      f"{'delivered at %.2f s' % (at - start) if at else 'never delivered'}; "
+                                      f"due by {due - start:.2f} s")
+                return
+
+
+def _crash_a_shard(flow: OrderFlow, rng: random.Random) -> None:
+    """A bug in a shard's supervisor: its next tick raises (the shell must report it and start the shard again)."""
+    shards = flow._shards
+    if not shards or flow._state != "running":
+        return
+    shard = rng.choice(shards)
+    machine = shard.machine
+
+    def broken(now: float) -> list[Any]:
+        del machine.tick  # once
+        raise RuntimeError("simulated bug in the supervisor")
+
+    machine.tick = broken  # type: ignore[method-assign]
+    shard.wake.set()
+
+
+def run_shell_seed(seed: int) -> ShellResult:
+    """Run ``seed``: the real stream against the simulator, in virtual time."""
+    world = draw_world(seed)
+    rng = random.Random(f"{seed}-run")
+    random.seed(seed)  # the shell's own jitter (backoff, retries) comes from the global generator
+    network = Network(random.Random(f"{seed}-net"), world.net, world.latency)
+    loop = VirtualLoop(network)
+    slow: set[tuple[str, str]] = set()
+    sim = Simulator([_tape(s) for s in world.symbols], scenario=world.scenario, pace=world.pace, port=9443,
+                    ping_interval=20.0, pong_timeout=60.0)
+    checker = Checker(world, loop, sim, slow)
+    plugins = [checker, SlowPlugin(random.Random(f"{seed}-slow"), world.slow_plugin, loop, slow),
+               RaisingPlugin(random.Random(f"{seed}-raise"), world.raising_plugin), Bystander()]
+    names = ("checker", "slow", "raising", "bystander")
+
+    async def main() -> None:
+        network.start = loop.time()
+        network.on_link = checker.link_opened
+        network.on_step = checker.after_step
+        await sim.start()
+        from ..plugins import plugin_manager
+        manager = plugin_manager([])
+        for name, plugin in zip(names, plugins, strict=True):
+            manager.register(plugin, name=name)
+        flow = checker.flow = OrderFlow(
+            world.symbols, ws_url="wss://127.0.0.1:9443", rest_url="http://127.0.0.1:9443", plugins=manager,
+            timeouts=world.timeouts, reconnect=world.reconnect, limits=world.limits, sequencing=world.sequencing,
+            flow=world.flow, reporting=world.reporting)
+        await flow.start()
+        loop.call_soon(checker.look)
+        if world.shard_crash_at is not None:
+            loop.call_later(world.shard_crash_at, _crash_a_shard, flow, rng)
+        await asyncio.sleep(world.run_for)
+        checker.look()
+        checker.finish()
+        await flow.stop()
+        await sim.stop()
+
+    asyncio.set_event_loop(loop)
+    root = logging.getLogger("orderflow_plugin")
+    level = root.level
+    root.setLevel(logging.CRITICAL + 1)
+    try:
+        loop.run_until_complete(main())
+    except RuntimeError as exc:  # the checker stopped the loop
+        if checker.violation is None:
+            raise Violation("crash", loop.time() - network.start, repr(exc)) from exc
+    finally:
+        root.setLevel(level)
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        try:
+            loop.run_until_complete(asyncio.sleep(0))
+        except RuntimeError:
+            pass
+        asyncio.set_event_loop(None)
+        loop.close()
+    digest = hashlib.blake2b(digest_size=12)
+    for symbol in world.symbols:
+        digest.update(repr(sorted(checker.delivered[symbol].items())).encode())
+    digest.update(repr(checker.trace).encode())
+    digest.update(repr(network.events).encode())
+    digest.update(repr(checker.violation).encode())
+    return ShellResult(seed, checker.violation, digest.hexdigest(),
+                       sum(len(d) for d in checker.delivered.values()),
+                       sum(sim.happened(s) for s in world.symbols), loop.steps, loop.time() - network.start,
+                       dict(checker.counts, links=len(network.links)))
