@@ -79,14 +79,15 @@ class Dispatcher:
         A historic hook (``on_startup``) is also remembered by pluggy for plugins registered later.
         """
         if hook in _PER_TRADE:
+            clock = self.clock
             for name, function, argnames in self._hook_calls(hook):
-                start = time.perf_counter()
+                start = clock()
                 try:
                     function(*[kwargs[arg] for arg in argnames])
                 except Exception as exc:
-                    self._reported(name, hook, time.perf_counter() - start, exc)
+                    self._reported(name, hook, clock() - start, exc)
                     continue
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
                 if elapsed > self._budget:
                     self._reported(name, hook, elapsed)
         else:

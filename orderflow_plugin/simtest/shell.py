@@ -34,7 +34,14 @@ from .memnet import Link, Network
 from .shellworld import ShellWorld, draw_world
 from .vloop import VirtualLoop
 
-__all__ = ["ShellResult", "run_shell_seed"]
+__all__ = ["KNOWN_SHELL_BUGS", "ShellResult", "run_shell_seed"]
+
+# Bugs of the real code this simulation found and that are not fixed yet: name -> (first seed, diagnosis).
+KNOWN_SHELL_BUGS = {
+    "late-trade-into-older-closed-bar": (94, "a trade is delivered after a LATER bar of its window closed (seed 94: "
+                                             "SOLUSDT 5s): the engine revises only the last closed bar, so this "
+                                             "trade's bar is neither revised nor open"),
+}
 
 _GIVEN_UP = re.compile(r"^(\w+): aggTrade ids (\d+)\.\.(\d+) \(\d+\) were not delivered")
 _TAPES: dict[str, Tape] = {}
@@ -124,6 +131,7 @@ class Checker:
         self.trace: list[str] = []
         self.counts: dict[str, int] = {"errors": 0, "connects": 0, "revised": 0, "slow_reports": 0}
         self.violation: Violation | None = None
+        self.allow_known = False
 
     def fail(self, invariant: str, detail: str) -> None:
         if self.violation is None:
@@ -170,7 +178,7 @@ class Checker:
     def on_error(self, error: BaseException, where: str) -> None:
         self.counts["errors"] += 1
         self.note(f"on_error {where}: {str(error)[:160]}")
-        if where.startswith("plugin:checker"):
+        if where.startswith("plugin:checker") and not isinstance(error, HookTooSlow):
             self.fail("checker", f"the checker itself raised: {error!r}")
         if where == "sequence":
             match = _GIVEN_UP.match(str(error))
@@ -194,6 +202,10 @@ class Checker:
     def after_step(self) -> None:
         if self.late:
             symbol, window, at, agg_id = self.late[0]
+            if self.allow_known:  # KNOWN_SHELL_BUGS["late-trade-into-older-closed-bar"]
+                self.counts["known:late-trade-into-older-closed-bar"] = 1
+                self.late.clear()
+                return
             self.fail("closed bar", f"{symbol}: trade {agg_id} (time {at}) delivered into the closed {window} bar")
 
     def look(self) -> None:
@@ -209,7 +221,7 @@ class Checker:
                 stage, spent = entry["stage"], entry["stage_for_s"]
                 if stage not in STAGES or spent is None:
                     continue
-                deadline = getattr(t, stage) + 0.15
+                deadline = getattr(t, stage) + 0.15 + self.loop.blocked_since(now - spent)
                 if stage == "first_message":  # the quiet-market look asks REST once the deadline passed
                     deadline += t.rest + 0.5
                 if spent > deadline:
@@ -241,6 +253,11 @@ class Checker:
             self.loop.call_later(0.5, self._dead_found, link, connection)
             return
         t = self.world.timeouts
+        assert link.dead_at is not None
+        late = self.loop.time() - (link.dead_at + t.ping_interval + t.ping_timeout + 0.3)
+        if self.loop.blocked_since(link.dead_at) > late:  # the loop was held: the keepalive's timers ran late
+            self.loop.call_later(0.5, self._dead_found, link, connection)
+            return
         self.fail("dead path", f"link {link.number} died at {link.dead_at - self.loop.network.start:.2f} s and the "
                                f"stream still holds it (bound ping {t.ping_interval:.2f} + {t.ping_timeout:.2f} s)")
 
@@ -293,8 +310,9 @@ def _crash_a_shard(flow: OrderFlow, rng: random.Random) -> None:
     shard.wake.set()
 
 
-def run_shell_seed(seed: int) -> ShellResult:
-    """Run ``seed``: the real stream against the simulator, in virtual time."""
+def run_shell_seed(seed: int, *, allow_known: bool = False) -> ShellResult:
+    """Run ``seed``: the real stream against the simulator, in virtual time (``allow_known``: count the
+    known bugs of :data:`KNOWN_SHELL_BUGS` instead of failing on them)."""
     world = draw_world(seed)
     rng = random.Random(f"{seed}-run")
     random.seed(seed)  # the shell's own jitter (backoff, retries) comes from the global generator
@@ -304,6 +322,7 @@ def run_shell_seed(seed: int) -> ShellResult:
     sim = Simulator([_tape(s) for s in world.symbols], scenario=world.scenario, pace=world.pace, port=9443,
                     ping_interval=20.0, pong_timeout=60.0)
     checker = Checker(world, loop, sim, slow)
+    checker.allow_known = allow_known
     plugins = [checker, SlowPlugin(random.Random(f"{seed}-slow"), world.slow_plugin, loop, slow),
                RaisingPlugin(random.Random(f"{seed}-raise"), world.raising_plugin), Bystander()]
     names = ("checker", "slow", "raising", "bystander")
@@ -360,3 +379,52 @@ def run_shell_seed(seed: int) -> ShellResult:
                        sum(len(d) for d in checker.delivered.values()),
                        sum(sim.happened(s) for s in world.symbols), loop.steps, loop.time() - network.start,
                        dict(checker.counts, links=len(network.links)))
+
+
+def _shell_worker_start(plant: str | None) -> None:
+    if plant is not None:
+        from .shellplants import SHELL_PLANTS
+
+        SHELL_PLANTS[plant].apply()  # this worker process only, for its lifetime
+
+
+def _shell_worker_seed(args: tuple[int, bool]) -> ShellResult:
+    return run_shell_seed(args[0], allow_known=args[1])
+
+
+def run_shell_seeds(start: int, count: int, *, jobs: int = 2, plant: str | None = None,
+                    allow_known: bool = False) -> tuple[int, ShellResult | None, dict[str, int]]:
+    """Run real-shell seeds ``start .. start+count-1`` over ``jobs`` processes; stop at the lowest failing one.
+
+    Returns how many ran, the first failure (or None) and the summed counts.
+    """
+    import multiprocessing
+
+    ran, failed, counts = 0, None, {}
+    with multiprocessing.get_context().Pool(jobs, _shell_worker_start, (plant,)) as pool:
+        for result in pool.imap(_shell_worker_seed, [(s, allow_known) for s in range(start, start + count)]):
+            ran += 1
+            for key, value in result.counts.items():
+                counts[key] = counts.get(key, 0) + value
+            if not result.ok:
+                failed = result
+                break
+        pool.terminate()
+    return ran, failed, counts
+
+
+def shell_trace(seed: int, *, allow_known: bool = False) -> tuple[list[str], ShellResult]:
+    """Run one seed and describe it: the world, the reports in virtual time, the network's faults, the outcome."""
+    lines: list[str] = []
+    original = Checker.finish
+
+    def keep(self: Checker) -> None:
+        lines.extend(self.trace)
+        original(self)
+
+    Checker.finish = keep  # type: ignore[method-assign]
+    try:
+        result = run_shell_seed(seed, allow_known=allow_known)
+    finally:
+        Checker.finish = original  # type: ignore[method-assign]
+    return [draw_world(seed).describe(), *lines], result

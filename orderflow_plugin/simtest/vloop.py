@@ -76,6 +76,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         self._clock_resolution = 1e-9
         self.network = network
         self.steps = 0  # callbacks run: a measure of work, and a guard against a loop that spins
+        self.blocks: list[tuple[float, float]] = []  # (when, seconds) the loop was held: timers ran that late
         network.loop = self
 
     def time(self) -> float:
@@ -83,7 +84,12 @@ class VirtualLoop(asyncio.SelectorEventLoop):
 
     def block(self, seconds: float) -> None:
         """The running callback holds the loop for ``seconds`` (a slow plugin): time passes, nothing runs."""
+        self.blocks.append((self.now, seconds))
         self.now += seconds
+
+    def blocked_since(self, since: float) -> float:
+        """Seconds the loop was held since ``since``: a deadline may fire that much late, and rightly."""
+        return sum(seconds for when, seconds in self.blocks if when + seconds > since)
 
     def _run_once(self) -> None:
         self.steps += len(self._ready)
