@@ -15,6 +15,7 @@ _WITHIN = {
     "silent-stream-judged-quiet": 20,
     "crashed-shard-not-restarted": 25,
     "slow-hook-wrong-plugin": 5,
+    "checkpoint-before-delivery": 30,
 }
 
 

@@ -17,13 +17,19 @@ Invariants (``S`` = when the faults stop, ``B`` = :meth:`~.shellworld.ShellWorld
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
+import os
 import random
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+import msgspec
 
 from .. import OrderFlow
 from ..errors import HookTooSlow
@@ -44,15 +50,22 @@ KNOWN_SHELL_BUGS = {
 }
 
 _GIVEN_UP = re.compile(r"^(\w+): aggTrade ids (\d+)\.\.(\d+) \(\d+\) were not delivered")
-_TAPES: dict[str, Tape] = {}
+_BASE: list[Tape] = []
 
 
-def _tape(symbol: str) -> Tape:
-    tape = _TAPES.get(symbol)
-    if tape is None:
-        base = bundled_tape()
-        tape = _TAPES[symbol] = Tape(symbol, base.market, base.rows, f"{base.source} as {symbol}")
-    return tape
+def _tape(symbol: str, stretch: float, shift: int) -> Tape:
+    """The bundled real tape as ``symbol``'s, its gaps times ``stretch``, starting ``shift`` ms later."""
+    if not _BASE:
+        _BASE.append(bundled_tape())
+    base = _BASE[0]
+    t0 = base.rows[0].time
+
+    def at(ms: int) -> int:
+        return t0 + shift + round((ms - t0) * stretch)
+
+    rows = [msgspec.structs.replace(row, time=at(row.time), event_time=at(row.event_time) if row.event_time else 0)
+            for row in base.rows]
+    return Tape(symbol, base.market, rows, f"{base.source} as {symbol} x{stretch:.2f}")
 
 
 class Violation(Exception):
@@ -132,6 +145,10 @@ class Checker:
         self.counts: dict[str, int] = {"errors": 0, "connects": 0, "revised": 0, "slow_reports": 0}
         self.violation: Violation | None = None
         self.allow_known = False
+        self.life = 1  # process lives: a kill starts the next one on the same checkpoint
+        self.seen: dict[str, int] = {}  # the highest id delivered in any earlier life
+        self.repeats = 0  # ids delivered again after a restart (each tagged replay)
+        self.replays = 0  # deliveries tagged replay
 
     def fail(self, invariant: str, detail: str) -> None:
         if self.violation is None:
@@ -149,6 +166,15 @@ class Checker:
         if last is not None and agg_id <= last:
             self.fail("order", f"{symbol}: id {agg_id} delivered after id {last}")
             return
+        if trade.source == "replay":
+            self.replays += 1
+        if agg_id <= self.seen.get(symbol, -1) and agg_id in self.delivered[symbol]:
+            self.repeats += 1  # a restart delivers again what the killed process may have delivered
+            if trade.source != "replay":
+                self.fail("order", f"{symbol}: id {agg_id} delivered again after a restart, not tagged replay")
+                return
+            self.last[symbol] = agg_id
+            return
         feed = self.sim.feeds[symbol]
         position = feed.position_of_id(agg_id)
         row = feed.row(position)
@@ -160,7 +186,7 @@ class Checker:
             self.holes.append((symbol, last + 1, agg_id - 1))
         self.first.setdefault(symbol, agg_id)
         self.last[symbol] = agg_id
-        self.delivered[symbol][agg_id] = self.loop.time()
+        self.delivered[symbol].setdefault(agg_id, self.loop.time())
         for window in self.world.flow.windows:
             end = self.closed_end.get((symbol, window))
             if end is not None and trade.time < end:
@@ -196,6 +222,16 @@ class Checker:
 
     def on_gap(self, **kwargs: Any) -> None:
         self.note(f"on_gap {kwargs.get('symbol')} {kwargs.get('first')}..{kwargs.get('last')}")
+
+    def new_life(self) -> None:
+        """The process was killed: what it delivered stays delivered; ids start afresh in the next one."""
+        self.life += 1
+        for symbol, last in self.last.items():
+            self.seen[symbol] = max(self.seen.get(symbol, -1), last)
+        self.last.clear()
+        self.late.clear()  # the new process's engine starts with no closed bars
+        self.closed_end.clear()
+        self.note(f"process killed; life {self.life} starts")
 
     # Checks as it runs
 
@@ -294,6 +330,42 @@ class Checker:
                 return
 
 
+class _Life:
+    """The checker as one process's plugin: a killed process's late calls are not the next one's."""
+
+    def __init__(self, checker: Checker) -> None:
+        self.checker, self.life = checker, checker.life
+
+    def on_trade(self, trade: Any) -> None:
+        if self.checker.life == self.life:
+            self.checker.on_trade(trade)
+
+    def on_metric(self, metric: Any) -> None:
+        if self.checker.life == self.life:
+            self.checker.on_metric(metric)
+
+    def on_error(self, error: BaseException, where: str) -> None:
+        if self.checker.life == self.life:
+            self.checker.on_error(error, where)
+
+    def on_connected(self, url: str, stage_timings: dict[str, float]) -> None:
+        if self.checker.life == self.life:
+            self.checker.on_connected(url, stage_timings)
+
+
+def _kill(flow: OrderFlow) -> None:
+    """kill -9: the kernel resets the process's sockets and releases its file lock; nothing of it runs again."""
+    flow._state = "stopped"  # its timers still in the loop find a dead process
+    for connection in list(flow._live):
+        connection.abort()
+    for task in list(flow._tasks):
+        task.cancel()
+    checkpointer = flow._checkpointer
+    if checkpointer is not None and checkpointer.checkpoint._lock_file is not None:
+        checkpointer.checkpoint._lock_file.close()
+        checkpointer.checkpoint._lock_file = None
+
+
 def _crash_a_shard(flow: OrderFlow, rng: random.Random) -> None:
     """A bug in a shard's supervisor: its next tick raises (the shell must report it and start the shard again)."""
     shards = flow._shards
@@ -319,35 +391,64 @@ def run_shell_seed(seed: int, *, allow_known: bool = False) -> ShellResult:
     network = Network(random.Random(f"{seed}-net"), world.net, world.latency)
     loop = VirtualLoop(network)
     slow: set[tuple[str, str]] = set()
-    sim = Simulator([_tape(s) for s in world.symbols], scenario=world.scenario, pace=world.pace, port=9443,
+    tapes = [_tape(s, x, d) for s, x, d in zip(world.symbols, world.stretch, world.shift, strict=True)]
+    sim = Simulator(tapes, scenario=world.scenario, pace=world.pace, port=9443,
                     ping_interval=20.0, pong_timeout=60.0)
     checker = Checker(world, loop, sim, slow)
     checker.allow_known = allow_known
-    plugins = [checker, SlowPlugin(random.Random(f"{seed}-slow"), world.slow_plugin, loop, slow),
+    plugins: list[Any] = [checker, SlowPlugin(random.Random(f"{seed}-slow"), world.slow_plugin, loop, slow),
                RaisingPlugin(random.Random(f"{seed}-raise"), world.raising_plugin), Bystander()]
     names = ("checker", "slow", "raising", "bystander")
+
+    folder = tempfile.mkdtemp(prefix=f"orderflow-sim-{seed}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    sequencing = world.sequencing
+    if sequencing.checkpoint_path:
+        sequencing = dataclasses.replace(sequencing, checkpoint_path=os.path.join(folder, sequencing.checkpoint_path))
+
+    def build() -> OrderFlow:
+        from ..plugins import plugin_manager
+        manager = plugin_manager([])
+        for name, plugin in zip(names, [_Life(checker), *plugins[1:]], strict=True):
+            manager.register(plugin, name=name)
+        return OrderFlow(
+            world.symbols, ws_url="wss://127.0.0.1:9443", rest_url="http://127.0.0.1:9443", plugins=manager,
+            timeouts=world.timeouts, reconnect=world.reconnect, limits=world.limits, sequencing=sequencing,
+            flow=world.flow, reporting=world.reporting)
+
+    restarting: list[bool] = []
+
+    async def restart() -> None:
+        if restarting:  # killed again while it was starting: the same restart goes on
+            return
+        restarting.append(True)
+        assert checker.flow is not None
+        _kill(checker.flow)
+        checker.new_life()
+        await asyncio.sleep(rng.uniform(0.05, 3.0))  # the supervisor (systemd, docker) starts it again
+        try:
+            checker.flow = build()
+            await checker.flow.start()
+        except Exception as exc:
+            checker.fail("restart", f"the restarted process did not start: {exc!r}")
+        finally:
+            restarting.clear()
 
     async def main() -> None:
         network.start = loop.time()
         network.on_link = checker.link_opened
         network.on_step = checker.after_step
         await sim.start()
-        from ..plugins import plugin_manager
-        manager = plugin_manager([])
-        for name, plugin in zip(names, plugins, strict=True):
-            manager.register(plugin, name=name)
-        flow = checker.flow = OrderFlow(
-            world.symbols, ws_url="wss://127.0.0.1:9443", rest_url="http://127.0.0.1:9443", plugins=manager,
-            timeouts=world.timeouts, reconnect=world.reconnect, limits=world.limits, sequencing=world.sequencing,
-            flow=world.flow, reporting=world.reporting)
+        flow = checker.flow = build()
         await flow.start()
         loop.call_soon(checker.look)
         if world.shard_crash_at is not None:
-            loop.call_later(world.shard_crash_at, _crash_a_shard, flow, rng)
+            loop.call_later(world.shard_crash_at, lambda: _crash_a_shard(checker.flow, rng))
+        for at in world.kills:
+            loop.call_at(network.start + at, lambda: loop.create_task(restart()))
         await asyncio.sleep(world.run_for)
         checker.look()
         checker.finish()
-        await flow.stop()
+        await checker.flow.stop()
         await sim.stop()
 
     asyncio.set_event_loop(loop)
@@ -369,6 +470,7 @@ def run_shell_seed(seed: int, *, allow_known: bool = False) -> ShellResult:
             pass
         asyncio.set_event_loop(None)
         loop.close()
+        shutil.rmtree(folder, ignore_errors=True)
     digest = hashlib.blake2b(digest_size=12)
     for symbol in world.symbols:
         digest.update(repr(sorted(checker.delivered[symbol].items())).encode())
@@ -378,7 +480,8 @@ def run_shell_seed(seed: int, *, allow_known: bool = False) -> ShellResult:
     return ShellResult(seed, checker.violation, digest.hexdigest(),
                        sum(len(d) for d in checker.delivered.values()),
                        sum(sim.happened(s) for s in world.symbols), loop.steps, loop.time() - network.start,
-                       dict(checker.counts, links=len(network.links)))
+                       dict(checker.counts, links=len(network.links), kills=len(world.kills),
+                            repeats=checker.repeats, replays=checker.replays))
 
 
 def _shell_worker_start(plant: str | None) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import connect, dispatch, shards, silence, transport
+from .. import checkpointer, connect, dispatch, shards, silence, transport
 from ..errors import StreamError
 from .plants import _patch
 
@@ -110,6 +110,19 @@ def _slow_hook_wrong_plugin() -> Callable[[], None]:
     return _patch(dispatch.Dispatcher, "emitter", clock_read_once)
 
 
+def _checkpoint_ahead_of_delivery() -> Callable[[], None]:
+    tag = checkpointer.Checkpointer.tag
+
+    def tag_ahead(self: checkpointer.Checkpointer, trade: Any, now: float) -> Any:
+        tagged = tag(self, trade, now)
+        checkpoint = self.checkpoint
+        # the id the lease promises is written as delivered: the checkpoint runs ahead of delivery
+        checkpoint.delivered(trade.symbol, max(trade.id, checkpoint.lease(trade.symbol)))
+        return tagged
+
+    return _patch(checkpointer.Checkpointer, "tag", tag_ahead)
+
+
 SHELL_PLANTS = {plant.name: plant for plant in (
     ShellPlant("ping-never-fails", "keepalive.ping_when_quiet (as transport calls it)",
                "pings a quiet connection but never fails it when no answer comes", _ping_never_fails),
@@ -124,6 +137,9 @@ SHELL_PLANTS = {plant.name: plant for plant in (
     ShellPlant("slow-hook-wrong-plugin", "dispatch.Dispatcher.emitter",
                "the per-trade clock is read once per trade, so a slow plugin's time is charged to those after it",
                _slow_hook_wrong_plugin),
+    ShellPlant("checkpoint-before-delivery", "checkpointer.Checkpointer.tag",
+               "the checkpoint records trades as delivered up to its lease, before they are delivered",
+               _checkpoint_ahead_of_delivery),
 )}
 
 

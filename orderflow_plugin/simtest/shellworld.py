@@ -30,7 +30,8 @@ class ShellWorld:
     seed: int
     symbols: tuple[str, ...]
     streams_per_connection: int
-    rate: float  # trades per second, all symbols together
+    stretch: tuple[float, ...]  # per symbol: the real tape's gaps times this (0.3: busy .. 30: a quiet market)
+    shift: tuple[int, ...]  # per symbol: ms its tape starts after the first
     timeouts: Timeouts
     reconnect: Reconnect
     limits: Limits
@@ -43,6 +44,7 @@ class ShellWorld:
     slow_plugin: float  # share of trades on which the slow plugin holds the loop past the budget
     raising_plugin: float  # share of trades on which the raising plugin raises
     shard_crash_at: float | None  # a shard task meets a bug then (virtual seconds after the start)
+    kills: tuple[float, ...]  # the process dies then (kill -9) and a new one starts on the same checkpoint
     faults_stop: float
     run_for: float
     trace: list[str] = field(default_factory=list, compare=False)
@@ -50,7 +52,7 @@ class ShellWorld:
     @property
     def pace(self) -> Pace:
         """How fast the simulator plays the tape."""
-        return Pace(rate=self.rate)
+        return Pace(speed=1.0)  # the tapes' own times (stretched): trade times keep step with the clock
 
     def settle(self) -> float:
         """How long after the faults stop every trade must have been delivered or reported."""
@@ -65,12 +67,14 @@ class ShellWorld:
         """The world in a few lines."""
         return "\n".join([
             f"seed {self.seed}: {', '.join(self.symbols)} ({self.streams_per_connection} per connection), "
-            f"{self.rate:.1f} trades/s, faults stop at {self.faults_stop:.1f} s, run {self.run_for:.1f} s",
+            f"tape gaps x {', '.join(f'{x:.2f}' for x in self.stretch)},"
+            f" faults stop at {self.faults_stop:.1f} s, run {self.run_for:.1f} s",
             f"timeouts {self.timeouts}", f"reconnect {self.reconnect}", f"network {self.net}",
             f"connection faults {[[f.kind for f in c] for c in self.scenario.connections]}",
             f"rest faults {[(f.kind, f.count) for f in self.scenario.rest]}",
             f"plugins: slow {self.slow_plugin:.3f}, raising {self.raising_plugin:.3f}; shard crash at "
-            f"{self.shard_crash_at}",
+            f"{self.shard_crash_at}; process killed at {', '.join(f'{k:.1f}' for k in self.kills) or 'never'}"
+            + (f" (checkpoint every {self.sequencing.checkpoint_interval:.2f} s)" if self.kills else ""),
         ])
 
 
@@ -122,7 +126,9 @@ def draw_world(seed: int) -> ShellWorld:
                         close=u(0.5, 3), stall=u(5, 20), silence_floor=u(1, 3), rest=u(0.5, 3))
     reconnect = Reconnect(backoff_initial=u(0.05, 1), backoff_max=u(1, 8), backoff_factor=2.0)
     limits = Limits(rest_retries=rng.randint(1, 3), streams_per_connection=rng.choice((1, 2, 4)))
-    sequencing = Sequencing(reorder_window=u(0.05, 0.5), backfill=rng.random() < 0.9)
+    checkpoint = rng.random() < 0.4  # its path is the run's own (shell.py); only backfill can fill a restart's hole
+    sequencing = Sequencing(reorder_window=u(0.05, 0.5), backfill=checkpoint or rng.random() < 0.9,
+                            checkpoint_path="checkpoint.json" if checkpoint else "", checkpoint_interval=u(0.3, 3))
     flow = Flow(windows=rng.choice(WINDOWS), bar_close_grace=u(0.5, 3), snapshot_interval=u(0.5, 3))
     reporting = Reporting(slow_hook_ms=5.0, report_interval=u(1, 30), loop_block_threshold=0.0,
                           stage_warning=rng.choice((0.0, 0.5)))
@@ -135,11 +141,14 @@ def draw_world(seed: int) -> ShellWorld:
                     tcp_stall=u(0, p / 2), tls_fail=u(0, p / 2), tls_stall=u(0, p / 2), dead_path=u(0, p * 2),
                     reset=u(0, p))
     world = ShellWorld(
-        seed=seed, symbols=symbols, streams_per_connection=limits.streams_per_connection, rate=u(2, 30),
+        seed=seed, symbols=symbols, streams_per_connection=limits.streams_per_connection,
+        stretch=tuple(rng.choice((u(0.3, 1), u(1, 3), u(5, 30))) for _ in symbols),
+        shift=tuple(rng.randint(0, 3000) for _ in symbols),
         timeouts=timeouts, reconnect=reconnect, limits=limits, sequencing=sequencing, flow=flow,
         reporting=reporting, scenario=Scenario(connections=connections, rest=rest), net=net,
         latency=(u(0.001, 0.01), u(0.01, 0.08)),
         slow_plugin=rng.choice((0.0, 0.002, 0.02)), raising_plugin=rng.choice((0.0, 0.001, 0.05)),
         shard_crash_at=u(1, faults_stop) if rng.random() < 0.2 else None,
+        kills=tuple(sorted(u(1, faults_stop) for _ in range(rng.randint(1, 3)))) if checkpoint else (),
         faults_stop=faults_stop, run_for=0.0)
     return dataclasses.replace(world, run_for=faults_stop + world.settle() + 5.0)
