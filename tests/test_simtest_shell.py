@@ -7,15 +7,15 @@ import pytest
 from orderflow_plugin.simtest.shell import run_shell_seed
 from orderflow_plugin.simtest.shellplants import SHELL_PLANTS, seeds_to_catch
 
-# Seeds (from 0) until the first failure, measured: ping 2, stages 3, silent 6, crashed shard 8, slow hook 1.
-# Each must be caught within about three times that.
+# Seeds from 0 to the first failure, measured (docs/simtest.md has them from five starts): ping 2, stages 13,
+# silent stream 7, crashed shard 3, slow hook 2, checkpoint 7. Each must be caught within about three times that.
 _WITHIN = {
     "ping-never-fails": 8,
-    "stages-without-deadline": 10,
+    "stages-without-deadline": 35,
     "silent-stream-judged-quiet": 20,
-    "crashed-shard-not-restarted": 25,
-    "slow-hook-wrong-plugin": 5,
-    "checkpoint-before-delivery": 30,
+    "crashed-shard-not-restarted": 10,
+    "slow-hook-wrong-plugin": 6,
+    "checkpoint-before-delivery": 20,
 }
 
 
@@ -32,8 +32,8 @@ def test_a_bug_planted_in_the_real_shell_is_caught(name: str) -> None:
 
 
 def test_the_same_seed_repeats_exactly() -> None:
-    """A seed replayed gives the same deliveries, reports and network faults (its digest)."""
-    first, again = run_shell_seed(5), run_shell_seed(5)
+    """A seed replayed gives the same deliveries, reports and network faults (its digest); seed 14 has kills."""
+    first, again = run_shell_seed(14), run_shell_seed(14)
     assert first.ok, first.violation
     assert first.digest == again.digest
     assert first.delivered > 0

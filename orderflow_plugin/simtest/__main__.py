@@ -87,7 +87,7 @@ def _shell(args: argparse.Namespace, count: int | None = None) -> int:
     """The real-shell simulation: one seed with its trace, or many."""
     if args.seed is not None:
         with shell_planted(args.shell_plant):
-            lines, result = shell_trace(args.seed, allow_known=args.allow_known)
+            lines, result = shell_trace(args.seed)
         print("\n".join(lines))
         print(f"digest {result.digest}: {result.played} trades played, {result.delivered} delivered, "
               f"{result.steps} loop steps, {result.virtual:.1f} virtual s")
@@ -96,8 +96,7 @@ def _shell(args: argparse.Namespace, count: int | None = None) -> int:
     else:
         count = count if count is not None else args.seeds
         began = time.perf_counter()
-        ran, failed, counts = run_shell_seeds(args.start, count, jobs=args.jobs, plant=args.shell_plant,
-                                              allow_known=args.allow_known)
+        ran, failed, counts = run_shell_seeds(args.start, count, jobs=args.jobs, plant=args.shell_plant)
         seconds = time.perf_counter() - began
         print(f"{ran} real-shell seeds ({args.start}..{args.start + ran - 1}) in {seconds:.1f} s "
               f"({seconds * args.jobs / max(ran, 1):.2f} s per seed per process); "
@@ -110,8 +109,7 @@ def _shell(args: argparse.Namespace, count: int | None = None) -> int:
         print(f"planted {args.shell_plant}: caught at seed {failed.seed}, after {failed.seed - args.start + 1} seed(s)")
     print(f"seed {failed.seed} FAILED (real shell) {failed.violation}")
     print(f"replay: python -m orderflow_plugin.simtest --shell --seed {failed.seed}"
-          + (f" --shell-plant {args.shell_plant}" if args.shell_plant else "")
-          + (" --allow-known" if args.allow_known else ""))
+          + (f" --shell-plant {args.shell_plant}" if args.shell_plant else ""))
     return 1
 
 

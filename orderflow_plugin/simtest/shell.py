@@ -40,14 +40,8 @@ from .memnet import Link, Network
 from .shellworld import ShellWorld, draw_world
 from .vloop import VirtualLoop
 
-__all__ = ["KNOWN_SHELL_BUGS", "ShellResult", "run_shell_seed"]
+__all__ = ["ShellResult", "run_shell_seed", "run_shell_seeds", "shell_trace"]
 
-# Bugs of the real code this simulation found and that are not fixed yet: name -> (first seed, diagnosis).
-KNOWN_SHELL_BUGS = {
-    "late-trade-into-older-closed-bar": (94, "a trade is delivered after a LATER bar of its window closed (seed 94: "
-                                             "SOLUSDT 5s): the engine revises only the last closed bar, so this "
-                                             "trade's bar is neither revised nor open"),
-}
 
 _GIVEN_UP = re.compile(r"^(\w+): aggTrade ids (\d+)\.\.(\d+) \(\d+\) were not delivered")
 _BASE: list[Tape] = []
@@ -144,7 +138,6 @@ class Checker:
         self.trace: list[str] = []
         self.counts: dict[str, int] = {"errors": 0, "connects": 0, "revised": 0, "slow_reports": 0}
         self.violation: Violation | None = None
-        self.allow_known = False
         self.life = 1  # process lives: a kill starts the next one on the same checkpoint
         self.seen: dict[str, int] = {}  # the highest id delivered in any earlier life
         self.repeats = 0  # ids delivered again after a restart (each tagged replay)
@@ -238,10 +231,6 @@ class Checker:
     def after_step(self) -> None:
         if self.late:
             symbol, window, at, agg_id = self.late[0]
-            if self.allow_known:  # KNOWN_SHELL_BUGS["late-trade-into-older-closed-bar"]
-                self.counts["known:late-trade-into-older-closed-bar"] = 1
-                self.late.clear()
-                return
             self.fail("closed bar", f"{symbol}: trade {agg_id} (time {at}) delivered into the closed {window} bar")
 
     def look(self) -> None:
@@ -382,9 +371,8 @@ def _crash_a_shard(flow: OrderFlow, rng: random.Random) -> None:
     shard.wake.set()
 
 
-def run_shell_seed(seed: int, *, allow_known: bool = False) -> ShellResult:
-    """Run ``seed``: the real stream against the simulator, in virtual time (``allow_known``: count the
-    known bugs of :data:`KNOWN_SHELL_BUGS` instead of failing on them)."""
+def run_shell_seed(seed: int) -> ShellResult:
+    """Run ``seed``: the real stream against the simulator, in virtual time."""
     world = draw_world(seed)
     rng = random.Random(f"{seed}-run")
     random.seed(seed)  # the shell's own jitter (backoff, retries) comes from the global generator
@@ -395,7 +383,6 @@ def run_shell_seed(seed: int, *, allow_known: bool = False) -> ShellResult:
     sim = Simulator(tapes, scenario=world.scenario, pace=world.pace, port=9443,
                     ping_interval=20.0, pong_timeout=60.0)
     checker = Checker(world, loop, sim, slow)
-    checker.allow_known = allow_known
     plugins: list[Any] = [checker, SlowPlugin(random.Random(f"{seed}-slow"), world.slow_plugin, loop, slow),
                RaisingPlugin(random.Random(f"{seed}-raise"), world.raising_plugin), Bystander()]
     names = ("checker", "slow", "raising", "bystander")
@@ -491,12 +478,12 @@ def _shell_worker_start(plant: str | None) -> None:
         SHELL_PLANTS[plant].apply()  # this worker process only, for its lifetime
 
 
-def _shell_worker_seed(args: tuple[int, bool]) -> ShellResult:
-    return run_shell_seed(args[0], allow_known=args[1])
+def _shell_worker_seed(seed: int) -> ShellResult:
+    return run_shell_seed(seed)
 
 
-def run_shell_seeds(start: int, count: int, *, jobs: int = 2, plant: str | None = None,
-                    allow_known: bool = False) -> tuple[int, ShellResult | None, dict[str, int]]:
+def run_shell_seeds(start: int, count: int, *, jobs: int = 2,
+                    plant: str | None = None) -> tuple[int, ShellResult | None, dict[str, int]]:
     """Run real-shell seeds ``start .. start+count-1`` over ``jobs`` processes; stop at the lowest failing one.
 
     Returns how many ran, the first failure (or None) and the summed counts.
@@ -505,7 +492,7 @@ def run_shell_seeds(start: int, count: int, *, jobs: int = 2, plant: str | None 
 
     ran, failed, counts = 0, None, {}
     with multiprocessing.get_context().Pool(jobs, _shell_worker_start, (plant,)) as pool:
-        for result in pool.imap(_shell_worker_seed, [(s, allow_known) for s in range(start, start + count)]):
+        for result in pool.imap(_shell_worker_seed, range(start, start + count)):
             ran += 1
             for key, value in result.counts.items():
                 counts[key] = counts.get(key, 0) + value
@@ -516,7 +503,7 @@ def run_shell_seeds(start: int, count: int, *, jobs: int = 2, plant: str | None 
     return ran, failed, counts
 
 
-def shell_trace(seed: int, *, allow_known: bool = False) -> tuple[list[str], ShellResult]:
+def shell_trace(seed: int) -> tuple[list[str], ShellResult]:
     """Run one seed and describe it: the world, the reports in virtual time, the network's faults, the outcome."""
     lines: list[str] = []
     original = Checker.finish
@@ -527,7 +514,7 @@ def shell_trace(seed: int, *, allow_known: bool = False) -> tuple[list[str], She
 
     Checker.finish = keep  # type: ignore[method-assign]
     try:
-        result = run_shell_seed(seed, allow_known=allow_known)
+        result = run_shell_seed(seed)
     finally:
         Checker.finish = original  # type: ignore[method-assign]
     return [draw_world(seed).describe(), *lines], result

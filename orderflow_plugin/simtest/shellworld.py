@@ -151,4 +151,7 @@ def draw_world(seed: int) -> ShellWorld:
         shard_crash_at=u(1, faults_stop) if rng.random() < 0.2 else None,
         kills=tuple(sorted(u(1, faults_stop) for _ in range(rng.randint(1, 3)))) if checkpoint else (),
         faults_stop=faults_stop, run_for=0.0)
+    if rng.random() < 0.35:  # drawn last, so the draws above stay as they were: a stream that goes silent early
+        connections[rng.randrange(4)] = [Fault("mute_after", after=rng.randint(0, 30))]
+        world = dataclasses.replace(world, scenario=Scenario(connections=connections, rest=rest))
     return dataclasses.replace(world, run_for=faults_stop + world.settle() + 5.0)
