@@ -33,6 +33,7 @@ import msgspec
 
 from .. import OrderFlow
 from ..errors import HookTooSlow
+from ..plugins import plugin_manager
 from ..sim import Simulator
 from ..tape import Tape, bundled_tape
 from ..transport import STAGES
@@ -393,7 +394,6 @@ def run_shell_seed(seed: int) -> ShellResult:
         sequencing = dataclasses.replace(sequencing, checkpoint_path=os.path.join(folder, sequencing.checkpoint_path))
 
     def build() -> OrderFlow:
-        from ..plugins import plugin_manager
         manager = plugin_manager([])
         for name, plugin in zip(names, [_Life(checker), *plugins[1:]], strict=True):
             manager.register(plugin, name=name)
