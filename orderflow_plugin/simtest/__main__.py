@@ -74,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())))
     if summary.failed is None:
         print("every invariant held" + (f" (planted {args.plant}: NOT caught)" if args.plant else ""))
-        return 0
-    if summary.failed is None and args.shell_seeds:
-        return _shell(args, args.shell_seeds)
+        return _shell(args, args.shell_seeds) if args.shell_seeds and not args.plant else 0
     if args.plant:
         print(f"planted {args.plant}: caught at seed {summary.failed.seed}, "
               f"after {summary.failed.seed - args.start + 1} seed(s)")
