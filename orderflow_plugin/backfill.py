@@ -18,7 +18,6 @@ import asyncio
 import logging
 import random
 import ssl
-import time
 from collections import deque
 from decimal import Decimal
 
@@ -26,6 +25,7 @@ import httpx
 import msgspec
 
 from .errors import StreamError
+from .loopclock import loop_time
 from .models import Market, Trade
 from .tls import client_context
 
@@ -132,7 +132,7 @@ class Backfiller:
 
         These liveness checks may spend a tenth of the weight budget at most: the rest is kept for backfill.
         """
-        now = time.monotonic()
+        now = loop_time()
         while self._checks and now - self._checks[0] >= _WINDOW:
             self._checks.popleft()
         if (len(self._checks) + 1) * _WEIGHT[self.market] > self.weight_per_minute // 10:
@@ -216,7 +216,7 @@ class Backfiller:
 
     def _hold(self, seconds: float, why: str, *, banned: bool = False) -> None:
         """No request for ``seconds`` (Retry-After), from any symbol."""
-        until = time.monotonic() + seconds
+        until = loop_time() + seconds
         if until >= self._hold_until:
             self._hold_until, self._hold_why, self._banned = until, why, banned
 
@@ -228,7 +228,7 @@ class Backfiller:
         """
         weight = _WEIGHT[self.market]
         while True:
-            now = time.monotonic()
+            now = loop_time()
             wait, why = self._hold_until - now, self._hold_why
             if wait <= 0:
                 while self._spent and now - self._spent[0][0] >= _WINDOW:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 
 from .checkpoint import Checkpoint, CheckpointError, Resume
+from .loopclock import loop_time
 from .models import Trade
 
 __all__ = ["Checkpointer"]
@@ -122,7 +122,7 @@ class Checkpointer:
     def _failed(self, exc: CheckpointError) -> None:
         """Keep streaming without limits until a write succeeds; report at most once per report interval."""
         self.checkpoint.failed()
-        now = time.monotonic()
+        now = loop_time()
         if now - self._reported_at >= self._report_interval:
             self._reported_at = now
             self._on_failure(exc)

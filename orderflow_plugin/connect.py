@@ -14,7 +14,6 @@ import asyncio
 import logging
 import socket
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -91,7 +90,7 @@ async def open_connection(
         await within("http_upgrade", connection._handshake, f"handshake with {endpoint} got no HTTP response")
         if connection.protocol.state is not State.OPEN:
             raise _rejected(connection)
-        connection.opened_at = time.monotonic()
+        connection.opened_at = loop.time()
         stage("subscribed")
         connection.send_json({"method": "SUBSCRIBE", "params": streams, "id": 1})
         await within("subscribed", connection._subscribed,
@@ -132,11 +131,11 @@ async def connect_first(loop: asyncio.AbstractEventLoop, protocol_factory: Calla
     one that silently drops packets does not use it all up before the next is tried.
     """
     addresses = list(dict.fromkeys(infos))
-    ends = time.monotonic() + (deadline or 0.0)
+    ends = loop.time() + (deadline or 0.0)
     error: OSError = OSError("no address to connect to")
     for index, (family, _, proto, _, address) in enumerate(addresses):
         last = index == len(addresses) - 1
-        share = None if deadline is None or last else (ends - time.monotonic()) / (len(addresses) - index)
+        share = None if deadline is None or last else (ends - loop.time()) / (len(addresses) - index)
         try:
             async with asyncio.timeout(share):
                 transport, _ = await loop.create_connection(protocol_factory, address[0], address[1], family=family,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .actions import Action, Backfill, FirstTrade, PauseReading, ResumeReading, Rotate, Subscribed, WakeAt
 from .backfill import BackfillFailed
 from .checkpoint import CheckpointError
+from .loopclock import loop_time
 from .models import Trade
 from .transport import WsConnection
 
@@ -77,7 +77,7 @@ class PipelineDriver:
             return
         if kind is WakeAt:
             assert self._loop is not None
-            self._loop.call_later(max(0.0, action.when - time.monotonic()), self._tick_once, False)  # type: ignore[union-attr]
+            self._loop.call_later(max(0.0, action.when - loop_time()), self._tick_once, False)  # type: ignore[union-attr]
         elif kind is Backfill:
             earlier = self._fills.get(action.symbol)  # type: ignore[union-attr]
             if earlier is not None:  # a hole given up while its chunk was being fetched: that answer is moot
@@ -87,7 +87,7 @@ class PipelineDriver:
             logger.info("%s announced %s: replacing the connection", action.source.endpoint, action.reason)  # type: ignore[union-attr]
             for shard in self._shards:
                 if shard.machine.connection is action.source:  # type: ignore[union-attr]
-                    self._tell(shard, lambda shard=shard: shard.machine.rotate(action.source, time.monotonic()))  # type: ignore[union-attr]
+                    self._tell(shard, lambda shard=shard: shard.machine.rotate(action.source, loop_time()))  # type: ignore[union-attr]
 
     async def _fetch(self: OrderFlow, request: Backfill) -> None:
         """One backfill request: its answer, or its failure with the pages that did arrive, goes to the pipeline."""
@@ -104,7 +104,7 @@ class PipelineDriver:
                                             url=self.rest_url, symbol=symbol, first=first, last=last), []
         if self._fills.get(symbol) is asyncio.current_task():
             del self._fills[symbol]
-        self.pipeline.backfilled(symbol, first, last, trades, failed, time.monotonic())
+        self.pipeline.backfilled(symbol, first, last, trades, failed, loop_time())
 
     def _checkpoint_failed(self: OrderFlow, exc: CheckpointError) -> None:
         """Trades go on; say that a restart is no longer exact until a write succeeds again."""
@@ -122,7 +122,7 @@ class PipelineDriver:
         for silent feeds (the regular tick; a WakeAt, for a reorder or pause deadline, only ticks)."""
         if self._state != "running":
             return
-        now = time.monotonic()
+        now = loop_time()
         try:
             if self.timeouts.ping_interval > 0:  # without pings a quiet connection reads nothing to go by
                 for shard in self._shards:

@@ -61,6 +61,7 @@ class Dispatcher:
         self.slow_calls = 0
         self.dropped_async = 0
         self._budget = slow_hook_ms / 1000.0
+        self.clock: Callable[[], float] = time.perf_counter  # OrderFlow.start() sets its loop's clock
         self._report_interval = report_interval
         self._queue_size = async_queue_size
         self._calls: dict[str, tuple[_Call, ...]] = {}
@@ -78,14 +79,15 @@ class Dispatcher:
         A historic hook (``on_startup``) is also remembered by pluggy for plugins registered later.
         """
         if hook in _PER_TRADE:
+            clock = self.clock
             for name, function, argnames in self._hook_calls(hook):
-                start = time.perf_counter()
+                start = clock()
                 try:
                     function(*[kwargs[arg] for arg in argnames])
                 except Exception as exc:
-                    self._reported(name, hook, time.perf_counter() - start, exc)
+                    self._reported(name, hook, clock() - start, exc)
                     continue
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
                 if elapsed > self._budget:
                     self._reported(name, hook, elapsed)
         else:
@@ -112,12 +114,12 @@ class Dispatcher:
             return emit
         cached, manager, signal = self._calls, self.manager, HOOK_SIGNALS[hook]
         reported, send, hook_calls, budget = self._reported, self._send, self._hook_calls, self._budget
-        clock = time.perf_counter
 
         def emit(value: Any) -> None:
             calls = cached.get(hook) if self._version == manager.version else None
             if calls is None:
                 calls = hook_calls(hook)
+            clock = self.clock
             start = clock()  # one clock read per call: each call ends where the next one's time starts
             for name, function, argnames in calls:
                 try:
@@ -153,7 +155,7 @@ class Dispatcher:
     def _call_impls(self, hook: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> list[Any]:
         """Call each implementation, isolated and timed: the innermost step of every call through pluggy."""
         results = []
-        clock = time.perf_counter
+        clock = self.clock
         for impl in reversed(impls):  # pluggy lists them last-called first
             args = [kwargs[arg] for arg in impl.argnames]
             start = clock()  # read again for each call: the previous call's report is not this one's time
@@ -188,7 +190,7 @@ class Dispatcher:
         if cached is None or cached[0] != signal.version:  # type: ignore[attr-defined]
             cached = self._receivers[signal] = (signal.version,  # type: ignore[attr-defined]
                                                 signal.held_receivers(self.sender))  # type: ignore[attr-defined]
-        clock = time.perf_counter
+        clock = self.clock
         sender = self.sender
         start = clock()
         for held, weak, is_async in cached[1]:
@@ -266,7 +268,7 @@ class Dispatcher:
     def _may_log(self, name: str, kind: str) -> int | None:
         """How many reports were held back since the last one, or None to hold this one back."""
         key = (name, kind)
-        now = time.monotonic()
+        now = self.clock()
         last = self._last_report.get(key)
         if last is not None and now - last < self._report_interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 from .errors import Stalled
@@ -21,33 +20,34 @@ async def ping_when_quiet(connection: WsConnection, idle: float, timeout: float)
     we paused is not judged. A dead path (packets dropped, no FIN, no RST) is found within
     ``idle + timeout`` s instead of a trade-silence timeout.
     """
+    clock = asyncio.get_running_loop().time  # the loop's time: real or virtual
     step = min(0.25, timeout / 4)
-    connection.last_received = max(connection.last_received, time.monotonic())
+    connection.last_received = max(connection.last_received, clock())
     while True:
-        wait = connection.last_received + idle - time.monotonic()
+        wait = connection.last_received + idle - clock()
         if wait > 0 or connection.paused:
             await asyncio.sleep(wait if wait > 0 else step)
             continue
-        sent = time.monotonic()
-        connection.protocol.send_ping(str(time.monotonic_ns()).encode())
+        sent = clock()
+        connection.protocol.send_ping(str(int(clock() * 1e9)).encode())
         connection._flush()
         deadline = sent + timeout
         while connection.last_received < sent and not connection.paused:
-            before = time.monotonic()
+            before = clock()
             left = deadline - before
             if left <= 0:
                 for _ in range(2):  # uvloop runs timers before reading: let bytes that waited be read first
                     await asyncio.sleep(0)
                 if connection.last_received >= sent or connection.paused:
                     break
-                silent = time.monotonic() - connection.last_received
+                silent = clock() - connection.last_received
                 connection.fail(Stalled(f"{connection.endpoint} sent nothing for {silent:.1f} s and did not answer a "
                                         f"ping within {timeout:.1f} s", url=connection.url, stage="ping",
                                         silent_for=silent))
                 return
             nap = min(step, left)
             await asyncio.sleep(nap)
-            late = time.monotonic() - before - nap
+            late = clock() - before - nap
             if late > step:  # the loop was blocked (by a host, a hook): that time is not the server's
                 deadline += late
 

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import math
 import random
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .actions import Connect, Retire
 from .diagnostics import task_stack
 from .errors import Stalled, StreamError
+from .loopclock import loop_time
 from .supervisor import Supervisor
 from .symbols import stream_name
 from .transport import STAGES, WsConnection, open_connection
@@ -96,13 +96,13 @@ class ShardSupervision:
 
     async def _drive(self: OrderFlow, shard: Shard) -> None:
         """Carry out the shard's state machine: its actions now, its next tick at its deadline or on news."""
-        self._carry_out(shard, shard.machine.start(time.monotonic()))
+        self._carry_out(shard, shard.machine.start(loop_time()))
         while self._state == "running":
             machine = shard.machine
             if machine.state == "failed" and not shard.opens:
                 return
             shard.wake.clear()
-            timeout = machine.next_deadline() - time.monotonic()
+            timeout = machine.next_deadline() - loop_time()
             if timeout > 0 and shard.crash is None:
                 # asyncio.timeout, not wait_for: wait_for of Python 3.11 may swallow stop()'s cancellation
                 with contextlib.suppress(TimeoutError):
@@ -111,7 +111,7 @@ class ShardSupervision:
             if shard.crash is not None:  # a bug met in another task: _supervise reports it and starts again
                 crash, shard.crash = shard.crash, None
                 raise crash
-            self._carry_out(shard, machine.tick(time.monotonic()))
+            self._carry_out(shard, machine.tick(loop_time()))
 
     def _tell(self: OrderFlow, shard: Shard, news: Callable[[], list[Any]]) -> None:
         """Give the machine news from another task or a callback; a bug it meets is raised in the shard's task,
@@ -155,7 +155,7 @@ class ShardSupervision:
             exc.stack = (opening.stack if opening is not None and opening.stack
                          else "".join(traceback.format_tb(exc.__traceback__)).rstrip())
             logger.warning("%s", exc)
-            self._tell(shard, lambda exc=exc: machine.open_failed(exc, time.monotonic()))
+            self._tell(shard, lambda exc=exc: machine.open_failed(exc, loop_time()))
             return
         shard.opening = None
         if self.timeouts.ping_interval > 0:
@@ -164,7 +164,7 @@ class ShardSupervision:
                     ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in connection.timings.items()))
         self._emit("on_connected", url=connection.url, stage_timings=dict(connection.timings))
         connection.done.add_done_callback(lambda _, c=connection: self._ended(shard, c))
-        self._tell(shard, lambda: machine.opened(connection, time.monotonic()))
+        self._tell(shard, lambda: machine.opened(connection, loop_time()))
 
     def _ended(self: OrderFlow, shard: Shard, connection: WsConnection) -> None:
         error = connection.done.result()
@@ -173,7 +173,7 @@ class ShardSupervision:
         if shard.machine.connection is connection:  # not a retired one: its replacement already delivers
             self.pipeline.feed_lost(shard.symbols)
         if self._state == "running":
-            self._tell(shard, lambda: shard.machine.ended(connection, error, time.monotonic()))
+            self._tell(shard, lambda: shard.machine.ended(connection, error, loop_time()))
 
     async def _retire(self: OrderFlow, old: WsConnection) -> None:
         await old.close(1000, "rotated", self.timeouts.close)
@@ -193,7 +193,7 @@ class ShardSupervision:
         """Report a connect stage running past stage_warning x its deadline, with where it waits."""
         while True:
             await asyncio.sleep(0.1)
-            now = time.monotonic()
+            now = loop_time()
             for shard in self._shards:
                 connection = shard.opening
                 if connection is None or connection.stage not in STAGES or connection.warned == connection.stage:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from typing import TYPE_CHECKING
 
 from .backfill import BackfillFailed
 from .errors import Stalled
 from .liveness import QUIET_CHECKS, TRADE_GRACE, no_new_trades
+from .loopclock import loop_time
 from .shards import Shard
 from .transport import WsConnection
 
@@ -79,7 +79,7 @@ class SilenceWatch:
                 quiet_for = 0.0
                 connection.fail(error)
         finally:
-            self._quiet_until[key] = time.monotonic() + quiet_for
+            self._quiet_until[key] = loop_time() + quiet_for
 
     async def _silent_stream(self: OrderFlow, connection: WsConnection, symbol: str, deadline: float, *,
                              shard_wide: bool) -> Stalled | None:
@@ -99,7 +99,7 @@ class SilenceWatch:
                 # Except with backfill off: a shard silent for the stall timeout is replaced, as it always was
                 # for a stream that runs without REST (a replacement loses nothing it would have filled).
                 if not shard_wide or (self.sequencing.backfill
-                                      and time.monotonic() - connection.last_received < self.timeouts.stall):
+                                      and loop_time() - connection.last_received < self.timeouts.stall):
                     logger.warning("%s; cannot tell a quiet market from a silent stream", exc)
                     return None
                 seen = f"REST cannot tell either ({exc})"
@@ -113,7 +113,7 @@ class SilenceWatch:
                 if last_at.get(symbol, 0.0) != heard:
                     return None
                 seen = f"REST has trades up to id {newest}, we delivered up to {last}"
-        silent = time.monotonic() - max(connection.opened_at, last_at.get(symbol, 0.0))
+        silent = loop_time() - max(connection.opened_at, last_at.get(symbol, 0.0))
         return Stalled(f"{symbol}: no trade from {connection.endpoint} for {silent:.1f} s (deadline {deadline:.1f} s) "
                        f"while {seen}: the stream went silent", url=connection.url, stage="streaming",
                        silent_for=silent)

@@ -24,6 +24,7 @@ from .delivery import CallSink, PipelineDriver
 from .diagnostics import LoopWatchdog
 from .dispatch import Dispatcher
 from .errors import OrderFlowError
+from .loopclock import loop_time
 from .models import Market
 from .options import Flow, Limits, Reconnect, Reporting, Sequencing, Timeouts, from_table
 from .pipeline import Pipeline
@@ -117,7 +118,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
             self.rest_url, market, timeout=t.rest, retries=lim.rest_retries,
             weight_per_minute=lim.rest_weight_per_minute, verify=self.ssl_context)
         # A checkpoint (read here, so a corrupt one fails at construction) wins over start_from_id.
-        checkpoint = Checkpoint(q.checkpoint_path, market=market, interval=q.checkpoint_interval) \
+        checkpoint = Checkpoint(q.checkpoint_path, market=market, interval=q.checkpoint_interval, clock=loop_time) \
             if q.checkpoint_path else None
         resume_at = checkpoint.load(self.symbols) if checkpoint is not None else {}
         self._checkpointer = Checkpointer(checkpoint, resume_at, self._checkpoint_failed,
@@ -126,7 +127,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
                         self._emit)
         self.pipeline = Pipeline(self.symbols, market, sink, self._act, sequencing=q, limits=lim, flow=f, timeouts=t,
                                  resume={**(resume or {}), **{s: r.last_id for s, r in resume_at.items()}},
-                                 checkpointer=self._checkpointer,
+                                 checkpointer=self._checkpointer, clock=loop_time,
                                  report_interval=rep.report_interval)
         self.engines = self.pipeline.engines
         self.counters = self.pipeline.counters  # one dict: the pipeline's counts and the shell's
@@ -192,7 +193,10 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         if self.source is not None:  # a refused password raises here; a server that is down is retried
             await self.source.open(self)
         self._state = "running"
-        self._started_at = time.monotonic()
+        self._started_at = loop.time()
+        # Hooks are timed on the loop's clock (virtual in the simulation). asyncio's own loop.time() is
+        # time.monotonic(): called directly it costs per trade what perf_counter did.
+        self.dispatcher.clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
         if self.reporting.loop_block_threshold > 0:
             self.watchdog = LoopWatchdog(loop, self._loop_blocked, threshold=self.reporting.loop_block_threshold)
             self.watchdog.start()

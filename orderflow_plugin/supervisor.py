@@ -58,7 +58,7 @@ class Supervisor:
         self.options = reconnect
         self.event = event
         self.limiter = limiter
-        self.rng = rng or random.Random()
+        self.rng = rng or random.Random(random.getrandbits(64))  # from the global one: a seeded run repeats
         self.counters = counters if counters is not None else dict.fromkeys(("reconnects", "stalls", "rotations"), 0)
         self.state = "new"  # starting, connecting, streaming, backoff, failed, stopped
         self.connection: Hashable | None = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +63,8 @@ class WsConnection(FastFrames, asyncio.Protocol):
         self._subscribed: asyncio.Future[None] = loop.create_future()
         self._first_trade: asyncio.Future[None] = loop.create_future()
         self.stage = "resolve"
-        self.stage_started = time.monotonic()
+        self._loop = loop
+        self.stage_started = loop.time()
         self.timings: dict[str, float] = {}
         self.last_received = 0.0  # monotonic time of the last read: any byte proves the path alive
         self._now = 0.0  # when the frames being handed to on_frame were read (or released by resume)
@@ -84,7 +84,7 @@ class WsConnection(FastFrames, asyncio.Protocol):
 
     def enter(self, stage: str) -> None:
         """Finish the current stage (recording its time) and start ``stage``."""
-        now = time.monotonic()
+        now = self._loop.time()
         if self.stage in STAGES and self.stage not in self.timings:
             self.timings[self.stage] = now - self.stage_started
         logger.debug("%s: %s done in %.1f ms, entering %s", self.endpoint, self.stage,
@@ -115,7 +115,7 @@ class WsConnection(FastFrames, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.last_received = self._now = time.monotonic()
+        self.last_received = self._now = self._loop.time()
         try:
             self._receive(data)
         except Exception as exc:  # a bug below must end this connection with a name, never the loop's handler
@@ -220,7 +220,7 @@ class WsConnection(FastFrames, asyncio.Protocol):
         if not self.paused:
             return
         self.paused = False
-        self._now = time.monotonic()  # the held frames are handed over now
+        self._now = self._loop.time()  # the held frames are handed over now
         if self.fast:
             self._scan(b"")
         else:

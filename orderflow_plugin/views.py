@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
+from .loopclock import loop_time
 from .models import Trade
 from .symbols import normalize_symbol
 
@@ -22,12 +22,12 @@ class FlowViews:
         return {
             **self.counters,
             "plugin_errors": self.dispatcher.plugin_errors, "slow_hooks": self.dispatcher.slow_calls,
-            "uptime_s": round(time.monotonic() - self._started_at, 3) if self._started_at else 0.0,
+            "uptime_s": round(loop_time() - self._started_at, 3) if self._started_at else 0.0,
         }
 
     def health(self: OrderFlow) -> dict[str, Any]:
         """A snapshot: state, each connection's stage and for how long, last trade age per symbol, counters."""
-        now = time.monotonic()
+        now = loop_time()
         connections = [self._connection_health(shard, now) for shard in self._shards] if self.source is None \
             else [self.source.health()]
         symbols = self.pipeline.health(now)

@@ -17,6 +17,11 @@ and :mod:`.messages` (connections and what they raise), :mod:`.harness` (clock a
 :mod:`.recorder` (the sink) and :mod:`.invariants`, :mod:`.reference` (bars from scratch),
 :mod:`.plants` (bugs to catch), :mod:`.known` (bugs of the real code it found), :mod:`.runner`
 (seeds and processes).
+
+The REAL shell (``--shell``): :mod:`.vloop` (an asyncio loop in virtual time), :mod:`.memnet` (its
+in-memory DNS/TCP/TLS), :mod:`.shellworld` (what a seed decides), :mod:`.shell` (a real
+``OrderFlow`` against the project's simulator, and the invariants), :mod:`.shellplants` (bugs
+planted in the real shell modules).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@
     python -m orderflow_plugin.simtest --seeds 10000            # seeds 0..9999 on 2 processes
     python -m orderflow_plugin.simtest --seed 1234              # replay one seed with its trace
     python -m orderflow_plugin.simtest --plant fold-buy-into-sell --seeds 1000
+    python -m orderflow_plugin.simtest --shell --seeds 100       # the REAL shell, in virtual time
+    python -m orderflow_plugin.simtest --shell --seed 7          # replay one real-shell seed
+    python -m orderflow_plugin.simtest --shell-plant ping-never-fails --seeds 50
 
 Exit code 0 when every seed held every invariant, 1 at the first seed that did not (its seed,
 the invariant, the virtual time and step, and the command that replays it are printed).
@@ -15,10 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from .known import KNOWN_BUGS
 from .plants import PLANTS
 from .runner import SeedResult, replay_command, run_seeds, trace_lines
+from .shell import run_shell_seeds, shell_trace
+from .shellplants import SHELL_PLANTS, shell_planted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="count the known, unfixed bugs of the real code (see --list-known) instead of failing")
     parser.add_argument("--list-plants", action="store_true", help="list the bugs --plant can plant")
     parser.add_argument("--list-known", action="store_true", help="list the known bugs of the real code")
+    parser.add_argument("--shell", action="store_true",
+                        help="run the REAL shell (OrderFlow + the simulator, in virtual time) instead of the Pipeline")
+    parser.add_argument("--shell-seeds", type=int, default=0,
+                        help="after the Pipeline seeds, also run this many real-shell seeds (from --start)")
+    parser.add_argument("--shell-plant", choices=sorted(SHELL_PLANTS), help="plant this bug in the real shell")
     args = parser.parse_args(argv)
+    if args.shell or args.shell_plant:
+        return _shell(args)
 
     if args.list_plants:
         for plant in PLANTS.values():
@@ -61,11 +74,41 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())))
     if summary.failed is None:
         print("every invariant held" + (f" (planted {args.plant}: NOT caught)" if args.plant else ""))
-        return 0
+        return _shell(args, args.shell_seeds) if args.shell_seeds and not args.plant else 0
     if args.plant:
         print(f"planted {args.plant}: caught at seed {summary.failed.seed}, "
               f"after {summary.failed.seed - args.start + 1} seed(s)")
     return _verdict(summary.failed, args.plant, args.allow_known)
+
+
+def _shell(args: argparse.Namespace, count: int | None = None) -> int:
+    """The real-shell simulation: one seed with its trace, or many."""
+    if args.seed is not None:
+        with shell_planted(args.shell_plant):
+            lines, result = shell_trace(args.seed)
+        print("\n".join(lines))
+        print(f"digest {result.digest}: {result.played} trades played, {result.delivered} delivered, "
+              f"{result.steps} loop steps, {result.virtual:.1f} virtual s")
+        failed = result if not result.ok else None
+        ran = 1
+    else:
+        count = count if count is not None else args.seeds
+        began = time.perf_counter()
+        ran, failed, counts = run_shell_seeds(args.start, count, jobs=args.jobs, plant=args.shell_plant)
+        seconds = time.perf_counter() - began
+        print(f"{ran} real-shell seeds ({args.start}..{args.start + ran - 1}) in {seconds:.1f} s "
+              f"({seconds * args.jobs / max(ran, 1):.2f} s per seed per process); "
+              + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if failed is None:
+        print("real shell: every invariant held" + (f" (planted {args.shell_plant}: NOT caught)"
+                                                    if args.shell_plant else ""))
+        return 0
+    if args.shell_plant:
+        print(f"planted {args.shell_plant}: caught at seed {failed.seed}, after {failed.seed - args.start + 1} seed(s)")
+    print(f"seed {failed.seed} FAILED (real shell) {failed.violation}")
+    print(f"replay: python -m orderflow_plugin.simtest --shell --seed {failed.seed}"
+          + (f" --shell-plant {args.shell_plant}" if args.shell_plant else ""))
+    return 1
 
 
 def _verdict(result: SeedResult, plant: str | None, allow_known: bool) -> int:

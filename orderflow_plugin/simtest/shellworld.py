@@ -1,0 +1,157 @@
+"""One seed's world for the real shell: a market, a network, faults and plugins, all drawn from the seed.
+
+The stream under test is a real :class:`~orderflow_plugin.OrderFlow` (connect stages, keepalive,
+silence watch, shard supervision, backfill over httpx, dispatch and plugins); the exchange is
+the project's own :class:`~orderflow_plugin.sim.Simulator` (websockets' server protocol and its
+REST API). Both run on :class:`~.vloop.VirtualLoop` over :class:`~.memnet.Network`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+
+from ..options import Flow, Limits, Reconnect, Reporting, Sequencing, Timeouts
+from ..sim.feed import Pace
+from ..sim.scenario import Fault, Scenario
+from .memnet import NetFaults
+
+__all__ = ["ShellWorld", "draw_world"]
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+WINDOWS = (("1s",), ("1s", "5s"), ("2s",), ("1s", "1m"))
+
+
+@dataclass(frozen=True)
+class ShellWorld:
+    """Everything one seed drew."""
+
+    seed: int
+    symbols: tuple[str, ...]
+    streams_per_connection: int
+    stretch: tuple[float, ...]  # per symbol: the real tape's gaps times this (0.3: busy .. 30: a quiet market)
+    shift: tuple[int, ...]  # per symbol: ms its tape starts after the first
+    timeouts: Timeouts
+    reconnect: Reconnect
+    limits: Limits
+    sequencing: Sequencing
+    flow: Flow
+    reporting: Reporting
+    scenario: Scenario
+    net: NetFaults
+    latency: tuple[float, float]
+    slow_plugin: float  # share of trades on which the slow plugin holds the loop past the budget
+    raising_plugin: float  # share of trades on which the raising plugin raises
+    shard_crash_at: float | None  # a shard task meets a bug then (virtual seconds after the start)
+    kills: tuple[float, ...]  # the process dies then (kill -9) and a new one starts on the same checkpoint
+    faults_stop: float
+    run_for: float
+    trace: list[str] = field(default_factory=list, compare=False)
+
+    @property
+    def pace(self) -> Pace:
+        """How fast the simulator plays the tape."""
+        return Pace(speed=1.0)  # the tapes' own times (stretched): trade times keep step with the clock
+
+    def settle(self) -> float:
+        """How long after the faults stop every trade must have been delivered or reported."""
+        t, r, lim = self.timeouts, self.reconnect, self.limits
+        stages = t.resolve + t.tcp_connect + t.tls + t.http_upgrade + t.subscribed + t.first_message
+        rest = (t.rest + 5.0) * (lim.rest_retries + 1)  # each try, and its backoff (at most 5 s)
+        return (stages + rest + r.backoff_max + 5.0  # a connect that fails at every stage, then the backoff
+                + t.stall + t.ping_interval + t.ping_timeout + 2 * rest  # a silent stream found, then filled
+                + self.flow.bar_close_grace + 10.0)
+
+    def describe(self) -> str:
+        """The world in a few lines."""
+        return "\n".join([
+            f"seed {self.seed}: {', '.join(self.symbols)} ({self.streams_per_connection} per connection), "
+            f"tape gaps x {', '.join(f'{x:.2f}' for x in self.stretch)},"
+            f" faults stop at {self.faults_stop:.1f} s, run {self.run_for:.1f} s",
+            f"timeouts {self.timeouts}", f"reconnect {self.reconnect}", f"network {self.net}",
+            f"connection faults {[[f.kind for f in c] for c in self.scenario.connections]}",
+            f"rest faults {[(f.kind, f.count) for f in self.scenario.rest]}",
+            f"plugins: slow {self.slow_plugin:.3f}, raising {self.raising_plugin:.3f}; shard crash at "
+            f"{self.shard_crash_at}; process killed at {', '.join(f'{k:.1f}' for k in self.kills) or 'never'}"
+            + (f" (checkpoint every {self.sequencing.checkpoint_interval:.2f} s)" if self.kills else ""),
+        ])
+
+
+_CONNECTION_FAULTS = ("hang_before_handshake", "slow_handshake", "http_status", "hang_after_handshake",
+                      "blackhole_after", "mute_after", "reset_after", "close_after", "server_shutdown_after",
+                      "skip_ids", "duplicate_ids", "out_of_order", "malformed_after", "max_age")
+
+
+def _connection_fault(rng: random.Random) -> Fault:
+    kind = rng.choice(_CONNECTION_FAULTS)
+    after = rng.randint(0, 120)
+    if kind == "slow_handshake":
+        return Fault(kind, seconds=rng.uniform(0.1, 20.0))
+    if kind == "http_status":
+        status = rng.choice((429, 503, 500))
+        return Fault(kind, status=status, retry_after=rng.randint(1, 4) if status == 429 else None)
+    if kind in ("skip_ids", "duplicate_ids", "out_of_order"):
+        return Fault(kind, after=after, count=rng.randint(1, 8))
+    if kind == "close_after":
+        return Fault(kind, after=after, code=rng.choice((1001, 1008, 1011)))
+    if kind == "server_shutdown_after":
+        return Fault(kind, after=after, seconds=rng.uniform(0.5, 5.0))
+    if kind == "malformed_after":
+        return Fault(kind, after=after, variant=rng.choice(("truncated", "not_json", "wrong_types")))
+    if kind == "max_age":
+        return Fault(kind, seconds=rng.uniform(3.0, 30.0))
+    return Fault(kind, after=after)
+
+
+def _rest_fault(rng: random.Random) -> Fault:
+    kind = rng.choice(("rest_hang", "rest_status", "rest_short_page", "rest_empty", "rest_slow_body"))
+    count = rng.randint(1, 3)
+    if kind == "rest_status":
+        return Fault(kind, status=rng.choice((500, 503)), count=count)
+    if kind == "rest_short_page":
+        return Fault(kind, after=rng.randint(1, 50), count=count)
+    if kind == "rest_slow_body":
+        return Fault(kind, size=rng.choice((64, 512)), seconds=rng.uniform(0.01, 0.3), count=count)
+    return Fault(kind, count=count)
+
+
+def draw_world(seed: int) -> ShellWorld:
+    """The world of ``seed``."""
+    rng = random.Random(seed)
+    symbols = tuple(rng.sample(SYMBOLS, rng.randint(1, 3)))
+    u = rng.uniform
+    timeouts = Timeouts(resolve=u(0.5, 5), tcp_connect=u(0.5, 5), tls=u(0.5, 5), http_upgrade=u(0.5, 8),
+                        subscribed=u(0.5, 8), first_message=u(1, 10), ping_interval=u(0.5, 2), ping_timeout=u(0.5, 3),
+                        close=u(0.5, 3), stall=u(5, 20), silence_floor=u(1, 3), rest=u(0.5, 3))
+    reconnect = Reconnect(backoff_initial=u(0.05, 1), backoff_max=u(1, 8), backoff_factor=2.0)
+    limits = Limits(rest_retries=rng.randint(1, 3), streams_per_connection=rng.choice((1, 2, 4)))
+    checkpoint = rng.random() < 0.4  # its path is the run's own (shell.py); only backfill can fill a restart's hole
+    sequencing = Sequencing(reorder_window=u(0.05, 0.5), backfill=checkpoint or rng.random() < 0.9,
+                            checkpoint_path="checkpoint.json" if checkpoint else "", checkpoint_interval=u(0.3, 3))
+    flow = Flow(windows=rng.choice(WINDOWS), bar_close_grace=u(0.5, 3), snapshot_interval=u(0.5, 3))
+    reporting = Reporting(slow_hook_ms=5.0, report_interval=u(1, 30), loop_block_threshold=0.0,
+                          stage_warning=rng.choice((0.0, 0.5)))
+    faults_stop = u(10, 60)
+    hostile = rng.random()  # how hostile this seed is, from calm to rough
+    connections = [[_connection_fault(rng)] if rng.random() < hostile * 0.6 else [] for _ in range(40)]
+    rest = [_rest_fault(rng) for _ in range(rng.randint(0, int(hostile * 6)))]
+    p = hostile * 0.15
+    net = NetFaults(stop=faults_stop, dns_fail=u(0, p), dns_stall=u(0, p / 2), tcp_refuse=u(0, p),
+                    tcp_stall=u(0, p / 2), tls_fail=u(0, p / 2), tls_stall=u(0, p / 2), dead_path=u(0, p * 2),
+                    reset=u(0, p))
+    world = ShellWorld(
+        seed=seed, symbols=symbols, streams_per_connection=limits.streams_per_connection,
+        stretch=tuple(rng.choice((u(0.3, 1), u(1, 3), u(5, 30))) for _ in symbols),
+        shift=tuple(rng.randint(0, 3000) for _ in symbols),
+        timeouts=timeouts, reconnect=reconnect, limits=limits, sequencing=sequencing, flow=flow,
+        reporting=reporting, scenario=Scenario(connections=connections, rest=rest), net=net,
+        latency=(u(0.001, 0.01), u(0.01, 0.08)),
+        slow_plugin=rng.choice((0.0, 0.002, 0.02)), raising_plugin=rng.choice((0.0, 0.001, 0.05)),
+        shard_crash_at=u(1, faults_stop) if rng.random() < 0.2 else None,
+        kills=tuple(sorted(u(1, faults_stop) for _ in range(rng.randint(1, 3)))) if checkpoint else (),
+        faults_stop=faults_stop, run_for=0.0)
+    if rng.random() < 0.35:  # drawn last, so the draws above stay as they were: a stream that goes silent early
+        connections[rng.randrange(4)] = [Fault("mute_after", after=rng.randint(0, 30))]
+        world = dataclasses.replace(world, scenario=Scenario(connections=connections, rest=rest))
+    return dataclasses.replace(world, run_for=faults_stop + world.settle() + 5.0)

@@ -1,0 +1,126 @@
+"""An asyncio event loop in virtual time whose sockets are an in-memory network.
+
+The loop is asyncio's own selector loop; only two things differ. Its ``time()`` is a number it
+keeps: when nothing is ready, the selector does not sleep until the next timer, it moves the
+clock to it (as the ``looptime`` package does; written here because the loop must also own the
+network below). And its ``getaddrinfo``, ``create_connection``, ``create_server``, ``start_tls``
+and ``run_in_executor`` go to :class:`~.memnet.Network`, the world the seed drives. websockets,
+httpx (through anyio) and the shell then run unchanged, and one seed is one exact run.
+
+A host that blocks the loop is :meth:`VirtualLoop.block`: the clock jumps while nothing runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .memnet import Network
+
+__all__ = ["Idle", "VirtualLoop"]
+
+START = 1000.0  # virtual seconds at the start (not 0: code that treats 0.0 as "never" stays honest)
+
+
+class Idle(RuntimeError):
+    """Nothing is scheduled and nothing can happen: the simulated process would wait forever."""
+
+
+class _VirtualSelector(selectors.BaseSelector):
+    """Registers what asyncio registers (its self-pipe); never reports it ready; moves the clock instead of waiting."""
+
+    def __init__(self) -> None:
+        self._keys: dict[Any, selectors.SelectorKey] = {}
+        self.loop: VirtualLoop | None = None
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        key = selectors.SelectorKey(fileobj, fd, events, data)
+        self._keys[fd] = key
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        return self._keys.pop(fd)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        self.unregister(fileobj)
+        return self.register(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        assert self.loop is not None
+        if timeout is None:
+            raise Idle(f"nothing scheduled at virtual {self.loop.time():.3f} s: the loop would wait forever")
+        if timeout > 0:
+            self.loop.now += timeout
+        return []
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self._keys
+
+    def close(self) -> None:
+        self._keys.clear()
+
+
+class VirtualLoop(asyncio.SelectorEventLoop):
+    """asyncio's loop with a virtual clock and :class:`~.memnet.Network` for its sockets."""
+
+    def __init__(self, network: Network) -> None:
+        selector = _VirtualSelector()
+        super().__init__(selector)
+        selector.loop = self
+        self.now = START
+        self._clock_resolution = 1e-9
+        self.network = network
+        self.steps = 0  # callbacks run: a measure of work, and a guard against a loop that spins
+        self.blocks: list[tuple[float, float]] = []  # (when, seconds) the loop was held: timers ran that late
+        network.loop = self
+
+    def time(self) -> float:
+        return self.now
+
+    def block(self, seconds: float) -> None:
+        """The running callback holds the loop for ``seconds`` (a slow plugin): time passes, nothing runs."""
+        self.blocks.append((self.now, seconds))
+        self.now += seconds
+
+    def blocked_since(self, since: float) -> float:
+        """Seconds the loop was held since ``since``: a deadline may fire that much late, and rightly."""
+        return sum(seconds for when, seconds in self.blocks if when + seconds > since)
+
+    def _run_once(self) -> None:
+        self.steps += len(self._ready)
+        super()._run_once()  # type: ignore[misc]
+        self.network.after_step()
+
+    # The network: all of it is the world's
+
+    async def getaddrinfo(self, host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0,
+                          flags: int = 0) -> list[Any]:
+        return await self.network.resolve(host, port)
+
+    async def create_connection(self, protocol_factory: Callable[[], asyncio.BaseProtocol], host: Any = None,
+                                port: Any = None, **kwargs: Any) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        if kwargs.get("sock") is not None:
+            raise NotImplementedError("the simulated network has no real sockets")
+        return await self.network.connect(protocol_factory, host, port)
+
+    async def create_server(self, protocol_factory: Callable[[], asyncio.BaseProtocol], host: Any = None,
+                            port: Any = None, **kwargs: Any) -> Any:
+        return self.network.listen(protocol_factory, host, port)
+
+    async def start_tls(self, transport: asyncio.BaseTransport, protocol: asyncio.BaseProtocol, sslcontext: Any,
+                        **kwargs: Any) -> asyncio.Transport:
+        return await self.network.tls(transport, protocol)
+
+    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        # No threads: what a thread would do (a checkpoint's fsync) is done now, so the run stays one sequence.
+        future = self.create_future()
+        try:
+            future.set_result(func(*args))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
