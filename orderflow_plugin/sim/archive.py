@@ -109,14 +109,19 @@ def tiled_tape(tape: Tape, first_day: date, days: int, per_day: int) -> Tape:
 
 
 class Archive:
-    """The archive files of ``tapes`` (one per symbol) as published on ``today``, with ``faults``."""
+    """The archive files of ``tapes`` (one per symbol) as published on ``today``, with ``faults``.
+
+    A day is published once ``today`` is past it; a month ``monthly_delay`` days after that (Binance's come
+    early in the next month).
+    """
 
     def __init__(self, tapes: Tape | Sequence[Tape], *, market: Market | None = None, today: date | None = None,
-                 faults: Iterable[ArchiveFault] = (), seed: int = 0) -> None:
+                 faults: Iterable[ArchiveFault] = (), seed: int = 0, monthly_delay: int = 0) -> None:
         tapes = [tapes] if isinstance(tapes, Tape) else list(tapes)
         self.market: Market = market or tapes[0].market
         self.faults = list(faults)
         self.seed = seed
+        self.monthly_delay = monthly_delay  # days after a month's end before its monthly zip is published
         self._uses = [0] * len(self.faults)
         self._days: dict[str, dict[date, list[TapeRow]]] = {}
         for tape in tapes:
@@ -199,7 +204,7 @@ class Archive:
             if period == "monthly" and len(text) == 7:
                 year, month = int(text[:4]), int(text[5:])
                 last = date(year, month, calendar.monthrange(year, month)[1])
-                if last >= self.today:
+                if last + timedelta(days=self.monthly_delay) >= self.today:
                     return None
                 days = [d for d in self.days(symbol)
                         if (d.year, d.month) == (year, month) and self._published(symbol, d)]

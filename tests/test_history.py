@@ -1,0 +1,151 @@
+"""orderflow history: the simulator's archive (with its defects) into a Parquet store, every id exactly once."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from orderflow_plugin import bundled_tape
+from orderflow_plugin.backfill import Backfiller
+from orderflow_plugin.history import HistoryError, Store, bars_from_table, history
+from orderflow_plugin.history.bars import compute_bars
+from orderflow_plugin.options import Flow
+from orderflow_plugin.sim import Archive, ArchiveFault, Pace, tiled_tape
+from orderflow_plugin.tape import Tape
+
+FIRST = date(2025, 11, 1)
+PER_DAY = 400
+
+
+def _tape(first: date = FIRST, days: int = 3, market: str = "spot") -> Tape:
+    tape = tiled_tape(bundled_tape(), first, days, PER_DAY)
+    return Tape(tape.symbol, market, tape.rows, tape.source)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def world(orderflow_sim_factory):
+    """Start a simulator whose market has played the whole tape (so REST has every id) and serves ``archive``."""
+    async def start(tape: Tape, archive: Archive):
+        sim = await orderflow_sim_factory(tapes=[tape], archive=archive, pace=Pace(rate=1e9),
+                                          start_on_subscribe=False, weight_limit=1_000_000)
+        await sim.wait_for(lambda record: record.market_finished, timeout=20)
+        return sim
+    return start
+
+
+async def _run(sim, out: Path, first: date, last: date, market: str = "spot", **kwargs):
+    backfiller = Backfiller(sim.rest_url, market, timeout=5)  # type: ignore[arg-type]
+    try:
+        return await history(["BTCUSDT"], first, last, out, market=market, archive_url=sim.archive_url,  # type: ignore[arg-type]
+                             rest_url=sim.rest_url, backfiller=backfiller, **kwargs)
+    finally:
+        await backfiller.aclose()
+
+
+def _ids(out: Path, market: str = "spot") -> list[int]:
+    return ds.dataset(out / market / "BTCUSDT" / "trades").to_table(columns=["id"]).column("id").to_pylist()
+
+
+async def test_clean_days_into_the_store(world, tmp_path) -> None:
+    """Three clean days: every id once, in order, with exact decimals and the archive as source."""
+    tape = _tape()
+    sim = await world(tape, Archive(tape))
+    result = await _run(sim, tmp_path, FIRST, FIRST + timedelta(days=2))
+    assert _ids(tmp_path) == [row.id for row in tape.rows]
+    assert (result.days, result.trades, result.files_fetched, result.gaps) == (3, 1200, 3, [])
+    table = ds.dataset(tmp_path / "spot" / "BTCUSDT" / "trades").to_table()
+    assert str(table.schema.field("price").type) == "decimal128(38, 8)"
+    assert str(table.schema.field("time").type) == "timestamp[us, tz=UTC]"
+    row = table.slice(0, 1).to_pylist()[0]
+    assert str(row["price"].normalize()) == str(__import__("decimal").Decimal(tape.rows[0].price).normalize())
+    assert row["source"] == "archive"
+
+
+async def test_month_with_missing_out_of_order_and_cut(world, tmp_path) -> None:
+    """A month with a day missing, one out of order and one download cut midway: every id once, the missing day
+    filled over REST, bars equal to a recomputation from the trades."""
+    first = date(2025, 9, 1)
+    tape = _tape(first=first, days=30)
+    faults = [ArchiveFault("missing_day", date(2025, 9, 10)), ArchiveFault("out_of_order", date(2025, 9, 20)),
+              ArchiveFault("truncated", date(2025, 9, 25))]
+    sim = await world(tape, Archive(tape, faults=faults, today=date(2025, 10, 1), monthly_delay=3))  # no monthly yet
+    result = await _run(sim, tmp_path, first, date(2025, 9, 30))
+    assert _ids(tmp_path) == [row.id for row in tape.rows]
+    assert result.gaps == [] and result.holes_filled == 1 and result.ids_filled == PER_DAY
+    assert result.out_of_order > 0 and result.missing_days == ["BTCUSDT 2025-09-10"]
+    cut = "/data/spot/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2025-09-25.zip"
+    assert [status for path, status in sim.archive.requests if path == cut] == [200, 206]  # resumed
+    store = Store(tmp_path, "spot", "BTCUSDT")
+    sources = ds.dataset(store.trades_dir).to_table(columns=["source"]).column("source").to_pylist()
+    assert sources.count("backfill") == PER_DAY
+    expected, _ = compute_bars(store, [first + timedelta(days=i) for i in range(30)], Flow())
+    for window, bars in expected.items():
+        assert bars_from_table(ds.dataset(store.bars_dir(window)).to_table().sort_by("start")) == bars
+
+
+async def test_rerun_keeps_verified_days_and_refetches_a_replaced_one(world, tmp_path) -> None:
+    """A second run fetches no zip again except the one replaced upstream, whose hole it had filled over REST."""
+    tape = _tape()
+    day = FIRST + timedelta(days=1)
+    archive = Archive(tape, faults=[ArchiveFault("replaced", day, size=7)])
+    sim = await world(tape, archive)
+    first_run = await _run(sim, tmp_path, FIRST, FIRST + timedelta(days=2))
+    assert first_run.holes_filled == 1 and first_run.ids_filled == 7
+    assert _ids(tmp_path) == [row.id for row in tape.rows]
+    zips_before = [p for p, _ in archive.requests if p.endswith(".zip")]
+    second = await _run(sim, tmp_path, FIRST, FIRST + timedelta(days=2))
+    zips = [p for p, _ in archive.requests if p.endswith(".zip")][len(zips_before):]
+    assert zips == [f"/data/spot/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-{day}.zip"]
+    assert (second.files_fetched, second.files_kept, second.holes_filled) == (1, 2, 0)
+    assert _ids(tmp_path) == [row.id for row in tape.rows]
+
+
+async def test_monthly_zip_for_a_whole_month(world, tmp_path) -> None:
+    """A whole published month is one monthly download, split into its days."""
+    first = date(2024, 2, 1)  # before 2025: millisecond times
+    tape = _tape(first=first, days=29)
+    archive = Archive(tape)
+    sim = await world(tape, archive)
+    result = await _run(sim, tmp_path, first, date(2024, 2, 29))
+    assert [p for p, _ in archive.requests if p.endswith(".zip")] == [
+        "/data/spot/monthly/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-02.zip"]
+    assert result.days == 29 and _ids(tmp_path) == [row.id for row in tape.rows]
+
+
+async def test_usdm_header_rows(world, tmp_path) -> None:
+    """USD-M days (7 columns under a header) land in DIR/usdm/."""
+    tape = _tape(market="usdm", days=2)
+    sim = await world(tape, Archive(tape))
+    await _run(sim, tmp_path, FIRST, FIRST + timedelta(days=1), market="usdm")
+    assert _ids(tmp_path, "usdm") == [row.id for row in tape.rows]
+
+
+@pytest.mark.parametrize(("faults", "message"), [
+    ([ArchiveFault("bad_checksum", FIRST, count=0)], "checksum mismatch"),
+    ([ArchiveFault("truncated", FIRST, count=0)], "failed 5 times, last: RemoteProtocolError"),
+    ([ArchiveFault("status", FIRST, count=0, status=503)], "failed 5 times, last: HTTP 503"),
+], ids=["checksum", "truncated", "503"])
+async def test_failures_are_one_line_and_leave_no_file(world, tmp_path, faults, message) -> None:
+    """A failing download is one HistoryError line; no trades file or unverified zip is left."""
+    tape = _tape(days=1)
+    sim = await world(tape, Archive(tape, faults=faults))
+    with pytest.raises(HistoryError, match=message) as caught:
+        await _run(sim, tmp_path, FIRST, FIRST)
+    assert "\n" not in str(caught.value)
+    store = Store(tmp_path, "spot", "BTCUSDT")
+    assert store.days() == [] and not (store.archive_dir / "BTCUSDT-aggTrades-2025-11-01.zip").exists()
+
+
+async def test_not_published_and_unknown_symbol(world, tmp_path) -> None:
+    """A day not published yet is named; a symbol the archive lacks is named."""
+    tape = _tape(days=1)
+    sim = await world(tape, Archive(tape))
+    with pytest.raises(HistoryError, match="2099-01-01 is not published yet"):
+        await _run(sim, tmp_path, date(2099, 1, 1), date(2099, 1, 1))
+    backfiller = Backfiller(sim.rest_url, "spot")
+    with pytest.raises(HistoryError, match="ETHUSDT: the archive .* has no spot aggTrades"):
+        await history(["ETHUSDT"], FIRST, FIRST, tmp_path, archive_url=sim.archive_url, backfiller=backfiller)
+    await backfiller.aclose()
