@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .commands import (
@@ -135,6 +136,21 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
     replay.set_defaults(run=replay_command)
 
+    hist = command("history", "download days of Binance's public aggTrades archive into a Parquet store, verified, "
+                              "every id hole filled over REST")
+    hist.add_argument("--symbol", type=_symbol, action="append", required=True, help="symbol, repeatable")
+    hist.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
+    hist.add_argument("--from", dest="from_day", required=True, metavar="DATE", help="first UTC day, YYYY-MM-DD")
+    hist.add_argument("--to", dest="to_day", default=None, metavar="DATE", help="last UTC day (default: --from)")
+    hist.add_argument("--out", type=Path, required=True, metavar="DIR", help="the store's folder")
+    hist.add_argument("--archive-url", type=_url("http", "https"), default=None,
+                      help="archive base URL (default: settings endpoints.<market>.archive_url)")
+    hist.add_argument("--rest-url", type=_url("http", "https"), default=None,
+                      help="REST base URL for filling holes (default: settings)")
+    hist.add_argument("--concurrency", type=int, choices=range(1, 17), default=4, metavar="N",
+                      help="downloads at once, 1-16")
+    hist.set_defaults(run=_history_command)
+
     demo = command("demo", "offline: the local simulator replays the bundled real BTCUSDT tape into the live stream")
     demo.add_argument("--speed", type=_positive, default=None, help="replay speed (default: settings demo.speed)")
     demo.add_argument(
@@ -193,6 +209,12 @@ def _parser() -> argparse.ArgumentParser:
     show = command("config", "validate the settings and print them as JSON")
     show.set_defaults(run=config_command)
     return parser
+
+
+def _history_command(args: argparse.Namespace, settings: Settings) -> int:
+    from .history.command import history_command  # pyarrow only for this command
+
+    return history_command(args, settings)
 
 
 def _positive(text: str) -> float:

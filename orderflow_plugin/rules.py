@@ -190,6 +190,8 @@ RULES: tuple[Rule, ...] = (
     url("endpoints.spot.rest_url", *_HTTP),
     url("endpoints.usdm.ws_url", *_WS),
     url("endpoints.usdm.rest_url", *_HTTP),
+    url("endpoints.spot.archive_url", *_HTTP),
+    url("endpoints.usdm.archive_url", *_HTTP),
     url("connector.ws_url", *_WS, empty=True),
     url("connector.rest_url", *_HTTP, empty=True),
     Rule("connector.ca_file", _ca_file_ok, 'a readable PEM CA bundle file, or "" for the system trust store only'),

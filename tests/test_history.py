@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -146,6 +147,38 @@ async def test_not_published_and_unknown_symbol(world, tmp_path) -> None:
     with pytest.raises(HistoryError, match="2099-01-01 is not published yet"):
         await _run(sim, tmp_path, date(2099, 1, 1), date(2099, 1, 1))
     backfiller = Backfiller(sim.rest_url, "spot")
-    with pytest.raises(HistoryError, match="ETHUSDT: the archive .* has no spot aggTrades"):
+    with pytest.raises(HistoryError, match=r"ETHUSDT: the archive .* has no spot aggTrades"):
         await history(["ETHUSDT"], FIRST, FIRST, tmp_path, archive_url=sim.archive_url, backfiller=backfiller)
     await backfiller.aclose()
+
+
+async def test_full_disk_is_one_line(world, tmp_path) -> None:
+    """A download that meets a full disk (the part file is /dev/full) fails in one line naming it."""
+    tape = _tape(days=1)
+    archive = Archive(tape)
+    sim = await world(tape, archive)
+    folder = Store(tmp_path, "spot", "BTCUSDT").archive_dir
+    folder.mkdir(parents=True)
+    name = "BTCUSDT-aggTrades-2025-11-01.zip"
+    checksum = archive.answer("/" + "data/spot/daily/aggTrades/BTCUSDT/" + name + ".CHECKSUM").body.split()[0]
+    (folder / (name + ".part.CHECKSUM")).write_bytes(checksum)
+    (folder / (name + ".part")).symlink_to("/dev/full")
+    with pytest.raises(HistoryError, match="no space left on the device") as caught:
+        await _run(sim, tmp_path, FIRST, FIRST)
+    assert "\n" not in str(caught.value) and Store(tmp_path, "spot", "BTCUSDT").days() == []
+
+
+async def test_cli_history_session(world, tmp_path, capsys) -> None:
+    """orderflow history prints its summary and exits 0; a bad date is one line and exit 1."""
+    from orderflow_plugin.cli import main
+
+    tape = _tape(days=2)
+    sim = await world(tape, Archive(tape))
+    argv = ["history", "--symbol", "btcusdt", "--from", "2025-11-01", "--to", "2025-11-02", "--out", str(tmp_path),
+            "--archive-url", sim.archive_url, "--rest-url", sim.rest_url]
+    assert await asyncio.to_thread(main, argv) == 0
+    out = capsys.readouterr().out
+    assert "orderflow history: 2 days, 800 trades (2 files downloaded, 0 kept), 0 holes filled" in out
+    assert _ids(tmp_path) == [row.id for row in tape.rows]
+    assert await asyncio.to_thread(main, [*argv[:4], "2025-13-01", *argv[5:]]) == 1
+    assert capsys.readouterr().err.strip() == "orderflow: --from '2025-13-01' is not a date written YYYY-MM-DD (e.g. 2025-11-01)"

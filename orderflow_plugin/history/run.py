@@ -10,6 +10,7 @@ or reported as exact gaps; the bars are recomputed from the whole range.
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -115,13 +116,16 @@ async def history(
                 store = Store(out, market, symbol)
                 try:
                     store.archive_dir.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise HistoryError(f"cannot create {store.archive_dir}: {exc.strerror or exc}") from exc
-                downloader = Downloader(archive_url, store.archive_dir, client, on_bytes=progress.bytes)
-                found = await _download(downloader, files, concurrency, symbol, first, last, today, archive_url)
-                _store_days(store, found, result, progress)
-                await _fill(store, first, last, rest, result)
-                _bars(store, first, last, flow, result)
+                    downloader = Downloader(archive_url, store.archive_dir, client, on_bytes=progress.bytes)
+                    found = await _download(downloader, files, concurrency, symbol, first, last, today, archive_url)
+                    _store_days(store, found, result, progress)
+                    await _fill(store, first, last, rest, result)
+                    _bars(store, first, last, flow, result)
+                except OSError as exc:  # the store's own writes: a full disk, a read-only folder
+                    if exc.errno == errno.ENOSPC:
+                        raise HistoryError(f"no space left on the device writing the store under {out}; free some "
+                                           "and run again (it resumes)") from exc
+                    raise HistoryError(f"cannot write the store under {out}: {exc.strerror or exc}") from exc
     finally:
         if owns:
             await rest.aclose()
