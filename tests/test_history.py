@@ -17,6 +17,8 @@ from orderflow_plugin.options import Flow
 from orderflow_plugin.sim import Archive, ArchiveFault, Pace, tiled_tape
 from orderflow_plugin.tape import Tape
 
+from .flowhelpers import TIMEOUT_FACTOR
+
 FIRST = date(2025, 11, 1)
 PER_DAY = 400
 
@@ -182,3 +184,42 @@ async def test_cli_history_session(world, tmp_path, capsys) -> None:
     assert _ids(tmp_path) == [row.id for row in tape.rows]
     assert await asyncio.to_thread(main, [*argv[:4], "2025-13-01", *argv[5:]]) == 1
     assert capsys.readouterr().err.strip() == "orderflow: --from '2025-13-01' is not a date written YYYY-MM-DD (e.g. 2025-11-01)"
+
+
+@pytest.mark.parametrize("seed", [1, 2], ids=["seed1", "seed2"])
+async def test_killed_at_random_and_run_again(world, tmp_path, seed) -> None:
+    """orderflow history killed (SIGKILL) at random moments and run again: after every kill the store reads whole
+    with no id twice, and the last run ends with every id exactly once."""
+    import random
+    import sys
+
+    tape = _tape(days=10)
+    faults = [ArchiveFault("missing_day", FIRST + timedelta(days=4)),
+              ArchiveFault("slow_body", count=0, size=4096, seconds=0.01)]
+    sim = await world(tape, Archive(tape, faults=faults))
+    argv = [sys.executable, "-m", "orderflow_plugin", "history", "--symbol", "BTCUSDT", "--from", "2025-11-01",
+            "--to", "2025-11-10", "--out", str(tmp_path), "--archive-url", sim.archive_url, "--rest-url",
+            sim.rest_url, "--concurrency", "2"]
+    rnd = random.Random(seed)
+    trades_dir = tmp_path / "spot" / "BTCUSDT" / "trades"
+    kills = 0
+    for _ in range(4):
+        process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
+                                                       stderr=asyncio.subprocess.DEVNULL)
+        try:
+            await asyncio.wait_for(process.wait(), rnd.uniform(0.5, 4.0))
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            kills += 1
+        if trades_dir.exists():
+            ids = _ids(tmp_path)
+            assert len(ids) == len(set(ids))
+    process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL)
+    assert await asyncio.wait_for(process.wait(), 60 * TIMEOUT_FACTOR) == 0
+    assert sorted(_ids(tmp_path)) == [row.id for row in tape.rows]
+    assert kills  # the seed killed at least one run
+    store = Store(tmp_path, "spot", "BTCUSDT")
+    expected, _ = compute_bars(store, [FIRST + timedelta(days=i) for i in range(10)], Flow())
+    for window, bars in expected.items():
+        assert bars_from_table(ds.dataset(store.bars_dir(window)).to_table().sort_by("start")) == bars
