@@ -125,7 +125,11 @@ def _parser() -> argparse.ArgumentParser:
     replay = command(
         "replay", "play a recorded tape (CSV dump, frames JSONL, recorder output) straight into the stream's pipeline"
     )
-    replay.add_argument("file", help="the tape file")
+    replay.add_argument("file", help="the tape file, or a store folder of orderflow history (with --from/--to)")
+    replay.add_argument("--from", dest="from_day", default=None, metavar="DATE",
+                        help="with a store: the first UTC day, YYYY-MM-DD")
+    replay.add_argument("--to", dest="to_day", default=None, metavar="DATE",
+                        help="with a store: the last UTC day (default: --from)")
     replay.add_argument("--symbol", type=_symbol, default=None,
                         help="the tape's symbol (default: from the file name, e.g. BTCUSDT-aggTrades-..., or its rows)")
     replay.add_argument("--market", choices=["spot", "usdm"], default=None,

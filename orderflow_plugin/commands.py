@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
@@ -178,7 +179,12 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
     from .replay import replay
 
     try:
-        tape = load_tape(args.file, symbol=args.symbol, market=args.market)
+        if Path(args.file).is_dir():  # a store of orderflow history
+            from .history.command import store_tape_of
+
+            tape = store_tape_of(args, settings)
+        else:
+            tape = load_tape(args.file, symbol=args.symbol, market=args.market)
     except TapeError as exc:
         print(f"orderflow replay: {exc}", file=sys.stderr)
         return 2

@@ -223,3 +223,21 @@ async def test_killed_at_random_and_run_again(world, tmp_path, seed) -> None:
     expected, _ = compute_bars(store, [FIRST + timedelta(days=i) for i in range(10)], Flow())
     for window, bars in expected.items():
         assert bars_from_table(ds.dataset(store.bars_dir(window)).to_table().sort_by("start")) == bars
+
+
+async def test_replay_a_store_range(world, tmp_path, capsys) -> None:
+    """orderflow replay DIR --from --to plays the stored days through the pipeline, every trade once."""
+    import json
+
+    from orderflow_plugin.cli import main
+
+    tape = _tape(days=3)
+    sim = await world(tape, Archive(tape))
+    await _run(sim, tmp_path, FIRST, FIRST + timedelta(days=2))
+    argv = ["replay", str(tmp_path), "--symbol", "BTCUSDT", "--from", "2025-11-02", "--to", "2025-11-03", "--json"]
+    assert await asyncio.to_thread(main, argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    ids = [line["id"] for line in lines if line.get("event") == "trade"]
+    assert ids == [row.id for row in tape.rows[PER_DAY:]]
+    assert await asyncio.to_thread(main, ["replay", str(tmp_path), "--from", "2025-12-01"]) == 2
+    assert "no spot BTCUSDT trades from 2025-12-01 to 2025-12-01" in capsys.readouterr().err

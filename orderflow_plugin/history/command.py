@@ -16,11 +16,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as RichBar
 
 from ..config import Settings
+from ..errors import TapeError
 from ..options import Flow, from_table
+from ..tape import Tape
 from .plan import HistoryError, parse_day
 from .run import Progress, history
 
-__all__ = ["history_command"]
+__all__ = ["history_command", "store_tape_of"]
 
 
 class _Bar(Progress):
@@ -69,3 +71,18 @@ def history_command(args: argparse.Namespace, settings: Settings) -> int:
     for gap in result.gaps:
         print(f"orderflow history: gap: {gap}", file=sys.stdout)
     return 3 if result.gaps else 0
+
+
+def store_tape_of(args: argparse.Namespace, settings: Settings) -> Tape:
+    """``orderflow replay DIR --symbol S --from D [--to D]``: the store's trades as a tape; TapeError otherwise."""
+    from .tape import store_tape
+
+    if not args.from_day:
+        raise TapeError(f"{args.file} is a folder: give the days of its store to replay with --from (and --to)")
+    symbol = args.symbol or settings.symbols[0]
+    try:
+        first = parse_day(args.from_day, "--from")
+        last = parse_day(args.to_day, "--to") if args.to_day else first
+    except HistoryError as exc:
+        raise TapeError(str(exc)) from None
+    return store_tape(args.file, symbol, args.market or settings.market, first, last)
