@@ -36,9 +36,12 @@ class _Bar(Progress):
         self.started = time.monotonic()
         self.received = 0
         self.trades = 0
+        self.shown = False
 
     def start(self, days: int) -> None:
         self.bar.update(self.task, total=days)
+        self.bar.start()  # only once the range is known good: a bad one is just its error line
+        self.shown = True
 
     def bytes(self, count: int) -> None:
         self.received += count
@@ -61,12 +64,12 @@ def history_command(args: argparse.Namespace, settings: Settings) -> int:
     console = Console(stderr=True)
     bar = _Bar(console)
     try:
-        with bar.bar:
-            result = asyncio.run(history(args.symbol, first, last, args.out, market=market, archive_url=archive_url,
-                                         rest_url=rest_url, flow=from_table(Flow, settings.flow),
-                                         concurrency=args.concurrency, progress=bar))
-    except HistoryError:
-        raise
+        result = asyncio.run(history(args.symbol, first, last, args.out, market=market, archive_url=archive_url,
+                                     rest_url=rest_url, flow=from_table(Flow, settings.flow),
+                                     concurrency=args.concurrency, progress=bar))
+    finally:
+        if bar.shown:
+            bar.bar.stop()
     print(f"orderflow history: {result.summary()}", file=sys.stdout)
     for gap in result.gaps:
         print(f"orderflow history: gap: {gap}", file=sys.stdout)
