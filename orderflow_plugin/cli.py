@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--ca-file", type=_ca_file, default=None,
                         help="extra CA bundle (PEM) to trust, e.g. orderflow sim --tls's (default: settings)")
     stream.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
+    stream.add_argument("--since", type=_since, default=None, metavar="DATE",
+                        help="warm up from Binance's archive from this UTC day or time (2025-11-01, "
+                             "2025-11-01T00:00Z): archive days, then REST, then live, each trade once")
     stream.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
     stream.add_argument("--from", dest="from_url", type=_url("redis", "rediss"), default=None,
                         help="read what `orderflow collect` writes to this Redis URL instead of Binance")
@@ -219,6 +222,17 @@ def _history_command(args: argparse.Namespace, settings: Settings) -> int:
     from .history.command import history_command  # pyarrow only for this command
 
     return history_command(args, settings)
+
+
+def _since(text: str) -> str:
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a UTC day or time (e.g. 2025-11-01, 2025-11-01T00:00Z)") from None
+    return text.strip()
 
 
 def _positive(text: str) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -245,6 +246,13 @@ def _stream_overrides(args: argparse.Namespace, settings: Settings) -> dict[str,
         overrides["rest_url"] = args.rest_url
     if args.ca_file:
         overrides["ca_file"] = args.ca_file
+    if getattr(args, "since", None):  # warm up from the archive (history/warmup.py)
+        from .options import Sequencing, from_table
+
+        sequencing = from_table(Sequencing, settings.sequencing)
+        endpoints = settings.endpoints[args.market or settings.market]
+        overrides["sequencing"] = dataclasses.replace(
+            sequencing, since=args.since, archive_url=sequencing.archive_url or endpoints.get("archive_url", ""))
     return overrides
 
 

@@ -199,6 +199,10 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         for error in self.plugins.load_errors:
             self._emit("on_error", error=error, where="plugins")
         self._emit("on_startup", settings=self.settings if self.settings is not None else Settings.defaults_for(self))
+        if self.sequencing.since and self.source is None:  # archive days first, then live (history/warmup.py)
+            from .history.warmup import warm_up
+
+            await warm_up(self)
         if self.source is not None:
             self._spawn(self.source.run(), "orderflow redis source")
         for shard in self._shards:

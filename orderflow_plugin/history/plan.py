@@ -14,13 +14,21 @@ from datetime import UTC, date, datetime, timedelta
 from ..errors import OrderFlowError
 from ..models import Market
 
-__all__ = ["ArchiveFile", "HistoryError", "parse_day", "plan", "utc_today"]
+__all__ = ["ArchiveFile", "HistoryError", "NotPublished", "parse_day", "plan", "utc_today"]
 
 _ROOT = {"spot": "data/spot", "usdm": "data/futures/um"}
 
 
 class HistoryError(OrderFlowError):
     """A history run could not finish; the message is one line that names the day, file or value."""
+
+
+class NotPublished(HistoryError):
+    """``day`` is not in the archive yet (Binance adds each UTC day the next day)."""
+
+    def __init__(self, message: str, day: date) -> None:
+        super().__init__(message)
+        self.day = day
 
 
 @dataclass(frozen=True)
@@ -71,8 +79,8 @@ def plan(market: Market, symbol: str, first: date, last: date, today: date) -> l
     if last < first:
         raise HistoryError(f"--to {last} is before --from {first}")
     if last >= today:
-        raise HistoryError(f"{symbol} {last} is not published yet: Binance's archive has each UTC day from the "
-                           f"next day on (the newest is {today - timedelta(days=1)})")
+        raise NotPublished(f"{symbol} {last} is not published yet: Binance's archive has each UTC day from the "
+                           f"next day on (the newest is {today - timedelta(days=1)})", last)
     files: list[ArchiveFile] = []
     day = first
     while day <= last:

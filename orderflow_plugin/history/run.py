@@ -25,7 +25,7 @@ from ..options import Flow
 from .bars import compute_bars
 from .download import Downloaded, Downloader
 from .normalize import id_holes, read_zip, split_days
-from .plan import ArchiveFile, HistoryError, plan, utc_today
+from .plan import ArchiveFile, HistoryError, NotPublished, plan, utc_today
 from .store import Store, trades_table
 
 __all__ = ["Gap", "HistoryResult", "Progress", "history"]
@@ -161,8 +161,8 @@ async def _download(downloader: Downloader, files: list[ArchiveFile], concurrenc
                            f"from {first} to {last} (is {symbol} listed on that market?)")
     for day, got in sorted(found.items()):
         if got is None and day >= today - timedelta(days=1):
-            raise HistoryError(f"{symbol} {day} is not published yet: Binance's archive adds each UTC day the "
-                               f"next day; ask again later or end --to earlier")
+            raise NotPublished(f"{symbol} {day} is not published yet: Binance's archive adds each UTC day the "
+                               f"next day; ask again later or end --to earlier", day)
     return found
 
 
