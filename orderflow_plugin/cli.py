@@ -219,7 +219,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _history_command(args: argparse.Namespace, settings: Settings) -> int:
-    from .history.command import history_command  # pyarrow only for this command
+    try:
+        from .history.command import history_command  # pyarrow only for this command
+    except ModuleNotFoundError as exc:
+        raise OrderFlowError(f"orderflow history needs {exc.name}: pip install 'orderflow-plugin[history]'") from exc
 
     return history_command(args, settings)
 

@@ -181,8 +181,11 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         if Path(args.file).is_dir():  # a store of orderflow history
-            from .history.command import store_tape_of
-
+            try:
+                from .history.command import store_tape_of
+            except ModuleNotFoundError as exc:
+                raise TapeError(f"{args.file} is a store: reading it needs {exc.name}: pip install "
+                                "'orderflow-plugin[history]'") from exc
             tape = store_tape_of(args, settings)
         else:
             tape = load_tape(args.file, symbol=args.symbol, market=args.market)

@@ -200,8 +200,11 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
             self._emit("on_error", error=error, where="plugins")
         self._emit("on_startup", settings=self.settings if self.settings is not None else Settings.defaults_for(self))
         if self.sequencing.since and self.source is None:  # archive days first, then live (history/warmup.py)
-            from .history.warmup import warm_up
-
+            try:
+                from .history.warmup import warm_up
+            except ModuleNotFoundError as exc:
+                raise OrderFlowError(f"Sequencing(since=...) needs {exc.name}: pip install "
+                                     "'orderflow-plugin[history]'") from exc
             await warm_up(self)
         if self.source is not None:
             self._spawn(self.source.run(), "orderflow redis source")
