@@ -31,9 +31,9 @@ def _tape(first: date = FIRST, days: int = 3, market: str = "spot") -> Tape:
 @pytest.fixture
 async def world(orderflow_sim_factory):
     """Start a simulator whose market has played the whole tape (so REST has every id) and serves ``archive``."""
-    async def start(tape: Tape, archive: Archive):
+    async def start(tape: Tape, archive: Archive, **kwargs):
         sim = await orderflow_sim_factory(tapes=[tape], archive=archive, pace=Pace(rate=1e9),
-                                          start_on_subscribe=False, weight_limit=1_000_000)
+                                          start_on_subscribe=False, weight_limit=1_000_000, **kwargs)
         await sim.wait_for(lambda record: record.market_finished, timeout=20)
         return sim
     return start
@@ -241,3 +241,27 @@ async def test_replay_a_store_range(world, tmp_path, capsys) -> None:
     assert ids == [row.id for row in tape.rows[PER_DAY:]]
     assert await asyncio.to_thread(main, ["replay", str(tmp_path), "--from", "2025-12-01"]) == 2
     assert "no spot BTCUSDT trades from 2025-12-01 to 2025-12-01" in capsys.readouterr().err
+
+
+async def test_gaps_are_exact_and_exit_3(world, tmp_path, capsys) -> None:
+    """A first day missing (no earlier bound) and a hole REST cannot fill (503) are reported as exact gaps; the
+    command exits 3 and prints each."""
+    from orderflow_plugin.cli import main
+    from orderflow_plugin.sim import Fault, Scenario
+
+    tape = _tape(days=4)
+    day3 = [row.id for row in tape.rows[2 * PER_DAY : 3 * PER_DAY]]
+    faults = [ArchiveFault("missing_day", FIRST), ArchiveFault("missing_day", FIRST + timedelta(days=2))]
+    sim = await world(tape, Archive(tape, faults=faults),
+                      scenario=Scenario(rest=[Fault("rest_status", status=503, count=1000)]))
+    argv = ["history", "--symbol", "BTCUSDT", "--from", "2025-11-01", "--to", "2025-11-04", "--out", str(tmp_path),
+            "--archive-url", sim.archive_url, "--rest-url", sim.rest_url]
+    assert await asyncio.to_thread(main, argv) == 3
+    out = capsys.readouterr().out.splitlines()
+    gaps = [line for line in out if line.startswith("orderflow history: gap: ")]
+    assert gaps[0] == (f"orderflow history: gap: BTCUSDT ids ?..{tape.rows[PER_DAY].id - 1}: 2025-11-01 missing from "
+                       "the archive, and no earlier day was asked to bound its first id")
+    assert gaps[1].startswith(f"orderflow history: gap: BTCUSDT ids {day3[0]}..{day3[-1]}: between 2025-11-02 and "
+                              "2025-11-04; 2025-11-03 missing from the archive; REST: ")
+    assert "HTTP 503" in gaps[1] and len(gaps) == 2
+    assert _ids(tmp_path) == [row.id for row in tape.rows if row.id not in set(day3)][PER_DAY:]

@@ -184,8 +184,8 @@ def _store_days(store: Store, found: dict[date, Downloaded | None], result: Hist
         done.add(got.path)
         days = got.file.days
         if all(store.tag(d) == got.sha256 for d in days if d in found):
-            for _ in days:
-                progress.day(0)
+            for d in days:
+                progress.day(store.count(d))
             continue
         parsed = read_zip(got.path, got.file.name)
         result.out_of_order += parsed.out_of_order

@@ -82,6 +82,13 @@ class Store:
             return None
         return metadata.get(_TAG, b"").decode() or None
 
+    def count(self, day: date) -> int:
+        """How many trades ``day``'s file holds (0 without one), from its footer alone."""
+        try:
+            return pq.read_metadata(self.day_path(day)).num_rows
+        except FileNotFoundError:
+            return 0
+
     def read_day(self, day: date, columns: list[str] | None = None) -> pa.Table | None:
         """``day``'s trades, or None."""
         try:
