@@ -265,3 +265,18 @@ async def test_gaps_are_exact_and_exit_3(world, tmp_path, capsys) -> None:
                               "2025-11-04; 2025-11-03 missing from the archive; REST: ")
     assert "HTTP 503" in gaps[1] and len(gaps) == 2
     assert _ids(tmp_path) == [row.id for row in tape.rows if row.id not in set(day3)][PER_DAY:]
+
+
+async def test_monthly_with_a_missing_day_twice(world, tmp_path) -> None:
+    """A monthly zip without one day: the day is filled over REST once; the second run fetches nothing."""
+    first = date(2024, 2, 1)
+    tape = _tape(first=first, days=29)
+    archive = Archive(tape, faults=[ArchiveFault("missing_day", date(2024, 2, 14))])
+    sim = await world(tape, archive)
+    result = await _run(sim, tmp_path, first, date(2024, 2, 29))
+    assert (result.holes_filled, result.ids_filled, result.missing_days) == (1, PER_DAY, ["BTCUSDT 2024-02-14"])
+    again = await _run(sim, tmp_path, first, date(2024, 2, 29))
+    assert (again.files_fetched, again.files_kept, again.holes_filled, again.gaps) == (0, 1, 0, [])
+    assert [p for p, _ in archive.requests if p.endswith(".zip")] == [
+        "/data/spot/monthly/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-02.zip"]
+    assert _ids(tmp_path) == [row.id for row in tape.rows]

@@ -118,7 +118,7 @@ def _sorted(table: pa.Table, rows: int, shapes: set[str]) -> Parsed:
 
 
 def split_days(table: pa.Table) -> dict[date, pa.Table]:
-    """``table`` cut into UTC days by trade time."""
+    """``table`` cut into UTC days by trade time (days without a trade left out)."""
     if table.num_rows == 0:
         return {}
     micros = table.column("time").cast(pa.int64())
@@ -126,7 +126,8 @@ def split_days(table: pa.Table) -> dict[date, pa.Table]:
     low, high = pc.min(days).as_py(), pc.max(days).as_py()
     if low == high:
         return {_day(low): table}
-    return {_day(d): table.filter(pc.equal(days, d)) for d in range(low, high + 1)}
+    parts = {_day(d): table.filter(pc.equal(days, d)) for d in range(low, high + 1)}
+    return {day: part for day, part in parts.items() if part.num_rows}
 
 
 def id_holes(ids: pa.Array | pa.ChunkedArray) -> list[tuple[int, int]]:

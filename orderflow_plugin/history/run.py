@@ -183,7 +183,9 @@ def _store_days(store: Store, found: dict[date, Downloaded | None], result: Hist
             continue
         done.add(got.path)
         days = got.file.days
-        if all(store.tag(d) == got.sha256 for d in days if d in found):
+        # A day the zip has no trades for keeps the REST-filled file a run made of it ("missing"): the same
+        # zip has still no trades for it, and a changed zip changes the other days' tags too.
+        if all(store.tag(d) in (got.sha256, "missing") for d in days if d in found):
             for d in days:
                 progress.day(store.count(d))
             continue
@@ -197,7 +199,7 @@ def _store_days(store: Store, found: dict[date, Downloaded | None], result: Hist
                 store.write_day(d, table, got.sha256)
             else:
                 result.missing_days.append(f"{store.symbol} {d}")
-                if store.day_path(d).exists():  # the new version has no trades that day
+                if store.tag(d) not in (None, "missing"):  # made from an older zip that had trades that day
                     store.day_path(d).unlink()
             progress.day(0 if table is None else table.num_rows)
 
