@@ -280,3 +280,12 @@ async def test_monthly_with_a_missing_day_twice(world, tmp_path) -> None:
     assert [p for p, _ in archive.requests if p.endswith(".zip")] == [
         "/data/spot/monthly/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-02.zip"]
     assert _ids(tmp_path) == [row.id for row in tape.rows]
+
+
+async def test_bad_symbol_and_market_are_one_line(tmp_path) -> None:
+    """A symbol that is not a Binance symbol and an unknown market are refused before any request."""
+    with pytest.raises(HistoryError, match="symbol 'BTC/USDT' does not match"):
+        await history(["BTC/USDT"], FIRST, FIRST, tmp_path, archive_url="http://127.0.0.1:9")
+    with pytest.raises(HistoryError, match="market must be spot or usdm, got 'coinm'"):
+        await history(["BTCUSDT"], FIRST, FIRST, tmp_path, market="coinm", archive_url="http://127.0.0.1:9")  # type: ignore[arg-type]
+    assert not any(tmp_path.iterdir())

@@ -22,6 +22,7 @@ from ..backfill import Backfiller, BackfillFailed
 from ..metrics import Bar
 from ..models import Market
 from ..options import Flow
+from ..symbols import normalize_symbol
 from .bars import compute_bars
 from .download import Downloaded, Downloader
 from .normalize import id_holes, read_zip, split_days
@@ -102,6 +103,14 @@ async def history(
     timeout: float = 30.0,
 ) -> HistoryResult:
     """Fetch ``first``..``last`` of each symbol into the store at ``out``; HistoryError on any failure."""
+    if market not in ("spot", "usdm"):
+        raise HistoryError(f"market must be spot or usdm, got {market!r}")
+    try:
+        symbols = list(dict.fromkeys(normalize_symbol(s) for s in symbols))
+    except ValueError as exc:
+        raise HistoryError(str(exc)) from None
+    if not symbols:
+        raise HistoryError("at least one symbol is needed")
     today = today or utc_today()
     flow = flow or Flow()
     progress = progress or Progress()
