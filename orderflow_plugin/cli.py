@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .commands import (
@@ -192,6 +193,9 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--ca-file", type=_ca_file, default=None,
                         help="extra CA bundle (PEM) to trust, e.g. orderflow sim --tls's (default: settings)")
     stream.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
+    stream.add_argument("--since", type=_since, default=None, metavar="DATE",
+                        help="warm up from Binance's archive from this UTC day or time (2025-11-01, "
+                             "2025-11-01T00:00Z): archive days, then REST, then live, each trade once")
     stream.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
     stream.add_argument("--from", dest="from_url", type=_url("redis", "rediss"), default=None,
                         help="read what `orderflow collect` writes to this Redis URL instead of Binance")
@@ -218,7 +222,11 @@ def _parser() -> argparse.ArgumentParser:
     replay = command(
         "replay", "play a recorded tape (CSV dump, frames JSONL, recorder output) straight into the stream's pipeline"
     )
-    replay.add_argument("file", help="the tape file")
+    replay.add_argument("file", help="the tape file, or a store folder of orderflow history (with --from/--to)")
+    replay.add_argument("--from", dest="from_day", default=None, metavar="DATE",
+                        help="with a store: the first UTC day, YYYY-MM-DD")
+    replay.add_argument("--to", dest="to_day", default=None, metavar="DATE",
+                        help="with a store: the last UTC day (default: --from)")
     replay.add_argument("--symbol", type=_symbol, default=None,
                         help="the tape's symbol (default: from the file name, e.g. BTCUSDT-aggTrades-..., or its rows)")
     replay.add_argument("--market", choices=["spot", "usdm"], default=None,
@@ -228,6 +236,21 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = whole tape")
     replay.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
     replay.set_defaults(run=replay_command)
+
+    hist = command("history", "download days of Binance's public aggTrades archive into a Parquet store, verified, "
+                              "every id hole filled over REST")
+    hist.add_argument("--symbol", type=_symbol, action="append", required=True, help="symbol, repeatable")
+    hist.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
+    hist.add_argument("--from", dest="from_day", required=True, metavar="DATE", help="first UTC day, YYYY-MM-DD")
+    hist.add_argument("--to", dest="to_day", default=None, metavar="DATE", help="last UTC day (default: --from)")
+    hist.add_argument("--out", type=Path, required=True, metavar="DIR", help="the store's folder")
+    hist.add_argument("--archive-url", type=_url("http", "https"), default=None,
+                      help="archive base URL (default: settings endpoints.<market>.archive_url)")
+    hist.add_argument("--rest-url", type=_url("http", "https"), default=None,
+                      help="REST base URL for filling holes (default: settings)")
+    hist.add_argument("--concurrency", type=int, choices=range(1, 17), default=4, metavar="N",
+                      help="downloads at once, 1-16")
+    hist.set_defaults(run=_history_command)
 
     demo = command("demo", "offline: the local simulator replays the bundled real BTCUSDT tape into the live stream")
     demo.add_argument("--speed", type=_positive, default=None, help="replay speed (default: settings demo.speed)")
@@ -288,6 +311,26 @@ def _parser() -> argparse.ArgumentParser:
     show = command("config", "validate the settings and print them as JSON")
     show.set_defaults(run=config_command)
     return parser
+
+
+def _history_command(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from .history.command import history_command  # pyarrow only for this command
+    except ModuleNotFoundError as exc:
+        raise OrderFlowError(f"orderflow history needs {exc.name}: pip install 'orderflow-plugin[history]'") from exc
+
+    return history_command(args, settings)
+
+
+def _since(text: str) -> str:
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a UTC day or time (e.g. 2025-11-01, 2025-11-01T00:00Z)") from None
+    return text.strip()
 
 
 def _positive(text: str) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
@@ -179,7 +181,15 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
     from .replay import replay
 
     try:
-        tape = load_tape(args.file, symbol=args.symbol, market=args.market)
+        if Path(args.file).is_dir():  # a store of orderflow history
+            try:
+                from .history.command import store_tape_of
+            except ModuleNotFoundError as exc:
+                raise TapeError(f"{args.file} is a store: reading it needs {exc.name}: pip install "
+                                "'orderflow-plugin[history]'") from exc
+            tape = store_tape_of(args, settings)
+        else:
+            tape = load_tape(args.file, symbol=args.symbol, market=args.market)
     except TapeError as exc:
         print(f"orderflow replay: {exc}", file=sys.stderr)
         return 2
@@ -240,6 +250,13 @@ def _stream_overrides(args: argparse.Namespace, settings: Settings) -> dict[str,
         overrides["rest_url"] = args.rest_url
     if args.ca_file:
         overrides["ca_file"] = args.ca_file
+    if getattr(args, "since", None):  # warm up from the archive (history/warmup.py)
+        from .options import Sequencing, from_table
+
+        sequencing = from_table(Sequencing, settings.sequencing)
+        endpoints = settings.endpoints[args.market or settings.market]
+        overrides["sequencing"] = dataclasses.replace(
+            sequencing, since=args.since, archive_url=sequencing.archive_url or endpoints.get("archive_url", ""))
     return overrides
 
 

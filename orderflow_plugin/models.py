@@ -11,8 +11,9 @@ __all__ = ["Market", "Metric", "Side", "Source", "Trade", "format_decimal"]
 
 Side = Literal["buy", "sell"]
 # live: from the stream; backfill: fetched over REST to fill a hole; replay: a previous run may have
-# delivered it already (after a restart from a checkpoint), so an exactly-once sink checks it.
-Source = Literal["live", "backfill", "replay"]
+# delivered it already (after a restart from a checkpoint), so an exactly-once sink checks it;
+# archive: read from Binance's public archive (orderflow history).
+Source = Literal["live", "backfill", "replay", "archive"]
 Market = Literal["spot", "usdm"]
 
 

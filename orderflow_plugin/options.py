@@ -68,6 +68,10 @@ class Sequencing:
     start_from_id: int = 0  # 0 = start live
     checkpoint_path: str = ""  # "" = no checkpoint
     checkpoint_interval: float = 1.0
+    # Warm-up from Binance's archive (docs/history.md): a UTC day or time; "" = start live.
+    since: str = ""
+    history_store: str = ""  # the store's folder for warm-up; "" = a temporary one
+    archive_url: str = ""  # "" = https://data.binance.vision
 
 
 @dataclass(frozen=True)

@@ -254,6 +254,21 @@ class Pipeline:
         """A hole of ``symbol`` is open or being filled: trades are arriving, the feed is alive."""
         return self.sequencers[symbol].gap is not None or symbol in self.filling
 
+    def prime(self, trades: Iterable[Trade], now: float) -> int:
+        """Deliver stored trades (a warm-up from the archive) before the stream starts, in id order; the
+        stream goes on after the last one, the hole to its first live trade backfilled. Returns how many."""
+        count = 0
+        self.now = now
+        for trade in trades:
+            sequencer = self.sequencers[trade.symbol]
+            last = sequencer.last_delivered
+            if last is not None and trade.id <= last:
+                continue
+            sequencer.expected = trade.id + 1
+            self._deliver(trade)
+            count += 1
+        return count
+
     def deliver_as_is(self, trade: Trade, now: float) -> None:
         """Deliver ``trade`` unsequenced: a Redis consumer group's share of a stream has holes by design."""
         self.now = now

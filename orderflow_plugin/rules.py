@@ -183,6 +183,16 @@ def _ca_file_ok(value: Any) -> bool:
     return True
 
 
+def _since_ok(value: str) -> bool:
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
 RULES: tuple[Rule, ...] = (
     symbol_list("symbols"),
     choice("market", "spot", "usdm"),
@@ -190,6 +200,8 @@ RULES: tuple[Rule, ...] = (
     url("endpoints.spot.rest_url", *_HTTP),
     url("endpoints.usdm.ws_url", *_WS),
     url("endpoints.usdm.rest_url", *_HTTP),
+    url("endpoints.spot.archive_url", *_HTTP),
+    url("endpoints.usdm.archive_url", *_HTTP),
     url("connector.ws_url", *_WS, empty=True),
     url("connector.rest_url", *_HTTP, empty=True),
     Rule("connector.ca_file", _ca_file_ok, 'a readable PEM CA bundle file, or "" for the system trust store only'),
@@ -226,6 +238,10 @@ RULES: tuple[Rule, ...] = (
     integer("sequencing.start_from_id", 0, 2**62),
     text("sequencing.checkpoint_path", empty=True),
     number("sequencing.checkpoint_interval", 0, 3600, low_open=True),
+    Rule("sequencing.since", lambda v: isinstance(v, str) and (not v or _since_ok(v)),
+         'a UTC day or time such as "2025-11-01" or "2025-11-01T00:00Z", or "" to start live'),
+    text("sequencing.history_store", empty=True),
+    url("sequencing.archive_url", *_HTTP, empty=True),
     boolean("flow.enabled"),
     Rule("flow.windows", _windows_ok, 'a non-empty list of distinct windows like "1s", "1m", "5m", "1h"',
          explain=_windows_problem),

@@ -203,6 +203,13 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         for error in self.plugins.load_errors:
             self._emit("on_error", error=error, where="plugins")
         self._emit("on_startup", settings=self.settings if self.settings is not None else Settings.defaults_for(self))
+        if self.sequencing.since and self.source is None:  # archive days first, then live (history/warmup.py)
+            try:
+                from .history.warmup import warm_up
+            except ModuleNotFoundError as exc:
+                raise OrderFlowError(f"Sequencing(since=...) needs {exc.name}: pip install "
+                                     "'orderflow-plugin[history]'") from exc
+            await warm_up(self)
         if self.source is not None:
             self._spawn(self.source.run(), "orderflow redis source")
         for shard in self._shards:

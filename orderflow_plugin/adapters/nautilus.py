@@ -29,10 +29,12 @@ from typing import Any
 from nautilus_trader.adapters.binance.common.enums import BinanceAccountType
 from nautilus_trader.adapters.binance.common.symbol import BinanceSymbol
 from nautilus_trader.common.actor import Actor
+from nautilus_trader.common.component import TestClock
 from nautilus_trader.common.config import ActorConfig
 from nautilus_trader.core.data import Data
 from nautilus_trader.model.custom import customdataclass
 from nautilus_trader.model.data import DataType
+from nautilus_trader.model.enums import AggressorSide
 from nautilus_trader.model.identifiers import ClientId, InstrumentId
 
 from ..config import load_settings
@@ -319,6 +321,7 @@ class OrderFlowActor(Actor):
         self.publisher: DataPublisher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the node's, taken in on_start
         self._start_task: asyncio.Task[None] | None = None
+        self._symbols: dict[InstrumentId, str] = {}  # in a backtest: the subscribed instruments' symbols
         self._stop_task: asyncio.Task[None] | None = None
 
     def build_flow(self) -> OrderFlow:
@@ -334,13 +337,18 @@ class OrderFlowActor(Actor):
         return OrderFlow(overrides.pop("symbols"), **overrides)
 
     def on_start(self) -> None:
+        # A BacktestEngine's actors run on its simulated clock (a TestClock), whether or not a loop runs around
+        # engine.run(): the order flow of the node's own TradeTicks, never a connection.
+        if isinstance(self.clock, TestClock):
+            self._start_backtest()
+            return
         # A TradingNode starts its actors from kernel.start_async(), a coroutine on the node's loop:
-        # the running loop here is the node's. A backtest starts them with no loop running.
+        # the running loop here is the node's.
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             raise OrderFlowError("OrderFlowActor streams live: it needs a TradingNode, whose event loop "
-                                 "runs while it starts its actors (a BacktestEngine has none)") from None
+                                 "runs while it starts its actors") from None
         if self._stop_task is not None and not self._stop_task.done():
             raise OrderFlowError("OrderFlowActor started again before its stream stopped")
         self._loop, self.flow, self.publisher, self._start_task, self._stop_task = loop, None, None, None, None
@@ -358,6 +366,38 @@ class OrderFlowActor(Actor):
         self.flow, self.publisher = flow, publisher
         self._start_task = loop.create_task(flow.start(), name="orderflow start")
         self._start_task.add_done_callback(self._started)
+
+    def _start_backtest(self) -> None:
+        """In a BacktestEngine: the same stream's pipeline, engine and hooks, fed the node's TradeTicks.
+
+        The stream is built but never connects; each ``TradeTick`` of a subscribed instrument becomes the
+        aggregate trade it stands for (``trade_id`` is Binance's aggregate id, as
+        :func:`orderflow_plugin.history.nautilus.write_catalog` writes it) and goes through
+        ``Pipeline.prime``: in id order, once, to the same engine and publisher as live.
+        """
+        self._loop, self._start_task, self._stop_task = None, None, None
+        flow = self.build_flow()
+        publisher = DataPublisher(self, flow, self.config.venue)  # type: ignore[attr-defined]
+        flow.plugins.register(publisher, name="nautilus-data-publisher")
+        for plugin in self.plugins:
+            flow.plugins.register(plugin)
+        self.flow, self.publisher = flow, publisher
+        self._symbols = {}
+        for symbol in flow.symbols:
+            instrument_id = _instrument_id(symbol, flow.market, self.config.venue)  # type: ignore[attr-defined]
+            self._symbols[instrument_id] = symbol
+            self.subscribe_trade_ticks(instrument_id)
+
+    def on_trade_tick(self, tick: Any) -> None:
+        symbol = self._symbols.get(tick.instrument_id) if self.flow is not None else None
+        if symbol is None:
+            return
+        agg = int(tick.trade_id.value)
+        ms = tick.ts_event // _MS
+        side = "sell" if tick.aggressor_side == AggressorSide.SELLER else "buy"
+        trade = Trade(symbol, agg, Decimal(str(tick.price)), Decimal(str(tick.size)), agg, agg, ms, side, ms,
+                      self.flow.market, "archive")
+        self.flow.pipeline.prime((trade,), self.clock.timestamp_ns() / 1e9)
 
     def _started(self, task: asyncio.Task[None]) -> None:
         error = None if task.cancelled() else task.exception()

@@ -10,6 +10,7 @@
 ``SimCertificates(directory)`` makes a throwaway CA for ``Simulator(ssl_context=...)`` (wss://, https://).
 """
 
+from .archive import ARCHIVE_FAULTS, Archive, ArchiveFault, tiled_tape
 from .certs import SimCertificates
 from .feed import Pace, SymbolFeed
 from .proxy import FaultProxy, LinkRecord, ProxyRecord
@@ -17,8 +18,11 @@ from .scenario import CONNECTION_FAULTS, REST_FAULTS, Fault, Scenario
 from .server import ConnectionRecord, SimRecord, Simulator
 
 __all__ = [
+    "ARCHIVE_FAULTS",
     "CONNECTION_FAULTS",
     "REST_FAULTS",
+    "Archive",
+    "ArchiveFault",
     "ConnectionRecord",
     "Fault",
     "FaultProxy",
@@ -30,4 +34,5 @@ __all__ = [
     "SimRecord",
     "Simulator",
     "SymbolFeed",
+    "tiled_tape",
 ]

@@ -23,6 +23,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from .archive import serve as serve_archive
 from .faults import ConnectionFaults, SlowDrip, drip_answer, rest_answer
 from .frames import combined, json_response, parse_target, text_frame
 from .scenario import Fault
@@ -111,6 +112,10 @@ class SimConnection(asyncio.Protocol):
         path, _, query = request.path.partition("?")
         if path.startswith(("/api/", "/fapi/")):
             self._on_rest(request, path, query)
+            return
+        if path.startswith("/data/") and self.sim.archive is not None and self.transport is not None:
+            self.spawn(serve_archive(self.transport, self.sim.archive.answer(path, request.headers.get("Range"))))
+            self.sim._notify()
             return
         self.record = self.sim.record_connection(request.path)
         if not self.record.faults:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..models import Market
 from ..tape import Tape, bundled_tape
+from .archive import Archive
 from .connection import SimConnection
 from .feed import Pace, SymbolFeed, schedule
 from .frames import aggtrade_payload
@@ -83,6 +84,7 @@ class Simulator:
         max_buffer: int = 64 * 1024 * 1024,
         record_ids: bool = True,
         ssl_context: ssl.SSLContext | None = None,
+        archive: Archive | None = None,
     ) -> None:
         if tapes is None:
             tapes = [bundled_tape()]
@@ -106,6 +108,7 @@ class Simulator:
         self.record_ids = record_ids
         self.ssl_context = ssl_context  # a server context: wss:// and https:// instead of ws:// and http://
         self.record = SimRecord()
+        self.archive = archive  # Binance's public archive (data.binance.vision) at archive_url, when given
         self.rest_api = RestApi(
             self, weight_limit=weight_limit, futures_weight_limit=futures_weight_limit, window=weight_window
         )
@@ -162,6 +165,11 @@ class Simulator:
     def rest_url(self) -> str:
         """Base REST URL (append ``/api/v3/...`` or ``/fapi/v1/...``)."""
         return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def archive_url(self) -> str:
+        """Base URL of the archive (append ``/data/spot/daily/aggTrades/...``); the REST port serves it."""
+        return self.rest_url
 
     def happened(self, symbol: str) -> int:
         """How many of ``symbol``'s trades the market has played."""
