@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="extra CA bundle (PEM) to trust, e.g. orderflow sim --tls's (default: settings)")
     stream.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
     stream.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
-    stream.add_argument("--from", dest="from_url", type=_url("redis", "rediss"), default=None,
+    stream.add_argument("--from", dest="from_url", type=_redis_url, default=None,
                         help="read what `orderflow collect` writes to this Redis URL instead of Binance")
     stream.add_argument("--group", default=None, help="with --from: share the trades among a consumer group")
     stream.add_argument("--consumer", default=None, help="with --group: this consumer's name in the group")
@@ -110,8 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.set_defaults(run=stream_command)
 
     collect = command("collect", "stream from Binance into Redis Streams, exactly once, for bots that read --from")
-    collect.add_argument("--to", required=True, type=_url("redis", "rediss"),
-                         help="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    collect.add_argument("--to", required=True, type=_redis_url,
+                         help="Redis URL, e.g. redis://127.0.0.1:6379/0, or redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE[/DB]")
     collect.add_argument("--symbol", action="append", default=None, help="symbol, repeatable (default: settings)")
     collect.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings)")
     collect.add_argument("--ws-url", default=None, help="WebSocket base URL (default: settings)")
@@ -234,6 +234,18 @@ def _url(*schemes: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def _redis_url(text: str) -> str:
+    """A Redis URL: one server (redis://, rediss://) or a primary behind Sentinels (redis+sentinel://)."""
+    from .redisbus.url import SENTINEL_SCHEMES, RedisFeedError, check_url
+
+    if text.partition("://")[0] in SENTINEL_SCHEMES:
+        try:
+            return check_url(text)
+        except RedisFeedError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return _url("redis", "rediss")(text)
 
 
 def _symbol(text: str) -> str:
