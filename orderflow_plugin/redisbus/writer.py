@@ -69,7 +69,7 @@ class StreamWriter:
 
     def __init__(self, url: str, market: str, *, maxlen: int = 1_000_000, hole_wait: float = 10.0,
                  batch: int = 2000, rounds: int = 10, flush_interval: float = 0.05, timeout: float = 5.0,
-                 max_pending: int = 5_000_000) -> None:
+                 max_pending: int = 5_000_000, refill_window: int = 50_000) -> None:
         self.url = redacted(url)  # for logs
         self.market = market
         self.maxlen = maxlen
@@ -86,8 +86,14 @@ class StreamWriter:
         self.pending: dict[str, deque[tuple[int, bytes]]] = {}
         self.entries: deque[tuple[str, str, Mapping[str, Any], int]] = deque()  # key, id ("*": auto), fields, maxlen
         self.holes: dict[str, tuple[int, int, float]] = {}  # symbol -> (first missing, last missing, since)
+        # A failover can lose what the old primary acknowledged (replication is asynchronous). The newest id Redis
+        # has shown us per symbol, and the last `refill_window` trades written (or found there), let a writer see
+        # the stream end below what it held before, and write those trades again.
+        self.refill_window = refill_window
+        self.confirmed: dict[str, int] = {}
+        self.recent: dict[str, deque[tuple[int, bytes]]] = {}
         self.counters = dict.fromkeys(("written", "duplicates", "gaps", "dropped", "entries_written",
-                                       "entries_duplicate", "redis_errors"), 0)
+                                       "entries_duplicate", "redis_errors", "failovers", "refilled"), 0)
         self._retry_at: dict[str, float] = {}
         # Why this writer can't go on (a queue past max_pending, a fault retrying won't fix): collectors exit on it.
         self.failure: BaseException | None = None
@@ -233,8 +239,15 @@ class StreamWriter:
         """Drop what one script wrote or found there; True when it stopped at a hole."""
         written, duplicates, top, waiting, crossed_first, crossed_last = (int(x) for x in result)
         queue = self.pending[symbol]
+        if top < self.confirmed.get(symbol, -1):
+            self._refill(symbol, top)
+            return True  # what this round's later scripts of the symbol found is stale: the next round retries
+        recent = self.recent.get(symbol)
+        if recent is None:
+            recent = self.recent[symbol] = deque(maxlen=self.refill_window)
         for _ in range(written + duplicates):
-            queue.popleft()
+            recent.append(queue.popleft())
+        self.confirmed[symbol] = top
         self.counters["written"] += written
         self.counters["duplicates"] += duplicates
         hole = self.holes.get(symbol)
@@ -261,6 +274,27 @@ class StreamWriter:
         if queue and symbol not in self.holes:
             self._wake.set()
         return bool(waiting)
+
+    def _refill(self, symbol: str, top: int) -> None:
+        """Redis's stream of ``symbol`` ends at ``top``, below what it held before: write what we still have again."""
+        held = self.confirmed[symbol]
+        recent = self.recent.get(symbol, deque())
+        again = [item for item in recent if item[0] > top]
+        queue = self.pending[symbol]
+        queue.extendleft(reversed(again))  # they are older than anything queued: at the front, in id order
+        recent.clear()
+        self.confirmed[symbol] = top
+        self.holes.pop(symbol, None)
+        self._retry_at.pop(symbol, None)
+        self.counters["failovers"] += 1
+        self.counters["refilled"] += len(again)
+        first_again = again[0][0] if again else held + 1
+        short = f"; {top + 1}..{first_again - 1} are older than the last {self.refill_window:,} kept, and wait " \
+                "for another collector like any hole" if first_again > top + 1 else ""
+        logger.warning("redis %s: %s ends at %d in Redis, but held up to %d before: writes were lost (a failover "
+                       "promoted a replica that had not received them); writing %d trades again from memory%s",
+                       self.url, symbol, top, held, len(again), short)
+        self._wake.set()
 
     def _failed(self, exc: BaseException) -> None:
         self.counters["redis_errors"] += 1
