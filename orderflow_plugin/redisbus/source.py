@@ -61,6 +61,7 @@ class RedisSource:
         self.reads = 0
         self._flow: OrderFlow | None = None
         self._positions: dict[str, str] = {}  # stream key -> the id read last (fan-out)
+        self._acked: dict[str, str] = {}  # stream key -> the newest id this consumer acknowledged (group)
         self._symbols: dict[str, str] = {}  # stream key -> symbol
         self._running = asyncio.Event()  # cleared while the pipeline asks us to pause
         self._decode: Any = None
@@ -120,6 +121,14 @@ class RedisSource:
                 await (self._read_group() if self.group else self._read())
                 delay = 0.05
             except Exception as exc:
+                if _group_lost(exc) and not cancelled():
+                    # A failover promoted a replica that never received the group (or the key was deleted): make
+                    # it again where this consumer's acknowledgements end, so nothing is skipped or repeated.
+                    logger.warning("redis %s: consumer group %r is gone (%s); creating it again after %s",
+                                   redacted(self.url), self.group, describe(exc),
+                                   ", ".join(f"{k} {v}" for k, v in self._acked.items()) or "nothing acknowledged")
+                    self.state = "new"
+                    continue
                 if not is_transient(exc) or cancelled():
                     raise
                 self._failed(exc)
@@ -144,8 +153,8 @@ class RedisSource:
         if self.group:
             for key in self._symbols:
                 try:
-                    await self.redis.xgroup_create(key, self.group, id="0" if self.start == "first" else "$",
-                                                   mkstream=True)
+                    start = self._acked.get(key) or ("0" if self.start == "first" else "$")
+                    await self.redis.xgroup_create(key, self.group, id=start, mkstream=True)
                 except redis_errors.ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
                         raise
@@ -218,6 +227,10 @@ class RedisSource:
         if entries:
             await self.redis.xack(key, self.group, *(entry for entry, _fields in entries))
             self.reads += len(entries)
+            newest = max(entries, key=lambda entry: trade_id(entry[0]))[0]
+            newest = newest.decode() if isinstance(newest, bytes) else str(newest)
+            if trade_id(newest) > trade_id(self._acked.get(key, "0-0")):
+                self._acked[key] = newest
 
     def _trimmed(self, key: str, entries: list[Any]) -> None:
         """Entries this group held that retention trimmed before they were delivered: gaps, with their ids."""
@@ -246,3 +259,8 @@ class RedisSource:
             if self._flow is not None:
                 self._flow._emit("on_disconnected", url=redacted(self.url), code=None, reason=text, error=exc)
         self.last_error = text
+
+
+def _group_lost(exc: BaseException) -> bool:
+    """Redis no longer knows our consumer group (NOGROUP): a failover lost it, or somebody deleted it."""
+    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("NOGROUP")
