@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from pathlib import Path
@@ -118,3 +119,24 @@ async def test_three_failovers_under_load_lose_and_repeat_nothing(refill: bool, 
         assert set(result.consumer_sources) == {"live"}, result.consumer_sources
     else:
         assert result.missing and result.gaps_recorded, summary
+
+
+async def test_wait_replicas_waits_for_them_and_says_when_too_few_answer(tmp_path: Path, caplog: Any) -> None:
+    """wait_replicas sends WAIT after each round trip: with the replica up nothing is counted; asking for more
+    replicas than exist writes all the same, counts the shortfall and logs it once."""
+    from orderflow_plugin.redisbus.server import RedisServer
+
+    with RedisServer(directory=tmp_path / "p") as primary, RedisServer(directory=tmp_path / "r",
+                                                                      replicaof=primary.port) as replica:
+        client = aioredis.Redis.from_url(replica.url)
+        async with asyncio.timeout(30):
+            while (await client.info("replication"))["master_link_status"] != "up":
+                await asyncio.sleep(0.05)
+        await client.aclose()
+        enough = await write(primary.url, [trade(i) for i in range(1, 51)], wait_replicas=1, wait_timeout=5.0)
+        short = await write(primary.url, [trade(i) for i in range(51, 101)], wait_replicas=2, wait_timeout=0.05)
+        assert await ids_in(replica.url) == list(range(1, 101))
+    assert enough.counters["unreplicated"] == 0
+    assert short.counters["unreplicated"] >= 1 and short.counters["written"] == 50
+    warned = [r.getMessage() for r in caplog.records if "wait_replicas" in r.getMessage()]
+    assert len(warned) == 1 and "of 2 replicas" in warned[0], warned

@@ -72,7 +72,9 @@ async def collect(settings: Settings, url: str, *, name: str = "", duration: flo
                 ", ".join(f"{s} {i}" for s, i in resume.items()) or "nothing (new streams)")
     publisher = RedisPublisher(url, market=market, maxlen=int(table.get("maxlen", 1_000_000)),
                                hole_wait=float(table.get("hole_wait", 10.0)), name=name,
-                               refill_window=int(table.get("refill_window", 50_000)))
+                               refill_window=int(table.get("refill_window", 50_000)),
+                               wait_replicas=int(table.get("wait_replicas", 0)),
+                               wait_timeout=float(table.get("wait_timeout", 1.0)))
     # Redis is the collector's checkpoint: a checkpoint file would be ahead of it by what was still queued
     # when the collector died, and resuming from there would leave those trades out for good.
     sequencing = dataclasses.replace(from_table(Sequencing, settings.sequencing), checkpoint_path="")

@@ -69,7 +69,8 @@ class StreamWriter:
 
     def __init__(self, url: str, market: str, *, maxlen: int = 1_000_000, hole_wait: float = 10.0,
                  batch: int = 2000, rounds: int = 10, flush_interval: float = 0.05, timeout: float = 5.0,
-                 max_pending: int = 5_000_000, refill_window: int = 50_000) -> None:
+                 max_pending: int = 5_000_000, refill_window: int = 50_000, wait_replicas: int = 0,
+                 wait_timeout: float = 1.0) -> None:
         self.url = redacted(url)  # for logs
         self.market = market
         self.maxlen = maxlen
@@ -90,10 +91,14 @@ class StreamWriter:
         # has shown us per symbol, and the last `refill_window` trades written (or found there), let a writer see
         # the stream end below what it held before, and write those trades again.
         self.refill_window = refill_window
+        # WAIT wait_replicas wait_timeout after each round trip that wrote trades: durability for latency.
+        self.wait_replicas, self.wait_timeout = wait_replicas, wait_timeout
+        self._unreplicated_since: float | None = None
         self.confirmed: dict[str, int] = {}
         self.recent: dict[str, deque[tuple[int, bytes]]] = {}
         self.counters = dict.fromkeys(("written", "duplicates", "gaps", "dropped", "entries_written",
-                                       "entries_duplicate", "redis_errors", "failovers", "refilled"), 0)
+                                       "entries_duplicate", "redis_errors", "failovers", "refilled",
+                                       "unreplicated"), 0)
         self._retry_at: dict[str, float] = {}
         # Why this writer can't go on (a queue past max_pending, a fault retrying won't fix): collectors exit on it.
         self.failure: BaseException | None = None
@@ -134,7 +139,8 @@ class StreamWriter:
         """Import redis-py (on a thread) and make the client, once."""
         if self.redis is None:
             self._client = await asyncio.to_thread(importlib.import_module, "orderflow_plugin.redisbus.client")
-            self.redis = self._client.connect(self._target, timeout=self._timeout)
+            # A round trip may wait wait_timeout for the replicas (WAIT) before it answers.
+            self.redis = self._client.connect(self._target, timeout=self._timeout + self.wait_timeout)
             self._append = self.redis.register_script(APPEND)
 
     async def run(self) -> None:
@@ -221,7 +227,12 @@ class StreamWriter:
                 return False
             for key, entry, fields, maxlen in entries:
                 pipe.xadd(key, dict(fields), id=entry, maxlen=maxlen or None, approximate=True)
+            waits = bool(self.wait_replicas and batches)
+            if waits:
+                pipe.execute_command("WAIT", self.wait_replicas, int(self.wait_timeout * 1000))
             results = await pipe.execute(raise_on_error=False)
+        if waits:
+            self._replicated(results.pop(), now)
         stalled: set[str] = set()  # symbols whose earlier script this round stopped at a hole
         for (symbol, _number, force), result in zip(batches, results, strict=False):
             if isinstance(result, Exception):
@@ -274,6 +285,19 @@ class StreamWriter:
         if queue and symbol not in self.holes:
             self._wake.set()
         return bool(waiting)
+
+    def _replicated(self, reply: Any, now: float) -> None:
+        """What WAIT answered: fewer replicas than asked is logged once per stretch and counted, never fatal."""
+        if isinstance(reply, Exception) or int(reply) < self.wait_replicas:
+            self.counters["unreplicated"] += 1
+            if self._unreplicated_since is None:
+                self._unreplicated_since = now
+                logger.warning("redis %s: writes reached %s of %d replicas within %.1f s (wait_replicas); going on",
+                               self.url, reply if not isinstance(reply, Exception) else "an unknown number",
+                               self.wait_replicas, self.wait_timeout)
+        elif self._unreplicated_since is not None:
+            logger.info("redis %s: writes reach %d replicas again", self.url, self.wait_replicas)
+            self._unreplicated_since = None
 
     def _refill(self, symbol: str, top: int) -> None:
         """Redis's stream of ``symbol`` ends at ``top``, below what it held before: write what we still have again."""
