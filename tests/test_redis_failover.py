@@ -140,3 +140,37 @@ async def test_wait_replicas_waits_for_them_and_says_when_too_few_answer(tmp_pat
     assert short.counters["unreplicated"] >= 1 and short.counters["written"] == 50
     warned = [r.getMessage() for r in caplog.records if "wait_replicas" in r.getMessage()]
     assert len(warned) == 1 and "of 2 replicas" in warned[0], warned
+
+
+def test_every_key_of_a_symbol_shares_one_cluster_slot() -> None:
+    """A symbol's trades, bars, whales and gaps keys carry one hash tag, so they map to one Cluster slot."""
+    from redis.crc import key_slot
+
+    from orderflow_plugin.redisbus.keys import bars_key, trades_key, whales_key
+
+    keys = [trades_key("spot", "BTCUSDT"), bars_key("spot", "BTCUSDT", "1m"), whales_key("spot", "BTCUSDT"),
+            gaps_key("spot", "BTCUSDT")]
+    assert len({key_slot(key.encode()) for key in keys}) == 1, keys
+    assert key_slot(trades_key("spot", "ETHUSDT").encode()) != key_slot(keys[0].encode())
+
+
+async def test_old_key_names_are_migrated_once_and_refused_until_then(orderflow_redis: Any, capsys: Any) -> None:
+    """A Redis with the old key names makes a collector refuse in one line naming the tool; the tool renames
+    them (atomically, never over a new key), and the collector then resumes after the newest id."""
+    from orderflow_plugin.redisbus.collector import newest_ids
+    from orderflow_plugin.redisbus.migrate import main as migrate
+
+    url = orderflow_redis.url
+    client = aioredis.Redis.from_url(url)
+    for number in (1, 2, 3):
+        await client.xadd("orderflow:spot:BTCUSDT:trades", {"d": trade_payload(trade(number))}, id=f"{number}-0")
+    await client.xadd("orderflow:spot:BTCUSDT:bars:1m", {"open": "1"}, id="60000-0")
+    stop = asyncio.Event()
+    with pytest.raises(RedisFeedError, match=r"holds orderflow:spot:BTCUSDT:trades, the old name.*migrate"):
+        await newest_ids(url, "spot", ("BTCUSDT",), stop)
+    assert await asyncio.to_thread(migrate, [url]) == 0
+    assert "2 keys renamed" in capsys.readouterr().out
+    assert await newest_ids(url, "spot", ("BTCUSDT",), stop) == {"BTCUSDT": 3}
+    assert await client.xlen("orderflow:{spot:BTCUSDT}:bars:1m") == 1
+    assert not await client.exists("orderflow:spot:BTCUSDT:trades")
+    await client.aclose()

@@ -2,10 +2,11 @@
 
 Settings (``[default.hooks.redis]``): ``enabled`` (default false), ``url``, ``maxlen`` (entries
 kept per trade stream, approximately; 0 = all), ``hole_wait`` (seconds a trade waits behind a
-hole in Redis for another collector to fill it) and ``refill_window`` (trades per symbol kept to
+hole in Redis for another collector to fill it), ``refill_window`` (trades per symbol kept to
 write again when a failover loses what the old primary acknowledged), ``wait_replicas`` and
-``wait_timeout`` (``WAIT`` for that many replicas after each round trip of trades; 0 = don't). ``orderflow collect --to URL`` is this plugin
-with a resume from Redis; see docs/scale-out.md for the streams and their ids.
+``wait_timeout`` (``WAIT`` for that many replicas after each round trip of trades; 0 = don't).
+``orderflow collect --to URL`` is this plugin with a resume from Redis; see docs/scale-out.md for
+the streams and their ids.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ except ImportError as exc:  # pragma: no cover - the redis extra is not installe
 from .url import SENTINEL_SCHEMES, RedisFeedError, check_url, parse_sentinel, redacted
 
 __all__ = ["RedisFeedError", "SentinelManagedRedis", "cancelled", "check", "connect", "describe", "is_duplicate",
-           "is_transient", "newest_entry", "redacted"]
+           "is_transient", "newest_entry", "redacted", "refuse_legacy"]
 
 
 class SentinelManagedRedis(aioredis.Redis):
@@ -99,6 +99,17 @@ def describe(exc: BaseException) -> str:
     """One line naming the fault: its class and message."""
     text = " ".join(str(exc).split()) or "no detail"
     return f"{type(exc).__name__}: {text}"
+
+
+async def refuse_legacy(client: aioredis.Redis, url: str, keys: list[str]) -> None:
+    """RedisFeedError, one line, if Redis holds one of ``keys`` under its old name only (before the hash tags)."""
+    from .keys import legacy_key
+
+    for key in keys:
+        old = legacy_key(key)
+        if old != key and not await client.exists(key) and await client.exists(old):
+            raise RedisFeedError(f"Redis {redacted(url)} holds {old}, the old name of {key}: stop the collectors and "
+                                 f"bots and run `python -m orderflow_plugin.redisbus.migrate {redacted(url)}` once")
 
 
 async def check(client: aioredis.Redis, url: str) -> None:

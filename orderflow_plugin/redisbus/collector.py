@@ -20,7 +20,7 @@ from ..config import Settings
 from ..options import Sequencing, from_table
 from ..stream import OrderFlow
 from ..symbols import normalize_symbol
-from .client import RedisFeedError, check, connect, describe, is_transient, newest_entry, redacted
+from .client import RedisFeedError, check, connect, describe, is_transient, newest_entry, redacted, refuse_legacy
 from .keys import trade_id, trades_key
 
 __all__ = ["collect", "newest_ids"]
@@ -39,6 +39,7 @@ async def newest_ids(url: str, market: str, symbols: tuple[str, ...], stop: asyn
         while not stop.is_set():
             try:
                 await check(client, url)
+                await refuse_legacy(client, url, [trades_key(market, symbol) for symbol in symbols])
                 newest = {symbol: await newest_entry(client, trades_key(market, symbol)) for symbol in symbols}
                 return {symbol: trade_id(entry) for symbol, entry in newest.items() if entry is not None}
             except Exception as exc:

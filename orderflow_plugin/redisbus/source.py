@@ -30,7 +30,17 @@ import msgspec
 
 from ..decode import Decoder
 from ..models import Trade
-from .client import cancelled, check, connect, describe, is_transient, newest_entry, redacted, redis_errors
+from .client import (
+    cancelled,
+    check,
+    connect,
+    describe,
+    is_transient,
+    newest_entry,
+    redacted,
+    redis_errors,
+    refuse_legacy,
+)
 from .keys import entry_id, trade_id, trades_key
 from .url import RedisFeedError
 
@@ -104,6 +114,7 @@ class RedisSource:
         self._running.set()
         try:
             await check(self.redis, self.url)
+            await refuse_legacy(self.redis, self.url, list(self._symbols))
         except Exception as exc:
             if not is_transient(exc):
                 await self.aclose()  # the stream never starts: nothing else would close the pool
