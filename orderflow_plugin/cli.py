@@ -237,10 +237,10 @@ def _url(*schemes: str) -> Callable[[str], str]:
 
 
 def _redis_url(text: str) -> str:
-    """A Redis URL: one server (redis://, rediss://) or a primary behind Sentinels (redis+sentinel://)."""
-    from .redisbus.url import SENTINEL_SCHEMES, RedisFeedError, check_url
+    """A Redis URL: one server (redis://, rediss://), a cluster (redis+cluster://) or a primary behind Sentinels."""
+    from .redisbus.url import CLUSTER_SCHEMES, SENTINEL_SCHEMES, RedisFeedError, check_url
 
-    if text.partition("://")[0] in SENTINEL_SCHEMES:
+    if text.partition("://")[0] in (*SENTINEL_SCHEMES, *CLUSTER_SCHEMES):
         try:
             return check_url(text)
         except RedisFeedError as exc:

@@ -174,3 +174,94 @@ async def test_old_key_names_are_migrated_once_and_refused_until_then(orderflow_
     assert await client.xlen("orderflow:{spot:BTCUSDT}:bars:1m") == 1
     assert not await client.exists("orderflow:spot:BTCUSDT:trades")
     await client.aclose()
+
+
+@pytest.mark.timeout(180)
+async def test_a_cluster_of_three_primaries_takes_collectors_and_a_consumer_group_across_slots(
+        orderflow_sim_factory: Any, tmp_path: Path) -> None:
+    """Two `orderflow collect` processes write two symbols (two slots, on different primaries) into a 3-primary
+    Redis Cluster; Redis equals the tapes, and a consumer group of two bots reading both symbols gets every trade
+    once between them."""
+    import dataclasses
+
+    from redis.crc import key_slot
+
+    from orderflow_plugin.redisbus.client import newest_entry
+    from orderflow_plugin.redisbus.drill import Collector, DrillResult, check_stream
+    from orderflow_plugin.redisbus.keys import trades_key
+    from orderflow_plugin.redisbus.server import RedisClusterServers
+
+    btc = bundled_tape()
+    eth = dataclasses.replace(btc, symbol="ETHUSDT")
+    assert key_slot(trades_key("spot", "BTCUSDT").encode()) // 5462 != key_slot(trades_key("spot", "ETHUSDT").encode()) // 5462
+    sim = await orderflow_sim_factory([btc, eth], pace=Pace(rate=1000))
+    with RedisClusterServers(3, directory=tmp_path / "cluster") as cluster:
+        url = cluster.url
+        a, b = Collected(), Collected()
+        bots = [await consume_symbols(RedisSource(url, group="bots", consumer=name, start="first", block=0.1), hooks)
+                for name, hooks in (("a", a), ("b", b))]
+        argv = ["--to", url, "--ws-url", sim.ws_url, "--rest-url", sim.rest_url, "--symbol", "BTCUSDT",
+                "--symbol", "ETHUSDT"]
+        crew = [Collector(f"c{n}", argv, tmp_path / f"collector{n}.log") for n in (1, 2)]
+        try:
+            # The first collector starts both streams: a stream begins where its first writer began, so one started
+            # at the same moment a little later in the tape would begin it there (docs/scale-out.md).
+            await crew[0].start()
+            probe = aioredis.RedisCluster(host="127.0.0.1", port=cluster.servers[0].port)
+            async with asyncio.timeout(30):
+                while None in [await newest_entry(probe, trades_key("spot", s)) for s in ("BTCUSDT", "ETHUSDT")]:
+                    await asyncio.sleep(0.05)
+            await probe.aclose()
+            await crew[1].start()
+            try:
+                await a.until(lambda: len(a.trades) + len(b.trades) >= 10_000, timeout=60)
+            except TimeoutError:
+                probe = aioredis.RedisCluster(host="127.0.0.1", port=cluster.servers[0].port)
+                info = {k: (await probe.xlen(k), await probe.xpending(k, "bots"))
+                        for k in (trades_key("spot", "BTCUSDT"), trades_key("spot", "ETHUSDT"))}
+                await probe.aclose()
+                got = {s: len({t.id for t in [*a.trades, *b.trades] if t.symbol == s}) for s in ("BTCUSDT", "ETHUSDT")}
+                raise AssertionError(f"bots got {len(a.trades)} + {len(b.trades)} {got}; {info}") from None
+        finally:
+            for member in crew:
+                await member.stop()
+            for flow in bots:
+                await flow.stop()
+        reader = aioredis.RedisCluster(host="127.0.0.1", port=cluster.servers[0].port)
+        result = DrillResult(seed=0)
+        try:
+            for symbol in ("BTCUSDT", "ETHUSDT"):
+                await check_stream(reader, "spot", sim, symbol, result, 5000)
+        finally:
+            await reader.aclose()
+    logs = "\n".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("collector*.log")))
+    assert result.ok, f"{result}\n{logs}"
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        got = sorted(t.id for t in [*a.trades, *b.trades] if t.symbol == symbol)
+        assert got == [row.id for row in btc.rows], symbol
+
+
+async def consume_symbols(source: RedisSource, collected: Collected) -> Any:
+    """An OrderFlow reading BTCUSDT and ETHUSDT from ``source`` into ``collected``, started."""
+    from orderflow_plugin import OrderFlow, PluginManager
+
+    manager = PluginManager()
+    manager.register(collected)
+    flow = OrderFlow(["BTCUSDT", "ETHUSDT"], source=source, plugins=manager)
+    await flow.start()
+    return flow
+
+
+async def test_a_stream_a_consumer_group_made_empty_is_a_new_stream_to_collectors(orderflow_redis: Any) -> None:
+    """A bot's consumer group made before any collector wrote (XGROUP CREATE MKSTREAM) leaves an empty stream
+    whose newest id reads 0-0: collectors take it as new, not as "resume after trade 0" (which waited hole_wait,
+    then wrote past a hole of 3.8 billion ids into :gaps)."""
+    from orderflow_plugin.redisbus.collector import newest_ids
+
+    client = aioredis.Redis.from_url(orderflow_redis.url)
+    await client.xgroup_create(KEY, "bots", id="0", mkstream=True)
+    assert await newest_ids(orderflow_redis.url, "spot", ("BTCUSDT",), asyncio.Event()) == {}
+    writer = await write(orderflow_redis.url, [trade(i) for i in range(100, 110)], hole_wait=30.0)
+    assert await ids_in(orderflow_redis.url) == list(range(100, 110))
+    assert writer.counters["gaps"] == 0 and await client.xlen(gaps_key("spot", "BTCUSDT")) == 0
+    await client.aclose()

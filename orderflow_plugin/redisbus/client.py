@@ -11,10 +11,22 @@ try:
 except ImportError as exc:  # pragma: no cover - the redis extra is not installed
     raise ImportError("orderflow's Redis feed needs redis-py: pip install 'orderflow-plugin[redis]'") from exc
 
-from .url import SENTINEL_SCHEMES, RedisFeedError, check_url, parse_sentinel, redacted
+from .url import CLUSTER_SCHEMES, SENTINEL_SCHEMES, RedisFeedError, check_url, parse_cluster, parse_sentinel, redacted
 
-__all__ = ["RedisFeedError", "SentinelManagedRedis", "cancelled", "check", "connect", "describe", "is_duplicate",
-           "is_transient", "newest_entry", "redacted", "refuse_legacy"]
+__all__ = [
+    "RedisFeedError",
+    "SentinelManagedRedis",
+    "cancelled",
+    "check",
+    "connect",
+    "describe",
+    "is_cluster",
+    "is_duplicate",
+    "is_transient",
+    "newest_entry",
+    "redacted",
+    "refuse_legacy",
+]
 
 
 class SentinelManagedRedis(aioredis.Redis):
@@ -34,6 +46,8 @@ def connect(url: str, *, timeout: float = 5.0) -> aioredis.Redis:
     check_url(url)
     if url.partition("://")[0] in SENTINEL_SCHEMES:
         return _connect_sentinel(url, timeout)
+    if url.partition("://")[0] in CLUSTER_SCHEMES:
+        return _connect_cluster(url, timeout)
     try:
         return aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                        health_check_interval=30)
@@ -57,6 +71,23 @@ def _connect_sentinel(url: str, timeout: float) -> aioredis.Redis:
                                  socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30)
     client.sentinel = sentinel
     return client
+
+
+def _connect_cluster(url: str, timeout: float) -> Any:
+    """redis-py's cluster client: it learns the slots from any node named and follows MOVED and ASK."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    target = parse_cluster(url)
+    return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+                        username=target.username, password=target.password, ssl=target.ssl,
+                        socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (one command touches the keys of one slot)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
 
 
 # Replies that mean "not now": out of memory (maxmemory), read-only after a failover, no master, a cluster
@@ -92,7 +123,8 @@ async def newest_entry(client: aioredis.Redis, key: str) -> str | None:
     if not await client.exists(key):
         return None
     newest = (await client.xinfo_stream(key))["last-generated-id"]
-    return newest.decode() if isinstance(newest, bytes) else str(newest)
+    newest = newest.decode() if isinstance(newest, bytes) else str(newest)
+    return None if newest == "0-0" else newest  # made empty by XGROUP CREATE MKSTREAM (trade 0 is 0-1)
 
 
 def describe(exc: BaseException) -> str:

@@ -35,6 +35,7 @@ from .client import (
     check,
     connect,
     describe,
+    is_cluster,
     is_transient,
     newest_entry,
     redacted,
@@ -66,6 +67,7 @@ class RedisSource:
         self.group, self.consumer, self.start = group, consumer, start
         self.block, self.count, self.claim_idle = block, count, claim_idle
         self.redis = connect(url, timeout=timeout + block)  # a read blocks for up to `block`
+        self._cluster = is_cluster(self.redis)
         self.state = "new"
         self.last_error: str | None = None
         self.reads = 0
@@ -182,7 +184,8 @@ class RedisSource:
 
     async def _read(self) -> None:
         assert self._flow is not None
-        reply = await self.redis.xread(self._positions, count=self.count, block=int(self.block * 1000))
+        reply = await self._each_slot(lambda streams: self.redis.xread(streams, count=self.count,
+                                                                        block=int(self.block * 1000)))
         receive, now = self._flow.pipeline.receive, time.monotonic()
         for key, entries in reply or ():
             name = key.decode()
@@ -193,8 +196,9 @@ class RedisSource:
 
     async def _read_group(self) -> None:
         assert self._flow is not None and self.group is not None and self.consumer is not None
-        reply = await self.redis.xreadgroup(self.group, self.consumer, self._positions, count=self.count,
-                                            block=int(self.block * 1000))
+        group, consumer = self.group, self.consumer
+        reply = await self._each_slot(lambda streams: self.redis.xreadgroup(group, consumer, streams, count=self.count,
+                                                                             block=int(self.block * 1000)))
         for key, entries in reply or ():
             name = key.decode()
             if self._positions[name] != ">":  # our own unacknowledged entries, from before a restart
@@ -206,6 +210,14 @@ class RedisSource:
         if time.monotonic() >= self._next_claim:
             await self._claim()
             self._next_claim = time.monotonic() + self.claim_idle / 4
+
+    async def _each_slot(self, read: Any) -> list[Any]:
+        """``read`` our streams: in one command on one server; on a Redis Cluster, where one command reads the keys
+        of one slot (each symbol is a slot of its own), one command per stream, all under way at once."""
+        if not self._cluster:
+            return await read(self._positions) or []
+        replies = await asyncio.gather(*(read({key: position}) for key, position in self._positions.items()))
+        return [entry for reply in replies for entry in reply or ()]
 
     async def _claim(self) -> None:
         """Take over what a dead consumer held for ``claim_idle`` seconds."""

@@ -37,7 +37,10 @@ local top = -1
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then top = tonumber(string.match(info[i + 1], '^(%d+)')) end
+    -- '0-0': a stream no entry was ever added to (made by XGROUP CREATE MKSTREAM); trade 0 is '0-1'
+    if info[i] == 'last-generated-id' and info[i + 1] ~= '0-0' then
+      top = tonumber(string.match(info[i + 1], '^(%d+)'))
+    end
   end
 end
 local force = ARGV[1] == '1'
@@ -84,6 +87,7 @@ class StreamWriter:
         self.redis: Any = None
         self._client: Any = None  # the .client module
         self._append: Any = None
+        self._cluster = False
         self.pending: dict[str, deque[tuple[int, bytes]]] = {}
         self.entries: deque[tuple[str, str, Mapping[str, Any], int]] = deque()  # key, id ("*": auto), fields, maxlen
         self.holes: dict[str, tuple[int, int, float]] = {}  # symbol -> (first missing, last missing, since)
@@ -141,7 +145,12 @@ class StreamWriter:
             self._client = await asyncio.to_thread(importlib.import_module, "orderflow_plugin.redisbus.client")
             # A round trip may wait wait_timeout for the replicas (WAIT) before it answers.
             self.redis = self._client.connect(self._target, timeout=self._timeout + self.wait_timeout)
+            self._cluster = self._client.is_cluster(self.redis)
             self._append = self.redis.register_script(APPEND)
+            if self._cluster and self.wait_replicas:
+                logger.warning("redis %s: wait_replicas is not used with a Redis Cluster (WAIT names no key, so "
+                               "no one node answers for a symbol's writes)", self.url)
+                self.wait_replicas = 0
 
     async def run(self) -> None:
         """Flush until cancelled; a Redis fault is logged once per outage and retried with backoff."""
@@ -221,7 +230,10 @@ class StreamWriter:
                     args: list[Any] = ["1" if force and not number else "0", self.maxlen]
                     for item in itertools.islice(items, self.batch):
                         args.extend(item)
-                    await self._append(keys=[key], args=args, client=pipe)
+                    if self._cluster:  # each node may lack the script (EVALSHA: NOSCRIPT); its text is 1 KB a batch
+                        pipe.eval(APPEND, 1, key, *args)
+                    else:
+                        await self._append(keys=[key], args=args, client=pipe)
                     batches.append((symbol, number, force and not number))
             if not batches and not entries:
                 return False
