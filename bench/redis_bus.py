@@ -10,8 +10,15 @@
 - **drill** (``--drill 600``): two ``orderflow collect`` processes on one Redis, one SIGKILLed every 30 s
   (and once both), the simulator playing the real tape looped; then Redis is compared, trade by trade,
   with what the simulator played: 0 lost, 0 duplicated is the target.
+- **wait_replicas** (``--replicas``): the latency run again on a primary with one replica, without and with
+  ``wait_replicas = 1`` (WAIT after each round trip), in the same run.
+- **failover drill** (``--failover-drill 600``): a primary, a replica and a Sentinel; two collectors and a
+  fan-out bot on the Sentinel URL; the primary SIGKILLed every ``--every`` s (its replication link broken
+  first, so each kill loses acknowledged writes), the killed node back as a replica; then Redis and the bot
+  against the tape.
 
-Run: .venv/bin/python bench/redis_bus.py [--seconds 10] [--rates 1000,10000] [--drill 600]
+Run: .venv/bin/python bench/redis_bus.py [--seconds 10] [--rates 1000,10000] [--drill 600] [--replicas]
+     [--failover-drill 600]
 Needs redis-server (make test installs Debian's).
 """
 
@@ -81,12 +88,13 @@ async def throughput(redis_url: str, seconds: float, publish: bool) -> float:
         return rate
 
 
-async def latency(redis_url: str, rate: int, seconds: float) -> list[int]:
+async def latency(redis_url: str, rate: int, seconds: float, wait_replicas: int = 0) -> list[int]:
     """Socket-to-bot latencies (ns) at ``rate`` trades/s."""
     with simulator("--rate", str(rate), "--smooth", "--loop") as sim:
         stamp = Stamp()
+        publisher = RedisPublisher(redis_url, market="spot", wait_replicas=wait_replicas)
         collector = OrderFlow(["BTCUSDT"], ws_url=sim.url, rest_url=sim.url.replace("ws://", "http://"),
-                              plugins=[stamp, RedisPublisher(redis_url, market="spot")])
+                              plugins=[stamp, publisher])
         bot_hooks = PluginManager()
         measured = Latency(stamp)
         bot_hooks.register(measured)
@@ -121,6 +129,48 @@ async def drill(seconds: float, every: float) -> None:
           f"{len(result.unequal)} with other values (seed {result.seed}): {'OK' if result.ok else 'FAILED'}")
 
 
+async def failover(seconds: float, every: float) -> None:
+    """The Sentinel failover drill for ``seconds``, a failover every ``every`` s."""
+    from orderflow_plugin.redisbus.failover import failover_drill
+    from orderflow_plugin.sim import Pace, Simulator
+    from orderflow_plugin.tape import bundled_tape
+
+    with tempfile.TemporaryDirectory() as folder:
+        sim = Simulator(bundled_tape(), pace=Pace(rate=200), loop=True)
+        await sim.start()
+        try:
+            result = await failover_drill(sim, Path(folder), seed=int(time.time()), failovers=int(seconds // every),
+                                          every=(every, every), lag=1.0, duration=seconds, settle=120.0)
+        finally:
+            await sim.stop()
+    times = sorted(result.failovers)
+    print(f"failover drill: {result.seconds:.0f} s, {result.kills} primaries SIGKILLed (promotion took "
+          f"{times[0]:.1f}-{times[-1]:.1f} s), {result.played} trades played, {result.stored} in Redis, "
+          f"{len(result.missing)} lost, {result.duplicated} duplicated, {result.refilled} written again, "
+          f"{result.gaps_recorded} gaps recorded; the bot delivered {len(result.consumed)} "
+          f"({'every id once, in order' if result.consumer_ok else 'NOT every id once in order'}); "
+          f"seed {result.seed}: {'OK' if result.ok else 'FAILED'}")
+
+
+async def replicas(rates: list[int], seconds: float) -> None:
+    """Latency on a primary with one replica, without and with wait_replicas = 1."""
+    import redis.asyncio as aioredis
+
+    with tempfile.TemporaryDirectory() as folder:
+        for rate in rates:
+            for wait in (0, 1):
+                with RedisServer(appendfsync="everysec", directory=Path(folder) / f"p{rate}{wait}") as primary, \
+                        RedisServer(appendfsync="everysec", directory=Path(folder) / f"r{rate}{wait}",
+                                    replicaof=primary.port) as replica:
+                    client = aioredis.Redis.from_url(replica.url)
+                    while (await client.info("replication"))["master_link_status"] != "up":
+                        await asyncio.sleep(0.05)
+                    await client.aclose()
+                    samples = await latency(primary.url, rate, seconds, wait_replicas=wait)
+                print(f"one replica, wait_replicas={wait}, {rate:,} trades/s: p50 {_p(samples, 0.5):,.0f} us, "
+                      f"p99 {_p(samples, 0.99):,.0f} us, max {max(samples) / 1000:,.0f} us")
+
+
 def _p(samples: list[int], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
@@ -132,10 +182,18 @@ async def main() -> None:
     parser.add_argument("--rates", default="1000,10000")
     parser.add_argument("--drill", type=float, default=0.0, help="seconds of kill drill (0 = none)")
     parser.add_argument("--every", type=float, default=30.0, help="seconds between SIGKILLs in the drill")
+    parser.add_argument("--failover-drill", type=float, default=0.0, help="seconds of Sentinel failover drill")
+    parser.add_argument("--replicas", action="store_true", help="latency with one replica, wait_replicas 0 and 1")
     args = parser.parse_args()
     print(describe())
     if args.drill:
         await drill(args.drill, args.every)
+        return
+    if args.failover_drill:
+        await failover(args.failover_drill, args.every)
+        return
+    if args.replicas:
+        await replicas([int(r) for r in args.rates.split(",")], args.seconds)
         return
     def fresh() -> RedisServer:  # each measurement on an empty Redis: a replayed tape would be all duplicates
         return RedisServer(appendfsync="everysec")

@@ -197,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="warm up from Binance's archive from this UTC day or time (2025-11-01, "
                              "2025-11-01T00:00Z): archive days, then REST, then live, each trade once")
     stream.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
-    stream.add_argument("--from", dest="from_url", type=_url("redis", "rediss"), default=None,
+    stream.add_argument("--from", dest="from_url", type=_redis_url, default=None,
                         help="read what `orderflow collect` writes to this Redis URL instead of Binance")
     stream.add_argument("--group", default=None, help="with --from: share the trades among a consumer group")
     stream.add_argument("--consumer", default=None, help="with --group: this consumer's name in the group")
@@ -206,8 +206,9 @@ def _parser() -> argparse.ArgumentParser:
     stream.set_defaults(run=stream_command)
 
     collect = command("collect", "stream from Binance into Redis Streams, exactly once, for bots that read --from")
-    collect.add_argument("--to", required=True, type=_url("redis", "rediss"),
-                         help="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    collect.add_argument("--to", required=True, type=_redis_url,
+                         help="Redis URL: redis://127.0.0.1:6379/0, redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE[/DB] "
+                              "or redis+cluster://HOST:PORT[,HOST:PORT]")
     collect.add_argument("--symbol", action="append", default=None,
                          help="symbol, repeatable (default: settings symbols)")
     collect.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings market)")
@@ -372,6 +373,18 @@ def _url(*schemes: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def _redis_url(text: str) -> str:
+    """A Redis URL: one server (redis://, rediss://), a cluster (redis+cluster://) or a primary behind Sentinels."""
+    from .redisbus.url import CLUSTER_SCHEMES, SENTINEL_SCHEMES, RedisFeedError, check_url
+
+    if text.partition("://")[0] in (*SENTINEL_SCHEMES, *CLUSTER_SCHEMES):
+        try:
+            return check_url(text)
+        except RedisFeedError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return _url("redis", "rediss")(text)
 
 
 def _symbol(text: str) -> str:

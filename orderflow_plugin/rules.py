@@ -277,6 +277,9 @@ RULES: tuple[Rule, ...] = (
     text("hooks.redis.url"),
     integer("hooks.redis.maxlen", 0, 2**40),
     number("hooks.redis.hole_wait", 0, 3600),
+    integer("hooks.redis.refill_window", 0, 10_000_000),
+    integer("hooks.redis.wait_replicas", 0, 100),
+    number("hooks.redis.wait_timeout", 0, 60),
 )
 
 # Keys that moved when the settings tables became the option groups (part 10): named in the error.

@@ -336,8 +336,8 @@ async def test_two_collectors_write_each_bar_and_whale_once(orderflow_redis: Any
     for publisher in publishers:
         assert await publisher.aclose()
     client = aioredis.Redis.from_url(orderflow_redis.url, decode_responses=True)
-    bars = await client.xrange("orderflow:spot:BTCUSDT:bars:1m")
-    whales = await client.xrange("orderflow:spot:BTCUSDT:whales")
+    bars = await client.xrange("orderflow:{spot:BTCUSDT}:bars:1m")
+    whales = await client.xrange("orderflow:{spot:BTCUSDT}:whales")
     await client.aclose()
     expected = [b for b in seen.bars if b.window == "1m"][1:]  # the first began before the first trade: not written
     assert [(entry, fields["open"], fields["close"], fields["delta"], int(fields["trades"])) for entry, fields in bars] \

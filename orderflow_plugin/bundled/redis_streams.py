@@ -1,9 +1,12 @@
 """Redis publisher: every delivered trade and closed bar, whale and gap into Redis Streams, exactly once.
 
 Settings (``[default.hooks.redis]``): ``enabled`` (default false), ``url``, ``maxlen`` (entries
-kept per trade stream, approximately; 0 = all) and ``hole_wait`` (seconds a trade waits behind a
-hole in Redis for another collector to fill it). ``orderflow collect --to URL`` is this plugin
-with a resume from Redis; see docs/scale-out.md for the streams and their ids.
+kept per trade stream, approximately; 0 = all), ``hole_wait`` (seconds a trade waits behind a
+hole in Redis for another collector to fill it), ``refill_window`` (trades per symbol kept to
+write again when a failover loses what the old primary acknowledged), ``wait_replicas`` and
+``wait_timeout`` (``WAIT`` for that many replicas after each round trip of trades; 0 = don't).
+``orderflow collect --to URL`` is this plugin with a resume from Redis; see docs/scale-out.md for
+the streams and their ids.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ class RedisPublisher:
     """The ``redis`` plugin; also built directly by ``orderflow collect`` with its URL and market."""
 
     def __init__(self, url: str | None = None, *, market: str | None = None, maxlen: int = 1_000_000,
-                 hole_wait: float = 10.0, name: str = "", retry_after: float = 5.0) -> None:
+                 hole_wait: float = 10.0, name: str = "", retry_after: float = 5.0,
+                 refill_window: int = 50_000, wait_replicas: int = 0, wait_timeout: float = 1.0) -> None:
         self.url, self.market, self.maxlen, self.hole_wait = url, market, maxlen, hole_wait
+        self.refill_window = refill_window
+        self.wait_replicas, self.wait_timeout = wait_replicas, wait_timeout
         self.name = name  # which collector wrote a health entry
         self.retry_after = retry_after
         self.writer: Any = None  # a StreamWriter once started
@@ -45,10 +51,15 @@ class RedisPublisher:
             self.url = table.url
             self.maxlen = int(table.get("maxlen", self.maxlen))
             self.hole_wait = float(table.get("hole_wait", self.hole_wait))
+            self.refill_window = int(table.get("refill_window", self.refill_window))
+            self.wait_replicas = int(table.get("wait_replicas", self.wait_replicas))
+            self.wait_timeout = float(table.get("wait_timeout", self.wait_timeout))
         from ..redisbus.writer import StreamWriter  # imports redis-py itself, on a thread, when it first runs
 
         self.market = self.market or settings.market
-        self.writer = StreamWriter(self.url, self.market, maxlen=self.maxlen, hole_wait=self.hole_wait)
+        self.writer = StreamWriter(self.url, self.market, maxlen=self.maxlen, hole_wait=self.hole_wait,
+                                   refill_window=self.refill_window, wait_replicas=self.wait_replicas,
+                                   wait_timeout=self.wait_timeout)
         self.task = asyncio.get_running_loop().create_task(self._write(), name="orderflow redis writer")
         log.info("publishing trades and metrics to %s", self.writer.url)
 

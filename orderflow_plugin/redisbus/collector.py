@@ -20,7 +20,7 @@ from ..config import Settings
 from ..options import Sequencing, from_table
 from ..stream import OrderFlow
 from ..symbols import normalize_symbol
-from .client import RedisFeedError, check, connect, describe, is_transient, newest_entry, redacted
+from .client import RedisFeedError, check, connect, describe, is_transient, newest_entry, redacted, refuse_legacy
 from .keys import trade_id, trades_key
 
 __all__ = ["collect", "newest_ids"]
@@ -39,6 +39,7 @@ async def newest_ids(url: str, market: str, symbols: tuple[str, ...], stop: asyn
         while not stop.is_set():
             try:
                 await check(client, url)
+                await refuse_legacy(client, url, [trades_key(market, symbol) for symbol in symbols])
                 newest = {symbol: await newest_entry(client, trades_key(market, symbol)) for symbol in symbols}
                 return {symbol: trade_id(entry) for symbol, entry in newest.items() if entry is not None}
             except Exception as exc:
@@ -71,7 +72,10 @@ async def collect(settings: Settings, url: str, *, name: str = "", duration: flo
     logger.info("collecting %s into %s, resuming after %s", ", ".join(symbols), redacted(url),
                 ", ".join(f"{s} {i}" for s, i in resume.items()) or "nothing (new streams)")
     publisher = RedisPublisher(url, market=market, maxlen=int(table.get("maxlen", 1_000_000)),
-                               hole_wait=float(table.get("hole_wait", 10.0)), name=name)
+                               hole_wait=float(table.get("hole_wait", 10.0)), name=name,
+                               refill_window=int(table.get("refill_window", 50_000)),
+                               wait_replicas=int(table.get("wait_replicas", 0)),
+                               wait_timeout=float(table.get("wait_timeout", 1.0)))
     # Redis is the collector's checkpoint: a checkpoint file would be ahead of it by what was still queued
     # when the collector died, and resuming from there would leave those trades out for good.
     sequencing = dataclasses.replace(from_table(Sequencing, settings.sequencing), checkpoint_path="")

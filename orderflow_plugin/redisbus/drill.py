@@ -21,7 +21,7 @@ from ..sim import Simulator
 from .client import newest_entry
 from .keys import trade_id, trades_key
 
-__all__ = ["DrillResult", "check_stream", "kill_drill"]
+__all__ = ["Collector", "DrillResult", "check_stream", "kill_drill"]
 
 
 @dataclass
@@ -47,12 +47,13 @@ class DrillResult:
 class Collector:
     """One ``orderflow collect`` process, started again after each kill."""
 
-    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.name, self.argv, self.log = name, argv, log
+        self.env = env or {}
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        env = {**os.environ, "ORDERFLOW_ENV": "testing"}
+        env = {**os.environ, "ORDERFLOW_ENV": "testing", **self.env}
         with self.log.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "orderflow_plugin", "collect", *self.argv, "--name", self.name,

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["RedisServer", "RedisServerError", "find_redis_server"]
+__all__ = ["RedisClusterServers", "RedisSentinel", "RedisServer", "RedisServerError", "find_redis_server"]
 
 _ENV = "ORDERFLOW_REDIS_SERVER"
 _FALLBACK = "/usr/bin/redis-server"
@@ -80,6 +80,8 @@ class RedisServer:
         requirepass: str | None = None,
         appendonly: bool = True,
         appendfsync: str = "always",
+        replicaof: int | None = None,
+        options: tuple[str, ...] = (),
         # Timeouts
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
@@ -92,6 +94,8 @@ class RedisServer:
         self._own_dir = directory is None
         self._appendonly = appendonly
         self._appendfsync = appendfsync
+        self.replicaof = replicaof  # a port on 127.0.0.1: start as its replica (also after restart())
+        self.options = tuple(options)  # more redis-server arguments, e.g. ("--cluster-enabled", "yes")
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._process: subprocess.Popen[bytes] | None = None
@@ -133,7 +137,7 @@ class RedisServer:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _launch(self, binary: str) -> None:
+    def _argv(self, binary: str) -> list[str]:
         argv = [
             binary,
             "--bind", "127.0.0.1",
@@ -146,7 +150,13 @@ class RedisServer:
             "--logfile", "redis.log",  # relative to --dir
         ]  # fmt: skip
         if self.password is not None:
-            argv += ["--requirepass", self.password]
+            argv += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replicaof is not None:
+            argv += ["--replicaof", "127.0.0.1", str(self.replicaof)]
+        return argv + list(self.options)
+
+    def _launch(self, binary: str) -> None:
+        argv = self._argv(binary)
         # The log is truncated per launch so a failure quotes this launch's reason, not an earlier one.
         (self.directory / "redis.log").write_bytes(b"")
         try:
@@ -248,3 +258,119 @@ class RedisServer:
 
     def __repr__(self) -> str:
         return f"<RedisServer {self.url} {'running' if self.running else 'stopped'}>"
+
+
+class RedisSentinel(RedisServer):
+    """A Redis Sentinel (``redis-server FILE --sentinel``) on 127.0.0.1 watching one primary, for failover drills.
+
+    ``primary`` is the primary's port on 127.0.0.1, ``service`` the name clients ask for; ``quorum``,
+    ``down_after`` (ms of silence before the primary counts as down) and ``failover_timeout`` (ms) are
+    Sentinel's own settings. :attr:`url` is the ``redis+sentinel://`` URL of the service.
+    """
+
+    def __init__(self, primary: int, *, service: str = "orderflow", quorum: int = 1, down_after: int = 1000,
+                 failover_timeout: int = 5000, **kwargs: object) -> None:
+        super().__init__(appendonly=False, **kwargs)  # type: ignore[arg-type]
+        self.primary, self.service = primary, service
+        self.quorum, self.down_after, self.failover_timeout = quorum, down_after, failover_timeout
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://127.0.0.1:PORT/SERVICE/0``."""
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}/0"
+
+    def _argv(self, binary: str) -> list[str]:
+        # Sentinel rewrites its file as it learns the replicas and failovers: one per folder, kept across
+        # restarts so that a restarted Sentinel remembers the current primary.
+        config = self.directory / "sentinel.conf"
+        if not config.exists():
+            auth = [f"sentinel auth-pass {self.service} {self.password}"] if self.password is not None else []
+            config.write_text("\n".join([
+                f"port {self.port}",
+                "bind 127.0.0.1",
+                f"dir {self.directory}",
+                "logfile redis.log",
+                f"sentinel monitor {self.service} 127.0.0.1 {self.primary} {self.quorum}",
+                f"sentinel down-after-milliseconds {self.service} {self.down_after}",
+                f"sentinel failover-timeout {self.service} {self.failover_timeout}",
+                f"sentinel parallel-syncs {self.service} 1",
+                *auth, "",
+            ]))
+        return [binary, str(config), "--sentinel", "--port", str(self.port)]
+
+    def _wait_ready(self) -> None:
+        password, self.password = self.password, None  # the password is the data nodes'; a Sentinel takes none
+        try:
+            super()._wait_ready()
+        finally:
+            self.password = password
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``primaries`` redis-servers on 127.0.0.1 (no replicas), made with ``redis-cli --cluster
+    create``; ``with`` it, or :meth:`start` and :meth:`stop`. :attr:`url` is its ``redis+cluster://`` URL."""
+
+    def __init__(self, primaries: int = 3, *, directory: str | os.PathLike[str] | None = None,
+                 start_timeout: float = 30.0) -> None:
+        self._own_dir = directory is None
+        self._dir = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="orderflow-cluster-"))
+        self.start_timeout = start_timeout
+        options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+        # Each node also listens on a cluster bus port, port + 10000 unless given: given here, from the free ones.
+        self.servers = [RedisServer(directory=self._dir / f"node{n}", port=_free_port(),
+                                    options=(*options, "--cluster-port", str(_free_port())))
+                        for n in range(primaries)]
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...``."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{server.port}" for server in self.servers)
+
+    def start(self) -> RedisClusterServers:
+        """Start the servers, join them into one cluster with every slot served, and wait for ``cluster_state:ok``."""
+        for server in self.servers:
+            server.start()
+        cli = Path(find_redis_server(None)).with_name("redis-cli")
+        if not cli.exists():
+            cli = Path(shutil.which("redis-cli") or "redis-cli")
+        argv = [str(cli), "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.servers),
+                "--cluster-replicas", "0", "--cluster-yes"]
+        try:
+            made = subprocess.run(argv, capture_output=True, text=True, timeout=self.start_timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.stop()
+            raise RedisServerError(f"redis-cli --cluster create failed: {exc}") from exc
+        if made.returncode != 0:
+            self.stop()
+            last = (made.stderr or made.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RedisServerError(f"redis-cli --cluster create failed: {last[0]}")
+        deadline = time.monotonic() + self.start_timeout
+        probe = _command(b"CLUSTER", b"INFO")
+        for server in self.servers:
+            while b"cluster_state:ok" not in self._ask(server, probe):
+                if time.monotonic() >= deadline:
+                    self.stop()
+                    raise RedisServerError(f"the cluster was not ok within {self.start_timeout:g}s")
+                time.sleep(0.05)
+        return self
+
+    @staticmethod
+    def _ask(server: RedisServer, probe: bytes) -> bytes:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", server.port), timeout=1) as s:
+            s.sendall(probe)
+            return s.recv(65536)
+        return b""
+
+    def stop(self) -> None:
+        """Stop every server and remove the folder (if it was made here)."""
+        for server in self.servers:
+            server.stop()
+        if self._own_dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisClusterServers:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+

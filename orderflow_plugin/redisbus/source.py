@@ -30,7 +30,18 @@ import msgspec
 
 from ..decode import Decoder
 from ..models import Trade
-from .client import cancelled, check, connect, describe, is_transient, newest_entry, redacted, redis_errors
+from .client import (
+    cancelled,
+    check,
+    connect,
+    describe,
+    is_cluster,
+    is_transient,
+    newest_entry,
+    redacted,
+    redis_errors,
+    refuse_legacy,
+)
 from .keys import entry_id, trade_id, trades_key
 from .url import RedisFeedError
 
@@ -56,11 +67,13 @@ class RedisSource:
         self.group, self.consumer, self.start = group, consumer, start
         self.block, self.count, self.claim_idle = block, count, claim_idle
         self.redis = connect(url, timeout=timeout + block)  # a read blocks for up to `block`
+        self._cluster = is_cluster(self.redis)
         self.state = "new"
         self.last_error: str | None = None
         self.reads = 0
         self._flow: OrderFlow | None = None
         self._positions: dict[str, str] = {}  # stream key -> the id read last (fan-out)
+        self._acked: dict[str, str] = {}  # stream key -> the newest id this consumer acknowledged (group)
         self._symbols: dict[str, str] = {}  # stream key -> symbol
         self._running = asyncio.Event()  # cleared while the pipeline asks us to pause
         self._decode: Any = None
@@ -103,6 +116,7 @@ class RedisSource:
         self._running.set()
         try:
             await check(self.redis, self.url)
+            await refuse_legacy(self.redis, self.url, list(self._symbols))
         except Exception as exc:
             if not is_transient(exc):
                 await self.aclose()  # the stream never starts: nothing else would close the pool
@@ -120,6 +134,14 @@ class RedisSource:
                 await (self._read_group() if self.group else self._read())
                 delay = 0.05
             except Exception as exc:
+                if _group_lost(exc) and not cancelled():
+                    # A failover promoted a replica that never received the group (or the key was deleted): make
+                    # it again where this consumer's acknowledgements end, so nothing is skipped or repeated.
+                    logger.warning("redis %s: consumer group %r is gone (%s); creating it again after %s",
+                                   redacted(self.url), self.group, describe(exc),
+                                   ", ".join(f"{k} {v}" for k, v in self._acked.items()) or "nothing acknowledged")
+                    self.state = "new"
+                    continue
                 if not is_transient(exc) or cancelled():
                     raise
                 self._failed(exc)
@@ -144,8 +166,8 @@ class RedisSource:
         if self.group:
             for key in self._symbols:
                 try:
-                    await self.redis.xgroup_create(key, self.group, id="0" if self.start == "first" else "$",
-                                                   mkstream=True)
+                    start = self._acked.get(key) or ("0" if self.start == "first" else "$")
+                    await self.redis.xgroup_create(key, self.group, id=start, mkstream=True)
                 except redis_errors.ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
                         raise
@@ -162,7 +184,8 @@ class RedisSource:
 
     async def _read(self) -> None:
         assert self._flow is not None
-        reply = await self.redis.xread(self._positions, count=self.count, block=int(self.block * 1000))
+        reply = await self._each_slot(lambda streams: self.redis.xread(streams, count=self.count,
+                                                                        block=int(self.block * 1000)))
         receive, now = self._flow.pipeline.receive, time.monotonic()
         for key, entries in reply or ():
             name = key.decode()
@@ -173,8 +196,9 @@ class RedisSource:
 
     async def _read_group(self) -> None:
         assert self._flow is not None and self.group is not None and self.consumer is not None
-        reply = await self.redis.xreadgroup(self.group, self.consumer, self._positions, count=self.count,
-                                            block=int(self.block * 1000))
+        group, consumer = self.group, self.consumer
+        reply = await self._each_slot(lambda streams: self.redis.xreadgroup(group, consumer, streams, count=self.count,
+                                                                             block=int(self.block * 1000)))
         for key, entries in reply or ():
             name = key.decode()
             if self._positions[name] != ">":  # our own unacknowledged entries, from before a restart
@@ -186,6 +210,14 @@ class RedisSource:
         if time.monotonic() >= self._next_claim:
             await self._claim()
             self._next_claim = time.monotonic() + self.claim_idle / 4
+
+    async def _each_slot(self, read: Any) -> list[Any]:
+        """``read`` our streams: in one command on one server; on a Redis Cluster, where one command reads the keys
+        of one slot (each symbol is a slot of its own), one command per stream, all under way at once."""
+        if not self._cluster:
+            return await read(self._positions) or []
+        replies = await asyncio.gather(*(read({key: position}) for key, position in self._positions.items()))
+        return [entry for reply in replies for entry in reply or ()]
 
     async def _claim(self) -> None:
         """Take over what a dead consumer held for ``claim_idle`` seconds."""
@@ -218,6 +250,10 @@ class RedisSource:
         if entries:
             await self.redis.xack(key, self.group, *(entry for entry, _fields in entries))
             self.reads += len(entries)
+            newest = max(entries, key=lambda entry: trade_id(entry[0]))[0]
+            newest = newest.decode() if isinstance(newest, bytes) else str(newest)
+            if trade_id(newest) > trade_id(self._acked.get(key, "0-0")):
+                self._acked[key] = newest
 
     def _trimmed(self, key: str, entries: list[Any]) -> None:
         """Entries this group held that retention trimmed before they were delivered: gaps, with their ids."""
@@ -246,3 +282,8 @@ class RedisSource:
             if self._flow is not None:
                 self._flow._emit("on_disconnected", url=redacted(self.url), code=None, reason=text, error=exc)
         self.last_error = text
+
+
+def _group_lost(exc: BaseException) -> bool:
+    """Redis no longer knows our consumer group (NOGROUP): a failover lost it, or somebody deleted it."""
+    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("NOGROUP")

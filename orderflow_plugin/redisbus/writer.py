@@ -37,7 +37,10 @@ local top = -1
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then top = tonumber(string.match(info[i + 1], '^(%d+)')) end
+    -- '0-0': a stream no entry was ever added to (made by XGROUP CREATE MKSTREAM); trade 0 is '0-1'
+    if info[i] == 'last-generated-id' and info[i + 1] ~= '0-0' then
+      top = tonumber(string.match(info[i + 1], '^(%d+)'))
+    end
   end
 end
 local force = ARGV[1] == '1'
@@ -69,7 +72,8 @@ class StreamWriter:
 
     def __init__(self, url: str, market: str, *, maxlen: int = 1_000_000, hole_wait: float = 10.0,
                  batch: int = 2000, rounds: int = 10, flush_interval: float = 0.05, timeout: float = 5.0,
-                 max_pending: int = 5_000_000) -> None:
+                 max_pending: int = 5_000_000, refill_window: int = 50_000, wait_replicas: int = 0,
+                 wait_timeout: float = 1.0) -> None:
         self.url = redacted(url)  # for logs
         self.market = market
         self.maxlen = maxlen
@@ -83,11 +87,22 @@ class StreamWriter:
         self.redis: Any = None
         self._client: Any = None  # the .client module
         self._append: Any = None
+        self._cluster = False
         self.pending: dict[str, deque[tuple[int, bytes]]] = {}
         self.entries: deque[tuple[str, str, Mapping[str, Any], int]] = deque()  # key, id ("*": auto), fields, maxlen
         self.holes: dict[str, tuple[int, int, float]] = {}  # symbol -> (first missing, last missing, since)
+        # A failover can lose what the old primary acknowledged (replication is asynchronous). The newest id Redis
+        # has shown us per symbol, and the last `refill_window` trades written (or found there), let a writer see
+        # the stream end below what it held before, and write those trades again.
+        self.refill_window = refill_window
+        # WAIT wait_replicas wait_timeout after each round trip that wrote trades: durability for latency.
+        self.wait_replicas, self.wait_timeout = wait_replicas, wait_timeout
+        self._unreplicated_since: float | None = None
+        self.confirmed: dict[str, int] = {}
+        self.recent: dict[str, deque[tuple[int, bytes]]] = {}
         self.counters = dict.fromkeys(("written", "duplicates", "gaps", "dropped", "entries_written",
-                                       "entries_duplicate", "redis_errors"), 0)
+                                       "entries_duplicate", "redis_errors", "failovers", "refilled",
+                                       "unreplicated"), 0)
         self._retry_at: dict[str, float] = {}
         # Why this writer can't go on (a queue past max_pending, a fault retrying won't fix): collectors exit on it.
         self.failure: BaseException | None = None
@@ -128,8 +143,14 @@ class StreamWriter:
         """Import redis-py (on a thread) and make the client, once."""
         if self.redis is None:
             self._client = await asyncio.to_thread(importlib.import_module, "orderflow_plugin.redisbus.client")
-            self.redis = self._client.connect(self._target, timeout=self._timeout)
+            # A round trip may wait wait_timeout for the replicas (WAIT) before it answers.
+            self.redis = self._client.connect(self._target, timeout=self._timeout + self.wait_timeout)
+            self._cluster = self._client.is_cluster(self.redis)
             self._append = self.redis.register_script(APPEND)
+            if self._cluster and self.wait_replicas:
+                logger.warning("redis %s: wait_replicas is not used with a Redis Cluster (WAIT names no key, so "
+                               "no one node answers for a symbol's writes)", self.url)
+                self.wait_replicas = 0
 
     async def run(self) -> None:
         """Flush until cancelled; a Redis fault is logged once per outage and retried with backoff."""
@@ -209,13 +230,21 @@ class StreamWriter:
                     args: list[Any] = ["1" if force and not number else "0", self.maxlen]
                     for item in itertools.islice(items, self.batch):
                         args.extend(item)
-                    await self._append(keys=[key], args=args, client=pipe)
+                    if self._cluster:  # each node may lack the script (EVALSHA: NOSCRIPT); its text is 1 KB a batch
+                        pipe.eval(APPEND, 1, key, *args)
+                    else:
+                        await self._append(keys=[key], args=args, client=pipe)
                     batches.append((symbol, number, force and not number))
             if not batches and not entries:
                 return False
             for key, entry, fields, maxlen in entries:
                 pipe.xadd(key, dict(fields), id=entry, maxlen=maxlen or None, approximate=True)
+            waits = bool(self.wait_replicas and batches)
+            if waits:
+                pipe.execute_command("WAIT", self.wait_replicas, int(self.wait_timeout * 1000))
             results = await pipe.execute(raise_on_error=False)
+        if waits:
+            self._replicated(results.pop(), now)
         stalled: set[str] = set()  # symbols whose earlier script this round stopped at a hole
         for (symbol, _number, force), result in zip(batches, results, strict=False):
             if isinstance(result, Exception):
@@ -233,8 +262,15 @@ class StreamWriter:
         """Drop what one script wrote or found there; True when it stopped at a hole."""
         written, duplicates, top, waiting, crossed_first, crossed_last = (int(x) for x in result)
         queue = self.pending[symbol]
+        if top < self.confirmed.get(symbol, -1):
+            self._refill(symbol, top)
+            return True  # what this round's later scripts of the symbol found is stale: the next round retries
+        recent = self.recent.get(symbol)
+        if recent is None:
+            recent = self.recent[symbol] = deque(maxlen=self.refill_window)
         for _ in range(written + duplicates):
-            queue.popleft()
+            recent.append(queue.popleft())
+        self.confirmed[symbol] = top
         self.counters["written"] += written
         self.counters["duplicates"] += duplicates
         hole = self.holes.get(symbol)
@@ -261,6 +297,40 @@ class StreamWriter:
         if queue and symbol not in self.holes:
             self._wake.set()
         return bool(waiting)
+
+    def _replicated(self, reply: Any, now: float) -> None:
+        """What WAIT answered: fewer replicas than asked is logged once per stretch and counted, never fatal."""
+        if isinstance(reply, Exception) or int(reply) < self.wait_replicas:
+            self.counters["unreplicated"] += 1
+            if self._unreplicated_since is None:
+                self._unreplicated_since = now
+                logger.warning("redis %s: writes reached %s of %d replicas within %.1f s (wait_replicas); going on",
+                               self.url, reply if not isinstance(reply, Exception) else "an unknown number",
+                               self.wait_replicas, self.wait_timeout)
+        elif self._unreplicated_since is not None:
+            logger.info("redis %s: writes reach %d replicas again", self.url, self.wait_replicas)
+            self._unreplicated_since = None
+
+    def _refill(self, symbol: str, top: int) -> None:
+        """Redis's stream of ``symbol`` ends at ``top``, below what it held before: write what we still have again."""
+        held = self.confirmed[symbol]
+        recent = self.recent.get(symbol, deque())
+        again = [item for item in recent if item[0] > top]
+        queue = self.pending[symbol]
+        queue.extendleft(reversed(again))  # they are older than anything queued: at the front, in id order
+        recent.clear()
+        self.confirmed[symbol] = top
+        self.holes.pop(symbol, None)
+        self._retry_at.pop(symbol, None)
+        self.counters["failovers"] += 1
+        self.counters["refilled"] += len(again)
+        first_again = again[0][0] if again else held + 1
+        short = f"; {top + 1}..{first_again - 1} are older than the last {self.refill_window:,} kept, and wait " \
+                "for another collector like any hole" if first_again > top + 1 else ""
+        logger.warning("redis %s: %s ends at %d in Redis, but held up to %d before: writes were lost (a failover "
+                       "promoted a replica that had not received them); writing %d trades again from memory%s",
+                       self.url, symbol, top, held, len(again), short)
+        self._wake.set()
 
     def _failed(self, exc: BaseException) -> None:
         self.counters["redis_errors"] += 1
