@@ -207,8 +207,8 @@ def _parser() -> argparse.ArgumentParser:
 
     collect = command("collect", "stream from Binance into Redis Streams, exactly once, for bots that read --from")
     collect.add_argument("--to", required=True, type=_redis_url,
-                         help="Redis URL: redis://127.0.0.1:6379/0, redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE[/DB] "
-                              "or redis+cluster://HOST:PORT[,HOST:PORT]")
+                         help="Redis URL: redis://127.0.0.1:6379/0, "
+                              "redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE[/DB] or redis+cluster://HOST:PORT[,...]")
     collect.add_argument("--symbol", action="append", default=None,
                          help="symbol, repeatable (default: settings symbols)")
     collect.add_argument("--market", choices=["spot", "usdm"], default=None, help="market (default: settings market)")
