@@ -134,8 +134,8 @@ class RedisSource:
 
     def health(self) -> dict[str, Any]:
         """This source's entry in ``OrderFlow.health()["connections"]``."""
-        return {"source": redacted(self.url), "state": self.state, "group": self.group, "consumer": self.consumer,
-                "reads": self.reads, "last_error": self.last_error}
+        return {"source": redacted(self.url), "symbols": list(self._symbols.values()), "state": self.state,
+                "group": self.group, "consumer": self.consumer, "reads": self.reads, "last_error": self.last_error}
 
     # Reading
 
