@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
-from .errors import TapeError
+from .errors import TapeError, UnknownSymbol
 from .stream import OrderFlow
 from .tape import Tape, bundled_tape, load_tape
 from .view import JsonFeed, LiveView
@@ -209,7 +209,11 @@ def stream_command(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"orderflow stream: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(run_flow(flow, as_json=args.json, duration=args.duration))
+    try:
+        return asyncio.run(run_flow(flow, as_json=args.json, duration=args.duration))
+    except UnknownSymbol as exc:  # exchangeInfo does not list one: bad input, like a bad option
+        print(f"orderflow stream: {exc}", file=sys.stderr)
+        return 2
 
 
 def collect_command(args: argparse.Namespace, settings: Settings) -> int:
