@@ -210,10 +210,17 @@ def stream_command(args: argparse.Namespace, settings: Settings) -> int:
         print(f"orderflow stream: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(run_flow(flow, as_json=args.json, duration=args.duration))
+        code = asyncio.run(run_flow(flow, as_json=args.json, duration=args.duration))
     except UnknownSymbol as exc:  # exchangeInfo does not list one: bad input, like a bad option
         print(f"orderflow stream: {exc}", file=sys.stderr)
         return 2
+    source = flow.source
+    if source is not None and not source.connects:  # a run that read nothing because it reached nothing failed
+        summary = flow.summary()
+        print(f"orderflow stream: never connected to {summary['source']['url']} in {summary['uptime_s']:.1f} s "
+              f"({source.failures} tries): {source.last_error or 'no answer yet'}", file=sys.stderr)
+        return 1
+    return code
 
 
 def collect_command(args: argparse.Namespace, settings: Settings) -> int:

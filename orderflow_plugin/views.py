@@ -23,6 +23,7 @@ class FlowViews:
             **self.counters,
             "plugin_errors": self.dispatcher.plugin_errors, "slow_hooks": self.dispatcher.slow_calls,
             "uptime_s": round(time.monotonic() - self._started_at, 3) if self._started_at else 0.0,
+            **({"source": self.source.summary()} if self.source is not None else {}),
         }
 
     def health(self: OrderFlow) -> dict[str, Any]:
