@@ -19,7 +19,9 @@ from .errors import (
     StageTimeout,
     Stalled,
     StreamError,
+    SymbolNotTrading,
     TapeError,
+    UnknownSymbol,
 )
 from .hookspecs import hookimpl
 from .models import Metric, Trade
@@ -60,11 +62,13 @@ __all__ = [
     "StageTimeout",
     "Stalled",
     "StreamError",
+    "SymbolNotTrading",
     "Tape",
     "TapeError",
     "TapeRow",
     "Timeouts",
     "Trade",
+    "UnknownSymbol",
     "Whale",
     "bundled_tape",
     "hookimpl",

@@ -110,6 +110,15 @@ class Backfiller:
             await self._client.aclose()
         self._client = None
 
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client its requests use (made on first use): the stream's exchangeInfo request shares it."""
+        return self._http()
+
+    def spent(self, weight: int) -> None:
+        """Count another request its client sent (the stream's exchangeInfo) in the per-minute weight budget."""
+        self._spent.append((loop_time(), weight))
+
     async def fetch(self, symbol: str, first: int, last: int) -> list[Trade]:
         """Every trade of ``symbol`` with id in ``first..last``, in order; BackfillFailed otherwise."""
         trades: list[Trade] = []

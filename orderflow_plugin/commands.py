@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
-from .errors import TapeError
+from .errors import TapeError, UnknownSymbol
 from .stream import OrderFlow
 from .tape import Tape, bundled_tape, load_tape
 from .view import JsonFeed, LiveView
@@ -220,7 +220,18 @@ def stream_command(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"orderflow stream: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(run_flow(flow, as_json=args.json, duration=args.duration))
+    try:
+        code = asyncio.run(run_flow(flow, as_json=args.json, duration=args.duration))
+    except UnknownSymbol as exc:  # exchangeInfo does not list one: bad input, like a bad option
+        print(f"orderflow stream: {exc}", file=sys.stderr)
+        return 2
+    source = flow.source
+    if source is not None and not source.connects:  # a run that read nothing because it reached nothing failed
+        summary = flow.summary()
+        print(f"orderflow stream: never connected to {summary['source']['url']} in {summary['uptime_s']:.1f} s "
+              f"({source.failures} tries): {source.last_error or 'no answer yet'}", file=sys.stderr)
+        return 1
+    return code
 
 
 def collect_command(args: argparse.Namespace, settings: Settings) -> int:

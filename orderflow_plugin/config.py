@@ -81,13 +81,18 @@ class Settings(Mapping[str, Any]):
         data = _plain(_file_tables(path, errors).get("default", {}))
         if errors:
             raise SettingsError(errors, [str(path)])
-        _merge(data, {"symbols": list(flow.symbols), "market": flow.market,
-                      "connector": {"ws_url": flow.ws_url, "rest_url": flow.rest_url, "transport": flow.transport}})
-        for name in _GROUP_TABLES:
-            defaults = data.get(name, {})
-            data[name] = {key: _setting(value, defaults.get(key))
-                          for key, value in dataclasses.asdict(getattr(flow, name)).items()}
+        _write_stream(data, flow)
         return cls(data, "development", [str(path), "the OrderFlow(...) arguments"])
+
+    def as_run_by(self, flow: OrderFlow) -> Settings:
+        """These settings with what ``flow`` really runs written over them: its symbols, market, URLs and groups.
+
+        ``OrderFlow.from_settings(settings, symbols=[...])`` hands these to ``on_startup``, so a plugin (and the
+        start log) names the symbols streamed, not the file's.
+        """
+        data = self.to_dict()
+        _write_stream(data, flow)
+        return Settings(data, self.env, self.sources, path=self._path)
 
     def __getitem__(self, key: str) -> Any:
         value = self._data[key]
@@ -325,6 +330,16 @@ def _dotted_keys(data: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
             yield from _dotted_keys(value, f"{dotted}.")
         else:
             yield dotted
+
+
+def _write_stream(data: dict[str, Any], flow: OrderFlow) -> None:
+    """Write ``flow``'s symbols, market, connector and option groups over the plain settings ``data``."""
+    _merge(data, {"symbols": list(flow.symbols), "market": flow.market,
+                  "connector": {"ws_url": flow.ws_url, "rest_url": flow.rest_url, "transport": flow.transport}})
+    for name in _GROUP_TABLES:
+        defaults = data.get(name, {})
+        data[name] = {**defaults, **{key: _setting(value, defaults.get(key))
+                                     for key, value in dataclasses.asdict(getattr(flow, name)).items()}}
 
 
 def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:

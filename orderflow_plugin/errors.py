@@ -11,6 +11,8 @@
      ├── TapeError            a recorded tape file cannot be read (names the file and line)
      ├── BadFrame             a frame is not one Binance would send (skipped, counted, reported)
      ├── EventBacklog         a framework's queue holds more of our events than its bound (reported, none dropped)
+     ├── UnknownSymbol        exchangeInfo does not list a symbol (``symbols``, ``suggestions``): raised by start()
+     ├── SymbolNotTrading     a listed symbol is not TRADING (``symbol``, ``status``): reported, still subscribed
      └── StreamError          a connection problem, always naming the URL and what was running
           ├── ConnectFailed    a connect stage raised: DNS, refused, certificate, anything (``stage``)
           ├── StageTimeout     a connect stage passed its deadline (``stage``, ``deadline``)
@@ -44,7 +46,9 @@ __all__ = [
     "StageTimeout",
     "Stalled",
     "StreamError",
+    "SymbolNotTrading",
     "TapeError",
+    "UnknownSymbol",
 ]
 
 
@@ -115,6 +119,31 @@ class EventBacklog(OrderFlowError):
         super().__init__(message)
         self.backlog = backlog
         self.bound = bound
+
+
+class UnknownSymbol(OrderFlowError, ValueError):
+    """Symbols the exchange does not list; ``suggestions`` maps each to its nearest listed symbol (or None).
+
+    One line: ``BTCUSTD is not a Binance spot symbol; did you mean BTCUSDT?``
+    """
+
+    def __init__(self, symbols: Sequence[str], suggestions: dict[str, str | None], market: str) -> None:
+        self.symbols = list(symbols)
+        self.suggestions = dict(suggestions)
+        self.market = market
+        super().__init__("; ".join(
+            f"{symbol} is not a Binance {market} symbol" + (f"; did you mean {near}?" if (near := suggestions.get(
+                symbol)) else "") for symbol in self.symbols))
+
+
+class SymbolNotTrading(OrderFlowError):
+    """A listed symbol whose exchangeInfo ``status`` is not TRADING: no trades until it is (not a dead stream)."""
+
+    def __init__(self, symbol: str, status: str, market: str) -> None:
+        self.symbol = symbol
+        self.status = status
+        super().__init__(f"{symbol} is listed on Binance {market} with status {status}, not TRADING: it has no "
+                         "trades until it trades again (a halt, a break or a delisting, not a dead stream)")
 
 
 class StreamError(OrderFlowError):

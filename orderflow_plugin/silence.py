@@ -153,5 +153,5 @@ class SilenceWatch:
     async def _newest_ids(self: OrderFlow, shard: Shard) -> dict[str, int | None]:
         """REST's newest id of up to QUIET_CHECKS of the shard's symbols, asked at once."""
         assert self.backfiller is not None
-        symbols = shard.symbols[:QUIET_CHECKS]
+        symbols = [s for s in shard.symbols if self.listed.get(s) != "unknown"][:QUIET_CHECKS]
         return dict(zip(symbols, await asyncio.gather(*(self.backfiller.latest_id(s) for s in symbols)), strict=True))

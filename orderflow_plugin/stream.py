@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,8 @@ from .config import Settings, load_settings
 from .delivery import CallSink, PipelineDriver
 from .diagnostics import LoopWatchdog
 from .dispatch import Dispatcher
-from .errors import OrderFlowError
+from .errors import OrderFlowError, StreamError
+from .listing import EXCHANGE_INFO_WEIGHT, Listing, fetch_listing
 from .loopclock import loop_time
 from .models import Market
 from .options import Flow, Limits, Reconnect, Reporting, Sequencing, Timeouts, from_table
@@ -138,6 +140,8 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         self._limiter = OpenLimiter(r.connections_per_5min)
         self._shards = [Shard(i + 1, group, self._machine(i + 1, group)) for i, group in
                         enumerate(chunks(self.symbols, self.streams_per_connection))] if self.source is None else []
+        # Each symbol's exchangeInfo status once REST told it ("unknown": not listed); empty until then.
+        self.listed: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._live: set[WsConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -169,7 +173,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         if plugins is None:
             plugins = plugins_from_settings(settings)
         flow = cls(symbols, plugins=plugins, **kwargs)
-        flow.settings = settings
+        flow.settings = settings.as_run_by(flow)  # on_startup (and its log) names what really streams
         return flow
 
     async def __aenter__(self) -> OrderFlow:
@@ -190,6 +194,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         if self._state != "new":
             raise OrderFlowError(f"OrderFlow.start() called on a stream that is {self._state}; "
                                  "call stop() and create a new OrderFlow to start again")
+        listing = await self._first_listing()
         if self.source is not None:  # a refused password raises here; a server that is down is retried
             await self.source.open(self)
         self._state = "running"
@@ -203,6 +208,10 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         for error in self.plugins.load_errors:
             self._emit("on_error", error=error, where="plugins")
         self._emit("on_startup", settings=self.settings if self.settings is not None else Settings.defaults_for(self))
+        if listing is not None:
+            self._listed(listing)
+        elif self.backfiller is not None:
+            self._spawn(self._listing_later(), "orderflow symbol check")
         if self.sequencing.since and self.source is None:  # archive days first, then live (history/warmup.py)
             try:
                 from .history.warmup import warm_up
@@ -219,6 +228,81 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         self._spawn(self._tick(), "orderflow ticker")
         logger.info("streaming %s from %s in %d connection(s)", ", ".join(self.symbols), self.source or self.ws_url,
                     len(self._shards) or 1)
+
+    # Symbols checked against exchangeInfo: Binance subscribes a typo without a word, then sends nothing
+
+    async def _first_listing(self) -> Listing | None:
+        """At start, one exchangeInfo request within ``timeouts.rest``: UnknownSymbol for a symbol not listed.
+
+        None when REST cannot answer now (or there is none: a Redis source, a replay): the stream starts all the
+        same and :meth:`_listing_later` asks again until it does.
+        """
+        if self.backfiller is None:
+            return None
+        try:
+            listing = await self._ask_listing()
+        except StreamError as exc:
+            logger.warning("%s; streaming without it, the symbols are checked once REST answers", exc)
+            return None
+        unknown = listing.unknown(self.symbols)
+        if unknown is not None:  # nothing started yet: only the REST client to close
+            self._state = "stopped"
+            await self.backfiller.aclose()
+            raise unknown
+        return listing
+
+    async def _listing_later(self) -> None:
+        """Ask exchangeInfo again with the reconnect backoff until REST answers, then report what it says."""
+        r = self.reconnect
+        delay = r.backoff_initial
+        while True:
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            try:
+                listing = await self._ask_listing()
+            except StreamError as exc:
+                logger.debug("%s; asking again", exc)
+                delay = min(r.backoff_max, delay * r.backoff_factor)
+                continue
+            self._listed(listing)
+            return
+
+    async def _ask_listing(self) -> Listing:
+        """One exchangeInfo request on the backfill's client; its weight counts in the backfill's budget."""
+        assert self.backfiller is not None
+        listing = await fetch_listing(self.backfiller.client, self.rest_url, self.market, timeout=self.timeouts.rest)
+        self.backfiller.spent(EXCHANGE_INFO_WEIGHT[self.market])
+        return listing
+
+    def _listed(self, listing: Listing) -> None:
+        """Note each symbol's status; report those not TRADING, and (found late) those not listed, which stop.
+
+        A symbol found unknown after start is an ``on_error`` with UnknownSymbol, and a connection serving only
+        unknown symbols is closed for good: the others stream on (see docs/configuration.md).
+        """
+        self.listed.update({s: listing.statuses.get(s, "unknown") for s in self.symbols})
+        for error in listing.not_trading(self.symbols):
+            logger.warning("%s", error)
+            self._emit("on_error", error=error, where="symbols")
+        unknown = listing.unknown(self.symbols)
+        if unknown is None:
+            logger.info("symbols checked against exchangeInfo: %s", ", ".join(
+                f"{s} {status}" for s, status in self.listed.items()))
+            return
+        logger.error("%s; found after start (REST could not tell before): not streamed", unknown)
+        self._emit("on_error", error=unknown, where="symbols")
+        for shard in self._shards:
+            if set(shard.symbols) <= set(unknown.symbols):
+                self._close_shard(shard, StreamError(f"{', '.join(shard.symbols)}: not listed on Binance; "
+                                                     "connection closed", url=self.ws_url, stage="symbols"))
+
+    def _close_shard(self, shard: Shard, error: StreamError) -> None:
+        """End a shard for good: its machine, its task, its connection attempts and connections."""
+        shard.machine.stop()
+        shard.machine.last_error = error
+        for task in [*shard.opens, *([shard.task] if shard.task is not None else [])]:
+            task.cancel()
+        for connection in list(shard.live):
+            connection.fail(error)
 
     def run_in_thread(self, timeout: float = 10.0) -> FlowThread:
         """Run this stream on a new thread with its own event loop; for synchronous hosts.

@@ -23,6 +23,7 @@ class FlowViews:
             **self.counters,
             "plugin_errors": self.dispatcher.plugin_errors, "slow_hooks": self.dispatcher.slow_calls,
             "uptime_s": round(loop_time() - self._started_at, 3) if self._started_at else 0.0,
+            **({"source": self.source.summary()} if self.source is not None else {}),
         }
 
     def health(self: OrderFlow) -> dict[str, Any]:
@@ -31,6 +32,8 @@ class FlowViews:
         connections = [self._connection_health(shard, now) for shard in self._shards] if self.source is None \
             else [self.source.health()]
         symbols = self.pipeline.health(now)
+        for symbol, entry in symbols.items():  # exchangeInfo's status: TRADING, BREAK..., "unknown", None unchecked
+            entry["status"] = self.listed.get(symbol)
         lag = round(self.watchdog.lag, 4) if self.watchdog is not None else None
         state = self._state
         if state == "running" and self._shards and all(shard.machine.state == "failed" for shard in self._shards):

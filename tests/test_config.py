@@ -191,13 +191,18 @@ def test_from_settings_builds_the_groups_from_the_tables(monkeypatch: pytest.Mon
     monkeypatch.setenv("ORDERFLOW_REPORTING__SLOW_HOOK_MS", "7")
     settings = load_settings(env="testing")
     flow = OrderFlow.from_settings(settings)
-    assert flow.settings is settings
+    same = [key for key in settings if key != "connector"]  # the connector's "" URLs become the ones it uses
+    assert [flow.settings[key] for key in same] == [settings[key] for key in same]
+    assert flow.settings.connector.ws_url == flow.ws_url == "wss://stream.binance.com:9443"
     assert (flow.timeouts.rest, flow.timeouts.stall, flow.timeouts.tls) == (1.0, 5.0, 5.0)
     assert flow.reconnect.backoff_max == 2.0 and flow.limits.rest_retries == 1
     assert flow.reporting.slow_hook_ms == 7 and flow.sequencing.backfill is True
     assert flow.flow.windows == ("1s", "1m", "5m")
     overridden = OrderFlow.from_settings(settings, timeouts=Timeouts(stall=9.0), symbols=["ethusdt"])
     assert overridden.timeouts == Timeouts(stall=9.0) and overridden.symbols == ("ETHUSDT",)
+    # on_startup gets what it runs: the start log named the file's symbols while another streamed (issue #30)
+    assert overridden.settings.symbols == ["ETHUSDT"] and overridden.settings.timeouts.stall == 9.0
+    assert settings.symbols == ["BTCUSDT"] and settings.timeouts.stall == 5.0
 
 
 def test_settings_are_read_only() -> None:

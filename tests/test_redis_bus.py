@@ -324,8 +324,9 @@ async def test_two_collectors_write_each_bar_and_whale_once(orderflow_redis: Any
     seen = Bars()
     flows = [OrderFlow(["BTCUSDT"], ws_url=sim.ws_url, rest_url=sim.rest_url, plugins=plugins)
              for plugins in ([publishers[0], seen], [publishers[1]])]
-    for flow in flows:
-        await flow.start()
+    # Together: start() awaits exchangeInfo, and one started after the other would miss the first trades (whales
+    # are judged on what a stream has seen, so a collector that started late can write a whale the other refuses).
+    await asyncio.gather(*(flow.start() for flow in flows))
     try:
         async with asyncio.timeout(20):
             while any(f.health()["symbols"]["BTCUSDT"]["last_id"] != tape.rows[-1].id for f in flows):

@@ -79,7 +79,9 @@ async def test_a_server_silent_after_tcp_accept_hits_the_tls_deadline(orderflow_
 
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    silent = SimpleNamespace(ws_url=f"wss://127.0.0.1:{port}", rest_url=f"https://127.0.0.1:{port}")
+    # REST refuses (port 9: nothing listens there): the start's exchangeInfo request would otherwise hang in a TLS
+    # handshake here too, and one cancelled there by stop() leaves its socket to the garbage collector (httpcore)
+    silent = SimpleNamespace(ws_url=f"wss://127.0.0.1:{port}", rest_url="https://127.0.0.1:9")
     events = Events()
     async with server:
         async with make_flow(silent, events, ca_file=orderflow_tls.ca_file, timeouts=replace(TIMEOUTS, tls=0.5)):

@@ -1,4 +1,7 @@
-"""The doctor's REST checks against the backfill's endpoint: DNS, TCP, ping, aggTrades and the clock offset."""
+"""The doctor's REST checks against the backfill's endpoint: DNS, TCP, ping, aggTrades and the clock offset.
+
+A symbol aggTrades refuses is looked up in exchangeInfo with the stream's own check (:mod:`..listing`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..errors import StreamError
+from ..listing import fetch_listing
 from ..symbols import normalize_symbol
 from ..transport import connect_first
 from .check import CERTIFICATE_ADVICE, Check, certificate_error
@@ -98,6 +103,12 @@ async def check_rest(done: list[Check], base: str, symbol: str, market: str, tim
                                   f"HTTP 200 but not a list of aggTrades ({type(exc).__name__}: {exc}): "
                                   f"{response.text[:120]}", "is connector.rest_url a Binance REST API?"))
                 return
+        if response.status_code == 400:  # Invalid symbol? exchangeInfo, as the stream asks it, names the near one
+            unknown = await _unknown_symbol(client, base, market, symbol, timeout)
+            if unknown:
+                done.append(Check("REST aggTrades", "FAIL", time.monotonic() - started, unknown,
+                                  "check --symbol / the symbols setting: the stream refuses it at start (exit 2)"))
+                return
         done.append(_answered("REST aggTrades", response, time.monotonic() - started, extra))
 
         started = time.monotonic()
@@ -119,6 +130,16 @@ async def check_rest(done: list[Check], base: str, symbol: str, market: str, tim
         done.append(Check("clock offset", status, time.monotonic() - started,
                           f"server clock is {offset * 1000:+.0f} ms from ours",
                           "" if status == "PASS" else "sync the system clock (NTP); trade ages will look off"))
+
+
+async def _unknown_symbol(client: httpx.AsyncClient, base: str, market: str, symbol: str, timeout: float) -> str:
+    """The stream's own line for a symbol exchangeInfo does not list ("" when it does, or REST cannot tell)."""
+    try:
+        listing = await fetch_listing(client, base, market, timeout=timeout)  # type: ignore[arg-type]
+    except StreamError:
+        return ""
+    unknown = listing.unknown([symbol])
+    return "" if unknown is None else str(unknown)
 
 
 def _os_reason(exc: OSError) -> str:

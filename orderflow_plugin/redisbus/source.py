@@ -15,7 +15,9 @@ a bot sees the same trades, bars and gap reports as one connected to Binance. Tw
   share has holes by design: it is delivered as it comes, without gap checks.
 
 Redis faults (refused, reset, timeout, a server loading its data) are named in the log and retried
-forever with backoff; a bad URL or a refused password fails ``start()`` in one line.
+forever with backoff; a bad URL or a refused password fails ``start()`` in one line. A source that
+cannot reach Redis at all says so as an ``on_error`` (then ``on_disconnected`` only for a connection
+it had), and its part of ``summary()`` keeps ``connects`` at 0.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ __all__ = ["RedisSource"]
 
 logger = logging.getLogger("orderflow_plugin.redis")
 
+_MAX_DELAY = 5.0  # seconds between tries, at most
+
 
 class RedisSource:
     """Where an :class:`~orderflow_plugin.OrderFlow` reads its trades when they come from collectors via Redis."""
@@ -71,6 +75,9 @@ class RedisSource:
         self.state = "new"
         self.last_error: str | None = None
         self.reads = 0
+        self.connects = 0  # times it began reading: 0 at the end means it never reached Redis
+        self.failures = 0  # failed tries since it last read
+        self._opening: BaseException | None = None  # open()'s failure, reported by run() after on_startup
         self._flow: OrderFlow | None = None
         self._positions: dict[str, str] = {}  # stream key -> the id read last (fan-out)
         self._acked: dict[str, str] = {}  # stream key -> the newest id this consumer acknowledged (group)
@@ -121,12 +128,18 @@ class RedisSource:
             if not is_transient(exc):
                 await self.aclose()  # the stream never starts: nothing else would close the pool
                 raise
-            self._failed(exc)
+            self.state, self._opening = "retrying", exc  # said by run(), after on_startup: events in order
 
     async def run(self) -> None:
-        """Read until cancelled; every fault is named and retried."""
+        """Read until cancelled; every fault is named and retried with backoff."""
         delay = 0.05
+        failure, self._opening = self._opening, None
         while not cancelled():  # redis-py may finish a blocking read it was cancelled in: look, then stop
+            if failure is not None:
+                self._failed(failure)
+                failure = None
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, _MAX_DELAY)
             try:
                 if self.state != "reading":
                     await self._connected()
@@ -144,9 +157,7 @@ class RedisSource:
                     continue
                 if not is_transient(exc) or cancelled():
                     raise
-                self._failed(exc)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 5.0)
+                failure = exc
         raise asyncio.CancelledError
 
     async def aclose(self) -> None:
@@ -154,10 +165,16 @@ class RedisSource:
         self.state = "stopped"
         await self.redis.aclose()
 
+    def summary(self) -> dict[str, Any]:
+        """Its part of ``OrderFlow.summary()``: ``connects`` 0 says it never reached Redis, ``last_error`` why,
+        ``failed_tries`` how often it tried since it last read."""
+        return {"url": redacted(self.url), "connects": self.connects, "failed_tries": self.failures,
+                "reads": self.reads, "last_error": self.last_error}
+
     def health(self) -> dict[str, Any]:
         """This source's entry in ``OrderFlow.health()["connections"]``."""
-        return {"source": redacted(self.url), "state": self.state, "group": self.group, "consumer": self.consumer,
-                "reads": self.reads, "last_error": self.last_error}
+        return {"source": redacted(self.url), "symbols": list(self._symbols.values()), "state": self.state,
+                "group": self.group, "consumer": self.consumer, "reads": self.reads, "last_error": self.last_error}
 
     # Reading
 
@@ -178,8 +195,11 @@ class RedisSource:
                     newest = await newest_entry(self.redis, key) if self.start == "live" else None
                     self._positions[key] = newest or "0-0"
         if self.last_error is not None:
-            logger.info("redis %s: reading again", redacted(self.url))
+            logger.info("redis %s: %s", redacted(self.url),
+                        "reading again" if self.connects else f"connected after {self.failures} failed tries")
         self.state = "reading"
+        self.connects += 1
+        self.failures = 0
         self._flow._emit("on_connected", url=redacted(self.url), stage_timings={})
 
     async def _read(self) -> None:
@@ -276,10 +296,18 @@ class RedisSource:
 
     def _failed(self, exc: BaseException) -> None:
         self.state = "retrying"
+        self.failures += 1
         text = describe(exc)
-        if text != self.last_error:
-            logger.warning("redis %s: %s; retrying", redacted(self.url), text)
+        if not self.connects and self.failures == 1:  # never reached: an error, not a disconnection
+            error = RedisFeedError(f"cannot connect to Redis {redacted(self.url)}: {text}; retrying with backoff "
+                                   f"(at most {_MAX_DELAY:g} s apart)")
+            error.__cause__ = exc
+            logger.warning("%s", error)
             if self._flow is not None:
+                self._flow._emit("on_error", error=error, where="redis")
+        elif text != self.last_error:
+            logger.warning("redis %s: %s; retrying", redacted(self.url), text)
+            if self._flow is not None and self.connects:
                 self._flow._emit("on_disconnected", url=redacted(self.url), code=None, reason=text, error=exc)
         self.last_error = text
 

@@ -132,7 +132,9 @@ class SimConnection(asyncio.Protocol):
         # hang_before_handshake: keep the TCP connection, never answer
 
     def _on_rest(self, request: Request, path: str, query: str) -> None:
-        fault = self.sim.next_rest_fault()
+        # Scenario.rest scripts the requests a stream repeats (backfill, liveness): the one exchangeInfo each
+        # stream asks at start would take the first fault meant for them.
+        fault = None if path.endswith("/exchangeInfo") else self.sim.next_rest_fault()
         answer = rest_answer(self.sim.rest_api, fault, path, query)
         if answer is None:
             self.sim.record.rest.append((request.path, 0))

@@ -71,6 +71,7 @@ class RestApi:
         self.limits = {"spot": weight_limit, "usdm": futures_weight_limit}
         self.window = window
         self.clock = clock
+        self.statuses: dict[str, str] = {}  # symbol -> its exchangeInfo status when not TRADING (a halt, a break)
         self._used: dict[str, tuple[int, int]] = {}  # family -> (window number, weight used)
 
     def handle(self, path: str, query: Mapping[str, list[str]], *, max_rows: int | None = None) -> RestResponse:
@@ -127,7 +128,7 @@ class RestApi:
             base, quote = _split_symbol(symbol)
             symbols.append({
                 "symbol": symbol,
-                "status": "TRADING",
+                "status": self.statuses.get(symbol, "TRADING"),
                 "baseAsset": base,
                 "quoteAsset": quote,
                 "filters": [

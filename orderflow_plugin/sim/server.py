@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,7 @@ class Simulator:
         record_ids: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         archive: Archive | None = None,
+        statuses: Mapping[str, str] | None = None,
     ) -> None:
         if tapes is None:
             tapes = [bundled_tape()]
@@ -112,6 +113,7 @@ class Simulator:
         self.rest_api = RestApi(
             self, weight_limit=weight_limit, futures_weight_limit=futures_weight_limit, window=weight_window
         )
+        self.rest_api.statuses.update(statuses or {})  # exchangeInfo's status of a symbol not TRADING ("BREAK")
         self._happened = dict.fromkeys(self.feeds, 0)
         self._stream_of = {symbol: f"{symbol.lower()}@aggTrade" for symbol in self.feeds}
         self._subscribers: dict[str, set[SimConnection]] = {}
