@@ -72,6 +72,10 @@ class Violation(Exception):
         self.at = at
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type[Violation], tuple[str, float, str]]:
+        # A worker process sends it back pickled: Exception's default would call __init__ with the message only.
+        return (Violation, (self.invariant, self.at, self.detail))
+
 
 @dataclass
 class ShellResult:
