@@ -112,23 +112,25 @@ class SilenceWatch:
                 await asyncio.sleep(TRADE_GRACE)  # a trade REST shows may still be on its way to us
                 if last_at.get(symbol, 0.0) != heard or self.pipeline.busy(symbol):
                     return None
-                if await self._fill_tail(symbol, newest):
-                    # What REST showed is delivered. The stream is silent only if the market went on trading
-                    # meanwhile and nothing of it came to us: a quiet market keeps its connection.
-                    heard = last_at.get(symbol, 0.0)
-                    try:
-                        again = await self.backfiller.latest_id(symbol)
-                    except BackfillFailed as exc:
-                        logger.warning("%s; cannot tell a quiet market from a silent stream", exc)
-                        return None
-                    if again is None or again <= newest:
-                        logger.info("%s: ids up to %d, which REST had and the stream did not send, were "
-                                    "fetched; nothing traded since", symbol, newest)
-                        return None
-                    await asyncio.sleep(TRADE_GRACE)
-                    if last_at.get(symbol, 0.0) != heard or self.pipeline.busy(symbol):
-                        return None
-                    last, newest = sequencer.last_delivered, again
+                # What REST shows is fetched (with backfill on and a last id to go on from). The stream is silent
+                # only if the market went on trading since and nothing of it came to us: REST is asked again.
+                # A quiet market keeps its connection: a reconnect would not bring these trades either.
+                filled = await self._fill_tail(symbol, newest)
+                heard = last_at.get(symbol, 0.0)
+                try:
+                    again = await self.backfiller.latest_id(symbol)
+                except BackfillFailed as exc:
+                    logger.warning("%s; cannot tell a quiet market from a silent stream", exc)
+                    return None
+                if again is None or again <= newest:
+                    logger.log(logging.INFO if filled else logging.DEBUG,
+                               "%s: ids %d..%d, which REST has and the stream did not send, %s; nothing traded since",
+                               symbol, last + 1, newest, "were fetched" if filled else "are not delivered")
+                    return None
+                await asyncio.sleep(TRADE_GRACE)
+                if last_at.get(symbol, 0.0) != heard or self.pipeline.busy(symbol):
+                    return None
+                last, newest = sequencer.last_delivered, again
                 seen = f"REST has trades up to id {newest}, we delivered up to {last}"
         silent = time.monotonic() - max(connection.opened_at, last_at.get(symbol, 0.0))
         return Stalled(f"{symbol}: no trade from {connection.endpoint} for {silent:.1f} s (deadline {deadline:.1f} s) "
