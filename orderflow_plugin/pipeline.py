@@ -270,6 +270,12 @@ class Pipeline:
         self._fetch(symbol, last + 1, newest)
         return True
 
+    def caught_up(self, symbol: str) -> None:
+        """REST's newest id of ``symbol`` is the last delivered one: its feed is caught up, as a live trade in
+        order would show, so bars a lost feed held back may close (on a quiet market no live trade comes)."""
+        if not self.busy(symbol):
+            self._stale.discard(symbol)
+
     def deliver_as_is(self, trade: Trade, now: float) -> None:
         """Deliver ``trade`` unsequenced: a Redis consumer group's share of a stream has holes by design."""
         self.now = now

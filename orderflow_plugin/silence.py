@@ -108,6 +108,8 @@ class SilenceWatch:
                     self.pipeline.liveness.baseline[symbol] = newest
                 if newest is None or last is None or newest <= last:
                     logger.debug("%s: quiet for %.1f s, REST agrees (newest id %s)", symbol, deadline, newest)
+                    if newest is not None and newest == sequencer.last_delivered:
+                        self.pipeline.caught_up(symbol)
                     return None
                 await asyncio.sleep(TRADE_GRACE)  # a trade REST shows may still be on its way to us
                 if last_at.get(symbol, 0.0) != heard or self.pipeline.busy(symbol):
@@ -116,23 +118,25 @@ class SilenceWatch:
                 # only if the market went on trading since and nothing of it came to us: REST is asked again.
                 # A quiet market keeps its connection: a reconnect would not bring these trades either.
                 filled = await self._fill_tail(symbol, newest)
-                heard = last_at.get(symbol, 0.0)
+                since_fill = last_at.get(symbol, 0.0)  # the fill's trades count as deliveries, not as news
                 try:
                     again = await self.backfiller.latest_id(symbol)
                 except BackfillFailed as exc:
                     logger.warning("%s; cannot tell a quiet market from a silent stream", exc)
                     return None
                 if again is None or again <= newest:
+                    if filled:
+                        self.pipeline.caught_up(symbol)
                     logger.log(logging.INFO if filled else logging.DEBUG,
                                "%s: ids %d..%d, which REST has and the stream did not send, %s; nothing traded since",
                                symbol, last + 1, newest, "were fetched" if filled else "are not delivered")
                     return None
                 await asyncio.sleep(TRADE_GRACE)
-                if last_at.get(symbol, 0.0) != heard or self.pipeline.busy(symbol):
+                if last_at.get(symbol, 0.0) != since_fill or self.pipeline.busy(symbol):
                     return None
                 last, newest = sequencer.last_delivered, again
                 seen = f"REST has trades up to id {newest}, we delivered up to {last}"
-        silent = time.monotonic() - max(connection.opened_at, last_at.get(symbol, 0.0))
+        silent = time.monotonic() - max(connection.opened_at, heard)  # since the last trade before the look
         return Stalled(f"{symbol}: no trade from {connection.endpoint} for {silent:.1f} s (deadline {deadline:.1f} s) "
                        f"while {seen}: the stream went silent", url=connection.url, stage="streaming",
                        silent_for=silent)

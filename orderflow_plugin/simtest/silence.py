@@ -74,6 +74,8 @@ class SilenceLook:
             if last is None and newest is not None:
                 pipeline.liveness.baseline[symbol] = newest
         if newest is None or last is None or newest <= last:
+            if newest is not None and newest == pipeline.sequencers[symbol].last_delivered:
+                pipeline.caught_up(symbol)
             self._done(symbol, deadline)
             return
         self.sim.at(self.sim.now + TRADE_GRACE, self._graced, shard, connection, symbol, deadline, heard, newest)
@@ -94,6 +96,8 @@ class SilenceLook:
                      heard: float) -> None:
         again = self._newest(symbol)
         if again is None or again <= newest:  # filled, and nothing traded since: a quiet market
+            if self.sim.pipeline.sequencers[symbol].last_delivered == newest:
+                self.sim.pipeline.caught_up(symbol)
             self._done(symbol, deadline)
             return
         self.sim.at(self.sim.now + TRADE_GRACE, self._graced_again, shard, connection, symbol, deadline, heard, again)
