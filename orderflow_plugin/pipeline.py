@@ -269,6 +269,28 @@ class Pipeline:
             count += 1
         return count
 
+    def fill_tail(self, symbol: str, newest: int, now: float) -> bool:
+        """REST shows ids up to ``newest`` beyond the last delivered one: fetch them over REST, although no
+        live trade opened a hole (the socket skipped the last trades before a quiet stretch). False when
+        there is nothing to fetch, nowhere to start from, backfill is off, or a hole is handled already."""
+        sequencer = self.sequencers[symbol]
+        last = sequencer.last_delivered
+        if not self.backfill or last is None or newest <= last or self.busy(symbol):
+            return False
+        self.now = now
+        self.counters["gaps"] += 1
+        logger.warning("%s: aggTrade ids %d..%d missing at the tail (%d): REST has them, the stream did not "
+                       "send them", symbol, last + 1, newest, newest - last)
+        self.sink.event("on_gap", symbol=symbol, first_missing=last + 1, last_missing=newest)
+        self._fetch(symbol, last + 1, newest)
+        return True
+
+    def caught_up(self, symbol: str) -> None:
+        """REST's newest id of ``symbol`` is the last delivered one: its feed is caught up, as a live trade in
+        order would show, so bars a lost feed held back may close (on a quiet market no live trade comes)."""
+        if not self.busy(symbol):
+            self._stale.discard(symbol)
+
     def deliver_as_is(self, trade: Trade, now: float) -> None:
         """Deliver ``trade`` unsequenced: a Redis consumer group's share of a stream has holes by design."""
         self.now = now

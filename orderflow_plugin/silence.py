@@ -108,20 +108,64 @@ class SilenceWatch:
                     self.pipeline.liveness.baseline[symbol] = newest
                 if newest is None or last is None or newest <= last:
                     logger.debug("%s: quiet for %.1f s, REST agrees (newest id %s)", symbol, deadline, newest)
+                    if newest is not None and newest == sequencer.last_delivered:
+                        self.pipeline.caught_up(symbol)
                     return None
                 await asyncio.sleep(TRADE_GRACE)  # a trade REST shows may still be on its way to us
-                if last_at.get(symbol, 0.0) != heard:
+                if last_at.get(symbol, 0.0) != heard or self.pipeline.busy(symbol):
                     return None
+                # What REST shows is fetched (with backfill on and a last id to go on from). The stream is silent
+                # only if the market went on trading since and nothing of it came to us: REST is asked again.
+                # A quiet market keeps its connection: a reconnect would not bring these trades either.
+                filled = await self._fill_tail(symbol, newest)
+                since_fill = last_at.get(symbol, 0.0)  # the fill's trades count as deliveries, not as news
+                try:
+                    again = await self.backfiller.latest_id(symbol)
+                except BackfillFailed as exc:
+                    logger.warning("%s; cannot tell a quiet market from a silent stream", exc)
+                    return None
+                if again is None or again <= newest:
+                    if filled:
+                        self.pipeline.caught_up(symbol)
+                    logger.log(logging.INFO if filled else logging.DEBUG,
+                               "%s: ids %d..%d, which REST has and the stream did not send, %s; nothing traded since",
+                               symbol, last + 1, newest, "were fetched" if filled else "are not delivered")
+                    return None
+                await asyncio.sleep(TRADE_GRACE)
+                if last_at.get(symbol, 0.0) != since_fill or self.pipeline.busy(symbol):
+                    return None
+                last, newest = sequencer.last_delivered, again
                 seen = f"REST has trades up to id {newest}, we delivered up to {last}"
-        silent = loop_time() - max(connection.opened_at, last_at.get(symbol, 0.0))
+        silent = loop_time() - max(connection.opened_at, heard)  # since the last trade before the look
         return Stalled(f"{symbol}: no trade from {connection.endpoint} for {silent:.1f} s (deadline {deadline:.1f} s) "
                        f"while {seen}: the stream went silent", url=connection.url, stage="streaming",
                        silent_for=silent)
 
+    async def _fill_tail(self: OrderFlow, symbol: str, newest: int) -> bool:
+        """Fetch the ids REST has beyond the last delivered one, up to ``newest``; True once all are delivered."""
+        if not self.pipeline.fill_tail(symbol, newest, loop_time()):
+            return False
+        while symbol in self.pipeline.filling:  # a long tail comes in chunks, each its own request
+            task = self._fills.get(symbol)
+            if task is None:
+                break
+            await asyncio.wait([task])
+        last = self.pipeline.sequencers[symbol].last_delivered
+        return last is not None and last >= newest
+
+    def _fill_tails(self: OrderFlow, newest: dict[str, int | None]) -> None:
+        """Start fetching, for each symbol, what REST shows beyond the last delivered id (a look at connect)."""
+        now = loop_time()
+        for symbol, latest in newest.items():
+            if latest is not None:
+                self.pipeline.fill_tail(symbol, latest, now)
+
     async def _quiet_baseline(self: OrderFlow, shard: Shard, connection: WsConnection) -> None:
-        """Half way through first_message with no trade yet: note REST's newest ids (never raises)."""
+        """Half way through first_message with no trade yet (or at the silence deadline, if sooner): note
+        REST's newest ids, and fetch what they show beyond the last delivered ones (never raises)."""
         shard.quiet_before = None
-        await asyncio.sleep(self.timeouts.first_message / 2)
+        # As soon as the silence watch would look: trades REST has and we lack are not left for first_message.
+        await asyncio.sleep(min(self.timeouts.first_message / 2, *(self.silence_deadline(s) for s in shard.symbols)))
         if connection.stage != "first_message" or self.backfiller is None:
             return
         try:
@@ -129,6 +173,8 @@ class SilenceWatch:
                 shard.quiet_before = await self._newest_ids(shard)
         except Exception as exc:  # REST trouble, or a bug: the stage then fails at its deadline, as without
             logger.warning("%s; cannot tell a quiet market from a dead stream", exc)
+            return
+        self._fill_tails(shard.quiet_before)
 
     async def _quiet_market(self: OrderFlow, shard: Shard, connection: WsConnection) -> bool:
         """At the first_message deadline: True when REST's newest ids did not move since half way (a quiet
@@ -142,6 +188,7 @@ class SilenceWatch:
         except (BackfillFailed, TimeoutError) as exc:
             logger.warning("%s; cannot tell a quiet market from a dead stream", exc or "REST took too long")
             return False
+        self._fill_tails(after)  # REST's newest ids against what was delivered, not only against the first look
         if not no_new_trades(before, after):
             await asyncio.sleep(TRADE_GRACE)  # a trade REST already shows may still be on its way to us
             return False  # open_connection keeps the connection all the same if that trade came

@@ -72,6 +72,10 @@ class Exchange:
         self.world = world
         self.timelines = {s: self._draw(s, rng) for s in world.symbols}
         self.feeds = {shard: self._merge(shard) for shard in world.shards}
+        # The tail schedule: the server never sends these (symbol, index); REST has them.
+        self.skipped = {(s, k) for s, timeline in self.timelines.items()
+                        for k in range(max(0, len(timeline.times) - world.tail), len(timeline.times))} \
+            if world.tail else set()
 
     def _draw(self, symbol: str, rng: random.Random) -> SymbolTimeline:
         activity = self.world.activity[symbol]
@@ -89,6 +93,8 @@ class Exchange:
                 times.append(t)
         times.sort()
         del times[MAX_TRADES:]
+        if self.world.tail:  # the market is quiet from when faults stop to the end
+            del times[bisect_right(times, self.world.faults.stop):]
         tape = _tape_rows()
         offset = rng.randrange(len(tape))
         first_id = rng.randrange(1, 10**9)

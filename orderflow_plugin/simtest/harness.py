@@ -27,6 +27,7 @@ from .exchange import Exchange, Rest, ShardFeed
 from .invariants import Failure, Violation, check_end, check_ending, check_step
 from .network import URL, SimConnection
 from .recorder import Recorder
+from .silence import SilenceLook
 from .world import World, draw_world
 
 __all__ = ["Shard", "Simulation", "WatchedLimiter"]
@@ -91,6 +92,7 @@ class Simulation:
                                    event=partial(self.recorder.supervisor_event, shard))
         self.tick_interval = self.pipeline.tick_interval  # as the shell ticks
         self.violation: Violation | None = None
+        self.silence = SilenceLook(self)  # the shell's silence watch, looked at each regular tick
 
     # The clock
 
@@ -160,6 +162,7 @@ class Simulation:
 
     def _tick(self) -> None:
         self._tick_once()
+        self.silence.look()
         self.at(self.now + self.tick_interval, self._tick)
 
     def _tick_once(self) -> None:
@@ -263,3 +266,4 @@ class Simulation:
 
     def _backfilled(self, action: Backfill, trades: list[Any], failed: Exception | None) -> None:
         self.pipeline.backfilled(action.symbol, action.first, action.last, trades, failed, self.now)
+        self.silence.filled(action.symbol)

@@ -137,12 +137,17 @@ def _overlap(spans: list[tuple[float, float]], start: float, stop: float) -> flo
 
 
 def _check_delivered(sim: Simulation) -> None:
-    """3b: a trade is delivered (or reported) by ``max(faults stop, arrival of it or a later trade) + bound``."""
+    """3b: a trade is delivered (or reported) by ``max(faults stop, arrival of it or a later trade) + bound``;
+    3c: and, even if neither it nor a later trade ever arrives, by ``max(REST has it, the shard receiving after
+    faults stopped) + bound_tail`` (with backfill on: REST's newest id says what is missing, issue #32)."""
     world, recorder = sim.world, sim.recorder
     stop, bound, end = world.faults.stop, world.bound_fill, world.end
     for shard in sim.shards:
         if shard.gave_up:
             continue
+        # when, once faults stopped, the shard first had a subscribed connection (the limiter may hold it back)
+        receiving = min((max(c.receiving_since, stop) for c in shard.history
+                         if min(c.dead_since, c.stopped_at) > max(c.receiving_since, stop)), default=math.inf)
         for symbol in shard.symbols:
             timeline = sim.exchange.timelines[symbol]
             delivered = [math.inf] * len(timeline.times)
@@ -153,12 +158,14 @@ def _check_delivered(sim: Simulation) -> None:
                 for index in range(first - first_id, last - first_id + 1):
                     delivered[index] = -1.0  # reported: never owed
             start = recorder.trades[symbol][0].id - first_id if recorder.trades[symbol] else 0
+            # with nothing delivered the stream does not know where it starts: no tail is owed
+            tail = world.bound_tail if recorder.trades[symbol] else math.inf
             arrivals = sim.arrivals[symbol]
             seen = math.inf
             late: tuple[int, float, float] | None = None
             for index in range(len(delivered) - 1, start - 1, -1):
                 seen = min(seen, arrivals[index])
-                due = max(stop, seen) + bound
+                due = min(max(stop, seen) + bound, max(receiving, timeline.times[index] + world.rest_lag) + tail)
                 when = delivered[index]
                 if when > due and (when < math.inf or due <= end):
                     late = (index, when, due)
@@ -168,5 +175,7 @@ def _check_delivered(sim: Simulation) -> None:
                 recorder.fail("3 liveness", f"{symbol}: id {first_id + index} published at "
                                             f"{timeline.times[index]:.3f} was {fate}; due by {due:.3f} (faults "
                                             f"stopped at {stop:.1f}, it or a later trade arrived at "
-                                            f"{min(arrivals[index:]):.3f}, bound {bound:.1f} s)")
+                                            f"{min(arrivals[index:]):.3f}, bound {bound:.1f} s; REST had it "
+                                            f"from {timeline.times[index] + world.rest_lag:.3f}, tail bound "
+                                            f"{tail:.1f} s)")
 

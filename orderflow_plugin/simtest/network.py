@@ -97,7 +97,10 @@ class SimConnection:
         elif stage == "first_message" and self.got_trade:
             sim.soon(self._open, self._token)
         elif stage == "first_message":  # the shell's quiet look, half way (REST is asked with backfill off too)
-            sim.at(sim.now + sim.world.timeouts.first_message / 2, self._quiet_look, self._token)
+            # or at the silence deadline, if sooner (silence._quiet_baseline)
+            liveness = sim.pipeline.liveness
+            sim.at(sim.now + min(sim.world.timeouts.first_message / 2, *map(liveness.deadline, self.shard.symbols)),
+                   self._quiet_look, self._token)
 
     def arm_watch(self, stage: str) -> None:
         """The stage's deadline, as ``asyncio.timeout`` in ``connect.open_connection`` sets it."""
@@ -134,12 +137,20 @@ class SimConnection:
     def _quiet_look(self, token: int) -> None:
         if token == self._token and not self.ended and self.stage == "first_message":
             self.quiet_before = self._newest_ids()
+            self._fill_tails(self.quiet_before)
+
+    def _fill_tails(self, newest: dict[str, int | None]) -> None:
+        """As the shell's looks at connect do (silence._fill_tails): fetch what REST has beyond the delivered."""
+        for symbol, latest in newest.items():
+            if latest is not None:
+                self.sim.pipeline.fill_tail(symbol, latest, self.sim.now)
 
     def _quiet_market(self) -> bool:
         """The shell's judgement at the first_message deadline (silence._quiet_market), with the same rule."""
         before, self.quiet_before = self.quiet_before, None
         assert before is not None
         after = self._newest_ids()
+        self._fill_tails(after)
         if not no_new_trades(before, after):
             return False
         for symbol, newest in after.items():
@@ -245,6 +256,8 @@ class SimConnection:
             return
         self.cursor += 1
         self._next_send()
+        if sim.exchange.skipped and self.shard.feed.keys[k] in sim.exchange.skipped:
+            return  # the tail schedule: the server skips it, REST has it
         if k >= self.next_fault:
             self.next_fault = k + 1 + int(sim.rng.expovariate(sim.world.faults.frame_rate))
             if sim.now < sim.world.faults.stop:

@@ -102,6 +102,13 @@ def _resume_forgotten() -> Callable[[], None]:
     return _patch(pipeline.Pipeline, "_resume", forgetful_resume)
 
 
+def _tail_never_fetched() -> Callable[[], None]:
+    def never(self: pipeline.Pipeline, symbol: str, newest: int, now: float) -> bool:
+        return False  # the code before issue #32: only a live trade past a hole started a backfill
+
+    return _patch(pipeline.Pipeline, "fill_tail", never)
+
+
 PLANTS = {plant.name: plant for plant in (
     Plant("drop-one-in-10000", "sequencer.Sequencer.push",
           "silently skips the id when id % 10000 == 4321 (as if delivered)", "2 gap report", _drop_one_in_10000),
@@ -120,6 +127,10 @@ PLANTS = {plant.name: plant for plant in (
     Plant("resume-forgotten", "pipeline.Pipeline._resume",
           "ends a pause without sending ResumeReading: the paused connection never reads again", "3 liveness",
           _resume_forgotten),
+    Plant("tail-never-fetched", "pipeline.Pipeline.fill_tail",
+          "REST's newest id beyond the last delivered is never fetched (issue #32's old code): the trades the socket "
+          "skipped before a quiet stretch wait for a live trade that does not come", "3 liveness",
+          _tail_never_fetched),
 )}
 
 

@@ -7,13 +7,15 @@ seed is a complete description of a run.
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ..liveness import TRADE_GRACE
 from ..options import Flow, Limits, Reconnect, Sequencing, Timeouts
 
 __all__ = ["CONNECT_LATENCY", "EPOCH_MS", "NETWORK_LATENCY", "RETRY_AFTER_MAX", "SHUTDOWN_CLOSE", "SWAP_DELAY",
-           "Activity", "Faults", "World", "draw_world"]
+           "TAIL_SHARE", "Activity", "Faults", "World", "draw_world"]
 
 EPOCH_MS = 1_767_225_600_000  # 2026-01-01: trade times are this plus the virtual clock, in ms
 CONNECT_LATENCY = 0.05  # seconds a connect stage that succeeds or fails takes at most
@@ -21,6 +23,7 @@ NETWORK_LATENCY = (0.002, 0.08)  # one-way latency of a connection, drawn per co
 SHUTDOWN_CLOSE = 5.0  # the server closes at most this long after announcing serverShutdown
 RETRY_AFTER_MAX = 5.0  # the largest Retry-After a rejected handshake carries
 SWAP_DELAY = 0.5  # a reordered frame arrives at most this late
+TAIL_SHARE = 0.15  # of seeds with backfill on play the tail schedule
 MAX_TRADES = 2500  # per symbol: keeps a seed to a few milliseconds of CPU
 _SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
 _WINDOW_SETS = (("1s", "1m", "5m"), ("1s", "1m", "5m"), ("1s",), ("5s", "1m"), ("1s", "5s"), ("2s", "3s"),
@@ -80,6 +83,10 @@ class World:
     bound_connect: float  # after faults stop, a shard settles within this
     bound_fill: float  # a trade is delivered this long after a later one arrived (and faults stopped)
     end: float
+    # The tail schedule (issue #32): the server never sends the last ``tail`` trades published before faults
+    # stop (REST has them), then the market is quiet for minutes. 0: not this schedule.
+    tail: int = 0
+    bound_tail: float = math.inf  # a trade REST has is delivered this long after REST has it, no later trade needed
 
     @property
     def quiet_after(self) -> float:
@@ -107,8 +114,11 @@ class World:
             f"{f.ending_rate * 60:.2f}/min {list(f.ending_kinds)}; rest fail {f.rest_fail:.2f} timeout "
             f"{f.rest_timeout:.2f}; outages {_spans(f.outages)}; freezes {_spans(f.freezes)}",
             f"  bounds: settle {self.bound_connect:.1f} s, gap allowance {self.gap_allowance:.1f} s, "
-            f"fill {self.bound_fill:.1f} s",
+            f"fill {self.bound_fill:.1f} s, tail {self.bound_tail:.1f} s",
         ]
+        if self.tail:
+            lines.append(f"  tail: the server skips the last {self.tail} trade(s) of each symbol published before "
+                         f"{self.faults.stop:.1f} s; then no trade until the end at {self.end:.1f} s")
         return "\n".join(lines)
 
 
@@ -186,9 +196,21 @@ def draw_world(seed: int, rng: random.Random) -> World:
                   + 20 * (sequencing.reorder_window + rest_latency) + 1.0)
     end = stop + bound_connect + bound_fill + 5.0
     activity = {s: _activity(rng, end) for s in symbols}
-    return World(seed, symbols, shards, activity, timeouts, reconnect, limits, sequencing, flow, faults,
-                 EPOCH_MS + rng.randrange(300_000), u(0.0, 0.05), rest_latency, gap_allowance, bound_connect,
-                 bound_fill, end)
+    epoch_ms = EPOCH_MS + rng.randrange(300_000)
+    rest_lag = u(0.0, 0.05)
+    # Every trade REST has is delivered within this, even with no later trade: the silence look comes at the
+    # learned deadline (at most timeouts.stall, and once more if a look just missed it), asks REST, waits
+    # TRADE_GRACE for a trade on its way, then fills (see the harness's SilenceLook).
+    bound_tail = (2 * t.stall + 2 * TRADE_GRACE + rest_lag + 2 * rest_latency + rest_worst + freeze + 1.0
+                  if sequencing.backfill else math.inf)  # backfill off: nothing fetches a tail
+    world = World(seed, symbols, shards, activity, timeouts, reconnect, limits, sequencing, flow, faults,
+                  epoch_ms, rest_lag, rest_latency, gap_allowance, bound_connect,
+                  bound_fill, end, bound_tail=bound_tail)
+    # The tail schedule, from a generator of its own so that every other seed's world stays as it was.
+    tail_rng = random.Random(f"tail {seed}")
+    if sequencing.backfill and tail_rng.random() < TAIL_SHARE:
+        world = replace(world, tail=tail_rng.randint(1, 20), end=max(end, stop + tail_rng.uniform(120.0, 300.0)))
+    return world
 
 
 def _span(rng: random.Random, stop: float, shortest: float, longest: float) -> tuple[float, float]:
