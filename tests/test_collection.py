@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from .conftest import ROOT
 from .flowhelpers import TIMEOUT_FACTOR
 
@@ -18,11 +20,13 @@ def _collect(hash_seed: str) -> list[str]:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
                              "-p", "no:xdist"], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120 * TIMEOUT_FACTOR)
+                            timeout=240 * TIMEOUT_FACTOR)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return [line for line in result.stdout.splitlines() if "::" in line]
 
 
+# Two collections of the whole suite take 20 s on an idle machine and over a minute beside three busy xdist workers.
+@pytest.mark.timeout(600 * TIMEOUT_FACTOR)
 def test_two_collections_a_second_apart_collect_the_same_ids() -> None:
     """Collected twice, in other seconds of the clock and with other string hashes, the suite has the same ids."""
     first = _collect("1")
