@@ -13,6 +13,13 @@ Each call is timed alone: the time spent reporting a failing or slow call (the l
 ``slow_calls`` counts every call over the budget, apart, so a GC pause on a loaded machine
 is no error to alert on. Both include the reports the log holds back.
 
+A call's time is its wall time less the time its thread waited for a CPU meanwhile (Linux's
+run-queue wait, :mod:`~orderflow_plugin.runwait`): a hook preempted by another process on a
+loaded machine is not slow (issue #25). The wait is read when a call is over the budget, against
+a mark taken at most one budget before the call started (one read per budget while hooks run),
+so a call of its own up to twice the budget may pass unreported while the machine is loaded; a
+slower one never does.
+
 Lifecycle hooks are called through pluggy (``manager.hook.<name>(...)``, ``call_historic``
 for historic ones), so hookcall monitoring and tracing see them; the isolation and timing
 happen inside that call, in the executor the manager hands each hook's implementations to
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -33,6 +41,7 @@ from blinker import NamedSignal
 
 from .errors import HookFailed, HookTooSlow, PluginError
 from .plugins import PluginManager
+from .runwait import run_wait
 from .signals import HOOK_SIGNALS, signal_for_hook
 
 __all__ = ["Dispatcher"]
@@ -62,6 +71,9 @@ class Dispatcher:
         self.dropped_async = 0
         self._budget = slow_hook_ms / 1000.0
         self.clock: Callable[[], float] = time.perf_counter  # OrderFlow.start() sets its loop's clock
+        # Whether that clock is real: in virtual time (the simulation) the machine's run-queue wait is not the
+        # clock's, and subtracting it would make a seed's reports depend on the machine's load.
+        self.real_time = True
         self._report_interval = report_interval
         self._queue_size = async_queue_size
         self._calls: dict[str, tuple[_Call, ...]] = {}
@@ -71,6 +83,10 @@ class Dispatcher:
         self._suppressed: dict[tuple[str, str], int] = {}
         self._workers: dict[Any, _AsyncReceiver] = {}
         self._receivers: dict[NamedSignal, tuple[int, tuple[Any, ...]]] = {}  # signal -> (its version, receivers)
+        # The run-queue wait mark: when (perf_counter), how much (run_wait()) and on which thread it was taken.
+        self._marked_at = -float("inf")
+        self._mark_wait = 0.0
+        self._mark_thread = 0
         manager.impl_caller = self._call_impls  # one dispatcher per manager: the latest one reports
 
     def emit(self, hook: str, **kwargs: Any) -> None:
@@ -82,6 +98,8 @@ class Dispatcher:
             clock = self.clock
             for name, function, argnames in self._hook_calls(hook):
                 start = clock()
+                if start - self._marked_at > self._budget:
+                    self._mark(start)
                 try:
                     function(*[kwargs[arg] for arg in argnames])
                 except Exception as exc:
@@ -122,6 +140,8 @@ class Dispatcher:
             clock = self.clock
             start = clock()  # one clock read per call: each call ends where the next one's time starts
             for name, function, argnames in calls:
+                if start - self._marked_at > budget:
+                    self._mark(start)
                 try:
                     if argnames:
                         function(value)
@@ -159,6 +179,8 @@ class Dispatcher:
         for impl in reversed(impls):  # pluggy lists them last-called first
             args = [kwargs[arg] for arg in impl.argnames]
             start = clock()  # read again for each call: the previous call's report is not this one's time
+            if start - self._marked_at > self._budget:
+                self._mark(start)
             try:
                 if impl.kwargnames:  # parameters with defaults, passed when the call has them, as pluggy does
                     result = impl.function(*args, **{k: kwargs[k] for k in impl.kwargnames if k in kwargs})
@@ -201,6 +223,8 @@ class Dispatcher:
                 self._enqueue(receiver, hook, kwargs)
                 start = clock()
                 continue
+            if start - self._marked_at > self._budget:
+                self._mark(start)
             try:
                 receiver(sender, **kwargs)
             except Exception as exc:
@@ -240,7 +264,21 @@ class Dispatcher:
         if exc is not None:
             self._failed(name, hook, exc)
         if elapsed > self._budget:
-            self._slow(name, hook, elapsed)
+            own = elapsed - self._waited()  # less the time the machine ran other processes in its place
+            if own > self._budget:
+                self._slow(name, hook, own)
+
+    def _mark(self, now: float) -> None:
+        """Take the run-queue wait mark that a slow call started at most one budget after."""
+        self._marked_at = now
+        self._mark_wait = run_wait()
+        self._mark_thread = threading.get_native_id()
+
+    def _waited(self) -> float:
+        """Seconds this thread waited for a CPU since the mark (0 if the mark was taken on another thread)."""
+        if threading.get_native_id() != self._mark_thread or not self.real_time:
+            return 0.0
+        return max(0.0, run_wait() - self._mark_wait)
 
     def _failed(self, name: str, hook: str, exc: Exception) -> None:
         self.plugin_errors += 1

@@ -202,6 +202,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         # Hooks are timed on the loop's clock (virtual in the simulation). asyncio's own loop.time() is
         # time.monotonic(): called directly it costs per trade what perf_counter did.
         self.dispatcher.clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        self.dispatcher.real_time = not getattr(loop, "virtual_time", False)
         if self.reporting.loop_block_threshold > 0:
             self.watchdog = LoopWatchdog(loop, self._loop_blocked, threshold=self.reporting.loop_block_threshold)
             self.watchdog.start()

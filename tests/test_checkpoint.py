@@ -39,7 +39,7 @@ def test_missing_file_is_a_first_start(tmp_path: Path) -> None:
     ('{"format": "orderflow-checkpoint", "version": 1, "market": "usdm", "symbols": {}}', "for market 'usdm'"),
     ('{"format": "orderflow-checkpoint", "version": 1, "market": "spot", "symbols": {"BTCUSDT": {"last_id": "7"}}}',
      "needs whole numbers"),
-])
+], ids=["not JSON", "not a checkpoint", "another version", "another market", "an id that is a string"])
 def test_corrupt_or_foreign_checkpoint_is_a_clear_startup_error(tmp_path: Path, content: str, words: str) -> None:
     """A checkpoint that is not ours, or is damaged, stops construction with one line naming the file."""
     path = tmp_path / "checkpoint.json"

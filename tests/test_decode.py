@@ -50,7 +50,8 @@ def test_raw_stream_trade_decodes() -> None:
     assert Decoder().decode(raw) == Decoder().decode(SPOT)
 
 
-@pytest.mark.parametrize("frame,why", [
+# The frames are byte blobs: the test ids are the reasons.
+BAD_FRAMES = [
     (SPOT[: len(SPOT) // 2], "truncated"),
     (b"<html>502 Bad Gateway</html>", "not JSON"),
     (SPOT.replace(b'"a":4017087867', b'"a":"4017087867"'), "id as a string"),
@@ -61,7 +62,10 @@ def test_raw_stream_trade_decodes() -> None:
     (SPOT.replace(b'"q":"0.02435000"', b'"q":"NaN"'), "quantity NaN"),
     (b'{"unexpected": true}', "unknown object"),
     (b"{}", "empty object"),
-])
+]
+
+
+@pytest.mark.parametrize("frame,why", BAD_FRAMES, ids=[why for _, why in BAD_FRAMES])
 def test_bad_frames_raise_with_sample(frame: bytes, why: str) -> None:
     """Anything Binance would not send raises BadFrame naming the problem and quoting the frame."""
     with pytest.raises(BadFrame) as info:

@@ -301,3 +301,28 @@ async def test_doctor_against_a_blackhole_says_each_tcp_timeout_once(blackhole_p
     for name in ("stream TCP connect", "REST TCP connect"):
         assert check(checks, name)["detail"] == f"TCP connect to {url} did not complete within 1.0 s"
         assert check(checks, name)["next_step"].startswith("nothing accepted the TCP connection")
+
+
+@pytest.mark.parametrize("waited,expected", [(0.5, "PASS"), (0.0, "WARN")], ids=["preempted", "blocked"])
+async def test_loop_lag_leaves_out_time_the_machine_ran_other_processes(monkeypatch: pytest.MonkeyPatch, waited: float,
+                                                                         expected: str) -> None:
+    """Sleeps woken late are no lag if the thread waited that long for a CPU; blocked that long, they are (#25)."""
+    total = [0.0]
+
+    def run_wait() -> float:  # each sleep is bracketed by two reads: it waited ``waited`` s for a CPU
+        total[0] += waited
+        return total[0]
+
+    async def blocker() -> None:  # holds the loop 60 ms whenever it runs: each sleep wakes 60 to 120 ms late
+        while True:
+            time.sleep(0.06)
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(doctor_module, "run_wait", run_wait)
+    task = asyncio.create_task(blocker())
+    done: list = []
+    try:
+        await doctor_module._loop_lag(done, samples=3)
+    finally:
+        task.cancel()
+    assert [(c.name, c.status) for c in done] == [("event loop lag", expected)], done

@@ -48,7 +48,8 @@ def test_server_shutdown_raw_and_wrapped() -> None:
 
 
 @pytest.mark.parametrize("size,header", [(5, b"\x81\x05"), (300, b"\x81\x7e\x01\x2c"),
-                                         (70000, b"\x81\x7f" + (70000).to_bytes(8, "big"))])
+                                         (70000, b"\x81\x7f" + (70000).to_bytes(8, "big"))],
+                         ids=["7-bit", "16-bit", "64-bit"])
 def test_text_frame_lengths(size: int, header: bytes) -> None:
     """Text frames use the 7-bit, 16-bit and 64-bit length forms of RFC 6455."""
     assert text_frame(b"x" * size).startswith(header)

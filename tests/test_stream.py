@@ -26,7 +26,7 @@ from orderflow_plugin.liveness import TRADE_GRACE
 from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.tape import Tape
 
-from .flowhelpers import LIMITS, RECONNECT, TIMEOUTS, Events, make_flow
+from .flowhelpers import LIMITS, RECONNECT, TIMEOUT_FACTOR, TIMEOUTS, Events, make_flow
 
 TAPE = bundled_tape()
 FIRST = TAPE.rows[0].id
@@ -78,14 +78,15 @@ async def test_hang_after_handshake_named_as_first_message(orderflow_sim_factory
     """An upgraded, subscribed connection that never sends a trade fails its first_message deadline."""
     sim = await orderflow_sim_factory(scenario=one(Fault("hang_after_handshake")), pace=Pace(rate=500))
     events = Events()
-    started = time.monotonic()
     async with make_flow(sim, events, timeouts=replace(TIMEOUTS, first_message=1.0)):
         await events.until(lambda e: e.of("on_error"), 5)
-        detected = time.monotonic() - started
         await events.until(lambda e: len(e.trades) >= 10, 10)
     error = events.of("on_error")[0]["error"]
     assert isinstance(error, StageTimeout) and error.stage == "first_message"
-    assert "no trade from 127.0.0.1" in str(error) and detected < 2.0
+    # From the connect attempt, not from before the stream started: counted from there, three runs on a loaded
+    # machine took 2.1 to 2.5 s, the start-up included (issue #25).
+    detected = events.at("on_error")[0] - events.at("on_connect_attempt")[0]
+    assert "no trade from 127.0.0.1" in str(error) and detected < 2.0 * TIMEOUT_FACTOR
 
 
 async def test_blackhole_detected_by_stall_watchdog(orderflow_sim_factory) -> None:

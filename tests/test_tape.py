@@ -131,13 +131,15 @@ def test_a_name_without_one_symbol_asks_for_it(tmp_path: Path, name: str) -> Non
     assert (tape.symbol, tape.market, len(tape.rows)) == ("BTCUSDT", "usdm", 5)
 
 
+# Ids are the file names: the contents are byte blobs, and gzip's header holds the time it was written (mtime=0
+# keeps the blob itself the same in every xdist worker too).
 @pytest.mark.parametrize("name,content", [
     ("garbage.bin", bytes(range(128, 256)) * 4),
     ("garbage.csv", b"\x84\x00\xff\xfe" * 64),
     ("one_huge_field.csv", b"x" * 200_000),
     ("garbage.csv.gz", b"not gzip at all"),
-    ("cut.jsonl.gz", gzip.compress(b'{"e": "aggTrade", "s": "BTCUSDT", "a": 1}\n' * 1000)[:60]),
-])
+    ("cut.jsonl.gz", gzip.compress(b'{"e": "aggTrade", "s": "BTCUSDT", "a": 1}\n' * 1000, mtime=0)[:60]),
+], ids=["garbage.bin", "garbage.csv", "one_huge_field.csv", "garbage.csv.gz", "cut.jsonl.gz"])
 def test_a_file_that_is_no_tape_is_a_tape_error(tmp_path: Path, name: str, content: bytes) -> None:
     """Binary, one-field, non-gzip and truncated gzip files raise a one-line TapeError naming the file, no other error."""
     path = tmp_path / name
@@ -165,7 +167,7 @@ _FRAME = {"e": "aggTrade", "E": 2, "a": 1, "p": "1.0", "q": "2.0", "f": 1, "l": 
     {**_FRAME, "s": 123},
     {"data": {**_FRAME, "s": ""}},
     {"id": 1, "symbol": "../x", "price": "1", "qty": "1", "first_id": 1, "last_id": 1, "time": 1, "side": "buy"},
-])
+], ids=["path symbol", "number symbol", "empty symbol in a combined frame", "path symbol in a recorder line"])
 def test_a_frames_file_naming_a_bad_symbol_is_a_tape_error(tmp_path: Path, line: dict) -> None:
     """A frame whose symbol is a path, a number or empty is a one-line TapeError naming file and line, no ValueError."""
     path = tmp_path / "badsym.jsonl"

@@ -151,13 +151,33 @@ async def test_sim_command_with_tls_prints_the_ca_and_serves_https_and_wss() -> 
 
 async def test_stream_command_trusts_a_ca_file_given_on_the_command_line(orderflow_tls_sim, orderflow_tls) -> None:
     """orderflow stream --ca-file streams over wss:// from a simulator signed by that CA."""
+    # Stopped once a trade came, not after a fixed 1.5 s: on a loaded machine starting Python and connecting can
+    # take longer than that (issue #25).
     command = [sys.executable, "-m", "orderflow_plugin", "stream", "--ws-url", orderflow_tls_sim.ws_url,
                "--rest-url", orderflow_tls_sim.rest_url, "--ca-file", orderflow_tls.ca_file, "--json",
-               "--duration", "1.5"]
+               "--duration", str(60 * TIMEOUT_FACTOR)]
     process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
                                                    stderr=asyncio.subprocess.PIPE)
-    async with asyncio.timeout(30):
-        out, err = await process.communicate()
+    assert process.stdout is not None
+    lines: list[bytes] = []
+    try:
+        async with asyncio.timeout(30 * TIMEOUT_FACTOR):
+            while not lines or b'"event":"trade"' not in lines[-1]:
+                line = await process.stdout.readline()
+                if not line:
+                    break
+                lines.append(line)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30 * TIMEOUT_FACTOR):
+            out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
-    events = [json.loads(line) for line in out.decode().splitlines()]
-    assert any(e["event"] == "trade" for e in events) and not any(e["event"] == "error" for e in events)
+    events = [json.loads(line) for line in b"".join(lines).decode().splitlines() + out.decode().splitlines()]
+    # A HookTooSlow is the JSON feed's own report that writing a line held the loop over 5 ms: its reader is
+    # this test, whose loop also runs the simulator, and on a loaded machine it drains the pipe late. It says
+    # nothing of TLS; any other error (a refused certificate, a stage deadline) fails the test.
+    errors = [e for e in events if e["event"] == "error" and e["error"]["type"] != "HookTooSlow"]
+    assert any(e["event"] == "trade" for e in events), (events, err.decode())
+    assert not errors, (errors, err.decode())
+    assert events[-1]["event"] == "summary"

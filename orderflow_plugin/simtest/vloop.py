@@ -68,6 +68,8 @@ class _VirtualSelector(selectors.BaseSelector):
 class VirtualLoop(asyncio.SelectorEventLoop):
     """asyncio's loop with a virtual clock and :class:`~.memnet.Network` for its sockets."""
 
+    virtual_time = True  # OrderFlow.start() reads it: no real-time corrections on this loop's clock
+
     def __init__(self, network: Network) -> None:
         selector = _VirtualSelector()
         super().__init__(selector)
