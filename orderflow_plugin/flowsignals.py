@@ -62,12 +62,14 @@ class SignalOptions:
     @classmethod
     def from_flow(cls, flow: object) -> SignalOptions:
         """The options from a :class:`~.options.Flow` group."""
-        get = flow.__getattribute__
+        get = flow.__getattribute__  # a Flow; typed loosely so options.py need not import this module
         tick = get("footprint_tick")
         return cls(
             # a window the engine does not close bars for has no bars to read: its per-bar signals are off
-            windows=tuple(w for w in get("signal_windows") if w in get("windows")), tick=Decimal(str(tick)) if tick else None,
-            value_area=Decimal(str(get("value_area"))), imbalance_percent=Decimal(str(get("imbalance_percent"))),
+            windows=tuple(w for w in get("signal_windows") if w in get("windows")),
+            tick=Decimal(str(tick)) if tick else None,
+            value_area=Decimal(str(get("value_area"))),
+            imbalance_percent=Decimal(str(get("imbalance_percent"))),
             imbalance_min_volume=Decimal(str(get("imbalance_min_volume") or 0)),
             stack_length=get("stack_length"), divergence_lookback=get("divergence_lookback"),
             exhaustion_share=Decimal(str(get("exhaustion_share"))),
