@@ -120,12 +120,14 @@ class _NakedPocs:
         self.limit = limit
         self.prices: list[Decimal] = []
         self.entries: list[NakedPoc] = []
+        self.fresh = False  # listed one since the last trade was checked
 
     def add(self, entry: NakedPoc) -> None:
         self.drop(entry.source, entry.start)  # a revised bar's POC replaces its first one
         if len(self.entries) >= self.limit:  # the oldest listed goes first
             oldest = min(range(len(self.entries)), key=lambda i: self.entries[i].start)
             del self.prices[oldest], self.entries[oldest]
+        self.fresh = True
         index = bisect.bisect_right(self.prices, entry.price)
         self.prices.insert(index, entry.price)
         self.entries.insert(index, entry)
@@ -170,8 +172,11 @@ class FlowSignals:
         self._baseline: deque[int] = deque(maxlen=options.tape_baseline)
         # session profile
         self._session_start = -1
+        self._session_end = -1  # the first trade is past it: it starts the first session
         self._session_trades = 0
         self._session: dict[Decimal, list[Decimal]] = {}
+        self._floor = self._edge = _ZERO  # the bucket of the last trade's level, and that level
+        self._level: list[Decimal] = [_ZERO, _ZERO]
 
     @property
     def naked_pocs(self) -> list[NakedPoc]:
@@ -195,7 +200,10 @@ class FlowSignals:
         if tick is not None:
             self._profile_add(trade, tick, out)
             previous = self._last_price
-            if self._naked.entries and previous is not None:
+            # The same price as the last trade touches nothing new (that trade's move ended at it), unless a POC
+            # was listed since.
+            if self._naked.entries and previous is not None and (trade.price != previous or self._naked.fresh):
+                self._naked.fresh = False
                 for entry in self._naked.touched(previous, trade.price, tick):
                     out.append(NakedPoc(symbol=self.symbol, source=entry.source, start=entry.start,
                                         price=entry.price, tick=tick, status="touched", touched_at=trade.time,
@@ -337,33 +345,42 @@ class FlowSignals:
         self._second_trades = 1
 
     def _profile_add(self, trade: Trade, tick: Decimal, out: list[Metric]) -> None:
-        options = self.options
-        start = trade.time - (trade.time - options.session_offset_ms) % options.session_ms
-        if start != self._session_start:
-            if start < self._session_start:  # a late trade of the session before: counted in this one
-                start = self._session_start
-            else:
-                if self._session_start >= 0:
-                    profile = self._profile()
-                    out.append(profile)
-                    poc = profile.poc
-                    if poc is not None:
-                        entry = NakedPoc(symbol=self.symbol, source="session", start=profile.start, price=poc,
-                                         tick=tick, status="naked")
-                        self._naked.add(entry)
-                        out.append(entry)
-                self._session_start = start
-                self._session = {}
-                self._session_trades = 0
-        floor = _mul(_EXACT.divide_int(trade.price, tick), tick)
-        level = self._session.get(floor)
-        if level is None:
-            level = self._session[floor] = [_ZERO, _ZERO]
+        time_ms = trade.time
+        if time_ms >= self._session_end:
+            self._next_session(time_ms, tick, out)
+        # (a late trade of the session before, time_ms < start, is counted in this one)
+        price = trade.price
+        if self._floor <= price < self._edge:  # the last trade's bucket, as the engine caches it
+            level = self._level
+        else:
+            floor = _mul(_EXACT.divide_int(price, tick), tick)
+            level = self._session.get(floor)
+            if level is None:
+                level = self._session[floor] = [_ZERO, _ZERO]
+            self._floor, self._edge, self._level = floor, _add(floor, tick), level
         if trade.side == "buy":
             level[0] = _add(level[0], trade.qty)
         else:
             level[1] = _add(level[1], trade.qty)
         self._session_trades += 1
+
+    def _next_session(self, time_ms: int, tick: Decimal, out: list[Metric]) -> None:
+        """End the session in progress (its profile, its POC listed naked) and start the one ``time_ms`` is in."""
+        options = self.options
+        if self._session_start >= 0:
+            profile = self._profile()
+            out.append(profile)
+            poc = profile.poc
+            if poc is not None:
+                entry = NakedPoc(symbol=self.symbol, source="session", start=profile.start, price=poc, tick=tick,
+                                 status="naked")
+                self._naked.add(entry)
+                out.append(entry)
+        self._session_start = time_ms - (time_ms - options.session_offset_ms) % options.session_ms
+        self._session_end = self._session_start + options.session_ms
+        self._session = {}
+        self._session_trades = 0
+        self._floor, self._edge = _ZERO, _ZERO  # no cached bucket: price < 0 never holds
 
     def _profile(self) -> SessionProfile:
         options = self.options

@@ -157,3 +157,36 @@ async def test_screenshot_of_the_bundled_tape(tmp_path: Path) -> None:
                 const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; const seen = new Set();
                 for (let i = 0; i < d.length; i += 4 * 97) seen.add(d[i] + ',' + d[i+1] + ',' + d[i+2]); return seen.size; }""")
     assert out.stat().st_size > 10_000 and colours > 20
+
+
+def test_a_host_other_than_loopback_needs_expose(capsys) -> None:
+    """--host other than 127.0.0.1 is refused in one line unless --expose is given."""
+    from orderflow_plugin.cli import main
+
+    assert main(["chart", "--demo", "--host", "127.0.0.2", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "add --expose" in err
+
+
+def test_expose_serves_with_a_warning(capsys) -> None:
+    """With --expose the chart serves on the other address and warns that anyone reaching it sees the chart."""
+    from orderflow_plugin.cli import main
+
+    assert main(["chart", "--demo", "--speed", "50", "--host", "127.0.0.2", "--expose", "--port", "0",
+                 "--duration", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: serving on 127.0.0.2" in captured.err
+    assert "footprint chart of BTCUSDT 1m on http://127.0.0.2:" in captured.out
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--window", "7x"], "window '7x'"),
+    (["--tick", "-1"], "--tick -1 must be > 0"),
+    (["--tick", "abc"], "--tick abc must be > 0"),
+], ids=["window", "tick", "tick-text"])
+def test_bad_chart_options_are_one_line(capsys, args: list[str], words: str) -> None:
+    """A bad --window or --tick is one clear line and exit code 2."""
+    from orderflow_plugin.cli import main
+
+    assert main(["chart", "--demo", *args]) == 2
+    assert words in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import sys
 from decimal import Decimal, InvalidOperation
@@ -29,9 +30,15 @@ def chart_flow(flow_options: Flow, window: str, tick: str | None) -> Flow:
         changes["footprint_tick"] = tick
     if not (changes.get("footprint_tick") or flow_options.footprint_tick):
         changes["footprint_tick"] = "10"  # a footprint chart needs levels
-    import dataclasses
-
     return dataclasses.replace(flow_options, **changes)
+
+
+def _positive_decimal(text: str) -> bool:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return False
+    return value.is_finite() and value > 0
 
 
 def chart_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -42,9 +49,9 @@ def chart_command(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         parse_window(args.window)
-        if args.tick is not None and not Decimal(args.tick) > 0:
-            raise ValueError(f"--tick {args.tick} must be > 0")
-    except (ValueError, InvalidOperation) as exc:
+        if args.tick is not None and not _positive_decimal(args.tick):
+            raise ValueError(f"--tick {args.tick} must be > 0, as a decimal like 10 or 0.5")
+    except ValueError as exc:
         print(f"orderflow chart: {exc}", file=sys.stderr)
         return 2
     if args.host != LOOPBACK:
