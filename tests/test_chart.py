@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -43,11 +44,10 @@ async def charted(sim: Simulator, **flow_kwargs) -> AsyncIterator[tuple[OrderFlo
     flow = OrderFlow(["BTCUSDT"], ws_url=sim.ws_url, rest_url=sim.rest_url, limits=LIMITS,
                      reconnect=Reconnect(backoff_initial=0.1, backoff_max=0.5),
                      flow=Flow(windows=("1s", "1m"), footprint_tick="10"), **flow_kwargs)
-    bars: list = []
+    metrics: list = []  # every metric; bars() picks the chart's
 
     def on_metric(sender, metric) -> None:
-        if metric.kind == "bar" and metric.window == "1m":
-            bars.append(metric)
+        metrics.append(metric)
 
     blinker_signals.metric.connect(on_metric, sender=flow)
     feed = ChartFeed(flow, "BTCUSDT", "1m")
@@ -61,7 +61,7 @@ async def charted(sim: Simulator, **flow_kwargs) -> AsyncIterator[tuple[OrderFlo
             page = await browser.new_page(viewport={"width": 1400, "height": 800})
             await page.goto(f"http://127.0.0.1:{feed.port}/")
             try:
-                yield flow, feed, bars, page
+                yield flow, feed, metrics, page
             finally:
                 await browser.close()
                 poller.cancel()
@@ -69,6 +69,11 @@ async def charted(sim: Simulator, **flow_kwargs) -> AsyncIterator[tuple[OrderFlo
                 await asyncio.gather(poller, server, return_exceptions=True)
                 feed.close()
                 blinker_signals.metric.disconnect(on_metric, sender=flow)
+
+
+def chart_bars(metrics: list) -> list:
+    """The closed 1 m bars among ``metrics``, a revised one in place of the bar it revises."""
+    return list({m.start: m for m in metrics if m.kind == "bar" and m.window == "1m"}.values())
 
 
 def expected(bar) -> dict:
@@ -86,7 +91,7 @@ async def test_page_draws_the_engines_bars_and_keeps_up_at_2000_trades_per_secon
     """At 2,000 trades/s the page holds every closed 1 m bar exactly as the engine closed it, with no backlog."""
     tape = bundled_tape()
     async with Simulator(tape, pace=Pace(rate=2000), record_ids=False) as sim:
-        async with charted(sim) as (flow, feed, bars, page):
+        async with charted(sim) as (flow, feed, metrics, page):
             backlog: list[int] = []
             last = tape.rows[-1].id
 
@@ -104,10 +109,20 @@ async def test_page_draws_the_engines_bars_and_keeps_up_at_2000_trades_per_secon
             page_bars = await page.evaluate(PAGE_BARS)
             state = await page.evaluate("() => ({hellos: window.footprint.hellos, state: window.footprint.state,"
                                         " open: window.footprint.open && window.footprint.open.last_id})")
+            naked = await page.evaluate("() => window.footprint.naked.map(n => [n.source, n.start, n.price])")
+            whales = await page.evaluate("() => window.footprint.whales.map(w => [w.time, w.price, w.qty])")
+            listed = flow.pipeline.signals["BTCUSDT"].naked_pocs
+    bars = chart_bars(metrics)
     assert len(bars) >= 10  # about 11 minutes of trade time
     assert page_bars == [expected(b) for b in bars]
     assert state == {"hellos": 1, "state": "live", "open": last}  # never dropped and started over; the open bar live
     assert max(backlog) < feed.queue_size // 4 and feed.dropped_pages == 0
+    # naked POCs as the stream's signals list them (1 m bars here), whales as the engine found them
+    assert sorted(map(tuple, naked)) == sorted((n.source, n.start, format_decimal(n.price)) for n in listed)
+    whale_metrics = [m for m in metrics if m.kind == "whale"]
+    assert naked and whale_metrics
+    assert [tuple(w) for w in whales] == [(m.trade.time, format_decimal(m.trade.price), format_decimal(m.trade.qty))
+                                          for m in whale_metrics]
 
 
 async def test_page_shows_a_feed_reconnect_a_backfill_and_its_own_reconnect() -> None:
@@ -115,7 +130,7 @@ async def test_page_shows_a_feed_reconnect_a_backfill_and_its_own_reconnect() ->
     tape = bundled_tape()
     scenario = Scenario([[Fault("skip_ids", after=300, count=400), Fault("close_after", after=2000)], []])
     async with Simulator(tape, pace=Pace(rate=2000), scenario=scenario, record_ids=False) as sim:
-        async with charted(sim) as (flow, _, bars, page):
+        async with charted(sim) as (flow, _, metrics, page):
             last = tape.rows[-1].id
 
             async def delivered() -> bool:
@@ -137,7 +152,7 @@ async def test_page_shows_a_feed_reconnect_a_backfill_and_its_own_reconnect() ->
             page_bars = await page.evaluate(PAGE_BARS)
             text = await page.text_content("#feed")
     assert "page reconnects 1" in text
-    assert page_bars == [expected(b) for b in {b.start: b for b in bars}.values()]  # the backfill on reconnect
+    assert page_bars == [expected(b) for b in chart_bars(metrics)]  # the backfill on reconnect
 
 
 async def test_screenshot_of_the_bundled_tape(tmp_path: Path) -> None:
@@ -190,3 +205,40 @@ def test_bad_chart_options_are_one_line(capsys, args: list[str], words: str) -> 
 
     assert main(["chart", "--demo", *args]) == 2
     assert words in capsys.readouterr().err
+
+
+async def test_a_revised_bar_replaces_its_column() -> None:
+    """A bar sent again with closed_by="revised" replaces the page's column with that start, adding none."""
+    import msgspec
+
+    from orderflow_plugin.metrics import Footprint
+
+    tape = bundled_tape()
+    async with Simulator(tape, pace=Pace(rate=2000), record_ids=False) as sim:
+        async with charted(sim) as (flow, _, metrics, page):
+            last = tape.rows[-1].id
+
+            async def delivered() -> bool:
+                return flow.health()["symbols"]["BTCUSDT"]["last_id"] == last
+
+            await until(delivered, 20, "the tape delivered")
+            bar = chart_bars(metrics)[3]
+            fp = bar.footprint
+            extra = fp.levels[-1][0] + fp.tick
+            # A late trade of 0.5 bought one level above the bar's high, as the engine would fold it in.
+            revised = msgspec.structs.replace(
+                bar, closed_by="revised", high=extra, buy_volume=bar.buy_volume + Decimal("0.5"),
+                footprint=Footprint(tick=fp.tick, value_area_share=fp.value_area_share,
+                                    levels=(*fp.levels, (extra, Decimal("0.5"), Decimal(0)))))
+            count = await page.evaluate("() => window.footprint.bars.size")
+            blinker_signals.metric.send(flow, metric=revised)  # what the dispatcher sends for a revision
+
+            async def replaced() -> bool:
+                levels = await page.evaluate(f"() => window.footprint.bars.get({bar.start}).levels")
+                return len(levels) == len(fp.levels) + 1
+
+            await until(replaced, 5, "the column replaced")
+            page_bar = await page.evaluate(f"() => window.footprint.bars.get({bar.start})")
+            assert await page.evaluate("() => window.footprint.bars.size") == count
+    assert expected(revised) == {k: page_bar[k] for k in ("start", "delta", "poc", "levels")}
+    assert page_bar["closed_by"] == "revised"
