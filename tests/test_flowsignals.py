@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import gzip
 import json
@@ -18,6 +19,8 @@ from orderflow_plugin import signals as blinker_signals
 from orderflow_plugin.flowsignals import FlowSignals, SignalOptions
 from orderflow_plugin.replay import replay
 from orderflow_plugin.tape import bundled_tape
+
+from .flowhelpers import TIMEOUT_FACTOR
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared beside the checkout, or two levels up from a worktree (/work/wt/NAME -> /work/shared)
@@ -385,3 +388,43 @@ def test_a_signal_window_the_engine_does_not_close_gives_no_bar_signals() -> Non
     """A signal window missing from flow.windows has no bars to read: per-bar signals are off, per-trade ones run."""
     flow = OrderFlow(["BTCUSDT"], flow=Flow(windows=("1s",), signal_windows=("1m",)))
     assert flow.pipeline.signals["BTCUSDT"].options.windows == ()
+
+
+async def test_a_bot_reading_redis_computes_the_same_signals(orderflow_redis) -> None:
+    """A bot fed from Redis Streams (orderflow stream --from) gets the same signals from the same trades."""
+    from orderflow_plugin import PluginManager
+    from orderflow_plugin.redisbus.source import RedisSource
+    from orderflow_plugin.redisbus.writer import StreamWriter
+
+    trades = _csv(BUNDLED)
+    writer = StreamWriter(orderflow_redis.url, "spot")
+    for t in trades:
+        writer.add_trade(t)
+    assert await writer.drain(10.0)
+    await writer.aclose()
+    got: list = []
+    done = asyncio.Event()
+
+    class Plugin:
+        @staticmethod
+        def on_trade(trade) -> None:
+            if trade.id == trades[-1].id:
+                done.set()
+
+        @staticmethod
+        def on_metric(metric) -> None:
+            if metric.kind not in ("bar", "snapshot", "whale"):
+                got.append(metric)
+
+    manager = PluginManager()
+    manager.register(Plugin())
+    flow = OrderFlow(["BTCUSDT"], source=RedisSource(orderflow_redis.url, start="first"), plugins=manager,
+                     flow=Flow(windows=("1m",), footprint_tick="1", whale_percentile=0))
+    await flow.start()
+    try:
+        await asyncio.wait_for(done.wait(), 20 * TIMEOUT_FACTOR)
+    finally:
+        await flow.stop()
+    _, direct, _ = run(trades, SignalOptions(tick=Decimal(1)))
+    # the stream closes bars by timer too (a quiet end): the trade-closed signals are the same and in order
+    assert got[:len(direct)] == direct
