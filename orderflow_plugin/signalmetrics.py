@@ -13,8 +13,8 @@ from .metrics import Footprint
 from .models import Metric, Side
 
 __all__ = [
-    "Absorption", "DeltaDivergence", "Exhaustion", "Imbalance", "NakedPoc", "SessionProfile", "StackedImbalance",
-    "Sweep", "TapeSpeed", "UnfinishedAuction",
+    "SIGNAL_KINDS", "Absorption", "DeltaDivergence", "Exhaustion", "Imbalance", "NakedPoc", "SessionProfile",
+    "StackedImbalance", "Sweep", "TapeSpeed", "UnfinishedAuction",
 ]
 
 
@@ -165,3 +165,9 @@ class TapeSpeed(Metric, frozen=True, kw_only=True):
     trades: int
     mean: Decimal | None
     z: Decimal | None
+
+
+# metric.kind of every footprint signal: what an adapter forwards as a signal
+SIGNAL_KINDS = frozenset(cls.kind for cls in (
+    Imbalance, StackedImbalance, DeltaDivergence, Exhaustion, UnfinishedAuction, Absorption, NakedPoc, Sweep,
+    SessionProfile, TapeSpeed))
