@@ -166,6 +166,7 @@ class FlowSignals:
         self._last_price: Decimal | None = None
         # sweep: the run of trades with consecutive ids, one ms and one side
         self._run: list[Trade] = []
+        self._run_last: Trade | None = None
         # tape speed: the open second and the counts of the seconds before it
         self._second = -1
         self._second_trades = 0
@@ -292,14 +293,15 @@ class FlowSignals:
     # Per trade
 
     def _sweep(self, trade: Trade, out: list[Metric]) -> None:
-        run = self._run
-        if run:
-            last = run[-1]
-            if trade.id == last.id + 1 and trade.time == last.time and trade.side == last.side:
-                run.append(trade)
-                return
+        last = self._run_last
+        self._run_last = trade
+        run = self._run  # empty unless the last trades continue each other: most trades stop here
+        if last is not None and trade.id == last.id + 1 and trade.time == last.time and trade.side == last.side:
+            if not run:
+                run.append(last)
+            run.append(trade)
+        elif run:
             self._end_run(out)
-        run.append(trade)
 
     def _end_run(self, out: list[Metric]) -> None:
         run = self._run
