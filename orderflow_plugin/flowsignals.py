@@ -160,6 +160,7 @@ class FlowSignals:
         self.symbol = symbol
         self.options = options = options or SignalOptions()
         self._windows = frozenset(options.windows)
+        # the bars before the one closing, one more than the lookback: a revision replaces the newest
         self._recent: dict[str, deque[Bar]] = {w: deque(maxlen=options.divergence_lookback + 1)
                                                for w in options.windows}
         self._naked = _NakedPocs(options.naked_poc_max)
@@ -220,7 +221,7 @@ class FlowSignals:
         recent = self._recent[bar.window]
         if recent and recent[-1].start == bar.start:  # a revision replaces the bar it revises
             recent.pop()
-        previous = list(recent)
+        previous = list(recent)[-self.options.divergence_lookback:]
         recent.append(bar)
         self._divergence(bar, previous, out)
         footprint = bar.footprint

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import csv
 import gzip
 import json
@@ -135,17 +136,18 @@ def ref_runs(indexes: list[int], length: int) -> list[tuple[int, int]]:
     return [(r[0], r[-1]) for r in runs if len(r) >= length]
 
 
+@pytest.mark.parametrize("window,ms", [("1m", 60_000), ("5s", 5_000)], ids=["1m", "5s"])
 @pytest.mark.parametrize("name,loader,path,tick", TAPES, ids=[t[0] for t in TAPES])
-def test_imbalances_and_stacks_equal_the_reference(name, loader, path, tick) -> None:
+def test_imbalances_and_stacks_equal_the_reference(name, loader, path, tick, window, ms) -> None:
     """Diagonal imbalances (300 %) and stacks of 3 per closed 1 m bar equal a plain Fraction reference."""
     trades = _load(loader, path)
-    options = SignalOptions(tick=tick)
-    _, out, _ = run(trades, options)
+    options = SignalOptions(tick=tick, windows=(window,))
+    _, out, _ = run(trades, options, window)
     got = {(m.start, "buy"): [p for p, _, _ in m.buy] for m in out if m.kind == "imbalance"}
     got |= {(m.start, "sell"): [p for p, _, _ in m.sell] for m in out if m.kind == "imbalance"}
     stacked = sorted((m.start, m.side, m.low, m.high) for m in out if m.kind == "stacked_imbalance")
     want, want_stacks = {}, []
-    for bar in ref_bars(trades, tick):
+    for bar in ref_bars(trades, tick, ms):
         buys, sells = ref_imbalances(bar, Fraction(300), Fraction(0))
         if buys or sells:
             want[bar["start"], "buy"] = [i * tick for i in buys]
@@ -173,15 +175,16 @@ def test_imbalance_settings_change_the_answer() -> None:
     assert all(volume >= 1 for _, volume, _ in found(imbalance_min_volume=Decimal(1))[2])
 
 
+@pytest.mark.parametrize("window,ms", [("1m", 60_000), ("5s", 5_000)], ids=["1m", "5s"])
 @pytest.mark.parametrize("name,loader,path,tick", TAPES, ids=[t[0] for t in TAPES])
-def test_divergence_extremes_absorption_equal_the_reference(name, loader, path, tick) -> None:
+def test_divergence_extremes_absorption_equal_the_reference(name, loader, path, tick, window, ms) -> None:
     """Delta divergence (bar and 5-bar lookback), exhaustion, unfinished auctions and absorption equal the reference."""
     trades = _load(loader, path)
-    _, out, _ = run(trades, SignalOptions(tick=tick))
+    _, out, _ = run(trades, SignalOptions(tick=tick, windows=(window,)), window)
     got = sorted((m.kind, m.start, getattr(m, "side", None) or m.extreme, getattr(m, "scope", ""), m.price)
                  for m in out if m.kind in ("delta_divergence", "exhaustion", "unfinished_auction", "absorption"))
     want = []
-    bars = ref_bars(trades, tick)
+    bars = ref_bars(trades, tick, ms)
     for n, bar in enumerate(bars):
         delta = bar["buy"] - bar["sell"]
         if n:
@@ -214,21 +217,22 @@ def test_divergence_extremes_absorption_equal_the_reference(name, loader, path, 
     assert got == sorted(want)
 
 
+@pytest.mark.parametrize("window,ms", [("1m", 60_000), ("5s", 5_000)], ids=["1m", "5s"])
 @pytest.mark.parametrize("name,loader,path,tick", TAPES, ids=[t[0] for t in TAPES])
-def test_naked_pocs_stay_listed_until_touched(name, loader, path, tick) -> None:
+def test_naked_pocs_stay_listed_until_touched(name, loader, path, tick, window, ms) -> None:
     """Each closed bar's POC is listed, and reported touched at the first later trade at it or across it."""
     trades = _load(loader, path)
-    _, out, signals = run(trades, SignalOptions(tick=tick, naked_poc_max=10_000))
-    got = sorted((m.start, m.price, m.status, m.touched_id) for m in out if m.kind == "naked_poc" and m.source == "1m")
+    _, out, signals = run(trades, SignalOptions(tick=tick, naked_poc_max=10_000, windows=(window,)), window)
+    got = sorted((m.start, m.price, m.status, m.touched_id) for m in out if m.kind == "naked_poc" and m.source == window)
     want, still = [], []
-    bars = ref_bars(trades, tick)
-    for bar in bars:
+    times = [t.time for t in trades]
+    for bar in ref_bars(trades, tick, ms):
         poc = ref_poc(bar["levels"]) * tick
         want.append((bar["start"], poc, "naked", 0))
         # the trades after the bar: the first trade past its end closed it, and the POC is listed then
-        after = [t for t in trades if t.time >= bar["start"] + 60_000]
-        previous = next(t for t in reversed(trades) if t.time < bar["start"] + 60_000).price
-        for t in after:
+        first = bisect.bisect_left(times, bar["start"] + ms)
+        previous = trades[first - 1].price
+        for t in trades[first:]:
             lo, hi = min(previous, t.price), max(previous, t.price)
             if poc <= t.price < poc + tick or (lo < poc and hi >= poc + tick):
                 want.append((bar["start"], poc, "touched", t.id))
@@ -237,7 +241,7 @@ def test_naked_pocs_stay_listed_until_touched(name, loader, path, tick) -> None:
         else:
             still.append((bar["start"], poc))
     assert got == sorted(want)
-    assert sorted((m.start, m.price) for m in signals.naked_pocs if m.source == "1m") == sorted(still)
+    assert sorted((m.start, m.price) for m in signals.naked_pocs if m.source == window) == sorted(still)
 
 
 @pytest.mark.parametrize("name,loader,path,tick", TAPES, ids=[t[0] for t in TAPES])
