@@ -37,6 +37,7 @@ from .signalmetrics import (
 __all__ = ["FlowSignals", "SignalOptions", "imbalances", "stacks"]
 
 _HUNDRED = Decimal(100)
+_NOTHING: tuple[()] = ()
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class FlowSignals:
         self.symbol = symbol
         self.options = options = options or SignalOptions()
         self._windows = frozenset(options.windows)
+        self._tick = options.tick
         # the bars before the one closing, one more than the lookback: a revision replaces the newest
         self._recent: dict[str, deque[Bar]] = {w: deque(maxlen=options.divergence_lookback + 1)
                                                for w in options.windows}
@@ -193,25 +195,52 @@ class FlowSignals:
 
     # In
 
-    def trade(self, trade: Trade) -> list[Metric]:
-        """Take the next delivered trade (after the engine took it); return the signals it ended."""
-        out: list[Metric] = []
-        self._sweep(trade, out)
-        self._speed(trade, out)
-        tick = self.options.tick
+    def trade(self, trade: Trade) -> Sequence[Metric]:
+        """Take the next delivered trade (after the engine took it); return the signals it ended.
+
+        Per trade on the hot path: most trades end nothing and get a shared empty tuple, no list.
+        """
+        out: list[Metric] | None = None
+        # sweep: the run of consecutive ids in one ms and side goes on, or ends here
+        last = self._run_last
+        self._run_last = trade
+        run = self._run  # empty unless the last trades continue each other
+        if last is not None and trade.id == last.id + 1 and trade.time == last.time and trade.side == last.side:
+            if not run:
+                run.append(last)
+            run.append(trade)
+        elif run:
+            out = []
+            self._end_run(out)
+        # tape speed: a trade in the open second (or, backfilled, an earlier one) is counted in it
+        time_ms = trade.time
+        if time_ms - time_ms % 1000 <= self._second:
+            self._second_trades += 1
+        else:
+            if out is None:
+                out = []
+            self._speed(time_ms - time_ms % 1000, out)
+        tick = self._tick
         if tick is not None:
-            self._profile_add(trade, tick, out)
+            if time_ms >= self._session_end:
+                if out is None:
+                    out = []
+                self._next_session(time_ms, tick, out)
+            self._profile_add(trade, tick)
             previous = self._last_price
+            naked = self._naked
             # The same price as the last trade touches nothing new (that trade's move ended at it), unless a POC
             # was listed since.
-            if self._naked.entries and previous is not None and (trade.price != previous or self._naked.fresh):
-                self._naked.fresh = False
-                for entry in self._naked.touched(previous, trade.price, tick):
+            if naked.entries and previous is not None and (trade.price != previous or naked.fresh):
+                naked.fresh = False
+                for entry in naked.touched(previous, trade.price, tick):
+                    if out is None:
+                        out = []
                     out.append(NakedPoc(symbol=self.symbol, source=entry.source, start=entry.start,
-                                        price=entry.price, tick=tick, status="touched", touched_at=trade.time,
+                                        price=entry.price, tick=tick, status="touched", touched_at=time_ms,
                                         touched_id=trade.id))
-        self._last_price = trade.price
-        return out
+            self._last_price = trade.price
+        return _NOTHING if out is None else out
 
     def bar(self, bar: Bar) -> list[Metric]:
         """Take a closed (or revised) bar; return its signals. Bars of other windows give none."""
@@ -293,17 +322,6 @@ class FlowSignals:
 
     # Per trade
 
-    def _sweep(self, trade: Trade, out: list[Metric]) -> None:
-        last = self._run_last
-        self._run_last = trade
-        run = self._run  # empty unless the last trades continue each other: most trades stop here
-        if last is not None and trade.id == last.id + 1 and trade.time == last.time and trade.side == last.side:
-            if not run:
-                run.append(last)
-            run.append(trade)
-        elif run:
-            self._end_run(out)
-
     def _end_run(self, out: list[Metric]) -> None:
         run = self._run
         if len(run) >= self.options.sweep_levels:
@@ -319,14 +337,8 @@ class FlowSignals:
                                  notional=notional))
         run.clear()
 
-    def _speed(self, trade: Trade, out: list[Metric]) -> None:
-        second = trade.time - trade.time % 1000
-        if second == self._second:
-            self._second_trades += 1
-            return
-        if second < self._second:  # out of time order (a backfilled trade): counted in the open second
-            self._second_trades += 1
-            return
+    def _speed(self, second: int, out: list[Metric]) -> None:
+        """The open second ended at a trade of ``second``: report it, and open that one."""
         if self._second >= 0:
             count = self._second_trades
             baseline = self._baseline
@@ -347,11 +359,8 @@ class FlowSignals:
         self._second = second
         self._second_trades = 1
 
-    def _profile_add(self, trade: Trade, tick: Decimal, out: list[Metric]) -> None:
-        time_ms = trade.time
-        if time_ms >= self._session_end:
-            self._next_session(time_ms, tick, out)
-        # (a late trade of the session before, time_ms < start, is counted in this one)
+    def _profile_add(self, trade: Trade, tick: Decimal) -> None:
+        # (a late trade of the session before, time < start, is counted in this one)
         price = trade.price
         if self._floor <= price < self._edge:  # the last trade's bucket, as the engine caches it
             level = self._level

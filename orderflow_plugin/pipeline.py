@@ -287,8 +287,10 @@ class Pipeline:
                     self.metric(metric)
             signals = self.signals.get(symbol)
             if signals is not None:  # after the bars the trade closed: a POC listed at their close may be touched
-                for metric in signals.trade(trade):
-                    self.metric(metric)
+                metrics = signals.trade(trade)
+                if metrics:
+                    for metric in metrics:
+                        self.metric(metric)
 
     def metric(self, metric: Any) -> None:
         """Keep ``metric`` as the latest of its kind and send it on."""
