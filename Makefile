@@ -12,7 +12,7 @@ PY312 ?= $(shell for p in $$(command -v python3.12) $$(ls -d /root/.pyenv/versio
 VENV_NAUTILUS := .venv-nautilus
 STAMP_NAUTILUS := $(VENV_NAUTILUS)/.installed
 
-.PHONY: demo test lint clean redis-server
+.PHONY: demo test lint clean redis-server chromium
 
 # vn.py goes in with --no-deps, for tests/test_adapter_vnpy.py: its own dependencies bring PySide6, pandas and
 # plotly, which the adapter never imports; the test extra lists what vnpy.trader does import.
@@ -40,13 +40,20 @@ redis-server:
 		test "$$(id -u)" = 0 || { echo "make test: redis-server is missing; run 'sudo apt-get install redis-server' or set ORDERFLOW_REDIS_SERVER=/path/to/redis-server" >&2; exit 1; }; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server; }
 
+# tests/test_chart.py drives Debian's chromium with Playwright (executable_path): `playwright install` downloads a
+# browser from a CDN, which CI must not depend on; the distribution's package is signed and gets security updates.
+chromium:
+	@test -x "$$ORDERFLOW_CHROMIUM" || test -x /usr/bin/chromium || { \
+		test "$$(id -u)" = 0 || { echo "make test: chromium is missing; run 'sudo apt-get install chromium' or set ORDERFLOW_CHROMIUM=/path/to/chromium" >&2; exit 1; }; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+
 demo: $(STAMP)
 	$(BIN)/orderflow demo
 
 # pytest exits 5 when it collects no test: that fails here like any other non-zero code. The suite waits on
 # real time far more than it computes (15 min of wall clock for 2 min of CPU), so four pytest-xdist workers on
 # the two cores finish it in about half the time; the timing-sensitive fault suites were run that way repeatedly.
-test: $(STAMP) $(STAMP_NAUTILUS) redis-server
+test: $(STAMP) $(STAMP_NAUTILUS) redis-server chromium
 	$(BIN)/python -m ruff check orderflow_plugin hooks tests bench examples
 	$(BIN)/python -m pytest -n 4 --dist worksteal
 	$(VENV_NAUTILUS)/bin/python -m pytest tests/nautilus

@@ -309,6 +309,23 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="one JSON object per check instead of text")
     doctor.set_defaults(run=doctor_command)
 
+    chart = command("chart", "serve a live footprint chart on 127.0.0.1 (needs orderflow-plugin[chart])")
+    chart.add_argument("--symbol", type=_symbol, action="append", default=None, help="symbol (default: settings)")
+    chart.add_argument("--window", default="1m", help="bar window of the chart (default: 1m)")
+    chart.add_argument("--port", type=_port, default=8000, help="port to serve on (0 = any free port)")
+    chart.add_argument("--host", default="127.0.0.1", help="address to serve on; anything else needs --expose")
+    chart.add_argument("--expose", action="store_true", help="allow --host other than 127.0.0.1 (prints a warning)")
+    chart.add_argument("--tick", default=None,
+                       help="footprint price level, e.g. 10 (default: settings flow.footprint_tick)")
+    chart.add_argument("--from", dest="from_url", type=_url("redis", "rediss"), default=None,
+                       help="read what `orderflow collect` writes to this Redis URL instead of Binance")
+    chart.add_argument("--ws-url", default=None, help="WebSocket base URL (default: settings)")
+    chart.add_argument("--rest-url", default=None, help="REST base URL (default: settings)")
+    chart.add_argument("--demo", action="store_true", help="offline: the simulator replays the bundled real tape")
+    chart.add_argument("--speed", type=_positive, default=1.0, help="with --demo: replay speed")
+    chart.add_argument("--duration", type=_not_negative, default=0.0, help="seconds to run, 0 = until Ctrl-C")
+    chart.set_defaults(run=_chart_command)
+
     show = command("config", "validate the settings and print them as JSON")
     show.set_defaults(run=config_command)
     return parser
@@ -332,6 +349,12 @@ def _since(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a UTC day or time (e.g. 2025-11-01, 2025-11-01T00:00Z)") from None
     return text.strip()
+
+
+def _chart_command(args: argparse.Namespace, settings: Settings) -> int:
+    from .chart.command import chart_command  # Starlette and uvicorn are an extra: imported when asked for
+
+    return chart_command(args, settings)
 
 
 def _positive(text: str) -> float:

@@ -87,9 +87,25 @@ class Flow:
     whale_window: int = 1000
     bar_close_grace: float = 2.0
     snapshot_interval: float = 1.0
+    # Footprint signals (flowsignals.py; docs/metrics.md, "Footprint signals")
+    signals: bool = True
+    signal_windows: tuple[str, ...] = ("1m",)
+    imbalance_percent: float = 300.0
+    imbalance_min_volume: Decimal | str = "0"
+    stack_length: int = 3
+    divergence_lookback: int = 5
+    exhaustion_share: float = 0.02
+    absorption_share: float = 0.3
+    absorption_min_levels: int = 3
+    naked_poc_max: int = 50
+    sweep_levels: int = 3
+    session: str = "1d"
+    session_offset: int = 0  # minutes after 00:00 UTC a session starts
+    tape_baseline: int = 60
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "windows", tuple(self.windows))  # a list from settings, still hashable
+        object.__setattr__(self, "signal_windows", tuple(self.signal_windows))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from .barclock import TICK, BarClock
 from .decode import Decoder, Reply, ServerShutdown
 from .engine import FlowEngine
 from .errors import BadFrame, StreamError
+from .flowsignals import FlowSignals, SignalOptions
 from .liveness import Liveness
 from .models import Market, Trade
 from .options import Flow, Limits, Sequencing, Timeouts
@@ -86,6 +87,8 @@ class Pipeline:
                           whale_percentile=flow.whale_percentile or None, whale_window=flow.whale_window)
             for s in self.symbols
         } if flow.enabled else {}
+        signal_options = SignalOptions.from_flow(flow) if flow.enabled and flow.signals else None
+        self.signals = {s: FlowSignals(s, signal_options) for s in self.symbols} if signal_options else {}
         # Per symbol, where a delivered trade goes: one lookup per trade instead of three.
         self._outs = {s: (self.history[s], self.latest[s], self.engines.get(s)) for s in self.symbols}
         self.bar_close_grace = flow.bar_close_grace
@@ -319,11 +322,21 @@ class Pipeline:
             if metrics:
                 for metric in metrics:
                     self.metric(metric)
+            signals = self.signals.get(symbol)
+            if signals is not None:  # after the bars the trade closed: a POC listed at their close may be touched
+                metrics = signals.trade(trade)
+                if metrics:
+                    for metric in metrics:
+                        self.metric(metric)
 
     def metric(self, metric: Any) -> None:
         """Keep ``metric`` as the latest of its kind and send it on."""
-        self.latest[metric.symbol][f"bar:{metric.window}" if metric.kind == "bar" else metric.kind] = metric
+        bar = metric.kind == "bar"
+        self.latest[metric.symbol][f"bar:{metric.window}" if bar else metric.kind] = metric
         self.sink.metric(metric)
+        if bar and (signals := self.signals.get(metric.symbol)) is not None:
+            for signal in signals.bar(metric):
+                self.metric(signal)
 
     def _duplicate(self, sequencer: Sequencer, trade: Trade, source: Hashable, frame: bytes) -> None:
         self.counters["duplicates"] += 1

@@ -160,6 +160,18 @@ def _windows_ok(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and _windows_problem(value) is None
 
 
+def _window_ok(value: Any) -> bool:
+    try:
+        parse_window(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _zero_or_decimal_text_ok(value: Any) -> bool:
+    return value in ("0", "0.0") or (value != "" and _decimal_text_ok(value))
+
+
 def _decimal_text_ok(value: Any) -> bool:
     if value == "":
         return True
@@ -252,6 +264,21 @@ RULES: tuple[Rule, ...] = (
     integer("flow.whale_window", 10, 1_000_000),
     number("flow.bar_close_grace", 0, 3600),
     number("flow.snapshot_interval", 0, 3600, low_open=True),
+    boolean("flow.signals"),
+    Rule("flow.signal_windows", lambda v: isinstance(v, list) and (not v or _windows_ok(v)),
+         'a list of distinct windows from flow.windows, like ["1m"]', explain=_windows_problem),
+    number("flow.imbalance_percent", 100, 1_000_000),
+    Rule("flow.imbalance_min_volume", _zero_or_decimal_text_ok, 'a decimal >= 0 as a string, e.g. "0" or "0.5"'),
+    integer("flow.stack_length", 2, 1000),
+    integer("flow.divergence_lookback", 1, 10_000),
+    number("flow.exhaustion_share", 0, 1),
+    number("flow.absorption_share", 0, 1, low_open=True),
+    integer("flow.absorption_min_levels", 2, 10_000),
+    integer("flow.naked_poc_max", 0, 100_000),
+    integer("flow.sweep_levels", 2, 10_000),
+    Rule("flow.session", _window_ok, 'a window like "1d" or "8h"'),
+    integer("flow.session_offset", 0, 1440),
+    integer("flow.tape_baseline", 2, 86_400),
     number("reporting.slow_hook_ms", 0, 60_000, low_open=True),
     number("reporting.report_interval", 0, 86_400),
     number("reporting.loop_block_threshold", 0, 3600),

@@ -341,3 +341,20 @@ async def test_vnpy_bot_example_streams_in_order(orderflow_sim, tmp_path: Path) 
     line = out.decode().strip().splitlines()[-1]
     assert line.startswith("trades ") and ", out of order 0, 1m deltas -0.48291000 +5.83961000, health -, " \
         "stream thread alive False" in line, line
+
+
+async def test_footprint_signals_arrive_as_events(orderflow_sim_factory, event_engine, handlers, vnpy_engine) -> None:
+    """Footprint signals (issue #29) come as eOrderFlowSignal events, the same and in the order the hooks got them."""
+    from orderflow_plugin.adapters.vnpy import EVENT_ORDERFLOW_SIGNAL
+    from orderflow_plugin.signalmetrics import SIGNAL_KINDS
+
+    handlers.on(event_engine, EVENT_ORDERFLOW_SIGNAL + VT)
+    sim = await orderflow_sim_factory(pace=Pace(rate=2000))
+    hooks = Events()
+    flow = OrderFlow(["BTCUSDT"], ws_url=sim.ws_url, rest_url=sim.rest_url, plugins=[hooks],
+                     flow=Flow(windows=("1m",), footprint_tick="1"))
+    vnpy_engine.start(flow)
+    await handlers.until(lambda: {"imbalance", "naked_poc", "sweep", "tape_speed"}
+                         <= {s.kind for s in handlers.events[EVENT_ORDERFLOW_SIGNAL + VT]}, 15)
+    got = list(handlers.events[EVENT_ORDERFLOW_SIGNAL + VT])
+    assert got == [m for m in hooks.metrics if m.kind in SIGNAL_KINDS][:len(got)]

@@ -36,6 +36,7 @@ from vnpy.trader.engine import BaseEngine, MainEngine
 
 from ..errors import EventBacklog, OrderFlowError
 from ..models import Market, Metric, Trade
+from ..signalmetrics import SIGNAL_KINDS
 from ..stream import OrderFlow
 from ..threaded import FlowThread
 from . import HealthHooks
@@ -44,6 +45,7 @@ __all__ = [
     "APP_NAME",
     "EVENT_ORDERFLOW_BAR",
     "EVENT_ORDERFLOW_HEALTH",
+    "EVENT_ORDERFLOW_SIGNAL",
     "EVENT_ORDERFLOW_TRADE",
     "EVENT_ORDERFLOW_WHALE",
     "EventPublisher",
@@ -60,7 +62,9 @@ EVENT_ORDERFLOW_TRADE = "eOrderFlowTrade."  # data: orderflow_plugin.Trade
 EVENT_ORDERFLOW_BAR = "eOrderFlowBar."  # data: orderflow_plugin.Bar (every window; bar.window says which)
 EVENT_ORDERFLOW_WHALE = "eOrderFlowWhale."  # data: orderflow_plugin.Whale
 EVENT_ORDERFLOW_HEALTH = "eOrderFlowHealth."  # data: FeedHealth
-_GENERAL_TYPES = (EVENT_ORDERFLOW_TRADE, EVENT_ORDERFLOW_BAR, EVENT_ORDERFLOW_WHALE, EVENT_ORDERFLOW_HEALTH)
+EVENT_ORDERFLOW_SIGNAL = "eOrderFlowSignal."  # data: a footprint signal (signalmetrics.py; data.kind says which)
+_GENERAL_TYPES = (EVENT_ORDERFLOW_TRADE, EVENT_ORDERFLOW_BAR, EVENT_ORDERFLOW_WHALE, EVENT_ORDERFLOW_HEALTH,
+                  EVENT_ORDERFLOW_SIGNAL)
 # vnpy_binance's contract names: vn.py's Exchange enum has no BINANCE, so it uses GLOBAL with a suffix.
 _CONTRACT_SUFFIX: dict[str, str] = {"spot": "SPOT", "usdm": "SWAP"}
 
@@ -154,6 +158,8 @@ class EventPublisher(HealthHooks):
             self._publish(EVENT_ORDERFLOW_BAR, metric.symbol, metric)
         elif kind == "whale":
             self._publish(EVENT_ORDERFLOW_WHALE, metric.symbol, metric)
+        elif kind in SIGNAL_KINDS:
+            self._publish(EVENT_ORDERFLOW_SIGNAL, metric.symbol, metric)
         # Snapshots (each second) are not published: engine.latest(symbol) reads the newest one.
 
     def on_error(self, error: BaseException, where: str) -> None:
