@@ -22,6 +22,7 @@ SCALE = 10**8  # units of 10^-8 per 1
 LIMIT = 2**63  # a price or quantity in units of 10^-8 is below this (a signed 64-bit integer)
 _EXACT = Context(prec=80, traps=[Inexact, InvalidOperation])  # never the host's context, never a rounding
 _DIGITS = frozenset("0123456789")
+_ZERO = Decimal(0)  # a side with no volume reads 0, not 0E-8
 # Prices (and many quantities) repeat trade after trade. The texts seen and their Decimal, and each such Decimal's
 # units: a trade decoded from a repeated text gets the same Decimal object, whose hash Python keeps, so the engine
 # finds its units with one dict lookup instead of converting (hashing a new Decimal alone costs about 1 us).
@@ -66,13 +67,13 @@ def to_e8(value: Decimal) -> int:
 
 
 def from_e8(units: int) -> Decimal:
-    """Units of 10^-8 -> Decimal, with 8 decimals (``Decimal("87648.21000000")``, as Binance writes it)."""
-    return _EXACT.scaleb(Decimal(units), -8)
+    """Units of 10^-8 -> Decimal, with 8 decimals (``Decimal("87648.21000000")``, as Binance writes it); 0 is ``0``."""
+    return _EXACT.scaleb(Decimal(units), -8) if units else _ZERO
 
 
 def from_e16(units: int) -> Decimal:
-    """Units of 10^-16 (a price times a quantity) -> Decimal, with 16 decimals."""
-    return _EXACT.scaleb(Decimal(units), -16)
+    """Units of 10^-16 (a price times a quantity) -> Decimal, with 16 decimals; 0 is ``0``."""
+    return _EXACT.scaleb(Decimal(units), -16) if units else _ZERO
 
 
 def decimal(text: str) -> Decimal:
