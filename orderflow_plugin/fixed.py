@@ -19,7 +19,9 @@ from decimal import Context, Decimal, Inexact, InvalidOperation
 __all__ = ["LIMIT", "SCALE", "FixedPointError", "decimal", "from_e8", "from_e16", "parse_e8", "to_e8", "units"]
 
 SCALE = 10**8  # units of 10^-8 per 1
-LIMIT = 2**63  # a price or quantity in units of 10^-8 is below this (a signed 64-bit integer)
+# A price or quantity in units of 10^-8 is below this (a signed 64-bit integer): 2**63, written out because
+# Cython folds 2**63 into a C long, where it wraps to -2**63.
+LIMIT = 9_223_372_036_854_775_808
 _EXACT = Context(prec=80, traps=[Inexact, InvalidOperation])  # never the host's context, never a rounding
 _DIGITS = frozenset("0123456789")
 _ZERO = Decimal(0)  # a side with no volume reads 0, not 0E-8
@@ -46,7 +48,8 @@ def parse_e8(text: str) -> int:
         if fraction[8:].strip("0"):
             raise FixedPointError(f"{text!r} has more than 8 decimals")
         fraction = fraction[:8]
-    value = int(whole) * SCALE + (int(fraction) * 10 ** (8 - len(fraction)) if fraction else 0)
+    # Padded, not times 10 ** (8 - len): compiled, that power of two C integers would be a double.
+    value = int(whole) * SCALE + int(fraction.ljust(8, "0"))
     if value >= LIMIT:
         raise FixedPointError(f"{text!r} is out of range (at most {LIMIT - 1} units of 10^-8)")
     return value

@@ -24,6 +24,7 @@ from .delivery import CallSink, PipelineDriver
 from .diagnostics import LoopWatchdog
 from .dispatch import Dispatcher
 from .errors import OrderFlowError
+from .hotpath import hot_path
 from .models import Market
 from .options import Flow, Limits, Reconnect, Reporting, Sequencing, Timeouts, from_table
 from .pipeline import Pipeline
@@ -206,8 +207,8 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         if self.reporting.stage_warning > 0:
             self._spawn(self._watch_stages(), "orderflow stage monitor")
         self._spawn(self._tick(), "orderflow ticker")
-        logger.info("streaming %s from %s in %d connection(s)", ", ".join(self.symbols), self.source or self.ws_url,
-                    len(self._shards) or 1)
+        logger.info("streaming %s from %s in %d connection(s); hot path %s", ", ".join(self.symbols),
+                    self.source or self.ws_url, len(self._shards) or 1, hot_path())
 
     def run_in_thread(self, timeout: float = 10.0) -> FlowThread:
         """Run this stream on a new thread with its own event loop; for synchronous hosts.

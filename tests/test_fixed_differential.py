@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -21,12 +23,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orderflow_plugin import FlowEngine, Trade, bundled_tape
+from orderflow_plugin import FlowEngine, Trade, bundled_tape, hotpath
 from orderflow_plugin.decode import Decoder
 from orderflow_plugin.fixed import LIMIT
 from orderflow_plugin.metrics import Bar
 
+from .conftest import ROOT
 from .decimal_engine import DecimalFlowEngine
+from .flowhelpers import TIMEOUT_FACTOR
 
 PACKAGED = Path(__file__).resolve().parents[1] / "orderflow_plugin" / "data"
 # The shared recordings: next to the repository as in tests/test_tape.py, or where ORDERFLOW_REAL_DATA says.
@@ -210,3 +214,26 @@ def test_a_trade_that_does_not_fit_is_refused_naming_it_and_the_engine_goes_on()
     with pytest.raises(ArithmeticError, match=r"BTCUSDT trade 2: 100\.123456789 has more than 8 decimals"):
         engine.add(bad)
     assert engine.trades == 1 and engine.buy_volume == 2 and engine.last is good
+
+
+def test_the_checkout_runs_the_compiled_path() -> None:
+    """`make` compiles the hot modules (hatch_build.py): the suite runs them compiled unless told otherwise."""
+    if "ORDERFLOW_PURE" in hotpath.hot_path():  # decided at import: tests/conftest.py clears ORDERFLOW_ variables
+        assert not hotpath.is_compiled()
+        return
+    assert hotpath.is_compiled(), hotpath.hot_path()
+    assert all(Path(module.__file__ or "").suffix == ".so" for module in hotpath.loaded())
+
+
+@pytest.mark.timeout(600 * TIMEOUT_FACTOR)
+def test_the_other_path_passes_the_same_tests() -> None:
+    """These tests and 200 simulation seeds, in a process on the other path (pure if this one is compiled)."""
+    env = {**os.environ, "ORDERFLOW_PURE": "1" if hotpath.is_compiled() else "0"}
+    if not hotpath.is_compiled() and "ORDERFLOW_PURE" not in hotpath.hot_path():
+        pytest.skip(f"there is no other path: {hotpath.hot_path()}")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         str(ROOT / "tests" / "test_simtest.py") + "::test_unplanted_harness_passes_200_seeds",
+         "-k", "not test_the_other_path"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=540 * TIMEOUT_FACTOR)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
