@@ -39,21 +39,21 @@ class _PureSource:
         return importlib.util.spec_from_file_location(name, _HERE / f"{module}.py")
 
 
-def _choose() -> tuple[bool, str]:
+def _choose(folder: Path = _HERE) -> tuple[bool, str]:
     """(compiled, why) for this process, from ORDERFLOW_PURE, the extension files and the build's manifest."""
-    built = [m for m in COMPILED if any((_HERE / f"{m}{suffix}").exists()
+    built = [m for m in COMPILED if any((folder / f"{m}{suffix}").exists()
                                         for suffix in importlib.machinery.EXTENSION_SUFFIXES)]
     if os.environ.get("ORDERFLOW_PURE", "") not in ("", "0"):
         return False, "pure Python (ORDERFLOW_PURE is set)"
     if not built:
         return False, "pure Python (no compiled extension: installed without a C compiler, or a plain checkout)"
     try:
-        lines = (_HERE / MANIFEST).read_text(encoding="utf-8").split("\n")
+        lines = (folder / MANIFEST).read_text(encoding="utf-8").split("\n")
         digests = dict(line.split(" ", 1) for line in lines if line)
     except (OSError, ValueError):
         digests = {}
     for module in COMPILED:
-        source = (_HERE / f"{module}.py").read_bytes()
+        source = (folder / f"{module}.py").read_bytes()
         if module not in built or digests.get(module) != hashlib.sha256(source).hexdigest():
             return False, (f"pure Python (the compiled {module} does not match {module}.py: rebuild with "
                            "`make .venv/.installed` or `pip install .`)")
