@@ -1,6 +1,6 @@
 """orderflow_plugin: a live Binance aggTrade order-flow feed for event-bus trading bots."""
 
-from . import signals
+from . import hotpath, signals  # noqa: F401 - hotpath first: it decides whether the hot modules load compiled
 from .config import Settings, load_settings
 from .dispatch import Dispatcher
 from .engine import Bar, FlowEngine, Footprint, Snapshot, Whale

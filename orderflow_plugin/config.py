@@ -40,7 +40,7 @@ __all__ = ["ENVIRONMENTS", "Settings", "SettingsError", "default_settings_file",
 ENVIRONMENTS = ("development", "testing", "production")
 ENV_PREFIX = "ORDERFLOW"
 # Keys dynaconf or our own loader consume; they are not settings.
-_NOT_SETTINGS = {"LOAD_DOTENV", "ENV", "SETTINGS_FILES"}
+_NOT_SETTINGS = {"LOAD_DOTENV", "ENV", "SETTINGS_FILES", "PURE"}  # ORDERFLOW_PURE: hotpath.py
 # Tables whose keys belong to third-party plugins; their unknown keys are not typos.
 _OPEN_TABLES = ("hooks",)
 # Names that belong inside [default]: at the top of a file, they were meant to go in it.

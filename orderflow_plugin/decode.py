@@ -2,18 +2,20 @@
 
 Plain synchronous code with no I/O. A frame is an aggTrade event, a ``serverShutdown``
 notice, or a reply to a control message; anything else (not JSON, wrong types, missing
-fields, an unknown event) raises :class:`BadFrame` with a short sample of the frame.
+fields, an unknown event) raises :class:`BadFrame` with a short sample of the frame. A price or
+quantity must be a plain decimal with at most 8 decimals below ``fixed.LIMIT`` (what the engine's
+fixed-point sums take): anything else is a bad frame, never a rounding.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from sys import intern
 from typing import Any
 
 import msgspec
 
 from .errors import BadFrame
+from .fixed import decimal
 from .models import Market, Trade
 
 __all__ = ["Decoder", "Reply", "ServerShutdown"]
@@ -71,11 +73,9 @@ class Decoder:
             else:
                 return self._reply.decode(frame)
             if type(data) is _AggTrade:
-                price, qty = Decimal(data.p), Decimal(data.q)
-                if not (price.is_finite() and qty.is_finite()):
-                    raise ArithmeticError(f"price {data.p!r} or quantity {data.q!r} is not a finite number")
+                # A repeated price or quantity builds no Decimal (fixed.decimal remembers them).
                 return Trade(
-                    intern(data.s), data.a, price, qty, data.f, data.l, data.T,
+                    intern(data.s), data.a, decimal(data.p), decimal(data.q), data.f, data.l, data.T,
                     "sell" if data.m else "buy", data.E, self.market,
                 )
             return data

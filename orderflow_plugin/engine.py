@@ -6,8 +6,9 @@ notional, delta, VWAP, counts, imbalance, trades per second, largest trade, CVD 
 footprint (volume at price by side, point of control, value area). Whale trades by absolute
 notional or by percentile of the recent notional distribution.
 
-Sums use a private 80-digit decimal context with ``Inexact`` trapped: the default context
-keeps 28 digits and would silently round a long session's notional; here any rounding raises.
+Sums are exact integers (``fixed``: prices and quantities in units of 10^-8, notionals in units of
+10^-16), never rounded; a ``Decimal`` is made only where a value leaves the engine (a bar, a
+footprint level, a whale, a snapshot), from the integers or from the trade's own decimals.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
-from .metrics import _EXACT, _ZERO, Bar, Footprint, Snapshot, Whale, _add, _mul, _sub
+from . import fixed
+from .fixed import FixedPointError, from_e8, from_e16, to_e8
+from .metrics import _EXACT, Bar, Footprint, Snapshot, Whale
 from .models import Metric, Trade
 from .openbar import OpenBar
 from .ranking import Ranked
 
 __all__ = ["Bar", "FlowEngine", "Footprint", "Snapshot", "Whale", "Window", "parse_window"]
 
-_bucket_of = _EXACT.divide_int  # never the host's context: a host may lower getcontext().prec
 _UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
@@ -70,14 +72,24 @@ class FlowEngine:
         self.tick = Decimal(str(footprint_tick)) if footprint_tick else None
         if self.tick is not None and not self.tick > 0:
             raise ValueError(f"footprint_tick must be > 0, got {footprint_tick}")
+        try:
+            self._tick = None if self.tick is None else to_e8(self.tick)  # in units of 10^-8
+        except FixedPointError as exc:
+            raise ValueError(f"footprint_tick {footprint_tick} is not a price: {exc}") from None
         if not 0 < value_area <= 1:
             raise ValueError(f"value_area must be in (0, 1], got {value_area}")
         self.value_area = Decimal(str(value_area))
         self.whale_notional = Decimal(str(whale_notional)) if whale_notional else None
+        # In units of 10^-16, rounded up: a notional (a whole number of units) is at or over it exactly when its
+        # Decimal is at or over whale_notional.
+        self._whale = None if self.whale_notional is None else int(
+            _EXACT.scaleb(self.whale_notional, 16).to_integral_value(rounding=ROUND_CEILING))
         self.whale_percentile = whale_percentile or None
         self.whale_window = whale_window
         # Totals of the closed bars of the finest window (always updated per trade); the open bar adds the rest.
-        self._closed_totals = [_ZERO, _ZERO, _ZERO, _ZERO]  # buy volume, sell volume, buy notional, sell notional
+        # Buy volume, sell volume (units of 10^-8), buy notional, sell notional (units of 10^-16).
+        self._closed_totals = [0, 0, 0, 0]
+        self._units = fixed._UNITS  # a trade's price or quantity -> units of 10^-8, filled by fixed.decimal
         self.trades = 0
         self.last: Trade | None = None
         # parent[i]: the index of the window rolled up from window i (or None); direct: updated per trade
@@ -101,52 +113,75 @@ class FlowEngine:
         self._last_closed: list[OpenBar | None] = [None] * len(self.windows)  # revised by a late trade
         self._ranked = Ranked(whale_window, self.whale_percentile) if self.whale_percentile else None
 
-    def _totals(self) -> list[Decimal]:
-        """Buy volume, sell volume, buy notional and sell notional of every trade so far."""
+    def _totals(self) -> list[int]:
+        """Buy volume, sell volume (units of 10^-8), buy notional and sell notional (10^-16) so far."""
         totals = self._closed_totals
         bar = self._open[0]
         if bar is None:
             return list(totals)
-        return [_add(totals[0], bar.buy_volume), _add(totals[1], bar.sell_volume),
-                _add(totals[2], bar.buy_notional), _add(totals[3], bar.sell_notional)]
+        return [totals[0] + bar.buy_volume, totals[1] + bar.sell_volume,
+                totals[2] + bar.buy_notional, totals[3] + bar.sell_notional]
 
     @property
     def buy_volume(self) -> Decimal:
         """Taker buy volume of every trade so far."""
-        return self._totals()[0]
+        return from_e8(self._totals()[0])
 
     @property
     def sell_volume(self) -> Decimal:
         """Taker sell volume of every trade so far."""
-        return self._totals()[1]
+        return from_e8(self._totals()[1])
 
     @property
     def buy_notional(self) -> Decimal:
         """Taker buy notional (price x quantity) of every trade so far."""
-        return self._totals()[2]
+        return from_e16(self._totals()[2])
 
     @property
     def sell_notional(self) -> Decimal:
         """Taker sell notional of every trade so far."""
-        return self._totals()[3]
+        return from_e16(self._totals()[3])
 
     @property
     def cvd(self) -> Decimal:
         """Cumulative volume delta: taker buy volume minus taker sell volume so far."""
+        return from_e8(self._cvd())
+
+    def _cvd(self) -> int:
+        """The CVD in units of 10^-8."""
         totals, bar = self._closed_totals, self._open[0]  # read at every bar close: only the two volumes
         if bar is None:
-            return _sub(totals[0], totals[1])
-        return _sub(_add(totals[0], bar.buy_volume), _add(totals[1], bar.sell_volume))
+            return totals[0] - totals[1]
+        return totals[0] + bar.buy_volume - totals[1] - bar.sell_volume
+
+    @staticmethod
+    def _unit(trade: Trade, value: Decimal) -> int:
+        """``value`` (the trade's price or quantity) in units of 10^-8; FixedPointError naming the trade."""
+        try:
+            return fixed.units(value)
+        except FixedPointError as exc:
+            raise FixedPointError(f"{trade.symbol} trade {trade.id}: {exc}") from None
 
     def add(self, trade: Trade) -> Sequence[Metric]:
-        """Take the next trade; return the metrics it produced (closed bars first, then a whale)."""
-        price, qty = trade.price, trade.qty
-        notional = _mul(price, qty)
+        """Take the next trade; return the metrics it produced (closed bars first, then a whale).
+
+        Raises FixedPointError (an ArithmeticError) for a price or quantity that is not a whole number
+        of 10^-8 below ``fixed.LIMIT``; the engine is unchanged then.
+        """
+        price, decimal_qty = trade.price, trade.qty
+        units = self._units
+        price_units = units.get(price)
+        if price_units is None:
+            price_units = self._unit(trade, price)
+        qty = units.get(decimal_qty)
+        if qty is None:
+            qty = self._unit(trade, decimal_qty)
+        notional = price_units * qty
         buy = trade.side == "buy"
         self.trades += 1
         metrics: list[Metric] | tuple[()] = ()  # most trades close nothing: no list for them
         time_ms = trade.time
-        tick = self.tick
+        tick = self._tick
         opened = self._open
         late: list[int] | None = None
         for index, ms in self._direct:
@@ -158,43 +193,43 @@ class FlowEngine:
                 if bar is not None:
                     if not metrics:
                         metrics = []
-                    cvd = self.cvd  # before this trade: only the finest bar (index 0, first here) has taken it yet
+                    cvd = self._cvd()  # before this trade: only the finest bar (index 0, first here) has taken it yet
                     if index:
-                        cvd = _sub(cvd, qty) if buy else _add(cvd, qty)
+                        cvd = cvd - qty if buy else cvd + qty
                     self._close(index, time_ms, "trade", cvd, metrics)  # type: ignore[arg-type]
-                bar = opened[index] = OpenBar(time_ms - time_ms % ms, price, trade.id)
-            if price > bar.high:
-                bar.high = price
-            elif price < bar.low:
-                bar.low = price
+                bar = opened[index] = OpenBar(time_ms - time_ms % ms, price, price_units, trade.id)
+            if price_units > bar.high_units:
+                bar.high_units, bar.high = price_units, price
+            elif price_units < bar.low_units:
+                bar.low_units, bar.low = price_units, price
             bar.close = price
             if buy:
-                bar.buy_volume = _add(bar.buy_volume, qty)
-                bar.buy_notional = _add(bar.buy_notional, notional)
+                bar.buy_volume += qty
+                bar.buy_notional += notional
             else:
-                bar.sell_volume = _add(bar.sell_volume, qty)
-                bar.sell_notional = _add(bar.sell_notional, notional)
+                bar.sell_volume += qty
+                bar.sell_notional += notional
             bar.trades += 1
             bar.trade_count += trade.last_id - trade.first_id + 1
-            if qty > bar.largest_qty:
-                bar.largest_qty = qty
+            if qty > bar.largest_units:
+                bar.largest_units, bar.largest_qty = qty, decimal_qty
                 bar.largest_id = trade.id
             if tick is not None:
-                if bar.floor <= price < bar.edge:  # the last trade's bucket
+                if bar.floor <= price_units < bar.edge:  # the last trade's bucket
                     level = bar.level
                 else:
-                    level = self._level(bar, price, tick)
+                    level = self._level(bar, price_units, tick)
                 if buy:
-                    level[0] = _add(level[0], qty)  # type: ignore[index]
+                    level[0] += qty  # type: ignore[index]
                 else:
-                    level[1] = _add(level[1], qty)  # type: ignore[index]
+                    level[1] += qty  # type: ignore[index]
         self.last = trade
         if late is not None:
-            metrics = [*metrics, *self._late(trade, notional, late)]
-        whale_notional = self.whale_notional
-        if whale_notional is not None and notional >= whale_notional:
-            metrics = [*metrics, Whale(symbol=self.symbol, trade=trade, notional=notional, rule="absolute",
-                                       threshold=whale_notional)]
+            metrics = [*metrics, *self._late(trade, price_units, qty, notional, late)]
+        whale = self._whale
+        if whale is not None and notional >= whale:
+            metrics = [*metrics, Whale(symbol=self.symbol, trade=trade, notional=from_e16(notional), rule="absolute",
+                                       threshold=self.whale_notional)]  # type: ignore[arg-type]
         elif (ranked := self._ranked) is not None:  # trades under whale_notional make the distribution
             threshold = ranked.threshold  # ranked before this trade joined it
             current = ranked.current
@@ -202,21 +237,22 @@ class FlowEngine:
             if len(current) >= ranked.every:
                 ranked.rank()
             if threshold is not None and notional >= threshold:
-                metrics = [*metrics, Whale(symbol=self.symbol, trade=trade, notional=notional, rule="percentile",
-                                           threshold=threshold)]
+                metrics = [*metrics, Whale(symbol=self.symbol, trade=trade, notional=from_e16(notional),
+                                           rule="percentile", threshold=from_e16(threshold))]
         return metrics
 
     @staticmethod
-    def _level(bar: OpenBar, price: Decimal, tick: Decimal) -> list[Decimal]:
-        """``bar``'s footprint level for ``price`` (made if new), cached with its bucket's edges."""
-        floor = _mul(_bucket_of(price, tick), tick)
-        level = bar.levels.get(floor)
+    def _level(bar: OpenBar, price: int, tick: int) -> list[int]:
+        """``bar``'s footprint level for ``price`` (made if new), cached with its bucket's edges (all in units)."""
+        bucket = price // tick
+        level = bar.levels.get(bucket)
         if level is None:
-            level = bar.levels[floor] = [_ZERO, _ZERO]
-        bar.floor, bar.edge, bar.level = floor, _add(floor, tick), level
+            level = bar.levels[bucket] = [0, 0]
+        floor = bucket * tick
+        bar.floor, bar.edge, bar.level = floor, floor + tick, level
         return level
 
-    def _close(self, index: int, now: int, closed_by: str, cvd: Decimal, out: list[Metric]) -> None:
+    def _close(self, index: int, now: int, closed_by: str, cvd: int, out: list[Metric]) -> None:
         """Close window ``index``'s bar, fold it into its parent, and close the parent if ``now`` is past it."""
         bar = self._open[index]
         assert bar is not None
@@ -224,8 +260,8 @@ class FlowEngine:
         self._last_closed[index] = bar
         if index == 0:  # the finest window carries the totals
             totals = self._closed_totals
-            totals[:] = [_add(totals[0], bar.buy_volume), _add(totals[1], bar.sell_volume),
-                         _add(totals[2], bar.buy_notional), _add(totals[3], bar.sell_notional)]
+            totals[:] = [totals[0] + bar.buy_volume, totals[1] + bar.sell_volume,
+                         totals[2] + bar.buy_notional, totals[3] + bar.sell_notional]
         out.append(self._closed(bar, self.windows[index], closed_by, cvd))
         parent_index = self._parent[index]
         if parent_index is None:
@@ -234,14 +270,13 @@ class FlowEngine:
         parent = self._open[parent_index]
         if parent is not None and bar.start >= parent.start + ms:  # a parent left open by a quiet stretch
             # It ended before this bar began: its CVD is the one before this bar's trades.
-            self._close(parent_index, now, closed_by, _sub(cvd, _sub(bar.buy_volume, bar.sell_volume)), out)
+            self._close(parent_index, now, closed_by, cvd - (bar.buy_volume - bar.sell_volume), out)
             parent = None
         if parent is None and self._closed_holds(parent_index, bar.start):  # the timer closed it: a late trade's
             self._revise(parent_index, bar, cvd, out, now, closed_by)
             return
         if parent is None:
-            parent = self._open[parent_index] = OpenBar(bar.start - bar.start % ms, bar.open, bar.largest_id)
-            parent.high, parent.low = bar.high, bar.low
+            parent = self._open[parent_index] = OpenBar.over(bar, bar.start - bar.start % ms)
         parent.fold(bar)
         if now >= parent.start + ms:
             self._close(parent_index, now, closed_by, cvd, out)
@@ -251,23 +286,26 @@ class FlowEngine:
         bar = self._last_closed[index]
         return bar is not None and bar.start <= time_ms < bar.start + self.windows[index].ms
 
-    def _late(self, trade: Trade, notional: Decimal, indexes: list[int]) -> list[Metric]:
+    def _late(self, trade: Trade, price: int, qty: int, notional: int, indexes: list[int]) -> list[Metric]:
         """Count a trade whose bar the timer already closed: the bar is revised and emitted again."""
         if 0 in indexes:  # the finest window carries the totals
             totals = self._closed_totals
             if trade.side == "buy":
-                totals[0], totals[2] = _add(totals[0], trade.qty), _add(totals[2], notional)
+                totals[0] += qty
+                totals[2] += notional
             else:
-                totals[1], totals[3] = _add(totals[1], trade.qty), _add(totals[3], notional)
+                totals[1] += qty
+                totals[3] += notional
         out: list[Metric] = []
-        cvd = self.cvd
-        bucket = None if self.tick is None else _mul(_bucket_of(trade.price, self.tick), self.tick)
+        cvd = self._cvd()
+        bucket = None if self._tick is None else price // self._tick
         for index in indexes:
             ms = self.windows[index].ms
-            self._revise(index, OpenBar.of(trade, trade.time - trade.time % ms, notional, bucket), cvd, out)
+            late = OpenBar.of(trade, trade.time - trade.time % ms, price, qty, notional, bucket)
+            self._revise(index, late, cvd, out)
         return out
 
-    def _revise(self, index: int, late: OpenBar, cvd: Decimal, out: list[Metric], now: int = -1,
+    def _revise(self, index: int, late: OpenBar, cvd: int, out: list[Metric], now: int = -1,
                 closed_by: str = "trade") -> None:
         """Fold ``late`` into window ``index``'s last closed bar, emit it again (``closed_by="revised"``), and
         carry it on to the parent window's bar: the open one (closed too if ``now`` is past it), or the
@@ -290,9 +328,9 @@ class FlowEngine:
     def close_until(self, trade_time: int) -> list[Bar]:
         """Close every open bar that ended at or before ``trade_time`` (a quiet market's timer)."""
         closed: list[Metric] = []
-        cvd = self.cvd
+        cvd = self._cvd()
         # Open bars as they are now (closing one below folds it into its parent): start and delta.
-        opened = [None if b is None else (b.start, _sub(b.buy_volume, b.sell_volume)) for b in self._open]
+        opened = [None if b is None else (b.start, b.buy_volume - b.sell_volume) for b in self._open]
         for index, window in enumerate(self.windows):
             bar = self._open[index]
             if bar is not None and bar.start + window.ms <= trade_time:
@@ -302,23 +340,24 @@ class FlowEngine:
                 at_end = cvd
                 for finer in self._descendants[index]:
                     if (state := opened[finer]) is not None and state[0] >= end:
-                        at_end = _sub(at_end, state[1])
+                        at_end -= state[1]
                 self._close(index, trade_time, "timer", at_end, closed)
         return closed  # type: ignore[return-value]
 
     def snapshot(self) -> Snapshot:
         """The rolling state, with the bar in progress per window (finer open bars folded in)."""
         bars = {}
+        cvd = self._cvd()
         for index, window in enumerate(self.windows):
             merged = self._merged(index)
             if merged is not None:
-                bars[window.name] = self._closed(merged, window, "open", self.cvd)
+                bars[window.name] = self._closed(merged, window, "open", cvd)
         last = self.last
         buy, sell, buy_notional, sell_notional = self._totals()
         return Snapshot(
             symbol=self.symbol, time=last.time if last else 0, last_price=last.price if last else None,
-            cvd=_sub(buy, sell), buy_volume=buy, sell_volume=sell,
-            buy_notional=buy_notional, sell_notional=sell_notional, trades=self.trades, bars=bars,
+            cvd=from_e8(buy - sell), buy_volume=from_e8(buy), sell_volume=from_e8(sell),
+            buy_notional=from_e16(buy_notional), sell_notional=from_e16(sell_notional), trades=self.trades, bars=bars,
         )
 
     def _merged(self, index: int) -> OpenBar | None:
@@ -332,21 +371,24 @@ class FlowEngine:
         if own is None:
             if child is None:
                 return None
-            own = OpenBar(child.start - child.start % ms, child.open, child.largest_id)
-            own.high, own.low = child.high, child.low
+            own = OpenBar.over(child, child.start - child.start % ms)
         else:
             own = own.copy()
         if child is not None:
             own.fold(child)
         return own
 
-    def _closed(self, bar: OpenBar, window: Window, closed_by: str, cvd: Decimal) -> Bar:
+    def _closed(self, bar: OpenBar, window: Window, closed_by: str, cvd: int) -> Bar:
+        """The public Bar of ``bar``: its integers made Decimals (a bucket's price is its number times the tick)."""
         footprint = None
         tick = self.tick
         if tick is not None:
-            footprint = Footprint(tick=tick, value_area_share=self.value_area,
-                                  levels=tuple((price, buy, sell) for price, (buy, sell) in sorted(bar.levels.items())))
+            multiply = _EXACT.multiply
+            levels = sorted(bar.levels.items())
+            footprint = Footprint(tick=tick, value_area_share=self.value_area, levels=tuple(
+                (multiply(bucket, tick), from_e8(buy), from_e8(sell)) for bucket, (buy, sell) in levels))
         # Positional, in Bar's field order: a bar closes every second per window, and 19 keywords cost 0.6 us.
         return Bar(window.name, bar.start, bar.start + window.ms, bar.open, bar.high, bar.low, bar.close,
-                   bar.buy_volume, bar.sell_volume, bar.buy_notional, bar.sell_notional, bar.trades, bar.trade_count,
-                   bar.largest_qty, bar.largest_id, cvd, footprint, closed_by, symbol=self.symbol)
+                   from_e8(bar.buy_volume), from_e8(bar.sell_volume), from_e16(bar.buy_notional),
+                   from_e16(bar.sell_notional), bar.trades, bar.trade_count,
+                   bar.largest_qty, bar.largest_id, from_e8(cvd), footprint, closed_by, symbol=self.symbol)

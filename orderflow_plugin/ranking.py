@@ -1,10 +1,12 @@
-"""The percentile whale rule's ranking of recent notionals: exact, and cheap per trade. No I/O."""
+"""The percentile whale rule's ranking of recent notionals: exact, and cheap per trade. No I/O.
+
+The engine ranks notionals as integers of 10^-16 (``fixed``); any totally ordered values rank the same.
+"""
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
-from decimal import Decimal
 
 __all__ = ["Ranked"]
 
@@ -25,15 +27,15 @@ class Ranked:
         self.above = size - min(size - 1, int(size * percentile / 100.0))
         self.needed = -(-size // self.every)  # blocks that hold the window; the oldest may be partly out
         self.inside = size - self.every * (self.needed - 1)  # how many of the oldest block are in the window
-        self.blocks: deque[tuple[list[Decimal], list[Decimal]]] = deque()  # (values, their `above` largest)
-        self.current: list[Decimal] = []
-        self.threshold: Decimal | None = None  # None until the window has filled once
+        self.blocks: deque[tuple[list[int], list[int]]] = deque()  # (values, their `above` largest)
+        self.current: list[int] = []
+        self.threshold: int | None = None  # None until the window has filled once
 
     def __len__(self) -> int:
         """How many values are held (the window, rounded up to whole blocks, and the block being filled)."""
         return sum(len(values) for values, _ in self.blocks) + len(self.current)
 
-    def add(self, value: Decimal) -> None:
+    def add(self, value: int) -> None:
         """Take the next notional; re-rank when it completes a block and the window is full."""
         self.current.append(value)
         if len(self.current) >= self.every:

@@ -25,6 +25,7 @@ from .delivery import CallSink, PipelineDriver
 from .diagnostics import LoopWatchdog
 from .dispatch import Dispatcher
 from .errors import OrderFlowError, StreamError
+from .hotpath import hot_path
 from .listing import EXCHANGE_INFO_WEIGHT, Listing, fetch_listing
 from .loopclock import loop_time
 from .models import Market
@@ -227,8 +228,8 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         if self.reporting.stage_warning > 0:
             self._spawn(self._watch_stages(), "orderflow stage monitor")
         self._spawn(self._tick(), "orderflow ticker")
-        logger.info("streaming %s from %s in %d connection(s)", ", ".join(self.symbols), self.source or self.ws_url,
-                    len(self._shards) or 1)
+        logger.info("streaming %s from %s in %d connection(s); hot path %s", ", ".join(self.symbols),
+                    self.source or self.ws_url, len(self._shards) or 1, hot_path())
 
     # Symbols checked against exchangeInfo: Binance subscribes a typo without a word, then sends nothing
 

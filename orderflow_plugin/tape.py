@@ -14,7 +14,6 @@ import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import IO
@@ -22,6 +21,7 @@ from typing import IO
 import msgspec
 
 from .errors import TapeError
+from .fixed import decimal, parse_e8
 from .models import Market, Trade
 from .symbols import normalize_symbol
 
@@ -56,8 +56,8 @@ class TapeRow(msgspec.Struct, frozen=True, gc=False):
         return Trade(
             symbol,
             self.id,
-            Decimal(self.price),
-            Decimal(self.qty),
+            decimal(self.price),  # the same Decimal for a repeated text (fixed.py): the engine knows its units
+            decimal(self.qty),
             self.first_id,
             self.last_id,
             self.time,
@@ -161,7 +161,7 @@ def _read_csv(handle: IO[str], path: Path) -> list[TapeRow]:
         try:
             agg, price, qty, first, last, ts, maker = fields[:7]
             stamp = int(ts)
-            Decimal(price), Decimal(qty)  # reject non-numbers now, not at replay
+            parse_e8(price), parse_e8(qty)  # reject what is not a price (fixed.py) now, not at replay
             rows.append(
                 TapeRow(
                     int(agg),

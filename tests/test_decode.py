@@ -60,6 +60,10 @@ BAD_FRAMES = [
     (SPOT.replace(b'"T":1784410630170,', b""), "missing field"),
     (SPOT.replace(b'"q":"0.02435000"', b'"q":"lots"'), "quantity not a number"),
     (SPOT.replace(b'"q":"0.02435000"', b'"q":"NaN"'), "quantity NaN"),
+    (SPOT.replace(b'"p":"64682.62000000"', b'"p":"64682.620000001"'), "price with 9 decimals"),
+    (SPOT.replace(b'"q":"0.02435000"', b'"q":"92233720368.54775808"'), "quantity past 2^63 units"),
+    (SPOT.replace(b'"q":"0.02435000"', b'"q":"-0.02435000"'), "negative quantity"),
+    (SPOT.replace(b'"p":"64682.62000000"', b'"p":"6.468262E+4"'), "price with an exponent"),
     (b'{"unexpected": true}', "unknown object"),
     (b"{}", "empty object"),
 ]
@@ -71,3 +75,19 @@ def test_bad_frames_raise_with_sample(frame: bytes, why: str) -> None:
     with pytest.raises(BadFrame) as info:
         Decoder().decode(frame)
     assert repr(frame[:20].decode())[1:-1] in str(info.value)
+
+
+def test_a_price_that_does_not_fit_fixed_point_names_itself_and_the_frame() -> None:
+    """More than 8 decimals is one line naming the value and quoting the frame, never a rounding."""
+    frame = SPOT.replace(b'"p":"64682.62000000"', b'"p":"64682.620000001"')
+    with pytest.raises(BadFrame) as info:
+        Decoder().decode(frame)
+    message = str(info.value)
+    assert "'64682.620000001' has more than 8 decimals" in message and "4017087867" in message
+    assert "\n" not in message
+
+
+def test_trailing_zeros_past_8_decimals_are_the_same_price() -> None:
+    """``1.000000000`` has 9 decimals but is a whole number of 10^-8: it decodes, its Decimal as written."""
+    trade = Decoder().decode(SPOT.replace(b'"p":"64682.62000000"', b'"p":"64682.620000000"'))
+    assert str(trade.price) == "64682.620000000"

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from orderflow_plugin.hotpath import COMPILED
+
 from .conftest import ROOT
 from .flowhelpers import TIMEOUT_FACTOR
 
 # Building the wheel takes about a second, installing it without its dependencies another, the demo about two.
 # Nothing is downloaded: the dependencies are the test venv's, so the test runs offline.
-pytestmark = pytest.mark.timeout(60 * TIMEOUT_FACTOR)
+# Compiling the hot modules with Cython adds about 20 s of CPU to the build (hatch_build.py).
+pytestmark = pytest.mark.timeout(400 * TIMEOUT_FACTOR)
 
 BUNDLED = {
     "diagnostics": "orderflow_plugin.bundled.diagnostics:Diagnostics",
@@ -52,7 +55,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel built from this checkout, as `pip wheel` builds it."""
     dist = tmp_path_factory.mktemp("dist")
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", dist, ROOT,
-        cwd=dist, timeout=60)
+        cwd=dist, timeout=300)
     (built,) = dist.glob("orderflow_plugin-*.whl")
     return built
 
@@ -112,3 +115,17 @@ def test_installed_wheel_demo_runs_the_bundled_faults_scenario_by_name(venv: Pat
     summary = json.loads(result.stdout.splitlines()[-1])
     assert summary["trades"] == 5000 and summary["reconnects"] == 1 and summary["gaps"] == 2, summary
     assert list(tmp_path.iterdir()) == []
+
+
+def test_wheel_is_compiled_for_this_platform_and_runs_compiled(wheel: Path, venv: Path, tmp_path: Path) -> None:
+    """The wheel carries each hot module compiled (a platform tag, the manifest) and the installed copy runs them."""
+    assert not wheel.name.endswith("-none-any.whl"), wheel.name  # a platform wheel: it holds compiled code
+    with zipfile.ZipFile(wheel) as archive:
+        files = set(archive.namelist())
+    for module in COMPILED:
+        assert any(name.startswith(f"orderflow_plugin/{module}.") and name.endswith(".so") for name in files), module
+        assert f"orderflow_plugin/{module}.py" in files  # the pure path, for ORDERFLOW_PURE=1
+    assert "orderflow_plugin/_compiled.txt" in files
+    code = "from orderflow_plugin import hotpath; print(hotpath.hot_path()); print(hotpath.loaded()[3].__file__)"
+    path, engine = run(venv / "bin" / "python", "-c", code, cwd=tmp_path, timeout=30).stdout.splitlines()
+    assert path.startswith("compiled") and engine.endswith(".so") and Path(engine).is_relative_to(venv), (path, engine)

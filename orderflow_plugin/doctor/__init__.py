@@ -24,6 +24,7 @@ from typing import Any
 import orderflow_plugin
 
 from ..config import Settings
+from ..hotpath import hot_path
 from ..options import Timeouts, from_table
 from ..plugins import plugins_from_settings
 from ..runwait import run_wait
@@ -153,7 +154,7 @@ def _install() -> Check:
     if installed != version:
         return Check("install", "WARN", 0.0, f"imported {version} from {module} but the installed metadata says "
                      f"{installed}", "a stale install: reinstall, or check which environment runs your bot")
-    return Check("install", "PASS", 0.0, f"orderflow-plugin {version} from {module}")
+    return Check("install", "PASS", 0.0, f"orderflow-plugin {version} from {module}; hot path {hot_path()}")
 
 
 def _plugins(settings: Settings) -> Check:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import engine, openbar, pipeline, sequencer, supervisor
+from .. import openbar, pipeline, sequencer, supervisor
 from . import network
 
 __all__ = ["PLANTS", "Plant", "planted"]
@@ -73,12 +73,11 @@ def _watchdog_after_first_trade() -> Callable[[], None]:
 
 def _fold_buy_into_sell() -> Callable[[], None]:
     fold = openbar.OpenBar.fold
-    exact = engine._EXACT
 
     def wrong_fold(self: Any, child: Any) -> None:
         fold(self, child)
-        self.buy_volume = exact.subtract(self.buy_volume, child.buy_volume)
-        self.sell_volume = exact.add(self.sell_volume, child.buy_volume)
+        self.buy_volume -= child.buy_volume  # integers of 10^-8 (fixed.py)
+        self.sell_volume += child.buy_volume
 
     return _patch(openbar.OpenBar, "fold", wrong_fold)
 

@@ -1,0 +1,239 @@
+"""The fixed-point engine against the Decimal engine it replaced: every field of every output, equal.
+
+The reference is tests/decimal_engine.py, the engine as it was before fixed-point integers. Both take
+the same trades, timer ticks and snapshot requests; every bar, footprint level, whale and snapshot
+they return must be equal field by field, with the same types (a Decimal, never an int that merely
+compares equal), and, where every input has Binance's 8 decimals, written the same (``str``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orderflow_plugin import FlowEngine, Trade, bundled_tape, hotpath
+from orderflow_plugin.decode import Decoder
+from orderflow_plugin.fixed import LIMIT
+from orderflow_plugin.metrics import Bar
+
+from .conftest import ROOT
+from .decimal_engine import DecimalFlowEngine
+from .flowhelpers import TIMEOUT_FACTOR
+
+PACKAGED = Path(__file__).resolve().parents[1] / "orderflow_plugin" / "data"
+# The shared recordings: next to the repository as in tests/test_tape.py, or where ORDERFLOW_REAL_DATA says.
+SHARED = Path(os.environ.get("ORDERFLOW_REAL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "real")
+
+Op = tuple[str, Any]  # ("trade", Trade) | ("timer", trade time) | ("snapshot", None)
+
+
+def plain(value: Any, strict: bool) -> Any:
+    """``value`` as nested tuples that compare equal only when every field has the same type and value.
+
+    ``strict``: Decimals must also be written the same (trailing zeros included), but for zero: the Decimal
+    engine wrote ``0`` for a side with no trade and ``0E-8`` for a sum that came back to zero; the fixed-point
+    one writes ``0`` for both.
+    """
+    if isinstance(value, Decimal):
+        return ("Decimal", value, str(value) if strict and value else None)
+    if isinstance(value, msgspec.Struct):
+        fields = tuple((name, plain(getattr(value, name), strict)) for name in value.__struct_fields__)
+        if isinstance(value, Bar):  # what users read off a bar, computed from its fields
+            fields += tuple((name, plain(getattr(value, name), strict)) for name in ("volume", "delta", "vwap",
+                                                                                   "imbalance", "trades_per_second"))
+            if value.footprint is not None:
+                fields += (("poc", plain(value.footprint.poc, strict)),
+                           ("value_area", plain(value.footprint.value_area, strict)))
+        return (type(value).__name__, fields)
+    if isinstance(value, (list, tuple)):
+        return tuple(plain(item, strict) for item in value)
+    if isinstance(value, dict):
+        return tuple((key, plain(item, strict)) for key, item in value.items())
+    return (type(value).__name__, value)
+
+
+def outputs(engine: Any, ops: Sequence[Op], strict: bool) -> Iterator[Any]:
+    """What ``engine`` returns for each of ``ops``, as :func:`plain` values (an error is an output too)."""
+    for kind, arg in ops:
+        try:
+            if kind == "trade":
+                result = engine.add(arg)
+            elif kind == "timer":
+                result = engine.close_until(arg)
+            else:
+                result = engine.snapshot()
+        except ArithmeticError as exc:
+            yield ("error", type(exc).__name__)
+            return
+        yield plain(result, strict)
+    yield plain([engine.buy_volume, engine.sell_volume, engine.buy_notional, engine.sell_notional, engine.cvd],
+                strict)
+
+
+def assert_same(ops: Sequence[Op], **options: Any) -> int:
+    """Run ``ops`` through both engines with ``options``; assert every output equal; return how many."""
+    trades = [arg for kind, arg in ops if kind == "trade"]
+    strict = all(t.price.as_tuple().exponent == -8 and t.qty.as_tuple().exponent == -8 for t in trades)
+    reference = DecimalFlowEngine("BTCUSDT", **options)
+    engine = FlowEngine("BTCUSDT", **options)
+    count = 0
+    for step, (want, got) in enumerate(zip(outputs(reference, ops, strict), outputs(engine, ops, strict),
+                                           strict=True)):
+        assert got == want, f"step {step}: {ops[step] if step < len(ops) else 'totals'}"
+        count += 1
+    return count
+
+
+def with_clock(trades: Sequence[Trade], every: int = 97) -> list[Op]:
+    """The trades, a timer tick at the last trade's time every ``every`` trades, a snapshot every 5 ticks."""
+    ops: list[Op] = []
+    for n, trade in enumerate(trades, start=1):
+        ops.append(("trade", trade))
+        if n % every == 0:
+            ops.append(("timer", trade.time + 1500))  # past the 1 s bar: the timer closes it, later trades revise
+            if n % (every * 5) == 0:
+                ops.append(("snapshot", None))
+    ops.append(("snapshot", None))
+    return ops
+
+
+def recorded_trades(path: Path) -> list[Trade]:
+    """Every aggTrade of one recording, decoded by the real decoder (frames) or read from REST rows."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        text = handle.read()
+    if path.suffix == ".json":  # REST aggTrades rows: the exchange's own decimal strings
+        return [Trade("X", r["a"], Decimal(r["p"]), Decimal(r["q"]), r["f"], r["l"], r["T"],
+                      "sell" if r["m"] else "buy") for r in json.loads(text)]
+    decoder = Decoder("usdm" if "perp" in path.name or "usdm" in path.name else "spot")
+    frames = (line[line.index("{"):] for line in text.splitlines() if '"aggTrade"' in line)
+    return [t for t in map(decoder.decode, frames) if type(t) is Trade]
+
+
+def real_tapes() -> list[tuple[str, list[Trade]]]:
+    """The bundled tapes, and the shared recordings that carry aggTrades as exact decimal strings."""
+    tapes = [("bundled-csv", list(bundled_tape().trades()))]
+    tapes += [(path.name.split("_aggTrade")[0], recorded_trades(path)) for path in sorted(PACKAGED.glob("*.jsonl.gz"))]
+    if SHARED.is_dir():
+        # Not the ccxt and volume-spike files: their prices are JSON floats, not the exchange's text.
+        names = ["cryptofeed_binance_aggTrade_ws_frames.tsv", "polysim_spot_aggTrade_BTCUSDT_2026-07-18_ws_frames.jsonl",
+                 "polysim_perp_aggTrade_BTCUSDT_2026-07-18_ws_frames.jsonl",
+                 "rest_spot_BTCUSDT_aggTrades_2021-10-22_10rows.json", "rest_usdm_CLUSDT_aggTrades_2026-05-01_1000.json"]
+        tapes += [("shared-" + name.split(".")[0], recorded_trades(SHARED / name)) for name in names]
+        csv = SHARED / "spot_BTCUSDT-aggTrades-2026-01-01_first5000.csv"
+        from orderflow_plugin.tape import load_tape
+        tapes.append(("shared-csv", list(load_tape(csv).trades())))
+    return tapes
+
+
+TAPES = real_tapes()
+CONFIGS = {
+    "defaults": {},
+    "odd-windows": {"windows": ("1s", "3s", "7s", "1m", "2m"), "footprint_tick": "0.5", "whale_percentile": 50.0,
+                    "whale_window": 20, "whale_notional": "1000"},
+    "fine-tick": {"windows": ("1s", "1h"), "footprint_tick": "0.00000001", "whale_notional": None},
+}
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=list(CONFIGS))
+@pytest.mark.parametrize("name,trades", TAPES, ids=[name for name, _ in TAPES])
+def test_real_tapes_give_the_same_outputs(name: str, trades: list[Trade], config: str) -> None:
+    """Every recorded tape: the fixed-point engine's outputs equal the Decimal engine's, field by field."""
+    assert trades, f"{name}: no trades read"
+    assert assert_same(with_clock(trades), **CONFIGS[config]) > len(trades)
+
+
+def test_shared_recordings_are_found_where_the_repository_sits() -> None:
+    """Next to a checkout of the project the shared recordings are compared too (CI may not have them)."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is not present")
+    assert any(name.startswith("shared-") for name, _ in TAPES)
+
+
+UNITS = st.one_of(st.integers(1, 10**13), st.integers(LIMIT - 1000, LIMIT - 1), st.sampled_from([1, 10, 10**8]))
+QTY = st.one_of(st.integers(0, 10**10), st.integers(LIMIT - 10, LIMIT - 1), st.sampled_from([0, 1, 99_999_999]))
+STEP = st.one_of(st.just(0), st.integers(0, 1500), st.integers(-4000, 0), st.integers(0, 400_000))
+TRADE = st.tuples(UNITS, QTY, STEP, st.booleans(), st.integers(1, 5), st.booleans(), st.sampled_from(["", "t", "s"]))
+WINDOWS = [("1s",), ("1s", "1m", "5m"), ("1s", "5s"), ("2s", "3s", "6s"), ("1m",), ("1s", "1m", "1h", "1d"),
+           ("1s", "3s", "7s")]
+
+
+def written(units: int, plain_digits: bool) -> Decimal:
+    """``units`` as a Decimal with 8 decimals, or with its trailing zeros dropped (as USD-M writes prices)."""
+    text = f"{units // 10**8}.{units % 10**8:08d}"
+    if plain_digits:
+        text = text.rstrip("0").removesuffix(".")
+    return Decimal(text)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    trades=st.lists(TRADE, min_size=1, max_size=120),
+    windows=st.sampled_from(WINDOWS),
+    tick=st.sampled_from([None, "10", "0.5", "0.00000001", "1000000"]),
+    whale=st.sampled_from([None, "100000", "0.0000000000000001", "1.23456789"]),
+    percentile=st.sampled_from([None, 50.0, 99.9]),
+    ranked=st.sampled_from([1, 7, 30]),
+)
+def test_generated_tapes_give_the_same_outputs(trades: list[tuple[int, int, int, bool, int, bool, str]],
+                                               windows: tuple[str, ...], tick: str | None, whale: str | None,
+                                               percentile: float | None, ranked: int) -> None:
+    """Extreme prices and quantities, 8-decimal edges, bursts in one ms, late trades, every window set: equal."""
+    time = 1_700_000_000_000
+    ops: list[Op] = []
+    for n, (price, qty, step, buy, count, short, then) in enumerate(trades):
+        time = max(0, time + step)
+        ops.append(("trade", Trade("BTCUSDT", n, written(price, short), written(qty, short), 10 * n,
+                                   10 * n + count - 1, time, "buy" if buy else "sell")))
+        if then == "t":
+            ops.append(("timer", time + step % 2000))
+        elif then == "s":
+            ops.append(("snapshot", None))
+    assert_same(ops, windows=windows, footprint_tick=tick, whale_notional=whale, whale_percentile=percentile,
+                whale_window=ranked)
+
+
+def test_a_trade_that_does_not_fit_is_refused_naming_it_and_the_engine_goes_on() -> None:
+    """A price with 9 decimals: FixedPointError naming the trade; the engine's state is untouched."""
+    engine = FlowEngine("BTCUSDT")
+    good = Trade("BTCUSDT", 1, Decimal("100.5"), Decimal("2"), 1, 1, 1_000, "buy")
+    engine.add(good)
+    bad = Trade("BTCUSDT", 2, Decimal("100.123456789"), Decimal("1"), 2, 2, 1_001, "buy")
+    with pytest.raises(ArithmeticError, match=r"BTCUSDT trade 2: 100\.123456789 has more than 8 decimals"):
+        engine.add(bad)
+    assert engine.trades == 1 and engine.buy_volume == 2 and engine.last is good
+
+
+def test_the_checkout_runs_the_compiled_path() -> None:
+    """`make` compiles the hot modules (hatch_build.py): the suite runs them compiled unless told otherwise."""
+    if "ORDERFLOW_PURE" in hotpath.hot_path():  # decided at import: tests/conftest.py clears ORDERFLOW_ variables
+        assert not hotpath.is_compiled()
+        return
+    assert hotpath.is_compiled(), hotpath.hot_path()
+    assert all(Path(module.__file__ or "").suffix == ".so" for module in hotpath.loaded())
+
+
+@pytest.mark.timeout(600 * TIMEOUT_FACTOR)
+def test_the_other_path_passes_the_same_tests() -> None:
+    """These tests and 200 simulation seeds, in a process on the other path (pure if this one is compiled)."""
+    env = {**os.environ, "ORDERFLOW_PURE": "1" if hotpath.is_compiled() else "0"}
+    if not hotpath.is_compiled() and "ORDERFLOW_PURE" not in hotpath.hot_path():
+        pytest.skip(f"there is no other path: {hotpath.hot_path()}")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         str(ROOT / "tests" / "test_simtest.py") + "::test_unplanted_harness_passes_200_seeds",
+         "-k", "not test_the_other_path"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=540 * TIMEOUT_FACTOR)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
