@@ -212,8 +212,8 @@ async def test_killed_at_random_and_run_again(world, tmp_path, seed) -> None:
             process.kill()
             await process.wait()
             kills += 1
-        if trades_dir.exists():
-            ids = _ids(tmp_path)
+        if trades_dir.exists() and any(not p.name.startswith(".") for p in trades_dir.iterdir()):
+            ids = _ids(tmp_path)  # a run killed before its first day's file leaves the folder empty: nothing to read
             assert len(ids) == len(set(ids))
     process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL)
     assert await asyncio.wait_for(process.wait(), 60 * TIMEOUT_FACTOR) == 0

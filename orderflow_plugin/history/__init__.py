@@ -6,7 +6,7 @@
     result = await history(["BTCUSDT"], date(2025, 11, 1), date(2025, 11, 30), Path("store"))
     print(result.summary())
 
-Needs pyarrow (``pip install orderflow-plugin[history]``).
+Needs pyarrow (``pip install 'orderflow-plugin[history]'``).
 """
 
 from .plan import ArchiveFile, HistoryError, parse_day, plan
