@@ -100,22 +100,26 @@ async def test_a_consumer_group_a_failover_lost_is_made_again_where_it_left_off(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("refill", [True, False], ids=["refill", "no-refill"])
-async def test_three_failovers_under_load_lose_and_repeat_nothing(refill: bool, orderflow_sim_factory: Any,
-                                                                  tmp_path: Path) -> None:
+@pytest.mark.parametrize("refill, window", [(True, None), (True, 5), (False, None)],
+                         ids=["refill", "refill-over-rest", "no-refill"])
+async def test_three_failovers_under_load_lose_and_repeat_nothing(refill: bool, window: int | None,
+                                                                  orderflow_sim_factory: Any, tmp_path: Path) -> None:
     """A primary, a replica and a Sentinel; the primary SIGKILLed three times under load after its replication link
-    broke: Redis ends equal to the tape, :gaps empty, and the fan-out bot got every id once, in order. Without the
-    re-fill (refill_window 0) the same drill loses trades: the drill can fail."""
+    broke: Redis ends equal to the tape, :gaps empty, and the fan-out bot got every id once, in order; with a
+    refill_window of 5 what the collectors no longer hold is fetched over REST. Without the re-fill
+    (refill_window 0) the same drill loses trades: the drill can fail."""
     seed = int(os.environ.get("DRILL_SEED", random.randrange(1_000_000)))
     sim = await orderflow_sim_factory(bundled_tape(), pace=Pace(rate=100))  # 5,000 real trades in 50 s
-    result = await failover_drill(sim, tmp_path, seed=seed, failovers=3, lag=1.0, refill=refill)
+    result = await failover_drill(sim, tmp_path, seed=seed, failovers=3, lag=1.0, refill=refill, refill_window=window)
     logs = "\n".join(p.read_text()[-2000:] for p in sorted(tmp_path.glob("collector*.log")))
     summary = (f"DRILL_SEED={seed}: kills {result.kills}, failovers {result.failovers}, missing {len(result.missing)}, "
-               f"duplicated {result.duplicated}, gaps {result.gaps_recorded}, refilled {result.refilled}")
+               f"duplicated {result.duplicated}, gaps {result.gaps_recorded}, refilled {result.refilled}, "
+               f"refetched {result.refetched}")
     assert result.kills == 3, summary
     if refill:
         assert result.ok, f"{summary}\n{logs}"
         assert result.refilled > 0, summary  # the kills did lose acknowledged writes, and they were written again
+        assert (result.refetched > 0) == (window is not None), summary  # over REST only beyond a small window
         assert set(result.consumer_sources) == {"live"}, result.consumer_sources
     else:
         assert result.missing and result.gaps_recorded, summary

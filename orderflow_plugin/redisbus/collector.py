@@ -83,6 +83,8 @@ async def collect(settings: Settings, url: str, *, name: str = "", duration: flo
     flow.plugins.register(publisher, name="redis-collector")
     progress = _Progress(publisher, flow)
     async with flow:
+        if publisher.writer is not None and flow.backfiller is not None:
+            publisher.writer.refetch = flow.backfiller.fetch  # a failover's loss older than refill_window: REST
         while not stop.is_set() and publisher.failure is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)

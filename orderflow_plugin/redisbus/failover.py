@@ -37,7 +37,8 @@ class FailoverResult(DrillResult):
     gaps_recorded: int = 0  # entries in the symbols' :gaps streams
     consumed: list[int] = field(default_factory=list)
     consumer_sources: dict[str, int] = field(default_factory=dict)
-    refilled: int = 0  # what the collectors wrote again (from their logs)
+    refilled: int = 0  # what the collectors wrote again from memory (from their logs)
+    refetched: int = 0  # what they fetched again over REST, older than their refill_window (from their logs)
     last_played: int = -1
     consumer_in_order: bool = True  # everything the bot got, the ids past the last played one included
 
@@ -99,6 +100,7 @@ async def _until(predicate: Any, timeout: float, what: str) -> None:
 
 async def failover_drill(simulator: Simulator, workdir: Path, *, seed: int, failovers: int = 3, collectors: int = 2,
                          every: tuple[float, float] = (2.0, 4.0), lag: float = 0.67, refill: bool = True,
+                         refill_window: int | None = None,
                          hole_wait: float = 2.0, duration: float = 0.0, settle: float = 60.0) -> FailoverResult:
     """Kill the primary ``failovers`` times while ``collectors`` write ``simulator``'s tape through Sentinel."""
     from ..stream import OrderFlow
@@ -119,6 +121,8 @@ async def failover_drill(simulator: Simulator, workdir: Path, *, seed: int, fail
         env = {"ORDERFLOW_HOOKS__REDIS__HOLE_WAIT": str(hole_wait)}
         if not refill:
             env["ORDERFLOW_HOOKS__REDIS__REFILL_WINDOW"] = "0"
+        elif refill_window is not None:
+            env["ORDERFLOW_HOOKS__REDIS__REFILL_WINDOW"] = str(refill_window)
         argv = ["--to", sentinel.url, "--ws-url", simulator.ws_url, "--rest-url", simulator.rest_url,
                 *(a for s in symbols for a in ("--symbol", s))]
         if simulator.market != "spot":
@@ -191,7 +195,8 @@ async def failover_drill(simulator: Simulator, workdir: Path, *, seed: int, fail
     result.consumed = [number for number in bot.ids if number <= result.last_played]
     result.consumer_in_order = all(a < b for a, b in zip(bot.ids, bot.ids[1:], strict=False))
     result.consumer_sources = dict(bot.sources)
-    result.refilled = sum(_refilled(member.log) for member in crew)
+    result.refilled = sum(_counted(member.log, r"writing (\d+) trades again") for member in crew)
+    result.refetched = sum(_counted(member.log, r"fetched again over REST \((\d+) trades\)") for member in crew)
     result.seconds = time.monotonic() - began
     return result
 
@@ -221,10 +226,10 @@ async def _answers(node: RedisServer) -> bool:
         await client.aclose()
 
 
-def _refilled(log: Path) -> int:
-    """Trades a collector wrote again after a failover, from its log lines."""
+def _counted(log: Path, pattern: str) -> int:
+    """The sum of the numbers ``pattern`` finds in a collector's log lines."""
     import re
 
     with contextlib.suppress(OSError):
-        return sum(int(n) for n in re.findall(r"writing (\d+) trades again", log.read_text(errors="replace")))
+        return sum(int(n) for n in re.findall(pattern, log.read_text(errors="replace")))
     return 0

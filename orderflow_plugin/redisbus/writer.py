@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..errors import OrderFlowError
@@ -100,9 +100,13 @@ class StreamWriter:
         self._unreplicated_since: float | None = None
         self.confirmed: dict[str, int] = {}
         self.recent: dict[str, deque[tuple[int, bytes]]] = {}
+        # Where a loss older than the window comes from: ``await refetch(symbol, first, last)`` gives those trades
+        # (a collector passes its stream's REST backfill); None leaves such a loss to wait like any hole.
+        self.refetch: Callable[[str, int, int], Awaitable[list[Trade]]] | None = None
+        self._refetch: list[tuple[str, int, int]] = []
         self.counters = dict.fromkeys(("written", "duplicates", "gaps", "dropped", "entries_written",
                                        "entries_duplicate", "redis_errors", "failovers", "refilled",
-                                       "unreplicated"), 0)
+                                       "refetched", "unreplicated"), 0)
         self._retry_at: dict[str, float] = {}
         # Why this writer can't go on (a queue past max_pending, a fault retrying won't fix): collectors exit on it.
         self.failure: BaseException | None = None
@@ -251,6 +255,8 @@ class StreamWriter:
                 raise result
             if symbol not in stalled and self._appended(symbol, result, force, now):
                 stalled.add(symbol)
+        if self._refetch:
+            await self._fetch_lost()
         for _entry, result in zip(entries, results[len(batches):], strict=True):
             if isinstance(result, Exception) and not self._client.is_duplicate(result):
                 raise result  # kept at the front of the queue, for the next round
@@ -325,11 +331,36 @@ class StreamWriter:
         self.counters["failovers"] += 1
         self.counters["refilled"] += len(again)
         first_again = again[0][0] if again else held + 1
-        short = f"; {top + 1}..{first_again - 1} are older than the last {self.refill_window:,} kept, and wait " \
-                "for another collector like any hole" if first_again > top + 1 else ""
+        short = ""
+        if first_again > top + 1:
+            if self.refetch is not None:
+                self._refetch.append((symbol, top + 1, first_again - 1))
+                short = f"; {top + 1}..{first_again - 1}, older than the last {self.refill_window:,} kept, from REST"
+            else:
+                short = f"; {top + 1}..{first_again - 1} are older than the last {self.refill_window:,} kept, and " \
+                        "wait for another collector like any hole"
         logger.warning("redis %s: %s ends at %d in Redis, but held up to %d before: writes were lost (a failover "
                        "promoted a replica that had not received them); writing %d trades again from memory%s",
                        self.url, symbol, top, held, len(again), short)
+        self._wake.set()
+
+    async def _fetch_lost(self) -> None:
+        """Fetch what a failover lost beyond the window (over REST), to be written before what was kept."""
+        asked, self._refetch = self._refetch, []
+        assert self.refetch is not None
+        for symbol, first, last in asked:
+            try:
+                trades = await self.refetch(symbol, first, last)
+            except Exception as exc:  # the hole then waits like any other, and is recorded if nobody fills it
+                logger.error("redis %s: %s %d..%d could not be fetched to write again: %s", self.url, symbol, first,
+                             last, exc)
+                continue
+            items = [(trade.id, trade_payload(trade)) for trade in trades if first <= trade.id <= last]
+            self.pending[symbol].extendleft(reversed(items))
+            self.counters["refilled"] += len(items)
+            self.counters["refetched"] += len(items)
+            logger.warning("redis %s: %s %d..%d fetched again over REST (%d trades) to write after the failover",
+                           self.url, symbol, first, last, len(items))
         self._wake.set()
 
     def _failed(self, exc: BaseException) -> None:
