@@ -118,8 +118,10 @@ async def test_three_failovers_under_load_lose_and_repeat_nothing(refill: bool, 
     assert result.kills == 3, summary
     if refill:
         assert result.ok, f"{summary}\n{logs}"
-        assert result.refilled > 0, summary  # the kills did lose acknowledged writes, and they were written again
-        assert (result.refetched > 0) == (window is not None), summary  # over REST only beyond a small window
+        # The kills did lose acknowledged writes, and they were written again: from memory, else over REST (all of
+        # it over REST with a window of 5).
+        assert result.refilled + result.refetched > 0, summary
+        assert window is None or result.refetched > 0, summary
         assert set(result.consumer_sources) == {"live"}, result.consumer_sources
     else:
         assert result.missing and result.gaps_recorded, summary
