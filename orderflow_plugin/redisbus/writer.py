@@ -333,7 +333,7 @@ class StreamWriter:
         first_again = again[0][0] if again else held + 1
         short = ""
         if first_again > top + 1:
-            if self.refetch is not None:
+            if self.refetch is not None and self.refill_window:  # refill_window 0 turns the re-fill off
                 self._refetch.append((symbol, top + 1, first_again - 1))
                 short = f"; {top + 1}..{first_again - 1}, older than the last {self.refill_window:,} kept, from REST"
             else:
