@@ -183,6 +183,10 @@ class Backfiller:
                     continue
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # the client's own bug under a rare interleaving (anyio+uvloop+TLS raised
+                # AttributeError on a socket closed mid-request): another try, never a hole given up at once
+                problem = f"the HTTP client raised {type(exc).__name__}: {exc}"
+                logger.warning("%s: REST request for %s raised %r; trying again", symbol, what, exc)
             else:
                 self.requests += 1
                 status = response.status_code

@@ -8,6 +8,7 @@ import re
 import time
 from dataclasses import replace
 
+import httpx
 import pytest
 
 from orderflow_plugin import Sequencing, StreamError, bundled_tape
@@ -433,3 +434,36 @@ async def test_a_long_hole_is_fetched_and_delivered_a_chunk_at_a_time(orderflow_
     assert chunks == [(FIRST + 100, FIRST + 10_099, 10_000), (FIRST + 10_100, FIRST + 12_099, 2_000)]
     assert len(events.of("on_gap")) == 1
     assert_nothing_lost(events, sim)
+
+
+class _RaisesOnce(httpx.AsyncBaseTransport):
+    """The real loopback transport, but its first request raises what anyio raised once under uvloop and TLS."""
+
+    def __init__(self) -> None:
+        self.real = httpx.AsyncHTTPTransport()
+        self.raised = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self.raised:
+            self.raised += 1
+            raise AttributeError("'NoneType' object has no attribute 'getpeername'")
+        return await self.real.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+
+
+async def test_a_client_bug_mid_request_is_retried_not_a_lost_hole(orderflow_sim_factory) -> None:
+    """An exception from inside the HTTP client that is not an httpx error is one failed try: the hole still fills."""
+    sim = await orderflow_sim_factory(pace=Pace(asap=True))
+    async with connect(sim) as ws:
+        await recv_ids(ws, 200)
+    transport = _RaisesOnce()
+    client = httpx.AsyncClient(transport=transport)
+    backfiller = Backfiller(sim.rest_url, client=client)
+    try:
+        trades = await backfiller.fetch("BTCUSDT", FIRST, FIRST + 99)
+    finally:
+        await client.aclose()
+    assert transport.raised == 1
+    assert [t.id for t in trades] == list(range(FIRST, FIRST + 100))
