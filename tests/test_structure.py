@@ -1,4 +1,4 @@
-"""The package's shape, read from its source with ``ast``: no import cycles, tests on public surfaces only."""
+"""The package's shape, read from its source: no import cycle, tests on public surfaces, every module documented."""
 
 from __future__ import annotations
 
@@ -207,3 +207,20 @@ def test_the_private_reach_finder_sees_each_kind(tmp_path: Path) -> None:
                       "    monkeypatch.setattr('orderflow_plugin.doctor._install', 1)\n")
     assert sorted(private_reaches(sample)) == ["blinker._utilities", "flow._spawn", "orderflow_plugin.doctor._install",
                                                "orderflow_plugin.hotpath._choose", "setattr('_check')"]
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def documented_modules() -> set[str]:
+    """The modules named in the first column of docs/architecture.md's module tables, as paths in the package."""
+    rows = (line for line in ARCHITECTURE.read_text().splitlines() if line.startswith("| `"))
+    return {row.split("`")[1] for row in rows if row.split("`")[1].endswith(".py")}
+
+
+def test_architecture_names_every_module() -> None:
+    """docs/architecture.md has a row for every module of the package, and none for a module that is gone."""
+    modules = {str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")}
+    documented = documented_modules()
+    assert not modules - documented, f"add to docs/architecture.md's module tables: {sorted(modules - documented)}"
+    assert not documented - modules, f"gone, drop from docs/architecture.md: {sorted(documented - modules)}"
