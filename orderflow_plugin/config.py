@@ -25,19 +25,20 @@ import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dynaconf import Dynaconf, ValidationError, Validator
 
 from .errors import SettingsError
 from .rules import MOVED, RULES, Rule
 
-if TYPE_CHECKING:
-    from .stream import OrderFlow
-
-__all__ = ["ENVIRONMENTS", "Settings", "SettingsError", "default_settings_file", "load_settings"]
+__all__ = ["ENTRY_POINT_GROUP", "ENVIRONMENTS", "Settings", "SettingsError", "StreamFacts", "default_settings_file",
+           "load_settings"]
 
 ENVIRONMENTS = ("development", "testing", "production")
+# Where installed plugins are found (plugins.py loads them); here, so that settings can check
+# ``hooks.<name>`` tables against them without importing plugins.py, which imports this module.
+ENTRY_POINT_GROUP = "orderflow_plugin"
 ENV_PREFIX = "ORDERFLOW"
 # Keys dynaconf or our own loader consume; they are not settings.
 _NOT_SETTINGS = {"LOAD_DOTENV", "ENV", "SETTINGS_FILES", "PURE"}  # ORDERFLOW_PURE: hotpath.py
@@ -47,6 +48,22 @@ _OPEN_TABLES = ("hooks",)
 _TOP_LEVEL_NAMES = {rule.key.split(".", 1)[0] for rule in RULES} | set(_OPEN_TABLES)
 # OrderFlow's option groups, each mirrored by the settings table of the same name.
 _GROUP_TABLES = ("timeouts", "reconnect", "limits", "sequencing", "flow", "reporting")
+
+
+class StreamFacts(Protocol):
+    """What settings read of a built stream (an OrderFlow) to name what it really runs."""
+
+    symbols: tuple[str, ...]
+    market: str
+    ws_url: str
+    rest_url: str
+    transport: str
+    timeouts: Any  # the option groups: one frozen dataclass each (options.py), written as their tables
+    reconnect: Any
+    limits: Any
+    sequencing: Any
+    flow: Any
+    reporting: Any
 
 
 class Settings(Mapping[str, Any]):
@@ -69,7 +86,7 @@ class Settings(Mapping[str, Any]):
         self.sources = tuple(sources)
 
     @classmethod
-    def defaults_for(cls, flow: OrderFlow) -> Settings:
+    def defaults_for(cls, flow: StreamFacts) -> Settings:
         """The settings of a stream built without them, for its ``on_startup``.
 
         The packaged defaults (their ``[default]`` tables only: no user file, no ``ORDERFLOW_``
@@ -84,7 +101,7 @@ class Settings(Mapping[str, Any]):
         _write_stream(data, flow)
         return cls(data, "development", [str(path), "the OrderFlow(...) arguments"])
 
-    def as_run_by(self, flow: OrderFlow) -> Settings:
+    def as_run_by(self, flow: StreamFacts) -> Settings:
         """These settings with what ``flow`` really runs written over them: its symbols, market, URLs and groups.
 
         ``OrderFlow.from_settings(settings, symbols=[...])`` hands these to ``on_startup``, so a plugin (and the
@@ -313,8 +330,6 @@ def _misspelt_plugin(name: str, tables: set[str], data: Mapping[str, Any]) -> li
         return []  # a third-party plugin's table: passed through untouched
     import importlib.metadata
 
-    from .plugins import ENTRY_POINT_GROUP
-
     plugins = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
     folders = data.get("plugins", {}).get("hooks_dirs", [])
     plugins.update(path.stem for folder in folders if isinstance(folder, str) for path in Path(folder).glob("*.py"))
@@ -332,7 +347,7 @@ def _dotted_keys(data: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
             yield dotted
 
 
-def _write_stream(data: dict[str, Any], flow: OrderFlow) -> None:
+def _write_stream(data: dict[str, Any], flow: StreamFacts) -> None:
     """Write ``flow``'s symbols, market, connector and option groups over the plain settings ``data``."""
     _merge(data, {"symbols": list(flow.symbols), "market": flow.market,
                   "connector": {"ws_url": flow.ws_url, "rest_url": flow.rest_url, "transport": flow.transport}})

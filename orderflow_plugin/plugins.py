@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import hookspecs
+from .config import ENTRY_POINT_GROUP
 from .errors import PluginLoadError
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["ENTRY_POINT_GROUP", "HOOK_NAMES", "ImplCaller", "PluginManager", "disabled_in", "load_plugins",
            "plugin_manager", "plugins_from_settings"]
 
-ENTRY_POINT_GROUP = "orderflow_plugin"
 HOOK_NAMES = frozenset(
     name for name, value in vars(hookspecs).items() if name.startswith("on_") and inspect.isfunction(value)
 )

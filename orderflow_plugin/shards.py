@@ -13,25 +13,27 @@ import contextlib
 import logging
 import math
 import random
+import ssl
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Coroutine, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .actions import Connect, Retire
 from .diagnostics import task_stack
 from .errors import Stalled, StreamError
 from .loopclock import loop_time
-from .supervisor import Supervisor
+from .options import Limits, Reconnect, Reporting, Timeouts
+from .pipeline import Pipeline
+from .supervisor import OpenLimiter, Supervisor
 from .symbols import stream_name
 from .transport import STAGES, WsConnection, open_connection
 
-if TYPE_CHECKING:
-    from .stream import OrderFlow
-
-__all__ = ["Shard", "ShardSupervision", "chunks"]
+__all__ = ["QuietJudge", "Shard", "ShardSupervision", "chunks"]
 
 logger = logging.getLogger("orderflow_plugin.stream")
+
+Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 
 
 @dataclass
@@ -60,10 +62,90 @@ def chunks(symbols: tuple[str, ...], size: int) -> list[tuple[str, ...]]:
     return [symbols[k : k + size] for k in range(0, len(symbols), size)]
 
 
-class ShardSupervision:
-    """OrderFlow's shard tasks (a mixin: it runs on the stream's options, pipeline and dispatcher)."""
+class QuietJudge(Protocol):
+    """The first_message stage's judgement of a connection that has sent no trade yet (:mod:`.silence`)."""
 
-    async def _supervise(self: OrderFlow, shard: Shard) -> None:
+    async def baseline(self, shard: Shard, connection: WsConnection) -> None:
+        """Half way through the stage: note what REST shows now."""
+
+    async def quiet_market(self, shard: Shard, connection: WsConnection) -> bool:
+        """At the stage's deadline: True for a quiet market (the connection stays)."""
+
+
+class ShardSupervision:
+    """The stream's shard tasks: each opens the connections its Supervisor asks for, and tells it how they went.
+
+    Its dependencies are passed in: the options, the pipeline that connections feed, ``emit`` (hooks),
+    ``spawn`` (a task the stream keeps and stops), ``running`` (whether the stream still runs) and
+    ``quiet`` (the first_message judgement). ``live`` holds every socket not yet ended, even half-open.
+    """
+
+    def __init__(self, symbols: tuple[str, ...], streams_per_connection: int, *, ws_url: str, reader: str,
+                 ssl_context: ssl.SSLContext | None, timeouts: Timeouts, reconnect: Reconnect, limits: Limits,
+                 reporting: Reporting, pipeline: Pipeline, counters: dict[str, int], emit: Callable[..., None],
+                 spawn: Spawn, running: Callable[[], bool], quiet: QuietJudge, rest: bool) -> None:
+        self.ws_url = ws_url
+        self.reader = reader
+        self.ssl_context = ssl_context
+        self.timeouts, self.reconnect, self.limits, self.reporting = timeouts, reconnect, limits, reporting
+        self.pipeline = pipeline
+        self.counters = counters
+        self._emit = emit
+        self._spawn = spawn
+        self._running = running
+        self._quiet = quiet
+        self._rest = rest  # REST answers: a connection waiting for its first trade is judged over it
+        self._limiter = OpenLimiter(reconnect.connections_per_5min)
+        self.live: set[WsConnection] = set()
+        self.shards = [Shard(i + 1, group, self._machine(i + 1, group))
+                       for i, group in enumerate(chunks(symbols, streams_per_connection))]
+
+    def __iter__(self) -> Iterator[Shard]:
+        return iter(self.shards)
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def start(self) -> None:
+        """Start one task per shard (on the running loop)."""
+        for shard in self.shards:
+            shard.task = self._spawn(self._supervise(shard), f"orderflow shard {shard.number}")
+        if self.shards and self.reporting.stage_warning > 0:
+            self._spawn(self._watch_stages(), "orderflow stage monitor")
+
+    def stop(self) -> None:
+        """Stop every shard's machine (its tasks end with the stream's)."""
+        for shard in self.shards:
+            shard.machine.stop()
+
+    def all_failed(self) -> bool:
+        """Every connection gave up (max_attempts): nothing streams or retries."""
+        return bool(self.shards) and all(shard.machine.state == "failed" for shard in self.shards)
+
+    def health(self, now: float) -> list[dict[str, Any]]:
+        """Each connection's entry of ``health()``."""
+        return [self._connection_health(shard, now) for shard in self.shards]
+
+    def rotate(self, connection: Hashable) -> None:
+        """Replace ``connection`` (the exchange announced its end): its shard's machine opens the next one."""
+        for shard in self.shards:
+            if shard.machine.connection is connection:
+                self.tell(shard, lambda shard=shard: shard.machine.rotate(connection, loop_time()))
+
+    def close_unlisted(self, unlisted: Collection[str]) -> None:
+        """End for good each shard serving only symbols not listed: its machine, task, attempts and connections."""
+        for shard in self.shards:
+            if set(shard.symbols) <= set(unlisted):
+                error = StreamError(f"{', '.join(shard.symbols)}: not listed on Binance; connection closed",
+                                    url=self.ws_url, stage="symbols")
+                shard.machine.stop()
+                shard.machine.last_error = error
+                for task in [*shard.opens, *([shard.task] if shard.task is not None else [])]:
+                    task.cancel()
+                for connection in list(shard.live):
+                    connection.fail(error)
+
+    async def _supervise(self, shard: Shard) -> None:
         """Run the shard until stop(): whatever else ends it is reported with its traceback, and it starts again."""
         restarts = 0
         while True:
@@ -94,10 +176,10 @@ class ShardSupervision:
                 delay = random.uniform(0, min(r.backoff_max, r.backoff_initial * r.backoff_factor ** restarts))
                 await asyncio.sleep(delay)
 
-    async def _drive(self: OrderFlow, shard: Shard) -> None:
+    async def _drive(self, shard: Shard) -> None:
         """Carry out the shard's state machine: its actions now, its next tick at its deadline or on news."""
         self._carry_out(shard, shard.machine.start(loop_time()))
-        while self._state == "running":
+        while self._running():
             machine = shard.machine
             if machine.state == "failed" and not shard.opens:
                 return
@@ -113,7 +195,7 @@ class ShardSupervision:
                 raise crash
             self._carry_out(shard, machine.tick(loop_time()))
 
-    def _tell(self: OrderFlow, shard: Shard, news: Callable[[], list[Any]]) -> None:
+    def tell(self, shard: Shard, news: Callable[[], list[Any]]) -> None:
         """Give the machine news from another task or a callback; a bug it meets is raised in the shard's task,
         so the shard is reported and started again, never left waiting for news that will not come."""
         try:
@@ -124,11 +206,11 @@ class ShardSupervision:
             return
         self._carry_out(shard, actions)
 
-    def _machine(self: OrderFlow, number: int, symbols: tuple[str, ...]) -> Supervisor:
+    def _machine(self, number: int, symbols: tuple[str, ...]) -> Supervisor:
         return Supervisor(number, symbols, self.ws_url, self.reconnect, event=self._emit, limiter=self._limiter,
                           counters=self.counters)
 
-    def _carry_out(self: OrderFlow, shard: Shard, actions: list[Any]) -> None:
+    def _carry_out(self, shard: Shard, actions: list[Any]) -> None:
         for action in actions:
             if type(action) is Connect:
                 task = self._spawn(self._open(shard, action), f"orderflow open {shard.number}")
@@ -138,7 +220,7 @@ class ShardSupervision:
                 self._spawn(self._retire(action.connection), f"orderflow retire {shard.number}")
         shard.wake.set()
 
-    async def _open(self: OrderFlow, shard: Shard, action: Connect) -> None:
+    async def _open(self, shard: Shard, action: Connect) -> None:
         """One Connect: open stage by stage; the machine hears how it went."""
         machine = shard.machine
         logger.info("%s to %s for %s (%s)", "reconnecting" if machine.connects else "connecting", self.ws_url,
@@ -147,15 +229,15 @@ class ShardSupervision:
             connection = await open_connection(
                 f"{self.ws_url}/stream", shard.streams, self.pipeline.receive, deadlines=self.timeouts,
                 max_size=self.limits.max_size, ssl_context=self.ssl_context,
-                on_stage=lambda c, shard=shard: self._on_stage(shard, c), reader=self.transport,
-                quiet=lambda c, shard=shard: self._quiet_market(shard, c),
+                on_stage=lambda c, shard=shard: self._on_stage(shard, c), reader=self.reader,
+                quiet=lambda c, shard=shard: self._quiet.quiet_market(shard, c),
             )
         except StreamError as exc:
             opening, shard.opening = shard.opening, None
             exc.stack = (opening.stack if opening is not None and opening.stack
                          else "".join(traceback.format_tb(exc.__traceback__)).rstrip())
             logger.warning("%s", exc)
-            self._tell(shard, lambda exc=exc: machine.open_failed(exc, loop_time()))
+            self.tell(shard, lambda exc=exc: machine.open_failed(exc, loop_time()))
             return
         shard.opening = None
         if self.timeouts.ping_interval > 0:
@@ -164,37 +246,42 @@ class ShardSupervision:
                     ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in connection.timings.items()))
         self._emit("on_connected", url=connection.url, stage_timings=dict(connection.timings))
         connection.done.add_done_callback(lambda _, c=connection: self._ended(shard, c))
-        self._tell(shard, lambda: machine.opened(connection, loop_time()))
+        self.tell(shard, lambda: machine.opened(connection, loop_time()))
 
-    def _ended(self: OrderFlow, shard: Shard, connection: WsConnection) -> None:
+    def _ended(self, shard: Shard, connection: WsConnection) -> None:
         error = connection.done.result()
         if isinstance(error, Stalled):
             error.stack = task_stack(shard.task)
         if shard.machine.connection is connection:  # not a retired one: its replacement already delivers
             self.pipeline.feed_lost(shard.symbols)
-        if self._state == "running":
-            self._tell(shard, lambda: shard.machine.ended(connection, error, loop_time()))
+        if self._running():
+            self.tell(shard, lambda: shard.machine.ended(connection, error, loop_time()))
 
-    async def _retire(self: OrderFlow, old: WsConnection) -> None:
+    async def _retire(self, old: WsConnection) -> None:
         await old.close(1000, "rotated", self.timeouts.close)
         self._emit("on_disconnected", url=old.url, code=1000, reason="rotated", error=None)
 
-    def _on_stage(self: OrderFlow, shard: Shard, connection: WsConnection) -> None:
+    def _on_stage(self, shard: Shard, connection: WsConnection) -> None:
         shard.opening = connection
         connection.task = asyncio.current_task()
-        if connection not in self._live:  # every socket, even half-open, is closed by stop()
-            self._live.add(connection)
+        if connection not in self.live:  # every socket, even half-open, is closed by stop()
+            self.live.add(connection)
             shard.live.add(connection)
-            connection.done.add_done_callback(lambda _, c=connection: (self._gone(c), shard.live.discard(c)))
-        if connection.stage == "first_message" and self.backfiller is not None:
-            connection.spawn(self._quiet_baseline(shard, connection))
+            connection.done.add_done_callback(lambda _, c=connection: self._gone(shard, c))
+        if connection.stage == "first_message" and self._rest:
+            connection.spawn(self._quiet.baseline(shard, connection))
 
-    async def _watch_stages(self: OrderFlow) -> None:
+    def _gone(self, shard: Shard, connection: WsConnection) -> None:
+        self.live.discard(connection)
+        shard.live.discard(connection)
+        self.pipeline.forget(connection)
+
+    async def _watch_stages(self) -> None:
         """Report a connect stage running past stage_warning x its deadline, with where it waits."""
         while True:
             await asyncio.sleep(0.1)
             now = loop_time()
-            for shard in self._shards:
+            for shard in self.shards:
                 connection = shard.opening
                 if connection is None or connection.stage not in STAGES or connection.warned == connection.stage:
                     continue
@@ -209,7 +296,7 @@ class ShardSupervision:
                 self._emit("on_stall", symbols=shard.symbols, silent_for=elapsed, stage=connection.stage,
                            stack=connection.stack)
 
-    def _connection_health(self: OrderFlow, shard: Shard, now: float) -> dict[str, Any]:
+    def _connection_health(self, shard: Shard, now: float) -> dict[str, Any]:
         """One connection's entry of health()."""
         # A stage clock only for a connection that is really opening or streaming, never a dead one's.
         machine = shard.machine

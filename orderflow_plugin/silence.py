@@ -11,32 +11,113 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
 
-from .backfill import BackfillFailed
+from .backfill import Backfiller, BackfillFailed
 from .errors import Stalled
 from .liveness import QUIET_CHECKS, TRADE_GRACE, no_new_trades
 from .loopclock import loop_time
+from .options import Sequencing, Timeouts
+from .pipeline import Pipeline
 from .shards import Shard
 from .transport import WsConnection
 
-if TYPE_CHECKING:
-    from .stream import OrderFlow
-
-__all__ = ["SilenceWatch"]
+__all__ = ["QuietAtConnect", "SilenceWatch"]
 
 logger = logging.getLogger("orderflow_plugin.stream")
 
 
+class QuietAtConnect:
+    """The first_message stage's judgement: a connection with no trade yet is a quiet market, or a dead stream.
+
+    Half way through the stage it notes REST's newest ids; at the deadline it asks again. Ids that did not
+    move mean a quiet market (the connection stays). What REST shows beyond the last delivered id is fetched.
+    """
+
+    def __init__(self, pipeline: Pipeline, backfiller: Backfiller | None, timeouts: Timeouts,
+                 listed: Mapping[str, str]) -> None:
+        self.pipeline = pipeline
+        self.backfiller = backfiller
+        self.timeouts = timeouts
+        self.listed = listed  # exchangeInfo's statuses, as the stream learns them
+
+    def _fill_tails(self, newest: dict[str, int | None]) -> None:
+        """Start fetching, for each symbol, what REST shows beyond the last delivered id (a look at connect)."""
+        now = loop_time()
+        for symbol, latest in newest.items():
+            if latest is not None:
+                self.pipeline.fill_tail(symbol, latest, now)
+
+    async def baseline(self, shard: Shard, connection: WsConnection) -> None:
+        """Half way through first_message with no trade yet (or at the silence deadline, if sooner): note
+        REST's newest ids, and fetch what they show beyond the last delivered ones (never raises)."""
+        shard.quiet_before = None
+        # As soon as the silence watch would look: trades REST has and we lack are not left for first_message.
+        deadlines = (self.pipeline.liveness.deadline(s) for s in shard.symbols)
+        await asyncio.sleep(min(self.timeouts.first_message / 2, *deadlines))
+        if connection.stage != "first_message" or self.backfiller is None:
+            return
+        try:
+            async with asyncio.timeout(self.timeouts.first_message / 2):
+                shard.quiet_before = await self._newest_ids(shard)
+        except Exception as exc:  # REST trouble, or a bug: the stage then fails at its deadline, as without
+            logger.warning("%s; cannot tell a quiet market from a dead stream", exc)
+            return
+        self._fill_tails(shard.quiet_before)
+
+    async def quiet_market(self, shard: Shard, connection: WsConnection) -> bool:
+        """At the first_message deadline: True when REST's newest ids did not move since half way (a quiet
+        market: the connection stays), False when they did or nobody can tell (the stage fails)."""
+        before, shard.quiet_before = shard.quiet_before, None
+        if before is None or self.backfiller is None:
+            return False
+        try:
+            async with asyncio.timeout(self.timeouts.rest):  # the stage is already past its deadline
+                after = await self._newest_ids(shard)
+        except (BackfillFailed, TimeoutError) as exc:
+            logger.warning("%s; cannot tell a quiet market from a dead stream", exc or "REST took too long")
+            return False
+        self._fill_tails(after)  # REST's newest ids against what was delivered, not only against the first look
+        if not no_new_trades(before, after):
+            await asyncio.sleep(TRADE_GRACE)  # a trade REST already shows may still be on its way to us
+            return False  # open_connection keeps the connection all the same if that trade came
+        for symbol, newest in after.items():  # the silence watch compares with these until a trade comes
+            if newest is not None:
+                self.pipeline.liveness.baseline[symbol] = newest
+        return True
+
+    async def _newest_ids(self, shard: Shard) -> dict[str, int | None]:
+        """REST's newest id of up to QUIET_CHECKS of the shard's symbols, asked at once."""
+        assert self.backfiller is not None
+        symbols = [s for s in shard.symbols if self.listed.get(s) != "unknown"][:QUIET_CHECKS]
+        return dict(zip(symbols, await asyncio.gather(*(self.backfiller.latest_id(s) for s in symbols)), strict=True))
+
 
 class SilenceWatch:
-    """OrderFlow's silence checks (a mixin: it runs on the stream's pipeline, shards and backfiller)."""
+    """The streaming silence checks of the stream's shards, over its pipeline and REST.
 
-    def silence_deadline(self: OrderFlow, symbol: str) -> float:
+    ``spawn`` starts a task the stream keeps and stops; ``fills`` are the backfill requests under way
+    (symbol -> its task), which a check waits for when it fetched a tail itself.
+    """
+
+    def __init__(self, shards: Sequence[Shard], pipeline: Pipeline, backfiller: Backfiller | None,
+                 timeouts: Timeouts, sequencing: Sequencing, *, spawn: Callable[[Coroutine[Any, Any, Any], str], Any],
+                 fills: Mapping[str, asyncio.Task[None]]) -> None:
+        self.shards = shards
+        self.pipeline = pipeline
+        self.backfiller = backfiller
+        self.timeouts = timeouts
+        self.sequencing = sequencing
+        self._spawn = spawn
+        self._fills = fills
+        self._quiet_until: dict[str | int, float] = {}  # symbol or shard number -> no silence check before
+
+    def silence_deadline(self, symbol: str) -> float:
         """Seconds without a trade after which ``symbol``'s feed is checked: learned from its own recent gaps."""
         return self.pipeline.liveness.deadline(symbol)
 
-    def _check_silence(self: OrderFlow, now: float) -> None:
+    def check(self, now: float) -> None:
         """One look: start the checks of feeds silent past their deadline.
 
         REST having newer trades than we delivered means the stream went silent: the connection is
@@ -44,7 +125,7 @@ class SilenceWatch:
         (no reconnect for being quiet). Without REST, a shard silent for stall_timeout is replaced.
         """
         last_at = self.pipeline.liveness.last_at
-        for shard in self._shards:
+        for shard in self.shards:
             connection = shard.machine.connection
             if shard.machine.state != "streaming" or connection is None or connection.done.done() or connection.paused:
                 continue
@@ -70,7 +151,7 @@ class SilenceWatch:
                     self._spawn(self._verify_silence(shard, connection, symbol, deadline, key=symbol),
                                 f"orderflow silence check {symbol}")
 
-    async def _verify_silence(self: OrderFlow, shard: Shard, connection: WsConnection, symbol: str, deadline: float, *,
+    async def _verify_silence(self, shard: Shard, connection: WsConnection, symbol: str, deadline: float, *,
                               key: str | int) -> None:
         quiet_for = deadline  # no new check of this symbol (or shard) before that, unless the feed is replaced
         try:
@@ -81,7 +162,7 @@ class SilenceWatch:
         finally:
             self._quiet_until[key] = loop_time() + quiet_for
 
-    async def _silent_stream(self: OrderFlow, connection: WsConnection, symbol: str, deadline: float, *,
+    async def _silent_stream(self, connection: WsConnection, symbol: str, deadline: float, *,
                              shard_wide: bool) -> Stalled | None:
         """Why the stream of a symbol silent past ``deadline`` is dead, or None if the market is just quiet."""
         sequencer = self.pipeline.sequencers[symbol]
@@ -141,7 +222,7 @@ class SilenceWatch:
                        f"while {seen}: the stream went silent", url=connection.url, stage="streaming",
                        silent_for=silent)
 
-    async def _fill_tail(self: OrderFlow, symbol: str, newest: int) -> bool:
+    async def _fill_tail(self, symbol: str, newest: int) -> bool:
         """Fetch the ids REST has beyond the last delivered one, up to ``newest``; True once all are delivered."""
         if not self.pipeline.fill_tail(symbol, newest, loop_time()):
             return False
@@ -152,53 +233,3 @@ class SilenceWatch:
             await asyncio.wait([task])
         last = self.pipeline.sequencers[symbol].last_delivered
         return last is not None and last >= newest
-
-    def _fill_tails(self: OrderFlow, newest: dict[str, int | None]) -> None:
-        """Start fetching, for each symbol, what REST shows beyond the last delivered id (a look at connect)."""
-        now = loop_time()
-        for symbol, latest in newest.items():
-            if latest is not None:
-                self.pipeline.fill_tail(symbol, latest, now)
-
-    async def _quiet_baseline(self: OrderFlow, shard: Shard, connection: WsConnection) -> None:
-        """Half way through first_message with no trade yet (or at the silence deadline, if sooner): note
-        REST's newest ids, and fetch what they show beyond the last delivered ones (never raises)."""
-        shard.quiet_before = None
-        # As soon as the silence watch would look: trades REST has and we lack are not left for first_message.
-        await asyncio.sleep(min(self.timeouts.first_message / 2, *(self.silence_deadline(s) for s in shard.symbols)))
-        if connection.stage != "first_message" or self.backfiller is None:
-            return
-        try:
-            async with asyncio.timeout(self.timeouts.first_message / 2):
-                shard.quiet_before = await self._newest_ids(shard)
-        except Exception as exc:  # REST trouble, or a bug: the stage then fails at its deadline, as without
-            logger.warning("%s; cannot tell a quiet market from a dead stream", exc)
-            return
-        self._fill_tails(shard.quiet_before)
-
-    async def _quiet_market(self: OrderFlow, shard: Shard, connection: WsConnection) -> bool:
-        """At the first_message deadline: True when REST's newest ids did not move since half way (a quiet
-        market: the connection stays), False when they did or nobody can tell (the stage fails)."""
-        before, shard.quiet_before = shard.quiet_before, None
-        if before is None or self.backfiller is None:
-            return False
-        try:
-            async with asyncio.timeout(self.timeouts.rest):  # the stage is already past its deadline
-                after = await self._newest_ids(shard)
-        except (BackfillFailed, TimeoutError) as exc:
-            logger.warning("%s; cannot tell a quiet market from a dead stream", exc or "REST took too long")
-            return False
-        self._fill_tails(after)  # REST's newest ids against what was delivered, not only against the first look
-        if not no_new_trades(before, after):
-            await asyncio.sleep(TRADE_GRACE)  # a trade REST already shows may still be on its way to us
-            return False  # open_connection keeps the connection all the same if that trade came
-        for symbol, newest in after.items():  # the silence watch compares with these until a trade comes
-            if newest is not None:
-                self.pipeline.liveness.baseline[symbol] = newest
-        return True
-
-    async def _newest_ids(self: OrderFlow, shard: Shard) -> dict[str, int | None]:
-        """REST's newest id of up to QUIET_CHECKS of the shard's symbols, asked at once."""
-        assert self.backfiller is not None
-        symbols = [s for s in shard.symbols if self.listed.get(s) != "unknown"][:QUIET_CHECKS]
-        return dict(zip(symbols, await asyncio.gather(*(self.backfiller.latest_id(s) for s in symbols)), strict=True))

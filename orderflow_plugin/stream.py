@@ -2,8 +2,9 @@
 
 The decisions live in two sans-I/O cores: :mod:`.pipeline` (frames to delivered trades) and
 :mod:`.supervisor` (each shard's connection lifecycle). This shell builds them from the option
-groups, and its parts carry out what they ask: :mod:`.shards` (connections), :mod:`.delivery`
-(frames, backfill, ticks) and :mod:`.silence` (silent streams). See docs/architecture.md.
+groups, and holds the parts that carry out what they ask, each built here with what it needs:
+:mod:`.shards` (connections), :mod:`.delivery` (frames, backfill, ticks), :mod:`.silence` (silent
+streams) and :mod:`.views` (what the host reads). See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .backfill import Backfiller
@@ -28,19 +29,18 @@ from .errors import OrderFlowError, StreamError
 from .hotpath import hot_path
 from .listing import EXCHANGE_INFO_WEIGHT, Listing, fetch_listing
 from .loopclock import loop_time
-from .models import Market
+from .models import Market, Trade
 from .options import Flow, Limits, Reconnect, Reporting, Sequencing, Timeouts, from_table
 from .pipeline import Pipeline
 from .plugins import PluginManager, plugin_manager, plugins_from_settings
 from .redisbus import as_source
-from .shards import Shard, ShardSupervision, chunks
-from .silence import SilenceWatch
-from .supervisor import OpenLimiter
+from .shards import Shard, ShardSupervision
+from .silence import QuietAtConnect, SilenceWatch
 from .symbols import normalize_symbol
 from .threaded import FlowThread
 from .tls import client_context
 from .transport import READERS, WsConnection
-from .views import FlowViews
+from .views import FlowViews, Life
 
 __all__ = ["DEFAULT_ENDPOINTS", "OrderFlow"]
 
@@ -53,7 +53,7 @@ DEFAULT_ENDPOINTS: dict[str, tuple[str, str]] = {
 _STREAM_LIMIT = {"spot": 1024, "usdm": 200}
 
 
-class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
+class OrderFlow(PipelineDriver):
     """A live, gap-checked aggTrade feed for ``symbols`` delivered to plugins and signals.
 
     Use ``async with OrderFlow(...)`` or ``await flow.start()`` / ``await flow.stop()``.
@@ -137,17 +137,25 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         self.counters.update(dict.fromkeys(("reconnects", "stalls", "rotations", "loop_blocks"), 0))
         self._fills: dict[str, asyncio.Task[None]] = {}  # symbol -> its backfill request under way
         self.watchdog: LoopWatchdog | None = None
-        self._quiet_until: dict[str | int, float] = {}  # symbol or shard number -> no silence check before
-        self._limiter = OpenLimiter(r.connections_per_5min)
-        self._shards = [Shard(i + 1, group, self._machine(i + 1, group)) for i, group in
-                        enumerate(chunks(self.symbols, self.streams_per_connection))] if self.source is None else []
         # Each symbol's exchangeInfo status once REST told it ("unknown": not listed); empty until then.
         self.listed: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._live: set[WsConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._state = "new"
-        self._started_at = 0.0
+        self.life = Life()
+        # The parts, each given what it uses. With a Redis source there are no shards (no connections).
+        self.shards = ShardSupervision(
+            self.symbols if self.source is None else (), self.streams_per_connection, ws_url=self.ws_url,
+            reader=transport, ssl_context=self.ssl_context, timeouts=t, reconnect=r, limits=lim, reporting=rep,
+            pipeline=self.pipeline, counters=self.counters, emit=self._emit, spawn=self._spawn,
+            running=lambda: self.life.running, quiet=QuietAtConnect(self.pipeline, self.backfiller, t, self.listed),
+            rest=self.backfiller is not None)
+        self.silence = SilenceWatch(self.shards.shards, self.pipeline, self.backfiller, t, q, spawn=self._spawn,
+                                    fills=self._fills)
+        dispatcher = self.dispatcher
+        self.views = FlowViews(
+            self.pipeline, self.counters, life=self.life, connections=self.shards, source=self.source,
+            hook_counts=lambda: {"plugin_errors": dispatcher.plugin_errors, "slow_hooks": dispatcher.slow_calls},
+            listed=self.listed, loop_lag=lambda: self.watchdog.lag if self.watchdog is not None else None)
 
     @classmethod
     def from_settings(
@@ -199,7 +207,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         if self.source is not None:  # a refused password raises here; a server that is down is retried
             await self.source.open(self)
         self._state = "running"
-        self._started_at = loop.time()
+        self.life.started_at = loop.time()
         # Hooks are timed on the loop's clock (virtual in the simulation). asyncio's own loop.time() is
         # time.monotonic(): called directly it costs per trade what perf_counter did.
         self.dispatcher.clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
@@ -223,13 +231,10 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
             await warm_up(self)
         if self.source is not None:
             self._spawn(self.source.run(), "orderflow redis source")
-        for shard in self._shards:
-            shard.task = self._spawn(self._supervise(shard), f"orderflow shard {shard.number}")
-        if self.reporting.stage_warning > 0:
-            self._spawn(self._watch_stages(), "orderflow stage monitor")
+        self.shards.start()
         self._spawn(self._tick(), "orderflow ticker")
         logger.info("streaming %s from %s in %d connection(s); hot path %s", ", ".join(self.symbols),
-                    self.source or self.ws_url, len(self._shards) or 1, hot_path())
+                    self.source or self.ws_url, len(self.shards) or 1, hot_path())
 
     # Symbols checked against exchangeInfo: Binance subscribes a typo without a word, then sends nothing
 
@@ -292,19 +297,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
             return
         logger.error("%s; found after start (REST could not tell before): not streamed", unknown)
         self._emit("on_error", error=unknown, where="symbols")
-        for shard in self._shards:
-            if set(shard.symbols) <= set(unknown.symbols):
-                self._close_shard(shard, StreamError(f"{', '.join(shard.symbols)}: not listed on Binance; "
-                                                     "connection closed", url=self.ws_url, stage="symbols"))
-
-    def _close_shard(self, shard: Shard, error: StreamError) -> None:
-        """End a shard for good: its machine, its task, its connection attempts and connections."""
-        shard.machine.stop()
-        shard.machine.last_error = error
-        for task in [*shard.opens, *([shard.task] if shard.task is not None else [])]:
-            task.cancel()
-        for connection in list(shard.live):
-            connection.fail(error)
+        self.shards.close_unlisted(unknown.symbols)
 
     def run_in_thread(self, timeout: float = 10.0) -> FlowThread:
         """Run this stream on a new thread with its own event loop; for synchronous hosts.
@@ -343,8 +336,8 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.gather(*(c.close(1000, "client stopped", self.timeouts.close) for c in list(self._live)),
-                                 return_exceptions=True)
+            await asyncio.gather(*(c.close(1000, "client stopped", self.timeouts.close)
+                                   for c in list(self.shards.live)), return_exceptions=True)
             if self.backfiller is not None:
                 await self.backfiller.aclose()
             if self.source is not None:
@@ -352,8 +345,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
             if self._checkpointer is not None:
                 await self._checkpointer.close()
         finally:
-            for shard in self._shards:
-                shard.machine.stop()
+            self.shards.stop()
             self._state = "stopped"
             if self.watchdog is not None:
                 self.watchdog.stop()
@@ -386,3 +378,49 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
             logger.error("task %s failed", task.get_name(), exc_info=exc)
             self._emit("on_error", error=exc, where=f"task:{task.get_name()}")
 
+
+    # What the host reads (views.py)
+
+    def summary(self) -> dict[str, Any]:
+        """Counters of the run so far."""
+        return self.views.summary()
+
+    def health(self) -> dict[str, Any]:
+        """A snapshot: state, each connection's stage and for how long, last trade age per symbol, counters."""
+        return self.views.health()
+
+    def latest(self, symbol: str) -> dict[str, Any]:
+        """The newest trade, snapshot, whale and closed bar per window of ``symbol`` (safe from any thread)."""
+        return self.views.latest(symbol)
+
+    def history(self, symbol: str, since: int | None = None) -> list[Trade]:
+        """Delivered trades of ``symbol`` still in the bounded history, from trade time ``since`` (ms)."""
+        return self.views.history(symbol, since)
+
+    def silence_deadline(self, symbol: str) -> float:
+        """Seconds without a trade after which ``symbol``'s feed is checked: learned from its own recent gaps."""
+        return self.silence.silence_deadline(symbol)
+
+    # The names the data path (delivery.py) and the simulation use: each a door to the part that owns it
+
+    @property
+    def _state(self) -> str:
+        return self.life.state
+
+    @_state.setter
+    def _state(self, state: str) -> None:
+        self.life.state = state
+
+    @property
+    def _shards(self) -> list[Shard]:
+        return self.shards.shards
+
+    @property
+    def _live(self) -> set[WsConnection]:
+        return self.shards.live
+
+    def _tell(self, shard: Shard, news: Callable[[], list[Any]]) -> None:
+        self.shards.tell(shard, news)
+
+    def _check_silence(self, now: float) -> None:
+        self.silence.check(now)

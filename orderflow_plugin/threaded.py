@@ -13,22 +13,31 @@ import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .errors import OrderFlowError
+from .options import Timeouts
 
-if TYPE_CHECKING:
-    from .stream import OrderFlow
-
-__all__ = ["FlowThread"]
+__all__ = ["FlowThread", "Runnable"]
 
 T = TypeVar("T")
+
+
+class Runnable(Protocol):
+    """What a FlowThread runs: an OrderFlow (its start/stop on the thread's loop, its views from the host's)."""
+
+    timeouts: Timeouts
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def health(self) -> dict[str, Any]: ...
+    def latest(self, symbol: str) -> dict[str, Any]: ...
 
 
 class FlowThread:
     """A running OrderFlow on a daemon thread; ``stop()`` ends it cleanly."""
 
-    def __init__(self, flow: OrderFlow) -> None:
+    def __init__(self, flow: Runnable) -> None:
         self.flow = flow
         self._lock = threading.Lock()  # orders a stop request against the thread publishing its loop
         self._stop_requested = False

@@ -2,49 +2,77 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from .loopclock import loop_time
 from .models import Trade
+from .pipeline import Pipeline
 from .symbols import normalize_symbol
 
-if TYPE_CHECKING:
-    from .stream import OrderFlow
+__all__ = ["FlowViews", "Life"]
 
-__all__ = ["FlowViews"]
+
+@dataclass
+class Life:
+    """Where the stream is in its life: new, running, stopping, stopped; and when it started (loop time)."""
+
+    state: str = "new"
+    started_at: float = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+class _Connections(Protocol):
+    def health(self, now: float) -> list[dict[str, Any]]: ...
+    def all_failed(self) -> bool: ...
 
 
 class FlowViews:
-    """OrderFlow's read-only views (a mixin: they read the stream's pipeline, shards, source and counters)."""
+    """The stream's read-only views over the parts it is passed; they change nothing."""
 
-    def summary(self: OrderFlow) -> dict[str, Any]:
+    def __init__(self, pipeline: Pipeline, counters: Mapping[str, int], *, life: Life, connections: _Connections,
+                 source: Any, hook_counts: Callable[[], dict[str, int]], listed: Mapping[str, str],
+                 loop_lag: Callable[[], float | None]) -> None:
+        self.pipeline = pipeline
+        self.counters = counters
+        self.life = life
+        self.connections = connections  # the shard tasks (health, all_failed), empty with a Redis source
+        self.source = source
+        self.hook_counts = hook_counts
+        self.listed = listed
+        self.loop_lag = loop_lag
+
+    def summary(self) -> dict[str, Any]:
         """Counters of the run so far."""
+        started_at = self.life.started_at
         return {
-            **self.counters,
-            "plugin_errors": self.dispatcher.plugin_errors, "slow_hooks": self.dispatcher.slow_calls,
-            "uptime_s": round(loop_time() - self._started_at, 3) if self._started_at else 0.0,
+            **self.counters, **self.hook_counts(),
+            "uptime_s": round(loop_time() - started_at, 3) if started_at else 0.0,
             **({"source": self.source.summary()} if self.source is not None else {}),
         }
 
-    def health(self: OrderFlow) -> dict[str, Any]:
+    def health(self) -> dict[str, Any]:
         """A snapshot: state, each connection's stage and for how long, last trade age per symbol, counters."""
         now = loop_time()
-        connections = [self._connection_health(shard, now) for shard in self._shards] if self.source is None \
-            else [self.source.health()]
+        connections = self.connections.health(now) if self.source is None else [self.source.health()]
         symbols = self.pipeline.health(now)
         for symbol, entry in symbols.items():  # exchangeInfo's status: TRADING, BREAK..., "unknown", None unchecked
             entry["status"] = self.listed.get(symbol)
-        lag = round(self.watchdog.lag, 4) if self.watchdog is not None else None
-        state = self._state
-        if state == "running" and self._shards and all(shard.machine.state == "failed" for shard in self._shards):
+        lag = self.loop_lag()
+        state = self.life.state
+        if state == "running" and self.connections.all_failed():
             state = "failed"  # every connection gave up (max_attempts): nothing is streaming or retrying
-        return {"state": state, "connections": connections, "symbols": symbols, "loop_lag_s": lag,
-                **self.summary()}
+        return {"state": state, "connections": connections, "symbols": symbols,
+                "loop_lag_s": round(lag, 4) if lag is not None else None, **self.summary()}
 
-    def latest(self: OrderFlow, symbol: str) -> dict[str, Any]:
+    def latest(self, symbol: str) -> dict[str, Any]:
         """The newest trade, snapshot, whale and closed bar per window of ``symbol`` (safe from any thread)."""
         return dict(self.pipeline.latest[normalize_symbol(symbol)])
 
-    def history(self: OrderFlow, symbol: str, since: int | None = None) -> list[Trade]:
+    def history(self, symbol: str, since: int | None = None) -> list[Trade]:
         """Delivered trades of ``symbol`` still in the bounded history, from trade time ``since`` (ms)."""
         return self.pipeline.trades_since(normalize_symbol(symbol), since)

@@ -7,14 +7,19 @@ compares the fixed-point engine with, field by field. Not part of the package.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation
 
 from orderflow_plugin.engine import Window, parse_window
-from orderflow_plugin.metrics import _EXACT, _ZERO, Bar, Footprint, Snapshot, Whale, _add, _mul, _sub
+from orderflow_plugin.metrics import Bar, Footprint, Snapshot, Whale
 from orderflow_plugin.models import Metric, Trade
 from orderflow_plugin.ranking import Ranked
 
 __all__ = ["DecimalFlowEngine"]
+
+# Exact sums in a context of its own (as the engine's metrics.py does): an inexact result raises.
+_EXACT = Context(prec=80, traps=[Inexact, InvalidOperation])
+_add, _sub, _mul = _EXACT.add, _EXACT.subtract, _EXACT.multiply
+_ZERO = Decimal(0)
 
 class OpenBar:
     """A bar being built; mutable and private."""

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from orderflow_plugin import Flow, OrderFlow, OrderFlowError, Reporting, StageTimeout, Stalled
+from orderflow_plugin import Flow, OrderFlow, OrderFlowError, PluginManager, Reporting, StageTimeout, Stalled
 from orderflow_plugin.sim import Fault, Pace, Scenario
 
 from .flowhelpers import TIMEOUTS, Events, make_flow
@@ -125,17 +125,36 @@ async def test_fire_and_forget_start_still_streams(orderflow_sim_factory) -> Non
     await flow.stop()
 
 
-async def test_crashing_internal_task_is_logged(orderflow_sim_factory, caplog) -> None:
-    """An exception in one of the stream's tasks is logged and reported, never swallowed."""
-    sim = await orderflow_sim_factory()
-    events = Events()
-    async with make_flow(sim, events) as flow:
-        async def broken() -> None:
-            raise RuntimeError("bug in a task")
+class _BrokenFeed:
+    """A ``source`` whose reading task raises: a bug in one of the stream's tasks."""
 
-        flow._spawn(broken(), "orderflow broken")
-        await events.until(lambda e: any(c["where"] == "task:orderflow broken" for c in e.of("on_error")), 2)
-    assert "task orderflow broken failed" in caplog.text and "bug in a task" in caplog.text
+    async def open(self, flow: OrderFlow) -> None:
+        pass
+
+    async def run(self) -> None:
+        raise RuntimeError("bug in a task")
+
+    async def aclose(self) -> None:
+        pass
+
+    def summary(self) -> dict:
+        return {}
+
+    def health(self) -> dict:
+        return {"state": "broken"}
+
+    def __str__(self) -> str:
+        return "a broken feed"
+
+
+async def test_crashing_internal_task_is_logged(caplog) -> None:
+    """An exception in one of the stream's tasks (here the source's reader) is logged and reported, never swallowed."""
+    events = Events()
+    manager = PluginManager()
+    manager.register(events, name="events")
+    async with OrderFlow(["BTCUSDT"], source=_BrokenFeed(), plugins=manager):
+        await events.until(lambda e: any(c["where"] == "task:orderflow redis source" for c in e.of("on_error")), 2)
+    assert "task orderflow redis source failed" in caplog.text and "bug in a task" in caplog.text
 
 
 def test_threaded_runner_streams_while_host_thread_sleeps() -> None:

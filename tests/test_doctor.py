@@ -213,10 +213,10 @@ def in_process_cli() -> Iterator[None]:
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 @pytest.mark.parametrize("function,failing,skipped", [  # patched where the doctor looks each one up
-    ("orderflow_plugin.doctor.stream._detail", "stream DNS", STREAM_CHECKS[1:]),  # formatting a passed stage's line
+    ("orderflow_plugin.doctor.check_stream", "stream DNS", STREAM_CHECKS[1:]),
     ("orderflow_plugin.doctor.check_rest", "REST DNS", REST_CHECKS[1:]),
-    ("orderflow_plugin.doctor._install", "install", []),
-    ("orderflow_plugin.doctor._loop_lag", "event loop lag", []),
+    ("orderflow_plugin.doctor.check_install", "install", []),
+    ("orderflow_plugin.doctor.check_loop_lag", "event loop lag", []),
 ])
 def test_a_check_that_crashes_is_a_fail_line_not_a_traceback(monkeypatch, capsys, in_process_cli, unused_tcp_port: int,
                                                              as_json: bool, function: str, failing: str,
@@ -322,7 +322,7 @@ async def test_loop_lag_leaves_out_time_the_machine_ran_other_processes(monkeypa
     task = asyncio.create_task(blocker())
     done: list = []
     try:
-        await doctor_module._loop_lag(done, samples=3)
+        await doctor_module.check_loop_lag(done, samples=3)
     finally:
         task.cancel()
     assert [(c.name, c.status) for c in done] == [("event loop lag", expected)], done

@@ -182,17 +182,18 @@ async def test_a_failing_keepalive_takes_its_connection_with_it_by_name(orderflo
 async def test_a_failing_silence_check_is_reported_and_the_watchdog_goes_on(orderflow_sim_factory, monkeypatch):
     """A bug in one look of the silence watchdog is reported; the next looks still run."""
     sim = await orderflow_sim_factory(pace=Pace(rate=1000))
-    check, looks = OrderFlow._check_silence, []
+    events = Events()
+    flow = make_flow(sim, events)
+    check, looks = flow.silence.check, []
 
-    def failing_once(self: OrderFlow, now: float) -> None:
+    def failing_once(now: float) -> None:
         looks.append(now)
         if len(looks) == 1:
             raise KeyError("a bug in the watchdog")
-        check(self, now)
+        check(now)
 
-    monkeypatch.setattr(OrderFlow, "_check_silence", failing_once)
-    events = Events()
-    async with make_flow(sim, events):
+    monkeypatch.setattr(flow.silence, "check", failing_once)
+    async with flow:
         await events.until(lambda e: len(looks) >= 3, 5)
     errors = [c for c in events.of("on_error") if c["where"] == "task:orderflow ticker"]
     assert len(errors) == 1 and isinstance(errors[0]["error"], KeyError)

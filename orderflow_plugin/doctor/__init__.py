@@ -33,7 +33,7 @@ from .check import Check
 from .rest import REST_CHECKS, check_rest
 from .stream import STREAM_CHECKS, check_stream
 
-__all__ = ["Check", "diagnose", "run_doctor"]
+__all__ = ["Check", "check_install", "check_loop_lag", "check_plugins", "diagnose", "run_doctor"]
 
 _UNEXPECTED_ADVICE = "an unexpected error inside the doctor: please report it with this line"
 
@@ -53,7 +53,8 @@ async def run_doctor(settings: Settings, *, ws_url: str, rest_url: str, symbol: 
                      ca_file: str | None = None, timeout: float = 3.0) -> list[Check]:
     """Run every check; never raises for a failing or crashing check."""
     settings_check, context = _settings(settings, ca_file)
-    checks: list[Check] = [settings_check, _run_sync("install", _install), _run_sync("plugins", _plugins, settings)]
+    checks: list[Check] = [settings_check, _run_sync("install", check_install),
+                           _run_sync("plugins", check_plugins, settings)]
     configured = from_table(Timeouts, settings.timeouts)
     stream_checks, rest_checks = await asyncio.gather(
         _run_group(STREAM_CHECKS, check_stream, ws_url.rstrip("/"), symbol, market, configured, timeout,
@@ -62,7 +63,7 @@ async def run_doctor(settings: Settings, *, ws_url: str, rest_url: str, symbol: 
                    context),
     )
     checks += stream_checks + rest_checks
-    checks += await _run_group(["event loop lag"], _loop_lag)
+    checks += await _run_group(["event loop lag"], check_loop_lag)
     return checks
 
 
@@ -142,7 +143,8 @@ def _settings(settings: Settings, ca_file: str | None) -> tuple[Check, ssl.SSLCo
     return Check("settings", "PASS", 0.0, detail), context
 
 
-def _install() -> Check:
+def check_install() -> Check:
+    """Which orderflow-plugin is imported, and whether its installed metadata agrees."""
     module = orderflow_plugin.__file__
     version = orderflow_plugin.__version__
     try:
@@ -157,7 +159,8 @@ def _install() -> Check:
     return Check("install", "PASS", 0.0, f"orderflow-plugin {version} from {module}; hot path {hot_path()}")
 
 
-def _plugins(settings: Settings) -> Check:
+def check_plugins(settings: Settings) -> Check:
+    """The plugins the settings load, each with its hooks; WARN for those that failed to load."""
     started = time.monotonic()
     manager = plugins_from_settings(settings)
     described = []
@@ -175,7 +178,8 @@ def _plugins(settings: Settings) -> Check:
     return Check("plugins", "PASS", elapsed, detail)
 
 
-async def _loop_lag(done: list[Check], samples: int = 20, interval: float = 0.005) -> None:
+async def check_loop_lag(done: list[Check], samples: int = 20, interval: float = 0.005) -> None:
+    """How late short sleeps wake, less the time the thread waited for a CPU; appends its Check to ``done``."""
     started = time.monotonic()
     worst = 0.0
     for _ in range(samples):

@@ -16,16 +16,29 @@ import logging
 import tempfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from ..backfill import Backfiller
+from ..models import Market
+from ..options import Flow, Sequencing
+from ..pipeline import Pipeline
 from .plan import NotPublished, utc_today
 from .run import history
 from .store import Store, trades_of
 
-if TYPE_CHECKING:
-    from ..stream import OrderFlow
+__all__ = ["WarmingStream", "parse_since", "warm_up"]
 
-__all__ = ["parse_since", "warm_up"]
+
+class WarmingStream(Protocol):
+    """What the warm-up reads of the stream it warms (an OrderFlow), and the pipeline it delivers into."""
+
+    symbols: tuple[str, ...]
+    market: Market
+    rest_url: str
+    sequencing: Sequencing
+    flow: Flow
+    pipeline: Pipeline
+    backfiller: Backfiller | None
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +51,7 @@ def parse_since(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-async def warm_up(flow: OrderFlow) -> int:
+async def warm_up(flow: WarmingStream) -> int:
     """Deliver every archived trade of ``flow``'s symbols from ``sequencing.since``; return how many."""
     since = parse_since(flow.sequencing.since)
     first, last = since.date(), utc_today() - timedelta(days=1)
@@ -76,7 +89,7 @@ async def warm_up(flow: OrderFlow) -> int:
             temporary.cleanup()
 
 
-async def _fetch(flow: OrderFlow, root: Path, first: date, last: date) -> date | None:
+async def _fetch(flow: WarmingStream, root: Path, first: date, last: date) -> date | None:
     """Make ``first``..``last`` whole in the store (one day less when the newest is not published yet);
     the last day made whole, or None when there is none."""
     url = flow.sequencing.archive_url or _ARCHIVE

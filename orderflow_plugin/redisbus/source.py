@@ -26,12 +26,15 @@ import asyncio
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 
 from ..decode import Decoder
-from ..models import Trade
+from ..dispatch import Dispatcher
+from ..models import Market, Trade
+from ..options import Sequencing
+from ..pipeline import Pipeline
 from .client import (
     cancelled,
     check,
@@ -47,10 +50,18 @@ from .client import (
 from .keys import entry_id, trade_id, trades_key
 from .url import RedisFeedError
 
-if TYPE_CHECKING:
-    from ..stream import OrderFlow
+__all__ = ["FeedHost", "RedisSource"]
 
-__all__ = ["RedisSource"]
+
+class FeedHost(Protocol):
+    """What a RedisSource feeds (an OrderFlow): the pipeline its entries go into, and the hooks it reports to."""
+
+    symbols: tuple[str, ...]
+    market: Market
+    sequencing: Sequencing
+    pipeline: Pipeline
+    counters: dict[str, int]
+    dispatcher: Dispatcher
 
 logger = logging.getLogger("orderflow_plugin.redis")
 
@@ -78,7 +89,7 @@ class RedisSource:
         self.connects = 0  # times it began reading: 0 at the end means it never reached Redis
         self.failures = 0  # failed tries since it last read
         self._opening: BaseException | None = None  # open()'s failure, reported by run() after on_startup
-        self._flow: OrderFlow | None = None
+        self._flow: FeedHost | None = None
         self._positions: dict[str, str] = {}  # stream key -> the id read last (fan-out)
         self._acked: dict[str, str] = {}  # stream key -> the newest id this consumer acknowledged (group)
         self._symbols: dict[str, str] = {}  # stream key -> symbol
@@ -107,7 +118,7 @@ class RedisSource:
 
     # Lifecycle, run by OrderFlow
 
-    async def open(self, flow: OrderFlow) -> None:
+    async def open(self, flow: FeedHost) -> None:
         """Bind to ``flow``; a refused password fails here, a server that is down is retried by :meth:`run`."""
         if self.group and flow.sequencing.checkpoint_path:
             await self.redis.aclose()
@@ -200,7 +211,7 @@ class RedisSource:
         self.state = "reading"
         self.connects += 1
         self.failures = 0
-        self._flow._emit("on_connected", url=redacted(self.url), stage_timings={})
+        self._flow.dispatcher.emit("on_connected", url=redacted(self.url), stage_timings={})
 
     async def _read(self) -> None:
         assert self._flow is not None
@@ -290,7 +301,7 @@ class RedisSource:
             logger.warning("redis %s: %s trades %d..%d were trimmed before this group delivered them",
                            redacted(self.url), symbol, first, last)
             self._flow.counters["gaps"] += 1
-            self._flow._emit("on_gap", symbol=symbol, first_missing=first, last_missing=last)
+            self._flow.dispatcher.emit("on_gap", symbol=symbol, first_missing=first, last_missing=last)
             if number is not None:
                 first = last = number
 
@@ -304,11 +315,11 @@ class RedisSource:
             error.__cause__ = exc
             logger.warning("%s", error)
             if self._flow is not None:
-                self._flow._emit("on_error", error=error, where="redis")
+                self._flow.dispatcher.emit("on_error", error=error, where="redis")
         elif text != self.last_error:
             logger.warning("redis %s: %s; retrying", redacted(self.url), text)
             if self._flow is not None and self.connects:
-                self._flow._emit("on_disconnected", url=redacted(self.url), code=None, reason=text, error=exc)
+                self._flow.dispatcher.emit("on_disconnected", url=redacted(self.url), code=None, reason=text, error=exc)
         self.last_error = text
 
 
