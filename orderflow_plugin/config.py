@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from dynaconf import Dynaconf, ValidationError, Validator
 
 from .errors import SettingsError
+from .options import GROUPS
 from .rules import MOVED, RULES, Rule
 
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ _NOT_SETTINGS = {"LOAD_DOTENV", "ENV", "SETTINGS_FILES", "PURE"}  # ORDERFLOW_PU
 _OPEN_TABLES = ("hooks",)
 # Names that belong inside [default]: at the top of a file, they were meant to go in it.
 _TOP_LEVEL_NAMES = {rule.key.split(".", 1)[0] for rule in RULES} | set(_OPEN_TABLES)
-# OrderFlow's option groups, each mirrored by the settings table of the same name.
-_GROUP_TABLES = ("timeouts", "reconnect", "limits", "sequencing", "flow", "reporting")
 
 
 class Settings(Mapping[str, Any]):
@@ -247,12 +246,12 @@ def _validate(merged: dict[str, Any], errors: list[str]) -> dict[str, Any]:
         )
         rule_of: dict[int, Rule] = {}
         for rule in RULES:
-            allowed = rule.allowed.replace("{", "{{").replace("}", "}}")  # messages go through str.format
+            allowed = rule.constraint.allowed.replace("{", "{{").replace("}", "}}")  # messages go through str.format
             validator = Validator(
                 rule.key,
                 must_exist=True,
-                condition=rule.check,
-                cast=rule.cast,
+                condition=rule.constraint.check,
+                cast=rule.constraint.cast,
                 messages={
                     "condition": f"{{name}} = {{value!r}}: must be {allowed}",
                     "must_exist_true": f"{{name}} is missing: must be {allowed}",
@@ -274,14 +273,15 @@ def _validate(merged: dict[str, Any], errors: list[str]) -> dict[str, Any]:
 
 def _explained(rule: Rule | None, data: Mapping[str, Any]) -> str | None:
     """The error naming the part of the value at fault, for a rule that can tell (``flow.windows``'s bad window)."""
-    if rule is None or rule.explain is None:
+    if rule is None or rule.constraint.explain is None:
         return None
     value: Any = data
     for part in rule.key.split("."):
         if not isinstance(value, Mapping) or part not in value:
             return None  # missing: dynaconf's message says so
         value = value[part]
-    reason = rule.explain(rule.cast(value) if rule.cast else value)
+    cast = rule.constraint.cast
+    reason = rule.constraint.explain(cast(value) if cast else value)
     return f"{rule.key} = {value!r}: {reason}" if reason else None
 
 
@@ -336,7 +336,7 @@ def _write_stream(data: dict[str, Any], flow: OrderFlow) -> None:
     """Write ``flow``'s symbols, market, connector and option groups over the plain settings ``data``."""
     _merge(data, {"symbols": list(flow.symbols), "market": flow.market,
                   "connector": {"ws_url": flow.ws_url, "rest_url": flow.rest_url, "transport": flow.transport}})
-    for name in _GROUP_TABLES:
+    for name in GROUPS:
         defaults = data.get(name, {})
         data[name] = {**defaults, **{key: _setting(value, defaults.get(key))
                                      for key, value in dataclasses.asdict(getattr(flow, name)).items()}}

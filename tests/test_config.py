@@ -323,6 +323,19 @@ def test_a_bad_window_is_named(tmp_path: Path) -> None:
         load_settings([write(tmp_path, "[default.flow]\nwindows = []\n")])
 
 
+@pytest.mark.parametrize("windows", ['["1m", 5]', '[["1m"]]'], ids=["number", "list"])
+def test_a_window_that_is_not_a_string_is_named(tmp_path: Path, windows: str) -> None:
+    """A window that is no string is one error naming it (the compiled parse_window's TypeError was a traceback)."""
+    with pytest.raises(SettingsError) as info:
+        load_settings([write(tmp_path, f"[default.flow]\nwindows = {windows}\nsignal_windows = {windows}\n")])
+    item = "5" if windows.endswith("5]") else "['1m']"
+    assert info.value.errors == [f"flow.{key} = {tomllib.loads(f'w = {windows}')['w']!r}: window {item} is not a string like \"1m\""
+                                 for key in ("windows", "signal_windows")]
+    with pytest.raises(SettingsError) as info:
+        load_settings([write(tmp_path, "[default.flow]\nsession = 5\n")])
+    assert info.value.errors == ['flow.session = 5: must be a window like "1d" or "8h"']
+
+
 def test_a_settings_file_with_a_bom_loads_and_one_in_utf16_is_named(tmp_path: Path) -> None:
     """A UTF-8 file with a BOM loads; a UTF-16 one is a SettingsError naming it and saying it must be UTF-8 TOML."""
     bom = tmp_path / "bom.toml"
