@@ -27,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dynaconf import Dynaconf, ValidationError, Validator
+from dynaconf import Dynaconf, DynaconfFormatError, DynaconfParseError, ValidationError, Validator
 
 from .errors import SettingsError
 from .options import GROUPS
@@ -264,11 +264,43 @@ def _validate(merged: dict[str, Any], errors: list[str]) -> dict[str, Any]:
     except ValidationError as exc:  # raised outside validate_all by dynaconf's own checks
         errors.append(str(exc))
         return {}
+    except _CONVERTER_ERRORS:  # ORDERFLOW_X='@int x': a dynaconf converter refused the value
+        found = _bad_converters(merged)
+        if not found:
+            raise  # not an environment value's fault: a bug, with its traceback
+        errors.extend(found)
+        return {}
     for failure in failures:
         rule = rule_of.get(id(failure.details[0][0])) if failure.details else None
         errors.append(_explained(rule, data) or str(failure).replace(" in env main", ""))
     errors.extend(_unknown_keys(data))
     return data
+
+
+# What dynaconf raises for an environment value whose converter (@int, @json, @format, @get, @read_file,
+# @jinja without jinja2 installed, ...) cannot make a value of it.
+_CONVERTER_ERRORS = (DynaconfParseError, DynaconfFormatError, OSError, ImportError, ValueError)
+
+
+def _bad_converters(merged: dict[str, Any]) -> list[str]:
+    """Each ``ORDERFLOW_`` variable whose dynaconf converter fails, with why, one line each."""
+    found = []
+    for name, value in sorted(os.environ.items()):
+        key = name.removeprefix(f"{ENV_PREFIX}_")
+        if key == name or key in _NOT_SETTINGS or not value.lstrip().startswith("@"):
+            continue
+        # A fresh instance per variable, reading no environment: this one variable decides.
+        probe = Dynaconf(envvar_prefix=None, environments=False, load_dotenv=False,
+                         **{k.upper(): v for k, v in merged.items()})
+        try:
+            probe.set(key, value, tomlfy=True)
+        except _CONVERTER_ERRORS as exc:
+            found.append(f"environment {name} = {value!r}: {_one_line(exc)}")
+    return found
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _explained(rule: Rule | None, data: Mapping[str, Any]) -> str | None:
