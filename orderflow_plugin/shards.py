@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .actions import Connect, Retire
+from .connect import open_connection
 from .diagnostics import task_stack
 from .errors import Stalled, StreamError
 from .loopclock import loop_time
+from .stages import STAGES
 from .supervisor import Supervisor
 from .symbols import stream_name
-from .transport import STAGES, WsConnection, open_connection
+from .transport import WsConnection
 
 if TYPE_CHECKING:
     from .stream import OrderFlow
