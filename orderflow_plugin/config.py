@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,12 +32,14 @@ from dynaconf import Dynaconf, DynaconfFormatError, DynaconfParseError, Validati
 
 from .errors import SettingsError
 from .options import GROUPS
-from .rules import MOVED, RULES, Rule
+from .rules import MOVED, RENAMED, RULES, Rule
 
 if TYPE_CHECKING:
     from .stream import OrderFlow
 
 __all__ = ["ENVIRONMENTS", "Settings", "SettingsError", "default_settings_file", "load_settings"]
+
+logger = logging.getLogger("orderflow_plugin.config")
 
 ENVIRONMENTS = ("development", "testing", "production")
 ENV_PREFIX = "ORDERFLOW"
@@ -198,6 +201,7 @@ def _file_tables(path: Path, errors: list[str]) -> dict[str, Any]:
             )
         elif isinstance(value, dict):
             _resolve_hooks_dirs(value, path.parent)
+            _read_renamed(value, f"settings file {path} [{name}]")
     return tables
 
 
@@ -212,6 +216,24 @@ def _with_line(text: str, message: str) -> str:
         except tomllib.TOMLDecodeError:
             return message.replace("(at end of document)", f"(at end of document: it opens on line {count})")
     return message
+
+
+def _variable(key: str) -> str:
+    """The environment variable of a dotted key: ``connector.reader`` -> ``ORDERFLOW_CONNECTOR__READER``."""
+    return f"{ENV_PREFIX}_{key.upper().replace('.', '__')}"
+
+
+def _read_renamed(table: dict[str, Any], where: str) -> None:
+    """Move a key read under its old name (:data:`.rules.RENAMED`) to its new one, and say so once."""
+    for old, new in RENAMED.items():
+        *parents, key = old.split(".")
+        node: Any = table
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key in node:
+            value = node.pop(key)
+            node.setdefault(new.rsplit(".", 1)[1], value)  # both written: the new name wins
+            logger.warning("%s: %s is now %s; the old name is read until the next release", where, old, new)
 
 
 def _resolve_hooks_dirs(table: dict[str, Any], folder: Path) -> None:
@@ -244,6 +266,13 @@ def _validate(merged: dict[str, Any], errors: list[str]) -> dict[str, Any]:
             ignore_unknown_envvars=False,
             **{key.upper(): value for key, value in merged.items()},
         )
+        for old, new in RENAMED.items():  # the files' old names were moved as they were read; this is the environment's
+            legacy = dyn.get(old)
+            if legacy is not None:
+                logger.warning("environment %s: %s is now %s; the old name is read until the next release",
+                               _variable(old), old, new)
+                if _variable(new) not in os.environ:  # both set: the new name wins
+                    dyn.set(new, legacy)
         rule_of: dict[int, Rule] = {}
         for rule in RULES:
             allowed = rule.constraint.allowed.replace("{", "{{").replace("}", "}}")  # messages go through str.format
@@ -261,6 +290,13 @@ def _validate(merged: dict[str, Any], errors: list[str]) -> dict[str, Any]:
             dyn.validators.register(validator)
         failures = dyn.validators.validate_all(raise_error=False, only_current_env=True)
         data = _plain({k: v for k, v in dyn.as_dict().items() if k.upper() not in _NOT_SETTINGS})
+        for old in RENAMED:
+            *parents, key = old.split(".")
+            node = data
+            for part in parents:
+                node = node.get(part, {}) if isinstance(node, dict) else {}
+            if isinstance(node, dict):
+                node.pop(key, None)
     except ValidationError as exc:  # raised outside validate_all by dynaconf's own checks
         errors.append(str(exc))
         return {}
@@ -367,7 +403,7 @@ def _dotted_keys(data: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
 def _write_stream(data: dict[str, Any], flow: OrderFlow) -> None:
     """Write ``flow``'s symbols, market, connector and option groups over the plain settings ``data``."""
     _merge(data, {"symbols": list(flow.symbols), "market": flow.market,
-                  "connector": {"ws_url": flow.ws_url, "rest_url": flow.rest_url, "transport": flow.transport}})
+                  "connector": {"ws_url": flow.ws_url, "rest_url": flow.rest_url, "reader": flow.reader}})
     for name in GROUPS:
         defaults = data.get(name, {})
         data[name] = {**defaults, **{key: _setting(value, defaults.get(key))

@@ -30,7 +30,7 @@ from .options import GROUPS, constraint_of
 from .symbols import SYMBOL_PATTERN
 from .tls import client_context
 
-__all__ = ["MOVED", "RULES", "Rule", "group_rules"]
+__all__ = ["MOVED", "RENAMED", "RULES", "Rule", "group_rules"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ RULES: tuple[Rule, ...] = (
     Rule("connector.rest_url", url(*_HTTP, empty=True)),
     Rule("connector.ca_file",
          Constraint(_ca_file_ok, 'a readable PEM CA bundle file, or "" for the system trust store only')),
-    Rule("connector.transport", choice("websockets", "fast")),
+    Rule("connector.reader", choice("websockets", "fast")),
     # One table per option group (options.py), key for key, each with its field's constraint.
     *group_rules(),
     Rule("logging.level", choice("DEBUG", "INFO", "WARNING", "ERROR", cast=_upper)),
@@ -170,4 +170,10 @@ MOVED: dict[str, str] = {
     "plugins.slow_hook_ms": "reporting.slow_hook_ms",
     "plugins.report_interval": "reporting.report_interval",
     "plugins.async_queue_size": "limits.async_queue_size",
+}
+
+# Keys renamed so that a name has one meaning (issue #26): the old name is still read, with a warning,
+# until the next release. Old and new are in the same table.
+RENAMED: dict[str, str] = {
+    "connector.transport": "connector.reader",  # "transport" also named the asyncio transport and a module
 }

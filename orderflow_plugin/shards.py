@@ -149,7 +149,7 @@ class ShardSupervision:
             connection = await open_connection(
                 f"{self.ws_url}/stream", shard.streams, self.pipeline.receive, deadlines=self.timeouts,
                 max_size=self.limits.max_size, ssl_context=self.ssl_context,
-                on_stage=lambda c, shard=shard: self._on_stage(shard, c), reader=self.transport,
+                on_stage=lambda c, shard=shard: self._on_stage(shard, c), reader=self.reader,
                 quiet=lambda c, shard=shard: self._quiet_market(shard, c),
             )
         except StreamError as exc:

@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -61,6 +62,8 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
     ``RedisSource`` (or its ``redis://`` URL) reads what collectors wrote to Redis instead of Binance.
     ``resume``: per symbol, the last id already handled elsewhere (a collector's newest in Redis):
     delivery goes on after it, the hole backfilled (a checkpoint wins over it).
+    ``reader``: the frame reader, ``"fast"`` or ``"websockets"`` (``connector.reader``; ``transport=`` is
+    its old name, deprecated).
     """
 
     def __init__(
@@ -71,7 +74,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         ws_url: str | None = None,
         rest_url: str | None = None,
         ca_file: str | None = None,
-        transport: str = "fast",
+        reader: str = "fast",
         plugins: PluginManager | Sequence[object] | None = None,
         timeouts: Timeouts | None = None,
         reconnect: Reconnect | None = None,
@@ -81,6 +84,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         reporting: Reporting | None = None,
         source: Any = None,
         resume: Mapping[str, int] | None = None,
+        transport: str | None = None,
     ) -> None:
         if market not in DEFAULT_ENDPOINTS:
             raise ValueError(f"market must be spot or usdm, got {market!r}")
@@ -104,9 +108,13 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         q = self.sequencing = sequencing or Sequencing()
         f = self.flow = flow or Flow()
         rep = self.reporting = reporting or Reporting()
-        if transport not in READERS:
-            raise ValueError(f"transport must be one of {', '.join(READERS)}, got {transport!r}")
-        self.transport = transport
+        if transport is not None:
+            warnings.warn("OrderFlow(transport=...) is now OrderFlow(reader=...); transport= goes in the next release",
+                          DeprecationWarning, stacklevel=2)
+            reader = transport
+        if reader not in READERS:
+            raise ValueError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
+        self.reader = reader  # the frame reader: "fast" or "websockets" (transport.py)
         limit = _STREAM_LIMIT[market]
         self.streams_per_connection = min(lim.streams_per_connection or limit, limit)
         self.dispatcher = Dispatcher(self.plugins, self, slow_hook_ms=rep.slow_hook_ms,
@@ -149,6 +157,12 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         self._state = "new"
         self._started_at = 0.0
 
+    @property
+    def transport(self) -> str:
+        """The frame reader's old name (deprecated): :attr:`reader`."""
+        warnings.warn("OrderFlow.transport is now OrderFlow.reader", DeprecationWarning, stacklevel=2)
+        return self.reader
+
     @classmethod
     def from_settings(
         cls, settings: Settings | None = None, *, plugins: PluginManager | Sequence[object] | None = None,
@@ -164,7 +178,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         endpoints = settings.endpoints[settings.market]
         kwargs: dict[str, Any] = dict(
             market=settings.market, ws_url=c.ws_url or endpoints.ws_url, rest_url=c.rest_url or endpoints.rest_url,
-            ca_file=c.ca_file or None, transport=c.transport,
+            ca_file=c.ca_file or None, reader=c.reader,
             timeouts=from_table(Timeouts, settings.timeouts), reconnect=from_table(Reconnect, settings.reconnect),
             limits=from_table(Limits, settings.limits), sequencing=from_table(Sequencing, settings.sequencing),
             flow=from_table(Flow, settings.flow), reporting=from_table(Reporting, settings.reporting),

@@ -2,7 +2,7 @@
 
 Frames are handed to ``on_frame`` synchronously from ``data_received``: no queue and no task
 per message on the hot path. Two frame readers sit behind the same class (``reader``, the
-``connector.transport`` setting): ``"fast"`` (the default) cuts whole data frames out of each
+``connector.reader`` setting): ``"fast"`` (the default) cuts whole data frames out of each
 read itself (:mod:`.fastframes`); ``"websockets"`` parses every frame with websockets' protocol.
 The connection is opened stage by stage by :func:`.connect.open_connection`.
 """

@@ -73,7 +73,7 @@ def test_bad_file_lists_every_error_at_once(tmp_path: Path) -> None:
         "[default]\nmarket = \"margin\"\n"
         "[default.reporting]\nslow_hook_ms = -1\n[default.limits]\nasync_queue_size = 2.5\n"
         "[default.plugins]\nentry_points = \"yes\"\n"
-        "[default.connector]\ntransport = \"picows\"\n",
+        "[default.connector]\nreader = \"picows\"\n",
     )
     with pytest.raises(SettingsError) as info:
         load_settings([user])
@@ -81,7 +81,7 @@ def test_bad_file_lists_every_error_at_once(tmp_path: Path) -> None:
     assert len(error.errors) == 5
     text = str(error)
     assert "market = 'margin': must be one of spot, usdm" in text
-    assert "connector.transport = 'picows': must be one of websockets, fast" in text
+    assert "connector.reader = 'picows': must be one of websockets, fast" in text
     assert "reporting.slow_hook_ms = -1: must be a number in (0, 60000]" in text
     assert "limits.async_queue_size = 2.5: must be a whole number in [1, 10000000]" in text
     assert "plugins.entry_points = 'yes': must be true or false" in text
@@ -379,3 +379,31 @@ def test_a_hooks_table_near_a_bundled_name_is_fine_for_a_plugin_in_a_hooks_folde
     (tmp_path / "hooks" / "whale_alerts.py").write_text("def on_trade(trade):\n    pass\n")
     user = write(tmp_path, '[default.plugins]\nhooks_dirs = ["hooks"]\n[default.hooks.whale_alerts]\nmin_notional = 5\n')
     assert load_settings([user]).hooks.whale_alerts.min_notional == 5
+
+
+def test_the_frame_reader_is_reader_and_its_old_name_transport_still_works_with_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """OrderFlow(transport=) and connector.transport (file or environment) set the reader, each with a deprecation note."""
+    flow = OrderFlow(["BTCUSDT"], reader="websockets")
+    assert flow.reader == "websockets" and flow.settings is None
+    with pytest.warns(DeprecationWarning, match=r"OrderFlow\(transport=\.\.\.\) is now OrderFlow\(reader=\.\.\.\)"):
+        old = OrderFlow(["BTCUSDT"], transport="websockets")
+    assert old.reader == "websockets"
+    with pytest.warns(DeprecationWarning, match=r"OrderFlow\.transport is now OrderFlow\.reader"):
+        assert old.transport == "websockets"
+    with pytest.raises(ValueError, match=r"reader must be one of websockets, fast, got 'picows'"):
+        OrderFlow(["BTCUSDT"], reader="picows")
+    user = write(tmp_path, '[default.connector]\ntransport = "websockets"\n')
+    with caplog.at_level("WARNING", logger="orderflow_plugin.config"):
+        settings = load_settings([user])
+    assert settings.connector.reader == "websockets" and "transport" not in settings.connector
+    assert f"settings file {user} [default]: connector.transport is now connector.reader" in caplog.text
+    assert OrderFlow.from_settings(settings, plugins=[]).reader == "websockets"
+    caplog.clear()
+    monkeypatch.setenv("ORDERFLOW_CONNECTOR__TRANSPORT", "websockets")
+    with caplog.at_level("WARNING", logger="orderflow_plugin.config"):
+        settings = load_settings()
+    assert settings.connector.reader == "websockets" and "transport" not in settings.connector
+    assert "environment ORDERFLOW_CONNECTOR__TRANSPORT: connector.transport is now connector.reader" in caplog.text
+    monkeypatch.setenv("ORDERFLOW_CONNECTOR__READER", "fast")  # both: the new name wins
+    assert load_settings().connector.reader == "fast"
