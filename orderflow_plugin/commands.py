@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cli_output import JsonFeed, LiveView
 from .config import Settings
 from .errors import TapeError, UnknownSymbol
 from .stream import OrderFlow
 from .tape import Tape, bundled_tape, load_tape
-from .view import JsonFeed, LiveView
 
 if TYPE_CHECKING:
     from .sim import Simulator
