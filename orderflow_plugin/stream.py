@@ -58,8 +58,9 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
     """A live, gap-checked aggTrade feed for ``symbols`` delivered to plugins and signals.
 
     Use ``async with OrderFlow(...)`` or ``await flow.start()`` / ``await flow.stop()``.
-    ``start()`` returns once the tasks run; it does not wait for a connection. ``source``: a
-    ``RedisSource`` (or its ``redis://`` URL) reads what collectors wrote to Redis instead of Binance.
+    ``start()`` returns once the tasks run; it does not wait for a connection. ``feed``: a
+    ``RedisSource`` (or its ``redis://`` URL) reads what collectors wrote to Redis instead of Binance
+    (``source=`` is its old name, deprecated).
     ``resume``: per symbol, the last id already handled elsewhere (a collector's newest in Redis):
     delivery goes on after it, the hole backfilled (a checkpoint wins over it).
     ``reader``: the frame reader, ``"fast"`` or ``"websockets"`` (``connector.reader``; ``transport=`` is
@@ -82,9 +83,10 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         sequencing: Sequencing | None = None,
         flow: Flow | None = None,
         reporting: Reporting | None = None,
-        source: Any = None,
+        feed: Any = None,
         resume: Mapping[str, int] | None = None,
         transport: str | None = None,
+        source: Any = None,
     ) -> None:
         if market not in DEFAULT_ENDPOINTS:
             raise ValueError(f"market must be spot or usdm, got {market!r}")
@@ -120,12 +122,16 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         self.dispatcher = Dispatcher(self.plugins, self, slow_hook_ms=rep.slow_hook_ms,
                                      report_interval=rep.report_interval, async_queue_size=lim.async_queue_size)
         # A RedisSource (or its redis:// URL) replaces Binance: no connections, no REST (redisbus/source.py).
-        self.source = as_source(source)
-        if self.source is not None:
+        if source is not None:
+            warnings.warn("OrderFlow(source=...) is now OrderFlow(feed=...); source= goes in the next release",
+                          DeprecationWarning, stacklevel=2)
+            feed = source
+        self.feed = as_source(feed)
+        if self.feed is not None:
             q = self.sequencing = dataclasses.replace(q, backfill=False)
         # Always built, even with backfill off: REST's newest ids tell a quiet market from a silent
         # stream. None (replay, a Redis source) means no REST at all.
-        self.backfiller: Backfiller | None = None if self.source is not None else Backfiller(
+        self.backfiller: Backfiller | None = None if self.feed is not None else Backfiller(
             self.rest_url, market, timeout=t.rest, retries=lim.rest_retries,
             weight_per_minute=lim.rest_weight_per_minute, verify=self.ssl_context)
         # A checkpoint (read here, so a corrupt one fails at construction) wins over start_from_id.
@@ -148,7 +154,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         self._quiet_until: dict[str | int, float] = {}  # symbol or shard number -> no silence check before
         self._limiter = OpenLimiter(r.connections_per_5min)
         self._shards = [Shard(i + 1, group, self._machine(i + 1, group)) for i, group in
-                        enumerate(chunks(self.symbols, self.streams_per_connection))] if self.source is None else []
+                        enumerate(chunks(self.symbols, self.streams_per_connection))] if self.feed is None else []
         # Each symbol's exchangeInfo status once REST told it ("unknown": not listed); empty until then.
         self.listed: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -156,6 +162,12 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = "new"
         self._started_at = 0.0
+
+    @property
+    def source(self) -> Any:
+        """The Redis feed's old name (deprecated): :attr:`feed`."""
+        warnings.warn("OrderFlow.source is now OrderFlow.feed", DeprecationWarning, stacklevel=2)
+        return self.feed
 
     @property
     def transport(self) -> str:
@@ -210,8 +222,8 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
             raise OrderFlowError(f"OrderFlow.start() called on a stream that is {self._state}; "
                                  "call stop() and create a new OrderFlow to start again")
         listing = await self._first_listing()
-        if self.source is not None:  # a refused password raises here; a server that is down is retried
-            await self.source.open(self)
+        if self.feed is not None:  # a refused password raises here; a server that is down is retried
+            await self.feed.open(self)
         self._state = "running"
         self._started_at = loop.time()
         # Hooks are timed on the loop's clock (virtual in the simulation). asyncio's own loop.time() is
@@ -228,22 +240,22 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
             self._listed(listing)
         elif self.backfiller is not None:
             self._spawn(self._listing_later(), "orderflow symbol check")
-        if self.sequencing.since and self.source is None:  # archive days first, then live (history/warmup.py)
+        if self.sequencing.since and self.feed is None:  # archive days first, then live (history/warmup.py)
             try:
                 from .history.warmup import warm_up
             except ModuleNotFoundError as exc:
                 raise OrderFlowError(f"Sequencing(since=...) needs {exc.name}: pip install "
                                      "'orderflow-plugin[history]'") from exc
             await warm_up(self)
-        if self.source is not None:
-            self._spawn(self.source.run(), "orderflow redis source")
+        if self.feed is not None:
+            self._spawn(self.feed.run(), "orderflow redis source")
         for shard in self._shards:
             shard.task = self._spawn(self._supervise(shard), f"orderflow shard {shard.number}")
         if self.reporting.stage_warning > 0:
             self._spawn(self._watch_stages(), "orderflow stage monitor")
         self._spawn(self._tick(), "orderflow ticker")
         logger.info("streaming %s from %s in %d connection(s); hot path %s", ", ".join(self.symbols),
-                    self.source or self.ws_url, len(self._shards) or 1, hot_path())
+                    self.feed or self.ws_url, len(self._shards) or 1, hot_path())
 
     # Symbols checked against exchangeInfo: Binance subscribes a typo without a word, then sends nothing
 
@@ -361,8 +373,8 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
                                  return_exceptions=True)
             if self.backfiller is not None:
                 await self.backfiller.aclose()
-            if self.source is not None:
-                await self.source.aclose()
+            if self.feed is not None:
+                await self.feed.aclose()
             if self._checkpointer is not None:
                 await self._checkpointer.close()
         finally:

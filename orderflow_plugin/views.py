@@ -15,7 +15,7 @@ __all__ = ["FlowViews"]
 
 
 class FlowViews:
-    """OrderFlow's read-only views (a mixin: they read the stream's pipeline, shards, source and counters)."""
+    """OrderFlow's read-only views (a mixin: they read the stream's pipeline, shards, feed and counters)."""
 
     def summary(self: OrderFlow) -> dict[str, Any]:
         """Counters of the run so far."""
@@ -23,14 +23,14 @@ class FlowViews:
             **self.counters,
             "plugin_errors": self.dispatcher.plugin_errors, "slow_hooks": self.dispatcher.slow_calls,
             "uptime_s": round(loop_time() - self._started_at, 3) if self._started_at else 0.0,
-            **({"source": self.source.summary()} if self.source is not None else {}),
+            **({"source": self.feed.summary()} if self.feed is not None else {}),
         }
 
     def health(self: OrderFlow) -> dict[str, Any]:
         """A snapshot: state, each connection's stage and for how long, last trade age per symbol, counters."""
         now = loop_time()
-        connections = [self._connection_health(shard, now) for shard in self._shards] if self.source is None \
-            else [self.source.health()]
+        connections = [self._connection_health(shard, now) for shard in self._shards] if self.feed is None \
+            else [self.feed.health()]
         symbols = self.pipeline.health(now)
         for symbol, entry in symbols.items():  # exchangeInfo's status: TRADING, BREAK..., "unknown", None unchecked
             entry["status"] = self.listed.get(symbol)

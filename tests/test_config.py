@@ -407,3 +407,17 @@ def test_the_frame_reader_is_reader_and_its_old_name_transport_still_works_with_
     assert "environment ORDERFLOW_CONNECTOR__TRANSPORT: connector.transport is now connector.reader" in caplog.text
     monkeypatch.setenv("ORDERFLOW_CONNECTOR__READER", "fast")  # both: the new name wins
     assert load_settings().connector.reader == "fast"
+
+
+def test_the_redis_feed_is_feed_and_its_old_name_source_still_works_with_a_warning() -> None:
+    """OrderFlow(feed=) takes a Redis feed; OrderFlow(source=) and flow.source still do, with a DeprecationWarning."""
+    from orderflow_plugin.redisbus.source import RedisSource
+
+    url = "redis://127.0.0.1:1/0"  # never connected: the stream is only built
+    flow = OrderFlow(["BTCUSDT"], feed=url)
+    assert isinstance(flow.feed, RedisSource) and flow.backfiller is None
+    with pytest.warns(DeprecationWarning, match=r"OrderFlow\(source=\.\.\.\) is now OrderFlow\(feed=\.\.\.\)"):
+        old = OrderFlow(["BTCUSDT"], source=url)
+    assert isinstance(old.feed, RedisSource)
+    with pytest.warns(DeprecationWarning, match=r"OrderFlow\.source is now OrderFlow\.feed"):
+        assert old.source is old.feed
