@@ -65,7 +65,7 @@ async def plugin(url: str, n: int, transport: str, metrics: bool = True) -> tupl
     manager.register(count, name="count")
     signals.trade.connect(receiver)
     flow = OrderFlow(["BTCUSDT"], ws_url=url, rest_url=url.replace("ws://", "http://"), plugins=manager,
-                     transport=transport, timeouts=Timeouts(stall=60), flow=Flow(enabled=metrics),
+                     reader=transport, timeouts=Timeouts(stall=60), flow=Flow(enabled=metrics),
                      reporting=Reporting(loop_block_threshold=0))
     try:
         async with flow:

@@ -76,7 +76,7 @@ async def measure(url: str, seconds: float, warmup: float, transport: str) -> tu
     manager.register(probe, name="probe")
     signals.metric.connect(probe.metric)
     flow = OrderFlow(["BTCUSDT"], ws_url=url, rest_url=url.replace("ws://", "http://"), plugins=manager,
-                     transport=transport, timeouts=Timeouts(stall=60), reporting=Reporting(loop_block_threshold=0))
+                     reader=transport, timeouts=Timeouts(stall=60), reporting=Reporting(loop_block_threshold=0))
     try:
         async with flow:
             await asyncio.sleep(warmup)

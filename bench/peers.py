@@ -7,7 +7,7 @@ trades in its callback; the first trade starts its clock. The ceiling, "bare web
 msgspec", runs in this process: a plain ``websockets`` asyncio client (``max_queue=None``, as in
 ``end_to_end.py``) that decodes each frame with msgspec into a small aggTrade Struct and counts
 it in a callback. OrderFlow runs here with its defaults (the fast reader, every default metric,
-one counting hook), and as variants that each change one option: ``transport="websockets"``,
+one counting hook), and as variants that each change one option: ``reader="websockets"``,
 ``flow=Flow(enabled=False)`` (decode, sequence, one hook: closer to what the peers do), and both.
 The simulator replays the bundled real tape looped, as fast as each client reads, in a process of
 its own (a fresh one per client and run). Every client runs ``--repeat`` times, interleaved
@@ -222,15 +222,15 @@ CEILING = "bare websockets + msgspec"
 BYTES = "bare websockets + msgspec, recv(decode=False)"
 OURS: dict[str, dict[str, Any]] = {
     "orderflow-plugin, defaults": {},
-    "orderflow-plugin, transport='websockets'": {"transport": "websockets"},
+    "orderflow-plugin, reader='websockets'": {"reader": "websockets"},
     "orderflow-plugin, flow=Flow(enabled=False)": {"flow": Flow(enabled=False)},
-    "orderflow-plugin, both of those": {"transport": "websockets", "flow": Flow(enabled=False)},
+    "orderflow-plugin, both of those": {"reader": "websockets", "flow": Flow(enabled=False)},
 }
 NOTES = {
     CEILING: "in process; ws.recv() -> msgspec Struct -> callback (the target's reference)",
     BYTES: "the same, frames as bytes: not the reference, shown for scale",
     "orderflow-plugin, defaults": "fast reader, every default metric, one counting hook",
-    "orderflow-plugin, transport='websockets'": "websockets parses the frames; every default metric",
+    "orderflow-plugin, reader='websockets'": "websockets parses the frames; every default metric",
     "orderflow-plugin, flow=Flow(enabled=False)": "fast reader; decode, sequence, hook; no engine",
     "orderflow-plugin, both of those": "websockets reader, no engine",
 }

@@ -5,7 +5,7 @@
   written per second, and the same stream without the plugin for the ratio.
 - **latency**: the simulator at fixed rates (default 1k and 10k trades/s, frames sent at their time); from
   the moment the collector's event loop hands the socket's bytes to its connection (``data_received``) to a
-  bot's ``on_trade`` fed from Redis (``OrderFlow(source=RedisSource(...))``): p50, p99, max. Collector and
+  bot's ``on_trade`` fed from Redis (``OrderFlow(feed=RedisSource(...))``): p50, p99, max. Collector and
   bot share one process and one clock (and the two cores with the simulator and Redis).
 - **drill** (``--drill 600``): two ``orderflow collect`` processes on one Redis, one SIGKILLed every 30 s
   (and once both), the simulator playing the real tape looped; then Redis is compared, trade by trade,
@@ -98,7 +98,7 @@ async def latency(redis_url: str, rate: int, seconds: float, wait_replicas: int 
         bot_hooks = PluginManager()
         measured = Latency(stamp)
         bot_hooks.register(measured)
-        bot = OrderFlow(["BTCUSDT"], source=RedisSource(redis_url), plugins=bot_hooks)
+        bot = OrderFlow(["BTCUSDT"], feed=RedisSource(redis_url), plugins=bot_hooks)
         await bot.start()
         await collector.start()
         await asyncio.sleep(1.0)

@@ -99,7 +99,7 @@ async def soak(url: str, trades: int, stall: float,
     manager = PluginManager()
     manager.register(checker, name="checker")
     flow = OrderFlow(["BTCUSDT"], ws_url=url, rest_url=url.replace("ws://", "http://"), plugins=manager,
-                     transport=transport, timeouts=Timeouts(stall=stall), reconnect=Reconnect(backoff_initial=0.1),
+                     reader=transport, timeouts=Timeouts(stall=stall), reconnect=Reconnect(backoff_initial=0.1),
                      reporting=Reporting(loop_block_threshold=0))
     async with flow:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -192,7 +192,7 @@ async def random_soak(seed: int, rate: float, market_seconds: float, reset_every
     manager.register(delivered, name="delivered")
     async with TailSkipping(Tape(tape.symbol, tape.market, rows, "bundled tape, looped"), scenario=scenario,
                             pace=Pace(rate=rate), record_ids=False, tail=tail) as sim:
-        flow = OrderFlow(["BTCUSDT"], ws_url=sim.ws_url, rest_url=sim.rest_url, plugins=manager, transport=transport,
+        flow = OrderFlow(["BTCUSDT"], ws_url=sim.ws_url, rest_url=sim.rest_url, plugins=manager, reader=transport,
                          reporting=Reporting(loop_block_threshold=0))
         async with flow:
             await sim.wait_for(lambda record: record.market_finished, timeout=market_seconds * 3 + 60)

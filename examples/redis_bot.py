@@ -41,7 +41,7 @@ class Tally:
 async def bot(url: str, checkpoint: str, duration: float) -> None:
     """Read BTCUSDT from Redis for ``duration`` seconds with a strategy plugin; resume from ``checkpoint``."""
     strategy, tally = DeltaAlert(min_delta=Decimal(5)), Tally()
-    flow = OrderFlow(["BTCUSDT"], source=RedisSource(url, start="first"), plugins=[strategy, tally],
+    flow = OrderFlow(["BTCUSDT"], feed=RedisSource(url, start="first"), plugins=[strategy, tally],
                      sequencing=Sequencing(checkpoint_path=checkpoint))
     async with flow:
         await asyncio.sleep(duration)

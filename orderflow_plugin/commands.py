@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cli_output import JsonFeed, LiveView
 from .config import Settings
 from .errors import TapeError, UnknownSymbol
 from .stream import OrderFlow
 from .tape import Tape, bundled_tape, load_tape
-from .view import JsonFeed, LiveView
 
 if TYPE_CHECKING:
     from .sim import Simulator
@@ -214,7 +214,7 @@ def stream_command(args: argparse.Namespace, settings: Settings) -> int:
         if args.from_url:
             from .redisbus.source import RedisSource
 
-            overrides["source"] = RedisSource(args.from_url, group=args.group, consumer=args.consumer,
+            overrides["feed"] = RedisSource(args.from_url, group=args.group, consumer=args.consumer,
                                               start=args.start)
         flow = OrderFlow.from_settings(settings, **overrides)
     except ValueError as exc:
@@ -225,7 +225,7 @@ def stream_command(args: argparse.Namespace, settings: Settings) -> int:
     except UnknownSymbol as exc:  # exchangeInfo does not list one: bad input, like a bad option
         print(f"orderflow stream: {exc}", file=sys.stderr)
         return 2
-    source = flow.source
+    source = flow.feed
     if source is not None and not source.connects:  # a run that read nothing because it reached nothing failed
         summary = flow.summary()
         print(f"orderflow stream: never connected to {summary['source']['url']} in {summary['uptime_s']:.1f} s "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,13 +28,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-from dynaconf import Dynaconf, ValidationError, Validator
+from dynaconf import Dynaconf, DynaconfFormatError, DynaconfParseError, ValidationError, Validator
 
 from .errors import SettingsError
-from .rules import MOVED, RULES, Rule
+from .options import GROUPS
+from .rules import MOVED, RENAMED, RULES, Rule
 
 __all__ = ["ENTRY_POINT_GROUP", "ENVIRONMENTS", "Settings", "SettingsError", "StreamFacts", "default_settings_file",
            "load_settings"]
+
+logger = logging.getLogger("orderflow_plugin.config")
 
 ENVIRONMENTS = ("development", "testing", "production")
 # Where installed plugins are found (plugins.py loads them); here, so that settings can check
@@ -46,8 +50,6 @@ _NOT_SETTINGS = {"LOAD_DOTENV", "ENV", "SETTINGS_FILES", "PURE"}  # ORDERFLOW_PU
 _OPEN_TABLES = ("hooks",)
 # Names that belong inside [default]: at the top of a file, they were meant to go in it.
 _TOP_LEVEL_NAMES = {rule.key.split(".", 1)[0] for rule in RULES} | set(_OPEN_TABLES)
-# OrderFlow's option groups, each mirrored by the settings table of the same name.
-_GROUP_TABLES = ("timeouts", "reconnect", "limits", "sequencing", "flow", "reporting")
 
 
 class StreamFacts(Protocol):
@@ -216,6 +218,7 @@ def _file_tables(path: Path, errors: list[str]) -> dict[str, Any]:
             )
         elif isinstance(value, dict):
             _resolve_hooks_dirs(value, path.parent)
+            _read_renamed(value, f"settings file {path} [{name}]")
     return tables
 
 
@@ -230,6 +233,24 @@ def _with_line(text: str, message: str) -> str:
         except tomllib.TOMLDecodeError:
             return message.replace("(at end of document)", f"(at end of document: it opens on line {count})")
     return message
+
+
+def _variable(key: str) -> str:
+    """The environment variable of a dotted key: ``connector.reader`` -> ``ORDERFLOW_CONNECTOR__READER``."""
+    return f"{ENV_PREFIX}_{key.upper().replace('.', '__')}"
+
+
+def _read_renamed(table: dict[str, Any], where: str) -> None:
+    """Move a key read under its old name (:data:`.rules.RENAMED`) to its new one, and say so once."""
+    for old, new in RENAMED.items():
+        *parents, key = old.split(".")
+        node: Any = table
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key in node:
+            value = node.pop(key)
+            node.setdefault(new.rsplit(".", 1)[1], value)  # both written: the new name wins
+            logger.warning("%s: %s is now %s; the old name is read until the next release", where, old, new)
 
 
 def _resolve_hooks_dirs(table: dict[str, Any], folder: Path) -> None:
@@ -262,14 +283,21 @@ def _validate(merged: dict[str, Any], errors: list[str]) -> dict[str, Any]:
             ignore_unknown_envvars=False,
             **{key.upper(): value for key, value in merged.items()},
         )
+        for old, new in RENAMED.items():  # the files' old names were moved as they were read; this is the environment's
+            legacy = dyn.get(old)
+            if legacy is not None:
+                logger.warning("environment %s: %s is now %s; the old name is read until the next release",
+                               _variable(old), old, new)
+                if _variable(new) not in os.environ:  # both set: the new name wins
+                    dyn.set(new, legacy)
         rule_of: dict[int, Rule] = {}
         for rule in RULES:
-            allowed = rule.allowed.replace("{", "{{").replace("}", "}}")  # messages go through str.format
+            allowed = rule.constraint.allowed.replace("{", "{{").replace("}", "}}")  # messages go through str.format
             validator = Validator(
                 rule.key,
                 must_exist=True,
-                condition=rule.check,
-                cast=rule.cast,
+                condition=rule.constraint.check,
+                cast=rule.constraint.cast,
                 messages={
                     "condition": f"{{name}} = {{value!r}}: must be {allowed}",
                     "must_exist_true": f"{{name}} is missing: must be {allowed}",
@@ -279,8 +307,21 @@ def _validate(merged: dict[str, Any], errors: list[str]) -> dict[str, Any]:
             dyn.validators.register(validator)
         failures = dyn.validators.validate_all(raise_error=False, only_current_env=True)
         data = _plain({k: v for k, v in dyn.as_dict().items() if k.upper() not in _NOT_SETTINGS})
+        for old in RENAMED:
+            *parents, key = old.split(".")
+            node = data
+            for part in parents:
+                node = node.get(part, {}) if isinstance(node, dict) else {}
+            if isinstance(node, dict):
+                node.pop(key, None)
     except ValidationError as exc:  # raised outside validate_all by dynaconf's own checks
         errors.append(str(exc))
+        return {}
+    except _CONVERTER_ERRORS:  # ORDERFLOW_X='@int x': a dynaconf converter refused the value
+        found = _bad_converters(merged)
+        if not found:
+            raise  # not an environment value's fault: a bug, with its traceback
+        errors.extend(found)
         return {}
     for failure in failures:
         rule = rule_of.get(id(failure.details[0][0])) if failure.details else None
@@ -289,16 +330,43 @@ def _validate(merged: dict[str, Any], errors: list[str]) -> dict[str, Any]:
     return data
 
 
+# What dynaconf raises for an environment value whose converter (@int, @json, @format, @get, @read_file,
+# @jinja without jinja2 installed, ...) cannot make a value of it.
+_CONVERTER_ERRORS = (DynaconfParseError, DynaconfFormatError, OSError, ImportError, ValueError)
+
+
+def _bad_converters(merged: dict[str, Any]) -> list[str]:
+    """Each ``ORDERFLOW_`` variable whose dynaconf converter fails, with why, one line each."""
+    found = []
+    for name, value in sorted(os.environ.items()):
+        key = name.removeprefix(f"{ENV_PREFIX}_")
+        if key == name or key in _NOT_SETTINGS or not value.lstrip().startswith("@"):
+            continue
+        # A fresh instance per variable, reading no environment: this one variable decides.
+        probe = Dynaconf(envvar_prefix=None, environments=False, load_dotenv=False,
+                         **{k.upper(): v for k, v in merged.items()})
+        try:
+            probe.set(key, value, tomlfy=True)
+        except _CONVERTER_ERRORS as exc:
+            found.append(f"environment {name} = {value!r}: {_one_line(exc)}")
+    return found
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _explained(rule: Rule | None, data: Mapping[str, Any]) -> str | None:
     """The error naming the part of the value at fault, for a rule that can tell (``flow.windows``'s bad window)."""
-    if rule is None or rule.explain is None:
+    if rule is None or rule.constraint.explain is None:
         return None
     value: Any = data
     for part in rule.key.split("."):
         if not isinstance(value, Mapping) or part not in value:
             return None  # missing: dynaconf's message says so
         value = value[part]
-    reason = rule.explain(rule.cast(value) if rule.cast else value)
+    cast = rule.constraint.cast
+    reason = rule.constraint.explain(cast(value) if cast else value)
     return f"{rule.key} = {value!r}: {reason}" if reason else None
 
 
@@ -350,8 +418,8 @@ def _dotted_keys(data: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
 def _write_stream(data: dict[str, Any], flow: StreamFacts) -> None:
     """Write ``flow``'s symbols, market, connector and option groups over the plain settings ``data``."""
     _merge(data, {"symbols": list(flow.symbols), "market": flow.market,
-                  "connector": {"ws_url": flow.ws_url, "rest_url": flow.rest_url, "transport": flow.transport}})
-    for name in _GROUP_TABLES:
+                  "connector": {"ws_url": flow.ws_url, "rest_url": flow.rest_url, "reader": flow.reader}})
+    for name in GROUPS:
         defaults = data.get(name, {})
         data[name] = {**defaults, **{key: _setting(value, defaults.get(key))
                                      for key, value in dataclasses.asdict(getattr(flow, name)).items()}}

@@ -22,7 +22,8 @@ from websockets.protocol import State
 
 from .errors import ConnectFailed, ConnectionLost, HandshakeRejected, StageTimeout, StreamError
 from .options import Timeouts
-from .transport import STAGES, WsConnection
+from .stages import STAGES
+from .transport import WsConnection
 
 __all__ = ["connect_first", "open_connection"]
 

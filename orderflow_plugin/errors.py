@@ -4,6 +4,7 @@
 
     OrderFlowError
      ├── SettingsError        a settings file, value or environment override is wrong (lists every error)
+     ├── OptionError          an option group was given a bad value in code (names group, field, value, allowed)
      ├── PluginError          something a plugin did
      │    ├── PluginLoadError a plugin could not be imported or registered (names the file and line)
      │    ├── HookFailed      a hook or signal receiver raised (the original is the __cause__)
@@ -39,6 +40,7 @@ __all__ = [
     "HandshakeRejected",
     "HookFailed",
     "HookTooSlow",
+    "OptionError",
     "OrderFlowError",
     "PluginError",
     "PluginLoadError",
@@ -68,6 +70,10 @@ class SettingsError(OrderFlowError, ValueError):
         if self.sources:
             lines.append(f"  read from: {', '.join(self.sources)}")
         super().__init__("\n".join(lines))
+
+
+class OptionError(OrderFlowError, ValueError):
+    """An option group refused a value at construction: ``Timeouts.rest = -1: must be a number in (0, 300]``."""
 
 
 class PluginError(OrderFlowError):

@@ -1,6 +1,6 @@
 """The fast frame reader: whole data frames cut straight out of each read, websockets kept for the rest.
 
-With ``reader="fast"`` (the ``connector.transport`` setting), websockets still does the handshake
+With ``reader="fast"`` (the ``connector.reader`` setting), websockets still does the handshake
 and every control frame (ping, pong, close), but a whole unmasked text or binary frame of at most
 ``max_size`` bytes (every frame Binance sends) is cut out of the read by :meth:`FastFrames._scan`,
 without websockets' per-frame objects. Anything else (a fragment, a reserved bit, a mask, a 64-bit

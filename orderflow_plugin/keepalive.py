@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from .errors import Stalled
+from .errors import Stalled, StreamError
 
-if TYPE_CHECKING:
-    from .transport import WsConnection
-
-__all__ = ["ping_when_quiet"]
+__all__ = ["Pinged", "ping_when_quiet"]
 
 
-async def ping_when_quiet(connection: WsConnection, idle: float, timeout: float) -> None:
+class Pinged(Protocol):
+    """What the keepalive needs of a connection (a :class:`~.transport.WsConnection`, which calls it)."""
+
+    url: str
+    endpoint: str
+    last_received: float  # the loop's time of the last byte read
+    paused: bool  # reading paused by us: not judged
+
+    def send_ping(self, data: bytes) -> None: ...
+
+    def fail(self, error: StreamError) -> None: ...
+
+
+async def ping_when_quiet(connection: Pinged, idle: float, timeout: float) -> None:
     """Ping once nothing has arrived for ``idle`` s; fail if still nothing arrives within ``timeout`` s.
 
     Any byte counts as an answer (a busy stream is never pinged), and a connection whose reading
@@ -29,8 +39,7 @@ async def ping_when_quiet(connection: WsConnection, idle: float, timeout: float)
             await asyncio.sleep(wait if wait > 0 else step)
             continue
         sent = clock()
-        connection.protocol.send_ping(str(int(clock() * 1e9)).encode())
-        connection._flush()
+        connection.send_ping(str(int(clock() * 1e9)).encode())
         deadline = sent + timeout
         while connection.last_received < sent and not connection.paused:
             before = clock()

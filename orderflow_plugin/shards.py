@@ -20,14 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .actions import Connect, Retire
+from .connect import open_connection
 from .diagnostics import task_stack
 from .errors import Stalled, StreamError
 from .loopclock import loop_time
 from .options import Limits, Reconnect, Reporting, Timeouts
 from .pipeline import Pipeline
+from .stages import STAGES
 from .supervisor import OpenLimiter, Supervisor
 from .symbols import stream_name
-from .transport import STAGES, WsConnection, open_connection
+from .transport import WsConnection
 
 __all__ = ["QuietJudge", "Shard", "ShardSupervision", "chunks"]
 

@@ -15,6 +15,7 @@ import logging
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -57,10 +58,13 @@ class OrderFlow(PipelineDriver):
     """A live, gap-checked aggTrade feed for ``symbols`` delivered to plugins and signals.
 
     Use ``async with OrderFlow(...)`` or ``await flow.start()`` / ``await flow.stop()``.
-    ``start()`` returns once the tasks run; it does not wait for a connection. ``source``: a
-    ``RedisSource`` (or its ``redis://`` URL) reads what collectors wrote to Redis instead of Binance.
+    ``start()`` returns once the tasks run; it does not wait for a connection. ``feed``: a
+    ``RedisSource`` (or its ``redis://`` URL) reads what collectors wrote to Redis instead of Binance
+    (``source=`` is its old name, deprecated).
     ``resume``: per symbol, the last id already handled elsewhere (a collector's newest in Redis):
     delivery goes on after it, the hole backfilled (a checkpoint wins over it).
+    ``reader``: the frame reader, ``"fast"`` or ``"websockets"`` (``connector.reader``; ``transport=`` is
+    its old name, deprecated).
     """
 
     def __init__(
@@ -71,7 +75,7 @@ class OrderFlow(PipelineDriver):
         ws_url: str | None = None,
         rest_url: str | None = None,
         ca_file: str | None = None,
-        transport: str = "fast",
+        reader: str = "fast",
         plugins: PluginManager | Sequence[object] | None = None,
         timeouts: Timeouts | None = None,
         reconnect: Reconnect | None = None,
@@ -79,8 +83,10 @@ class OrderFlow(PipelineDriver):
         sequencing: Sequencing | None = None,
         flow: Flow | None = None,
         reporting: Reporting | None = None,
-        source: Any = None,
+        feed: Any = None,
         resume: Mapping[str, int] | None = None,
+        transport: str | None = None,
+        source: Any = None,
     ) -> None:
         if market not in DEFAULT_ENDPOINTS:
             raise ValueError(f"market must be spot or usdm, got {market!r}")
@@ -104,20 +110,28 @@ class OrderFlow(PipelineDriver):
         q = self.sequencing = sequencing or Sequencing()
         f = self.flow = flow or Flow()
         rep = self.reporting = reporting or Reporting()
-        if transport not in READERS:
-            raise ValueError(f"transport must be one of {', '.join(READERS)}, got {transport!r}")
-        self.transport = transport
+        if transport is not None:
+            warnings.warn("OrderFlow(transport=...) is now OrderFlow(reader=...); transport= goes in the next release",
+                          DeprecationWarning, stacklevel=2)
+            reader = transport
+        if reader not in READERS:
+            raise ValueError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
+        self.reader = reader  # the frame reader: "fast" or "websockets" (transport.py)
         limit = _STREAM_LIMIT[market]
         self.streams_per_connection = min(lim.streams_per_connection or limit, limit)
         self.dispatcher = Dispatcher(self.plugins, self, slow_hook_ms=rep.slow_hook_ms,
                                      report_interval=rep.report_interval, async_queue_size=lim.async_queue_size)
         # A RedisSource (or its redis:// URL) replaces Binance: no connections, no REST (redisbus/source.py).
-        self.source = as_source(source)
-        if self.source is not None:
+        if source is not None:
+            warnings.warn("OrderFlow(source=...) is now OrderFlow(feed=...); source= goes in the next release",
+                          DeprecationWarning, stacklevel=2)
+            feed = source
+        self.feed = as_source(feed)
+        if self.feed is not None:
             q = self.sequencing = dataclasses.replace(q, backfill=False)
         # Always built, even with backfill off: REST's newest ids tell a quiet market from a silent
         # stream. None (replay, a Redis source) means no REST at all.
-        self.backfiller: Backfiller | None = None if self.source is not None else Backfiller(
+        self.backfiller: Backfiller | None = None if self.feed is not None else Backfiller(
             self.rest_url, market, timeout=t.rest, retries=lim.rest_retries,
             weight_per_minute=lim.rest_weight_per_minute, verify=self.ssl_context)
         # A checkpoint (read here, so a corrupt one fails at construction) wins over start_from_id.
@@ -144,8 +158,8 @@ class OrderFlow(PipelineDriver):
         self.life = Life()
         # The parts, each given what it uses. With a Redis source there are no shards (no connections).
         self.shards = ShardSupervision(
-            self.symbols if self.source is None else (), self.streams_per_connection, ws_url=self.ws_url,
-            reader=transport, ssl_context=self.ssl_context, timeouts=t, reconnect=r, limits=lim, reporting=rep,
+            self.symbols if self.feed is None else (), self.streams_per_connection, ws_url=self.ws_url,
+            reader=reader, ssl_context=self.ssl_context, timeouts=t, reconnect=r, limits=lim, reporting=rep,
             pipeline=self.pipeline, counters=self.counters, emit=self._emit, spawn=self._spawn,
             running=lambda: self.life.running, quiet=QuietAtConnect(self.pipeline, self.backfiller, t, self.listed),
             rest=self.backfiller is not None)
@@ -153,9 +167,21 @@ class OrderFlow(PipelineDriver):
                                     fills=self._fills)
         dispatcher = self.dispatcher
         self.views = FlowViews(
-            self.pipeline, self.counters, life=self.life, connections=self.shards, source=self.source,
+            self.pipeline, self.counters, life=self.life, connections=self.shards, feed=self.feed,
             hook_counts=lambda: {"plugin_errors": dispatcher.plugin_errors, "slow_hooks": dispatcher.slow_calls},
             listed=self.listed, loop_lag=lambda: self.watchdog.lag if self.watchdog is not None else None)
+
+    @property
+    def source(self) -> Any:
+        """The Redis feed's old name (deprecated): :attr:`feed`."""
+        warnings.warn("OrderFlow.source is now OrderFlow.feed", DeprecationWarning, stacklevel=2)
+        return self.feed
+
+    @property
+    def transport(self) -> str:
+        """The frame reader's old name (deprecated): :attr:`reader`."""
+        warnings.warn("OrderFlow.transport is now OrderFlow.reader", DeprecationWarning, stacklevel=2)
+        return self.reader
 
     @classmethod
     def from_settings(
@@ -172,7 +198,7 @@ class OrderFlow(PipelineDriver):
         endpoints = settings.endpoints[settings.market]
         kwargs: dict[str, Any] = dict(
             market=settings.market, ws_url=c.ws_url or endpoints.ws_url, rest_url=c.rest_url or endpoints.rest_url,
-            ca_file=c.ca_file or None, transport=c.transport,
+            ca_file=c.ca_file or None, reader=c.reader,
             timeouts=from_table(Timeouts, settings.timeouts), reconnect=from_table(Reconnect, settings.reconnect),
             limits=from_table(Limits, settings.limits), sequencing=from_table(Sequencing, settings.sequencing),
             flow=from_table(Flow, settings.flow), reporting=from_table(Reporting, settings.reporting),
@@ -204,8 +230,8 @@ class OrderFlow(PipelineDriver):
             raise OrderFlowError(f"OrderFlow.start() called on a stream that is {self._state}; "
                                  "call stop() and create a new OrderFlow to start again")
         listing = await self._first_listing()
-        if self.source is not None:  # a refused password raises here; a server that is down is retried
-            await self.source.open(self)
+        if self.feed is not None:  # a refused password raises here; a server that is down is retried
+            await self.feed.open(self)
         self._state = "running"
         self.life.started_at = loop.time()
         # Hooks are timed on the loop's clock (virtual in the simulation). asyncio's own loop.time() is
@@ -222,19 +248,19 @@ class OrderFlow(PipelineDriver):
             self._listed(listing)
         elif self.backfiller is not None:
             self._spawn(self._listing_later(), "orderflow symbol check")
-        if self.sequencing.since and self.source is None:  # archive days first, then live (history/warmup.py)
+        if self.sequencing.since and self.feed is None:  # archive days first, then live (history/warmup.py)
             try:
                 from .history.warmup import warm_up
             except ModuleNotFoundError as exc:
                 raise OrderFlowError(f"Sequencing(since=...) needs {exc.name}: pip install "
                                      "'orderflow-plugin[history]'") from exc
             await warm_up(self)
-        if self.source is not None:
-            self._spawn(self.source.run(), "orderflow redis source")
+        if self.feed is not None:
+            self._spawn(self.feed.run(), "orderflow redis source")
         self.shards.start()
         self._spawn(self._tick(), "orderflow ticker")
         logger.info("streaming %s from %s in %d connection(s); hot path %s", ", ".join(self.symbols),
-                    self.source or self.ws_url, len(self.shards) or 1, hot_path())
+                    self.feed or self.ws_url, len(self.shards) or 1, hot_path())
 
     # Symbols checked against exchangeInfo: Binance subscribes a typo without a word, then sends nothing
 
@@ -340,8 +366,8 @@ class OrderFlow(PipelineDriver):
                                    for c in list(self.shards.live)), return_exceptions=True)
             if self.backfiller is not None:
                 await self.backfiller.aclose()
-            if self.source is not None:
-                await self.source.aclose()
+            if self.feed is not None:
+                await self.feed.aclose()
             if self._checkpointer is not None:
                 await self._checkpointer.close()
         finally:

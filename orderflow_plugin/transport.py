@@ -2,7 +2,7 @@
 
 Frames are handed to ``on_frame`` synchronously from ``data_received``: no queue and no task
 per message on the hot path. Two frame readers sit behind the same class (``reader``, the
-``connector.transport`` setting): ``"fast"`` (the default) cuts whole data frames out of each
+``connector.reader`` setting): ``"fast"`` (the default) cuts whole data frames out of each
 read itself (:mod:`.fastframes`); ``"websockets"`` parses every frame with websockets' protocol.
 The connection is opened stage by stage by :func:`.connect.open_connection`.
 """
@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import PayloadTooBig
@@ -25,17 +25,14 @@ from websockets.uri import parse_uri
 from .errors import ConnectionLost, StreamError
 from .fastframes import FastFrames
 from .keepalive import ping_when_quiet
+from .stages import STAGES
 
-if TYPE_CHECKING:  # at run time they come from __getattr__ below
-    from .connect import connect_first, open_connection
-
-__all__ = ["READERS", "STAGES", "WsConnection", "connect_first", "open_connection"]
+__all__ = ["READERS", "STAGES", "WsConnection"]
 
 logger = logging.getLogger(__name__)
 _protocol_logger = logging.getLogger("orderflow_plugin.transport.protocol")
 _protocol_logger.setLevel(logging.WARNING)  # websockets logs every handshake at INFO
 
-STAGES = ("resolve", "tcp_connect", "tls", "http_upgrade", "subscribed", "first_message")
 READERS = ("websockets", "fast")
 
 
@@ -236,6 +233,11 @@ class WsConnection(FastFrames, asyncio.Protocol):
         self.protocol.send_text(json.dumps(message).encode())
         self._flush()
 
+    def send_ping(self, data: bytes) -> None:
+        """Send a ping now (the keepalive's)."""
+        self.protocol.send_ping(data)
+        self._flush()
+
     async def close(self, code: int = 1000, reason: str = "", timeout: float = 5.0) -> None:
         """Close cleanly, or abort if the server does not finish the handshake within ``timeout``."""
         if self.transport is None or self.done.done():
@@ -286,12 +288,3 @@ class WsConnection(FastFrames, asyncio.Protocol):
         """
         await ping_when_quiet(self, idle, timeout)
 
-
-def __getattr__(name: str) -> Any:
-    # The staged connect lives in .connect, which builds on WsConnection and so imports this module;
-    # loading it on first use keeps ``from .transport import open_connection`` working without a cycle.
-    if name in ("connect_first", "open_connection"):
-        from . import connect
-
-        return getattr(connect, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,13 +35,13 @@ class FlowViews:
     """The stream's read-only views over the parts it is passed; they change nothing."""
 
     def __init__(self, pipeline: Pipeline, counters: Mapping[str, int], *, life: Life, connections: _Connections,
-                 source: Any, hook_counts: Callable[[], dict[str, int]], listed: Mapping[str, str],
+                 feed: Any, hook_counts: Callable[[], dict[str, int]], listed: Mapping[str, str],
                  loop_lag: Callable[[], float | None]) -> None:
         self.pipeline = pipeline
         self.counters = counters
         self.life = life
         self.connections = connections  # the shard tasks (health, all_failed), empty with a Redis source
-        self.source = source
+        self.feed = feed  # a RedisSource, or None
         self.hook_counts = hook_counts
         self.listed = listed
         self.loop_lag = loop_lag
@@ -52,13 +52,13 @@ class FlowViews:
         return {
             **self.counters, **self.hook_counts(),
             "uptime_s": round(loop_time() - started_at, 3) if started_at else 0.0,
-            **({"source": self.source.summary()} if self.source is not None else {}),
+            **({"source": self.feed.summary()} if self.feed is not None else {}),
         }
 
     def health(self) -> dict[str, Any]:
         """A snapshot: state, each connection's stage and for how long, last trade age per symbol, counters."""
         now = loop_time()
-        connections = self.connections.health(now) if self.source is None else [self.source.health()]
+        connections = self.connections.health(now) if self.feed is None else [self.feed.health()]
         symbols = self.pipeline.health(now)
         for symbol, entry in symbols.items():  # exchangeInfo's status: TRADING, BREAK..., "unknown", None unchecked
             entry["status"] = self.listed.get(symbol)

@@ -101,7 +101,7 @@ def make_flow(sim, events: Events, symbols=("BTCUSDT",), **kwargs: Any) -> Order
     kwargs.setdefault("timeouts", TIMEOUTS)
     kwargs.setdefault("reconnect", RECONNECT)
     kwargs.setdefault("limits", LIMITS)
-    kwargs.setdefault("transport", READER)
+    kwargs.setdefault("reader", READER)
     # ``events`` is the test's instrument, not what it tests: its hooks get no 5 ms budget, or a loaded machine
     # (another thread taking the GIL, a page fault) adds a HookTooSlow to the errors the test counts (issue #25).
     kwargs.setdefault("reporting", Reporting(slow_hook_ms=60_000))

@@ -189,6 +189,22 @@ def test_a_settings_file_from_the_environment_that_is_not_utf8_is_one_line(tmp_p
     assert f"settings file {tmp_path / name}: not UTF-8" in result.stderr and "must be UTF-8 TOML" in result.stderr
 
 
+@pytest.mark.parametrize(("value", "words"), [
+    ("@int x", "Cannot convert 'x' to integer"),
+    ("@json [", "Cannot parse as JSON"),
+    ("@format {this.nope}", "can't interpolate"),
+    ("@read_file {tmp}/missing", "missing does not exist"),
+], ids=["int", "json", "format", "read-file"])
+def test_an_environment_value_its_converter_refuses_is_one_line(tmp_path: Path, value: str, words: str) -> None:
+    """ORDERFLOW_TIMEOUTS__STALL='@int x' exits 2 with one line naming the variable and why, no traceback."""
+    value = value.replace("{tmp}", str(tmp_path))
+    result = run("config", env={"ORDERFLOW_TIMEOUTS__STALL": value})
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"invalid settings: environment ORDERFLOW_TIMEOUTS__STALL = {value!r}: " in result.stderr
+    assert words in result.stderr
+
+
 def test_replay_of_a_renamed_binance_dump(tmp_path: Path) -> None:
     """A dump with its symbol inside a longer name replays as is; one named my_btc.csv asks for --symbol, then replays."""
     found = run("replay", str(dump(tmp_path, "spot_BTCUSDT-aggTrades-2026-01-01_first5000.csv")), cwd=tmp_path)

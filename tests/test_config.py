@@ -73,7 +73,7 @@ def test_bad_file_lists_every_error_at_once(tmp_path: Path) -> None:
         "[default]\nmarket = \"margin\"\n"
         "[default.reporting]\nslow_hook_ms = -1\n[default.limits]\nasync_queue_size = 2.5\n"
         "[default.plugins]\nentry_points = \"yes\"\n"
-        "[default.connector]\ntransport = \"picows\"\n",
+        "[default.connector]\nreader = \"picows\"\n",
     )
     with pytest.raises(SettingsError) as info:
         load_settings([user])
@@ -81,7 +81,7 @@ def test_bad_file_lists_every_error_at_once(tmp_path: Path) -> None:
     assert len(error.errors) == 5
     text = str(error)
     assert "market = 'margin': must be one of spot, usdm" in text
-    assert "connector.transport = 'picows': must be one of websockets, fast" in text
+    assert "connector.reader = 'picows': must be one of websockets, fast" in text
     assert "reporting.slow_hook_ms = -1: must be a number in (0, 60000]" in text
     assert "limits.async_queue_size = 2.5: must be a whole number in [1, 10000000]" in text
     assert "plugins.entry_points = 'yes': must be true or false" in text
@@ -323,6 +323,19 @@ def test_a_bad_window_is_named(tmp_path: Path) -> None:
         load_settings([write(tmp_path, "[default.flow]\nwindows = []\n")])
 
 
+@pytest.mark.parametrize("windows", ['["1m", 5]', '[["1m"]]'], ids=["number", "list"])
+def test_a_window_that_is_not_a_string_is_named(tmp_path: Path, windows: str) -> None:
+    """A window that is no string is one error naming it (the compiled parse_window's TypeError was a traceback)."""
+    with pytest.raises(SettingsError) as info:
+        load_settings([write(tmp_path, f"[default.flow]\nwindows = {windows}\nsignal_windows = {windows}\n")])
+    item = "5" if windows.endswith("5]") else "['1m']"
+    assert info.value.errors == [f"flow.{key} = {tomllib.loads(f'w = {windows}')['w']!r}: window {item} is not a string like \"1m\""
+                                 for key in ("windows", "signal_windows")]
+    with pytest.raises(SettingsError) as info:
+        load_settings([write(tmp_path, "[default.flow]\nsession = 5\n")])
+    assert info.value.errors == ['flow.session = 5: must be a window like "1d" or "8h"']
+
+
 def test_a_settings_file_with_a_bom_loads_and_one_in_utf16_is_named(tmp_path: Path) -> None:
     """A UTF-8 file with a BOM loads; a UTF-16 one is a SettingsError naming it and saying it must be UTF-8 TOML."""
     bom = tmp_path / "bom.toml"
@@ -366,3 +379,45 @@ def test_a_hooks_table_near_a_bundled_name_is_fine_for_a_plugin_in_a_hooks_folde
     (tmp_path / "hooks" / "whale_alerts.py").write_text("def on_trade(trade):\n    pass\n")
     user = write(tmp_path, '[default.plugins]\nhooks_dirs = ["hooks"]\n[default.hooks.whale_alerts]\nmin_notional = 5\n')
     assert load_settings([user]).hooks.whale_alerts.min_notional == 5
+
+
+def test_the_frame_reader_is_reader_and_its_old_name_transport_still_works_with_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """OrderFlow(transport=) and connector.transport (file or environment) set the reader, each with a deprecation note."""
+    flow = OrderFlow(["BTCUSDT"], reader="websockets")
+    assert flow.reader == "websockets" and flow.settings is None
+    with pytest.warns(DeprecationWarning, match=r"OrderFlow\(transport=\.\.\.\) is now OrderFlow\(reader=\.\.\.\)"):
+        old = OrderFlow(["BTCUSDT"], transport="websockets")
+    assert old.reader == "websockets"
+    with pytest.warns(DeprecationWarning, match=r"OrderFlow\.transport is now OrderFlow\.reader"):
+        assert old.transport == "websockets"
+    with pytest.raises(ValueError, match=r"reader must be one of websockets, fast, got 'picows'"):
+        OrderFlow(["BTCUSDT"], reader="picows")
+    user = write(tmp_path, '[default.connector]\ntransport = "websockets"\n')
+    with caplog.at_level("WARNING", logger="orderflow_plugin.config"):
+        settings = load_settings([user])
+    assert settings.connector.reader == "websockets" and "transport" not in settings.connector
+    assert f"settings file {user} [default]: connector.transport is now connector.reader" in caplog.text
+    assert OrderFlow.from_settings(settings, plugins=[]).reader == "websockets"
+    caplog.clear()
+    monkeypatch.setenv("ORDERFLOW_CONNECTOR__TRANSPORT", "websockets")
+    with caplog.at_level("WARNING", logger="orderflow_plugin.config"):
+        settings = load_settings()
+    assert settings.connector.reader == "websockets" and "transport" not in settings.connector
+    assert "environment ORDERFLOW_CONNECTOR__TRANSPORT: connector.transport is now connector.reader" in caplog.text
+    monkeypatch.setenv("ORDERFLOW_CONNECTOR__READER", "fast")  # both: the new name wins
+    assert load_settings().connector.reader == "fast"
+
+
+def test_the_redis_feed_is_feed_and_its_old_name_source_still_works_with_a_warning() -> None:
+    """OrderFlow(feed=) takes a Redis feed; OrderFlow(source=) and flow.source still do, with a DeprecationWarning."""
+    from orderflow_plugin.redisbus.source import RedisSource
+
+    url = "redis://127.0.0.1:1/0"  # never connected: the stream is only built
+    flow = OrderFlow(["BTCUSDT"], feed=url)
+    assert isinstance(flow.feed, RedisSource) and flow.backfiller is None
+    with pytest.warns(DeprecationWarning, match=r"OrderFlow\(source=\.\.\.\) is now OrderFlow\(feed=\.\.\.\)"):
+        old = OrderFlow(["BTCUSDT"], source=url)
+    assert isinstance(old.feed, RedisSource)
+    with pytest.warns(DeprecationWarning, match=r"OrderFlow\.source is now OrderFlow\.feed"):
+        assert old.source is old.feed

@@ -635,7 +635,7 @@ async def test_live_view_footer_counts_a_slow_hook(orderflow_stream) -> None:
     """A hook over its budget on a real stream shows as slow_hooks, not plugin_errors, in health() and the footer."""
     from rich.console import Console
 
-    from orderflow_plugin.view import LiveView
+    from orderflow_plugin.cli_output import LiveView
 
     class SlowOnce:
         def __init__(self) -> None:

@@ -422,7 +422,7 @@ async def test_a_bot_reading_redis_computes_the_same_signals(orderflow_redis) ->
 
     manager = PluginManager()
     manager.register(Plugin())
-    flow = OrderFlow(["BTCUSDT"], source=RedisSource(orderflow_redis.url, start="first"), plugins=manager,
+    flow = OrderFlow(["BTCUSDT"], feed=RedisSource(orderflow_redis.url, start="first"), plugins=manager,
                      flow=Flow(windows=("1m",), footprint_tick="1", whale_percentile=0))
     await flow.start()
     try:

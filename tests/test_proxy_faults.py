@@ -41,7 +41,7 @@ class Rig:
     def flow(self, events: Events, **kwargs: Any) -> OrderFlow:
         """An OrderFlow through the proxy with the test timings of make_flow."""
         flow = make_flow(self, events, ca_file=self.ca_file, **kwargs)
-        assert flow.transport == self.reader
+        assert flow.reader == self.reader
         return flow
 
 

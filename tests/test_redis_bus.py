@@ -177,7 +177,7 @@ async def consume(source: RedisSource, collected: Collected, **kwargs: Any) -> O
     """An OrderFlow reading BTCUSDT from ``source`` into ``collected``, started."""
     manager = PluginManager()
     manager.register(collected)
-    flow = OrderFlow(["BTCUSDT"], source=source, plugins=manager, **kwargs)
+    flow = OrderFlow(["BTCUSDT"], feed=source, plugins=manager, **kwargs)
     await flow.start()
     return flow
 
@@ -295,7 +295,7 @@ async def test_a_refused_password_fails_start_in_one_line(orderflow_redis_factor
     """A wrong password is a startup error naming the server, without the password."""
     server = orderflow_redis_factory(requirepass="s3cret")
     url = server.url.replace("redis://", "redis://:wrong@")
-    flow = OrderFlow(["BTCUSDT"], source=RedisSource(url))
+    flow = OrderFlow(["BTCUSDT"], feed=RedisSource(url))
     with pytest.raises(RedisFeedError, match="refused") as caught:
         await flow.start()
     assert "wrong" not in str(caught.value) and "\n" not in str(caught.value)
@@ -394,7 +394,7 @@ def test_stream_from_a_non_redis_url_is_one_line(capsys: Any) -> None:
 async def test_a_consumer_group_with_a_checkpoint_is_a_startup_error(orderflow_redis: Any, tmp_path: Any) -> None:
     """A group keeps its place with XACK: a checkpoint beside it would disagree, so start() refuses, in one line."""
     source = RedisSource(orderflow_redis.url, group="bots", consumer="a")
-    flow = OrderFlow(["BTCUSDT"], source=source, sequencing=Sequencing(checkpoint_path=str(tmp_path / "c.ckpt")))
+    flow = OrderFlow(["BTCUSDT"], feed=source, sequencing=Sequencing(checkpoint_path=str(tmp_path / "c.ckpt")))
     with pytest.raises(RedisFeedError, match="checkpoint_path is for fan-out") as caught:
         await flow.start()
     assert "\n" not in str(caught.value)

@@ -253,7 +253,7 @@ async def consume_symbols(source: RedisSource, collected: Collected) -> Any:
 
     manager = PluginManager()
     manager.register(collected)
-    flow = OrderFlow(["BTCUSDT", "ETHUSDT"], source=source, plugins=manager)
+    flow = OrderFlow(["BTCUSDT", "ETHUSDT"], feed=source, plugins=manager)
     await flow.start()
     return flow
 

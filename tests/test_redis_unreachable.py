@@ -47,7 +47,7 @@ async def test_a_source_retries_until_redis_comes_up(orderflow_redis_factory: An
     events = Events()
     manager = PluginManager()
     manager.register(events, name="events")
-    flow = OrderFlow(["BTCUSDT"], source=RedisSource(f"redis://127.0.0.1:{port}/0", timeout=1.0), plugins=manager)
+    flow = OrderFlow(["BTCUSDT"], feed=RedisSource(f"redis://127.0.0.1:{port}/0", timeout=1.0), plugins=manager)
     async with flow:
         await events.until(lambda e: e.of("on_error"), timeout=10 * TIMEOUT_FACTOR)
         assert [name for _, name, _ in events.calls] == ["on_startup", "on_error"]

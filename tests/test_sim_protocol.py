@@ -155,3 +155,11 @@ async def test_smooth_pace_keeps_order_and_rate(orderflow_sim_factory) -> None:
         started = loop.time()
         assert await recv_ids(ws, 200) == list(range(first + 1, first + 201))
         assert loop.time() - started >= 199 / 2000 * 0.9  # 200 more trades at 2000/s take about 0.1 s
+
+
+@pytest.mark.parametrize("module", ["connection", "server", "records", "rest", "faults"])
+def test_the_simulator_modules_import_nothing_that_imports_them_back(module: str) -> None:
+    """The simulator's connection and server form no import circle (TYPE_CHECKING imports count too)."""
+    from .importgraph import path_back
+
+    assert path_back(f"orderflow_plugin.sim.{module}") is None

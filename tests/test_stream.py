@@ -295,7 +295,7 @@ async def test_from_settings_uses_environment_override(orderflow_sim_factory, mo
             async with asyncio.timeout(5):
                 while len(got) < 5:
                     await asyncio.sleep(0.01)
-            assert flow.transport == frame_reader and flow.health()["connections"][0]["reader"] == frame_reader
+            assert flow.reader == frame_reader and flow.health()["connections"][0]["reader"] == frame_reader
     finally:
         signals.trade.disconnect(receiver)
     assert got[:5] == list(range(FIRST, FIRST + 5))

@@ -63,7 +63,7 @@ async def test_any_exception_in_any_stage_is_named_and_retried(tls_sim, monkeypa
     events = Events()
     async with OrderFlow(["BTCUSDT"], ws_url=sim.ws_url, rest_url=sim.rest_url, ca_file=ca_file,
                          plugins=_manager(events), reconnect=Reconnect(backoff_initial=0.05, backoff_max=0.1),
-                         transport=frame_reader) as flow:
+                         reader=frame_reader) as flow:
         await events.until(lambda e: len(e.trades) >= 50, 15)
         health = flow.health()
     failures = [c for c in events.of("on_error") if c["where"].startswith("connect:")]

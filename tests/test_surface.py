@@ -21,6 +21,7 @@ CURATED = {
     "PluginManager", "Settings", "SettingsError", "Tape", "TapeError", "TapeRow", "Trade", "bundled_tape",
     "hookimpl", "load_plugins", "load_settings", "load_tape", "normalize_symbol", "plugins_from_settings",
     "signals", "stream_name", "Timeouts", "Reconnect", "Limits", "Sequencing", "Flow", "Reporting",
+    "OptionError",
     "UnknownSymbol", "SymbolNotTrading",
 }
 

@@ -7,12 +7,13 @@ import asyncio
 import pytest
 
 from orderflow_plugin import Flow, Sequencing, StreamError, Timeouts, bundled_tape
+from orderflow_plugin.connect import open_connection
 from orderflow_plugin.decode import Decoder
 from orderflow_plugin.delivery import CallSink, discard, tell_connection
 from orderflow_plugin.pipeline import Pipeline
 from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.tape import Tape
-from orderflow_plugin.transport import WsConnection, open_connection
+from orderflow_plugin.transport import WsConnection
 
 TAPE = Tape("BTCUSDT", "spot", bundled_tape().rows[:600], "test")
 
@@ -146,3 +147,11 @@ async def test_reads_taken_while_paused_wait_for_resume_in_order(orderflow_sim_f
     connection.resume()
     assert collector.frames[601:] == markers  # both, in the order read
     await connection.close(timeout=1.0)
+
+
+@pytest.mark.parametrize("module", ["transport", "connect", "keepalive", "stages"])
+def test_the_connection_modules_import_nothing_that_imports_them_back(module: str) -> None:
+    """transport, connect and keepalive form no import circle (TYPE_CHECKING and lazy imports count too)."""
+    from .importgraph import path_back
+
+    assert path_back(f"orderflow_plugin.{module}") is None

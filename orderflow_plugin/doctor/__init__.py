@@ -58,7 +58,7 @@ async def run_doctor(settings: Settings, *, ws_url: str, rest_url: str, symbol: 
     configured = from_table(Timeouts, settings.timeouts)
     stream_checks, rest_checks = await asyncio.gather(
         _run_group(STREAM_CHECKS, check_stream, ws_url.rstrip("/"), symbol, market, configured, timeout,
-                   settings.limits.max_size, settings.connector.transport, context),
+                   settings.limits.max_size, settings.connector.reader, context),
         _run_group(REST_CHECKS, check_rest, rest_url.rstrip("/"), symbol, market, min(configured.rest, timeout),
                    context),
     )

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..connect import connect_first
 from ..errors import StreamError
 from ..listing import fetch_listing
 from ..symbols import normalize_symbol
-from ..transport import connect_first
 from .check import CERTIFICATE_ADVICE, Check, certificate_error
 
 __all__ = ["REST_CHECKS", "check_rest"]

@@ -7,17 +7,19 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from ..connect import open_connection
 from ..delivery import CallSink, discard, tell_connection
 from ..errors import HandshakeRejected, StageTimeout
 from ..options import Flow, Sequencing, Timeouts
 from ..pipeline import Pipeline
+from ..stages import STAGES
 from ..symbols import normalize_symbol, stream_name
-from ..transport import STAGES, WsConnection, open_connection
+from ..transport import WsConnection
 from .check import CERTIFICATE_ADVICE, Check, certificate_error
 
 __all__ = ["STREAM_CHECKS", "check_stream"]
 
-# In the order of transport.STAGES; zip(strict=True) fails at import if a stage is added there and not named here.
+# In the order of stages.STAGES; zip(strict=True) fails at import if a stage is added there and not named here.
 STREAM_CHECKS = ("stream DNS", "stream TCP connect", "stream TLS handshake", "stream HTTP upgrade",
                  "stream subscription", "first aggTrade")
 _STAGE_NAMES = dict(zip(STAGES, STREAM_CHECKS, strict=True))

@@ -1,7 +1,7 @@
 """Redis Streams between collectors and bots: one collector per symbol set, many bots, exactly once.
 
 ``orderflow collect --to redis://...`` (or the bundled ``redis`` plugin) writes; ``OrderFlow(...,
-source=RedisSource(url))`` or ``orderflow stream --from redis://...`` reads. redis-py is imported
+feed=RedisSource(url))`` or ``orderflow stream --from redis://...`` reads. redis-py is imported
 only by the modules that talk to Redis, so this package imports without it. See docs/scale-out.md.
 """
 

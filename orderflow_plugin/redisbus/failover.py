@@ -131,7 +131,7 @@ async def failover_drill(simulator: Simulator, workdir: Path, *, seed: int, fail
         began = time.monotonic()
         for member in crew:
             await member.start()
-        flow = OrderFlow(symbols, market=simulator.market, source=RedisSource(sentinel.url, start="first"),
+        flow = OrderFlow(symbols, market=simulator.market, feed=RedisSource(sentinel.url, start="first"),
                          plugins=[bot])
         await flow.start()
         by_port = {node.port: node for node in nodes}

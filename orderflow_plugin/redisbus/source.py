@@ -1,4 +1,4 @@
-"""The feed read from Redis Streams instead of Binance: ``OrderFlow(symbols, source=RedisSource(url))``.
+"""The feed read from Redis Streams instead of Binance: ``OrderFlow(symbols, feed=RedisSource(url))``.
 
 Every entry goes through the stream's own pipeline (decode, sequencing, engine, hooks, signals), so
 a bot sees the same trades, bars and gap reports as one connected to Binance. Two ways to read:

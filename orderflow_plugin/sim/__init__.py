@@ -14,8 +14,9 @@ from .archive import ARCHIVE_FAULTS, Archive, ArchiveFault, tiled_tape
 from .certs import SimCertificates
 from .feed import Pace, SymbolFeed
 from .proxy import FaultProxy, LinkRecord, ProxyRecord
+from .records import ConnectionRecord, SimRecord
 from .scenario import CONNECTION_FAULTS, REST_FAULTS, Fault, Scenario
-from .server import ConnectionRecord, SimRecord, Simulator
+from .server import Simulator
 
 __all__ = [
     "ARCHIVE_FAULTS",

@@ -17,21 +17,21 @@ import socket
 import struct
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from .archive import Archive
 from .archive import serve as serve_archive
 from .faults import ConnectionFaults, SlowDrip, drip_answer, rest_answer
 from .frames import combined, json_response, parse_target, text_frame
+from .records import ConnectionRecord, SimRecord
+from .rest import RestApi
 from .scenario import Fault
 
-if TYPE_CHECKING:  # the server imports this module to serve connections
-    from .server import ConnectionRecord, Simulator
-
-__all__ = ["SimConnection"]
+__all__ = ["Exchange", "SimConnection"]
 
 # websockets logs every HTTP response at INFO; one line per REST call would drown the log.
 _protocol_logger = logging.getLogger("orderflow_plugin.sim.protocol")
@@ -41,10 +41,36 @@ _MAX_CLIENT_MESSAGE = 64 * 1024
 _RESET_DELAY = 0.05
 
 
+class Exchange(Protocol):
+    """What a connection needs of the simulator serving it (a :class:`~.server.Simulator`, which imports this)."""
+
+    record: SimRecord
+    connections: set[SimConnection]
+    archive: Archive | None
+    rest_api: RestApi
+    max_streams: int
+    control_rate: int
+    ping_interval: float
+    pong_timeout: float
+    close_timeout: float
+    max_buffer: int
+    record_ids: bool
+
+    def notify(self) -> None: ...
+
+    def record_connection(self, path: str) -> ConnectionRecord: ...
+
+    def next_rest_fault(self) -> Fault | None: ...
+
+    def subscribe(self, connection: SimConnection, streams: list[str]) -> None: ...
+
+    def unsubscribe(self, connection: SimConnection, streams: list[str] | None = None) -> None: ...
+
+
 class SimConnection(asyncio.Protocol):
     """One TCP connection: an HTTP request for REST, or a WebSocket stream with its faults."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Exchange) -> None:
         self.sim = sim
         self.protocol = ServerProtocol(max_size=_MAX_CLIENT_MESSAGE, logger=_protocol_logger)
         self.transport: asyncio.Transport | None = None
@@ -66,12 +92,12 @@ class SimConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports don't subclass asyncio's
-        self.sim._connections.add(self)
+        self.sim.connections.add(self)
         self.sim.record.tcp_accepted += 1
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sim._notify()
+        self.sim.notify()
 
     def data_received(self, data: bytes) -> None:
         self.protocol.receive_data(data)
@@ -83,14 +109,14 @@ class SimConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.sim._connections.discard(self)
+        self.sim.connections.discard(self)
         self.sim.unsubscribe(self)
         self.writable.set()
         for task in self.tasks:
             task.cancel()
         if self.record is not None and self.record.closed is None:
             self.record.closed = "client" if exc is None else f"lost: {exc}"
-        self.sim._notify()
+        self.sim.notify()
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -115,7 +141,7 @@ class SimConnection(asyncio.Protocol):
             return
         if path.startswith("/data/") and self.sim.archive is not None and self.transport is not None:
             self.spawn(serve_archive(self.transport, self.sim.archive.answer(path, request.headers.get("Range"))))
-            self.sim._notify()
+            self.sim.notify()
             return
         self.record = self.sim.record_connection(request.path)
         if not self.record.faults:
@@ -149,7 +175,7 @@ class SimConnection(asyncio.Protocol):
             assert self.transport is not None
             data = b"".join(self.protocol.data_to_send())  # taken here, so _process has nothing left to send
             self.spawn(drip_answer(self.transport, data, fault))
-        self.sim._notify()
+        self.sim.notify()
 
     def _respond(self, status: int, body: dict[str, Any], retry_after: int | None) -> None:
         headers = [] if retry_after is None else [("Retry-After", str(retry_after))]
@@ -186,7 +212,7 @@ class SimConnection(asyncio.Protocol):
             faults.subscribed()
         if self.sim.ping_interval > 0:
             self.spawn(self._keepalive())
-        self.sim._notify()
+        self.sim.notify()
 
     def _subscribe(self, streams: list[str]) -> None:
         new = [s for s in streams if s not in self.streams]
@@ -200,7 +226,7 @@ class SimConnection(asyncio.Protocol):
             self._last_pong = time.monotonic()
             if self.record is not None:
                 self.record.pongs_received += 1
-                self.sim._notify()
+                self.sim.notify()
         elif frame.opcode is Opcode.TEXT:
             self._on_control(frame.data)
         elif frame.opcode is Opcode.CLOSE:
@@ -245,7 +271,7 @@ class SimConnection(asyncio.Protocol):
         else:
             self._send_json({"error": {"code": 2, "msg": f"Invalid request: unknown method {method}"},
                              "id": request_id})
-        self.sim._notify()
+        self.sim.notify()
 
     # Outgoing
 
@@ -380,13 +406,13 @@ class SimConnection(asyncio.Protocol):
     def _closed_as(self, why: str) -> None:
         if self.record is not None and self.record.closed is None:
             self.record.closed = why
-        self.sim._notify()
+        self.sim.notify()
 
     def fired(self, fault: Fault) -> None:
         """Record that ``fault`` acted."""
         if self.record is not None:
             self.record.fired.append(fault.kind)
-        self.sim._notify()
+        self.sim.notify()
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run ``coroutine`` as a task that ends with the connection."""

@@ -12,8 +12,6 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from ..models import Market
 from ..tape import Tape, bundled_tape
@@ -21,42 +19,15 @@ from .archive import Archive
 from .connection import SimConnection
 from .feed import Pace, SymbolFeed, schedule
 from .frames import aggtrade_payload
+from .records import ConnectionRecord, SimRecord
 from .rest import RestApi
 from .scenario import Fault, Scenario
 
-__all__ = ["ConnectionRecord", "SimRecord", "Simulator"]
+__all__ = ["Simulator"]
 
 logger = logging.getLogger(__name__)
 
 _BATCH = 256  # trades per write when playing as fast as clients read
-
-
-@dataclass
-class ConnectionRecord:
-    """What happened on one WebSocket connection (numbered from 1 in order of upgrade requests)."""
-
-    number: int
-    path: str
-    streams: list[str] = field(default_factory=list)
-    upgraded: bool = False
-    faults: tuple[Fault, ...] = ()
-    fired: list[str] = field(default_factory=list)
-    ids_sent: list[int] = field(default_factory=list)
-    messages_sent: int = 0
-    control: list[dict[str, Any]] = field(default_factory=list)
-    pings_sent: int = 0
-    pongs_received: int = 0
-    closed: str | None = None
-
-
-@dataclass
-class SimRecord:
-    """Everything the simulator did, for tests to assert on."""
-
-    connections: list[ConnectionRecord] = field(default_factory=list)
-    rest: list[tuple[str, int]] = field(default_factory=list)
-    tcp_accepted: int = 0
-    market_finished: bool = False
 
 
 class Simulator:
@@ -117,7 +88,7 @@ class Simulator:
         self._happened = dict.fromkeys(self.feeds, 0)
         self._stream_of = {symbol: f"{symbol.lower()}@aggTrade" for symbol in self.feeds}
         self._subscribers: dict[str, set[SimConnection]] = {}
-        self._connections: set[SimConnection] = set()
+        self.connections: set[SimConnection] = set()  # the open TCP connections
         self._rest_faults = [[fault, fault.count] for fault in self.scenario.rest]
         self._server: asyncio.Server | None = None
         self._market_task: asyncio.Task[None] | None = None
@@ -151,7 +122,7 @@ class Simulator:
         if self._market_task is not None:
             self._market_task.cancel()
             await asyncio.gather(self._market_task, return_exceptions=True)
-        for connection in list(self._connections):
+        for connection in list(self.connections):
             connection.abort("simulator stopped")
         if self._server is not None:
             self._server.close()
@@ -193,7 +164,8 @@ class Simulator:
                 raise TimeoutError(f"simulator state not reached within {timeout} s")
             await asyncio.wait([self._changed], timeout=remaining)
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
+        """Wake whoever waits for the simulator's state to change (a connection opened, closed, subscribed)."""
         if self._changed is not None and not self._changed.done():
             self._changed.set_result(None)
             self._changed = asyncio.get_running_loop().create_future()
@@ -232,7 +204,7 @@ class Simulator:
                 await asyncio.sleep(0)
         self._publish(batch)
         self.record.market_finished = True
-        self._notify()
+        self.notify()
         logger.info("simulator: the tape ended after %s trades; no more will be sent",
                     ", ".join(f"{count} {symbol}" for symbol, count in self._happened.items()))
 
@@ -252,7 +224,7 @@ class Simulator:
         for connection in touched:
             connection.flush()
         if batch:
-            self._notify()
+            self.notify()
 
     async def _clients_drained(self) -> None:
         """In asap mode: yield to the loop, then wait until no subscribed client's buffer is full."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from orderflow_plugin.cli_output import LiveView
 from orderflow_plugin.metrics import Bar
-from orderflow_plugin.view import LiveView
 
 
 def one_second_bar(start: int, trades: int, closed_by: str = "trade") -> Bar:
