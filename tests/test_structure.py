@@ -16,9 +16,6 @@ TESTS = ROOT / "tests"
 KNOWN_CYCLES: dict[frozenset[str], str] = {
     frozenset({"orderflow_plugin.delivery", "orderflow_plugin.stream"}):
         "PipelineDriver is typed self: OrderFlow; it becomes a Driver object (issue #26 item 2)",
-    frozenset({"orderflow_plugin.connect", "orderflow_plugin.keepalive", "orderflow_plugin.transport"}):
-        "transport names (issue #26 item 7)",
-    frozenset({"orderflow_plugin.sim.connection", "orderflow_plugin.sim.server"}): "two SimConnection (item 7)",
     frozenset({"orderflow_plugin.simtest.harness", "orderflow_plugin.simtest.invariants",
                "orderflow_plugin.simtest.network", "orderflow_plugin.simtest.recorder",
                "orderflow_plugin.simtest.silence"}): "the simulation's copies, deleted by item 1",
