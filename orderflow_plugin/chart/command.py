@@ -81,7 +81,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.from_url:
             from ..redisbus.source import RedisSource
 
-            overrides["source"] = RedisSource(args.from_url)
+            overrides["source"] = RedisSource(args.from_url, signals=args.redis_signals)
+            if args.redis_signals:  # the collectors' signals, read from Redis: none computed here
+                overrides["flow"] = dataclasses.replace(flow_options, signals=False)
     try:
         flow = OrderFlow.from_settings(settings, **overrides)
     except ValueError as exc:
