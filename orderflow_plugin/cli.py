@@ -321,6 +321,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="footprint price level, e.g. 10 (default: settings flow.footprint_tick)")
     chart.add_argument("--from", dest="from_url", type=_url("redis", "rediss"), default=None,
                        help="read what `orderflow collect` writes to this Redis URL instead of Binance")
+    chart.add_argument("--store", default=None, metavar="DIR",
+                       help="a store `orderflow history` wrote: its closed bars (or bars from its trades), then live")
     chart.add_argument("--redis-signals", action="store_true",
                        help="with --from: the collectors' footprint signals from Redis, computing none here")
     chart.add_argument("--ws-url", default=None, help="WebSocket base URL (default: settings)")
