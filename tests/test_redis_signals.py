@@ -44,9 +44,8 @@ class Signals:
 
 
 def of_a_bar(signal: Any) -> bool:
-    """Whether ``signal`` came with a closed bar (else a trade ended it)."""
-    return hasattr(signal, "window") or (signal.kind == "naked_poc" and signal.status == "naked"
-                                         and signal.source != "session")
+    """Whether ``signal`` is kept with its closed bar (else with the trade it followed: naked POCs too)."""
+    return hasattr(signal, "window")
 
 
 async def stored(url: str, key: str) -> list[tuple[str, Any]]:
@@ -169,3 +168,43 @@ def test_redis_signals_without_from_is_one_line(capsys: Any) -> None:
     assert main(["stream", "--redis-signals"]) == 2
     err = capsys.readouterr().err
     assert "--from" in err and err.count("\n") == 1
+
+
+async def test_orderflow_chart_from_redis_draws_the_collectors_naked_pocs(orderflow_redis: Any) -> None:
+    """`orderflow chart --from URL --redis-signals` lists the naked POCs the collector's signals leave listed."""
+    import re
+
+    import httpx
+
+    from orderflow_plugin.models import format_decimal
+
+    from .test_cli_stream import start
+
+    # The chart's own footprint is 10 wide, the collector's 1: POCs at 1-wide prices can only be the collector's.
+    process = await start("chart", "--from", orderflow_redis.url, "--redis-signals", "--symbol", "BTCUSDT",
+                          "--tick", "10", "--port", "0", "--duration", str(60 * TIMEOUT_FACTOR))
+    try:
+        async with asyncio.timeout(20 * TIMEOUT_FACTOR):
+            line = ""
+            while not line.startswith("footprint chart of"):
+                line = (await process.stdout.readline()).decode()
+                assert line, (await process.stderr.read()).decode()[-2000:]
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+        seen = Signals()  # the chart reads what is written from now on: collect the tape now
+        publisher = RedisPublisher(orderflow_redis.url, market="spot")
+        collector = OrderFlow(["BTCUSDT"], plugins=[publisher, seen], flow=OPTIONS)
+        await replay(collector, bundled_tape())
+        assert await publisher.aclose(10.0 * TIMEOUT_FACTOR)
+        assert seen.first is not None
+        listed = sorted([n.source, n.start, format_decimal(n.price)]
+                        for n in collector.pipeline.signals["BTCUSDT"].naked_pocs if n.start >= seen.first[0])
+        assert len(listed) >= 3 and any(not price.endswith("0") for _source, _start, price in listed)
+        naked: list = []
+        async with httpx.AsyncClient() as client, asyncio.timeout(20 * TIMEOUT_FACTOR):
+            while naked != listed:
+                state = (await client.get(url + "api/state")).json()
+                naked = sorted([n["source"], n["start"], n["price"]] for n in state["naked"])
+                await asyncio.sleep(0.1)
+    finally:
+        process.terminate()
+        await process.wait()

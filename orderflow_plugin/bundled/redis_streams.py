@@ -8,9 +8,10 @@ write again when a failover loses what the old primary acknowledged), ``wait_rep
 ``orderflow collect --to URL`` is this plugin with a resume from Redis; see docs/scale-out.md for
 the streams and their ids.
 
-The footprint signals go where the bars go: a closed bar's (imbalances, divergence, extremes, its
-naked POC) in ``signals:{window}`` as ``<bar start>-<k>``, written exactly when its bar is; the ones
-a trade ended in ``signals`` as ``<trade id>-<k>``. A signal over trades from before this writer's
+The footprint signals go where the bars go: a closed bar's (imbalances, divergence, extremes) in
+``signals:{window}`` as ``<bar start>-<k>``, written exactly when its bar is; the others in
+``signals`` as ``<trade id>-<k>``, after the trade they followed. Naked POCs are all there, listed
+and touched, so a reader meets a POC's listing before its touch. A signal over trades from before this writer's
 first one (a partial first second, session or bar) is not written, as the partial first bar is not:
 another collector that saw them all writes it.
 """
@@ -117,8 +118,6 @@ class RedisPublisher:
     def _signal(self, signal: Any) -> None:
         symbol = signal.symbol
         window = getattr(signal, "window", None)
-        if window is None and signal.kind == "naked_poc" and signal.status == "naked" and signal.source != "session":
-            window = signal.source  # a bar's POC, listed at its close
         if window is not None:
             batch = self._bar_signals.get((symbol, window))
             if batch is None or batch[0] != signal.start or not batch[2]:

@@ -5,9 +5,9 @@ the aggregate trade ids (``<aggId>-0``; ``0-1`` for the id 0, which Redis refuse
 only grow, so Redis itself refuses a second write of a trade: no dedup window, and "from trade X"
 is an ``XRANGE``. The metrics have their own streams, also keyed by what they describe: a closed
 bar by its window start, a whale by its trade id, a gap by its first missing id. The footprint
-signals of a closed bar are keyed ``<bar start>-<k>`` in ``signals:{window}``, the signals a trade
-ended (sweeps, tape speed, sessions, touched POCs) ``<trade id>-<k>`` in ``signals``: ``k`` counts
-from 1 in the order the stream emitted them.
+signals of a closed bar are keyed ``<bar start>-<k>`` in ``signals:{window}``, the others (sweeps,
+tape speed, sessions, naked POCs listed and touched) ``<trade id>-<k>`` in ``signals``, after the
+trade they followed: ``k`` counts from 1 in the order the stream emitted them.
 
 Each trade entry has one field, ``d``: the aggTrade event as Binance sends it (decimals as the
 exchange's strings), so a consumer decodes it with the same strict decoder as a live frame and a
