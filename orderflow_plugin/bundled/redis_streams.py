@@ -11,9 +11,9 @@ the streams and their ids.
 The footprint signals go where the bars go: a closed bar's (imbalances, divergence, extremes) in
 ``signals:{window}`` as ``<bar start>-<k>``, written exactly when its bar is; the others in
 ``signals`` as ``<trade id>-<k>``, after the trade they followed. Naked POCs are all there, listed
-and touched, so a reader meets a POC's listing before its touch. A signal over trades from before this writer's
-first one (a partial first second, session or bar) is not written, as the partial first bar is not:
-another collector that saw them all writes it.
+and touched, so a reader meets a POC's listing before its touch. A signal over trades from before
+this writer's first one (a partial first second, session or bar) is not written, as the partial
+first bar is not: another collector that saw them all writes it.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class RedisPublisher:
         # Per symbol, the time of the first trade this run wrote: a bar that began before it lacks trades.
         self._first_time: dict[str, int] = {}
         self._first_id: dict[str, int] = {}
-        self._last_id: dict[str, int] = {}  # the trade whose delivery the next trade's signals follow
+        self._last_id: dict[str, int] = {}  # per symbol, the last trade delivered: what follows is keyed by it
         # (symbol, window) -> [bar start, signals of it so far, written?]: the closed bar the next signals are of
         self._bar_signals: dict[tuple[str, str], list[Any]] = {}
         self._trade_signals: dict[str, list[int]] = {}  # symbol -> [trade id, signals after it so far]

@@ -18,8 +18,8 @@ With ``signals=True`` (fan-out only) it also reads the footprint signals the col
 (``signals`` and ``signals:{window}`` for the bot's ``flow.signal_windows``) and delivers them as
 the stream's own ``on_metric``: the collector's exact values, CVD-based ones included (a bot
 computing its own counts CVD from where it started). The bot's ``flow.signals`` must then be off,
-or each signal would come twice. Signals and trades are separate streams: a signal arrives after
-the trades it follows in Redis, not necessarily right after the one it followed at the collector.
+or each signal would come twice. Signals and trades are separate streams read side by side: a
+signal is not placed among the trades exactly where the collector emitted it.
 
 Redis faults (refused, reset, timeout, a server loading its data) are named in the log and retried
 forever with backoff; a bad URL or a refused password fails ``start()`` in one line. A source that
