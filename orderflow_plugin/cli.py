@@ -203,6 +203,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--consumer", default=None, help="with --group: this consumer's name in the group")
     stream.add_argument("--start", choices=["live", "first"], default="live",
                         help="with --from and no checkpoint: new trades only, or all Redis holds")
+    stream.add_argument("--redis-signals", action="store_true",
+                        help="with --from: the collectors' footprint signals from Redis, computing none here")
     stream.set_defaults(run=stream_command)
 
     collect = command("collect", "stream from Binance into Redis Streams, exactly once, for bots that read --from")
@@ -319,6 +321,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="footprint price level, e.g. 10 (default: settings flow.footprint_tick)")
     chart.add_argument("--from", dest="from_url", type=_url("redis", "rediss"), default=None,
                        help="read what `orderflow collect` writes to this Redis URL instead of Binance")
+    chart.add_argument("--store", default=None, metavar="DIR",
+                       help="a store `orderflow history` wrote: its closed bars (or bars from its trades), then live")
+    chart.add_argument("--redis-signals", action="store_true",
+                       help="with --from: the collectors' footprint signals from Redis, computing none here")
     chart.add_argument("--ws-url", default=None, help="WebSocket base URL (default: settings)")
     chart.add_argument("--rest-url", default=None, help="REST base URL (default: settings)")
     chart.add_argument("--demo", action="store_true", help="offline: the simulator replays the bundled real tape")

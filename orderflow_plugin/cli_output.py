@@ -13,8 +13,11 @@ from collections import deque
 from decimal import Decimal
 from typing import IO, Any
 
+import msgspec
+
 from .engine import Bar, Snapshot, Whale
 from .models import Trade, format_decimal
+from .signalmetrics import SIGNAL_KINDS
 
 __all__ = ["JsonFeed", "LiveView", "event_json", "metric_json"]
 
@@ -65,6 +68,8 @@ def metric_json(metric: Any) -> dict[str, Any]:
                 "cvd": format_decimal(metric.cvd), "buy_volume": format_decimal(metric.buy_volume),
                 "sell_volume": format_decimal(metric.sell_volume), "trades": metric.trades,
                 "bars": {window: metric_json(bar) for window, bar in metric.bars.items()}}
+    if getattr(metric, "kind", None) in SIGNAL_KINDS:  # a footprint signal: its fields, decimals as exact strings
+        return {"kind": metric.kind, **msgspec.to_builtins(metric)}
     return {"kind": getattr(metric, "kind", "metric"), "symbol": getattr(metric, "symbol", None)}
 
 

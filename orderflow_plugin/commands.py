@@ -207,15 +207,28 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _no_signals(flow: Any, settings: Settings) -> Any:
+    """The Flow group with the stream's own signals off (they come from Redis: ``--redis-signals``)."""
+    from .options import Flow, from_table
+
+    return dataclasses.replace(flow or from_table(Flow, settings.flow), signals=False)
+
+
 def stream_command(args: argparse.Namespace, settings: Settings) -> int:
     """``orderflow stream``: the live stream built from the settings and the command's options."""
     overrides = _stream_overrides(args, settings)
+    if args.redis_signals and not args.from_url:
+        print("orderflow stream: --redis-signals reads the signals collectors wrote: it needs --from redis://...",
+              file=sys.stderr)
+        return 2
     try:
         if args.from_url:
             from .redisbus.source import RedisSource
 
             overrides["feed"] = RedisSource(args.from_url, group=args.group, consumer=args.consumer,
-                                              start=args.start)
+                                            start=args.start, signals=args.redis_signals)
+            if args.redis_signals:
+                overrides["flow"] = _no_signals(overrides.get("flow"), settings)
         flow = OrderFlow.from_settings(settings, **overrides)
     except ValueError as exc:
         print(f"orderflow stream: {exc}", file=sys.stderr)

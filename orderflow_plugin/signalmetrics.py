@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import msgspec
+
 from .metrics import Footprint
 from .models import Metric, Side
 
 __all__ = [
     "SIGNAL_KINDS", "Absorption", "DeltaDivergence", "Exhaustion", "Imbalance", "NakedPoc", "SessionProfile",
-    "StackedImbalance", "Sweep", "TapeSpeed", "UnfinishedAuction",
+    "StackedImbalance", "Sweep", "TapeSpeed", "UnfinishedAuction", "signal_from_json", "signal_json",
 ]
 
 
@@ -171,3 +173,24 @@ class TapeSpeed(Metric, frozen=True, kw_only=True):
 SIGNAL_KINDS = frozenset(cls.kind for cls in (
     Imbalance, StackedImbalance, DeltaDivergence, Exhaustion, UnfinishedAuction, Absorption, NakedPoc, Sweep,
     SessionProfile, TapeSpeed))
+
+_TYPES: dict[str, type[Metric]] = {cls.kind: cls for cls in (
+    Imbalance, StackedImbalance, DeltaDivergence, Exhaustion, UnfinishedAuction, Absorption, NakedPoc, Sweep,
+    SessionProfile, TapeSpeed)}
+
+
+def signal_json(signal: Metric) -> bytes:
+    """``signal``'s fields as JSON, decimals as their exact strings (``kind`` is not in it: carry it beside).
+
+    What the Redis streams and the nautilus data type carry; :func:`signal_from_json` reads it back.
+    """
+    return msgspec.json.encode(signal)
+
+
+def signal_from_json(kind: str, data: bytes | str) -> Metric:
+    """The ``kind`` signal :func:`signal_json` wrote, equal to the one it was made from (exact Decimals)."""
+    try:
+        cls = _TYPES[kind]
+    except KeyError:
+        raise ValueError(f"{kind!r} is not a footprint signal kind (one of {', '.join(sorted(_TYPES))})") from None
+    return msgspec.json.decode(data, type=cls)

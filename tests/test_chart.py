@@ -37,8 +37,10 @@ async def until(check, timeout: float, what: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def charted(sim: Simulator, **flow_kwargs) -> AsyncIterator[tuple[OrderFlow, ChartFeed, list, object]]:
-    """A stream on ``sim``, its chart served on a free port, and a headless chromium page showing it."""
+async def charted(sim: Simulator, history: list | None = None,
+                  **flow_kwargs) -> AsyncIterator[tuple[OrderFlow, ChartFeed, list, object]]:
+    """A stream on ``sim``, its chart served on a free port (``history``'s bars before the live ones), and a
+    headless chromium page showing it."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's (or set ORDERFLOW_CHROMIUM)")
     flow = OrderFlow(["BTCUSDT"], ws_url=sim.ws_url, rest_url=sim.rest_url, limits=LIMITS,
@@ -51,6 +53,8 @@ async def charted(sim: Simulator, **flow_kwargs) -> AsyncIterator[tuple[OrderFlo
 
     blinker_signals.metric.connect(on_metric, sender=flow)
     feed = ChartFeed(flow, "BTCUSDT", "1m")
+    if history:
+        feed.add_history(history)
     started = asyncio.Event()
     async with flow:
         server = asyncio.ensure_future(serve(feed, port=0, started=started))

@@ -9,6 +9,7 @@ item to ``Actor.publish_data`` under a ``DataType`` with metadata::
     DataType(OrderFlowTrade, metadata={"instrument_id": "BTCUSDT.BINANCE"})
     DataType(OrderFlowBar, metadata={"instrument_id": "BTCUSDT.BINANCE", "window": "1m"})
     DataType(FlowSnapshot, metadata={"instrument_id": "BTCUSDT.BINANCE"})
+    DataType(OrderFlowSignal, metadata={"instrument_id": "BTCUSDT.BINANCE"})  # every footprint signal kind
 
 Instrument ids follow nautilus' own Binance adapter, so they join its instruments: ``BTCUSDT.BINANCE``
 on spot, ``BTCUSDT-PERP.BINANCE`` on usdm (a USD-M perpetual).
@@ -38,9 +39,11 @@ from nautilus_trader.model.enums import AggressorSide
 from nautilus_trader.model.identifiers import ClientId, InstrumentId
 
 from ..config import load_settings
+from ..engine import parse_window
 from ..errors import OrderFlowError
 from ..metrics import Bar, Snapshot, Whale
 from ..models import Market, Metric, Trade
+from ..signalmetrics import SIGNAL_KINDS, signal_from_json, signal_json
 from ..stream import OrderFlow
 from . import HealthHooks
 
@@ -52,6 +55,7 @@ __all__ = [
     "OrderFlowActor",
     "OrderFlowActorConfig",
     "OrderFlowBar",
+    "OrderFlowSignal",
     "OrderFlowTrade",
     "WhaleTrade",
 ]
@@ -148,6 +152,33 @@ class WhaleTrade(Data):
 
 
 @customdataclass
+class OrderFlowSignal(Data):
+    """A footprint signal (docs/metrics.md, "Footprint signals"); ``kind`` says which.
+
+    The fields a strategy filters on are flat: ``window`` is a per-bar signal's bar window (a naked
+    POC's source: a window or ``"session"``; ``""`` for sweeps, tape speed and session profiles),
+    ``start`` the bar's, second's or session's start in ms (a sweep's time), ``side`` ``"buy"`` or
+    ``"sell"`` where the signal has one, ``price`` its level where it has one (divergence, the
+    extremes, absorption, naked POC), exact decimal text. ``values`` holds every field of it as JSON
+    with exact decimal strings (imbalance levels and session profiles do not flatten into columns);
+    :meth:`signal` reads it back into the engine's class, equal to what ``on_metric`` got.
+    ``ts_event`` is a per-bar signal's bar end, else the trade time of the trade that ended it.
+    """
+
+    instrument_id: InstrumentId = InstrumentId.from_str("BTCUSDT.BINANCE")
+    kind: str = "imbalance"
+    window: str = ""
+    start: int = 0
+    side: str = ""
+    price: str = ""
+    values: str = "{}"
+
+    def signal(self) -> Metric:
+        """The signal as the engine made it (an ``orderflow_plugin.signalmetrics`` class, exact Decimals)."""
+        return signal_from_json(self.kind, self.values)
+
+
+@customdataclass
 class FeedHealth(Data):
     """A gap, a backfill, a stall or an error of the feed; ``ts_event`` is when the stream saw it.
 
@@ -202,6 +233,9 @@ class DataPublisher(HealthHooks):
         self._whale_types: dict[str, DataType] = {}
         self._snapshot_types: dict[str, DataType] = {}
         self._health_types: dict[str, DataType] = {}
+        self._signal_types: dict[str, DataType] = {}
+        self._last_time: dict[str, int] = {}  # per symbol, the time of the last trade: when a trade's signals came
+        self._window_ms: dict[str, int] = {}
         self._bar_types: dict[tuple[str, str], DataType] = {}
         self._error_type = DataType(FeedHealth)
         for symbol in flow.symbols:
@@ -216,6 +250,7 @@ class DataPublisher(HealthHooks):
             self._whale_types[symbol] = DataType(WhaleTrade, metadata=meta)
             self._snapshot_types[symbol] = DataType(FlowSnapshot, metadata=meta)
             self._health_types[symbol] = DataType(FeedHealth, metadata=meta)
+            self._signal_types[symbol] = DataType(OrderFlowSignal, metadata=meta)
         return instrument_id
 
     # The stream's hooks (see orderflow_plugin/hookspecs.py).
@@ -229,6 +264,7 @@ class DataPublisher(HealthHooks):
             trade_id=trade.id, price=_text(trade.price), quantity=_text(trade.qty), side=trade.side,
             first_id=trade.first_id, last_id=trade.last_id, source=trade.source)
         self._publish_data(self._trade_types[trade.symbol], data)
+        self._last_time[trade.symbol] = trade.time
         self.published += 1
 
     def on_metric(self, metric: Metric) -> None:
@@ -240,6 +276,30 @@ class DataPublisher(HealthHooks):
             self._whale(metric)
         elif isinstance(metric, Snapshot):
             self._snapshot(metric)
+        elif metric.kind in SIGNAL_KINDS:
+            self._signal(metric)
+
+    def _signal(self, signal: Any) -> None:
+        symbol = signal.symbol
+        window = getattr(signal, "window", None) or getattr(signal, "source", "")
+        of_a_bar = hasattr(signal, "window") or (signal.kind == "naked_poc" and signal.status == "naked"
+                                                 and window != "session")
+        if of_a_bar:  # it came when its bar closed: at the bar's end
+            ms = self._window_ms.get(window)
+            if ms is None:
+                ms = self._window_ms[window] = parse_window(window).ms
+            ts = (signal.start + ms) * _MS
+        else:
+            ts = self._last_time.get(symbol, 0) * _MS or self._clock.timestamp_ns()
+        start = getattr(signal, "start", None)
+        price = getattr(signal, "price", None)
+        data = OrderFlowSignal(
+            ts_event=ts, ts_init=self._clock.timestamp_ns(), instrument_id=self._instrument(symbol),
+            kind=signal.kind, window=window, start=signal.time if start is None else start,
+            side=getattr(signal, "side", ""), price="" if price is None else _text(price),
+            values=signal_json(signal).decode())
+        self._publish_data(self._signal_types[symbol], data)
+        self.published += 1
 
     def _bar(self, bar: Bar) -> None:
         instrument_id = self._instrument(bar.symbol)

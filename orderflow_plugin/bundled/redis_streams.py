@@ -1,4 +1,4 @@
-"""Redis publisher: every delivered trade and closed bar, whale and gap into Redis Streams, exactly once.
+"""Redis publisher: every delivered trade and closed bar, whale, footprint signal and gap into Redis Streams.
 
 Settings (``[default.hooks.redis]``): ``enabled`` (default false), ``url``, ``maxlen`` (entries
 kept per trade stream, approximately; 0 = all), ``hole_wait`` (seconds a trade waits behind a
@@ -7,6 +7,13 @@ write again when a failover loses what the old primary acknowledged), ``wait_rep
 ``wait_timeout`` (``WAIT`` for that many replicas after each round trip of trades; 0 = don't).
 ``orderflow collect --to URL`` is this plugin with a resume from Redis; see docs/scale-out.md for
 the streams and their ids.
+
+The footprint signals go where the bars go: a closed bar's (imbalances, divergence, extremes) in
+``signals:{window}`` as ``<bar start>-<k>``, written exactly when its bar is; the others in
+``signals`` as ``<trade id>-<k>``, after the trade they followed. Naked POCs are all there, listed
+and touched, so a reader meets a POC's listing before its touch. A signal over trades from before
+this writer's first one (a partial first second, session or bar) is not written, as the partial
+first bar is not: another collector that saw them all writes it.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ..redisbus.keys import bars_key, entry_id, health_key, whales_key
-from ..redisbus.metrics import bar_fields, whale_fields
+from ..redisbus.keys import bars_key, entry_id, health_key, signals_key, whales_key
+from ..redisbus.metrics import bar_fields, signal_fields, whale_fields
+from ..signalmetrics import SIGNAL_KINDS
 
 __all__ = ["RedisPublisher"]
 
@@ -42,6 +50,11 @@ class RedisPublisher:
         self.closing: asyncio.Task[bool] | None = None
         # Per symbol, the time of the first trade this run wrote: a bar that began before it lacks trades.
         self._first_time: dict[str, int] = {}
+        self._first_id: dict[str, int] = {}
+        self._last_id: dict[str, int] = {}  # per symbol, the last trade delivered: what follows is keyed by it
+        # (symbol, window) -> [bar start, signals of it so far, written?]: the closed bar the next signals are of
+        self._bar_signals: dict[tuple[str, str], list[Any]] = {}
+        self._trade_signals: dict[str, list[int]] = {}  # symbol -> [trade id, signals after it so far]
 
     def on_startup(self, settings: Any) -> None:
         table = settings.hooks.redis
@@ -78,20 +91,59 @@ class RedisPublisher:
     def on_trade(self, trade: Any) -> None:
         if self.writer is not None:
             self.writer.add_trade(trade)
+            self._last_id[trade.symbol] = trade.id
             if trade.symbol not in self._first_time:
                 self._first_time[trade.symbol] = trade.time
+                self._first_id[trade.symbol] = trade.id
 
     def on_metric(self, metric: Any) -> None:
         writer = self.writer
         if writer is None:
             return
-        if metric.kind == "bar" and metric.closed_by not in ("open", "revised") \
-                and metric.start >= self._first_time.get(metric.symbol, metric.start):  # not a partial first bar
-            writer.add_entry(bars_key(self.market, metric.symbol, metric.window), entry_id(metric.start),
-                             bar_fields(metric), self.maxlen)
-        elif metric.kind == "whale":
+        kind = metric.kind
+        if kind == "bar":
+            written = metric.closed_by not in ("open", "revised") \
+                and metric.start >= self._first_time.get(metric.symbol, metric.start)  # not a partial first bar
+            if written:
+                writer.add_entry(bars_key(self.market, metric.symbol, metric.window), entry_id(metric.start),
+                                 bar_fields(metric), self.maxlen)
+            if metric.closed_by != "open":  # the signals that follow are this bar's
+                self._bar_signals[(metric.symbol, metric.window)] = [metric.start, 0, written]
+        elif kind in SIGNAL_KINDS:
+            self._signal(metric)
+        elif kind == "whale":
             writer.add_entry(whales_key(self.market, metric.symbol), entry_id(metric.trade.id),
                              whale_fields(metric), self.maxlen)
+
+    def _signal(self, signal: Any) -> None:
+        symbol = signal.symbol
+        window = getattr(signal, "window", None)
+        if window is not None:
+            batch = self._bar_signals.get((symbol, window))
+            if batch is None or batch[0] != signal.start or not batch[2]:
+                return  # the bar was not written (partial, or a revision: the first close stands)
+            batch[1] += 1
+            self.writer.add_entry(signals_key(self.market, symbol, window), f"{batch[0]}-{batch[1]}",
+                                  signal_fields(signal), self.maxlen)
+            return
+        first_time = self._first_time.get(symbol)
+        if first_time is None or self._partial(signal, first_time, self._first_id[symbol]):
+            return
+        last_id = self._last_id[symbol]
+        count = self._trade_signals.get(symbol)
+        if count is None or count[0] != last_id:
+            count = self._trade_signals[symbol] = [last_id, 0]
+        count[1] += 1
+        self.writer.add_entry(signals_key(self.market, symbol), f"{last_id}-{count[1]}", signal_fields(signal),
+                              self.maxlen)
+
+    @staticmethod
+    def _partial(signal: Any, first_time: int, first_id: int) -> bool:
+        """Whether ``signal`` counts trades from before this writer's first (which it did not see)."""
+        if signal.kind == "sweep":
+            return bool(signal.first_id <= first_id)  # the run may have begun before
+        # tape speed's second, a session's profile or POC, the bar or session of a touched POC
+        return bool(signal.start < first_time)
 
     def _health(self, event: str, **fields: Any) -> None:
         if self.writer is not None:

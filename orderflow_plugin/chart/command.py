@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 from decimal import Decimal, InvalidOperation
@@ -54,6 +55,14 @@ def chart_command(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"orderflow chart: {exc}", file=sys.stderr)
         return 2
+    if args.redis_signals and not args.from_url:
+        print("orderflow chart: --redis-signals reads the signals collectors wrote: it needs --from redis://...",
+              file=sys.stderr)
+        return 2
+    if args.store is not None and not os.path.isdir(args.store):
+        print(f"orderflow chart: --store {args.store} is not a folder (a store `orderflow history` wrote)",
+              file=sys.stderr)
+        return 2
     if args.host != LOOPBACK:
         print(f"orderflow chart: WARNING: serving on {args.host}: anyone who can reach it sees the chart "
               "(read-only)", file=sys.stderr)
@@ -81,13 +90,25 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.from_url:
             from ..redisbus.source import RedisSource
 
-            overrides["source"] = RedisSource(args.from_url)
+            overrides["feed"] = RedisSource(args.from_url, signals=args.redis_signals)
+            if args.redis_signals:  # the collectors' signals, read from Redis: none computed here
+                overrides["flow"] = dataclasses.replace(flow_options, signals=False)
     try:
         flow = OrderFlow.from_settings(settings, **overrides)
     except ValueError as exc:
         print(f"orderflow chart: {exc}", file=sys.stderr)
         return 2
     feed = ChartFeed(flow, flow.symbols[0], args.window)
+    if args.store is not None:
+        try:
+            past = await _store_bars(args.store, flow, feed)
+        except ValueError as exc:
+            print(f"orderflow chart: {exc}", file=sys.stderr)
+            feed.close()
+            if sim is not None:
+                await sim.stop()
+            return 2
+        print(f"{past}, then live", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -112,3 +133,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         if sim is not None:
             await sim.stop()
     return 0
+
+
+async def _store_bars(root: str, flow: OrderFlow, feed: ChartFeed) -> str:
+    """Put the store's closed bars of the chart's symbol and window in ``feed``; say how many and from what."""
+    from pathlib import Path
+
+    from .history import store_bars
+
+    bars, origin = await asyncio.to_thread(store_bars, Path(root), flow.market, feed.symbol, feed.window, flow.flow)
+    feed.add_history(bars)
+    return f"{len(bars)} {feed.symbol} {feed.window} bars from the store's {origin} in {root}"

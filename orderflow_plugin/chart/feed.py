@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from typing import Any
 
 from .. import signals
@@ -117,6 +118,20 @@ class ChartFeed:
             else:
                 self.naked.pop(key, None)
             self._send({"type": "naked", "naked": list(self.naked.values())})
+
+    def add_history(self, bars: Iterable[Bar]) -> int:
+        """Put closed bars from before the stream (a store's) before the live ones; return how many.
+
+        A live bar with the same start keeps its place and values: the stream's newer word on that window.
+        ``keep`` grows by their number, so the live bars do not push them out.
+        """
+        past = OrderedDict((bar.start, bar_json(bar)) for bar in bars if bar.window == self.window)
+        for start, data in self.bars.items():
+            past[start] = data
+        added = len(past) - len(self.bars)
+        self.keep += added
+        self.bars = past  # pages get them in their hello: call this before serving
+        return added
 
     def _event(self, name: str, kwargs: dict[str, Any]) -> None:
         self.counts[name] += 1

@@ -4,7 +4,10 @@ Every symbol's trades are one stream, ``orderflow:{spot:BTCUSDT}:trades``, whose
 the aggregate trade ids (``<aggId>-0``; ``0-1`` for the id 0, which Redis refuses as ``0-0``). Ids
 only grow, so Redis itself refuses a second write of a trade: no dedup window, and "from trade X"
 is an ``XRANGE``. The metrics have their own streams, also keyed by what they describe: a closed
-bar by its window start, a whale by its trade id, a gap by its first missing id.
+bar by its window start, a whale by its trade id, a gap by its first missing id. The footprint
+signals of a closed bar are keyed ``<bar start>-<k>`` in ``signals:{window}``, the others (sweeps,
+tape speed, sessions, naked POCs listed and touched) ``<trade id>-<k>`` in ``signals``, after the
+trade they followed: ``k`` counts from 1 in the order the stream emitted them.
 
 Each trade entry has one field, ``d``: the aggTrade event as Binance sends it (decimals as the
 exchange's strings), so a consumer decodes it with the same strict decoder as a live frame and a
@@ -27,6 +30,7 @@ __all__ = [
     "gaps_key",
     "health_key",
     "legacy_key",
+    "signals_key",
     "symbol_tag",
     "trade_id",
     "trade_payload",
@@ -62,6 +66,11 @@ def whales_key(market: str, symbol: str) -> str:
 def gaps_key(market: str, symbol: str) -> str:
     """The stream of holes no collector could fill (entry id: the first missing trade id)."""
     return f"orderflow:{symbol_tag(market, symbol)}:gaps"
+
+
+def signals_key(market: str, symbol: str, window: str | None = None) -> str:
+    """The stream of ``symbol``'s footprint signals of ``window``'s closed bars, or (None) of its trades."""
+    return f"orderflow:{symbol_tag(market, symbol)}:signals" + (f":{window}" if window else "")
 
 
 def legacy_key(key: str) -> str:

@@ -14,6 +14,13 @@ a bot sees the same trades, bars and gap reports as one connected to Binance. Tw
   with ``source="replay"`` (a hook may have seen them), as after a checkpoint restart. A consumer's
   share has holes by design: it is delivered as it comes, without gap checks.
 
+With ``signals=True`` (fan-out only) it also reads the footprint signals the collectors wrote
+(``signals`` and ``signals:{window}`` for the bot's ``flow.signal_windows``) and delivers them as
+the stream's own ``on_metric``: the collector's exact values, CVD-based ones included (a bot
+computing its own counts CVD from where it started). The bot's ``flow.signals`` must then be off,
+or each signal would come twice. Signals and trades are separate streams read side by side: a
+signal is not placed among the trades exactly where the collector emitted it.
+
 Redis faults (refused, reset, timeout, a server loading its data) are named in the log and retried
 forever with backoff; a bad URL or a refused password fails ``start()`` in one line. A source that
 cannot reach Redis at all says so as an ``on_error`` (then ``on_disconnected`` only for a connection
@@ -47,7 +54,8 @@ from .client import (
     redis_errors,
     refuse_legacy,
 )
-from .keys import entry_id, trade_id, trades_key
+from .keys import entry_id, signals_key, trade_id, trades_key
+from .metrics import signal_of
 from .url import RedisFeedError
 
 __all__ = ["FeedHost", "RedisSource"]
@@ -73,9 +81,11 @@ class RedisSource:
 
     def __init__(self, url: str, *, group: str | None = None, consumer: str | None = None,
                  start: Literal["live", "first"] = "live", block: float = 0.5, count: int = 1000,
-                 claim_idle: float = 30.0, timeout: float = 5.0) -> None:
+                 claim_idle: float = 30.0, timeout: float = 5.0, signals: bool = False) -> None:
         if (group is None) != (consumer is None):
             raise ValueError("a consumer group needs both group and consumer names")
+        if signals and group is not None:
+            raise ValueError("signals=True reads every signal (fan-out): a consumer group shares trades only")
         if start not in ("live", "first"):
             raise ValueError(f"start must be 'live' or 'first', got {start!r}")
         self.url = url
@@ -93,6 +103,8 @@ class RedisSource:
         self._positions: dict[str, str] = {}  # stream key -> the id read last (fan-out)
         self._acked: dict[str, str] = {}  # stream key -> the newest id this consumer acknowledged (group)
         self._symbols: dict[str, str] = {}  # stream key -> symbol
+        self.signals = signals
+        self._signal_keys: set[str] = set()  # the signal streams read (signals=True)
         self._running = asyncio.Event()  # cleared while the pipeline asks us to pause
         self._decode: Any = None
         self._next_claim = 0.0
@@ -127,6 +139,14 @@ class RedisSource:
         self._flow = flow
         self._decode = Decoder(flow.market).decode
         self._symbols = {trades_key(flow.market, s): s for s in flow.symbols}
+        if self.signals:
+            options = flow.flow
+            if options.enabled and options.signals:
+                await self.redis.aclose()
+                raise RedisFeedError("RedisSource(signals=True) delivers the collectors' signals: set flow.signals "
+                                     "= false (ORDERFLOW_FLOW__SIGNALS=false), or each signal comes twice")
+            self._signal_keys = {signals_key(flow.market, s, w) for s in flow.symbols
+                                 for w in (None, *options.signal_windows)}
         for key, symbol in self._symbols.items():
             after = flow.pipeline.sequencers[symbol].last_delivered
             if after is not None:
@@ -201,7 +221,7 @@ class RedisSource:
                         raise
                 self._positions[key] = "0"  # first what this consumer had not acknowledged, then new entries
         else:
-            for key in self._symbols:
+            for key in [*self._symbols, *sorted(self._signal_keys)]:
                 if key not in self._positions:
                     newest = await newest_entry(self.redis, key) if self.start == "live" else None
                     self._positions[key] = newest or "0-0"
@@ -220,10 +240,26 @@ class RedisSource:
         receive, now = self._flow.pipeline.receive, time.monotonic()
         for key, entries in reply or ():
             name = key.decode()
-            for _entry, fields in entries:
-                receive(self, fields.get(b"d", b""), now)
+            if name in self._signal_keys:
+                self._signals(entries)
+            else:
+                for _entry, fields in entries:
+                    receive(self, fields.get(b"d", b""), now)
             self._positions[name] = entries[-1][0].decode()
             self.reads += len(entries)
+
+    def _signals(self, entries: list[Any]) -> None:
+        """Deliver the collectors' signals; an entry that is not one is logged and skipped (it holds no trade)."""
+        assert self._flow is not None
+        metric = self._flow.pipeline.metric
+        for entry, fields in entries:
+            try:
+                signal = signal_of(fields)
+            except ValueError as exc:  # msgspec's DecodeError/ValidationError are ValueErrors
+                logger.warning("redis %s: entry %s is not a signal this version reads: %s", redacted(self.url),
+                               entry.decode(), exc)
+                continue
+            metric(signal)
 
     async def _read_group(self) -> None:
         assert self._flow is not None and self.group is not None and self.consumer is not None

@@ -26,9 +26,11 @@ from orderflow_plugin.adapters.nautilus import (
     OrderFlowActor,
     OrderFlowActorConfig,
     OrderFlowBar,
+    OrderFlowSignal,
     OrderFlowTrade,
     WhaleTrade,
 )
+from orderflow_plugin.signalmetrics import SIGNAL_KINDS
 from orderflow_plugin.sim import Fault, Pace, Scenario, Simulator
 
 from ..flowhelpers import TIMEOUT_FACTOR, Events
@@ -179,6 +181,60 @@ def test_node_subscriber_gets_every_trade_once_in_order_and_the_streams_bars() -
     gap = next(h for h in watch.health if h.kind == "gap")
     assert gap.instrument == INSTRUMENT and 0 < gap.first_id <= gap.last_id
     assert results["flow"].health()["state"] == "stopped" and results["flow"].summary()["reconnects"] == 1
+
+
+class SignalWatch(Actor):
+    """A strategy's side of the footprint signals: one subscription to ``OrderFlowSignal`` of the instrument."""
+
+    def __init__(self) -> None:
+        super().__init__(ActorConfig(component_id="SignalWatch"))
+        self.signals: list[OrderFlowSignal] = []
+        self.changed = asyncio.Event()
+
+    def on_start(self) -> None:
+        self.subscribe_data(DataType(OrderFlowSignal, metadata={"instrument_id": INSTRUMENT}),
+                            client_id=ORDERFLOW_CLIENT_ID)
+
+    def on_data(self, data: Any) -> None:
+        self.signals.append(data)
+        self.changed.set()
+
+    async def until(self, predicate: Callable[[], bool], timeout: float) -> None:
+        """Wait until ``predicate()`` holds, re-checked as data arrives; fail after ``timeout`` s."""
+        async with asyncio.timeout(timeout * TIMEOUT_FACTOR):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def test_a_subscriber_gets_every_footprint_signal_kind_with_the_engines_values(tmp_path: Path) -> None:
+    """Subscribed to OrderFlowSignal, a node's actor gets each signal the stream emits, in order, with exact values."""
+    settings = tmp_path / "settings.toml"  # a 1-wide footprint and 5 min sessions: every kind on the bundled tape
+    settings.write_text('[default.flow]\nfootprint_tick = "1"\nsession = "5m"\n')
+    hooks, watch = Events(), SignalWatch()
+
+    async def main(loop: asyncio.AbstractEventLoop) -> TradingNode:
+        async with Simulator(bundled_tape(), pace=Pace(rate=5000)) as sim:
+            node, actor = build_node(loop, sim, watch, hooks, settings_file=str(settings))
+            running = loop.create_task(node.run_async())
+            await watch.until(lambda: {d.kind for d in watch.signals} == SIGNAL_KINDS, 30)
+            await node.stop_async()
+            await asyncio.wait_for(actor.wait_stopped(), 5 * TIMEOUT_FACTOR)
+            await asyncio.wait_for(running, 5 * TIMEOUT_FACTOR)
+        return node
+
+    run_on_new_loop(main)
+    emitted = [m for m in hooks.metrics if m.kind in SIGNAL_KINDS]
+    got = [data.signal() for data in watch.signals]
+    assert len(got) > 100 and got == emitted[:len(got)]  # the same objects' values: exact Decimals, every field
+    bars = {(m.window, m.start): m.end for m in hooks.metrics if m.kind == "bar"}
+    for data, signal in zip(watch.signals, got, strict=True):
+        assert str(data.instrument_id) == INSTRUMENT and data.kind == signal.kind
+        assert data.price == (format(signal.price, "f") if hasattr(signal, "price") else "")
+        assert data.side == getattr(signal, "side", "")
+        if hasattr(signal, "window"):  # a closed bar's: published at its end, under its window and start
+            assert (data.window, data.start) == (signal.window, signal.start)
+            assert data.ts_event == bars[(signal.window, signal.start)] * 1_000_000
 
 
 def test_snapshots_are_published_with_the_engines_totals(tmp_path: Path) -> None:

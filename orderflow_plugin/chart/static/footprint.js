@@ -100,6 +100,7 @@
     const fit = Math.max(1, Math.floor((w - axis) / fp.colWidth));
     const end = Math.max(0, cols.length - fp.offset);
     const shown = cols.slice(Math.max(0, end - fit), end);
+    fp.shown = shown.map((c) => c.start);  // the columns on screen, for scripts and tests
     feed.textContent = healthText();
     if (!shown.length) { ctx.fillStyle = "#7b8494"; ctx.fillText("waiting for trades...", 20, 40); return; }
     const groups = shown.map(grouped);
@@ -198,7 +199,10 @@
   canvas.addEventListener("wheel", (event) => {
     event.preventDefault();
     if (event.ctrlKey) fp.colWidth = Math.max(50, Math.min(300, fp.colWidth * (event.deltaY > 0 ? 0.9 : 1.1)));
-    else fp.offset = Math.max(0, Math.min(fp.bars.size - 1, fp.offset + (event.deltaY > 0 ? -1 : 1)));
+    else {  // back in time by a bar a notch, by a screenful with shift (a store's past may be days of bars)
+      const step = event.shiftKey ? Math.max(1, Math.floor(canvas.clientWidth / fp.colWidth) - 1) : 1;
+      fp.offset = Math.max(0, Math.min(fp.bars.size - 1, fp.offset + (event.deltaY > 0 ? -step : step)));
+    }
     dirty = true;
   }, { passive: false });
   document.getElementById("group").addEventListener("change", (event) => { fp.group = Number(event.target.value); dirty = true; });
