@@ -31,6 +31,7 @@ from .ranking import Ranked
 
 __all__ = ["Bar", "FlowEngine", "Footprint", "Snapshot", "Whale", "Window", "parse_window"]
 
+_PRICES = 4096  # bucket prices remembered per engine (a few hundred KB at most)
 _UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
@@ -94,6 +95,7 @@ class FlowEngine:
         # Totals of the closed bars of the finest window (always updated per trade); the open bar adds the rest.
         # Buy volume, sell volume (units of 10^-8), buy notional, sell notional (units of 10^-16).
         self._closed_totals = [0, 0, 0, 0]
+        self._prices: dict[int, Decimal] = {}  # footprint bucket number -> its price, the bucket times the tick
         self._units = fixed._UNITS  # a trade's price or quantity -> units of 10^-8, filled by fixed.decimal
         self.trades = 0
         self.last: Trade | None = None
@@ -385,10 +387,17 @@ class FlowEngine:
         footprint = None
         tick = self.tick
         if tick is not None:
-            multiply = _EXACT.multiply
-            levels = sorted(bar.levels.items())
-            footprint = Footprint(tick=tick, value_area_share=self.value_area, levels=tuple(
-                (multiply(bucket, tick), from_e8(buy), from_e8(sell)) for bucket, (buy, sell) in levels))
+            prices = self._prices
+            levels = []
+            for bucket in sorted(bar.levels):
+                price = prices.get(bucket)
+                if price is None:  # a bucket's price repeats bar after bar: made once
+                    if len(prices) >= _PRICES:
+                        prices.clear()
+                    price = prices[bucket] = _EXACT.multiply(bucket, tick)
+                level = bar.levels[bucket]
+                levels.append((price, from_e8(level[0]), from_e8(level[1])))
+            footprint = Footprint(tick=tick, value_area_share=self.value_area, levels=tuple(levels))
         # Positional, in Bar's field order: a bar closes every second per window, and 19 keywords cost 0.6 us.
         return Bar(window.name, bar.start, bar.start + window.ms, bar.open, bar.high, bar.low, bar.close,
                    from_e8(bar.buy_volume), from_e8(bar.sell_volume), from_e16(bar.buy_notional),
