@@ -181,6 +181,15 @@ def _read_csv(handle: IO[str], path: Path) -> list[TapeRow]:
     return rows
 
 
+def _price(value: object) -> str:
+    """A price or quantity as Binance writes it, a string the engine takes (``fixed.parse_e8``): checked when
+    the tape is read, not when it is replayed. A JSON number is refused, as the decoder refuses it."""
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a decimal string")
+    parse_e8(value)
+    return value
+
+
 def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None, list[TapeRow]]:
     """Raw (``{"e":"aggTrade",...}``) or combined (``{"stream":...,"data":{...}}``) frames, or the
     recorder hook's trade lines, one per line."""
@@ -195,7 +204,7 @@ def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None
             frame = json.loads(text)
             if "side" in frame and "id" in frame:  # a line of the recorder hook (Trade.as_json())
                 symbol = symbol or normalize_symbol(frame["symbol"])  # a path or a number: ValueError, below
-                rows.append(TapeRow(int(frame["id"]), str(frame["price"]), str(frame["qty"]),
+                rows.append(TapeRow(int(frame["id"]), _price(frame["price"]), _price(frame["qty"]),
                                     int(frame["first_id"]), int(frame["last_id"]), int(frame["time"]),
                                     frame["side"] == "sell"))
                 continue
@@ -207,8 +216,8 @@ def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None
             rows.append(
                 TapeRow(
                     int(data["a"]),
-                    str(data["p"]),
-                    str(data["q"]),
+                    _price(data["p"]),
+                    _price(data["q"]),
                     int(data["f"]),
                     int(data["l"]),
                     int(data["T"]),
@@ -217,7 +226,7 @@ def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None
                     data.get("nq"),
                 )
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as exc:
             raise TapeError(f"tape {path}, line {line}: not an aggTrade frame ({exc})"
                            + (f"; {_FORMATS}" if not rows else "")) from exc
         except RecursionError:  # [[[[... thousands deep: json gives up on the stack, not with a ValueError
