@@ -21,7 +21,7 @@ from typing import IO
 import msgspec
 
 from .errors import TapeError
-from .fixed import decimal, parse_e8
+from .fixed import decimal
 from .models import Market, Trade
 from .symbols import normalize_symbol
 
@@ -161,7 +161,9 @@ def _read_csv(handle: IO[str], path: Path) -> list[TapeRow]:
         try:
             agg, price, qty, first, last, ts, maker = fields[:7]
             stamp = int(ts)
-            parse_e8(price), parse_e8(qty)  # reject what is not a price (fixed.py) now, not at replay
+            # Reject what is not a price (fixed.py) now, not at replay; a repeated text is checked once (and its
+            # Decimal is the one the replay's trades get).
+            decimal(price), decimal(qty)
             rows.append(
                 TapeRow(
                     int(agg),
@@ -182,11 +184,11 @@ def _read_csv(handle: IO[str], path: Path) -> list[TapeRow]:
 
 
 def _price(value: object) -> str:
-    """A price or quantity as Binance writes it, a string the engine takes (``fixed.parse_e8``): checked when
+    """A price or quantity as Binance writes it, a string the engine takes (``fixed.decimal``): checked when
     the tape is read, not when it is replayed. A JSON number is refused, as the decoder refuses it."""
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a decimal string")
-    parse_e8(value)
+    decimal(value)
     return value
 
 
