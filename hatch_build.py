@@ -1,8 +1,9 @@
 """Compile the hot modules with Cython when the wheel is built (hatchling's custom build hook).
 
 Each module in ``orderflow_plugin.hotpath.COMPILED`` is compiled from its unchanged ``.py`` source
-into an extension module of the same name, and ``_compiled.txt`` records the SHA-256 of each source
-so a stale extension never runs (``hotpath.py``). An editable install (``make``) puts them in the
+into an extension module of the same name (typed by the ``.pxd`` beside it, where there is one), and
+``_compiled.txt`` records the SHA-256 of each source (``.py`` then ``.pxd``) so a stale extension never
+runs (``hotpath.py``). An editable install (``make``) puts them in the
 checkout; a wheel carries them. No compiler, no Cython, or ``ORDERFLOW_PURE=1`` at build time: a
 pure-Python wheel, with one line on stderr saying why. ``python hatch_build.py`` compiles in place.
 """
@@ -22,6 +23,15 @@ MODULES = ("fixed", "ranking", "openbar", "engine", "decode", "sequencer")  # ho
 MANIFEST = "_compiled.txt"
 
 
+def source_digest(module: str, folder: Path = PACKAGE) -> str:
+    """SHA-256 of a hot module's ``.py`` and then its ``.pxd``, if any (hotpath.py computes the same)."""
+    digest = hashlib.sha256((folder / f"{module}.py").read_bytes())
+    pxd = folder / f"{module}.pxd"
+    if pxd.exists():
+        digest.update(pxd.read_bytes())
+    return digest.hexdigest()
+
+
 def compile_modules(build: Path) -> list[Path]:
     """Compile the hot modules into ``build``; return the extension files and the manifest."""
     from Cython.Build import cythonize
@@ -30,8 +40,10 @@ def compile_modules(build: Path) -> list[Path]:
 
     extensions = [Extension(f"orderflow_plugin.{m}", [str(PACKAGE / f"{m}.py")], extra_compile_args=["-O2"])
                   for m in MODULES]
-    modules = cythonize(extensions, build_dir=str(build / "c"), quiet=True,
-                        compiler_directives={"language_level": 3, "binding": True})
+    modules = cythonize(extensions, build_dir=str(build / "c"), quiet=True, include_path=[str(ROOT)],
+                        # Types come from the .pxd files only: an annotation such as `index: int` would make
+                        # Cython demand an exact int where the pure path takes any integer.
+                        compiler_directives={"language_level": 3, "binding": True, "annotation_typing": False})
     command = build_ext(Distribution({"name": "orderflow-plugin", "ext_modules": modules}))
     command.build_lib = str(build / "lib")
     command.build_temp = str(build / "temp")
@@ -39,8 +51,7 @@ def compile_modules(build: Path) -> list[Path]:
     command.run()
     outputs = [Path(path) for path in command.get_outputs()]
     manifest = build / "lib" / "orderflow_plugin" / MANIFEST
-    manifest.write_text("".join(f"{m} {hashlib.sha256((PACKAGE / f'{m}.py').read_bytes()).hexdigest()}\n"
-                                for m in MODULES), encoding="utf-8")
+    manifest.write_text("".join(f"{m} {source_digest(m)}\n" for m in MODULES), encoding="utf-8")
     return [*outputs, manifest]
 
 

@@ -1,7 +1,8 @@
 """Per-stage cost of the hot path on the bundled real frames, each stage timed alone (no network).
 
 Stages: websockets' sans-I/O frame parsing, the fast reader's frame cutting, decode, sequencer,
-engine, and dispatch of on_trade to one hook and one receiver (emit and emitter). Best of three
+engine, and dispatch of on_trade to one hook and one receiver (emit and emitter), then the emitter
+the pipeline calls per trade with nothing listening, a receiver only, a hook only, and both. Best of three
 runs, in µs per trade. cProfile's per-call overhead distorts small functions; this times each
 stage with perf_counter instead.
 
@@ -119,6 +120,17 @@ def main() -> None:
     emit_trade = dispatcher.emitter("on_trade", "trade")  # what the stream's pipeline calls per trade
     timed("dispatch on_trade: emitter", lambda: [emit_trade(t) for t in TRADES] and None)
     signals.trade.disconnect(receiver)
+    for label, hook, listens in (("nothing listening", False, False), ("a receiver only", False, True),
+                                 ("a hook only", True, False), ("a hook and a receiver", True, True)):
+        plugins = PluginManager()
+        if hook:
+            plugins.register(Hook(), name="hook")
+        if listens:
+            signals.trade.connect(receiver)
+        emit = Dispatcher(plugins, object()).emitter("on_trade", "trade")
+        timed(f"on_trade emitter, {label}", lambda emit=emit: [emit(t) for t in TRADES] and None)  # type: ignore[misc]
+        if listens:
+            signals.trade.disconnect(receiver)
 
 
 if __name__ == "__main__":

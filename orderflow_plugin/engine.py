@@ -9,6 +9,9 @@ notional or by percentile of the recent notional distribution.
 Sums are exact integers (``fixed``: prices and quantities in units of 10^-8, notionals in units of
 10^-16), never rounded; a ``Decimal`` is made only where a value leaves the engine (a bar, a
 footprint level, a whale, a snapshot), from the integers or from the trade's own decimals.
+
+Compiled, ``FlowEngine`` is a C extension type whose per-trade step works on C integers (``engine.pxd``
+and ``openbar.pxd`` say which, and why none can overflow); this source is the pure path, the same code.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
 from . import fixed
+from . import openbar as _openbar
 from .fixed import FixedPointError, from_e8, from_e16, to_e8
 from .metrics import _EXACT, Bar, Footprint, Snapshot, Whale
 from .models import Metric, Trade
@@ -27,6 +31,7 @@ from .ranking import Ranked
 
 __all__ = ["Bar", "FlowEngine", "Footprint", "Snapshot", "Whale", "Window", "parse_window"]
 
+_PRICES = 4096  # bucket prices remembered per engine (a few hundred KB at most)
 _UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
@@ -76,6 +81,7 @@ class FlowEngine:
             self._tick = None if self.tick is None else to_e8(self.tick)  # in units of 10^-8
         except FixedPointError as exc:
             raise ValueError(f"footprint_tick {footprint_tick} is not a price: {exc}") from None
+        self._tick_units = self._tick or 0  # the same, 0 for none (a C integer when compiled)
         if not 0 < value_area <= 1:
             raise ValueError(f"value_area must be in (0, 1], got {value_area}")
         self.value_area = Decimal(str(value_area))
@@ -89,6 +95,7 @@ class FlowEngine:
         # Totals of the closed bars of the finest window (always updated per trade); the open bar adds the rest.
         # Buy volume, sell volume (units of 10^-8), buy notional, sell notional (units of 10^-16).
         self._closed_totals = [0, 0, 0, 0]
+        self._prices: dict[int, Decimal] = {}  # footprint bucket number -> its price, the bucket times the tick
         self._units = fixed._UNITS  # a trade's price or quantity -> units of 10^-8, filled by fixed.decimal
         self.trades = 0
         self.last: Trade | None = None
@@ -170,20 +177,27 @@ class FlowEngine:
         """
         price, decimal_qty = trade.price, trade.qty
         units = self._units
-        price_units = units.get(price)
-        if price_units is None:
-            price_units = self._unit(trade, price)
-        qty = units.get(decimal_qty)
-        if qty is None:
-            qty = self._unit(trade, decimal_qty)
-        notional = price_units * qty
+        price_obj = units.get(price)
+        if price_obj is None:
+            price_obj = self._unit(trade, price)
+        qty_obj = units.get(decimal_qty)
+        if qty_obj is None:
+            qty_obj = self._unit(trade, decimal_qty)
+        # Compiled, these are C integers (below fixed.LIMIT = 2^63, checked by fixed.units); the notional stays a
+        # Python integer (up to 2^126), as the whale ranking keeps it.
+        price_units = price_obj
+        qty = qty_obj
+        notional = price_obj * qty_obj
+        time_ms = trade.time
+        agg_id = trade.id
+        count = trade.last_id
+        count = count - trade.first_id + 1  # 128 bits when compiled: no id range overflows it
         buy = trade.side == "buy"
         self.trades += 1
-        metrics: list[Metric] | tuple[()] = ()  # most trades close nothing: no list for them
-        time_ms = trade.time
-        tick = self._tick
+        metrics = ()  # most trades close nothing: no list for them
+        tick = self._tick_units
         opened = self._open
-        late: list[int] | None = None
+        late = None
         for index, ms in self._direct:
             bar = opened[index]
             if bar is None or time_ms >= bar.start + ms:
@@ -197,7 +211,8 @@ class FlowEngine:
                     if index:
                         cvd = cvd - qty if buy else cvd + qty
                     self._close(index, time_ms, "trade", cvd, metrics)  # type: ignore[arg-type]
-                bar = opened[index] = OpenBar(time_ms - time_ms % ms, price, price_units, trade.id)
+                bar = OpenBar(time_ms - time_ms % ms, price, price_units, agg_id)
+                opened[index] = bar
             if price_units > bar.high_units:
                 bar.high_units, bar.high = price_units, price
             elif price_units < bar.low_units:
@@ -210,22 +225,22 @@ class FlowEngine:
                 bar.sell_volume += qty
                 bar.sell_notional += notional
             bar.trades += 1
-            bar.trade_count += trade.last_id - trade.first_id + 1
+            bar.trade_count += count
             if qty > bar.largest_units:
                 bar.largest_units, bar.largest_qty = qty, decimal_qty
-                bar.largest_id = trade.id
-            if tick is not None:
-                if bar.floor <= price_units < bar.edge:  # the last trade's bucket
-                    level = bar.level
-                else:
-                    level = self._level(bar, price_units, tick)
+                bar.largest_id = agg_id
+            if tick:
+                level = bar.level
+                # The last trade's bucket: price - floor, never floor + tick (which could pass 2^63 when compiled).
+                if level is None or price_units < bar.floor or price_units - bar.floor >= tick:
+                    level = _level(bar, price_units, tick)
                 if buy:
-                    level[0] += qty  # type: ignore[index]
+                    level[0] += qty_obj
                 else:
-                    level[1] += qty  # type: ignore[index]
+                    level[1] += qty_obj
         self.last = trade
         if late is not None:
-            metrics = [*metrics, *self._late(trade, price_units, qty, notional, late)]
+            metrics = [*metrics, *self._late(trade, price_obj, qty_obj, notional, late)]
         whale = self._whale
         if whale is not None and notional >= whale:
             metrics = [*metrics, Whale(symbol=self.symbol, trade=trade, notional=from_e16(notional), rule="absolute",
@@ -240,17 +255,6 @@ class FlowEngine:
                 metrics = [*metrics, Whale(symbol=self.symbol, trade=trade, notional=from_e16(notional),
                                            rule="percentile", threshold=from_e16(threshold))]
         return metrics
-
-    @staticmethod
-    def _level(bar: OpenBar, price: int, tick: int) -> list[int]:
-        """``bar``'s footprint level for ``price`` (made if new), cached with its bucket's edges (all in units)."""
-        bucket = price // tick
-        level = bar.levels.get(bucket)
-        if level is None:
-            level = bar.levels[bucket] = [0, 0]
-        floor = bucket * tick
-        bar.floor, bar.edge, bar.level = floor, floor + tick, level
-        return level
 
     def _close(self, index: int, now: int, closed_by: str, cvd: int, out: list[Metric]) -> None:
         """Close window ``index``'s bar, fold it into its parent, and close the parent if ``now`` is past it."""
@@ -277,7 +281,7 @@ class FlowEngine:
             return
         if parent is None:
             parent = self._open[parent_index] = OpenBar.over(bar, bar.start - bar.start % ms)
-        parent.fold(bar)
+        _openbar.fold(parent, bar)
         if now >= parent.start + ms:
             self._close(parent_index, now, closed_by, cvd, out)
 
@@ -312,14 +316,14 @@ class FlowEngine:
         closed one, revised the same way."""
         bar = self._last_closed[index]
         assert bar is not None
-        bar.fold(late)
+        _openbar.fold(bar, late)
         out.append(self._closed(bar, self.windows[index], "revised", cvd))
         parent_index = self._parent[index]
         if parent_index is None:
             return
         parent = self._open[parent_index]
         if parent is not None and late.start >= parent.start:
-            parent.fold(late)
+            _openbar.fold(parent, late)
             if now >= parent.start + self.windows[parent_index].ms:
                 self._close(parent_index, now, closed_by, cvd, out)
         elif self._closed_holds(parent_index, late.start):
@@ -375,7 +379,7 @@ class FlowEngine:
         else:
             own = own.copy()
         if child is not None:
-            own.fold(child)
+            _openbar.fold(own, child)
         return own
 
     def _closed(self, bar: OpenBar, window: Window, closed_by: str, cvd: int) -> Bar:
@@ -383,12 +387,29 @@ class FlowEngine:
         footprint = None
         tick = self.tick
         if tick is not None:
-            multiply = _EXACT.multiply
-            levels = sorted(bar.levels.items())
-            footprint = Footprint(tick=tick, value_area_share=self.value_area, levels=tuple(
-                (multiply(bucket, tick), from_e8(buy), from_e8(sell)) for bucket, (buy, sell) in levels))
+            prices = self._prices
+            levels = []
+            for bucket in sorted(bar.levels):
+                price = prices.get(bucket)
+                if price is None:  # a bucket's price repeats bar after bar: made once
+                    if len(prices) >= _PRICES:
+                        prices.clear()
+                    price = prices[bucket] = _EXACT.multiply(bucket, tick)
+                level = bar.levels[bucket]
+                levels.append((price, from_e8(level[0]), from_e8(level[1])))
+            footprint = Footprint(tick=tick, value_area_share=self.value_area, levels=tuple(levels))
         # Positional, in Bar's field order: a bar closes every second per window, and 19 keywords cost 0.6 us.
         return Bar(window.name, bar.start, bar.start + window.ms, bar.open, bar.high, bar.low, bar.close,
                    from_e8(bar.buy_volume), from_e8(bar.sell_volume), from_e16(bar.buy_notional),
                    from_e16(bar.sell_notional), bar.trades, bar.trade_count,
                    bar.largest_qty, bar.largest_id, from_e8(cvd), footprint, closed_by, symbol=self.symbol)
+
+
+def _level(bar: OpenBar, price: int, tick: int) -> list[int]:
+    """``bar``'s footprint level for ``price`` (made if new), cached with its bucket's lowest price (in units)."""
+    bucket = price // tick
+    level = bar.levels.get(bucket)
+    if level is None:
+        level = bar.levels[bucket] = [0, 0]
+    bar.floor, bar.level = bucket * tick, level
+    return level

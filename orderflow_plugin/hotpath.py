@@ -2,7 +2,8 @@
 
 ``pip install`` compiles the hot modules (``COMPILED``) with Cython when the machine has a compiler
 (``hatch_build.py``): each becomes an extension module next to its ``.py`` source, which Python then
-imports instead of it. The build writes ``_compiled.txt``, the SHA-256 of each source it compiled.
+imports instead of it. The build writes ``_compiled.txt``, the SHA-256 of each source it compiled (its ``.py``, then the
+``.pxd`` that types it, where there is one).
 The pure source runs instead when ``ORDERFLOW_PURE=1``, when nothing was compiled, or when a source
 no longer matches what was compiled (a checkout edited after ``make``): a stale extension never runs.
 
@@ -39,6 +40,15 @@ class _PureSource:
         return importlib.util.spec_from_file_location(name, _HERE / f"{module}.py")
 
 
+def _digest(folder: Path, module: str) -> str:
+    """SHA-256 of ``module``'s ``.py`` and then its ``.pxd``, if any (as hatch_build.py writes it)."""
+    digest = hashlib.sha256((folder / f"{module}.py").read_bytes())
+    pxd = folder / f"{module}.pxd"
+    if pxd.exists():
+        digest.update(pxd.read_bytes())
+    return digest.hexdigest()
+
+
 def _choose(folder: Path = _HERE) -> tuple[bool, str]:
     """(compiled, why) for this process, from ORDERFLOW_PURE, the extension files and the build's manifest."""
     built = [m for m in COMPILED if any((folder / f"{m}{suffix}").exists()
@@ -53,8 +63,7 @@ def _choose(folder: Path = _HERE) -> tuple[bool, str]:
     except (OSError, ValueError):
         digests = {}
     for module in COMPILED:
-        source = (folder / f"{module}.py").read_bytes()
-        if module not in built or digests.get(module) != hashlib.sha256(source).hexdigest():
+        if module not in built or digests.get(module) != _digest(folder, module):
             return False, (f"pure Python (the compiled {module} does not match {module}.py: rebuild with "
                            "`make .venv/.installed` or `pip install .`)")
     return True, f"compiled (Cython: {', '.join(COMPILED)})"

@@ -4,6 +4,9 @@ Volumes and footprint levels are integers of 10^-8, notionals integers of 10^-16
 exact, and cheap to add. Prices are kept twice where they are compared (``high``, ``low``): as
 units for the comparison, and as the trade's own ``Decimal`` for the bar, so a bar's prices are
 the very values the exchange sent.
+
+Compiled, ``OpenBar`` is a C extension type with C integer fields (``openbar.pxd`` says which and why
+none can overflow); this source is the pure path and must keep to what both read the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from decimal import Decimal
 
 from .models import Trade
 
-__all__ = ["OpenBar"]
+__all__ = ["OpenBar", "fold"]
 
 _ZERO = Decimal(0)
 
@@ -20,9 +23,9 @@ _ZERO = Decimal(0)
 class OpenBar:
     """A bar being built; mutable and private. Sums are fixed-point integers (see ``fixed``)."""
 
-    __slots__ = ("buy_notional", "buy_volume", "close", "edge", "floor", "high", "high_units", "largest_id",
-                 "largest_qty", "largest_units", "level", "levels", "low", "low_units", "open", "sell_notional",
-                 "sell_volume", "start", "trade_count", "trades")
+    __slots__ = ("buy_notional", "buy_volume", "close", "floor", "high", "high_units", "largest_id", "largest_qty",
+                 "largest_units", "level", "levels", "low", "low_units", "open", "sell_notional", "sell_volume",
+                 "start", "trade_count", "trades")
 
     def __init__(self, start: int, price: Decimal, units: int, first_id: int) -> None:
         self.start = start
@@ -33,8 +36,9 @@ class OpenBar:
         self.largest_qty, self.largest_units = _ZERO, 0
         self.largest_id = first_id
         self.levels: dict[int, list[int]] = {}  # footprint: bucket number (price // tick) -> [buy volume, sell volume]
-        # The bucket the last trade went to, and its edges in units: most trades fall in the same one.
-        self.floor = self.edge = 0
+        # The footprint level the last trade went to, and its bucket's lowest price in units: most trades fall
+        # in the same one (the engine compares ``price - floor < tick``: no sum that could pass 2^63).
+        self.floor = 0
         self.level: list[int] | None = None
 
     @classmethod
@@ -86,9 +90,15 @@ class OpenBar:
     def copy(self) -> OpenBar:
         """A copy to fold more into without changing this one (for snapshots)."""
         other = OpenBar(self.start, self.open, self.high_units, self.largest_id)
-        for name in self.__slots__:
-            setattr(other, name, getattr(self, name))
-        other.levels = {bucket: list(level) for bucket, level in self.levels.items()}
-        other.floor = other.edge = 0  # its levels are copies: not the one cached
-        other.level = None
+        other.high, other.low, other.close, other.low_units = self.high, self.low, self.close, self.low_units
+        other.buy_volume, other.sell_volume = self.buy_volume, self.sell_volume
+        other.buy_notional, other.sell_notional = self.buy_notional, self.sell_notional
+        other.trades, other.trade_count = self.trades, self.trade_count
+        other.largest_qty, other.largest_units = self.largest_qty, self.largest_units
+        other.levels = {bucket: list(level) for bucket, level in self.levels.items()}  # not the one cached
         return other
+
+
+def fold(bar: OpenBar, child: OpenBar) -> None:
+    """``bar.fold(child)``: the engine folds bars through this one name (a plain function even when compiled)."""
+    bar.fold(child)

@@ -128,36 +128,46 @@ class Pipeline:
             self._bad_frame(exc, source)
             return
         if type(event) is Trade:
-            if source not in self._started:
-                self._started.add(source)
-                self.act(FirstTrade(source))
-            sequencer = self.sequencers.get(event.symbol)
-            if sequencer is None:
-                self._bad_frame(BadFrame(f"trade for {event.symbol}, which this stream did not subscribe to"), source)
-                return
-            status = sequencer.push(event)
-            if status == DELIVER:
-                self._deliver(event)
-            elif status == DUPLICATE:
-                self._duplicate(sequencer, event, source, frame)
-            elif status == READY:
-                self._release(sequencer)
-            elif status == GAP:
-                self._hole_opened(sequencer)
-            elif status == OVERFLOW:
-                self._give_up(sequencer, "more than max_buffered_trades live trades waited behind it")
-            elif sequencer.held >= self.pause_at and self._may_pause and source not in self.paused:  # many HELD
-                logger.info("%s: %d trades wait behind a hole; pausing reads until it is filled",
-                            sequencer.symbol, sequencer.held)
-                self.paused.add(source)
-                self.act(PauseReading(source))
-                if self._pause_ends is None:
-                    self._pause_ends = self.now + self.max_pause
-                    self.act(WakeAt(self._pause_ends))
+            self._take(source, event)
         elif type(event) is ServerShutdown:
             self.act(Rotate(source, "serverShutdown"))
         elif type(event) is Reply:
             self.act(Subscribed(source, event.id, event.error))
+
+    def receive_trade(self, source: Hashable, trade: Trade, now: float) -> None:
+        """One trade from ``source``, decoded already (a tape read from a file): as :meth:`receive` takes the
+        frame it came in, without making one and decoding it again."""
+        self.now = now
+        self._take(source, trade)
+
+    def _take(self, source: Hashable, event: Trade) -> None:
+        """Sequence one trade from ``source`` and act on the answer."""
+        if source not in self._started:
+            self._started.add(source)
+            self.act(FirstTrade(source))
+        sequencer = self.sequencers.get(event.symbol)
+        if sequencer is None:
+            self._bad_frame(BadFrame(f"trade for {event.symbol}, which this stream did not subscribe to"), source)
+            return
+        status = sequencer.push(event)
+        if status == DELIVER:
+            self._deliver(event)
+        elif status == DUPLICATE:
+            self._duplicate(sequencer, event, source)
+        elif status == READY:
+            self._release(sequencer)
+        elif status == GAP:
+            self._hole_opened(sequencer)
+        elif status == OVERFLOW:
+            self._give_up(sequencer, "more than max_buffered_trades live trades waited behind it")
+        elif sequencer.held >= self.pause_at and self._may_pause and source not in self.paused:  # many HELD
+            logger.info("%s: %d trades wait behind a hole; pausing reads until it is filled",
+                        sequencer.symbol, sequencer.held)
+            self.paused.add(source)
+            self.act(PauseReading(source))
+            if self._pause_ends is None:
+                self._pause_ends = self.now + self.max_pause
+                self.act(WakeAt(self._pause_ends))
 
     @property
     def tick_interval(self) -> float:
@@ -338,7 +348,7 @@ class Pipeline:
             for signal in signals.bar(metric):
                 self.metric(signal)
 
-    def _duplicate(self, sequencer: Sequencer, trade: Trade, source: Hashable, frame: bytes) -> None:
+    def _duplicate(self, sequencer: Sequencer, trade: Trade, source: Hashable) -> None:
         self.counters["duplicates"] += 1
         checkpointer = self.checkpointer
         if checkpointer is not None and trade.symbol in checkpointer.resumed and not sequencer.held:
@@ -347,7 +357,7 @@ class Pipeline:
             logger.error("%s", error)
             self.sink.event("on_error", error=error, where="checkpoint")
             sequencer.restart()
-            self.receive(source, frame, self.now)
+            self._take(source, trade)  # taken again, as the first trade of the feed it is from
 
     def _close_bars(self, now: float, *, close: bool) -> None:
         """Close bars a quiet market left open past their grace; send snapshots every snapshot_interval."""

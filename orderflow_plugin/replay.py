@@ -1,8 +1,9 @@
 """A recorded tape straight into the stream's :class:`~orderflow_plugin.pipeline.Pipeline`: no socket, no simulator.
 
-Each row becomes the frame Binance would have sent and goes through the same decode, sequence,
-engine and dispatch as a live frame, to the same plugins and signals. A hole in the tape is
-reported as a gap and never fetched (a replay sends nothing to any network).
+Each row becomes the :class:`~orderflow_plugin.models.Trade` the frame Binance sent decodes to (the
+tape checked its decimals when it was read), and goes through the same sequence, engine and dispatch
+as a live trade, to the same plugins and signals: no frame is made only to be decoded again. A hole
+in the tape is reported as a gap and never fetched (a replay sends nothing to any network).
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from dataclasses import dataclass
 
 from .actions import Action, WakeAt
 from .config import Settings
-from .sim.frames import aggtrade_payload, combined
 from .stream import OrderFlow
-from .symbols import stream_name
 from .tape import Tape
 
 __all__ = ["ReplayResult", "offline", "replay"]
@@ -58,16 +57,15 @@ async def replay(flow: OrderFlow, tape: Tape, *, speed: float = 0.0, duration: f
             due = min(due, action.when)
 
     flow.pipeline.act = act
-    stream = stream_name(tape.symbol)
-    frames = [combined(stream, aggtrade_payload(tape.market, tape.symbol, row)) for row in tape.rows]
+    trades = list(tape.trades())  # as the decoder makes them from the frames
     pipeline, dispatcher = flow.pipeline, flow.dispatcher
     dispatcher.emit("on_startup", settings=flow.settings if flow.settings is not None else Settings.defaults_for(flow))
-    receive, clock = pipeline.receive, time.monotonic
+    receive, clock = pipeline.receive_trade, time.monotonic
     busy = 0.0
     started = clock()
     first_time = tape.rows[0].time if tape.rows else 0
     fed = 0
-    for row, frame in zip(tape.rows, frames, strict=True):
+    for row, trade in zip(tape.rows, trades, strict=True):
         if speed > 0:
             wait = started + (row.time - first_time) / 1000.0 / speed - clock()
             if duration and clock() - started + max(wait, 0.0) > duration:
@@ -76,7 +74,7 @@ async def replay(flow: OrderFlow, tape: Tape, *, speed: float = 0.0, duration: f
                 await asyncio.sleep(wait)
         begin = time.perf_counter()
         now = clock()
-        receive(source, frame, now)
+        receive(source, trade, now)
         if now >= due:
             due = math.inf
             pipeline.tick(now)

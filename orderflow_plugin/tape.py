@@ -21,7 +21,7 @@ from typing import IO
 import msgspec
 
 from .errors import TapeError
-from .fixed import decimal, parse_e8
+from .fixed import decimal
 from .models import Market, Trade
 from .symbols import normalize_symbol
 
@@ -161,7 +161,9 @@ def _read_csv(handle: IO[str], path: Path) -> list[TapeRow]:
         try:
             agg, price, qty, first, last, ts, maker = fields[:7]
             stamp = int(ts)
-            parse_e8(price), parse_e8(qty)  # reject what is not a price (fixed.py) now, not at replay
+            # Reject what is not a price (fixed.py) now, not at replay; a repeated text is checked once (and its
+            # Decimal is the one the replay's trades get).
+            decimal(price), decimal(qty)
             rows.append(
                 TapeRow(
                     int(agg),
@@ -181,6 +183,15 @@ def _read_csv(handle: IO[str], path: Path) -> list[TapeRow]:
     return rows
 
 
+def _price(value: object) -> str:
+    """A price or quantity as Binance writes it, a string the engine takes (``fixed.decimal``): checked when
+    the tape is read, not when it is replayed. A JSON number is refused, as the decoder refuses it."""
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a decimal string")
+    decimal(value)
+    return value
+
+
 def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None, list[TapeRow]]:
     """Raw (``{"e":"aggTrade",...}``) or combined (``{"stream":...,"data":{...}}``) frames, or the
     recorder hook's trade lines, one per line."""
@@ -195,7 +206,7 @@ def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None
             frame = json.loads(text)
             if "side" in frame and "id" in frame:  # a line of the recorder hook (Trade.as_json())
                 symbol = symbol or normalize_symbol(frame["symbol"])  # a path or a number: ValueError, below
-                rows.append(TapeRow(int(frame["id"]), str(frame["price"]), str(frame["qty"]),
+                rows.append(TapeRow(int(frame["id"]), _price(frame["price"]), _price(frame["qty"]),
                                     int(frame["first_id"]), int(frame["last_id"]), int(frame["time"]),
                                     frame["side"] == "sell"))
                 continue
@@ -207,8 +218,8 @@ def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None
             rows.append(
                 TapeRow(
                     int(data["a"]),
-                    str(data["p"]),
-                    str(data["q"]),
+                    _price(data["p"]),
+                    _price(data["q"]),
                     int(data["f"]),
                     int(data["l"]),
                     int(data["T"]),
@@ -217,7 +228,7 @@ def _read_frames(handle: IO[str], path: Path) -> tuple[str | None, Market | None
                     data.get("nq"),
                 )
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as exc:
             raise TapeError(f"tape {path}, line {line}: not an aggTrade frame ({exc})"
                            + (f"; {_FORMATS}" if not rows else "")) from exc
         except RecursionError:  # [[[[... thousands deep: json gives up on the stack, not with a ValueError

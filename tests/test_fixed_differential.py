@@ -205,6 +205,18 @@ def test_generated_tapes_give_the_same_outputs(trades: list[tuple[int, int, int,
                 whale_window=ranked)
 
 
+def test_sums_past_64_bits_stay_exact() -> None:
+    """Volumes, notionals and trade counts past 2^64 (the compiled engine's 128-bit and Python-integer sums): equal."""
+    top, most = LIMIT - 1, 2**63 - 1  # the largest price or quantity in units, the largest id
+    ops: list[Op] = []
+    for n in range(6):  # one bar, then a second one, each far past 2^64 in every sum
+        ops.append(("trade", Trade("BTCUSDT", n, written(top, False), written(top, False), 0, most,
+                                   1_700_000_000_000 + 700 * n, "buy" if n % 3 else "sell")))
+    ops += [("timer", 1_700_000_010_000), ("snapshot", None)]
+    for windows in (("1s",), ("1s", "1m", "5m"), ("1s", "3s", "7s")):
+        assert_same(ops, windows=windows, footprint_tick="1000000", whale_percentile=50.0, whale_window=3)
+
+
 def test_a_trade_that_does_not_fit_is_refused_naming_it_and_the_engine_goes_on() -> None:
     """A price with 9 decimals: FixedPointError naming the trade; the engine's state is untouched."""
     engine = FlowEngine("BTCUSDT")

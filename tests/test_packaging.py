@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -129,3 +130,22 @@ def test_wheel_is_compiled_for_this_platform_and_runs_compiled(wheel: Path, venv
     code = "from orderflow_plugin import hotpath; print(hotpath.hot_path()); print(hotpath.loaded()[3].__file__)"
     path, engine = run(venv / "bin" / "python", "-c", code, cwd=tmp_path, timeout=30).stdout.splitlines()
     assert path.startswith("compiled") and engine.endswith(".so") and Path(engine).is_relative_to(venv), (path, engine)
+
+
+def test_pip_builds_the_sdist_compiled(tmp_path: Path) -> None:
+    """The sdist carries the build hook and the .pxd types, and pip builds a compiled wheel from it."""
+    run(sys.executable, "-m", "hatchling", "build", "-t", "sdist", "-d", tmp_path / "sdist", cwd=ROOT, timeout=120)
+    (sdist,) = (tmp_path / "sdist").glob("orderflow_plugin-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert "hatch_build.py" in names
+    assert {f"orderflow_plugin/{p.name}" for p in (ROOT / "orderflow_plugin").glob("*.pxd")} <= names
+    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist",
+        sdist, cwd=tmp_path, timeout=300)
+    (built,) = (tmp_path / "dist").glob("orderflow_plugin-*.whl")
+    assert not built.name.endswith("-none-any.whl"), built.name
+    with zipfile.ZipFile(built) as archive:
+        files = set(archive.namelist())
+    for module in COMPILED:
+        assert any(name.startswith(f"orderflow_plugin/{module}.") and name.endswith(".so") for name in files), module
+    assert "orderflow_plugin/_compiled.txt" in files

@@ -81,6 +81,18 @@ def test_raw_frames_and_bad_frame(tmp_path: Path) -> None:
         load_tape(path)
 
 
+@pytest.mark.parametrize("field,value", [("p", "1.123456789"), ("q", "-2"), ("p", 1.5)], ids=["9-decimals", "negative",
+                                                                                            "json-number"])
+def test_a_frame_whose_decimal_is_not_a_price_is_refused_at_load_naming_its_line(tmp_path: Path, field: str,
+                                                                                   value: object) -> None:
+    """A frames tape is checked as a CSV tape is: a price or quantity the engine cannot take fails the load."""
+    path = tmp_path / "frames.jsonl"
+    good = {"e": "aggTrade", "E": 2, "s": "BTCUSDT", "a": 1, "p": "1.0", "q": "2.0", "f": 1, "l": 1, "T": 1, "m": False}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "a": 2, field: value}) + "\n")
+    with pytest.raises(TapeError, match="line 2: not an aggTrade frame"):
+        load_tape(path)
+
+
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared is not present")
 def test_bundled_slice_matches_shared_original() -> None:
     """The bundled CSV is byte-for-byte the shared original."""

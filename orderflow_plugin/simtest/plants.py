@@ -72,14 +72,14 @@ def _watchdog_after_first_trade() -> Callable[[], None]:
 
 
 def _fold_buy_into_sell() -> Callable[[], None]:
-    fold = openbar.OpenBar.fold
+    fold = openbar.fold  # the engine's one name for folding: OpenBar compiled is a C type, closed to patches
 
-    def wrong_fold(self: Any, child: Any) -> None:
-        fold(self, child)
-        self.buy_volume -= child.buy_volume  # integers of 10^-8 (fixed.py)
-        self.sell_volume += child.buy_volume
+    def wrong_fold(bar: Any, child: Any) -> None:
+        fold(bar, child)
+        bar.buy_volume -= child.buy_volume  # integers of 10^-8 (fixed.py)
+        bar.sell_volume += child.buy_volume
 
-    return _patch(openbar.OpenBar, "fold", wrong_fold)
+    return _patch(openbar, "fold", wrong_fold)
 
 
 def _hole_never_declared() -> Callable[[], None]:
@@ -117,7 +117,7 @@ PLANTS = {plant.name: plant for plant in (
     Plant("watchdog-after-first-trade", "simtest.network.SimConnection.arm_watch (the transport's stage watch)",
           "the subscribed / first_message deadline is armed only after the first trade", "4 supervision",
           _watchdog_after_first_trade),
-    Plant("fold-buy-into-sell", "openbar.OpenBar.fold",
+    Plant("fold-buy-into-sell", "openbar.fold",
           "rolling a fine bar up adds its taker buy volume to the coarse bar's sell volume", "6 metrics",
           _fold_buy_into_sell),
     Plant("hole-never-declared", "pipeline.Pipeline._hole_opened",

@@ -1,0 +1,85 @@
+"""`orderflow replay` from a local file, end to end: the CLI in a fresh process, then its stages in this one.
+
+A CSV dump of --trades aggTrades is tiled from the bundled real slice (ids and times shifted per loop,
+as the simulator does). Timed: the `orderflow replay FILE` command from start to exit (wall clock,
+process start and imports included), on the compiled path and with ORDERFLOW_PURE=1, back to back;
+then, in this process, reading the tape and the replay itself (``ReplayResult.per_second``: the
+pipeline's own time, every default metric on, one counting hook).
+
+Run: .venv/bin/python bench/replay_file.py [--trades 300000]
+Target (issue #28): at least 1,000,000 trades/s end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe
+
+from orderflow_plugin import OrderFlow, Trade, bundled_tape, hookimpl, hotpath, load_tape
+from orderflow_plugin.replay import replay
+from orderflow_plugin.sim import SymbolFeed
+
+
+class Count:
+    trades = 0
+
+    @hookimpl
+    def on_trade(self, trade: Trade) -> None:
+        Count.trades += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trades", type=int, default=300_000)
+    args = parser.parse_args()
+    tape = bundled_tape()
+    feed = SymbolFeed(tape, loop=True)
+    print(f"machine: {describe()}")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "BTCUSDT-aggTrades-looped.csv"
+        with open(path, "w", newline="") as handle:
+            out = csv.writer(handle)
+            for p in range(args.trades):
+                row, seen = feed.row(p), tape.rows[p % len(tape.rows)]
+                out.writerow([row.id, seen.price, seen.qty, row.first_id, row.last_id, row.time, row.buyer_maker,
+                              True])
+        print(f"replay: {args.trades:,} real BTCUSDT trades (bundled slice tiled) in a {path.stat().st_size / 1e6:.1f} "
+              f"MB CSV dump, every default metric on")
+        command = [str(Path(sys.executable).with_name("orderflow")), "replay", str(path)]
+        walls = {}
+        for name, pure in (("compiled", "0"), ("pure", "1")):
+            started = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder,
+                           env={**os.environ, "ORDERFLOW_PURE": pure})
+            walls[name] = time.perf_counter() - started
+            print(f"  `orderflow replay FILE`, {name:8s}: {walls[name]:6.2f} s wall = "
+                  f"{args.trades / walls[name]:>10,.0f} trades/s end to end")
+        print(f"  compiled / pure, end to end: {walls['pure'] / walls['compiled']:.2f}")
+        started = time.perf_counter()
+        local = load_tape(path)
+        read = time.perf_counter() - started
+        flow = OrderFlow(["BTCUSDT"])
+        flow.plugins.register(Count(), name="count")
+        started = time.perf_counter()
+        result = asyncio.run(replay(flow, local))
+        played = time.perf_counter() - started
+        which = hotpath.hot_path().split(" (")[0]
+        print(f"  in this process ({which}): reading the tape {args.trades / read:>10,.0f} trades/s; replay "
+              f"{args.trades / played:>10,.0f} trades/s wall, {result.per_second:,.0f} trades/s in the pipeline; "
+              f"the hook saw {Count.trades:,}")
+    met = args.trades / walls["compiled"] >= 1_000_000
+    print(f"target >= 1,000,000 trades/s end to end: {'met' if met else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
