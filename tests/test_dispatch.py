@@ -510,6 +510,30 @@ def test_raising_startup_replayed_to_a_late_plugin_is_isolated(manager: PluginMa
     assert gaps == ["BTCUSDT"]
 
 
+def test_slow_startup_replayed_to_a_late_plugin_is_charged_to_it(manager: PluginManager, dispatcher) -> None:
+    """A late plugin whose replayed on_startup is slow is reported by its own name, not an earlier plugin's."""
+    clock = FakeClock()
+    dispatcher.clock = clock.perf_counter  # the dispatcher times hooks on this clock (the loop's, in a stream)
+    dispatcher.real_time = False  # so the machine's run-queue wait is not taken off the fake clock's 0.5 s
+    reports: list[tuple[str, float]] = []
+
+    class Watcher:
+        def on_startup(self, settings):
+            pass
+
+        def on_error(self, error, where):
+            reports.append((where, error.seconds))
+
+    class Late:
+        def on_startup(self, settings):
+            clock.now += 0.5
+
+    manager.register(Watcher(), name="watcher")
+    dispatcher.emit("on_startup", **EVENTS["on_startup"])
+    manager.register(Late(), name="late")
+    assert reports == [("plugin:late.on_startup", 0.5)] and dispatcher.slow_calls == 1
+
+
 def test_slow_lifecycle_plugin_is_reported_inside_the_pluggy_call(manager: PluginManager, dispatcher, hookcalls,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """An on_connected over budget is reported with its duration; the other plugin is not, and pluggy sees the call."""
