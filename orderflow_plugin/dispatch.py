@@ -22,9 +22,10 @@ slower one never does.
 
 Lifecycle hooks are called through pluggy (``manager.hook.<name>(...)``, ``call_historic``
 for historic ones), so hookcall monitoring and tracing see them; the isolation and timing
-happen inside that call, in the executor the manager hands each hook's implementations to
-(see :class:`~orderflow_plugin.PluginManager`). The per-trade hooks (``on_trade``,
-``on_metric``) take a cached call list instead: pluggy's call costs more than the hook.
+happen inside that call, where pluggy calls each plugin's hook through the manager's
+``hook_runner`` (see :class:`~orderflow_plugin.plugins.PluginHooks`). The per-trade hooks
+(``on_trade``, ``on_metric``) take a call list cached from ``get_hookimpls()`` instead:
+pluggy's call costs more than the hook.
 """
 
 from __future__ import annotations
@@ -33,14 +34,13 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
-import pluggy
 from blinker import NamedSignal
 
 from .errors import HookFailed, HookTooSlow, PluginError
-from .plugins import PluginManager
+from .plugins import PluginManager, implementation
 from .runwait import run_wait
 from .signals import HOOK_SIGNALS, signal_for_hook
 
@@ -87,7 +87,7 @@ class Dispatcher:
         self._marked_at = -float("inf")
         self._mark_wait = 0.0
         self._mark_thread = 0
-        manager.impl_caller = self._call_impls  # one dispatcher per manager: the latest one reports
+        manager.hook_runner = self._run  # one dispatcher per manager: the latest one reports
 
     def emit(self, hook: str, **kwargs: Any) -> None:
         """Call every implementation of ``hook``, then send the parallel signal.
@@ -115,7 +115,7 @@ class Dispatcher:
             else:
                 caller(**kwargs)
         signal = signal_for_hook(hook)
-        if signal.receivers and not signal.is_muted:  # blinker's send() honours muted(); so do we
+        if signal.receivers:  # muted() empties the cached receiver list, as blinker's send() sends to nobody
             self._send(signal, hook, kwargs)
 
     def emit_one(self, hook: str, argname: str, value: Any) -> None:
@@ -156,7 +156,7 @@ class Dispatcher:
                     reported(name, hook, end - start)
                     end = clock()
                 start = end
-            if signal.receivers and not signal.is_muted:  # blinker's send() honours muted(); so do we
+            if signal.receivers:  # muted() empties the cached receiver list, as blinker's send() sends to nobody
                 send(signal, hook, {argname: value})
 
         self._emitters[hook, argname] = emit
@@ -172,29 +172,22 @@ class Dispatcher:
             worker.task.cancel()
         await asyncio.gather(*(w.task for w in workers), return_exceptions=True)
 
-    def _call_impls(self, hook: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> list[Any]:
-        """Call each implementation, isolated and timed: the innermost step of every call through pluggy."""
-        results = []
+    def _run(self, name: str, hook: str, function: Callable[..., Any], args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> Any:
+        """Call one plugin's hook isolated and timed: every call pluggy makes runs through here."""
         clock = self.clock
-        for impl in reversed(impls):  # pluggy lists them last-called first
-            args = [kwargs[arg] for arg in impl.argnames]
-            start = clock()  # read again for each call: the previous call's report is not this one's time
-            if start - self._marked_at > self._budget:
-                self._mark(start)
-            try:
-                if impl.kwargnames:  # parameters with defaults, passed when the call has them, as pluggy does
-                    result = impl.function(*args, **{k: kwargs[k] for k in impl.kwargnames if k in kwargs})
-                else:
-                    result = impl.function(*args)
-            except Exception as exc:
-                self._reported(impl.plugin_name, hook, clock() - start, exc)
-                continue
-            elapsed = clock() - start
-            if result is not None:
-                results.append(result)
-            if elapsed > self._budget:
-                self._reported(impl.plugin_name, hook, elapsed)
-        return results
+        start = clock()  # read again for each call: the previous call's report is not this one's time
+        if start - self._marked_at > self._budget:
+            self._mark(start)
+        try:
+            result = function(*args, **kwargs)
+        except Exception as exc:
+            self._reported(name, hook, clock() - start, exc)
+            return None
+        elapsed = clock() - start
+        if elapsed > self._budget:
+            self._reported(name, hook, elapsed)
+        return result
 
     def _hook_calls(self, hook: str) -> tuple[_Call, ...]:
         if self._version != self.manager.version:
@@ -203,7 +196,7 @@ class Dispatcher:
         calls = self._calls.get(hook)
         if calls is None:
             impls = getattr(self.manager.hook, hook).get_hookimpls()
-            calls = tuple((impl.plugin_name, impl.function, tuple(impl.argnames)) for impl in reversed(impls))
+            calls = tuple((impl.plugin_name, implementation(impl), tuple(impl.argnames)) for impl in reversed(impls))
             self._calls[hook] = calls
         return calls
 
@@ -215,9 +208,10 @@ class Dispatcher:
         clock = self.clock
         sender = self.sender
         start = clock()
-        for held, weak, is_async in cached[1]:
-            receiver = held() if weak else held
-            if receiver is None:  # collected since: blinker's weakref callback disconnects it
+        for held, is_async in cached[1]:
+            receiver = held()
+            if receiver is None:  # collected since: blinker has let it go, so the next event asks blinker again
+                self._receivers.pop(signal, None)
                 continue
             if is_async:
                 self._enqueue(receiver, hook, kwargs)

@@ -10,6 +10,7 @@ a class; a class is instantiated once per manager, so each stream has its own pl
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.metadata
 import importlib.util
 import inspect
@@ -30,8 +31,8 @@ from .errors import PluginLoadError
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["ENTRY_POINT_GROUP", "HOOK_NAMES", "ImplCaller", "PluginManager", "disabled_in", "load_plugins",
-           "plugin_manager", "plugins_from_settings"]
+__all__ = ["ENTRY_POINT_GROUP", "HOOK_NAMES", "HookRunner", "PluginHooks", "PluginManager", "disabled_in",
+           "implementation", "load_plugins", "plugin_manager", "plugins_from_settings"]
 
 HOOK_NAMES = frozenset(
     name for name, value in vars(hookspecs).items() if name.startswith("on_") and inspect.isfunction(value)
@@ -40,8 +41,42 @@ logger = logging.getLogger(__name__)
 # Plugins that were renamed: old name -> new name, so plugins.allow/deny with the old one says what to write.
 _RENAMED = {"prometheus_export": "prometheus"}
 
-# (hook name, its implementations in pluggy's list order, the call's keyword arguments) -> results
-ImplCaller = Callable[[str, Sequence[pluggy.HookImpl], Mapping[str, Any]], list[Any]]
+# (plugin name, hook name, the plugin's function, positional args, keyword args) -> its result
+HookRunner = Callable[[str, str, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
+
+
+class PluginHooks:
+    """What pluggy registers in a plugin's place: each of its hooks as a function that runs it
+    through the manager's ``hook_runner`` (the dispatcher's isolation and timing).
+
+    pluggy calls one implementation after another and stops at the first that raises; it has no
+    way to isolate one (pytest-dev/pluggy#419 calls that out of scope). Handing pluggy a function
+    per hook that does is the seam its public API leaves, and it sits inside every call pluggy
+    makes: a plain call, ``call_historic``, the replay of a historic call to a late plugin (run
+    inside ``register()``), hookcall monitoring and tracing. The manager maps the plugin object
+    back everywhere it hands one out, so ``get_plugin(name)`` is the plugin itself.
+    """
+
+    def __init__(self, plugin: Any) -> None:
+        self.plugin = plugin
+        self.hook_opts: dict[str, pluggy.HookimplOpts] = {}
+
+    def __repr__(self) -> str:
+        return f"<hooks of {self.plugin!r}>"
+
+
+def _run_through(manager: PluginManager, plugin_name: str, hook: str,
+                 function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` as pluggy calls it: through the manager's hook runner when one is set."""
+
+    @functools.wraps(function)  # pluggy reads the argument names through __wrapped__
+    def run(*args: Any, **kwargs: Any) -> Any:
+        runner = manager.hook_runner
+        if runner is None:
+            return function(*args, **kwargs)
+        return runner(plugin_name, hook, function, args, kwargs)
+
+    return run
 
 
 class PluginManager(pluggy.PluginManager):
@@ -50,12 +85,12 @@ class PluginManager(pluggy.PluginManager):
     ``version`` changes on every register and unregister so a dispatcher can cache the
     call lists. Wrappers are refused: our hooks are notifications with nothing to wrap.
 
-    Every call made through ``manager.hook`` (a plain call, ``call_historic``, and the replay
-    of a historic call to a plugin registered later) ends in pluggy's innermost executor.
-    Ours hands the implementations to ``impl_caller`` when one is set (the
-    :class:`~orderflow_plugin.Dispatcher` sets it to call each one isolated and timed), and
-    to pluggy's own loop otherwise. Hookcall monitoring and ``enable_tracing`` wrap around
-    it, so they see every call, and see it complete even when one plugin raised.
+    Every call pluggy makes to a plugin's hook (a plain call through ``manager.hook``,
+    ``call_historic``, and the replay of a historic call to a plugin registered later) goes
+    through ``hook_runner`` when one is set: the :class:`~orderflow_plugin.Dispatcher` sets it
+    to call each one isolated and timed. Without one, pluggy's own loop runs them and the first
+    that raises stops it. Hookcall monitoring and ``enable_tracing`` see every call, and see it
+    complete even when one plugin raised (see :class:`PluginHooks`).
     """
 
     def __init__(self) -> None:
@@ -64,24 +99,14 @@ class PluginManager(pluggy.PluginManager):
         self.version = 0
         self.load_errors: list[PluginLoadError] = []
         self.disabled: list[str] = []  # found, but turned off by their hooks.<name>.enabled setting
-        self.impl_caller: ImplCaller | None = None
-        # pluggy keeps that executor in _inner_hookexec, the slot add_hookcall_monitoring wraps (pluggy 0.x
-        # to 1.7; tests/test_plugins.py checks the name). Replacing it before anyone can wrap it keeps it
-        # innermost; wrapping each HookImpl.function at register() would come too late for the historic
-        # replay, which pluggy runs inside register() before returning.
-        self._pluggy_call = self._inner_hookexec
-        self._inner_hookexec = self._call_impls
-
-    def _call_impls(
-        self, hook: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any], firstresult: bool
-    ) -> Any:
-        impl_caller = self.impl_caller
-        if impl_caller is None or firstresult:  # none of our hooks is firstresult; a foreign spec gets pluggy's loop
-            return self._pluggy_call(hook, impls, kwargs, firstresult)
-        return impl_caller(hook, impls, kwargs)
+        self.hook_runner: HookRunner | None = None
+        self._hooks_of: dict[int, PluginHooks] = {}  # id(plugin) -> what pluggy holds in its place
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> pluggy.HookimplOpts | None:
         """Take ``@hookimpl`` functions, and plain functions named like a hook."""
+        if isinstance(plugin, PluginHooks):
+            opts = plugin.hook_opts.get(name)
+            return None if opts is None else pluggy.HookimplOpts(**opts)  # a copy: pluggy fills it in
         opts = super().parse_hookimpl_opts(plugin, name)
         if opts is None and name in HOOK_NAMES:
             attr = inspect.getattr_static(plugin, name, None)
@@ -105,18 +130,69 @@ class PluginManager(pluggy.PluginManager):
                 raise PluginLoadError(
                     label, f"plugin {label}: {attr} is a wrapper; orderflow hooks are notifications, use a plain hook"
                 )
+        if plugin is None:
+            return None  # as pluggy does
+        if self.is_registered(plugin):
+            raise PluginLoadError(label, f"plugin {label}: already registered as {self.get_name(plugin)}")
+        hooks = PluginHooks(plugin)
+        for attr in dir(plugin):
+            opts = self.parse_hookimpl_opts(plugin, attr)
+            if opts is not None:
+                hook = opts.get("specname") or attr
+                setattr(hooks, attr, _run_through(self, label, hook, getattr(plugin, attr)))
+                hooks.hook_opts[attr] = pluggy.HookimplOpts(**opts)
         try:
-            registered = super().register(plugin, name)
+            registered = super().register(hooks, label)
         except (ValueError, pluggy.PluginValidationError) as exc:
             raise PluginLoadError(label, f"plugin {label}: {exc}") from exc
+        if registered is not None:
+            self._hooks_of[id(plugin)] = hooks
         self.version += 1
         return registered
 
     def unregister(self, plugin: Any | None = None, name: str | None = None) -> Any | None:
-        """Unregister a plugin (by object or name)."""
-        removed = super().unregister(plugin, name)
+        """Unregister a plugin (by object or name); return the plugin, or None if it was not registered."""
+        held = self._held(plugin) if plugin is not None else None
+        if held is None and name is not None:
+            held = pluggy.PluginManager.get_plugin(self, name)
+            if held is None:
+                return None
+        removed = _plugin_of(super().unregister(held, name))
+        self._hooks_of.pop(id(removed), None)
         self.version += 1
         return removed
+
+    # pluggy holds a PluginHooks in each plugin's place: what it hands out is mapped back to the plugin.
+    def get_plugin(self, name: str) -> Any | None:
+        """The plugin registered as ``name``, or None."""
+        return _plugin_of(super().get_plugin(name))
+
+    def get_name(self, plugin: Any) -> str | None:
+        """The name ``plugin`` is registered as, or None."""
+        return super().get_name(self._held(plugin))
+
+    def is_registered(self, plugin: Any) -> bool:
+        """Whether ``plugin`` is registered."""
+        return super().is_registered(self._held(plugin))
+
+    def get_plugins(self) -> set[Any]:
+        """Every registered plugin."""
+        return {_plugin_of(plugin) for plugin in super().get_plugins()}
+
+    def list_name_plugin(self) -> list[tuple[str, Any]]:
+        """(name, plugin) for every registered plugin."""
+        return [(name, _plugin_of(plugin)) for name, plugin in super().list_name_plugin()]
+
+    def get_hookcallers(self, plugin: Any) -> list[pluggy.HookCaller] | None:
+        """The hook callers ``plugin`` implements, or None if it is not registered."""
+        return super().get_hookcallers(self._held(plugin))
+
+    def subset_hook_caller(self, name: str, remove_plugins: Iterable[Any]) -> pluggy.HookCaller:
+        """A caller of hook ``name`` that leaves out ``remove_plugins``."""
+        return super().subset_hook_caller(name, [self._held(plugin) for plugin in remove_plugins])
+
+    def _held(self, plugin: Any) -> Any:
+        return self._hooks_of.get(id(plugin), plugin)
 
     def plugin_name(self, plugin: Any) -> str:
         """The name ``plugin`` was registered under."""
@@ -126,6 +202,20 @@ class PluginManager(pluggy.PluginManager):
         """The active plugins, then the disabled ones: ``diagnostics, whale_alert (disabled: recorder)``."""
         active = ", ".join(sorted(str(name) for name, _ in self.list_name_plugin())) or "none"
         return f"{active} (disabled: {', '.join(sorted(self.disabled))})" if self.disabled else active
+
+
+def implementation(impl: pluggy.HookImpl) -> Callable[..., Any]:
+    """The plugin's own function behind ``impl`` (one of ``manager.hook.<name>.get_hookimpls()``).
+
+    What a caller that isolates and times each call itself calls directly (the dispatcher's per-trade path).
+    """
+    if isinstance(impl.plugin, PluginHooks):
+        return impl.function.__wrapped__  # type: ignore[attr-defined, no-any-return]  # set by _run_through
+    return impl.function
+
+
+def _plugin_of(held: Any) -> Any:
+    return held.plugin if isinstance(held, PluginHooks) else held
 
 
 def plugin_manager(plugins: PluginManager | Sequence[object] | None) -> PluginManager:

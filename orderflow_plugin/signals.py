@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Iterator, MutableSet
+from collections.abc import Callable, Iterable, Iterator, MutableSet
+from contextlib import contextmanager
 from typing import Any
 
 from blinker import ANY, NamedSignal, Namespace
-from blinker._utilities import make_id
 
 __all__ = [
     "ANY",
@@ -61,14 +61,16 @@ class _OrderedSet(MutableSet[Any]):
         return _OrderedSet(self._items)
 
 
-Held = tuple[Any, bool, bool]  # (the receiver or its weakref, is it a weakref, is it async)
+Held = tuple[Callable[[], Any], bool]  # (a weak reference to the receiver, or a callable returning it; is it async)
 
 
 class _OrderedSignal(NamedSignal):
-    """A signal whose receivers run in the order they connected (blinker's own is unordered).
+    """A signal whose receivers run in the order they connected (blinker's ``set_class`` hook).
 
-    ``version`` changes whenever a receiver connects or goes, so a sender may cache
-    ``held_receivers`` instead of rebuilding blinker's receiver set for every event.
+    ``version`` changes whenever a receiver connects or disconnects, or the signal is muted or
+    unmuted, so a sender may cache :meth:`held_receivers` instead of asking blinker for every
+    event. A weakly connected receiver that is collected changes no version (blinker removes it
+    without a public trace): the cache holds it by weak reference too, and a dead one means stale.
     """
 
     set_class = _OrderedSet  # type: ignore[assignment]
@@ -76,31 +78,46 @@ class _OrderedSignal(NamedSignal):
     def __init__(self, name: str, doc: str | None = None) -> None:
         super().__init__(name, doc)
         self.version = 0  # bumped by every change of who receives what
+        self._mutes = 0
 
     def connect(self, receiver: Any, sender: Any = ANY, weak: bool = True) -> Any:
-        self.version += 1
-        return super().connect(receiver, sender, weak)
-
-    def _disconnect(self, receiver_id: Hashable, sender_id: Hashable) -> None:
-        self.version += 1  # also reached when a weakly held receiver is collected
-        super()._disconnect(receiver_id, sender_id)
-
-    def _make_cleanup_sender(self, sender_id: Hashable) -> Callable[[weakref.ref[Any]], None]:
-        cleanup = super()._make_cleanup_sender(sender_id)
-
-        def bump_then_cleanup(ref: weakref.ref[Any]) -> None:
+        try:
+            return super().connect(receiver, sender, weak)
+        finally:
             self.version += 1
-            cleanup(ref)
 
-        return bump_then_cleanup
+    def disconnect(self, receiver: Callable[..., Any], sender: Any = ANY) -> None:
+        try:
+            super().disconnect(receiver, sender)
+        finally:
+            self.version += 1
+
+    @contextmanager
+    def muted(self) -> Iterator[None]:
+        """Send to nobody inside the block, as blinker's ``muted()`` (the dispatcher honours it too)."""
+        with super().muted():
+            self._mutes += 1
+            self.version += 1
+            try:
+                yield
+            finally:
+                self._mutes -= 1
+                self.version += 1
 
     def held_receivers(self, sender: Any) -> tuple[Held, ...]:
-        """The receivers for ``sender`` in order, as blinker holds them (valid while ``version`` stays)."""
-        held = []
-        for receiver in self.receivers_for(sender):  # drops dead weak receivers, which bumps the version
-            entry = self.receivers[make_id(receiver)]
-            held.append((entry, isinstance(entry, weakref.ref), inspect.iscoroutinefunction(receiver)))
-        return tuple(held)
+        """The receivers for ``sender`` in order, none while muted (valid while ``version`` stays)."""
+        if self._mutes:
+            return ()
+        return tuple((_hold(receiver), inspect.iscoroutinefunction(receiver))
+                     for receiver in self.receivers_for(sender))
+
+
+def _hold(receiver: Any) -> Callable[[], Any]:
+    """A weak reference to ``receiver``: the cache must not keep a weakly connected one alive."""
+    try:
+        return weakref.WeakMethod(receiver) if inspect.ismethod(receiver) else weakref.ref(receiver)
+    except TypeError:  # not weakly referenceable, so blinker holds it strongly: until it disconnects
+        return lambda: receiver
 
 
 class _Namespace(Namespace):

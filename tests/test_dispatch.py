@@ -368,17 +368,33 @@ def test_a_muted_signal_reaches_no_receiver_while_hooks_still_run(hook: str, man
     assert [name for name, _ in plugin.calls] == [hook] * (3 if hook == "on_trade" else 2)
 
 
-def test_the_blinker_internals_we_extend_are_there() -> None:
-    """signals.py extends blinker 1.9's receiver bookkeeping (pinned <1.10): the names it relies on exist."""
-    from importlib.metadata import version
+def test_receivers_follow_every_public_way_to_connect_and_disconnect(dispatcher, sender) -> None:
+    """connect_via, connected_to, a sender-only disconnect and a strong lambda are all followed on the fast path."""
+    got: list[str] = []
 
-    from blinker import NamedSignal
-    from blinker._utilities import make_id
+    @signals.trade.connect_via(sender)
+    def via(s, **kwargs):
+        got.append("via")
 
-    assert version("blinker").startswith("1.9.")
-    for name in ("_disconnect", "_make_cleanup_sender", "receivers_for", "receivers", "set_class", "is_muted"):
-        assert hasattr(NamedSignal("probe"), name), name
-    assert make_id(test_the_blinker_internals_we_extend_are_there) == id(test_the_blinker_internals_we_extend_are_there)
+    def anyone(s, **kwargs):
+        got.append("any")
+
+    emit = dispatcher.emitter("on_trade", "trade")
+    try:
+        emit(TRADE)
+        signals.trade.connect(anyone)
+        signals.trade.connect(lambda s, **kwargs: got.append("strong"), sender=sender, weak=False)
+        emit(TRADE)
+        signals.trade.disconnect(via, sender=sender)  # from this sender only
+        with signals.trade.connected_to(lambda s, **kwargs: got.append("block"), sender=sender):
+            emit(TRADE)
+        emit(TRADE)
+    finally:
+        signals.trade.disconnect(anyone)
+        for receiver in list(signals.trade.receivers_for(sender)):
+            signals.trade.disconnect(receiver)
+    emit(TRADE)
+    assert got == ["via", "any", "via", "strong", "any", "strong", "block", "any", "strong"]
 
 
 @pytest.fixture
@@ -492,6 +508,30 @@ def test_raising_startup_replayed_to_a_late_plugin_is_isolated(manager: PluginMa
     assert reports == ["plugin:late.on_startup"]
     assert dispatcher.plugin_errors == 1
     assert gaps == ["BTCUSDT"]
+
+
+def test_slow_startup_replayed_to_a_late_plugin_is_charged_to_it(manager: PluginManager, dispatcher) -> None:
+    """A late plugin whose replayed on_startup is slow is reported by its own name, not an earlier plugin's."""
+    clock = FakeClock()
+    dispatcher.clock = clock.perf_counter  # the dispatcher times hooks on this clock (the loop's, in a stream)
+    dispatcher.real_time = False  # so the machine's run-queue wait is not taken off the fake clock's 0.5 s
+    reports: list[tuple[str, float]] = []
+
+    class Watcher:
+        def on_startup(self, settings):
+            pass
+
+        def on_error(self, error, where):
+            reports.append((where, error.seconds))
+
+    class Late:
+        def on_startup(self, settings):
+            clock.now += 0.5
+
+    manager.register(Watcher(), name="watcher")
+    dispatcher.emit("on_startup", **EVENTS["on_startup"])
+    manager.register(Late(), name="late")
+    assert reports == [("plugin:late.on_startup", 0.5)] and dispatcher.slow_calls == 1
 
 
 def test_slow_lifecycle_plugin_is_reported_inside_the_pluggy_call(manager: PluginManager, dispatcher, hookcalls,

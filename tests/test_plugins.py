@@ -12,7 +12,6 @@ import types
 from decimal import Decimal
 from pathlib import Path
 
-import pluggy
 import pytest
 
 from orderflow_plugin import (
@@ -363,32 +362,58 @@ def test_hook_names_match_hookspecs() -> None:
     assert specs == HOOK_NAMES
 
 
-def test_impl_caller_is_the_innermost_step_of_every_hook_call(manager: PluginManager) -> None:
-    """impl_caller gets every call through manager.hook, historic replays included, inside hookcall monitoring."""
-    got: list[tuple[str, list[str]]] = []
-    monitored: list[str] = []
+def test_hook_runner_runs_every_call_pluggy_makes(manager: PluginManager) -> None:
+    """hook_runner gets every call through manager.hook, historic replays included, inside hookcall monitoring."""
+    got: list[tuple[str, str, tuple]] = []
+    monitored: list[tuple[str, list[str]]] = []
 
-    def impl_caller(hook, impls, kwargs):
-        got.append((hook, [impl.plugin_name for impl in impls]))
-        return []
+    def hook_runner(name, hook, function, args, kwargs):
+        got.append((name, hook, args))
+        return None
 
     class Plugin:
         def on_startup(self, settings):
-            raise AssertionError("impl_caller decides who is called")
+            raise AssertionError("hook_runner decides whether it is called")
 
         def on_gap(self, symbol):
-            raise AssertionError("impl_caller decides who is called")
+            raise AssertionError("hook_runner decides whether it is called")
 
-    manager.impl_caller = impl_caller
-    manager.add_hookcall_monitoring(lambda hook, impls, kwargs: monitored.append(hook), lambda *args: None)
+    manager.hook_runner = hook_runner
+    manager.add_hookcall_monitoring(lambda hook, impls, kwargs: monitored.append(
+        (hook, [impl.plugin_name for impl in impls])), lambda *args: None)
     manager.hook.on_startup.call_historic(kwargs={"settings": None})
     manager.register(Plugin(), name="p")
     manager.hook.on_gap(symbol="BTCUSDT", first_missing=1, last_missing=2)
-    assert got == [("on_startup", []), ("on_startup", ["p"]), ("on_gap", ["p"])]
-    assert monitored == ["on_startup", "on_startup", "on_gap"]
+    assert got == [("p", "on_startup", (None,)), ("p", "on_gap", ("BTCUSDT",))]
+    assert monitored == [("on_startup", []), ("on_startup", ["p"]), ("on_gap", ["p"])]
 
 
-def test_without_impl_caller_pluggy_calls_hooks_itself(manager: PluginManager) -> None:
+def test_the_manager_hands_out_the_plugin_objects_registered(manager: PluginManager) -> None:
+    """get_plugin, list_name_plugin, get_plugins, get_name, get_hookcallers and unregister all speak of the plugin."""
+
+    class Plugin:
+        def on_gap(self, symbol):
+            pass
+
+    plugin, other = Plugin(), Plugin()
+    manager.register(plugin, name="p")
+    manager.register(other, name="q")
+    assert manager.get_plugin("p") is plugin and manager.get_name(plugin) == "p" and manager.is_registered(plugin)
+    assert dict(manager.list_name_plugin()) == {"p": plugin, "q": other}
+    assert manager.get_plugins() == {plugin, other}
+    assert [caller.name for caller in manager.get_hookcallers(plugin) or ()] == ["on_gap"]
+    assert [impl.plugin_name for impl in manager.subset_hook_caller("on_gap", [other]).get_hookimpls()] == ["p"]
+    with pytest.raises(PluginLoadError, match="already registered as p"):
+        manager.register(plugin, name="again")
+    assert manager.unregister(plugin) is plugin
+    assert not manager.is_registered(plugin) and manager.get_plugin("p") is None
+    assert manager.unregister(name="q") is other
+    assert manager.list_name_plugin() == [] and manager.unregister(name="q") is None
+    manager.register(plugin, name="p")  # and back again
+    assert [impl.plugin_name for impl in manager.hook.on_gap.get_hookimpls()] == ["p"]
+
+
+def test_without_hook_runner_pluggy_calls_hooks_itself(manager: PluginManager) -> None:
     """With no dispatcher attached, hooks run in pluggy's own loop and a raising one propagates."""
 
     class Boom:
@@ -400,11 +425,28 @@ def test_without_impl_caller_pluggy_calls_hooks_itself(manager: PluginManager) -
         manager.hook.on_gap(symbol="BTCUSDT", first_missing=1, last_missing=2)
 
 
-def test_the_pluggy_internals_we_replace_are_there() -> None:
-    """PluginManager replaces pluggy's innermost executor _inner_hookexec, the slot add_hookcall_monitoring wraps."""
-    probe = pluggy.PluginManager("probe")
-    innermost = probe._inner_hookexec
-    undo = probe.add_hookcall_monitoring(lambda *args: None, lambda *args: None)
-    assert probe._inner_hookexec is not innermost
-    undo()
-    assert probe._inner_hookexec is innermost
+def test_a_direct_pluggy_call_is_isolated_once_a_dispatcher_is_attached(manager: PluginManager) -> None:
+    """manager.hook.<name>(...) called by anyone, not only the dispatcher, isolates a raising plugin and completes."""
+    from orderflow_plugin import Dispatcher
+
+    seen: list[str] = []
+    outcomes: list[BaseException | None] = []
+
+    class Boom:
+        def on_gap(self, symbol):
+            raise ZeroDivisionError("strategy bug")
+
+    class Good:
+        def on_gap(self, symbol):
+            seen.append(symbol)
+
+        def on_error(self, error, where):
+            seen.append(where)
+
+    manager.register(Good(), name="good")
+    manager.register(Boom(), name="boom")  # registered last, so called first
+    dispatcher = Dispatcher(manager, object())
+    manager.add_hookcall_monitoring(lambda *args: None, lambda outcome, *args: outcomes.append(outcome.exception))
+    assert manager.hook.on_gap(symbol="BTCUSDT", first_missing=1, last_missing=2) == []
+    assert seen == ["plugin:boom.on_gap", "BTCUSDT"] and dispatcher.plugin_errors == 1
+    assert outcomes == [None, None]  # on_error inside, then on_gap: both complete
