@@ -143,7 +143,7 @@ class SilenceWatch:
 
     async def _fill_tail(self: OrderFlow, symbol: str, newest: int) -> bool:
         """Fetch the ids REST has beyond the last delivered one, up to ``newest``; True once all are delivered."""
-        if not self.pipeline.fill_tail(symbol, newest, loop_time()):
+        if not self.driver.fill_tail(symbol, newest, loop_time()):
             return False
         while symbol in self.pipeline.filling:  # a long tail comes in chunks, each its own request
             task = self._fills.get(symbol)
@@ -158,7 +158,7 @@ class SilenceWatch:
         now = loop_time()
         for symbol, latest in newest.items():
             if latest is not None:
-                self.pipeline.fill_tail(symbol, latest, now)
+                self.driver.fill_tail(symbol, latest, now)
 
     async def _quiet_baseline(self: OrderFlow, shard: Shard, connection: WsConnection) -> None:
         """Half way through first_message with no trade yet (or at the silence deadline, if sooner): note
