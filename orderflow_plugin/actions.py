@@ -1,8 +1,10 @@
 """What the sans-I/O core asks of the shell that runs it: plain frozen values, no behaviour.
 
-:class:`~orderflow_plugin.pipeline.Pipeline` returns the data-path actions; the connection
+:class:`~orderflow_plugin.pipeline.Pipeline` queues the data-path actions, and one
+:class:`~orderflow_plugin.driver.Driver` carries them out after each input (for the live stream,
+replay, the doctor and the Redis source); the connection
 :class:`~orderflow_plugin.supervisor.Supervisor` returns :class:`Connect` and :class:`Retire`.
-The asyncio shell (:mod:`.stream`) and the simulation harness (:mod:`.simtest`) carry them out.
+A connection handle is named ``connection`` everywhere here (``Trade.source`` is something else).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "Rotate",
     "Subscribed",
     "WakeAt",
+    "WriteCheckpoint",
 ]
 
 
@@ -36,40 +39,40 @@ class Backfill:
 
 @dataclass(frozen=True, slots=True)
 class PauseReading:
-    """Stop reading from ``source`` (TCP holds the server back) until told to resume."""
+    """Stop reading from ``connection`` (TCP holds the server back) until told to resume."""
 
-    source: Hashable
+    connection: Hashable
 
 
 @dataclass(frozen=True, slots=True)
 class ResumeReading:
-    """Read from these sources again."""
+    """Read from these connections again: their held-back frames come back in as new inputs."""
 
-    sources: tuple[Hashable, ...]
+    connections: tuple[Hashable, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Rotate:
-    """Replace ``source``'s connection make-before-break (the server announced its shutdown)."""
+    """Replace ``connection`` make-before-break (the server announced its shutdown)."""
 
-    source: Hashable
+    connection: Hashable
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribed:
-    """``source``'s server answered a control message: ``reply_id``, or the ``error`` it refused with."""
+    """``connection``'s server answered a control message: ``reply_id``, or the ``error`` it refused with."""
 
-    source: Hashable
+    connection: Hashable
     reply_id: int | None
     error: Any
 
 
 @dataclass(frozen=True, slots=True)
 class FirstTrade:
-    """The first trade arrived on ``source``."""
+    """The first trade arrived on ``connection``."""
 
-    source: Hashable
+    connection: Hashable
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,14 @@ class WakeAt:
     when: float
 
 
+@dataclass(frozen=True, slots=True)
+class WriteCheckpoint:
+    """Put ``pending`` (a :class:`~orderflow_plugin.checkpoint.Pending`) on disk, then hand the outcome to
+    :meth:`Pipeline.checkpoint_written`. ``wait``: trades wait for it (the lease ran out): write it before
+    anything else; otherwise in the background."""
+
+    pending: Any
+    wait: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +107,8 @@ class Retire:
     connection: Hashable
 
 
-Action = Backfill | PauseReading | ResumeReading | Rotate | Subscribed | FirstTrade | WakeAt | Connect | Retire
+Action = (Backfill | PauseReading | ResumeReading | Rotate | Subscribed | FirstTrade | WakeAt | WriteCheckpoint
+          | Connect | Retire)
 
 
 class Sink(Protocol):

@@ -1,7 +1,12 @@
-"""The stream's side of a checkpoint: tag replays, write on a thread of its own, report failures.
+"""The stream's side of a checkpoint: tag replays, ask for writes, report failures; and the disk the driver writes to.
 
 :class:`~orderflow_plugin.checkpoint.Checkpoint` is plain code (what to write, which leases are
-in force); this is the part that runs on the event loop and hands the fsync to a worker thread.
+in force). The pipeline calls :meth:`Checkpointer.tag` per trade and :meth:`Checkpointer.tick`;
+neither writes: they queue a :class:`~orderflow_plugin.actions.WriteCheckpoint` among the
+pipeline's actions, and a trade past the lease on disk waits in the pipeline for it. The
+:class:`~orderflow_plugin.driver.Driver` carries the write out (:meth:`Checkpointer.persist`
+now, or :meth:`Checkpointer.persist_in_background` on a thread of its own) and hands the outcome
+back through :meth:`~orderflow_plugin.pipeline.Pipeline.checkpoint_written`.
 """
 
 from __future__ import annotations
@@ -10,10 +15,12 @@ import asyncio
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import msgspec
 
-from .checkpoint import Checkpoint, CheckpointError, Resume
+from .actions import WriteCheckpoint
+from .checkpoint import Checkpoint, CheckpointError, Pending, Resume
 from .loopclock import loop_time
 from .models import Trade
 
@@ -21,10 +28,10 @@ __all__ = ["Checkpointer"]
 
 
 class Checkpointer:
-    """The stream's side of a checkpoint: tags replays, writes on a worker thread, reports failures.
+    """The stream's side of a checkpoint: tags replays, asks for writes, reports failures.
 
-    Plain code on the event loop but for :meth:`persist`, which runs on a thread of its own (not the
-    loop's default executor, where a hung DNS lookup could hold it up).
+    Plain code but for the disk part the driver uses (:meth:`persist_in_background` runs on a thread
+    of its own, not the loop's default executor, where a hung DNS lookup could hold it up).
     """
 
     def __init__(self, checkpoint: Checkpoint, resume: dict[str, Resume],
@@ -35,19 +42,25 @@ class Checkpointer:
         self._on_failure = on_failure
         self._report_interval = report_interval
         self._reported_at = -math.inf
-        self._writing: asyncio.Future[None] | None = None
+        self.act: Callable[[Any], None] = _unbound  # the pipeline's outbox (set by the Pipeline that uses it)
+        self.waiting: Pending | None = None  # the write trades wait for (their lease ran out)
+        self._writing: Pending | None = None  # the background write asked for and not yet answered
+        self._future: asyncio.Future[None] | None = None  # ... and its run on the worker thread
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="orderflow-checkpoint")
 
-    def tag(self, trade: Trade, now: float) -> Trade:
-        """Called before ``trade`` is delivered: never past the lease on disk; replays tagged."""
+    def tag(self, trade: Trade, now: float) -> Trade | None:
+        """Called before ``trade`` is delivered: the trade to deliver (replays tagged), or None when it is past
+        the lease on disk: it waits for the :class:`WriteCheckpoint` asked for (``wait=True``)."""
         checkpoint = self.checkpoint
         symbol, trade_id = trade.symbol, trade.id
         if trade_id > checkpoint.check_at(symbol) or now >= checkpoint.due:
             if trade_id > checkpoint.lease(symbol):  # the background write did not keep up: wait for one
-                checkpoint.sync_writes += 1
-                self.write_now(upcoming={symbol: trade_id})
-            else:
-                self.write_soon()
+                if self.waiting is None:
+                    checkpoint.sync_writes += 1
+                    self.waiting = checkpoint.prepare(upcoming={symbol: trade_id})
+                    self.act(WriteCheckpoint(self.waiting, True))
+                return None
+            self.write_soon()
         checkpoint.delivered(symbol, trade_id)
         if self.resumed:
             self.resumed.pop(symbol, None)
@@ -73,39 +86,49 @@ class Checkpointer:
             f"is at id {live_id}, behind it: the checkpoint comes from another feed (a testnet, another "
             f"exchange?); starting {symbol} from the live stream")
 
-    def write_now(self, *, upcoming: dict[str, int] | None = None, final: bool = False) -> None:
-        """Write on this thread (a lease ran out, a first symbol, the final write)."""
-        try:
-            self.checkpoint.write(upcoming=upcoming, final=final)
-        except CheckpointError as exc:
-            self._failed(exc)
-
     def write_soon(self) -> None:
-        """Write on the worker thread, unless a write is under way."""
-        if self._writing is not None:
+        """Ask for a background write, unless one is under way (or trades wait for one)."""
+        if self._writing is not None or self.waiting is not None:
             return
-        checkpoint = self.checkpoint
-        pending = checkpoint.prepare()
-        future = asyncio.get_running_loop().run_in_executor(self._thread, checkpoint.persist, pending)
-        self._writing = future
+        self._writing = self.checkpoint.prepare()
+        self.act(WriteCheckpoint(self._writing, False))
 
-        def written(future: asyncio.Future[None]) -> None:
+    def written(self, pending: Pending, error: BaseException | None, now: float) -> None:
+        """The driver wrote ``pending`` (``error`` None), or could not: its leases are in force, or the
+        stream goes on without limits until a write succeeds (reported)."""
+        if pending is self._writing:
             self._writing = None
-            if future.cancelled() or checkpoint.is_stale(pending):  # a newer write is already in force
-                return
-            exc = future.exception()
-            if exc is None:
-                checkpoint.commit(pending)
-            else:
-                self._failed(exc if isinstance(exc, CheckpointError) else
-                             CheckpointError(f"checkpoint {checkpoint.path} write failed: {exc!r}"))
+        if pending is self.waiting:
+            self.waiting = None
+        checkpoint = self.checkpoint
+        if isinstance(error, asyncio.CancelledError) or checkpoint.is_stale(pending):  # stopped, or a newer
+            return  # write is already in force
+        if error is None:
+            checkpoint.commit(pending)
+        else:
+            self._failed(error if isinstance(error, CheckpointError) else
+                         CheckpointError(f"checkpoint {checkpoint.path} write failed: {error!r}"), now)
 
-        future.add_done_callback(written)
+    # The driver's side: the disk
+
+    def persist(self, pending: Pending) -> BaseException | None:
+        """Put ``pending`` on disk on this thread (trades wait for it); the error, if it failed."""
+        try:
+            self.checkpoint.persist(pending)
+        except Exception as exc:
+            return exc
+        return None
+
+    def persist_in_background(self, pending: Pending) -> asyncio.Future[None]:
+        """Put ``pending`` on disk on the worker thread; the running loop's future of it."""
+        future = asyncio.get_running_loop().run_in_executor(self._thread, self.checkpoint.persist, pending)
+        self._future = future
+        return future
 
     async def close(self) -> None:
         """Finish the write under way, write the final checkpoint, release the file."""
-        if self._writing is not None:
-            await asyncio.gather(self._writing, return_exceptions=True)
+        if self._future is not None:
+            await asyncio.gather(self._future, return_exceptions=True)
         try:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._final)
         finally:
@@ -117,12 +140,15 @@ class Checkpointer:
             self.checkpoint.write(final=True)
         except CheckpointError as exc:
             self._reported_at = -math.inf  # the last word is always said
-            self._failed(exc)
+            self._failed(exc, loop_time())
 
-    def _failed(self, exc: CheckpointError) -> None:
+    def _failed(self, exc: CheckpointError, now: float) -> None:
         """Keep streaming without limits until a write succeeds; report at most once per report interval."""
         self.checkpoint.failed()
-        now = loop_time()
         if now - self._reported_at >= self._report_interval:
             self._reported_at = now
             self._on_failure(exc)
+
+
+def _unbound(action: Any) -> None:
+    raise RuntimeError("a Checkpointer asks for writes through a Pipeline's actions: give it to one")

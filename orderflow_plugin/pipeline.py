@@ -1,12 +1,15 @@
 """The stream's logic with no I/O: frames in, trades, metrics and actions for the shell out.
 
-``Pipeline`` is plain synchronous code, like websockets' ``protocol.py``. The shell (or the
-simulation harness, in virtual time) feeds it frames (:meth:`Pipeline.receive`), backfill
-results (:meth:`Pipeline.backfilled`) and the time (:meth:`Pipeline.tick`); every timer is a
-deadline compared with the ``now`` passed in. Out come trades, metrics and events, straight
-to a :class:`Sink` (no object allocated per trade), and :data:`Action` values for the shell:
-fetch these ids, pause or resume reading, replace a connection, tell a connection it is
-subscribed or has its first trade, wake me at this time.
+``Pipeline`` is plain synchronous code, like websockets' ``protocol.py``. A
+:class:`~orderflow_plugin.driver.Driver` feeds it frames (:meth:`Pipeline.receive`), backfill
+results (:meth:`Pipeline.backfilled`), checkpoint writes done (:meth:`Pipeline.checkpoint_written`)
+and the time (:meth:`Pipeline.tick`); every timer is a deadline compared with the ``now`` passed
+in. Out come trades, metrics and events, straight to a :class:`Sink` (no object allocated per
+trade), and :data:`Action` values, queued in :attr:`Pipeline.outbox` for the driver to carry out
+once the input returned: fetch these ids, pause or resume reading, replace a connection, tell a
+connection it is subscribed or has its first trade, wake me at this time, write this checkpoint.
+The pipeline never calls out to the shell while it runs, so nothing re-enters it: an input given
+while another runs raises :class:`Reentered`.
 
 One trade: decode -> sequencer (each id once, in order; a hole filled over REST or given up in a
 report) -> liveness, checkpoint tag, history -> sink.trade -> engine -> sink.metric.
@@ -21,7 +24,18 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from .actions import Action, Backfill, FirstTrade, PauseReading, ResumeReading, Rotate, Sink, Subscribed, WakeAt
+from .actions import (
+    Action,
+    Backfill,
+    FirstTrade,
+    PauseReading,
+    ResumeReading,
+    Rotate,
+    Sink,
+    Subscribed,
+    WakeAt,
+    WriteCheckpoint,
+)
 from .barclock import TICK, BarClock
 from .decode import Decoder, Reply, ServerShutdown
 from .engine import FlowEngine
@@ -32,12 +46,16 @@ from .models import Market, Trade
 from .options import Flow, Limits, Sequencing, Timeouts
 from .sequencer import DELIVER, DUPLICATE, GAP, OVERFLOW, READY, Sequencer
 
-__all__ = ["BACKFILL_CHUNK", "Action", "Backfill", "FirstTrade", "PauseReading", "Pipeline", "ResumeReading",
-           "Rotate", "Sink", "Subscribed", "WakeAt"]
+__all__ = ["BACKFILL_CHUNK", "Action", "Backfill", "FirstTrade", "PauseReading", "Pipeline", "Reentered",
+           "ResumeReading", "Rotate", "Sink", "Subscribed", "WakeAt", "WriteCheckpoint"]
 
 logger = logging.getLogger("orderflow_plugin.stream")
 
 BACKFILL_CHUNK = 10_000  # ids fetched (10 REST pages) and delivered before the next are fetched
+
+
+class Reentered(RuntimeError):
+    """An input was given to a :class:`Pipeline` while another input was still running in it (a bug in the caller)."""
 
 
 class Pipeline:
@@ -48,7 +66,6 @@ class Pipeline:
         symbols: Iterable[str],
         market: Market,
         sink: Sink,
-        act: Callable[[Action], None],
         *,
         sequencing: Sequencing | None = None,
         limits: Limits | None = None,
@@ -66,11 +83,17 @@ class Pipeline:
         self.symbols = tuple(symbols)
         self.sink = sink
         self._trade_out = sink.trade  # the per-trade call, looked up once
-        self.act = act
+        # What the driver is to carry out once the running input returned, oldest first.
+        self.outbox: deque[Action] = deque()
+        self._act = self.outbox.append
+        self._inside: str | None = None  # the input running now: another one is a re-entry
+        self._held: list[Trade] = []  # trades waiting for a checkpoint write (their lease ran out)
         self.clock = clock
         self.backfill = sequencing.backfill
         self.reorder_window = sequencing.reorder_window
         self.checkpointer = checkpointer  # tags replays and keeps leases; None when checkpoints are off
+        if checkpointer is not None:
+            checkpointer.act = self._act  # the writes it asks for join the actions
         self._decode = Decoder(market).decode  # bound once: called per frame
         start_after = sequencing.start_from_id - 1 if sequencing.start_from_id else None
         resume = resume or {}
@@ -104,10 +127,11 @@ class Pipeline:
         self.paused: set[Hashable] = set()
         self._pause_ends: float | None = None
         self._may_pause = True  # false after a pause ran out, until a hole is filled or given up
+        self._resuming = False  # this tick asked for a resume: the held frames come in before more is judged
         self._gap_due: dict[str, float] = {}  # symbol -> when its open hole is declared a gap
         self._gap_last: dict[str, int] = {}  # symbol -> the last id missing when that deadline was set
         self.filling: dict[str, tuple[int, int]] = {}  # symbol -> (first id of the chunk asked for, last of the hole)
-        self._started: set[Hashable] = set()  # sources that delivered a trade
+        self._started: set[Hashable] = set()  # connections that delivered a trade
         self._report_interval = report_interval
         self._bad_frame_logged = -math.inf
         self.now = 0.0
@@ -115,59 +139,82 @@ class Pipeline:
 
     # In: frames
 
-    def receive(self, source: Hashable, frame: bytes, now: float | None = None) -> None:
-        """One frame from ``source`` (a connection handle), read at ``now`` (by default, the ``clock``'s now).
+    def receive(self, connection: Hashable, frame: bytes, now: float | None = None) -> None:
+        """One frame from ``connection`` (a handle), read at ``now`` (by default, the ``clock``'s now).
 
-        The shell's transport calls it straight, as ``on_frame(connection, frame, now)`` with the time of the
-        read: no layer in between, and one clock read per read rather than per frame.
+        The driver's :meth:`~orderflow_plugin.driver.Driver.receive` is the transport's ``on_frame``: it
+        calls this, then carries out what it queued (a pause lands before the next frame of the read).
         """
-        self.now = self.clock() if now is None else now
+        if self._inside is not None:
+            raise Reentered(f"Pipeline.receive called while {self._inside} runs")
+        self._inside = "receive"
         try:
-            event = self._decode(frame)
-        except BadFrame as exc:
-            self._bad_frame(exc, source)
-            return
-        if type(event) is Trade:
-            self._take(source, event)
-        elif type(event) is ServerShutdown:
-            self.act(Rotate(source, "serverShutdown"))
-        elif type(event) is Reply:
-            self.act(Subscribed(source, event.id, event.error))
+            self.now = self.clock() if now is None else now
+            try:
+                event = self._decode(frame)
+            except BadFrame as exc:
+                self._bad_frame(exc, connection)
+                return
+            if type(event) is Trade:
+                self._take(connection, event)
+            elif type(event) is ServerShutdown:
+                self._act(Rotate(connection, "serverShutdown"))
+            elif type(event) is Reply:
+                self._act(Subscribed(connection, event.id, event.error))
+        finally:
+            self._inside = None
 
-    def receive_trade(self, source: Hashable, trade: Trade, now: float) -> None:
-        """One trade from ``source``, decoded already (a tape read from a file): as :meth:`receive` takes the
+    def take_actions(self) -> list[Action]:
+        """The queued actions, oldest first, and an empty queue (a driver pops :attr:`outbox` itself)."""
+        actions = list(self.outbox)
+        self.outbox.clear()
+        return actions
+
+    def _enter(self, name: str) -> None:
+        if self._inside is not None:
+            raise Reentered(f"Pipeline.{name} called while {self._inside} runs")
+        self._inside = name
+
+    def receive_trade(self, connection: Hashable, trade: Trade, now: float) -> None:
+        """One trade from ``connection``, decoded already (a tape read from a file): as :meth:`receive` takes the
         frame it came in, without making one and decoding it again."""
-        self.now = now
-        self._take(source, trade)
+        self._enter("receive_trade")
+        try:
+            self.now = now
+            self._take(connection, trade)
+        finally:
+            self._inside = None
 
-    def _take(self, source: Hashable, event: Trade) -> None:
-        """Sequence one trade from ``source`` and act on the answer."""
-        if source not in self._started:
-            self._started.add(source)
-            self.act(FirstTrade(source))
+    def _take(self, connection: Hashable, event: Trade) -> None:
+        """Sequence one trade from ``connection`` and act on the answer."""
+        if connection not in self._started:
+            self._started.add(connection)
+            self._act(FirstTrade(connection))
         sequencer = self.sequencers.get(event.symbol)
         if sequencer is None:
-            self._bad_frame(BadFrame(f"trade for {event.symbol}, which this stream did not subscribe to"), source)
+            self._bad_frame(BadFrame(f"trade for {event.symbol}, which this stream did not subscribe to"), connection)
             return
         status = sequencer.push(event)
+        if status == DUPLICATE and self._duplicate(sequencer, event):
+            status = sequencer.push(event)  # the sequencer starts again from the live stream
         if status == DELIVER:
             self._deliver(event)
         elif status == DUPLICATE:
-            self._duplicate(sequencer, event, source)
+            pass
         elif status == READY:
             self._release(sequencer)
         elif status == GAP:
             self._hole_opened(sequencer)
         elif status == OVERFLOW:
             self._give_up(sequencer, "more than max_buffered_trades live trades waited behind it")
-        elif sequencer.held >= self.pause_at and self._may_pause and source not in self.paused:  # many HELD
+        elif sequencer.held >= self.pause_at and self._may_pause and connection not in self.paused:  # HELD
             logger.info("%s: %d trades wait behind a hole; pausing reads until it is filled",
                         sequencer.symbol, sequencer.held)
-            self.paused.add(source)
-            self.act(PauseReading(source))
+            self.paused.add(connection)
+            self._act(PauseReading(connection))
             if self._pause_ends is None:
                 self._pause_ends = self.now + self.max_pause
-                self.act(WakeAt(self._pause_ends))
+                self._act(WakeAt(self._pause_ends))
 
     @property
     def tick_interval(self) -> float:
@@ -182,10 +229,10 @@ class Pipeline:
         """The connection carrying ``symbols`` last read a byte at ``when`` (see :mod:`.barclock`)."""
         self.bar_clock.heard(symbols, when)
 
-    def forget(self, source: Hashable) -> None:
-        """``source`` ended: a connection that replaces it reports its own first trade."""
-        self._started.discard(source)
-        self.paused.discard(source)
+    def forget(self, connection: Hashable) -> None:
+        """``connection`` ended: a connection that replaces it reports its own first trade."""
+        self._started.discard(connection)
+        self.paused.discard(connection)
         if not self.paused:  # nothing left paused: no pause runs out (a new one gets its own deadline)
             self._pause_ends = None
 
@@ -194,6 +241,14 @@ class Pipeline:
     def backfilled(self, symbol: str, first: int, last: int, trades: list[Trade], failed: Exception | None,
                    now: float) -> None:
         """The answer to :class:`Backfill` ``(symbol, first, last)``: the trades fetched, and why it stopped short."""
+        self._enter("backfilled")
+        try:
+            self._backfilled(symbol, first, last, trades, failed, now)
+        finally:
+            self._inside = None
+
+    def _backfilled(self, symbol: str, first: int, last: int, trades: list[Trade], failed: Exception | None,
+                    now: float) -> None:
         self.now = now
         sequencer = self.sequencers[symbol]
         if self.filling.get(symbol, (None,))[0] != first:  # given up meanwhile: what still fits is delivered
@@ -229,12 +284,22 @@ class Pipeline:
 
     def tick(self, now: float) -> None:
         """Fire the deadlines that are due: gaps past the reorder window, a pause run out, bars, snapshots."""
+        self._enter("tick")
+        try:
+            self._tick(now)
+        finally:
+            self._inside = None
+
+    def _tick(self, now: float) -> None:
         self.now = now
+        self._resuming = False
         if self._gap_due:
             for symbol, due in list(self._gap_due.items()):
-                # pop, not del: declaring one gap may resume reading, and the frames it releases may close
-                # another symbol's hole (and drop its deadline) before this loop gets to it
-                if now >= due and self._gap_due.pop(symbol, None) is not None:
+                if now >= due:
+                    if self._resuming:  # the frames a resume hands back may close this hole: look again after
+                        self._act(WakeAt(now))
+                        break
+                    del self._gap_due[symbol]
                     self._declare_gap(self.sequencers[symbol])
         if self._pause_ends is not None and now >= self._pause_ends:
             self._resume(expired=True)
@@ -242,8 +307,8 @@ class Pipeline:
             self.checkpointer.tick(now)
         self.liveness.roll(now)
         on_time = self.bar_clock.tick(now)
-        if self.engines:  # while reads are paused a read may hold frames of any symbol: bars wait too
-            self._close_bars(now, close=on_time and not self.paused)
+        if self.engines:  # while reads are paused (or resume next) a read may hold frames of any symbol: bars wait
+            self._close_bars(now, close=on_time and not self.paused and not self._resuming)
 
     def next_deadline(self) -> float:
         """The nearest time :meth:`tick` has something to do (``inf``: only the regular tick)."""
@@ -270,17 +335,21 @@ class Pipeline:
     def prime(self, trades: Iterable[Trade], now: float) -> int:
         """Deliver stored trades (a warm-up from the archive) before the stream starts, in id order; the
         stream goes on after the last one, the hole to its first live trade backfilled. Returns how many."""
-        count = 0
-        self.now = now
-        for trade in trades:
-            sequencer = self.sequencers[trade.symbol]
-            last = sequencer.last_delivered
-            if last is not None and trade.id <= last:
-                continue
-            sequencer.expected = trade.id + 1
-            self._deliver(trade)
-            count += 1
-        return count
+        self._enter("prime")
+        try:
+            count = 0
+            self.now = now
+            for trade in trades:
+                sequencer = self.sequencers[trade.symbol]
+                last = sequencer.last_delivered
+                if last is not None and trade.id <= last:
+                    continue
+                sequencer.expected = trade.id + 1
+                self._deliver(trade)
+                count += 1
+            return count
+        finally:
+            self._inside = None
 
     def fill_tail(self, symbol: str, newest: int, now: float) -> bool:
         """REST shows ids up to ``newest`` beyond the last delivered one: fetch them over REST, although no
@@ -290,13 +359,17 @@ class Pipeline:
         last = sequencer.last_delivered
         if not self.backfill or last is None or newest <= last or self.busy(symbol):
             return False
-        self.now = now
-        self.counters["gaps"] += 1
-        logger.warning("%s: aggTrade ids %d..%d missing at the tail (%d): REST has them, the stream did not "
-                       "send them", symbol, last + 1, newest, newest - last)
-        self.sink.event("on_gap", symbol=symbol, first_missing=last + 1, last_missing=newest)
-        self._fetch(symbol, last + 1, newest)
-        return True
+        self._enter("fill_tail")
+        try:
+            self.now = now
+            self.counters["gaps"] += 1
+            logger.warning("%s: aggTrade ids %d..%d missing at the tail (%d): REST has them, the stream did not "
+                           "send them", symbol, last + 1, newest, newest - last)
+            self.sink.event("on_gap", symbol=symbol, first_missing=last + 1, last_missing=newest)
+            self._fetch(symbol, last + 1, newest)
+            return True
+        finally:
+            self._inside = None
 
     def caught_up(self, symbol: str) -> None:
         """REST's newest id of ``symbol`` is the last delivered one: its feed is caught up, as a live trade in
@@ -306,12 +379,41 @@ class Pipeline:
 
     def deliver_as_is(self, trade: Trade, now: float) -> None:
         """Deliver ``trade`` unsequenced: a Redis consumer group's share of a stream has holes by design."""
-        self.now = now
-        self._deliver(trade)
+        self._enter("deliver_as_is")
+        try:
+            self.now = now
+            self._deliver(trade)
+        finally:
+            self._inside = None
+
+    def checkpoint_written(self, pending: Any, error: BaseException | None, now: float) -> None:
+        """The answer to :class:`WriteCheckpoint`: ``pending`` is on disk (``error`` None) or could not be
+        written; trades that waited for it are delivered (a failed write lets them go on, reported)."""
+        self._enter("checkpoint_written")
+        try:
+            self.now = now
+            assert self.checkpointer is not None
+            self.checkpointer.written(pending, error, now)
+            if self._held and self.checkpointer.waiting is None:
+                held, self._held = self._held, []
+                for trade in held:
+                    self._deliver(trade)  # one past the new lease waits again, for a write it asks for
+        finally:
+            self._inside = None
 
     # Delivery
 
     def _deliver(self, trade: Trade) -> None:
+        checkpointer = self.checkpointer
+        if checkpointer is not None:  # off by default: costs nothing then
+            if self._held:  # in order behind those waiting for a checkpoint write
+                self._held.append(trade)
+                return
+            tagged = checkpointer.tag(trade, self.now)
+            if tagged is None:  # past the lease on disk: it waits for the write the checkpointer asked for
+                self._held.append(trade)
+                return
+            trade = tagged
         self.counters["trades"] += 1
         symbol = trade.symbol
         now = self.now
@@ -320,9 +422,6 @@ class Pipeline:
             self._stale.discard(symbol)
         if self._last_at.get(symbol) is not now:  # the frames of one read share one `now`: only its first counts
             self._delivered(symbol, now, live)
-        checkpointer = self.checkpointer
-        if checkpointer is not None:  # off by default: costs nothing then
-            trade = checkpointer.tag(trade, now)
         history, latest, engine = self._outs[symbol]
         history.append(trade)
         latest["trade"] = trade
@@ -348,7 +447,9 @@ class Pipeline:
             for signal in signals.bar(metric):
                 self.metric(signal)
 
-    def _duplicate(self, sequencer: Sequencer, trade: Trade, source: Hashable) -> None:
+    def _duplicate(self, sequencer: Sequencer, trade: Trade) -> bool:
+        """Count a duplicate; True when it shows the checkpoint is from another feed (the sequencer restarted:
+        the caller pushes the trade again, with no second pass through :meth:`receive`)."""
         self.counters["duplicates"] += 1
         checkpointer = self.checkpointer
         if checkpointer is not None and trade.symbol in checkpointer.resumed and not sequencer.held:
@@ -357,7 +458,8 @@ class Pipeline:
             logger.error("%s", error)
             self.sink.event("on_error", error=error, where="checkpoint")
             sequencer.restart()
-            self._take(source, trade)  # taken again, as the first trade of the feed it is from
+            return True
+        return False
 
     def _close_bars(self, now: float, *, close: bool) -> None:
         """Close bars a quiet market left open past their grace; send snapshots every snapshot_interval."""
@@ -397,7 +499,7 @@ class Pipeline:
             return
         due = self._gap_due[symbol] = self.now + self.reorder_window
         self._gap_last[symbol] = sequencer.gap.last  # type: ignore[union-attr]
-        self.act(WakeAt(due))
+        self._act(WakeAt(due))
 
     def _declare_gap(self, sequencer: Sequencer) -> None:
         gap = sequencer.gap
@@ -415,7 +517,7 @@ class Pipeline:
         """Ask for the next chunk: a long hole is fetched and delivered oldest first, memory bounded."""
         end = min(last, first + BACKFILL_CHUNK - 1)
         self.filling[symbol] = (first, last)
-        self.act(Backfill(symbol, first, end))
+        self._act(Backfill(symbol, first, end))
 
     def _give_up(self, sequencer: Sequencer, why: str) -> None:
         """Skip the open hole so the stream goes on; say exactly which ids were not seen."""
@@ -447,14 +549,17 @@ class Pipeline:
         if expired:
             logger.warning("reads were paused %.1f s (timeouts.rest) for a hole still open; reading on", self.max_pause)
         if self.paused:
-            sources = tuple(self.paused)
+            connections = tuple(self.paused)
             self.paused.clear()
-            self.act(ResumeReading(sources))  # their held-back frames may pause them again
+            self._resuming = True
+            # The driver resumes them after this input returned: their held-back frames come in as new inputs
+            # (and may pause them again).
+            self._act(ResumeReading(connections))
 
-    def _bad_frame(self, error: BadFrame, source: Hashable) -> None:
+    def _bad_frame(self, error: BadFrame, connection: Hashable) -> None:
         self.counters["bad_frames"] += 1
         if self.now - self._bad_frame_logged >= self._report_interval:
             self._bad_frame_logged = self.now
-            logger.warning("bad frame from %s skipped (%d so far): %s", getattr(source, "endpoint", source),
+            logger.warning("bad frame from %s skipped (%d so far): %s", getattr(connection, "endpoint", connection),
                            self.counters["bad_frames"], error)
         self.sink.event("on_error", error=error, where="decode")

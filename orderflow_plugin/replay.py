@@ -2,8 +2,11 @@
 
 Each row becomes the :class:`~orderflow_plugin.models.Trade` the frame Binance sent decodes to (the
 tape checked its decimals when it was read), and goes through the same sequence, engine and dispatch
-as a live trade, to the same plugins and signals: no frame is made only to be decoded again. A hole
-in the tape is reported as a gap and never fetched (a replay sends nothing to any network).
+as a live trade, to the same plugins and signals, through the same
+:class:`~orderflow_plugin.driver.Driver` (with no backfiller, no connection to rotate and no timer:
+the replay ticks the pipeline itself at the driver's :attr:`~orderflow_plugin.driver.Driver.due`).
+No frame is made only to be decoded again. A hole in the tape is reported as a gap and never fetched
+(a replay sends nothing to any network).
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from .actions import Action, WakeAt
 from .config import Settings
+from .driver import Driver
 from .stream import OrderFlow
 from .tape import Tape
 
@@ -35,11 +39,31 @@ class ReplayResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+class TapeFeed:
+    """The connection a replay's frames come from, as the driver addresses it: a file has nothing to pause,
+    resume or subscribe, so each action on it is a no-op."""
+
+    def __init__(self, name: str) -> None:
+        self.endpoint = name
+
+    def first_trade(self) -> None:
+        """Nothing waits for it."""
+
+    def subscribed(self, reply_id: int | None, error: Any) -> None:
+        """A tape has no subscription."""
+
+    def pause(self) -> None:
+        """A file is read on: what waits behind a hole is held by the sequencer, within its limits."""
+
+    def resume(self) -> None:
+        """Nothing was held back."""
+
+
 async def offline(flow: OrderFlow) -> OrderFlow:
     """``flow`` with backfill off: a replay reports holes, it never asks a REST server."""
     if flow.backfiller is not None:
         await flow.backfiller.aclose()
-    flow.backfiller = None
+    flow.backfiller = flow.driver.backfiller = None
     flow.pipeline.backfill = False
     flow.sequencing = dataclasses.replace(flow.sequencing, backfill=False)
     return flow
@@ -48,19 +72,13 @@ async def offline(flow: OrderFlow) -> OrderFlow:
 async def replay(flow: OrderFlow, tape: Tape, *, speed: float = 0.0, duration: float = 0.0) -> ReplayResult:
     """Feed ``tape`` into ``flow``'s pipeline; ``speed`` > 0 paces it by trade time (1 = as recorded)."""
     await offline(flow)
-    source = tape.source
-    due = math.inf  # the pipeline's nearest deadline (a hole's reorder window), from its WakeAt actions
-
-    def act(action: Action) -> None:  # a file has nothing to pause, resume, rotate or fetch
-        nonlocal due
-        if type(action) is WakeAt:
-            due = min(due, action.when)
-
-    flow.pipeline.act = act
+    connection = TapeFeed(tape.source)
+    # A file has nothing to pause, resume, rotate or fetch; the pipeline's deadlines are read from driver.due.
+    driver = Driver(flow.pipeline, emit=flow.dispatcher.emit)
     trades = list(tape.trades())  # as the decoder makes them from the frames
     pipeline, dispatcher = flow.pipeline, flow.dispatcher
     dispatcher.emit("on_startup", settings=flow.settings if flow.settings is not None else Settings.defaults_for(flow))
-    receive, clock = pipeline.receive_trade, time.monotonic
+    receive, tick, clock = driver.receive_trade, driver.tick, time.monotonic
     busy = 0.0
     started = clock()
     first_time = tape.rows[0].time if tape.rows else 0
@@ -74,16 +92,14 @@ async def replay(flow: OrderFlow, tape: Tape, *, speed: float = 0.0, duration: f
                 await asyncio.sleep(wait)
         begin = time.perf_counter()
         now = clock()
-        receive(source, trade, now)
-        if now >= due:
-            due = math.inf
-            pipeline.tick(now)
+        receive(connection, trade, now)
+        if now >= driver.due:
+            tick(now)
         busy += time.perf_counter() - begin
         fed += 1
-    pipeline.tick(clock())
-    while due < math.inf:  # holes still open: their windows end now, and each is reported as a gap
-        now, due = due, math.inf
-        pipeline.tick(now)
+    tick(clock())
+    while driver.due < math.inf:  # holes still open: their windows end now, and each is reported as a gap
+        tick(driver.due)
     for engine in flow.engines.values():  # the final state, as stop() sends it
         if engine.trades:
             pipeline.metric(engine.snapshot())

@@ -22,10 +22,10 @@ from typing import Any, Protocol
 from .actions import Connect, Retire
 from .connect import open_connection
 from .diagnostics import task_stack
+from .driver import Driver
 from .errors import Stalled, StreamError
 from .loopclock import loop_time
 from .options import Limits, Reconnect, Reporting, Timeouts
-from .pipeline import Pipeline
 from .stages import STAGES
 from .supervisor import OpenLimiter, Supervisor
 from .symbols import stream_name
@@ -77,20 +77,21 @@ class QuietJudge(Protocol):
 class ShardSupervision:
     """The stream's shard tasks: each opens the connections its Supervisor asks for, and tells it how they went.
 
-    Its dependencies are passed in: the options, the pipeline that connections feed, ``emit`` (hooks),
+    Its dependencies are passed in: the options, the driver that connections feed (and its pipeline), ``emit`` (hooks),
     ``spawn`` (a task the stream keeps and stops), ``running`` (whether the stream still runs) and
     ``quiet`` (the first_message judgement). ``live`` holds every socket not yet ended, even half-open.
     """
 
     def __init__(self, symbols: tuple[str, ...], streams_per_connection: int, *, ws_url: str, reader: str,
                  ssl_context: ssl.SSLContext | None, timeouts: Timeouts, reconnect: Reconnect, limits: Limits,
-                 reporting: Reporting, pipeline: Pipeline, counters: dict[str, int], emit: Callable[..., None],
+                 reporting: Reporting, driver: Driver, counters: dict[str, int], emit: Callable[..., None],
                  spawn: Spawn, running: Callable[[], bool], quiet: QuietJudge, rest: bool) -> None:
         self.ws_url = ws_url
         self.reader = reader
         self.ssl_context = ssl_context
         self.timeouts, self.reconnect, self.limits, self.reporting = timeouts, reconnect, limits, reporting
-        self.pipeline = pipeline
+        self.driver = driver  # every frame and ending goes into the pipeline through it
+        self.pipeline = driver.pipeline
         self.counters = counters
         self._emit = emit
         self._spawn = spawn
@@ -229,7 +230,7 @@ class ShardSupervision:
                     ", ".join(shard.symbols), machine.attempt_text(action.attempt))
         try:
             connection = await open_connection(
-                f"{self.ws_url}/stream", shard.streams, self.pipeline.receive, deadlines=self.timeouts,
+                f"{self.ws_url}/stream", shard.streams, self.driver.receive, deadlines=self.timeouts,
                 max_size=self.limits.max_size, ssl_context=self.ssl_context,
                 on_stage=lambda c, shard=shard: self._on_stage(shard, c), reader=self.reader,
                 quiet=lambda c, shard=shard: self._quiet.quiet_market(shard, c),
@@ -276,7 +277,7 @@ class ShardSupervision:
     def _gone(self, shard: Shard, connection: WsConnection) -> None:
         self.live.discard(connection)
         shard.live.discard(connection)
-        self.pipeline.forget(connection)
+        self.driver.forget(connection)
 
     async def _watch_stages(self) -> None:
         """Report a connect stage running past stage_warning x its deadline, with where it waits."""

@@ -15,11 +15,11 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from .backfill import Backfiller, BackfillFailed
+from .driver import Driver
 from .errors import Stalled
 from .liveness import QUIET_CHECKS, TRADE_GRACE, no_new_trades
 from .loopclock import loop_time
 from .options import Sequencing, Timeouts
-from .pipeline import Pipeline
 from .shards import Shard
 from .transport import WsConnection
 
@@ -35,9 +35,10 @@ class QuietAtConnect:
     move mean a quiet market (the connection stays). What REST shows beyond the last delivered id is fetched.
     """
 
-    def __init__(self, pipeline: Pipeline, backfiller: Backfiller | None, timeouts: Timeouts,
+    def __init__(self, driver: Driver, backfiller: Backfiller | None, timeouts: Timeouts,
                  listed: Mapping[str, str]) -> None:
-        self.pipeline = pipeline
+        self.driver = driver  # every input into the pipeline goes through it
+        self.pipeline = driver.pipeline
         self.backfiller = backfiller
         self.timeouts = timeouts
         self.listed = listed  # exchangeInfo's statuses, as the stream learns them
@@ -47,7 +48,7 @@ class QuietAtConnect:
         now = loop_time()
         for symbol, latest in newest.items():
             if latest is not None:
-                self.pipeline.fill_tail(symbol, latest, now)
+                self.driver.fill_tail(symbol, latest, now)
 
     async def baseline(self, shard: Shard, connection: WsConnection) -> None:
         """Half way through first_message with no trade yet (or at the silence deadline, if sooner): note
@@ -95,17 +96,18 @@ class QuietAtConnect:
 
 
 class SilenceWatch:
-    """The streaming silence checks of the stream's shards, over its pipeline and REST.
+    """The streaming silence checks of the stream's shards, over its pipeline (fed through the driver) and REST.
 
     ``spawn`` starts a task the stream keeps and stops; ``fills`` are the backfill requests under way
     (symbol -> its task), which a check waits for when it fetched a tail itself.
     """
 
-    def __init__(self, shards: Sequence[Shard], pipeline: Pipeline, backfiller: Backfiller | None,
+    def __init__(self, shards: Sequence[Shard], driver: Driver, backfiller: Backfiller | None,
                  timeouts: Timeouts, sequencing: Sequencing, *, spawn: Callable[[Coroutine[Any, Any, Any], str], Any],
                  fills: Mapping[str, asyncio.Task[None]]) -> None:
         self.shards = shards
-        self.pipeline = pipeline
+        self.driver = driver  # every input into the pipeline goes through it
+        self.pipeline = driver.pipeline
         self.backfiller = backfiller
         self.timeouts = timeouts
         self.sequencing = sequencing
@@ -224,7 +226,7 @@ class SilenceWatch:
 
     async def _fill_tail(self, symbol: str, newest: int) -> bool:
         """Fetch the ids REST has beyond the last delivered one, up to ``newest``; True once all are delivered."""
-        if not self.pipeline.fill_tail(symbol, newest, loop_time()):
+        if not self.driver.fill_tail(symbol, newest, loop_time()):
             return False
         while symbol in self.pipeline.filling:  # a long tail comes in chunks, each its own request
             task = self._fills.get(symbol)

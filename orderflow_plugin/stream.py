@@ -3,8 +3,9 @@
 The decisions live in two sans-I/O cores: :mod:`.pipeline` (frames to delivered trades) and
 :mod:`.supervisor` (each shard's connection lifecycle). This shell builds them from the option
 groups, and holds the parts that carry out what they ask, each built here with what it needs:
-:mod:`.shards` (connections), :mod:`.delivery` (frames, backfill, ticks), :mod:`.silence` (silent
-streams) and :mod:`.views` (what the host reads). See docs/architecture.md.
+:mod:`.shards` (connections), :mod:`.driver` (every input into the pipeline, then its actions: frames,
+backfill, checkpoint writes, ticks), :mod:`.silence` (silent streams) and :mod:`.views` (what the host
+reads). See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from .backfill import Backfiller
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, CheckpointError
 from .checkpointer import Checkpointer
 from .config import Settings, load_settings
-from .delivery import CallSink, PipelineDriver
 from .diagnostics import LoopWatchdog
 from .dispatch import Dispatcher
+from .driver import CallSink, Driver
 from .errors import OrderFlowError, StreamError
 from .hotpath import hot_path
 from .listing import EXCHANGE_INFO_WEIGHT, Listing, fetch_listing
@@ -54,7 +55,7 @@ DEFAULT_ENDPOINTS: dict[str, tuple[str, str]] = {
 _STREAM_LIMIT = {"spot": 1024, "usdm": 200}
 
 
-class OrderFlow(PipelineDriver):
+class OrderFlow:
     """A live, gap-checked aggTrade feed for ``symbols`` delivered to plugins and signals.
 
     Use ``async with OrderFlow(...)`` or ``await flow.start()`` / ``await flow.stop()``.
@@ -142,14 +143,17 @@ class OrderFlow(PipelineDriver):
                                           report_interval=rep.report_interval) if checkpoint is not None else None
         sink = CallSink(self.dispatcher.emitter("on_trade", "trade"), self.dispatcher.emitter("on_metric", "metric"),
                         self._emit)
-        self.pipeline = Pipeline(self.symbols, market, sink, self._act, sequencing=q, limits=lim, flow=f, timeouts=t,
+        self.pipeline = Pipeline(self.symbols, market, sink, sequencing=q, limits=lim, flow=f, timeouts=t,
                                  resume={**(resume or {}), **{s: r.last_id for s, r in resume_at.items()}},
                                  checkpointer=self._checkpointer, clock=loop_time,
                                  report_interval=rep.report_interval)
+        # The one interpreter of the pipeline's actions; every input goes through it (see driver.py).
+        self.driver = Driver(self.pipeline, backfiller=self.backfiller, spawn=self._spawn, rotate=self._rotate,
+                             wake=self._wake, emit=self._emit)
         self.engines = self.pipeline.engines
         self.counters = self.pipeline.counters  # one dict: the pipeline's counts and the shell's
         self.counters.update(dict.fromkeys(("reconnects", "stalls", "rotations", "loop_blocks"), 0))
-        self._fills: dict[str, asyncio.Task[None]] = {}  # symbol -> its backfill request under way
+        self._fills = self.driver.fills  # symbol -> its backfill request under way (the silence watch waits on it)
         self.watchdog: LoopWatchdog | None = None
         # Each symbol's exchangeInfo status once REST told it ("unknown": not listed); empty until then.
         self.listed: dict[str, str] = {}
@@ -160,10 +164,10 @@ class OrderFlow(PipelineDriver):
         self.shards = ShardSupervision(
             self.symbols if self.feed is None else (), self.streams_per_connection, ws_url=self.ws_url,
             reader=reader, ssl_context=self.ssl_context, timeouts=t, reconnect=r, limits=lim, reporting=rep,
-            pipeline=self.pipeline, counters=self.counters, emit=self._emit, spawn=self._spawn,
-            running=lambda: self.life.running, quiet=QuietAtConnect(self.pipeline, self.backfiller, t, self.listed),
+            driver=self.driver, counters=self.counters, emit=self._emit, spawn=self._spawn,
+            running=lambda: self.life.running, quiet=QuietAtConnect(self.driver, self.backfiller, t, self.listed),
             rest=self.backfiller is not None)
-        self.silence = SilenceWatch(self.shards.shards, self.pipeline, self.backfiller, t, q, spawn=self._spawn,
+        self.silence = SilenceWatch(self.shards.shards, self.driver, self.backfiller, t, q, spawn=self._spawn,
                                     fills=self._fills)
         dispatcher = self.dispatcher
         self.views = FlowViews(
@@ -381,6 +385,47 @@ class OrderFlow(PipelineDriver):
         self._emit("on_shutdown", summary=self.summary())
         await self.dispatcher.aclose(timeout=0.5)
         logger.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in self.summary().items()))
+
+    # The driver's world: what it asks of the stream
+
+    def _rotate(self, connection: Hashable, reason: str) -> None:
+        """Replace ``connection`` make-before-break (the server announced ``reason``): its shard's machine decides."""
+        self.shards.rotate(connection)
+
+    def _wake(self, when: float) -> None:
+        """Tick the pipeline at ``when`` (a reorder or pause deadline nearer than the regular tick)."""
+        assert self._loop is not None
+        self._loop.call_later(max(0.0, when - loop_time()), self._tick_once, False)
+
+    def _checkpoint_failed(self, exc: CheckpointError) -> None:
+        """Trades go on; say that a restart is no longer exact until a write succeeds again."""
+        logger.error("%s; trades go on, but a restart may now repeat trades without source=\"replay\"", exc)
+        self._emit("on_error", error=exc, where="checkpoint")
+
+    async def _tick(self) -> None:
+        """Drive the pipeline's clock (gaps, bars, snapshots, checkpoints) and look for silent feeds."""
+        while True:
+            await asyncio.sleep(self.pipeline.tick_interval)
+            self._tick_once()
+
+    def _tick_once(self, look: bool = True) -> None:
+        """One tick of the pipeline, after telling it what each connection last read; ``look``: and a look
+        for silent feeds (the regular tick; a WakeAt, for a reorder or pause deadline, only ticks)."""
+        if not self.life.running:
+            return
+        now = loop_time()
+        try:
+            if self.timeouts.ping_interval > 0:  # without pings a quiet connection reads nothing to go by
+                for shard in self.shards.shards:
+                    connection = shard.machine.connection
+                    if connection is not None and shard.machine.state == "streaming":
+                        self.pipeline.heard(shard.symbols, connection.last_received)
+            self.driver.tick(now)
+            if look:
+                self.silence.check(now)
+        except Exception as exc:  # a bug here must not end the ticker: report it and look again
+            logger.error("stream ticker failed; it goes on", exc_info=exc)
+            self._emit("on_error", error=exc, where="task:orderflow ticker")
 
     def _loop_blocked(self, blocked_for: float, stack: str) -> None:
         self.counters["loop_blocks"] += 1

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from orderflow_plugin import OrderFlow, Sequencing, Trade, bundled_tape
+from orderflow_plugin import Flow, OrderFlow, Sequencing, Trade, bundled_tape
 from orderflow_plugin.checkpoint import Checkpoint, CheckpointError
 from orderflow_plugin.checkpointer import Checkpointer
+from orderflow_plugin.driver import CallSink, Driver, discard
+from orderflow_plugin.pipeline import Pipeline
 from orderflow_plugin.sim import Fault, Pace, Scenario
 
 from .flowhelpers import Events, make_flow
@@ -206,15 +208,24 @@ async def test_no_trade_is_delivered_past_the_lease_on_disk_while_a_slow_write_r
 
     checkpoint.persist = slow_persist  # type: ignore[method-assign]
     checkpointer = Checkpointer(checkpoint, {}, lambda exc: pytest.fail(str(exc)))
+    delivered: list[int] = []
+
+    def deliver(trade: Trade) -> None:  # the sink: what is on disk when a trade goes out
+        assert json.loads(path.read_text())["symbols"]["BTCUSDT"]["lease"] >= trade.id
+        delivered.append(trade.id)
+
+    pipeline = Pipeline(["BTCUSDT"], "spot", CallSink(deliver, discard, discard), flow=Flow(enabled=False),
+                        checkpointer=checkpointer)
+    driver = Driver(pipeline)  # carries out the writes the pipeline asks for, as the stream's does
     trade_id = 1_000
     for burst in (1, 100, 1000, 5000):  # quiet, then bursts (a backfill page): each lease outgrows the last
         for _ in range(burst):
-            checkpointer.tag(Trade("BTCUSDT", trade_id, Decimal(1), Decimal(1), trade_id, trade_id, 0, "buy"),
-                             time.monotonic())
-            assert json.loads(path.read_text())["symbols"]["BTCUSDT"]["lease"] >= trade_id
+            driver.deliver_as_is(Trade("BTCUSDT", trade_id, Decimal(1), Decimal(1), trade_id, trade_id, 0, "buy"),
+                                 time.monotonic())
             trade_id += 1
         await asyncio.sleep(0.3)  # the background write finishes between bursts
     await checkpointer.close()
+    assert delivered == list(range(1_000, trade_id))  # every one, in order: those that waited for a write too
     assert checkpoint.sync_writes >= 1  # the burst outran the background write and waited for one
 
 

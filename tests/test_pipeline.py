@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from orderflow_plugin.backfill import BackfillFailed
+from orderflow_plugin.driver import Driver
 from orderflow_plugin.liveness import Liveness
 from orderflow_plugin.models import Trade
 from orderflow_plugin.options import Flow, Limits, Sequencing, Timeouts
@@ -24,6 +25,7 @@ from orderflow_plugin.pipeline import (
     FirstTrade,
     PauseReading,
     Pipeline,
+    Reentered,
     ResumeReading,
     Rotate,
     Subscribed,
@@ -125,7 +127,15 @@ class Recorder:
         self.trades: list[Trade] = []
         self.metrics: list[Any] = []
         self.events: list[tuple[Any, ...]] = []
-        self.actions: list[Any] = []
+        self._actions: list[Any] = []
+        self.pipeline: Pipeline | None = None
+
+    @property
+    def actions(self) -> list[Any]:
+        """Every action the pipeline queued so far, in order (nothing here carries them out)."""
+        if self.pipeline is not None:
+            self._actions.extend(self.pipeline.take_actions())
+        return self._actions
 
     def trade(self, trade: Trade) -> None:
         self.trades.append(trade)
@@ -150,9 +160,11 @@ class Recorder:
 
 def pipeline(recorder: Recorder, *, symbols: tuple[str, ...] = (BTC,), sequencing: dict[str, Any] | None = None,
              limits: dict[str, Any] | None = None, flow: Flow | None = None) -> Pipeline:
-    return Pipeline(symbols, "spot", recorder, recorder.actions.append,
-                    sequencing=Sequencing(**{"reorder_window": REORDER, **(sequencing or {})}),
-                    limits=Limits(**(limits or {})), flow=flow or Flow(enabled=False), timeouts=Timeouts(rest=REST))
+    recorder.pipeline = Pipeline(symbols, "spot", recorder,
+                                 sequencing=Sequencing(**{"reorder_window": REORDER, **(sequencing or {})}),
+                                 limits=Limits(**(limits or {})), flow=flow or Flow(enabled=False),
+                                 timeouts=Timeouts(rest=REST))
+    return recorder.pipeline
 
 
 def feed(p: Pipeline, steps: list[Any]) -> None:
@@ -463,30 +475,76 @@ def test_pipeline_teaches_liveness_from_live_deliveries_only() -> None:
     assert p.liveness.last_at[BTC] == 21
 
 
-def test_a_gap_given_up_at_a_tick_may_resume_reading_that_closes_another_hole() -> None:
-    """Frames released by a resume during tick() may close another symbol's hole: the tick goes on, nothing raised.
+class HeldFrames:
+    """A connection as the driver sees it: paused, it holds frames; resumed, it hands them back at once, as
+    WsConnection.resume does through its on_frame."""
 
-    Found by the simulation (seed 39819): tick() walked its deadlines and `del`eted each, and the
-    re-entrant frames had already dropped one of them, so it raised KeyError and skipped the rest.
+    def __init__(self, driver: Driver, frames: list[bytes], now: float) -> None:
+        self.driver, self.frames, self.now = driver, frames, now
+        self.paused = False
+
+    def first_trade(self) -> None:
+        pass
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        while self.frames and not self.paused:
+            self.driver.receive(self, self.frames.pop(0), self.now)
+
+
+def test_a_gap_given_up_at_a_tick_may_resume_reading_that_closes_another_hole() -> None:
+    """Frames released by a resume after tick() may close another symbol's hole due at the same time: that
+    hole is judged again once they are in, and nothing re-enters the pipeline.
+
+    Found by the simulation (seed 39819): the resume ran inside tick(), whose re-entrant frames dropped a
+    deadline it was walking (KeyError). Now the driver resumes the connection after tick() returned, and the
+    tick leaves the other due holes for a look right after (a WakeAt at the same time).
     """
     recorder = Recorder()
     p = pipeline(recorder, symbols=(BTC, ETH), sequencing={"backfill": False}, limits={"max_buffered_trades": 4})
-    held_back = [frame(2, ETH)]
-
-    def act(action: Any) -> None:  # the shell hands a resumed connection's held frames back at once
-        recorder.actions.append(action)
-        if type(action) is ResumeReading:
-            while held_back:
-                p.receive(A, held_back.pop(), 1.5)
-
-    p.act = act
+    driver = Driver(p)
+    connection = HeldFrames(driver, [frame(2, ETH)], 1.5)
     for now, agg_id, symbol in [(0.0, 1, BTC), (0.0, 1, ETH), (0.0, 3, BTC), (0.0, 3, ETH), (0.0, 4, BTC)]:
-        p.receive(A, frame(agg_id, symbol), now)
-    assert PauseReading(A) in recorder.actions
-    p.tick(1.5)
+        driver.receive(connection, frame(agg_id, symbol), now)
+    assert connection.paused
+    driver.tick(1.5)  # a resume inside tick() would have raised Reentered from connection.resume()
+    assert driver.due == 1.5  # the ETH hole is looked at again, now that the held frame is in
+    driver.tick(1.5)
     assert [t.id for t in recorder.trades if t.symbol == ETH] == [1, 2, 3]
     assert [t.id for t in recorder.trades if t.symbol == BTC] == [1, 3, 4]
     assert [e for e in recorder.events if e[0] == "on_gap"] == [gap(2, 2)]
+    assert not connection.paused and not p.outbox
+
+
+class Reentering(Recorder):
+    """A sink whose per-trade call feeds the pipeline another frame, as a careless hook might."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: list[str] = []
+
+    def trade(self, trade: Trade) -> None:
+        super().trade(trade)
+        assert self.pipeline is not None
+        try:
+            self.pipeline.receive(B, frame(trade.id + 1), 1.0)
+        except Reentered as exc:
+            self.refused.append(str(exc))
+
+
+def test_an_input_given_while_another_runs_raises() -> None:
+    """The pipeline never calls out while it runs, so nothing may re-enter it: a frame fed from inside a
+    delivery gets Reentered, and the pipeline takes the next input as usual."""
+    recorder = Reentering()
+    p = pipeline(recorder)
+    p.receive(A, frame(1), 1.0)
+    p.tick(1.0)
+    p.receive(A, frame(2), 1.0)
+    assert recorder.refused == ["Pipeline.receive called while receive runs"] * 2
+    assert recorder.ids == [1, 2]
 
 
 def test_bars_wait_for_the_connection_to_have_read_past_their_grace() -> None:
@@ -532,9 +590,9 @@ def test_receive_without_now_reads_the_clock_and_a_pause_takes_its_deadline_from
     half a buffer of held trades asks for gets its deadline from it (it raised TypeError)."""
     recorder = Recorder()
     clock = iter([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
-    p = Pipeline((BTC,), "spot", recorder, recorder.actions.append, sequencing=Sequencing(reorder_window=REORDER),
-                 limits=Limits(max_buffered_trades=4), flow=Flow(enabled=False), timeouts=Timeouts(rest=REST),
-                 clock=lambda: next(clock))
+    p = recorder.pipeline = Pipeline((BTC,), "spot", recorder, sequencing=Sequencing(reorder_window=REORDER),
+                                     limits=Limits(max_buffered_trades=4), flow=Flow(enabled=False),
+                                     timeouts=Timeouts(rest=REST), clock=lambda: next(clock))
     for agg_id in (1, 3, 4):
         p.receive(A, frame(agg_id))
     assert PauseReading(A) in recorder.actions and p.next_deadline() == min(REORDER, REST)

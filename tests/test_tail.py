@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from orderflow_plugin import Flow, Sequencing, Trade, bundled_tape
-from orderflow_plugin.delivery import CallSink
+from orderflow_plugin.driver import CallSink
 from orderflow_plugin.pipeline import Backfill, Pipeline
 from orderflow_plugin.sim import Fault, Pace, Scenario, SymbolFeed
 from orderflow_plugin.tape import Tape
@@ -55,15 +55,13 @@ async def test_the_tail_the_socket_skipped_is_fetched_on_a_quiet_market(orderflo
     assert len(events.of("on_connected")) == 1 and not events.of("on_disconnected") and health["reconnects"] == 0
 
 
-def tail_pipeline(**sequencing: Any) -> tuple[Pipeline, list[Trade], list[tuple[str, dict[str, Any]]], list[Any]]:
+def tail_pipeline(**sequencing: Any) -> tuple[Pipeline, list[Trade], list[tuple[str, dict[str, Any]]], Any]:
     """A one-symbol pipeline with its trades, events and actions in lists (no loop, no socket)."""
     trades: list[Trade] = []
     events: list[tuple[str, dict[str, Any]]] = []
-    actions: list[Any] = []
     sink = CallSink(trades.append, lambda metric: None, lambda hook, **kwargs: events.append((hook, kwargs)))
-    pipeline = Pipeline(["BTCUSDT"], "spot", sink, actions.append, sequencing=Sequencing(**sequencing),
-                        flow=Flow(enabled=False))
-    return pipeline, trades, events, actions
+    pipeline = Pipeline(["BTCUSDT"], "spot", sink, sequencing=Sequencing(**sequencing), flow=Flow(enabled=False))
+    return pipeline, trades, events, pipeline.outbox  # its queued actions, which nothing here carries out
 
 
 def test_fill_tail_fetches_what_rest_shows_beyond_the_last_delivered_id() -> None:

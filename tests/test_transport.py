@@ -9,7 +9,7 @@ import pytest
 from orderflow_plugin import Flow, Sequencing, StreamError, Timeouts, bundled_tape
 from orderflow_plugin.connect import open_connection
 from orderflow_plugin.decode import Decoder
-from orderflow_plugin.delivery import CallSink, discard, tell_connection
+from orderflow_plugin.driver import CallSink, Driver, discard
 from orderflow_plugin.pipeline import Pipeline
 from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.tape import Tape
@@ -23,14 +23,15 @@ class Collector:
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
-        self.pipeline = Pipeline(["BTCUSDT"], "spot", CallSink(discard, discard, discard), tell_connection,
+        self.pipeline = Pipeline(["BTCUSDT"], "spot", CallSink(discard, discard, discard),
                                  flow=Flow(enabled=False), sequencing=Sequencing(backfill=False))
+        self.driver = Driver(self.pipeline)
         self.changed = asyncio.Event()
 
     def __call__(self, connection: WsConnection, frame: bytes, now: float) -> None:
         self.frames.append(frame)
         self.changed.set()
-        self.pipeline.receive(connection, frame, now)
+        self.driver.receive(connection, frame, now)
 
     async def until(self, count: int, timeout: float = 10.0) -> None:
         """Wait for ``count`` frames."""

@@ -457,7 +457,7 @@ class OrderFlowActor(Actor):
         side = "sell" if tick.aggressor_side == AggressorSide.SELLER else "buy"
         trade = Trade(symbol, agg, Decimal(str(tick.price)), Decimal(str(tick.size)), agg, agg, ms, side, ms,
                       self.flow.market, "archive")
-        self.flow.pipeline.prime((trade,), self.clock.timestamp_ns() / 1e9)
+        self.flow.driver.prime((trade,), self.clock.timestamp_ns() / 1e9)
 
     def _started(self, task: asyncio.Task[None]) -> None:
         error = None if task.cancelled() else task.exception()

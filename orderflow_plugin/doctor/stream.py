@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..connect import open_connection
-from ..delivery import CallSink, discard, tell_connection
+from ..driver import CallSink, Driver, discard
 from ..errors import HandshakeRejected, StageTimeout
 from ..options import Flow, Sequencing, Timeouts
 from ..pipeline import Pipeline
@@ -42,12 +42,10 @@ async def check_stream(done: list[Check], url: str, symbol: str, market: str, co
     symbol = normalize_symbol(symbol)
     deadlines = replace(configured, **{stage: min(getattr(configured, stage), timeout) for stage in STAGES})
     # The stream's own pipeline ends the subscribed and first_message stages, as it does for the stream.
-    pipeline = Pipeline([symbol], market, CallSink(discard, discard, discard), tell_connection,  # type: ignore[arg-type]
+    pipeline = Pipeline([symbol], market, CallSink(discard, discard, discard),  # type: ignore[arg-type]
                         sequencing=Sequencing(backfill=False), flow=Flow(enabled=False))
+    on_frame = Driver(pipeline).receive  # no REST, nothing to rotate: only the connection's own actions
     opened: list[WsConnection] = []
-
-    def on_frame(connection: WsConnection, frame: bytes, now: float) -> None:
-        pipeline.receive(connection, frame, now)
 
     def on_stage(connection: WsConnection) -> None:
         if not opened:

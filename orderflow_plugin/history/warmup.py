@@ -78,7 +78,7 @@ async def warm_up(flow: WarmingStream) -> int:
                 table = store.read_day(day)
                 if table is not None:
                     trades = (t for t in trades_of(table, symbol, flow.market) if t.time >= since_ms)
-                    delivered += flow.pipeline.prime(trades, loop.time())
+                    delivered += flow.driver.prime(trades, loop.time())
                     await asyncio.sleep(0)  # a day at a time: the loop's other tasks are not starved
                 day += timedelta(days=1)
         logger.info("warm-up: %d archived trades of %s from %s to %s delivered; live follows", delivered,

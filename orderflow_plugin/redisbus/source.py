@@ -112,7 +112,7 @@ class RedisSource:
     def __repr__(self) -> str:
         return f"RedisSource({redacted(self.url)!r})"
 
-    # The connection-like surface the pipeline's actions address (see delivery.tell_connection)
+    # The connection-like surface the pipeline's actions address (carried out by driver.Driver)
 
     def first_trade(self) -> None:
         """The pipeline delivered our first trade: nothing to wait for here."""
@@ -237,7 +237,7 @@ class RedisSource:
         assert self._flow is not None
         reply = await self._each_slot(lambda streams: self.redis.xread(streams, count=self.count,
                                                                         block=int(self.block * 1000)))
-        receive, now = self._flow.pipeline.receive, time.monotonic()
+        receive, now = self._flow.driver.receive, time.monotonic()
         for key, entries in reply or ():
             name = key.decode()
             if name in self._signal_keys:
@@ -302,7 +302,7 @@ class RedisSource:
 
     async def _deliver_group(self, key: str, entries: list[Any], *, replay: bool) -> None:
         assert self._flow is not None
-        pipeline, now = self._flow.pipeline, time.monotonic()
+        driver, now = self._flow.driver, time.monotonic()
         self._trimmed(key, [entry for entry, fields in entries if not fields])
         for _entry, fields in entries:
             if not fields:
@@ -310,10 +310,10 @@ class RedisSource:
             try:
                 trade = self._decode(fields.get(b"d", b""))
             except Exception:
-                pipeline.receive(self, fields.get(b"d", b""), now)  # reported as a bad frame, once, the usual way
+                driver.receive(self, fields.get(b"d", b""), now)  # reported as a bad frame, once, the usual way
                 continue
             if type(trade) is Trade:
-                pipeline.deliver_as_is(msgspec.structs.replace(trade, source="replay") if replay else trade, now)
+                driver.deliver_as_is(msgspec.structs.replace(trade, source="replay") if replay else trade, now)
         if entries:
             await self.redis.xack(key, self.group, *(entry for entry, _fields in entries))
             self.reads += len(entries)

@@ -81,7 +81,7 @@ class Simulation:
         self._sequence = 0
         self.recorder = Recorder(self, allow_known=allow_known)
         world = self.world
-        self.pipeline = Pipeline(world.symbols, "spot", self.recorder, self._act, sequencing=world.sequencing,
+        self.pipeline = Pipeline(world.symbols, "spot", self.recorder, sequencing=world.sequencing,
                                  limits=world.limits, flow=world.flow, timeouts=world.timeouts)
         self.sequencers: list[Sequencer] = list(self.pipeline.sequencers.values())
         self.arrivals = {s: [math.inf] * len(t.times) for s, t in self.exchange.timelines.items()}
@@ -133,6 +133,7 @@ class Simulation:
                 else:
                     same_time, last_time = 0, self.now
                 callback(*args)
+                self._drain()  # what a step's pipeline input queued (a fill_tail from the silence look)
                 check_step(self)
             self.now = end
             check_end(self)
@@ -175,6 +176,7 @@ class Simulation:
             if connection is not None and shard.sup.state == "streaming":
                 self.pipeline.heard(shard.symbols, connection.heard)
         self.pipeline.tick(self.now)
+        self._drain()
 
     # The supervisors' side of the shell
 
@@ -241,29 +243,37 @@ class Simulation:
         """A frame read from ``connection``: a feed index (a trade) or control bytes."""
         frame = connection.shard.feed.frames[item] if type(item) is int else item
         self.pipeline.receive(connection, frame, self.now)  # type: ignore[arg-type]
+        self._drain()
+
+    def _drain(self) -> None:
+        """Carry out what the pipeline queued, after its input returned (a resume's frames come back in)."""
+        outbox = self.pipeline.outbox
+        while outbox:
+            self._act(outbox.popleft())
 
     def _act(self, action: Any) -> None:
         kind = type(action)
         if kind is PauseReading:
             self.recorder.counts["pauses"] += 1
-            action.source.pause()
+            action.connection.pause()
         elif kind is FirstTrade:
-            action.source.first_trade()
+            action.connection.first_trade()
         elif kind is WakeAt:
             self.at(action.when, self._tick_once)
         elif kind is Backfill:
             when, trades, failed = self.rest.answer(action.symbol, action.first, action.last, self.now)
             self.at(when, self._backfilled, action, trades, failed)
         elif kind is ResumeReading:
-            for connection in action.sources:
+            for connection in action.connections:
                 connection.resume()
         elif kind is Subscribed:
-            action.source.subscribed(action.reply_id, action.error)
+            action.connection.subscribed(action.reply_id, action.error)
         elif kind is Rotate:
             for shard in self.shards:
-                if shard.sup.connection is action.source:
-                    self._carry_out(shard, shard.sup.rotate(action.source, self.now))
+                if shard.sup.connection is action.connection:
+                    self._carry_out(shard, shard.sup.rotate(action.connection, self.now))
 
     def _backfilled(self, action: Backfill, trades: list[Any], failed: Exception | None) -> None:
         self.pipeline.backfilled(action.symbol, action.first, action.last, trades, failed, self.now)
+        self._drain()
         self.silence.filled(action.symbol)
