@@ -14,8 +14,6 @@ TESTS = ROOT / "tests"
 # Cycles owned by another branch of this round, each to be dropped here when that branch is merged
 # (a listed cycle that no longer exists fails test_known_cycles_still_exist, so the list only shrinks).
 KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"orderflow_plugin.delivery", "orderflow_plugin.stream"}):
-        "PipelineDriver is typed self: OrderFlow; it becomes a Driver object (issue #26 item 2)",
     frozenset({"orderflow_plugin.simtest.harness", "orderflow_plugin.simtest.invariants",
                "orderflow_plugin.simtest.network", "orderflow_plugin.simtest.recorder",
                "orderflow_plugin.simtest.silence"}): "the simulation's copies, deleted by item 1",
@@ -139,8 +137,6 @@ def test_the_import_reader_sees_hidden_imports() -> None:
 ALLOWED_PRIVATE: dict[tuple[str, str], str] = {
     ("tests/test_hotpath.py", "orderflow_plugin.hotpath._choose"):
         "the compiled/pure choice for a given build folder; hotpath.py is being reworked (issue #28)",
-    ("tests/test_plugins.py", "probe._inner_hookexec"): "pluggy's private executor, replaced by item 5 of issue #26",
-    ("tests/test_dispatch.py", "blinker._utilities"): "blinker's make_id, dropped by item 5 of issue #26",
     ("tests/test_simtest.py", "pipeline.Pipeline._hole_opened"):
         "a planted bug is undone: the plant replaces this method of the real pipeline (issue #26 item 1)",
 }
