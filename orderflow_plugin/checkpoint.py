@@ -30,7 +30,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -107,6 +107,8 @@ class Checkpoint:
         self._committed = 0  # ... of the newest one whose leases are in force
         self._disk = threading.Lock()  # one write at a time, whichever thread it runs on
         self._lock_file: IO[bytes] | None = None
+        self.written_at: datetime | None = None  # when the file read at load was written (None: not said)
+        self.written_interval = interval  # ... and the interval of the stream that wrote it
 
     def load(self, symbols: tuple[str, ...]) -> dict[str, Resume]:
         """Lock and read the file (missing = a first start): where each of ``symbols`` resumes."""
@@ -162,6 +164,9 @@ class Checkpoint:
         if data.get("market") != self.market:
             raise CheckpointError(f"checkpoint {self.path} is for market {data.get('market')!r}, this stream is "
                                   f"{self.market!r}; use one checkpoint file per market")
+        self.written_at = _moment(data.get("written_at"))
+        if isinstance(data.get("interval_s"), (int, float)) and data["interval_s"] > 0:
+            self.written_interval = float(data["interval_s"])
         entries = data.get("symbols")
         if not isinstance(entries, dict):
             raise CheckpointError(f"checkpoint {self.path}: \"symbols\" must be an object")
@@ -182,6 +187,16 @@ class Checkpoint:
             self._span[symbol] = max(_LEASE_FLOOR, lease - last)
             self._check_at[symbol] = last  # the first delivery starts a fresh write
         return resume
+
+    def hole_since(self, *, older_than: float = 86_400.0, now: datetime | None = None) -> datetime | None:
+        """Where the hole since the checkpoint read at load starts in time, when it is older than ``older_than``
+        seconds (a restart after days: the archive has those days); None when younger, or not said."""
+        if self.written_at is None:
+            return None
+        # The last delivered trade came before the write; the write came at most an interval after it.
+        start = self.written_at - timedelta(seconds=self.written_interval + 60)
+        now = now or datetime.now(UTC)
+        return start if (now - start).total_seconds() > older_than else None
 
     def lease(self, symbol: str) -> int:
         """The highest id of ``symbol`` that may be delivered before a newer checkpoint is on disk."""
@@ -314,6 +329,17 @@ class Checkpoint:
         for symbol in self._lease:
             self._lease[symbol] = self._check_at[symbol] = _NO_LIMIT
         self.due = self.clock() + self.interval
+
+
+def _moment(text: Any) -> datetime | None:
+    """``written_at`` as an aware UTC datetime; None when missing or not a time (it only ever informs)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _whole(value: Any) -> bool:
