@@ -7,8 +7,9 @@ delivers past the lease on disk, so after a crash (``kill -9``, power loss) the 
 delivered are exactly ``last_id + 1 .. lease``: the next run delivers those again marked
 ``source="replay"`` (an exactly-once sink drops the ones it has) and everything after them as
 usual. A new checkpoint is on disk at least every interval while trades flow, so a crash repeats
-about one interval's worth of trades at most; the lease (two intervals at the recent rate)
-bounds what is tagged.
+about one interval's worth of trades at most; the lease (one interval at the recent rate, plus an
+eighth of it for the write to land) bounds what is tagged, so a crash tags about twice what it
+really repeats on average, never less (issue #26, item 9; bench/kills.py measures it).
 
 ::
 
@@ -29,7 +30,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,7 +40,10 @@ __all__ = ["Checkpoint", "CheckpointError", "Pending", "Resume"]
 
 FORMAT = "orderflow-checkpoint"
 VERSION = 1
-_LEASE_FLOOR = 32  # ids a lease covers at least, so a quiet symbol does not write per trade
+_LEASE_FLOOR = 4  # ids a lease covers at least
+_BURST_STEP = 32  # ids a burst's next span covers beyond the ids it delivered: a quiet symbol's burst needs few writes
+_HEADROOM = 8  # a lease runs 1/_HEADROOM of its span past it: time for the write started at its end to land
+_AFTER_BURST = 0.25  # of an interval: when the next write is due after one sized in a burst
 _NO_LIMIT = 2**63
 
 
@@ -68,7 +72,7 @@ class Checkpoint:
     """The checkpoint of one stream: read once at start, then kept up to date by the stream.
 
     The stream calls :meth:`delivered` per trade and compares each id with :meth:`check_at`.
-    Past it (half the lease, never past the lease in force) it persists a new checkpoint in the
+    Past it (the end of the span, never past the lease in force) it persists a new checkpoint in the
     background (:meth:`prepare`, :meth:`persist` on a worker thread, :meth:`commit`), so the
     fsync never blocks the loop; only past the lease itself, when the background write did
     not keep up, does it write synchronously (:meth:`write`) before delivering. The file is
@@ -88,9 +92,11 @@ class Checkpoint:
         self._others: dict[str, Any] = {}  # symbols in the file that this stream does not serve: kept
         self._last: dict[str, int] = {}  # the last delivered id per symbol
         self._lease: dict[str, int] = {}  # the highest id we may deliver before a newer write is on disk
-        self._check_at: dict[str, int] = {}  # past this id the stream must act: min(half the new lease, lease in force)
+        self._check_at: dict[str, int] = {}  # past this id the stream must act: min(the new span's end, lease in force)
         self._triggers: dict[int, dict[str, int]] = {}  # prepare number -> the check_at it sets once committed
+        self._pending: dict[int, dict[str, int]] = {}  # prepare number -> its leases, until it is committed
         self._counted: dict[str, int] = {}  # last id at the previous prepare, to size the next lease
+        self._span: dict[str, int] = {}  # ids the previous lease was sized for (to tell a burst)
         self._inherited: dict[str, int] = {}  # the lease a previous run left: it may have delivered up to it
         self._prepared_at = clock()
         self.due = self._prepared_at + interval
@@ -101,6 +107,8 @@ class Checkpoint:
         self._committed = 0  # ... of the newest one whose leases are in force
         self._disk = threading.Lock()  # one write at a time, whichever thread it runs on
         self._lock_file: IO[bytes] | None = None
+        self.written_at: datetime | None = None  # when the file read at load was written (None: not said)
+        self.written_interval = interval  # ... and the interval of the stream that wrote it
 
     def load(self, symbols: tuple[str, ...]) -> dict[str, Resume]:
         """Lock and read the file (missing = a first start): where each of ``symbols`` resumes."""
@@ -156,6 +164,9 @@ class Checkpoint:
         if data.get("market") != self.market:
             raise CheckpointError(f"checkpoint {self.path} is for market {data.get('market')!r}, this stream is "
                                   f"{self.market!r}; use one checkpoint file per market")
+        self.written_at = _moment(data.get("written_at"))
+        if isinstance(data.get("interval_s"), (int, float)) and data["interval_s"] > 0:
+            self.written_interval = float(data["interval_s"])
         entries = data.get("symbols")
         if not isinstance(entries, dict):
             raise CheckpointError(f"checkpoint {self.path}: \"symbols\" must be an object")
@@ -173,8 +184,19 @@ class Checkpoint:
             # The lease on disk stays in force: the ids up to it may be delivered (as replays) without a
             # write, and every new lease covers it, so a second crash still tags what the first run sent.
             self._lease[symbol] = self._inherited[symbol] = lease
+            self._span[symbol] = max(_LEASE_FLOOR, lease - last)
             self._check_at[symbol] = last  # the first delivery starts a fresh write
         return resume
+
+    def hole_since(self, *, older_than: float = 86_400.0, now: datetime | None = None) -> datetime | None:
+        """Where the hole since the checkpoint read at load starts in time, when it is older than ``older_than``
+        seconds (a restart after days: the archive has those days); None when younger, or not said."""
+        if self.written_at is None:
+            return None
+        # The last delivered trade came before the write; the write came at most an interval after it.
+        start = self.written_at - timedelta(seconds=self.written_interval + 60)
+        now = now or datetime.now(UTC)
+        return start if (now - start).total_seconds() > older_than else None
 
     def lease(self, symbol: str) -> int:
         """The highest id of ``symbol`` that may be delivered before a newer checkpoint is on disk."""
@@ -186,7 +208,7 @@ class Checkpoint:
 
     def forget(self, symbol: str) -> None:
         """Drop ``symbol``'s entry (it belonged to another feed): it starts afresh at its next delivery."""
-        for table in (self._last, self._lease, self._check_at, self._counted, self._inherited):
+        for table in (self._last, self._lease, self._check_at, self._counted, self._inherited, self._span):
             table.pop(symbol, None)
 
     def delivered(self, symbol: str, trade_id: int) -> None:
@@ -197,9 +219,14 @@ class Checkpoint:
     def prepare(self, *, upcoming: dict[str, int] | None = None, final: bool = False) -> Pending:
         """The next checkpoint: every symbol's last id and a fresh lease (none when ``final``).
 
-        A lease covers two intervals at the rate seen since the last prepare (at least a floor),
-        and the background write starts at its half, so the loop rarely waits for a write.
-        ``upcoming`` names ids about to be delivered that the new leases must cover.
+        A lease covers the *span*, one interval's worth of ids at the rate seen since the last prepare
+        (at least a floor; see :meth:`_sized`), plus an eighth of it: the next write starts at the
+        span's end, so the loop rarely waits for one.
+        The lease in force drops to the new one at once when that is lower (the file on disk, old or
+        new, covers it), and a burst's write is followed by another a quarter interval later, so a
+        burst's long lease (a backfill after a restart) is not carried on: what a crash tags stays
+        about one interval's worth. ``upcoming`` names ids about to be delivered that the new leases
+        must cover.
         """
         now = self.clock()
         elapsed = max(now - self._prepared_at, 1e-3)
@@ -209,22 +236,29 @@ class Checkpoint:
         symbols: dict[str, Any] = dict(self._others)
         leases: dict[str, int] = {}
         triggers: dict[str, int] = {}
+        bursts = False
         for symbol, last in self._last.items():
+            inherited = self._inherited.get(symbol, -1)
             if final:  # nothing more will be delivered: no lease, but what a crashed run may have sent stays
-                lease = max(last, self._inherited.get(symbol, -1))
+                lease = max(last, inherited)
+                span = 0
             else:
-                rate = (last - self._counted.get(symbol, last)) / elapsed
-                lease = last + max(_LEASE_FLOOR, math.ceil(rate * 2 * self.interval))
+                span, burst = self._sized(symbol, last, elapsed)
+                bursts |= burst
+                lease = last + span + math.ceil(span / _HEADROOM)
                 if upcoming and symbol in upcoming:
                     lease = max(lease, upcoming[symbol])
-                current = self._lease.get(symbol, -1)
-                if current != _NO_LIMIT:  # never below what may already be delivered under the lease on disk
-                    lease = max(lease, current)
-                lease = max(lease, self._inherited.get(symbol, -1))
+                # A previous run may have delivered up to its lease: a crash before this run passes it must
+                # still tag all of it (the leases in between are this run's own, and only ever cover less).
+                lease = max(lease, inherited)
+            if inherited <= last:
+                self._inherited.pop(symbol, None)
             symbols[symbol] = {"last_id": last, "lease": lease}
             leases[symbol] = lease
             self._counted[symbol] = last
-            triggers[symbol] = last + (lease - last) // 2
+            triggers[symbol] = min(last + span, lease)
+            if symbol in self._lease and not self._unbounded:  # the file may hold this lease or the one in force
+                self._lease[symbol] = min(self._lease[symbol], lease)
             # Until this is on disk only the lease in force holds: never act later than it.
             self._check_at[symbol] = min(triggers[symbol], self._lease.get(symbol, -1))
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -232,10 +266,27 @@ class Checkpoint:
                     "interval_s": self.interval, "symbols": symbols}
         self.changed = False
         self._prepared_at = now
-        self.due = now + self.interval
+        # After a burst (a backfill) its long lease is cut back soon, or a crash would tag all of it.
+        self.due = now + self.interval * (_AFTER_BURST if bursts else 1.0)
         self._prepared += 1
         self._triggers[self._prepared] = triggers
+        self._pending[self._prepared] = leases
         return Pending(json.dumps(document, indent=1, sort_keys=True) + "\n", leases, self._prepared)
+
+    def _sized(self, symbol: str, last: int, elapsed: float) -> tuple[int, bool]:
+        """The next span of ``symbol`` and whether it was sized in a burst.
+
+        One interval's worth of ids at the rate since the last prepare, but never a guess far past what
+        was delivered: at most twice the ids delivered since, and in a burst (the span ran out in under
+        half an interval: a backfill, which may end any moment) those ids and a step more. A long
+        burst's spans still grow, by what each lease let through before the next write was on disk.
+        """
+        delivered = last - self._counted.get(symbol, last)
+        burst = delivered >= self._span.get(symbol, _LEASE_FLOOR) and elapsed < self.interval / 2
+        span = max(_LEASE_FLOOR, min(math.ceil(delivered * self.interval / elapsed),
+                                     delivered + _BURST_STEP if burst else 2 * delivered))
+        self._span[symbol] = span
+        return span, burst
 
     def persist(self, pending: Pending) -> None:
         """Put ``pending`` on disk atomically, unless a newer one is there (blocking: any thread)."""
@@ -247,12 +298,18 @@ class Checkpoint:
     def commit(self, pending: Pending) -> None:
         """``pending`` is on disk: its leases may be used (an older one than those in force changes nothing)."""
         triggers = self._triggers.pop(pending.number, {})
+        self._pending.pop(pending.number, None)
         if pending.number <= self._committed:
             return
         self.writes += 1
         self._committed = pending.number
+        for number in [n for n in self._pending if n < pending.number]:  # never on disk now: older than it
+            del self._pending[number]
+            self._triggers.pop(number, None)
         self._unbounded = False
-        self._lease.update(pending.leases)
+        for symbol, lease in pending.leases.items():
+            # A newer prepare still in flight may land on disk any moment: the lower of the two holds.
+            self._lease[symbol] = min([lease, *(p[symbol] for p in self._pending.values() if symbol in p)])
         if pending.number == self._prepared:  # a newer prepare in flight keeps its own, lower check points
             self._check_at.update(triggers)
 
@@ -272,6 +329,17 @@ class Checkpoint:
         for symbol in self._lease:
             self._lease[symbol] = self._check_at[symbol] = _NO_LIMIT
         self.due = self.clock() + self.interval
+
+
+def _moment(text: Any) -> datetime | None:
+    """``written_at`` as an aware UTC datetime; None when missing or not a time (it only ever informs)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _whole(value: Any) -> bool:

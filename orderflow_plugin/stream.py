@@ -252,13 +252,16 @@ class OrderFlow:
             self._listed(listing)
         elif self.backfiller is not None:
             self._spawn(self._listing_later(), "orderflow symbol check")
-        if self.sequencing.since and self.feed is None:  # archive days first, then live (history/warmup.py)
+        # A checkpoint's hole older than a day is filled from the archive when one is configured (issue #27).
+        hole = self._checkpointer.checkpoint.hole_since() \
+            if self._checkpointer is not None and self.sequencing.archive_url else None
+        if (self.sequencing.since or hole is not None) and self.feed is None:  # archive days first, then live
             try:
                 from .history.warmup import warm_up
             except ModuleNotFoundError as exc:
                 raise OrderFlowError(f"Sequencing(since=...) needs {exc.name}: pip install "
                                      "'orderflow-plugin[history]'") from exc
-            await warm_up(self)
+            await warm_up(self, resume_from=hole)
         if self.feed is not None:
             self._spawn(self.feed.run(), "orderflow redis source")
         self.shards.start()

@@ -22,11 +22,12 @@ from orderflow_plugin.driver import CallSink, Driver, discard
 from orderflow_plugin.pipeline import Pipeline
 from orderflow_plugin.sim import Fault, Pace, Scenario
 
-from .flowhelpers import Events, make_flow
+from .flowhelpers import TIMEOUT_FACTOR, Events, make_flow
 
 TAPE = bundled_tape()
 FIRST = TAPE.rows[0].id
 BOT = Path(__file__).resolve().parent.parent / "examples" / "restart_safe_bot.py"
+KILLS = Path(__file__).resolve().parent.parent / "bench" / "kills.py"  # its --child: a stream recording (id, source)
 
 
 def test_missing_file_is_a_first_start(tmp_path: Path) -> None:
@@ -67,20 +68,42 @@ def test_write_is_atomic_readable_json_and_keeps_other_symbols(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", "checkpoint.json.lock"]  # no temporary
 
 
-def test_lease_covers_two_intervals_of_the_recent_rate_and_never_shrinks(tmp_path: Path) -> None:
-    """A lease is two intervals at the rate since the last write (at least the floor), and never below the last."""
+def test_lease_covers_one_interval_of_the_recent_rate_and_follows_it_down(tmp_path: Path) -> None:
+    """A lease is an interval at the rate since the last write, plus an eighth (at least a floor); it shrinks with it."""
     now = [100.0]
     checkpoint = Checkpoint(tmp_path / "c.json", market="spot", interval=1.0, clock=lambda: now[0])
     checkpoint.write(upcoming={"BTCUSDT": 1})
-    assert checkpoint.lease("BTCUSDT") == 0 + 32 and checkpoint.check_at("BTCUSDT") == 16
-    now[0] += 0.5  # half an interval, in which 1,000 trades were delivered: 2,000/s
-    checkpoint.delivered("BTCUSDT", 1000)
+    assert checkpoint.lease("BTCUSDT") == 0 + 4 + 1 and checkpoint.check_at("BTCUSDT") == 4
+    now[0] += 1.0  # an interval, in which 2,000 trades were delivered
+    checkpoint.delivered("BTCUSDT", 2000)
     checkpoint.write()
-    assert checkpoint.lease("BTCUSDT") == 1000 + 4000 and checkpoint.check_at("BTCUSDT") == 1000 + 2000
-    now[0] += 10.0  # then nearly nothing for ten seconds: the lease on disk still covers what it allowed
-    checkpoint.delivered("BTCUSDT", 1001)
+    assert checkpoint.lease("BTCUSDT") == 2000 + 2000 + 250 and checkpoint.check_at("BTCUSDT") == 2000 + 2000
+    now[0] += 1.0  # then 100 trades in an interval: the next lease follows the rate down
+    checkpoint.delivered("BTCUSDT", 2100)
     checkpoint.write()
-    assert checkpoint.lease("BTCUSDT") == 1000 + 4000
+    assert checkpoint.lease("BTCUSDT") == 2100 + 100 + 13
+
+
+def test_a_backfill_burst_lease_is_cut_back_at_the_next_write(tmp_path: Path) -> None:
+    """A burst grows its leases by what it delivered; the write a quarter interval after it sizes them to the rate."""
+    now = [100.0]
+    path = tmp_path / "c.json"
+    checkpoint = Checkpoint(path, market="spot", interval=1.0, clock=lambda: now[0])
+    checkpoint.write(upcoming={"BTCUSDT": 1})
+    trade_id = 0
+    while trade_id < 20_000:  # 20,000 backfilled ids in 20 ms: a write each time the lease runs out
+        now[0] += 0.001
+        trade_id = checkpoint.lease("BTCUSDT")
+        checkpoint.delivered("BTCUSDT", trade_id)
+        checkpoint.write(upcoming={"BTCUSDT": trade_id + 1})
+    burst_lease = checkpoint.lease("BTCUSDT")
+    assert burst_lease - trade_id < 20_000 // 2  # never a guess from 20,000 ids/20 ms = a million per second
+    assert checkpoint.due == now[0] + 0.25
+    now[0] += 0.25  # then the live rate, 2,000/s: the next write is due already, and its lease is an interval's
+    checkpoint.delivered("BTCUSDT", trade_id + 500)
+    checkpoint.write()
+    stored = json.loads(path.read_text())["symbols"]["BTCUSDT"]
+    assert stored["lease"] - stored["last_id"] <= 2000 + 250 and checkpoint.lease("BTCUSDT") == stored["lease"]
 
 
 async def test_clean_restart_resumes_after_the_last_id_with_no_replay(orderflow_sim_factory, tmp_path) -> None:
@@ -147,6 +170,44 @@ async def test_sigkill_at_twenty_random_moments_loses_nothing(orderflow_sim_fact
     sources = Counter(row[5] for row in rows)
     assert sources["backfill"] > 0 and sources["live"] > 0  # restarts were backfilled, then joined live
     assert sources["replay"] > 0  # some kills came before the checkpoint caught up: their repeats were tagged
+
+
+@pytest.mark.default_loop  # the streams are child processes on their own default loop; the parent only serves
+async def test_sigkills_at_2000_trades_per_second_tag_about_an_interval_each(orderflow_sim_factory, tmp_path) -> None:
+    """kill -9 six times at 2,000 trades/s: every repeat is tagged replay, and the tags are about an interval's worth
+    per crash (bench/kills.py is the 20-kill measure: tags at most 3x the real repeats)."""
+    rate, interval, kills = 2000, 0.5, 6
+    sim = await orderflow_sim_factory(pace=Pace(rate=rate), loop=True)
+    rng = random.Random(int(os.environ.get("ORDERFLOW_TEST_SEED", "26")))
+    out = tmp_path / "deliveries.csv"
+    command = [sys.executable, str(KILLS), "--child", "--url", sim.ws_url, "--checkpoint",
+               str(tmp_path / "checkpoint.json"), "--out", str(out), "--interval", str(interval)]
+    for run in range(kills + 1):
+        child = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+        assert child.stdout is not None
+        async with asyncio.timeout(30 * TIMEOUT_FACTOR):
+            assert await child.stdout.readline() == b"streaming\n"
+        if run < kills:
+            await asyncio.sleep(rng.uniform(0.3, 2.5))  # a random moment: connecting, backfilling or streaming
+            child.send_signal(signal.SIGKILL)
+        else:  # the last run catches up, then stops cleanly
+            await asyncio.sleep(2.0)
+            child.send_signal(signal.SIGTERM)
+        await child.wait()
+    seen: set[int] = set()
+    repeats = untagged = tags = 0
+    for line in out.read_text().splitlines():
+        text, source = line.split(",")
+        trade_id = int(text)
+        tags += source == "replay"
+        if trade_id in seen:
+            repeats += 1
+            untagged += source != "replay"
+        seen.add(trade_id)
+    assert len(seen) > 5_000 and seen == set(range(min(seen), max(seen) + 1)), "an id was lost"
+    assert untagged == 0, f"{untagged} of {repeats} repeats were not tagged replay"
+    # A crash tags what its lease covers: about an interval's worth (the old leases ran on for many).
+    assert tags <= kills * 2 * rate * interval, f"{tags} replay tags for {repeats} real repeats after {kills} kills"
 
 
 async def test_a_checkpoint_that_cannot_be_written_is_reported_and_trades_go_on(orderflow_sim_factory, tmp_path):

@@ -7,19 +7,27 @@ order through the pipeline, so the same hooks, signals and engine see them, tagg
 ``backfill`` for the holes). The pipeline goes on after the last of them: the first live trade opens
 the hole to it, which the stream fills over REST (tagged ``backfill``) like any other, so each trade
 comes once and in order across both seams.
+
+A restart on a checkpoint whose hole is older than a day (``Sequencing(archive_url=...)`` set) is
+warmed up the same way from the day the hole starts (``resume_from``): the archive's days fill the
+hole (ids up to the checkpoint's ``last_id`` skipped; up to its lease tagged ``replay`` as after
+any crash), and REST only the part of today the archive does not have.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 from ..backfill import Backfiller
-from ..models import Market
+from ..driver import Driver
+from ..models import Market, Trade
 from ..options import Flow, Sequencing
 from ..pipeline import Pipeline
 from .plan import NotPublished, utc_today
@@ -38,6 +46,7 @@ class WarmingStream(Protocol):
     sequencing: Sequencing
     flow: Flow
     pipeline: Pipeline
+    driver: Driver
     backfiller: Backfiller | None
 
 logger = logging.getLogger(__name__)
@@ -51,9 +60,12 @@ def parse_since(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-async def warm_up(flow: WarmingStream) -> int:
-    """Deliver every archived trade of ``flow``'s symbols from ``sequencing.since``; return how many."""
-    since = parse_since(flow.sequencing.since)
+async def warm_up(flow: WarmingStream, resume_from: datetime | None = None) -> int:
+    """Deliver every archived trade of ``flow``'s symbols from ``sequencing.since`` (or, resuming on an old
+    checkpoint, those after each symbol's stored id, from ``resume_from``); return how many."""
+    since = parse_since(flow.sequencing.since) if flow.sequencing.since else resume_from
+    if since is None:
+        return 0
     first, last = since.date(), utc_today() - timedelta(days=1)
     if first > last:
         logger.info("warm-up from %s: the archive has no day that recent yet; REST and live go on from the "
@@ -63,7 +75,13 @@ async def warm_up(flow: WarmingStream) -> int:
     temporary = None if folder else tempfile.TemporaryDirectory(prefix="orderflow-history-")
     root = Path(folder or temporary.name)  # type: ignore[union-attr]
     try:
-        fetched = await _fetch(flow, root, first, last)
+        try:
+            fetched = await _fetch(flow, root, first, last)
+        except Exception as exc:  # resuming, the archive only spares REST: REST can fill the hole
+            if flow.sequencing.since:
+                raise
+            logger.warning("warm-up: the archive cannot fill the checkpoint's hole (%s); REST fills it", exc)
+            return 0
         if fetched is None:
             logger.info("warm-up from %s: the archive has no day that recent yet", since.isoformat())
             return 0
@@ -71,13 +89,34 @@ async def warm_up(flow: WarmingStream) -> int:
         since_ms = int(since.timestamp() * 1000)
         loop = asyncio.get_running_loop()
         delivered = 0
+        resuming = not flow.sequencing.since
         for symbol in flow.symbols:
             store = Store(root, flow.market, symbol)
+            # Resuming: the checkpoint's id per symbol, the archive goes on after it (a symbol it lacks starts live).
+            after = flow.pipeline.sequencers[symbol].last_delivered if resuming else None
+            if resuming and after is None:
+                continue
+            checked = not resuming
             day = first
             while day <= last:
                 table = store.read_day(day)
                 if table is not None:
-                    trades = (t for t in trades_of(table, symbol, flow.market) if t.time >= since_ms)
+                    trades: Iterator[Trade]
+                    if after is None:
+                        trades = (t for t in trades_of(table, symbol, flow.market) if t.time >= since_ms)
+                    else:
+                        trades = (t for t in trades_of(table, symbol, flow.market) if t.id > after)
+                    if not checked:
+                        head = next(trades, None)
+                        if head is None:  # the whole day is before the hole
+                            day += timedelta(days=1)
+                            continue
+                        if head.id != after + 1:  # type: ignore[operator]  # the archive starts after the hole
+                            logger.warning("warm-up: %s's archive from %s starts at id %d, after the checkpoint's "
+                                           "id %d; REST fills the hole", symbol, first, head.id, after)
+                            break
+                        checked = True
+                        trades = itertools.chain((head,), trades)
                     delivered += flow.driver.prime(trades, loop.time())
                     await asyncio.sleep(0)  # a day at a time: the loop's other tasks are not starved
                 day += timedelta(days=1)
