@@ -138,6 +138,7 @@ class OrderFlow(PipelineDriver, ShardSupervision, SilenceWatch, FlowViews):
         self._fills: dict[str, asyncio.Task[None]] = {}  # symbol -> its backfill request under way
         self.watchdog: LoopWatchdog | None = None
         self._quiet_until: dict[str | int, float] = {}  # symbol or shard number -> no silence check before
+        self._rest_newest: dict[str, tuple[int, float]] = {}  # symbol -> REST's newest id at a look, last trade then
         self._limiter = OpenLimiter(r.connections_per_5min)
         self._shards = [Shard(i + 1, group, self._machine(i + 1, group)) for i, group in
                         enumerate(chunks(self.symbols, self.streams_per_connection))] if self.source is None else []

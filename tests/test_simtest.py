@@ -70,6 +70,14 @@ def test_unplanted_seeds_pass() -> None:
     assert sum(r.delivered for r in results) > 0.9 * sum(r.played for r in results)
 
 
+def test_a_muted_stream_on_a_quiet_market_without_backfill_is_replaced() -> None:
+    """Seed 682: a stream muted with pings answered, on a market trading every few seconds, backfill off. REST's
+    newest id moves from one silence look to the next while nothing comes live: the stream is replaced and what it
+    missed is reported (before, each look saw REST still within its grace and judged a quiet market, for good)."""
+    result = run_seed(682)
+    assert result.ok, result.violation
+
+
 def test_the_same_seed_repeats_exactly() -> None:
     """A seed replayed gives the same record (deliveries, reports, network faults): in this process and in another
     with another hash seed. Seed 14 has kills and restarts on a checkpoint."""

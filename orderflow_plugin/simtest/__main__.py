@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"run every Nth seed on the pure-Python hot path (default {PURE_EVERY}; 0: none)")
     parser.add_argument("--keep-going", action="store_true", help="run every seed, even after a failure")
     parser.add_argument("--list-plants", action="store_true", help="list the bugs --plant can plant")
+    parser.add_argument("--shell", action="store_true", help=argparse.SUPPRESS)  # ignored: every run is the shell
     args = parser.parse_args(argv)
 
     if args.list_plants:

@@ -47,7 +47,8 @@ __all__ = ["PURE_EVERY", "SeedResult", "Summary", "is_pure_seed", "replay_comman
            "trace_lines"]
 
 PURE_EVERY = 10  # one seed in ten runs on the pure-Python hot path
-CALM = 10.0  # how much slower the market trades once it calms, a while after the faults stop
+CALM = 10.0  # how much slower a busy market trades once it calms, a while after the faults stop
+CALM_STRETCH = 3.0  # ... but no slower than the tape's gaps times this
 _BASE: list[Tape] = []
 _DEFAULTS: list[Settings] = []
 
@@ -92,8 +93,9 @@ class Summary:
 def _tape(symbol: str, stretch: float, shift: int, calms: float, until: float) -> Tape:
     """The bundled real tape as ``symbol``'s, its gaps times ``stretch``, starting ``shift`` ms later.
 
-    From ``calms`` virtual seconds on, the market trades CALM times slower; only the rows it plays
-    within ``until`` are kept.
+    From ``calms`` virtual seconds on, a busy market trades up to CALM times slower (its gaps at most
+    CALM_STRETCH times the tape's: a quiet market is not made quieter, so a trade a muted stream missed is
+    still followed by a later one that shows the hole); only the rows it plays within ``until`` are kept.
     """
     if not _BASE:
         _BASE.append(bundled_tape())
@@ -101,10 +103,12 @@ def _tape(symbol: str, stretch: float, shift: int, calms: float, until: float) -
     t0 = base.rows[0].time
     calm_ms, until_ms = calms * 1000, until * 1000
 
+    calm = max(1.0, min(CALM, CALM_STRETCH / stretch))  # a busy market calms; a quiet one stays as it is
+
     def at(ms: int) -> int:
         offset = shift + (ms - t0) * stretch
         if offset > calm_ms:
-            offset = calm_ms + (offset - calm_ms) * CALM
+            offset = calm_ms + (offset - calm_ms) * calm
         return t0 + round(offset)
 
     rows = []
