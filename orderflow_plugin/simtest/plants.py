@@ -197,13 +197,6 @@ def _hole_never_declared() -> Callable[[], None]:
     return _patch(pipeline.Pipeline, "_hole_opened", forgetting)
 
 
-def _tail_never_fetched() -> Callable[[], None]:
-    def never(self: pipeline.Pipeline, symbol: str, newest: int, now: float) -> bool:
-        return False  # the code before issue #32: only a live trade past a hole started a backfill
-
-    return _patch(pipeline.Pipeline, "fill_tail", never)
-
-
 PLANTS = {plant.name: plant for plant in (
     Plant("ping-never-fails", "keepalive.ping_when_quiet (as transport calls it)",
                "pings a quiet connection but never fails it when no answer comes", _ping_never_fails),
@@ -233,8 +226,6 @@ PLANTS = {plant.name: plant for plant in (
     Plant("hole-never-declared", "pipeline.Pipeline._hole_opened",
           "asks to be woken at the end of the reorder window but forgets why: the hole is never filled nor reported",
           _hole_never_declared),
-    Plant("tail-never-fetched", "pipeline.Pipeline.fill_tail",
-          "REST's newest id beyond the last delivered is never fetched (issue #32's old code)", _tail_never_fetched),
 )}
 
 
