@@ -114,6 +114,7 @@ class SilenceWatch:
         self._spawn = spawn
         self._fills = fills
         self._quiet_until: dict[str | int, float] = {}  # symbol or shard number -> no silence check before
+        self._rest_newest: dict[str, tuple[int, float]] = {}  # symbol -> REST's newest id at a look, last trade then
 
     def silence_deadline(self, symbol: str) -> float:
         """Seconds without a trade after which ``symbol``'s feed is checked: learned from its own recent gaps."""
@@ -208,12 +209,19 @@ class SilenceWatch:
                     logger.warning("%s; cannot tell a quiet market from a silent stream", exc)
                     return None
                 if again is None or again <= newest:
-                    if filled:
-                        self.pipeline.caught_up(symbol)
-                    logger.log(logging.INFO if filled else logging.DEBUG,
-                               "%s: ids %d..%d, which REST has and the stream did not send, %s; nothing traded since",
-                               symbol, last + 1, newest, "were fetched" if filled else "are not delivered")
-                    return None
+                    # Not fetched (backfill off): a quiet market trades rarely, so REST seldom moves within the
+                    # grace above; REST having moved since the previous look, with nothing heard, is as telling.
+                    before = self._rest_newest.get(symbol)
+                    self._rest_newest[symbol] = (newest, heard)
+                    if filled or before is None or before[1] != heard or newest <= before[0]:
+                        if filled:
+                            self.pipeline.caught_up(symbol)
+                        logger.log(logging.INFO if filled else logging.DEBUG,
+                                   "%s: ids %d..%d, which REST has and the stream did not send, %s; nothing traded "
+                                   "since", symbol, last + 1, newest, "were fetched" if filled else "are not delivered")
+                        return None
+                    again = newest
+                    newest = before[0]
                 await asyncio.sleep(TRADE_GRACE)
                 if last_at.get(symbol, 0.0) != since_fill or self.pipeline.busy(symbol):
                     return None

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from .backfill import Backfiller
@@ -36,12 +36,12 @@ from .options import Flow, Limits, Reconnect, Reporting, Sequencing, Timeouts, f
 from .pipeline import Pipeline
 from .plugins import PluginManager, plugin_manager, plugins_from_settings
 from .redisbus import as_source
-from .shards import Shard, ShardSupervision
+from .shards import ShardSupervision
 from .silence import QuietAtConnect, SilenceWatch
 from .symbols import normalize_symbol
 from .threaded import FlowThread
 from .tls import client_context
-from .transport import READERS, WsConnection
+from .transport import READERS
 from .views import FlowViews, Life
 
 __all__ = ["DEFAULT_ENDPOINTS", "OrderFlow"]
@@ -230,13 +230,13 @@ class OrderFlow:
         fire ``start()`` with ``create_task`` and drop the task.
         """
         loop = self._bind_loop("start")
-        if self._state != "new":
-            raise OrderFlowError(f"OrderFlow.start() called on a stream that is {self._state}; "
+        if self.life.state != "new":
+            raise OrderFlowError(f"OrderFlow.start() called on a stream that is {self.life.state}; "
                                  "call stop() and create a new OrderFlow to start again")
         listing = await self._first_listing()
         if self.feed is not None:  # a refused password raises here; a server that is down is retried
             await self.feed.open(self)
-        self._state = "running"
+        self.life.state = "running"
         self.life.started_at = loop.time()
         # Hooks are timed on the loop's clock (virtual in the simulation). asyncio's own loop.time() is
         # time.monotonic(): called directly it costs per trade what perf_counter did.
@@ -286,7 +286,7 @@ class OrderFlow:
             return None
         unknown = listing.unknown(self.symbols)
         if unknown is not None:  # nothing started yet: only the REST client to close
-            self._state = "stopped"
+            self.life.state = "stopped"
             await self.backfiller.aclose()
             raise unknown
         return listing
@@ -359,11 +359,11 @@ class OrderFlow:
 
     async def stop(self) -> None:
         """Close every connection within ``close_timeout``, end every task, then fire on_shutdown."""
-        if self._state in ("new", "stopped"):
-            self._state = "stopped"
+        if self.life.state in ("new", "stopped"):
+            self.life.state = "stopped"
             return
         self._bind_loop("stop")
-        self._state = "stopping"
+        self.life.state = "stopping"
         try:
             tasks = list(self._tasks)
             for task in tasks:
@@ -379,7 +379,7 @@ class OrderFlow:
                 await self._checkpointer.close()
         finally:
             self.shards.stop()
-            self._state = "stopped"
+            self.life.state = "stopped"
             if self.watchdog is not None:
                 self.watchdog.stop()
         for engine in self.engines.values():  # the final state, for dashboards and recorders
@@ -474,27 +474,3 @@ class OrderFlow:
     def silence_deadline(self, symbol: str) -> float:
         """Seconds without a trade after which ``symbol``'s feed is checked: learned from its own recent gaps."""
         return self.silence.silence_deadline(symbol)
-
-    # The names the data path (delivery.py) and the simulation use: each a door to the part that owns it
-
-    @property
-    def _state(self) -> str:
-        return self.life.state
-
-    @_state.setter
-    def _state(self, state: str) -> None:
-        self.life.state = state
-
-    @property
-    def _shards(self) -> list[Shard]:
-        return self.shards.shards
-
-    @property
-    def _live(self) -> set[WsConnection]:
-        return self.shards.live
-
-    def _tell(self, shard: Shard, news: Callable[[], list[Any]]) -> None:
-        self.shards.tell(shard, news)
-
-    def _check_silence(self, now: float) -> None:
-        self.silence.check(now)

@@ -1,181 +1,368 @@
-"""What must hold, checked while the seed runs and at its end.
+"""What must hold: the recording plugin of the stream under test, checking as things happen and at the end.
 
-The :class:`~.recorder.Recorder` (the pipeline's sink) checks invariants 1 and 2 as trades and
-reports arrive. :func:`check_step` runs after every step (every event of the virtual
-clock): 2 (no hole left unreported when the step ends), 4 (supervision: never streaming on an ended
-connection, never idle without a next step, no stage and no dead path past its deadline) and 5
-(buffers within ``max_buffered_trades``). :func:`check_end` runs once at the end: 3 (liveness after
-faults stop) and 6 (every closed bar equals a from-scratch Decimal recomputation,
-:mod:`.reference`). :func:`check_ending` checks 7 (no false alarm: a connection of the fault-free
-world ends only when retired) each time a connection ends.
+Invariants (``S`` = when the faults stop, ``B`` = :meth:`~.world.World.settle`), each named as a
+failure names it:
+
+- **order**: per symbol and process life, delivered ids strictly increase and each is the
+  exchange's own trade (id, price, quantity, time and side), played already; a repeat after a
+  restart is tagged ``replay``;
+- **no silent hole**: every id skipped in delivery is named by an ``on_error(where="sequence")``,
+  and no id such a report names was delivered (checked at each report);
+- **stages**: no connect stage runs past its deadline (first_message: plus the quiet-market look);
+- **dead path**: a streaming connection whose path died is ended within ``ping_interval +
+  ping_timeout`` (while reading is not paused);
+- **delivery**: every trade the exchange played (REST has it) is delivered or reported by
+  ``max(played, S) + B``;
+- **closed bar**: at each delivery, a trade whose time falls in a bar already closed is noted;
+  when the loop step ends, that bar must have been emitted again as ``revised`` (the engine folds
+  a late trade into its last closed bar): no trade is left delivered into a closed bar;
+- **metrics**: each snapshot agrees with the trades delivered in its process (count and CVD), and
+  every closed bar equals a from-scratch Decimal recomputation from the exchange's rows
+  (:mod:`.reference`), at each kill and at the end;
+- **rest budget**: the exchange never refused a REST request for its weight (429): backfill, the
+  silence watch and the listing keep within the per-minute budget;
+- **plugins**: every slow hook reported names the plugin that was slow; the checker never raises.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import functools
+import re
+from decimal import Context, Decimal
+from typing import TYPE_CHECKING, Any
 
-from ..errors import StreamError
-from .reference import compare_bars
+from ..errors import HookTooSlow
+from ..transport import STAGES
+from .memnet import Link
+from .reach import is_running
+from .reference import Row, compare_bars
 
 if TYPE_CHECKING:
-    from .harness import Simulation
-    from .network import SimConnection
+    from ..sim import Simulator
+    from ..stream import OrderFlow
+    from .vloop import VirtualLoop
+    from .world import World
 
-__all__ = ["Failure", "Violation", "check_end", "check_ending", "check_step"]
+__all__ = ["Checker", "Life", "Violation"]
 
-EPSILON = 1e-6
-
-
-@dataclass(frozen=True)
-class Violation:
-    """The first invariant broken: which, when (virtual seconds, step number) and how."""
-
-    invariant: str
-    time: float
-    step: int
-    detail: str
+_GIVEN_UP = re.compile(r"^(\w+): aggTrade ids (\d+)\.\.(\d+) \(\d+\) were not delivered")
+_EXACT = Context(prec=80)
+LOOK_EVERY = 1.0  # virtual s between looks at the stages and the market (a look is a health() call)
 
 
-class Failure(Exception):
-    """Raised to stop the run at the first violation."""
-
-    def __init__(self, violation: Violation) -> None:
-        self.violation = violation
-        super().__init__(violation.detail)
+@functools.lru_cache(maxsize=1 << 16)
+def _decimals(price: str, qty: str) -> tuple[Decimal, Decimal]:
+    """A tape row's price and quantity as Decimals (every seed plays the same bundled rows)."""
+    return Decimal(price), Decimal(qty)
 
 
-def check_ending(sim: Simulation, connection: SimConnection, error: StreamError) -> None:
-    """Invariant 7: a connection of the fault-free world ends only when retired."""
-    if connection.faulty or connection.closing:
-        return
-    sim.recorder.fail("7 false alarm", f"shard {connection.shard.number} connection {connection.number}, opened "
-                      f"after faults stopped, ended: {type(error).__name__}: {error}")
+class Violation(Exception):
+    """An invariant broke."""
+
+    def __init__(self, invariant: str, at: float, detail: str) -> None:
+        super().__init__(f"{invariant} at {at:.3f} s: {detail}")
+        self.invariant = invariant
+        self.at = at
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[Violation], tuple[str, float, str]]:
+        # A worker process sends it back pickled: Exception's default would call __init__ with the message only.
+        return (Violation, (self.invariant, self.at, self.detail))
 
 
-def check_step(sim: Simulation) -> None:
-    """Invariants 2, 4 and 5 after one step."""
-    recorder = sim.recorder
-    if recorder.holes:
-        symbol, first, last = recorder.holes[0]
-        recorder.fail("2 gap report", f"{symbol}: ids {first}..{last} were skipped in delivery and not reported")
-    limit = sim.world.limits.max_buffered_trades
-    for sequencer in sim.sequencers:
-        if sequencer.held > limit:
-            recorder.fail("5 buffer", f"{sequencer.symbol}: {sequencer.held} trades held, max_buffered_trades {limit}")
-    now = sim.now
-    catching_up = now <= sim.frozen_until  # after a freeze, timers that came due run in time order at its end
-    for shard in sim.shards:
-        supervisor = shard.sup
-        state = supervisor.state
-        if state == "streaming":
-            connection = supervisor.connection
-            if connection is None or connection.ended:  # type: ignore[attr-defined]
-                recorder.fail("4 supervision", f"shard {shard.number} is streaming on "
-                                               f"{'no' if connection is None else 'an ended'} connection")
-            if supervisor.replacing and not shard.opening and supervisor.next_deadline() == math.inf:
-                recorder.fail("4 supervision", f"shard {shard.number} is replacing its connection, but nothing is "
-                                               "opening and no deadline is set")
-        elif state == "failed":
-            if not shard.gave_up:
-                recorder.fail("4 supervision", f"shard {shard.number} failed without reporting GaveUp")
-        elif not shard.opening and supervisor.next_deadline() == math.inf:
-            recorder.fail("4 supervision", f"shard {shard.number} is {state} with no connection opening and no "
-                                           "deadline: nothing will ever happen")
-        if catching_up:
-            continue
-        for connection in shard.opening:
-            if now > connection.deadline + EPSILON:
-                recorder.fail("4 supervision", f"shard {shard.number}: stage {connection.stage} began at "
-                                               f"{connection.stage_started:.3f} and is past its deadline "
-                                               f"{connection.deadline:.3f} without a report")
-        for connection in shard.open:
-            if now > connection.ping_due + EPSILON and not connection.paused:
-                recorder.fail("4 supervision", f"shard {shard.number}: the path died at {connection.dead_since:.3f}"
-                                               f"; the keepalive should have ended it at {connection.ping_due:.3f}")
 
+class Checker:
+    """The recording plugin and the invariants."""
 
-def check_end(sim: Simulation) -> None:
-    """Invariants 3 (liveness once faults stop) and 6 (bars equal the reference) at the end of the run."""
-    _check_connected(sim)
-    _check_delivered(sim)
-    recorder = sim.recorder
-    flow = sim.world.flow
-    settle_ms = int((flow.bar_close_grace + 2 * sim.tick_interval + 5.0) * 1000)  # a bar due closes by then
-    for symbol, timeline in sim.exchange.timelines.items():
-        if sim.pipeline.busy(symbol):
-            continue  # a hole is open: the trades after it are not delivered yet
-        for problem, known in compare_bars(recorder.trades[symbol], recorder.bars[symbol], timeline, flow, settle_ms):
-            if known is None:
-                recorder.fail("6 metrics", f"{symbol}: {problem}")
-            recorder.known_bug(known, "6 metrics", f"{symbol}: {problem}")
+    def __init__(self, world: World, loop: VirtualLoop, sim: Simulator, slow: set[tuple[str, str]]) -> None:
+        self.world, self.loop, self.sim, self.slow = world, loop, sim, slow
+        self.flow: OrderFlow | None = None
+        self.last: dict[str, int] = {}
+        self.first: dict[str, int] = {}
+        self.delivered: dict[str, dict[int, float]] = {s: {} for s in world.symbols}
+        self.holes: list[tuple[str, int, int]] = []
+        self.reported: dict[str, list[tuple[int, int]]] = {s: [] for s in world.symbols}
+        self.closed_end: dict[tuple[str, str], int] = {}
+        self.late: list[tuple[str, str, int, int]] = []  # symbol, window, trade time, id: waiting for a revision
+        self.played_at: dict[str, list[float]] = {s: [] for s in world.symbols}  # position -> when played
+        self.trace: list[str] = []
+        self.counts: dict[str, int] = {"errors": 0, "connects": 0, "revised": 0, "slow_reports": 0}
+        self.violation: Violation | None = None
+        self.settled_at: float | None = None  # when nothing was left to check (the run may end then)
+        self.caught_up: dict[str, int] = {}  # per symbol: the first position played and not yet delivered or reported
+        self.life = 1  # process lives: a kill starts the next one on the same checkpoint
+        self.seen: dict[str, int] = {}  # the highest id delivered in any earlier life
+        self.repeats = 0  # ids delivered again after a restart (each tagged replay)
+        self.replays = 0  # deliveries tagged replay
+        # This process life's deliveries as the exchange's rows, its CVD, and its closed bars with the CVD around them
+        self.rows: dict[str, list[Row]] = {s: [] for s in world.symbols}
+        self.cvd: dict[str, tuple[Decimal, Decimal]] = dict.fromkeys(world.symbols, (Decimal(0), Decimal(0)))
+        self.bars: dict[str, list[tuple[Any, tuple[Decimal, Decimal]]]] = {s: [] for s in world.symbols}
 
+    def fail(self, invariant: str, detail: str) -> None:
+        if self.violation is None:
+            self.violation = Violation(invariant, self.loop.time() - self.loop.network.start, detail)
+            self.loop.stop()
 
-def _check_connected(sim: Simulation) -> None:
-    """3a: once settled, no shard is without a subscribed connection longer than the gap allowance."""
-    world = sim.world
-    settled, end = world.faults.stop + world.bound_connect, world.end
-    for shard in sim.shards:
-        if shard.gave_up:
-            continue
-        spans = sorted((c.receiving_since, min(c.dead_since, c.stopped_at, end)) for c in shard.history
-                       if c.receiving_since < math.inf)
-        covered = settled
-        for start, stop in [*spans, (end, end)]:
-            if start > covered:
-                allowed = world.gap_allowance + _overlap(sim.limiter.blocked, covered, start)
-                if start - covered > allowed:
-                    sim.recorder.fail("3 liveness", f"shard {shard.number} had no subscribed connection from "
-                                                    f"{covered:.3f} to {start:.3f} ({start - covered:.1f} s, allowed "
-                                                    f"{allowed:.1f} s once settled at {settled:.1f} s)")
-            covered = max(covered, stop)
+    def note(self, line: str) -> None:
+        self.trace.append(f"{self.loop.time() - self.loop.network.start:10.3f}  {line}")
 
+    # Hooks (a plugin of the stream under test)
 
-def _overlap(spans: list[tuple[float, float]], start: float, stop: float) -> float:
-    return sum(max(0.0, min(b, stop) - max(a, start)) for a, b in spans)
+    def on_trade(self, trade: Any) -> None:
+        symbol, agg_id = trade.symbol, trade.id
+        last = self.last.get(symbol)
+        if last is not None and agg_id <= last:
+            self.fail("order", f"{symbol}: id {agg_id} delivered after id {last}")
+            return
+        feed = self.sim.feeds[symbol]
+        position = feed.position_of_id(agg_id)
+        row = feed.row(position)
+        price, qty = _decimals(row.price, row.qty)
+        buy = not row.buyer_maker
+        if (row.id != agg_id or price != trade.price or qty != trade.qty or row.time != trade.time
+                or (trade.side == "buy") != buy or position >= self.sim.happened(symbol)):
+            self.fail("order", f"{symbol}: id {agg_id} is not the exchange's trade (or was not played yet)")
+            return
+        self.rows[symbol].append((agg_id, price, qty, buy, row.time, row.last_id - row.first_id + 1))
+        before = self.cvd[symbol][1]
+        self.cvd[symbol] = (before, _EXACT.add(before, qty) if buy else _EXACT.subtract(before, qty))
+        for window in self.world.flow.windows:
+            end = self.closed_end.get((symbol, window))
+            if end is not None and trade.time < end:
+                self.late.append((symbol, window, trade.time, agg_id))
+        if trade.source == "replay":
+            self.replays += 1
+        if agg_id <= self.seen.get(symbol, -1) and agg_id in self.delivered[symbol]:
+            self.repeats += 1  # a restart delivers again what the killed process may have delivered
+            if trade.source != "replay":
+                self.fail("order", f"{symbol}: id {agg_id} delivered again after a restart, not tagged replay")
+                return
+            self.last[symbol] = agg_id
+            return
+        if last is not None and agg_id != last + 1:
+            self.holes.append((symbol, last + 1, agg_id - 1))
+        self.first.setdefault(symbol, agg_id)
+        self.last[symbol] = agg_id
+        self.delivered[symbol].setdefault(agg_id, self.loop.time())
 
+    def on_metric(self, metric: Any) -> None:
+        kind = metric.kind
+        if kind == "snapshot":
+            symbol = metric.symbol
+            delivered, cvd = len(self.rows[symbol]), self.cvd[symbol][1]
+            if metric.trades != delivered or metric.cvd != cvd:
+                self.fail("metrics", f"{symbol}: a snapshot says {metric.trades} trades, cvd {metric.cvd}; this "
+                                     f"process delivered {delivered}, cvd {cvd}")
+            return
+        if kind != "bar" or metric.closed_by == "open":
+            return
+        key = (metric.symbol, metric.window)
+        self.bars[metric.symbol].append((metric, self.cvd[metric.symbol]))
+        if metric.closed_by == "revised":
+            self.counts["revised"] += 1
+            self.late = [x for x in self.late if not (x[:2] == key and metric.start <= x[2] < metric.end)]
+        self.closed_end[key] = max(self.closed_end.get(key, 0), metric.end)
 
-def _check_delivered(sim: Simulation) -> None:
-    """3b: a trade is delivered (or reported) by ``max(faults stop, arrival of it or a later trade) + bound``;
-    3c: and, even if neither it nor a later trade ever arrives, by ``max(REST has it, the shard receiving after
-    faults stopped) + bound_tail`` (with backfill on: REST's newest id says what is missing, issue #32)."""
-    world, recorder = sim.world, sim.recorder
-    stop, bound, end = world.faults.stop, world.bound_fill, world.end
-    for shard in sim.shards:
-        if shard.gave_up:
-            continue
-        # when, once faults stopped, the shard first had a subscribed connection (the limiter may hold it back)
-        receiving = min((max(c.receiving_since, stop) for c in shard.history
-                         if min(c.dead_since, c.stopped_at) > max(c.receiving_since, stop)), default=math.inf)
-        for symbol in shard.symbols:
-            timeline = sim.exchange.timelines[symbol]
-            delivered = [math.inf] * len(timeline.times)
-            first_id = timeline.first_id
-            for trade, when in zip(recorder.trades[symbol], recorder.times[symbol], strict=True):
-                delivered[trade.id - first_id] = when
-            for first, last in recorder.gaps[symbol]:
-                for index in range(first - first_id, last - first_id + 1):
-                    delivered[index] = -1.0  # reported: never owed
-            start = recorder.trades[symbol][0].id - first_id if recorder.trades[symbol] else 0
-            # with nothing delivered the stream does not know where it starts: no tail is owed
-            tail = world.bound_tail if recorder.trades[symbol] else math.inf
-            arrivals = sim.arrivals[symbol]
-            seen = math.inf
-            late: tuple[int, float, float] | None = None
-            for index in range(len(delivered) - 1, start - 1, -1):
-                seen = min(seen, arrivals[index])
-                due = min(max(stop, seen) + bound, max(receiving, timeline.times[index] + world.rest_lag) + tail)
-                when = delivered[index]
-                if when > due and (when < math.inf or due <= end):
-                    late = (index, when, due)
-            if late is not None:
-                index, when, due = late
-                fate = f"delivered at {when:.3f}" if when < math.inf else "never delivered nor reported"
-                recorder.fail("3 liveness", f"{symbol}: id {first_id + index} published at "
-                                            f"{timeline.times[index]:.3f} was {fate}; due by {due:.3f} (faults "
-                                            f"stopped at {stop:.1f}, it or a later trade arrived at "
-                                            f"{min(arrivals[index:]):.3f}, bound {bound:.1f} s; REST had it "
-                                            f"from {timeline.times[index] + world.rest_lag:.3f}, tail bound "
-                                            f"{tail:.1f} s)")
+    def on_error(self, error: BaseException, where: str) -> None:
+        self.counts["errors"] += 1
+        self.note(f"on_error {where}: {str(error)[:160]}")
+        if where.startswith("plugin:checker") and not isinstance(error, HookTooSlow):
+            self.fail("checker", f"the checker itself raised: {error!r}")
+        if where == "sequence":
+            match = _GIVEN_UP.match(str(error))
+            if match:
+                symbol, first, last = match[1], int(match[2]), int(match[3])
+                self.reported[symbol].append((first, last))
+                delivered = [row[0] for row in self.rows[symbol] if first <= row[0] <= last]
+                if delivered:
+                    self.fail("no silent hole", f"{symbol}: ids {first}..{last} reported not delivered, but "
+                                                f"{delivered[:5]} were delivered")
+        if isinstance(error, HookTooSlow):
+            self.counts["slow_reports"] += 1
+            name = where.removeprefix("plugin:").rsplit(".", 1)[0]
+            if (name, error.hook) not in self.slow:
+                self.fail("plugins", f"a slow {error.hook} was charged to {name!r}, which was never slow")
 
+    def on_connected(self, url: str, stage_timings: dict[str, float]) -> None:
+        self.counts["connects"] += 1
+        self.note("on_connected")
+
+    def on_gap(self, **kwargs: Any) -> None:
+        self.note(f"on_gap {kwargs.get('symbol')} {kwargs.get('first')}..{kwargs.get('last')}")
+
+    def new_life(self) -> None:
+        """The process was killed: what it delivered stays delivered; ids start afresh in the next one."""
+        self.life += 1
+        for symbol, last in self.last.items():
+            self.seen[symbol] = max(self.seen.get(symbol, -1), last)
+        self.last.clear()
+        self.late.clear()  # the new process's engine starts with no closed bars
+        self.closed_end.clear()
+        self.check_bars()
+        for symbol in self.world.symbols:
+            self.rows[symbol], self.bars[symbol] = [], []
+            self.cvd[symbol] = (Decimal(0), Decimal(0))
+        self.note(f"process killed; life {self.life} starts")
+
+    def check_bars(self) -> None:
+        """This process life's closed bars equal the bars recomputed from the trades it delivered."""
+        flow = self.world.flow
+        settle_ms = int((flow.bar_close_grace + 5.0) * 1000)  # a bar due closes by then
+        for symbol in self.world.symbols:
+            if not self.rows[symbol]:
+                continue
+            for problem in compare_bars(self.rows[symbol], self.bars[symbol], flow, settle_ms):
+                self.fail("metrics", f"{symbol}: {problem}")
+                return
+
+    # Checks as it runs
+
+    def after_step(self) -> None:
+        if self.late:
+            symbol, window, at, agg_id = self.late[0]
+            self.fail("closed bar", f"{symbol}: trade {agg_id} (time {at}) delivered into the closed {window} bar")
+
+    def look(self) -> None:
+        """Every LOOK_EVERY virtual s: what the market played, and how long each connect stage has been running."""
+        now = self.loop.time()
+        for symbol in self.world.symbols:
+            played = self.played_at[symbol]
+            played.extend([now] * (self.sim.happened(symbol) - len(played)))
+        flow = self.flow
+        if flow is not None and is_running(flow):
+            t = self.world.timeouts
+            connections = flow.health()["connections"]
+            for entry in connections:
+                stage, spent = entry["stage"], entry["stage_for_s"]
+                if stage not in STAGES or spent is None:
+                    continue
+                deadline = getattr(t, stage) + 0.15 + self.loop.blocked_since(now - spent)
+                if stage == "first_message":  # the quiet-market look asks REST once the deadline passed
+                    deadline += t.rest + 0.5
+                if spent > deadline:
+                    self.fail("stages", f"shard {entry['shard']}: stage {stage} has run {spent:.2f} s, "
+                                        f"its deadline is {getattr(t, stage):.2f} s")
+            if self.settled_at is None and self._settled(now, connections):
+                self.settled_at = now
+                self.note("settled: every trade played is delivered or reported, every shard streaming")
+        self.loop.call_later(LOOK_EVERY, self.look)
+
+    def _settled(self, now: float, connections: list[dict[str, Any]]) -> bool:
+        """Nothing is left to check: the market has calmed, every shard streams, no dead path is held, and
+        every trade played is delivered or reported. The run may end here instead of at the world's bound."""
+        net = self.loop.network
+        if now < net.start + self.world.market_calms + 5.0 or any(e["state"] != "streaming" for e in connections):
+            return False
+        if any(link.dead_at is not None and link.client_closed_at is None for link in net.links):
+            return False
+        for symbol in self.world.symbols:
+            happened, first = self.sim.happened(symbol), self.first.get(symbol)
+            if first is None:
+                if happened:
+                    return False
+                continue
+            feed, delivered, reported = self.sim.feeds[symbol], self.delivered[symbol], self.reported[symbol]
+            position = self.caught_up.get(symbol) or feed.position_of_id(first)
+            while position < happened:
+                agg_id = feed.row(position).id
+                if agg_id not in delivered and not any(a <= agg_id <= b for a, b in reported):
+                    break
+                position += 1
+            self.caught_up[symbol] = position
+            if position < happened:
+                return False
+        return all(any(a <= first and last <= b for a, b in self.reported[symbol])
+                   for symbol, first, last in self.holes)
+
+    def link_opened(self, link: Link) -> None:
+        """The world may end this WebSocket path later: dead (nobody told) or reset."""
+        net, rng = self.loop.network, self.loop.network.rng
+        if net._faulty(net.faults.dead_path):
+            self.loop.call_later(rng.uniform(0.5, 15), self._die, link)
+        elif net._faulty(net.faults.reset):
+            self.loop.call_later(rng.uniform(0.5, 15), net.kill, link, "reset")
+
+    def _die(self, link: Link) -> None:
+        connection = link.client.get_protocol() if link.client is not None else None
+        if connection is None or link.client_closed_at is not None:
+            return
+        self.loop.network.kill(link, "dead")
+        if getattr(connection, "stage", None) == "streaming":
+            t = self.world.timeouts
+            self.loop.call_later(t.ping_interval + t.ping_timeout + 0.3, self._dead_found, link, connection)
+
+    def _dead_found(self, link: Link, connection: Any) -> None:
+        if link.client_closed_at is not None or self.flow is None or not is_running(self.flow):
+            return
+        if connection.paused:  # a paused connection is not judged (a hole is being filled): look again
+            self.loop.call_later(0.5, self._dead_found, link, connection)
+            return
+        t = self.world.timeouts
+        assert link.dead_at is not None
+        late = self.loop.time() - (link.dead_at + t.ping_interval + t.ping_timeout + 0.3)
+        if self.loop.blocked_since(link.dead_at) > late:  # the loop was held: the keepalive's timers ran late
+            self.loop.call_later(0.5, self._dead_found, link, connection)
+            return
+        self.fail("dead path", f"link {link.number} died at {link.dead_at - self.loop.network.start:.2f} s and the "
+                               f"stream still holds it (bound ping {t.ping_interval:.2f} + {t.ping_timeout:.2f} s)")
+
+    # At the end
+
+    def finish(self) -> None:
+        """The delivery bound, every hole reported, the REST budget, and the last process life's bars."""
+        self.check_bars()
+        refused = [path for path, status in self.sim.record.rest if status == 429]  # the world scripts no REST 429
+        if refused:
+            self.fail("rest budget", f"the exchange refused {len(refused)} REST request(s) for their weight, first "
+                                     f"{refused[0]}: the streams spent more than its per-minute budget")
+            return
+        for symbol, first, last in self.holes:
+            if not any(a <= first and last <= b for a, b in self.reported[symbol]):
+                self.fail("no silent hole", f"{symbol}: ids {first}..{last} skipped in delivery and not reported")
+                return
+        start, world = self.loop.network.start, self.world
+        stop, bound, end = start + world.faults_stop, world.settle(), self.loop.time()
+        for symbol in world.symbols:
+            first = self.first.get(symbol)
+            if first is None:
+                continue
+            feed, delivered = self.sim.feeds[symbol], self.delivered[symbol]
+            reported = self.reported[symbol]
+            for position in range(feed.position_of_id(first), len(self.played_at[symbol])):
+                due = max(self.played_at[symbol][position], stop) + bound
+                if due > end:
+                    break
+                agg_id = feed.row(position).id
+                at = delivered.get(agg_id)
+                if at is not None and at <= due:
+                    continue
+                if at is None and any(a <= agg_id <= b for a, b in reported):
+                    continue
+                played = self.played_at[symbol][position] - start
+                self.fail("delivery", f"{symbol}: id {agg_id} played at {played:.2f} s "
+                                      f"{'delivered at %.2f s' % (at - start) if at else 'never delivered'}; "
+                                      f"due by {due - start:.2f} s")
+                return
+
+class Life:
+    """The checker as one process's plugin: a killed process's late calls are not the next one's."""
+
+    def __init__(self, checker: Checker) -> None:
+        self.checker, self.life = checker, checker.life
+
+    def on_trade(self, trade: Any) -> None:
+        if self.checker.life == self.life:
+            self.checker.on_trade(trade)
+
+    def on_metric(self, metric: Any) -> None:
+        if self.checker.life == self.life:
+            self.checker.on_metric(metric)
+
+    def on_error(self, error: BaseException, where: str) -> None:
+        if self.checker.life == self.life:
+            self.checker.on_error(error, where)
+
+    def on_connected(self, url: str, stage_timings: dict[str, float]) -> None:
+        if self.checker.life == self.life:
+            self.checker.on_connected(url, stage_timings)

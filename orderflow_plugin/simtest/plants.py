@@ -1,31 +1,46 @@
-"""Bugs planted into the code under test, to show that the harness catches them.
+"""Bugs planted in the real code (keepalive, connect, silence watch, shard supervision, dispatch, checkpoints,
+and the cores under them: pipeline, supervisor, sequencer, bars).
 
-A harness is only as good as the bugs it finds. Each plant monkeypatches one small, plausible
-mistake into the running process only (``--plant NAME``), for the duration of a ``with planted(name)``
-block, and the docs record how many seeds the harness needs to catch it.
+A harness is only as good as the bugs it finds. Each plant monkeypatches one plausible mistake
+into the running process's own modules, for the duration of ``with planted(name)`` (``--plant
+NAME``: each worker process, for its lifetime); :func:`seeds_to_catch` counts the seeds until the
+first one that fails. docs/simtest.md has the counts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import openbar, pipeline, sequencer, supervisor
-from . import network
+from .. import (
+    checkpointer,
+    connect,
+    dispatch,
+    engine,
+    openbar,
+    pipeline,
+    sequencer,
+    shards,
+    silence,
+    supervisor,
+    transport,
+)
+from ..errors import StreamError
 
-__all__ = ["PLANTS", "Plant", "planted"]
+__all__ = ["PLANTS", "Plant", "planted", "seeds_to_catch"]
 
 
 @dataclass(frozen=True)
 class Plant:
-    """A named bug: where it goes, what it does, and which invariant should catch it."""
+    """A named bug in a real shell module, and what it does."""
 
     name: str
     target: str
     description: str
-    caught_by: str
     apply: Callable[[], Callable[[], None]]  # patch; returns the undo
 
 
@@ -35,11 +50,112 @@ def _patch(owner: Any, name: str, replacement: Callable[..., Any]) -> Callable[[
     return lambda: setattr(owner, name, original)
 
 
-def _drop_one_in_10000() -> Callable[[], None]:
+def _ping_never_fails() -> Callable[[], None]:
+    async def pinging_only(connection: Any, idle: float, timeout: float) -> None:
+        clock = asyncio.get_running_loop().time
+        while True:
+            await asyncio.sleep(idle)
+            if clock() - connection.last_received >= idle:
+                connection.protocol.send_ping(b"ping")  # asks, and never holds the answer's absence against it
+                connection._flush()
+
+    return _patch(transport, "ping_when_quiet", pinging_only)
+
+
+class _NoDeadlines:
+    """The asyncio module as connect.py sees it, but every ``asyncio.timeout`` waits forever."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    @staticmethod
+    def timeout(delay: float | None) -> Any:
+        return asyncio.timeout(None)
+
+
+def _stages_without_deadline() -> Callable[[], None]:
+    return _patch(connect, "asyncio", _NoDeadlines())
+
+
+def _silence_always_quiet() -> Callable[[], None]:
+    async def always_quiet(self: Any, connection: Any, symbol: str, deadline: float, *,
+                           shard_wide: bool) -> None:
+        return None  # "the market is quiet", whatever REST says
+
+    return _patch(silence.SilenceWatch, "_silent_stream", always_quiet)
+
+
+def _crashed_shard_not_restarted() -> Callable[[], None]:
+    async def supervise_once(self: Any, shard: Any) -> None:
+        try:
+            await self._drive(shard)
+        except Exception as exc:  # reported, its connections closed, and its task ends: nobody starts it again
+            error = StreamError(f"connection supervisor {shard.number} failed ({exc})", url=self.ws_url,
+                                stage="supervise")
+            logging.getLogger("orderflow_plugin.stream").error("%s", error)
+            self._emit("on_error", error=error, where=f"task:orderflow shard {shard.number}")
+            for connection in list(shard.live):
+                connection.fail(error)
+            for task in shard.opens:
+                task.cancel()
+            self.pipeline.feed_lost(shard.symbols)
+
+    return _patch(shards.ShardSupervision, "_supervise", supervise_once)
+
+
+def _slow_hook_wrong_plugin() -> Callable[[], None]:
+    emitter = dispatch.Dispatcher.emitter
+
+    def clock_read_once(self: dispatch.Dispatcher, hook: str, argname: str) -> Callable[[Any], None]:
+        emit = self._emitters.get((hook, argname))
+        if emit is not None or hook != "on_trade":
+            return emit or emitter(self, hook, argname)
+
+        def emit_with_one_start(value: Any) -> None:
+            clock = self.clock
+            start = clock()  # read once: each call is timed from the first one's start
+            for name, function, argnames in self._hook_calls(hook):
+                try:
+                    function(value) if argnames else function()
+                except Exception as exc:
+                    self._reported(name, hook, clock() - start, exc)
+                    continue
+                if clock() - start > self._budget:
+                    self._reported(name, hook, clock() - start)
+
+        self._emitters[hook, argname] = emit_with_one_start
+        return emit_with_one_start
+
+    return _patch(dispatch.Dispatcher, "emitter", clock_read_once)
+
+
+def _checkpoint_ahead_of_delivery() -> Callable[[], None]:
+    tag = checkpointer.Checkpointer.tag
+
+    def tag_ahead(self: checkpointer.Checkpointer, trade: Any, now: float) -> Any:
+        tagged = tag(self, trade, now)
+        checkpoint = self.checkpoint
+        # the id the lease promises is written as delivered: the checkpoint runs ahead of delivery
+        checkpoint.delivered(trade.symbol, max(trade.id, checkpoint.lease(trade.symbol)))
+        return tagged
+
+    return _patch(checkpointer.Checkpointer, "tag", tag_ahead)
+
+
+def _late_trade_not_revised() -> Callable[[], None]:
+    def dropped(self: Any, trade: Any, price: int, qty: int, notional: int, indexes: list[int]) -> list[Any]:
+        return []  # a trade found after the timer closed its bar: delivered, and its bar left as it was
+
+    return _patch(engine.FlowEngine, "_late", dropped)
+
+
+# Carried over from the Pipeline simulation (part 10): the same mistakes, now under the real shell.
+
+def _drop_one_in_1000() -> Callable[[], None]:
     push = sequencer.Sequencer.push
 
     def dropping_push(self: sequencer.Sequencer, trade: Any) -> int:
-        if trade.id % 10_000 == 4_321 and trade.id == self.expected and not self.held:
+        if trade.id % 1000 == 321 and trade.id == self.expected and not self.held:
             self.expected = trade.id + 1  # skipped, as if it had been delivered: nobody hears of it
             return sequencer.DUPLICATE
         return push(self, trade)
@@ -47,28 +163,17 @@ def _drop_one_in_10000() -> Callable[[], None]:
     return _patch(sequencer.Sequencer, "push", dropping_push)
 
 
-def _backoff_gives_up_after_5() -> Callable[[], None]:
+def _backoff_gives_up_after_3() -> Callable[[], None]:
     open_failed = supervisor.Supervisor.open_failed
 
     def giving_up(self: supervisor.Supervisor, error: Any, now: float) -> list[Any]:
-        if self.attempt >= 5 and not self.replacing:
+        if self.attempt >= 3 and not self.replacing:
             self._in_flight = False
             self.state = "backoff"  # says it will retry; no retry is scheduled and nothing is reported
             return []
         return open_failed(self, error, now)
 
     return _patch(supervisor.Supervisor, "open_failed", giving_up)
-
-
-def _watchdog_after_first_trade() -> Callable[[], None]:
-    arm_watch = network.SimConnection.arm_watch
-
-    def late_watch(self: network.SimConnection, stage: str) -> None:
-        if stage in ("subscribed", "first_message") and not self.got_trade:
-            return  # armed only once a trade arrived: a connection that never sends one waits forever
-        arm_watch(self, stage)
-
-    return _patch(network.SimConnection, "arm_watch", late_watch)
 
 
 def _fold_buy_into_sell() -> Callable[[], None]:
@@ -92,50 +197,41 @@ def _hole_never_declared() -> Callable[[], None]:
     return _patch(pipeline.Pipeline, "_hole_opened", forgetting)
 
 
-def _resume_forgotten() -> Callable[[], None]:
-    def forgetful_resume(self: pipeline.Pipeline, *, expired: bool) -> None:
-        self._pause_ends = None
-        self._may_pause = not expired
-        self.paused.clear()  # believes the connections were resumed; never tells them
-
-    return _patch(pipeline.Pipeline, "_resume", forgetful_resume)
-
-
-def _tail_never_fetched() -> Callable[[], None]:
-    def never(self: pipeline.Pipeline, symbol: str, newest: int, now: float) -> bool:
-        return False  # the code before issue #32: only a live trade past a hole started a backfill
-
-    return _patch(pipeline.Pipeline, "fill_tail", never)
-
-
 PLANTS = {plant.name: plant for plant in (
-    Plant("drop-one-in-10000", "sequencer.Sequencer.push",
-          "silently skips the id when id % 10000 == 4321 (as if delivered)", "2 gap report", _drop_one_in_10000),
-    Plant("backoff-gives-up-after-5", "supervisor.Supervisor.open_failed",
-          "after 5 failed attempts in a row, schedules no retry and reports nothing", "4 supervision",
-          _backoff_gives_up_after_5),
-    Plant("watchdog-after-first-trade", "simtest.network.SimConnection.arm_watch (the transport's stage watch)",
-          "the subscribed / first_message deadline is armed only after the first trade", "4 supervision",
-          _watchdog_after_first_trade),
+    Plant("ping-never-fails", "keepalive.ping_when_quiet (as transport calls it)",
+               "pings a quiet connection but never fails it when no answer comes", _ping_never_fails),
+    Plant("stages-without-deadline", "connect.open_connection's stage deadlines",
+               "every connect stage (DNS, TCP, TLS, upgrade, subscribe, first trade) waits with no deadline",
+               _stages_without_deadline),
+    Plant("silent-stream-judged-quiet", "silence.SilenceWatch._silent_stream",
+               "a stream silent past its deadline is always judged a quiet market", _silence_always_quiet),
+    Plant("crashed-shard-not-restarted", "shards.ShardSupervision._supervise",
+               "a shard task that meets a bug reports it and ends; it is not started again",
+               _crashed_shard_not_restarted),
+    Plant("slow-hook-wrong-plugin", "dispatch.Dispatcher.emitter",
+               "the per-trade clock is read once per trade, so a slow plugin's time is charged to those after it",
+               _slow_hook_wrong_plugin),
+    Plant("checkpoint-before-delivery", "checkpointer.Checkpointer.tag",
+               "the checkpoint records trades as delivered up to its lease, before they are delivered",
+               _checkpoint_ahead_of_delivery),
+    Plant("late-trade-not-revised", "engine.FlowEngine._late",
+          "a trade found after the timer closed its bar is delivered, and the bar is not revised",
+          _late_trade_not_revised),
+    Plant("drop-one-in-1000", "sequencer.Sequencer.push",
+          "silently skips the id when id % 1000 == 321 (as if delivered)", _drop_one_in_1000),
+    Plant("backoff-gives-up-after-3", "supervisor.Supervisor.open_failed",
+          "after 3 failed attempts in a row, schedules no retry and reports nothing", _backoff_gives_up_after_3),
     Plant("fold-buy-into-sell", "openbar.fold",
-          "rolling a fine bar up adds its taker buy volume to the coarse bar's sell volume", "6 metrics",
-          _fold_buy_into_sell),
+          "rolling a fine bar up adds its taker buy volume to the coarse bar's sell volume", _fold_buy_into_sell),
     Plant("hole-never-declared", "pipeline.Pipeline._hole_opened",
           "asks to be woken at the end of the reorder window but forgets why: the hole is never filled nor reported",
-          "3 liveness", _hole_never_declared),
-    Plant("resume-forgotten", "pipeline.Pipeline._resume",
-          "ends a pause without sending ResumeReading: the paused connection never reads again", "3 liveness",
-          _resume_forgotten),
-    Plant("tail-never-fetched", "pipeline.Pipeline.fill_tail",
-          "REST's newest id beyond the last delivered is never fetched (issue #32's old code): the trades the socket "
-          "skipped before a quiet stretch wait for a live trade that does not come", "3 liveness",
-          _tail_never_fetched),
+          _hole_never_declared),
 )}
 
 
 @contextlib.contextmanager
 def planted(name: str | None) -> Iterator[None]:
-    """Run the block with the bug ``name`` planted (``None``: nothing planted)."""
+    """Run the block with the shell bug ``name`` planted (``None``: nothing planted)."""
     if name is None:
         yield
         return
@@ -145,3 +241,13 @@ def planted(name: str | None) -> Iterator[None]:
     finally:
         undo()
 
+
+def seeds_to_catch(name: str, start: int = 0, limit: int = 200) -> int | None:
+    """How many seeds from ``start`` run until the first failure with ``name`` planted (None: not caught)."""
+    from .runner import run_seed
+
+    with planted(name):
+        for count, seed in enumerate(range(start, start + limit), 1):
+            if not run_seed(seed).ok:
+                return count
+    return None

@@ -17,18 +17,18 @@ from decimal import Decimal
 from typing import Any
 
 from ..engine import parse_window
-from ..models import Trade
 from ..options import Flow
-from .exchange import SymbolTimeline
 
-__all__ = ["compare_bars", "reference_bars"]
+__all__ = ["Row", "compare_bars", "reference_bars"]
+
+Row = tuple[int, Decimal, Decimal, bool, int, int]  # id, price, quantity, taker buys, time (ms), trades in it
 
 _FIELDS = ("end", "open", "high", "low", "close", "buy_volume", "sell_volume", "buy_notional", "sell_notional",
            "trades", "trade_count", "largest_qty", "largest_id", "cvd", "levels")
 _ZERO = Decimal(0)
 
 
-def reference_bars(rows: Sequence[tuple[int, Decimal, Decimal, bool, int, int]], window_ms: int,
+def reference_bars(rows: Sequence[Row], window_ms: int,
                    tick: Decimal | None) -> dict[int, dict[str, Any]]:
     """Every bar of ``rows`` ``(id, price, qty, buy, time ms, trade count)``, by start, summed from scratch."""
     bars: dict[int, dict[str, Any]] = {}
@@ -63,21 +63,12 @@ def reference_bars(rows: Sequence[tuple[int, Decimal, Decimal, bool, int, int]],
     return bars
 
 
-def compare_bars(trades: list[Trade], bars: list[tuple[Any, tuple[Decimal, Decimal]]], timeline: SymbolTimeline,
-                 flow: Flow, settle_ms: int) -> Iterator[tuple[str, str | None]]:
+def compare_bars(rows: list[Row], bars: list[tuple[Any, tuple[Decimal, Decimal]]], flow: Flow,
+                 settle_ms: int) -> Iterator[str]:
     """What is wrong with the engine's closed ``bars`` (each with the CVD just before and after the trade
-    being delivered when it was emitted) for the
-    delivered ``trades``: ``(detail, known bug or None)`` for each problem found. A bar ending more than
-    ``settle_ms`` before the last delivered trade must be closed by now."""
-    rows = []
-    first_id = timeline.first_id
-    for trade in trades:
-        row = timeline.rows[trade.id - first_id]
-        price, qty, buy = Decimal(row.price), Decimal(row.qty), not row.buyer_maker
-        if trade.price != price or trade.qty != qty or trade.time != row.time or (trade.side == "buy") != buy:
-            yield f"delivered trade {trade.id} is not the exchange's: {trade} vs {row}", None
-            return
-        rows.append((trade.id, price, qty, buy, row.time, row.last_id - row.first_id + 1))
+    being delivered when it was emitted) for the delivered ``rows`` (the exchange's, in delivery order):
+    one line per problem found. A bar ending more than ``settle_ms`` before the last delivered trade
+    must be closed by now."""
     tick = Decimal(str(flow.footprint_tick)) if flow.footprint_tick else None
     for name in flow.windows:
         window = parse_window(name)
@@ -92,28 +83,26 @@ def compare_bars(trades: list[Trade], bars: list[tuple[Any, tuple[Decimal, Decim
                 continue
             if (last is not None and bar.start <= last) or bar.closed_by == "revised":
                 yield (f"window {name}: bar starting {bar.start} closed by {bar.closed_by} after the bar "
-                       f"starting {last} (closed twice, out of order, or a revision of a bar not the last)", None)
+                       f"starting {last} (closed twice, out of order, or a revision of a bar not the last)")
                 return
             closed.append((bar, cvd))
         starts = [bar.start for bar, _ in closed]
         for bar, cvd_then in closed:
             ref = expected.get(bar.start)
             if ref is None:
-                yield f"window {name}: bar starting {bar.start} has no delivered trade", None
+                yield f"window {name}: bar starting {bar.start} has no delivered trade"
                 return
             for field in _FIELDS:
                 got = bar.footprint.levels if field == "levels" and bar.footprint is not None else (
                     None if field == "levels" else getattr(bar, field))
                 if got != ref[field]:
-                    known = "rolled-bar-cvd-after-quiet-stretch" if field == "cvd" and got in cvd_then else None
                     yield (f"window {name}: bar starting {bar.start} (closed by {bar.closed_by}) has {field} {got}, "
-                           f"the delivered trades give {ref[field]}" + (
-                               " (the CVD when the bar was closed)" if known else ""), known)
-                    if known is None:
-                        return
+                           f"the delivered trades give {ref[field]}"
+                           + (" (the CVD when the bar was closed)" if field == "cvd" and got in cvd_then else ""))
+                    return
         overdue = sorted(set(expected) - set(starts))
         overdue = [start for start in overdue if expected[start]["end"] <= rows[-1][4] - settle_ms]
         if overdue:
             yield (f"window {name}: bars starting {overdue[:5]} ({len(overdue)} in all) were never closed, though "
-                   f"a trade {settle_ms / 1000:g} s past their end was delivered", None)
+                   f"a trade {settle_ms / 1000:g} s past their end was delivered")
             return
