@@ -140,6 +140,7 @@ async def test_stored_id_older_than_rest_serves_is_an_exact_gap(orderflow_sim_fa
     assert events.ids()[0] == FIRST and events.ids() == list(range(FIRST, FIRST + len(events.trades)))
 
 
+@pytest.mark.timeout(240)  # 20 bot processes started one after another: ~40 s idle, past 60 s on a busy machine
 @pytest.mark.default_loop  # the bots are child processes on their own default loop; the parent only serves
 async def test_sigkill_at_twenty_random_moments_loses_nothing(orderflow_sim_factory, tmp_path, frame_reader) -> None:
     """kill -9 at 20 random moments at 2,000 trades/s: the example bot's CSV holds every published id once."""
@@ -149,7 +150,7 @@ async def test_sigkill_at_twenty_random_moments_loses_nothing(orderflow_sim_fact
     csv = tmp_path / "trades.csv"
     env = {**os.environ, "ORDERFLOW_ENV": "testing", "ORDERFLOW_SYMBOLS": "BTCUSDT",
            "ORDERFLOW_CONNECTOR__WS_URL": sim.ws_url, "ORDERFLOW_CONNECTOR__REST_URL": sim.rest_url,
-           "ORDERFLOW_CONNECTOR__TRANSPORT": frame_reader, "ORDERFLOW_FLOW__ENABLED": "false",
+           "ORDERFLOW_CONNECTOR__READER": frame_reader, "ORDERFLOW_FLOW__ENABLED": "false",
            "ORDERFLOW_SEQUENCING__CHECKPOINT_PATH": str(tmp_path / "checkpoint.json"),
            "ORDERFLOW_SEQUENCING__CHECKPOINT_INTERVAL": "0.2", "ORDERFLOW_SEQUENCING__REORDER_WINDOW": "0.05",
            "ORDERFLOW_TIMEOUTS__REST": "2.0", "ORDERFLOW_REPORTING__LOOP_BLOCK_THRESHOLD": "0"}

@@ -14,10 +14,6 @@ TESTS = ROOT / "tests"
 # Cycles owned by another branch of this round, each to be dropped here when that branch is merged
 # (a listed cycle that no longer exists fails test_known_cycles_still_exist, so the list only shrinks).
 KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"orderflow_plugin.simtest.harness", "orderflow_plugin.simtest.invariants",
-               "orderflow_plugin.simtest.network", "orderflow_plugin.simtest.recorder",
-               "orderflow_plugin.simtest.silence"}): "the simulation's copies, deleted by item 1",
-    frozenset({"orderflow_plugin.simtest.shell", "orderflow_plugin.simtest.shellplants"}): "simulation (item 1)",
 }
 
 

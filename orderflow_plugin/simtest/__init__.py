@@ -24,8 +24,9 @@ touches the stream's private parts).
 from __future__ import annotations
 
 from .invariants import Violation
-from .plants import PLANTS, planted, seeds_to_catch
-from .runner import PURE_EVERY, SeedResult, Summary, is_pure_seed, replay_command, run_seed, run_seeds, trace_lines
+from .plants import PLANTS, planted
+from .runner import (PURE_EVERY, SeedResult, Summary, is_pure_seed, replay_command, run_seed, run_seeds, seeds_to_catch,
+                     trace_lines)
 
 __all__ = ["PLANTS", "PURE_EVERY", "SeedResult", "Summary", "Violation", "is_pure_seed", "planted", "replay_command",
            "run_seed", "run_seeds", "seeds_to_catch", "trace_lines"]

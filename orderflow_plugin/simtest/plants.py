@@ -3,7 +3,7 @@ and the cores under them: pipeline, supervisor, sequencer, bars).
 
 A harness is only as good as the bugs it finds. Each plant monkeypatches one plausible mistake
 into the running process's own modules, for the duration of ``with planted(name)`` (``--plant
-NAME``: each worker process, for its lifetime); :func:`seeds_to_catch` counts the seeds until the
+NAME``: each worker process, for its lifetime); :func:`~orderflow_plugin.simtest.runner.seeds_to_catch` counts the seeds until the
 first one that fails. docs/simtest.md has the counts.
 """
 
@@ -31,7 +31,7 @@ from .. import (
 )
 from ..errors import StreamError
 
-__all__ = ["PLANTS", "Plant", "planted", "seeds_to_catch"]
+__all__ = ["PLANTS", "Plant", "planted"]
 
 
 @dataclass(frozen=True)
@@ -240,14 +240,3 @@ def planted(name: str | None) -> Iterator[None]:
         yield
     finally:
         undo()
-
-
-def seeds_to_catch(name: str, start: int = 0, limit: int = 200) -> int | None:
-    """How many seeds from ``start`` run until the first failure with ``name`` planted (None: not caught)."""
-    from .runner import run_seed
-
-    with planted(name):
-        for count, seed in enumerate(range(start, start + limit), 1):
-            if not run_seed(seed).ok:
-                return count
-    return None

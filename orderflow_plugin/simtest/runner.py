@@ -43,8 +43,7 @@ from .reach import crash_a_shard, kill, one_trust_store
 from .vloop import VirtualLoop
 from .world import Bystander, RaisingPlugin, SlowPlugin, draw_world
 
-__all__ = ["PURE_EVERY", "SeedResult", "Summary", "is_pure_seed", "replay_command", "run_seed", "run_seeds",
-           "trace_lines"]
+__all__ = ["PURE_EVERY", "SeedResult", "Summary", "is_pure_seed", "replay_command", "run_seed", "run_seeds", "seeds_to_catch", "trace_lines"]
 
 PURE_EVERY = 10  # one seed in ten runs on the pure-Python hot path
 CALM = 10.0  # how much slower a busy market trades once it calms, a while after the faults stop
@@ -358,3 +357,12 @@ def _worker_seed_with_trace(seed: int) -> tuple[SeedResult, float]:
     result = run_seed(seed)
     result.pure = not hotpath.is_compiled()
     return result, 0.0
+
+
+def seeds_to_catch(name: str, start: int = 0, limit: int = 200) -> int | None:
+    """How many seeds from ``start`` run until the first failure with ``name`` planted (None: not caught)."""
+    with planted(name):
+        for count, seed in enumerate(range(start, start + limit), 1):
+            if not run_seed(seed).ok:
+                return count
+    return None
