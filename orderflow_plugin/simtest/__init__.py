@@ -25,8 +25,17 @@ from __future__ import annotations
 
 from .invariants import Violation
 from .plants import PLANTS, planted
-from .runner import (PURE_EVERY, SeedResult, Summary, is_pure_seed, replay_command, run_seed, run_seeds, seeds_to_catch,
-                     trace_lines)
+from .runner import (
+                     PURE_EVERY,
+                     SeedResult,
+                     Summary,
+                     is_pure_seed,
+                     replay_command,
+                     run_seed,
+                     run_seeds,
+                     seeds_to_catch,
+                     trace_lines,
+)
 
 __all__ = ["PLANTS", "PURE_EVERY", "SeedResult", "Summary", "Violation", "is_pure_seed", "planted", "replay_command",
            "run_seed", "run_seeds", "seeds_to_catch", "trace_lines"]

@@ -43,7 +43,8 @@ from .reach import crash_a_shard, kill, one_trust_store
 from .vloop import VirtualLoop
 from .world import Bystander, RaisingPlugin, SlowPlugin, draw_world
 
-__all__ = ["PURE_EVERY", "SeedResult", "Summary", "is_pure_seed", "replay_command", "run_seed", "run_seeds", "seeds_to_catch", "trace_lines"]
+__all__ = ["PURE_EVERY", "SeedResult", "Summary", "is_pure_seed", "replay_command", "run_seed", "run_seeds",
+           "seeds_to_catch", "trace_lines"]
 
 PURE_EVERY = 10  # one seed in ten runs on the pure-Python hot path
 CALM = 10.0  # how much slower a busy market trades once it calms, a while after the faults stop
