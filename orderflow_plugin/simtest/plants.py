@@ -4,7 +4,8 @@ and the cores under them: pipeline, supervisor, sequencer, bars).
 A harness is only as good as the bugs it finds. Each plant monkeypatches one plausible mistake
 into the running process's own modules, for the duration of ``with planted(name)`` (``--plant
 NAME``: each worker process, for its lifetime);
-:func:`~orderflow_plugin.simtest.runner.seeds_to_catch` counts the seeds until the first one that fails. docs/simtest.md has the counts.
+:func:`~orderflow_plugin.simtest.runner.seeds_to_catch` counts the seeds until the first one that fails.
+docs/simtest.md has the counts.
 """
 
 from __future__ import annotations
