@@ -240,7 +240,7 @@ class FlowEngine:
                     level[1] += qty_obj
         self.last = trade
         if late is not None:
-            metrics = [*metrics, *self._late(trade, price_obj, qty_obj, notional, late)]
+            metrics = [*metrics, *revise_late(self, trade, price_obj, qty_obj, notional, late)]
         whale = self._whale
         if whale is not None and notional >= whale:
             metrics = [*metrics, Whale(symbol=self.symbol, trade=trade, notional=from_e16(notional), rule="absolute",
@@ -413,3 +413,10 @@ def _level(bar: OpenBar, price: int, tick: int) -> list[int]:
         level = bar.levels[bucket] = [0, 0]
     bar.floor, bar.level = bucket * tick, level
     return level
+
+
+def revise_late(engine: FlowEngine, trade: Trade, price: int, qty: int, notional: int,
+                indexes: list[int]) -> list[Metric]:
+    """A trade whose bar the timer already closed: ``engine``'s bars revised (a plain function even when compiled,
+    looked up at each call, so the simulation can plant a bug here: a compiled class takes no patches)."""
+    return engine._late(trade, price, qty, notional, indexes)

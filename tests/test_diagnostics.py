@@ -152,7 +152,7 @@ async def test_crashing_internal_task_is_logged(caplog) -> None:
     events = Events()
     manager = PluginManager()
     manager.register(events, name="events")
-    async with OrderFlow(["BTCUSDT"], source=_BrokenFeed(), plugins=manager):
+    async with OrderFlow(["BTCUSDT"], feed=_BrokenFeed(), plugins=manager):
         await events.until(lambda e: any(c["where"] == "task:orderflow redis source" for c in e.of("on_error")), 2)
     assert "task orderflow redis source failed" in caplog.text and "bug in a task" in caplog.text
 

@@ -144,10 +144,10 @@ def _checkpoint_ahead_of_delivery() -> Callable[[], None]:
 
 
 def _late_trade_not_revised() -> Callable[[], None]:
-    def dropped(self: Any, trade: Any, price: int, qty: int, notional: int, indexes: list[int]) -> list[Any]:
+    def dropped(flow_engine: Any, trade: Any, price: int, qty: int, notional: int, indexes: list[int]) -> list[Any]:
         return []  # a trade found after the timer closed its bar: delivered, and its bar left as it was
 
-    return _patch(engine.FlowEngine, "_late", dropped)
+    return _patch(engine, "revise_late", dropped)
 
 
 # Carried over from the Pipeline simulation (part 10): the same mistakes, now under the real shell.
@@ -215,7 +215,7 @@ PLANTS = {plant.name: plant for plant in (
     Plant("checkpoint-before-delivery", "checkpointer.Checkpointer.tag",
                "the checkpoint records trades as delivered up to its lease, before they are delivered",
                _checkpoint_ahead_of_delivery),
-    Plant("late-trade-not-revised", "engine.FlowEngine._late",
+    Plant("late-trade-not-revised", "engine.revise_late",
           "a trade found after the timer closed its bar is delivered, and the bar is not revised",
           _late_trade_not_revised),
     Plant("drop-one-in-1000", "sequencer.Sequencer.push",
