@@ -14,8 +14,10 @@ failure names it:
 - **delivery**: every trade the exchange played (REST has it) is delivered or reported by
   ``max(played, S) + B``;
 - **closed bar**: at each delivery, a trade whose time falls in a bar already closed is noted;
-  when the loop step ends, that bar must have been emitted again as ``revised`` (the engine folds
-  a late trade into its last closed bar): no trade is left delivered into a closed bar;
+  that bar must be emitted again as ``revised`` (the engine folds a late trade into its last
+  closed bar) within the finest window plus ``bar_close_grace`` plus 1 s (a coarse bar rolled up
+  from finer ones is revised when the fine bar carrying the trade closes), checked at each loop
+  step: no trade is left delivered into a closed bar;
 - **metrics**: each snapshot agrees with the trades delivered in its process (count and CVD), and
   every closed bar equals a from-scratch Decimal recomputation from the exchange's rows
   (:mod:`.reference`), at each kill and at the end;
@@ -31,6 +33,7 @@ import re
 from decimal import Context, Decimal
 from typing import TYPE_CHECKING, Any
 
+from ..engine import parse_window
 from ..errors import HookTooSlow
 from ..transport import STAGES
 from .memnet import Link
@@ -83,7 +86,11 @@ class Checker:
         self.holes: list[tuple[str, int, int]] = []
         self.reported: dict[str, list[tuple[int, int]]] = {s: [] for s in world.symbols}
         self.closed_end: dict[tuple[str, str], int] = {}
-        self.late: list[tuple[str, str, int, int]] = []  # symbol, window, trade time, id: waiting for a revision
+        # symbol, window, trade time, id, and by when (virtual s) the revision must have come: a coarse window
+        # built from finer bars is revised when the finest bar carrying the late trade closes and rolls up
+        self.late: list[tuple[str, str, int, int, float]] = []
+        finest = min(parse_window(w).ms for w in world.flow.windows) / 1000 if world.flow.windows else 0.0
+        self.revise_within = finest + world.flow.bar_close_grace + 1.0
         self.played_at: dict[str, list[float]] = {s: [] for s in world.symbols}  # position -> when played
         self.trace: list[str] = []
         self.counts: dict[str, int] = {"errors": 0, "connects": 0, "revised": 0, "slow_reports": 0}
@@ -130,7 +137,7 @@ class Checker:
         for window in self.world.flow.windows:
             end = self.closed_end.get((symbol, window))
             if end is not None and trade.time < end:
-                self.late.append((symbol, window, trade.time, agg_id))
+                self.late.append((symbol, window, trade.time, agg_id, self.loop.time() + self.revise_within))
         if trade.source == "replay":
             self.replays += 1
         if agg_id <= self.seen.get(symbol, -1) and agg_id in self.delivered[symbol]:
@@ -219,8 +226,8 @@ class Checker:
     # Checks as it runs
 
     def after_step(self) -> None:
-        if self.late:
-            symbol, window, at, agg_id = self.late[0]
+        if self.late and min(x[4] for x in self.late) <= self.loop.time():
+            symbol, window, at, agg_id, _ = min(self.late, key=lambda x: x[4])
             self.fail("closed bar", f"{symbol}: trade {agg_id} (time {at}) delivered into the closed {window} bar")
 
     def look(self) -> None:
