@@ -295,12 +295,12 @@ class Checker:
         if connection is None or link.client_closed_at is not None:
             return
         self.loop.network.kill(link, "dead")
-        if getattr(connection, "stage", None) == "streaming":
+        if link.dead_at is not None and getattr(connection, "stage", None) == "streaming":  # None: it was closing
             t = self.world.timeouts
             self.loop.call_later(t.ping_interval + t.ping_timeout + 0.3, self._dead_found, link, connection)
 
     def _dead_found(self, link: Link, connection: Any) -> None:
-        if link.client_closed_at is not None or self.flow is None or not is_running(self.flow):
+        if link.dead_at is None or link.client_closed_at is not None or self.flow is None or not is_running(self.flow):
             return
         if connection.paused:  # a paused connection is not judged (a hole is being filled): look again
             self.loop.call_later(0.5, self._dead_found, link, connection)
