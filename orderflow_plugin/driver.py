@@ -99,9 +99,9 @@ class Driver:
 
     def tick(self, now: float) -> None:
         """The pipeline's clock: gaps past their reorder window, a pause run out, bars, snapshots, checkpoints."""
-        if now >= self.due:
-            self.due = math.inf
         self.pipeline.tick(now)
+        # Every deadline still pending, not only the one just met (one already past: look again now).
+        self.due = max(now, self.pipeline.next_deadline())
         if self._outbox:
             self.carry_out()
 
@@ -153,28 +153,35 @@ class Driver:
         outbox = self._outbox
         while outbox:
             action = outbox.popleft()
-            kind = type(action)
-            if kind is FirstTrade:
-                action.connection.first_trade()  # type: ignore[union-attr]
-            elif kind is Subscribed:
-                action.connection.subscribed(action.reply_id, action.error)  # type: ignore[union-attr]
-            elif kind is PauseReading:
-                action.connection.pause()  # type: ignore[union-attr]
-            elif kind is ResumeReading:
-                for connection in action.connections:  # type: ignore[union-attr]
-                    connection.resume()
-            elif kind is WakeAt:
-                self.due = min(self.due, action.when)  # type: ignore[union-attr]
-                if self._wake is not None:
-                    self._wake(action.when)  # type: ignore[union-attr]
-            elif kind is Backfill:
-                self._backfill(action)  # type: ignore[arg-type]
-            elif kind is WriteCheckpoint:
-                self._write(action)  # type: ignore[arg-type]
-            elif kind is Rotate and self._rotate is not None:
-                logger.info("%s announced %s: replacing the connection",  # type: ignore[union-attr]
-                            getattr(action.connection, "endpoint", action.connection), action.reason)
-                self._rotate(action.connection, action.reason)  # type: ignore[union-attr]
+            try:
+                self._carry_out(action)
+            except Exception as exc:  # a bug: reported, and the actions queued after it are still carried out
+                logger.error("carrying out %s failed; the next actions go on", type(action).__name__, exc_info=exc)
+                self._emit("on_error", error=exc, where="driver")
+
+    def _carry_out(self, action: Any) -> None:
+        kind = type(action)
+        if kind is FirstTrade:
+            action.connection.first_trade()
+        elif kind is Subscribed:
+            action.connection.subscribed(action.reply_id, action.error)
+        elif kind is PauseReading:
+            action.connection.pause()
+        elif kind is ResumeReading:
+            for connection in action.connections:
+                connection.resume()
+        elif kind is WakeAt:
+            self.due = min(self.due, action.when)
+            if self._wake is not None:
+                self._wake(action.when)
+        elif kind is Backfill:
+            self._backfill(action)
+        elif kind is WriteCheckpoint:
+            self._write(action)
+        elif kind is Rotate and self._rotate is not None:
+            logger.info("%s announced %s: replacing the connection",
+                        getattr(action.connection, "endpoint", action.connection), action.reason)
+            self._rotate(action.connection, action.reason)
 
     def _backfill(self, request: Backfill) -> None:
         if self.backfiller is None:  # no REST here: the hole ends in a report, never open for ever

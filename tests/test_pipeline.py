@@ -596,3 +596,40 @@ def test_receive_without_now_reads_the_clock_and_a_pause_takes_its_deadline_from
     for agg_id in (1, 3, 4):
         p.receive(A, frame(agg_id))
     assert PauseReading(A) in recorder.actions and p.next_deadline() == min(REORDER, REST)
+
+
+def test_the_driver_keeps_every_pending_deadline_after_a_tick() -> None:
+    """Two holes due at different times: a tick at the first leaves the driver waiting for the second (a replay,
+    with no timer of its own, ticks at ``driver.due``; forgetting it left the second hole open until the end)."""
+    recorder = Recorder()
+    p = pipeline(recorder, symbols=(BTC, ETH), sequencing={"backfill": False, "reorder_window": 0.5})
+    driver = Driver(p)
+    connection = HeldFrames(driver, [], 99.0)
+    driver.receive(connection, frame(1, BTC), 0.0)
+    driver.receive(connection, frame(3, BTC), 0.0)  # BTC's hole: due at 0.5
+    driver.receive(connection, frame(1, ETH), 0.3)
+    driver.receive(connection, frame(3, ETH), 0.3)  # ETH's hole: due at 0.8
+    assert driver.due == 0.5
+    driver.tick(0.6)
+    assert driver.due == 0.8
+    driver.tick(driver.due)
+    assert [e for e in recorder.events if e[0] == "on_gap"] == [gap(2, 2), gap(2, 2, ETH)]
+
+
+class _Broken:
+    """A connection whose first-trade stage raises (a bug in it)."""
+
+    def first_trade(self) -> None:
+        raise RuntimeError("broken connection")
+
+
+def test_an_action_that_raises_is_reported_and_the_next_ones_are_carried_out() -> None:
+    """A bug in one action does not strand the actions queued after it: it is an on_error, and they run."""
+    recorder = Recorder()
+    p = pipeline(recorder)
+    errors: list[tuple[str, Any]] = []
+    driver = Driver(p, emit=lambda hook, **kw: errors.append((kw["where"], kw["error"])))
+    p.outbox.extend([FirstTrade(_Broken()), WakeAt(5.0)])
+    driver.carry_out()
+    assert driver.due == 5.0 and not p.outbox
+    assert [(where, str(error)) for where, error in errors] == [("driver", "broken connection")]
