@@ -59,7 +59,7 @@ class StreamFacts(Protocol):
     market: str
     ws_url: str
     rest_url: str
-    transport: str
+    reader: str
     timeouts: Any  # the option groups: one frozen dataclass each (options.py), written as their tables
     reconnect: Any
     limits: Any

@@ -452,7 +452,6 @@ class OrderFlow:
             logger.error("task %s failed", task.get_name(), exc_info=exc)
             self._emit("on_error", error=exc, where=f"task:{task.get_name()}")
 
-
     # What the host reads (views.py)
 
     def summary(self) -> dict[str, Any]:

@@ -11,12 +11,6 @@ from .conftest import ROOT
 PACKAGE = ROOT / "orderflow_plugin"
 TESTS = ROOT / "tests"
 
-# Cycles owned by another branch of this round, each to be dropped here when that branch is merged
-# (a listed cycle that no longer exists fails test_known_cycles_still_exist, so the list only shrinks).
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-}
-
-
 def module_name(path: Path) -> str:
     """``orderflow_plugin/redisbus/source.py`` -> ``orderflow_plugin.redisbus.source`` (a package: its name)."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -103,15 +97,8 @@ def describe(component: list[str], graph: dict[str, set[str]]) -> str:
 def test_no_module_imports_a_module_that_imports_it_back() -> None:
     """No import cycle in orderflow_plugin/, TYPE_CHECKING-only and function-level imports included."""
     graph = import_graph()
-    found = [c for c in cycles(graph) if frozenset(c) not in KNOWN_CYCLES]
+    found = cycles(graph)
     assert not found, "import cycles:\n" + "\n".join(describe(c, graph) for c in found)
-
-
-def test_known_cycles_still_exist() -> None:
-    """Every cycle excused in KNOWN_CYCLES is still there: one that is gone must leave the list."""
-    found = {frozenset(c) for c in cycles(import_graph())}
-    gone = [sorted(c) for c in KNOWN_CYCLES if c not in found]
-    assert not gone, f"no longer cycles, drop them from KNOWN_CYCLES: {gone}"
 
 
 def test_the_cycle_finder_finds_cycles() -> None:

@@ -32,15 +32,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from typing import Any, Literal, Protocol
 
 import msgspec
 
 from ..decode import Decoder
 from ..dispatch import Dispatcher
+from ..driver import Driver
+from ..loopclock import loop_time
 from ..models import Market, Trade
-from ..options import Sequencing
+from ..options import Flow, Sequencing
 from ..pipeline import Pipeline
 from .client import (
     cancelled,
@@ -68,6 +69,8 @@ class FeedHost(Protocol):
     market: Market
     sequencing: Sequencing
     pipeline: Pipeline
+    driver: Driver
+    flow: Flow
     counters: dict[str, int]
     dispatcher: Dispatcher
 
@@ -237,7 +240,7 @@ class RedisSource:
         assert self._flow is not None
         reply = await self._each_slot(lambda streams: self.redis.xread(streams, count=self.count,
                                                                         block=int(self.block * 1000)))
-        receive, now = self._flow.driver.receive, time.monotonic()
+        receive, now = self._flow.driver.receive, loop_time()
         for key, entries in reply or ():
             name = key.decode()
             if name in self._signal_keys:
@@ -274,9 +277,9 @@ class RedisSource:
                     continue
                 self._positions[name] = entries[-1][0].decode()
             await self._deliver_group(name, entries, replay=self._positions[name] != ">")
-        if time.monotonic() >= self._next_claim:
+        if loop_time() >= self._next_claim:
             await self._claim()
-            self._next_claim = time.monotonic() + self.claim_idle / 4
+            self._next_claim = loop_time() + self.claim_idle / 4
 
     async def _each_slot(self, read: Any) -> list[Any]:
         """``read`` our streams: in one command on one server; on a Redis Cluster, where one command reads the keys
@@ -302,7 +305,7 @@ class RedisSource:
 
     async def _deliver_group(self, key: str, entries: list[Any], *, replay: bool) -> None:
         assert self._flow is not None
-        driver, now = self._flow.driver, time.monotonic()
+        driver, now = self._flow.driver, loop_time()
         self._trimmed(key, [entry for entry, fields in entries if not fields])
         for _entry, fields in entries:
             if not fields:
