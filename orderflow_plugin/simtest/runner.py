@@ -214,6 +214,13 @@ def run_seed(seed: int) -> SeedResult:
         await checker.flow.stop()
         await sim.stop()
 
+    def uncaught(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # A callback or task that raised with nobody to tell: the checker's own look, or the shell's glue.
+        exc = context.get("exception")
+        if checker.violation is None and exc is not None and not isinstance(exc, (asyncio.CancelledError,)):
+            checker.fail("crash", f"{context.get('message', 'uncaught')}: {exc!r}")
+
+    loop.set_exception_handler(uncaught)
     asyncio.set_event_loop(loop)
     root = logging.getLogger("orderflow_plugin")
     level = root.level
