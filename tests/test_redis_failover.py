@@ -271,3 +271,33 @@ async def test_a_stream_a_consumer_group_made_empty_is_a_new_stream_to_collector
     assert await ids_in(orderflow_redis.url) == list(range(100, 110))
     assert writer.counters["gaps"] == 0 and await client.xlen(gaps_key("spot", "BTCUSDT")) == 0
     await client.aclose()
+
+
+async def test_an_idle_writer_finds_a_failover_that_lost_its_tail(orderflow_redis: Any) -> None:
+    """The tape is over, the writer has nothing left to write, then a replica without the tail is promoted: the
+    writer still finds that the stream ends below what it saw, and writes the lost trades again from memory.
+    (Seen in the Sentinel drill: the third kill came after the collectors' last write, and 1,029 trades were
+    lost for good.)"""
+    writer = StreamWriter(orderflow_redis.url, "spot", hole_wait=30.0)
+    task = asyncio.create_task(writer.run())
+    try:
+        for number in range(1, 101):
+            writer.add_trade(trade(number))
+        async with asyncio.timeout(10):
+            while writer.backlog or writer.confirmed.get("BTCUSDT") != 100:
+                await asyncio.sleep(0.05)
+        client = aioredis.Redis.from_url(orderflow_redis.url)
+        async with client.pipeline(transaction=True) as swap:  # the promoted replica had only trades 1..60, at once
+            swap.delete(KEY)
+            for number in range(1, 61):
+                swap.xadd(KEY, {"d": trade_payload(trade(number))}, id=f"{number}-0")
+            await swap.execute()
+        await client.aclose()
+        async with asyncio.timeout(10):  # old code: nothing more to write, so nothing ever looked
+            while await ids_in(orderflow_redis.url) != list(range(1, 101)):
+                await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.aclose()
+    assert (writer.counters["failovers"], writer.counters["refilled"]) == (1, 40)

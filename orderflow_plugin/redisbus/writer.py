@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import OrderFlowError
 from ..models import Trade
-from .keys import entry_id, gaps_key, trade_payload, trades_key
+from .keys import entry_id, gaps_key, trade_id, trade_payload, trades_key
 from .url import check_url, redacted
 
 __all__ = ["APPEND", "StreamWriter"]
@@ -108,6 +108,7 @@ class StreamWriter:
                                        "entries_duplicate", "redis_errors", "failovers", "refilled",
                                        "refetched", "unreplicated"), 0)
         self._retry_at: dict[str, float] = {}
+        self._idle_look_at = 0.0  # no look at the streams' ends before this (monotonic s): see _look_idle
         # Why this writer can't go on (a queue past max_pending, a fault retrying won't fix): collectors exit on it.
         self.failure: BaseException | None = None
         self._wake = asyncio.Event()
@@ -168,7 +169,8 @@ class StreamWriter:
                 pass
             self._wake.clear()
             try:
-                await self.flush()
+                if not await self.flush():
+                    await self._look_idle()
             except Exception as exc:
                 if not c.is_transient(exc) or c.cancelled():
                     self.failure = self.failure or exc
@@ -263,6 +265,30 @@ class StreamWriter:
             self.entries.popleft()
             self.counters["entries_duplicate" if isinstance(result, Exception) else "entries_written"] += 1
         return True
+
+    async def _look_idle(self) -> None:
+        """With nothing to write, once a second: does each stream still end where this writer saw it end?
+
+        A failover can lose what the old primary acknowledged (replication is asynchronous). A writer that still
+        writes sees it in its next script's answer; an idle one (the market quiet, the tape over) would never
+        write again, and the tail it held would be lost for good: so it looks.
+        """
+        now = time.monotonic()
+        if not self.confirmed or now < self._idle_look_at:
+            return
+        self._idle_look_at = now + 1.0
+        symbols = list(self.confirmed)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for symbol in symbols:
+                pipe.xrevrange(trades_key(self.market, symbol), count=1)
+            results = await pipe.execute(raise_on_error=False)
+        for symbol, result in zip(symbols, results, strict=True):
+            if isinstance(result, Exception):
+                raise result
+            top = trade_id(result[0][0]) if result else 0
+            if top < self.confirmed[symbol]:
+                self._refill(symbol, top)
+                self._wake.set()
 
     def _appended(self, symbol: str, result: list[int], force: bool, now: float) -> bool:
         """Drop what one script wrote or found there; True when it stopped at a hole."""
