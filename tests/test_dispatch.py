@@ -559,7 +559,8 @@ def test_slow_lifecycle_plugin_is_reported_inside_the_pluggy_call(manager: Plugi
     dispatcher.emit("on_connected", **EVENTS["on_connected"])
     assert dispatcher.slow_calls == 1
     [(error, where)] = reports
-    assert isinstance(error, HookTooSlow) and where == "plugin:slow.on_connected" and error.seconds == 0.5
+    # 0.5 s on the hook's clock, less any time this thread waited for a CPU meanwhile (runwait.py: not charged)
+    assert isinstance(error, HookTooSlow) and where == "plugin:slow.on_connected" and 0.4 < error.seconds <= 0.5
     assert connected == [EVENTS["on_connected"]["url"]]
     assert [hook for hook, _, _ in hookcalls] == ["on_error", "on_connected"]
 
