@@ -52,7 +52,8 @@ class DeltaWatch:
                 self.done.set()
 
     def on_health(self, event: Event) -> None:
-        self.health.append(event.data.kind)
+        health = event.data  # an error's kind is followed by its class: "error:HookTooSlow"
+        self.health.append(f"{health.kind}:{type(health.error).__name__}" if health.kind == "error" else health.kind)
 
 
 def main() -> None:

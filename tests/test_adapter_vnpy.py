@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import threading
 import time
@@ -339,8 +340,11 @@ async def test_vnpy_bot_example_streams_in_order(orderflow_sim, tmp_path: Path) 
         out, err = await bot.communicate()
     assert bot.returncode == 0, err.decode()
     line = out.decode().strip().splitlines()[-1]
-    assert line.startswith("trades ") and ", out of order 0, 1m deltas -0.48291000 +5.83961000, health -, " \
-        "stream thread alive False" in line, line
+    # A loaded machine may make a hook wait for the GIL past its 5 ms budget: that report is the only health allowed.
+    health = re.search(r", health (.*?), stream", line)
+    assert health is not None and set(health.group(1).split()) <= {"-", "error:HookTooSlow"}, line
+    assert line.startswith("trades ") and ", out of order 0, 1m deltas -0.48291000 +5.83961000, health " in line \
+        and line.endswith(", stream thread alive False"), line
 
 
 async def test_footprint_signals_arrive_as_events(orderflow_sim_factory, event_engine, handlers, vnpy_engine) -> None:
