@@ -240,6 +240,7 @@ class FlowSignals:
         if qty_obj is None:
             qty_obj = self._unit(trade, trade.qty)
         price = price_obj  # a C integer when compiled (below fixed.LIMIT = 2^63)
+        time_ms = trade.time  # compiled, 64 bits: a time that does not fit raises here, before anything changes
         tick = self._tick_units
         # sweep: the run of consecutive ids in one ms and side goes on, or ends here
         last = self._run_last
@@ -253,7 +254,6 @@ class FlowSignals:
             out = []
             self._end_run(out)
         # tape speed: a trade in the open second (or, backfilled, an earlier one) is counted in it
-        time_ms = trade.time
         second = time_ms - time_ms % 1000
         if second <= self._second:
             self._second_trades += 1

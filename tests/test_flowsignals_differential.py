@@ -243,6 +243,16 @@ def test_a_tick_the_engine_refuses_is_refused_too() -> None:
         FlowEngine("BTCUSDT", footprint_tick=Decimal("1E-9"))
 
 
+def test_the_checkout_runs_flowsignals_compiled() -> None:
+    """`make` compiles flowsignals.py with the engine: the suite runs it compiled unless told otherwise."""
+    import orderflow_plugin.flowsignals as module
+    if not hotpath.is_compiled():
+        assert Path(module.__file__ or "").suffix == ".py"
+        return
+    assert "flowsignals" in hotpath.COMPILED
+    assert Path(module.__file__ or "").suffix == ".so", module.__file__
+
+
 @pytest.mark.timeout(600 * TIMEOUT_FACTOR)
 def test_the_other_path_gives_the_same_signals() -> None:
     """These tests and the footprint signals' own, in a process on the other path (pure if this one is compiled)."""
