@@ -43,7 +43,7 @@ __all__ = ["FlowSignals", "SignalOptions", "imbalances", "stacks"]
 
 _HUNDRED = Decimal(100)
 _NOTHING: tuple[()] = ()
-_CACHED = 1024  # a FlowSignals' prices and quantities -> units remembered, started over when full
+_CACHED = 1024  # a FlowSignals' prices -> units remembered, started over when full
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ class FlowSignals:
             raise ValueError(f"footprint_tick {options.tick} is not a price: {exc}") from None
         if options.tick is not None and self._tick_units <= 0:
             raise ValueError(f"footprint_tick must be > 0, got {options.tick}")
-        self._units: dict[Decimal, int] = {}  # a trade's price or quantity -> units of 10^-8
+        self._units: dict[Decimal, int] = {}  # a trade's price -> units of 10^-8
         # the bars before the one closing, one more than the lookback: a revision replaces the newest
         self._recent: dict[str, deque[Bar]] = {w: deque(maxlen=options.divergence_lookback + 1)
                                                for w in options.windows}
@@ -187,10 +187,13 @@ class FlowSignals:
         # sweep: the run of trades with consecutive ids, one ms and one side
         self._run: list[Trade] = []
         self._run_last: Trade | None = None
+        self._last_id = self._last_time = 0  # the last trade's id and time, and whether a buy (read once)
+        self._last_buy = False
         # tape speed: the open second and the counts of the seconds before it
         self._second = -1
         self._second_trades = 0
         self._baseline: deque[int] = deque(maxlen=options.tape_baseline)
+        self._baseline_sum = self._baseline_squares = 0  # of the counts in it
         # session profile: bucket number (price // tick) -> [buy volume, sell volume], in units of 10^-8
         self._session_start = -1
         self._session_end = -1  # the first trade is past it: it starts the first session
@@ -213,7 +216,7 @@ class FlowSignals:
     # In
 
     def _unit(self, trade: Trade, value: Decimal) -> int:
-        """``value`` (the trade's price or quantity) in units of 10^-8; FixedPointError naming the trade."""
+        """``value`` (the trade's price) in units of 10^-8, remembered; FixedPointError naming the trade."""
         try:
             known = units(value)
         except FixedPointError as exc:
@@ -232,27 +235,34 @@ class FlowSignals:
         10^-8 below ``fixed.LIMIT``, before anything changes.
         """
         out: list[Metric] | None = None
-        cache = self._units
-        price_obj = cache.get(trade.price)
+        price_obj = self._units.get(trade.price)  # prices repeat: remembered here
         if price_obj is None:
             price_obj = self._unit(trade, trade.price)
-        qty_obj = cache.get(trade.qty)
-        if qty_obj is None:
-            qty_obj = self._unit(trade, trade.qty)
+        try:  # quantities repeat less: fixed.units remembers what the decoder and the engine converted
+            qty_obj = units(trade.qty)
+        except FixedPointError as exc:
+            raise FixedPointError(f"{trade.symbol} trade {trade.id}: {exc}") from None
         price = price_obj  # a C integer when compiled (below fixed.LIMIT = 2^63)
-        time_ms = trade.time  # compiled, 64 bits: a time that does not fit raises here, before anything changes
+        # Compiled, 64 bits: a time or id that does not fit raises here, before anything changes.
+        time_ms = trade.time
+        agg_id = trade.id
+        buy = trade.side == "buy"
         tick = self._tick_units
         # sweep: the run of consecutive ids in one ms and side goes on, or ends here
         last = self._run_last
-        self._run_last = trade
+        last_id = self._last_id
         run = self._run  # empty unless the last trades continue each other
-        if last is not None and trade.id == last.id + 1 and trade.time == last.time and trade.side == last.side:
+        # (agg_id - 1 only once agg_id > last_id: compiled, it cannot wrap)
+        if (last is not None and agg_id > last_id and agg_id - 1 == last_id and time_ms == self._last_time
+                and buy == self._last_buy):
             if not run:
                 run.append(last)
             run.append(trade)
         elif run:
             out = []
             self._end_run(out)
+        self._run_last = trade
+        self._last_id, self._last_time, self._last_buy = agg_id, time_ms, buy
         # tape speed: a trade in the open second (or, backfilled, an earlier one) is counted in it
         second = time_ms - time_ms % 1000
         if second <= self._second:
@@ -275,7 +285,7 @@ class FlowSignals:
                 if level is None:
                     level = self._session[bucket] = [0, 0]
                 self._floor, self._level = bucket * tick, level
-            if trade.side == "buy":
+            if buy:
                 level[0] += qty_obj
             else:
                 level[1] += qty_obj
@@ -291,7 +301,7 @@ class FlowSignals:
                         out = []
                     out.append(NakedPoc(symbol=self.symbol, source=entry.source, start=entry.start,
                                         price=entry.price, tick=self._tick, status="touched", touched_at=time_ms,
-                                        touched_id=trade.id))
+                                        touched_id=agg_id))
             self._last_price = price
         return _NOTHING if out is None else out
 
@@ -381,14 +391,11 @@ class FlowSignals:
             prices = {t.price for t in run}
             if len(prices) >= self.options.sweep_levels:
                 qty = notional = 0  # units of 10^-8 and of 10^-16: Python integers, never an overflow
-                cache = self._units
-                for t in run:
-                    price = cache.get(t.price)
+                for t in run:  # each taken by trade(): whole 10^-8 below fixed.LIMIT
+                    price = self._units.get(t.price)
                     if price is None:
                         price = self._unit(t, t.price)
-                    size = cache.get(t.qty)
-                    if size is None:
-                        size = self._unit(t, t.qty)
+                    size = units(t.qty)
                     qty += size
                     notional += price * size
                 first = run[0]
@@ -397,6 +404,19 @@ class FlowSignals:
                                  qty=from_e8(qty), notional=from_e16(notional)))
         run.clear()
 
+    def _count_second(self, count: int) -> None:
+        """Append ``count`` to the baseline, and keep its sum and sum of squares (exact integers) with it."""
+        baseline = self._baseline
+        if not baseline.maxlen:
+            return
+        if len(baseline) == baseline.maxlen:  # the oldest second leaves
+            oldest = baseline[0]
+            self._baseline_sum -= oldest
+            self._baseline_squares -= oldest * oldest
+        baseline.append(count)
+        self._baseline_sum += count
+        self._baseline_squares += count * count
+
     def _speed(self, second: int, out: list[Metric]) -> None:
         """The open second ended at a trade of ``second``: report it, and open that one."""
         if self._second >= 0:
@@ -404,18 +424,24 @@ class FlowSignals:
             baseline = self._baseline
             mean = z = None
             if len(baseline) == baseline.maxlen:
-                total = sum(baseline)
+                total = self._baseline_sum  # sum(baseline), kept as the seconds come and go
                 n = len(baseline)
                 mean = _QUOTIENT.divide(Decimal(total), Decimal(n))
                 # population variance, exactly: (n * sum(x^2) - sum(x)^2) / n^2
-                spread = n * sum(x * x for x in baseline) - total * total
+                spread = n * self._baseline_squares - total * total
                 if spread > 0:
                     # z = (count - mean) / stdev = (n * count - sum) / sqrt(spread); 34 digits, like the ratios
                     z = _QUOTIENT.divide(Decimal(n * count - total), _QUOTIENT.sqrt(Decimal(spread)))
             out.append(TapeSpeed(symbol=self.symbol, start=self._second, trades=count, mean=mean, z=z))
-            baseline.append(count)
-            empty = min((second - self._second) // 1000 - 1, baseline.maxlen or 0)
-            baseline.extend([0] * empty)
+            self._count_second(count)
+            size = baseline.maxlen or 0
+            empty = min((second - self._second) // 1000 - 1, size)
+            if empty == size:  # as many empty seconds as the baseline holds: it is all zeros
+                baseline.extend([0] * empty)
+                self._baseline_sum = self._baseline_squares = 0
+            else:
+                for _ in range(empty):
+                    self._count_second(0)
         self._second = second
         self._second_trades = 1
 
