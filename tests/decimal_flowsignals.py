@@ -1,7 +1,7 @@
 """The footprint signals as they were before integers (orderflow_plugin/flowsignals.py at 4f99ba6): the reference.
 
 tests/test_flowsignals_differential.py runs this copy beside today's FlowSignals; every metric must be equal.
-Unchanged but for its imports, this name and this docstring. Its original docstring follows.
+Unchanged but for its imports (metrics.py's private contexts copied in), this name and this docstring. Its original docstring follows.
 
 Footprint signals from aggTrades alone: what order-flow traders read off a footprint chart.
 
@@ -21,10 +21,10 @@ import bisect
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation
 
 from orderflow_plugin.engine import parse_window
-from orderflow_plugin.metrics import _EXACT, _QUOTIENT, _ZERO, Bar, Footprint, _add, _mul, _sub
+from orderflow_plugin.metrics import Bar, Footprint
 from orderflow_plugin.models import Metric, Trade
 from orderflow_plugin.signalmetrics import (
     Absorption,
@@ -41,6 +41,11 @@ from orderflow_plugin.signalmetrics import (
 
 __all__ = ["DecimalFlowSignals"]
 
+# metrics.py's contexts and helpers at 4f99ba6, defined here (tests reach no private names)
+_EXACT = Context(prec=80, traps=[Inexact, InvalidOperation])
+_add, _sub, _mul = _EXACT.add, _EXACT.subtract, _EXACT.multiply
+_QUOTIENT = Context(prec=34)
+_ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
 _NOTHING: tuple[()] = ()
 
