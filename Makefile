@@ -30,6 +30,7 @@ $(COMPILED): $(STAMP) hatch_build.py $(foreach m,fixed ranking openbar engine de
 		$(wildcard orderflow_plugin/*.pxd)
 	$(BIN)/python hatch_build.py >/dev/null
 	touch $(COMPILED)
+$(COMPILED): orderflow_plugin/flowsignals.py  # compiled too (hotpath.COMPILED): the footprint signals
 
 # No Python 3.12 fails the build (one line), never skips: CI must run the nautilus tests.
 $(STAMP_NAUTILUS): pyproject.toml Makefile

@@ -6,8 +6,12 @@ as metrics (:mod:`.signalmetrics`). Per closed bar of ``signal_windows``: diagon
 stacks, delta divergence, exhaustion, unfinished auctions, absorption (a proxy), a naked POC. Per
 trade: sweeps, tape speed, the session's volume profile, touches of naked POCs.
 
-Sums run in the engine's exact context (``Inexact`` trapped); ratios are compared exactly by
-cross-multiplying (``buy * 100 >= percent * sell``), never by dividing.
+Per trade, prices and quantities are integers of 10^-8 (:mod:`.fixed`, exact): the session profile's
+volumes are Python integers (no overflow), and a Decimal is made only when a signal is emitted (a level's
+price is its bucket times the tick, a volume ``fixed.from_e8``, a notional ``fixed.from_e16``). Per bar,
+the engine's Decimals are read as they are: sums run in its exact context (``Inexact`` trapped); ratios
+are compared exactly by cross-multiplying (``buy * 100 >= percent * sell``), never by dividing.
+Compiled with Cython like the engine (``flowsignals.pxd``; ``hotpath.py`` says which path runs).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from .engine import parse_window
-from .metrics import _EXACT, _QUOTIENT, _ZERO, Bar, Footprint, _add, _mul, _sub
+from .fixed import FixedPointError, from_e8, from_e16, to_e8, units
+from .metrics import _QUOTIENT, _ZERO, Bar, Footprint, _add, _mul, _sub
 from .models import Metric, Trade
 from .signalmetrics import (
     Absorption,
@@ -38,6 +43,7 @@ __all__ = ["FlowSignals", "SignalOptions", "imbalances", "stacks"]
 
 _HUNDRED = Decimal(100)
 _NOTHING: tuple[()] = ()
+_CACHED = 1024  # a FlowSignals' prices -> units remembered, started over when full
 
 
 @dataclass(frozen=True)
@@ -115,11 +121,11 @@ def stacks(levels: Sequence[Decimal], tick: Decimal, length: int) -> list[tuple[
 
 
 class _NakedPocs:
-    """POCs not traded back to, sorted by price, so a trade checks only the ones near it."""
+    """POCs not traded back to, sorted by price (units of 10^-8), so a trade checks only the ones near it."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.prices: list[Decimal] = []
+        self.prices: list[int] = []  # each entry's price in units of 10^-8, ascending
         self.entries: list[NakedPoc] = []
         self.fresh = False  # listed one since the last trade was checked
 
@@ -129,8 +135,9 @@ class _NakedPocs:
             oldest = min(range(len(self.entries)), key=lambda i: self.entries[i].start)
             del self.prices[oldest], self.entries[oldest]
         self.fresh = True
-        index = bisect.bisect_right(self.prices, entry.price)
-        self.prices.insert(index, entry.price)
+        price = to_e8(entry.price)  # a bucket's price: a whole number of ticks, themselves of 10^-8
+        index = bisect.bisect_right(self.prices, price)
+        self.prices.insert(index, price)
         self.entries.insert(index, entry)
 
     def drop(self, source: str, start: int) -> None:
@@ -139,18 +146,21 @@ class _NakedPocs:
                 del self.prices[i], self.entries[i]
                 return
 
-    def touched(self, previous: Decimal, price: Decimal, tick: Decimal) -> list[NakedPoc]:
-        """Remove and return the POCs that a move from ``previous`` to ``price`` traded at or went across."""
+    def touched(self, previous: int, price: int, tick: int) -> list[NakedPoc]:
+        """Remove and return the POCs that a move from ``previous`` to ``price`` traded at or went across.
+
+        In units of 10^-8. Differences, never ``poc + tick``: compiled, that sum could pass 2^63.
+        """
         low, high = (previous, price) if previous <= price else (price, previous)
-        first = bisect.bisect_right(self.prices, _sub(low, tick))
-        last = bisect.bisect_right(self.prices, high)
+        prices = self.prices
+        first = bisect.bisect_right(prices, low - tick)
+        last = bisect.bisect_right(prices, high)
         hit = []
         for i in range(last - 1, first - 1, -1):
-            poc = self.prices[i]
-            edge = _add(poc, tick)
-            if (poc <= price < edge) or (low < poc and high >= edge):
+            poc = prices[i]
+            if (poc <= price and price - poc < tick) or (low < poc and high - poc >= tick):
                 hit.append(self.entries[i])
-                del self.prices[i], self.entries[i]
+                del prices[i], self.entries[i]
         return hit
 
 
@@ -162,25 +172,35 @@ class FlowSignals:
         self.options = options = options or SignalOptions()
         self._windows = frozenset(options.windows)
         self._tick = options.tick
+        try:  # the engine's footprint_tick, which it takes only in units of 10^-8
+            self._tick_units = 0 if options.tick is None else to_e8(options.tick)
+        except FixedPointError as exc:
+            raise ValueError(f"footprint_tick {options.tick} is not a price: {exc}") from None
+        if options.tick is not None and self._tick_units <= 0:
+            raise ValueError(f"footprint_tick must be > 0, got {options.tick}")
+        self._units: dict[Decimal, int] = {}  # a trade's price -> units of 10^-8
         # the bars before the one closing, one more than the lookback: a revision replaces the newest
         self._recent: dict[str, deque[Bar]] = {w: deque(maxlen=options.divergence_lookback + 1)
                                                for w in options.windows}
         self._naked = _NakedPocs(options.naked_poc_max)
-        self._last_price: Decimal | None = None
+        self._last_price = -1  # units of 10^-8; none yet
         # sweep: the run of trades with consecutive ids, one ms and one side
         self._run: list[Trade] = []
         self._run_last: Trade | None = None
+        self._last_id = self._last_time = 0  # the last trade's id and time, and whether a buy (read once)
+        self._last_buy = False
         # tape speed: the open second and the counts of the seconds before it
         self._second = -1
         self._second_trades = 0
         self._baseline: deque[int] = deque(maxlen=options.tape_baseline)
-        # session profile
+        self._baseline_sum = self._baseline_squares = 0  # of the counts in it
+        # session profile: bucket number (price // tick) -> [buy volume, sell volume], in units of 10^-8
         self._session_start = -1
         self._session_end = -1  # the first trade is past it: it starts the first session
         self._session_trades = 0
-        self._session: dict[Decimal, list[Decimal]] = {}
-        self._floor = self._edge = _ZERO  # the bucket of the last trade's level, and that level
-        self._level: list[Decimal] = [_ZERO, _ZERO]
+        self._session: dict[int, list[int]] = {}
+        self._floor = 0  # the lowest price of the last trade's bucket (units), and that bucket's level
+        self._level: list[int] | None = None
 
     @property
     def naked_pocs(self) -> list[NakedPoc]:
@@ -195,51 +215,94 @@ class FlowSignals:
 
     # In
 
+    def _unit(self, trade: Trade, value: Decimal) -> int:
+        """``value`` (the trade's price) in units of 10^-8, remembered; FixedPointError naming the trade."""
+        try:
+            known = units(value)
+        except FixedPointError as exc:
+            raise FixedPointError(f"{trade.symbol} trade {trade.id}: {exc}") from None
+        cache = self._units
+        if len(cache) >= _CACHED:
+            cache.clear()
+        cache[value] = known
+        return known
+
     def trade(self, trade: Trade) -> Sequence[Metric]:
         """Take the next delivered trade (after the engine took it); return the signals it ended.
 
         Per trade on the hot path: most trades end nothing and get a shared empty tuple, no list.
+        Raises FixedPointError (as the engine does) for a price or quantity that is not a whole number of
+        10^-8 below ``fixed.LIMIT``, before anything changes.
         """
         out: list[Metric] | None = None
+        price_obj = self._units.get(trade.price)  # prices repeat: remembered here
+        if price_obj is None:
+            price_obj = self._unit(trade, trade.price)
+        try:  # quantities repeat less: fixed.units remembers what the decoder and the engine converted
+            qty_obj = units(trade.qty)
+        except FixedPointError as exc:
+            raise FixedPointError(f"{trade.symbol} trade {trade.id}: {exc}") from None
+        price = price_obj  # a C integer when compiled (below fixed.LIMIT = 2^63)
+        # Compiled, 64 bits: a time or id that does not fit raises here, before anything changes.
+        time_ms = trade.time
+        agg_id = trade.id
+        buy = trade.side == "buy"
+        tick = self._tick_units
         # sweep: the run of consecutive ids in one ms and side goes on, or ends here
         last = self._run_last
-        self._run_last = trade
+        last_id = self._last_id
         run = self._run  # empty unless the last trades continue each other
-        if last is not None and trade.id == last.id + 1 and trade.time == last.time and trade.side == last.side:
+        # (agg_id - 1 only once agg_id > last_id: compiled, it cannot wrap)
+        if (last is not None and agg_id > last_id and agg_id - 1 == last_id and time_ms == self._last_time
+                and buy == self._last_buy):
             if not run:
                 run.append(last)
             run.append(trade)
         elif run:
             out = []
             self._end_run(out)
+        self._run_last = trade
+        self._last_id, self._last_time, self._last_buy = agg_id, time_ms, buy
         # tape speed: a trade in the open second (or, backfilled, an earlier one) is counted in it
-        time_ms = trade.time
-        if time_ms - time_ms % 1000 <= self._second:
+        second = time_ms - time_ms % 1000
+        if second <= self._second:
             self._second_trades += 1
         else:
             if out is None:
                 out = []
-            self._speed(time_ms - time_ms % 1000, out)
-        tick = self._tick
-        if tick is not None:
+            self._speed(second, out)
+        if tick:
             if time_ms >= self._session_end:
                 if out is None:
                     out = []
-                self._next_session(time_ms, tick, out)
-            self._profile_add(trade, tick)
+                self._next_session(time_ms, out)
+            # the session profile (a late trade of the session before, time < start, is counted in this one)
+            level = self._level
+            # The last trade's bucket, as the engine caches it: price - floor, never floor + tick (2^63 compiled).
+            if level is None or price < self._floor or price - self._floor >= tick:
+                bucket = price // tick
+                level = self._session.get(bucket)
+                if level is None:
+                    level = self._session[bucket] = [0, 0]
+                self._floor, self._level = bucket * tick, level
+            if buy:
+                level[0] += qty_obj
+            else:
+                level[1] += qty_obj
+            self._session_trades += 1
             previous = self._last_price
             naked = self._naked
             # The same price as the last trade touches nothing new (that trade's move ended at it), unless a POC
             # was listed since.
-            if naked.entries and previous is not None and (trade.price != previous or naked.fresh):
+            if naked.entries and previous >= 0 and (price != previous or naked.fresh):
                 naked.fresh = False
-                for entry in naked.touched(previous, trade.price, tick):
+                for entry in naked.touched(previous, price, tick):
                     if out is None:
                         out = []
                     out.append(NakedPoc(symbol=self.symbol, source=entry.source, start=entry.start,
-                                        price=entry.price, tick=tick, status="touched", touched_at=time_ms,
-                                        touched_id=trade.id))
-            self._last_price = trade.price
+                                        price=entry.price, tick=self._tick, status="touched", touched_at=time_ms,
+                                        touched_id=agg_id))
+            self._last_price = price
         return _NOTHING if out is None else out
 
     def bar(self, bar: Bar) -> list[Metric]:
@@ -327,15 +390,32 @@ class FlowSignals:
         if len(run) >= self.options.sweep_levels:
             prices = {t.price for t in run}
             if len(prices) >= self.options.sweep_levels:
-                qty = notional = _ZERO
-                for t in run:
-                    qty = _add(qty, t.qty)
-                    notional = _add(notional, _mul(t.price, t.qty))
+                qty = notional = 0  # units of 10^-8 and of 10^-16: Python integers, never an overflow
+                for t in run:  # each taken by trade(): whole 10^-8 below fixed.LIMIT
+                    price = self._units.get(t.price)
+                    if price is None:
+                        price = self._unit(t, t.price)
+                    size = units(t.qty)
+                    qty += size
+                    notional += price * size
                 first = run[0]
                 out.append(Sweep(symbol=self.symbol, side=first.side, time=first.time, first_id=first.id,
-                                 last_id=run[-1].id, levels=len(prices), low=min(prices), high=max(prices), qty=qty,
-                                 notional=notional))
+                                 last_id=run[-1].id, levels=len(prices), low=min(prices), high=max(prices),
+                                 qty=from_e8(qty), notional=from_e16(notional)))
         run.clear()
+
+    def _count_second(self, count: int) -> None:
+        """Append ``count`` to the baseline, and keep its sum and sum of squares (exact integers) with it."""
+        baseline = self._baseline
+        if not baseline.maxlen:
+            return
+        if len(baseline) == baseline.maxlen:  # the oldest second leaves
+            oldest = baseline[0]
+            self._baseline_sum -= oldest
+            self._baseline_squares -= oldest * oldest
+        baseline.append(count)
+        self._baseline_sum += count
+        self._baseline_squares += count * count
 
     def _speed(self, second: int, out: list[Metric]) -> None:
         """The open second ended at a trade of ``second``: report it, and open that one."""
@@ -344,39 +424,28 @@ class FlowSignals:
             baseline = self._baseline
             mean = z = None
             if len(baseline) == baseline.maxlen:
-                total = sum(baseline)
+                total = self._baseline_sum  # sum(baseline), kept as the seconds come and go
                 n = len(baseline)
                 mean = _QUOTIENT.divide(Decimal(total), Decimal(n))
                 # population variance, exactly: (n * sum(x^2) - sum(x)^2) / n^2
-                spread = n * sum(x * x for x in baseline) - total * total
+                spread = n * self._baseline_squares - total * total
                 if spread > 0:
                     # z = (count - mean) / stdev = (n * count - sum) / sqrt(spread); 34 digits, like the ratios
                     z = _QUOTIENT.divide(Decimal(n * count - total), _QUOTIENT.sqrt(Decimal(spread)))
             out.append(TapeSpeed(symbol=self.symbol, start=self._second, trades=count, mean=mean, z=z))
-            baseline.append(count)
-            empty = min((second - self._second) // 1000 - 1, baseline.maxlen or 0)
-            baseline.extend([0] * empty)
+            self._count_second(count)
+            size = baseline.maxlen or 0
+            empty = min((second - self._second) // 1000 - 1, size)
+            if empty == size:  # as many empty seconds as the baseline holds: it is all zeros
+                baseline.extend([0] * empty)
+                self._baseline_sum = self._baseline_squares = 0
+            else:
+                for _ in range(empty):
+                    self._count_second(0)
         self._second = second
         self._second_trades = 1
 
-    def _profile_add(self, trade: Trade, tick: Decimal) -> None:
-        # (a late trade of the session before, time < start, is counted in this one)
-        price = trade.price
-        if self._floor <= price < self._edge:  # the last trade's bucket, as the engine caches it
-            level = self._level
-        else:
-            floor = _mul(_EXACT.divide_int(price, tick), tick)
-            level = self._session.get(floor)
-            if level is None:
-                level = self._session[floor] = [_ZERO, _ZERO]
-            self._floor, self._edge, self._level = floor, _add(floor, tick), level
-        if trade.side == "buy":
-            level[0] = _add(level[0], trade.qty)
-        else:
-            level[1] = _add(level[1], trade.qty)
-        self._session_trades += 1
-
-    def _next_session(self, time_ms: int, tick: Decimal, out: list[Metric]) -> None:
+    def _next_session(self, time_ms: int, out: list[Metric]) -> None:
         """End the session in progress (its profile, its POC listed naked) and start the one ``time_ms`` is in."""
         options = self.options
         if self._session_start >= 0:
@@ -384,21 +453,23 @@ class FlowSignals:
             out.append(profile)
             poc = profile.poc
             if poc is not None:
-                entry = NakedPoc(symbol=self.symbol, source="session", start=profile.start, price=poc, tick=tick,
-                                 status="naked")
+                entry = NakedPoc(symbol=self.symbol, source="session", start=profile.start, price=poc,
+                                 tick=self._tick, status="naked")
                 self._naked.add(entry)
                 out.append(entry)
         self._session_start = time_ms - (time_ms - options.session_offset_ms) % options.session_ms
         self._session_end = self._session_start + options.session_ms
         self._session = {}
         self._session_trades = 0
-        self._floor, self._edge = _ZERO, _ZERO  # no cached bucket: price < 0 never holds
+        self._level = None  # no cached bucket
 
     def _profile(self) -> SessionProfile:
         options = self.options
-        assert options.tick is not None
-        levels = tuple((price, buy, sell) for price, (buy, sell) in sorted(self._session.items()))
+        tick = options.tick
+        assert tick is not None
+        # a level's price is its bucket number times the tick, as the Decimal engine floored it (same exponent)
+        levels = tuple((_mul(Decimal(bucket), tick), from_e8(buy), from_e8(sell))
+                       for bucket, (buy, sell) in sorted(self._session.items()))
         return SessionProfile(symbol=self.symbol, start=self._session_start,
                               end=self._session_start + options.session_ms, trades=self._session_trades,
-                              profile=Footprint(tick=options.tick, levels=levels,
-                                                value_area_share=options.value_area))
+                              profile=Footprint(tick=tick, levels=levels, value_area_share=options.value_area))

@@ -1,0 +1,414 @@
+"""The footprint signals as they were before integers (orderflow_plugin/flowsignals.py at 4f99ba6): the reference.
+
+tests/test_flowsignals_differential.py runs this copy beside today's FlowSignals; every metric must be equal.
+Unchanged but for its imports (metrics.py's private contexts copied in), this name and this docstring. Its original docstring follows.
+
+Footprint signals from aggTrades alone: what order-flow traders read off a footprint chart.
+
+:class:`FlowSignals` (one per symbol, no I/O) takes each delivered trade (:meth:`FlowSignals.trade`)
+and each closed bar of the engine (:meth:`FlowSignals.bar`), and returns the signals they produced
+as metrics (:mod:`.signalmetrics`). Per closed bar of ``signal_windows``: diagonal imbalances and
+stacks, delta divergence, exhaustion, unfinished auctions, absorption (a proxy), a naked POC. Per
+trade: sweeps, tape speed, the session's volume profile, touches of naked POCs.
+
+Sums run in the engine's exact context (``Inexact`` trapped); ratios are compared exactly by
+cross-multiplying (``buy * 100 >= percent * sell``), never by dividing.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Context, Decimal, Inexact, InvalidOperation
+
+from orderflow_plugin.engine import parse_window
+from orderflow_plugin.metrics import Bar, Footprint
+from orderflow_plugin.models import Metric, Trade
+from orderflow_plugin.signalmetrics import (
+    Absorption,
+    DeltaDivergence,
+    Exhaustion,
+    Imbalance,
+    NakedPoc,
+    SessionProfile,
+    StackedImbalance,
+    Sweep,
+    TapeSpeed,
+    UnfinishedAuction,
+)
+
+__all__ = ["DecimalFlowSignals"]
+
+# metrics.py's contexts and helpers at 4f99ba6, defined here (tests reach no private names)
+_EXACT = Context(prec=80, traps=[Inexact, InvalidOperation])
+_add, _sub, _mul = _EXACT.add, _EXACT.subtract, _EXACT.multiply
+_QUOTIENT = Context(prec=34)
+_ZERO = Decimal(0)
+_HUNDRED = Decimal(100)
+_NOTHING: tuple[()] = ()
+
+
+@dataclass(frozen=True)
+class SignalOptions:
+    """The signals' parameters: the ``signal*`` keys of the ``[flow]`` table (docs/metrics.md)."""
+
+    windows: tuple[str, ...] = ("1m",)
+    tick: Decimal | None = Decimal(10)
+    value_area: Decimal = Decimal("0.7")
+    imbalance_percent: Decimal = Decimal(300)
+    imbalance_min_volume: Decimal = _ZERO
+    stack_length: int = 3
+    divergence_lookback: int = 5
+    exhaustion_share: Decimal = Decimal("0.02")
+    absorption_share: Decimal = Decimal("0.3")
+    absorption_min_levels: int = 3
+    naked_poc_max: int = 50
+    sweep_levels: int = 3
+    session_ms: int = 86_400_000
+    session_offset_ms: int = 0
+    tape_baseline: int = 60
+
+    @classmethod
+    def from_flow(cls, flow: object) -> SignalOptions:
+        """The options from a :class:`~.options.Flow` group."""
+        get = flow.__getattribute__  # a Flow; typed loosely so options.py need not import this module
+        tick = get("footprint_tick")
+        return cls(
+            # a window the engine does not close bars for has no bars to read: its per-bar signals are off
+            windows=tuple(w for w in get("signal_windows") if w in get("windows")),
+            tick=Decimal(str(tick)) if tick else None,
+            value_area=Decimal(str(get("value_area"))),
+            imbalance_percent=Decimal(str(get("imbalance_percent"))),
+            imbalance_min_volume=Decimal(str(get("imbalance_min_volume") or 0)),
+            stack_length=get("stack_length"), divergence_lookback=get("divergence_lookback"),
+            exhaustion_share=Decimal(str(get("exhaustion_share"))),
+            absorption_share=Decimal(str(get("absorption_share"))),
+            absorption_min_levels=get("absorption_min_levels"), naked_poc_max=get("naked_poc_max"),
+            sweep_levels=get("sweep_levels"), session_ms=parse_window(get("session")).ms,
+            session_offset_ms=int(get("session_offset")) * 60_000, tape_baseline=get("tape_baseline"),
+        )
+
+
+def imbalances(footprint: Footprint, percent: Decimal, min_volume: Decimal = _ZERO) -> tuple[
+        list[tuple[Decimal, Decimal, Decimal]], list[tuple[Decimal, Decimal, Decimal]]]:
+    """The diagonal imbalances of ``footprint``: (buy ones, sell ones), each (level, volume, the diagonal).
+
+    A level's buy volume against the sell volume one tick below (a level with no trades counts 0),
+    and its sell volume against the buy volume one tick above: an imbalance when the volume is at
+    least ``min_volume``, above 0, and at least ``percent`` % of the diagonal.
+    """
+    tick = footprint.tick
+    by_price = {price: (buy, sell) for price, buy, sell in footprint.levels}
+    buys, sells = [], []
+    for price, buy, sell in footprint.levels:
+        below = by_price.get(_sub(price, tick), (_ZERO, _ZERO))[1]
+        if buy > 0 and buy >= min_volume and _mul(buy, _HUNDRED) >= _mul(percent, below):
+            buys.append((price, buy, below))
+        above = by_price.get(_add(price, tick), (_ZERO, _ZERO))[0]
+        if sell > 0 and sell >= min_volume and _mul(sell, _HUNDRED) >= _mul(percent, above):
+            sells.append((price, sell, above))
+    return buys, sells
+
+
+def stacks(levels: Sequence[Decimal], tick: Decimal, length: int) -> list[tuple[Decimal, Decimal, int]]:
+    """Runs of at least ``length`` levels one tick apart in ascending ``levels``: (low, high, count)."""
+    runs: list[tuple[Decimal, Decimal, int]] = []
+    start = 0
+    for i in range(1, len(levels) + 1):
+        if i == len(levels) or levels[i] != _add(levels[i - 1], tick):
+            if i - start >= length:
+                runs.append((levels[start], levels[i - 1], i - start))
+            start = i
+    return runs
+
+
+class _NakedPocs:
+    """POCs not traded back to, sorted by price, so a trade checks only the ones near it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.prices: list[Decimal] = []
+        self.entries: list[NakedPoc] = []
+        self.fresh = False  # listed one since the last trade was checked
+
+    def add(self, entry: NakedPoc) -> None:
+        self.drop(entry.source, entry.start)  # a revised bar's POC replaces its first one
+        if len(self.entries) >= self.limit:  # the oldest listed goes first
+            oldest = min(range(len(self.entries)), key=lambda i: self.entries[i].start)
+            del self.prices[oldest], self.entries[oldest]
+        self.fresh = True
+        index = bisect.bisect_right(self.prices, entry.price)
+        self.prices.insert(index, entry.price)
+        self.entries.insert(index, entry)
+
+    def drop(self, source: str, start: int) -> None:
+        for i, entry in enumerate(self.entries):
+            if entry.source == source and entry.start == start:
+                del self.prices[i], self.entries[i]
+                return
+
+    def touched(self, previous: Decimal, price: Decimal, tick: Decimal) -> list[NakedPoc]:
+        """Remove and return the POCs that a move from ``previous`` to ``price`` traded at or went across."""
+        low, high = (previous, price) if previous <= price else (price, previous)
+        first = bisect.bisect_right(self.prices, _sub(low, tick))
+        last = bisect.bisect_right(self.prices, high)
+        hit = []
+        for i in range(last - 1, first - 1, -1):
+            poc = self.prices[i]
+            edge = _add(poc, tick)
+            if (poc <= price < edge) or (low < poc and high >= edge):
+                hit.append(self.entries[i])
+                del self.prices[i], self.entries[i]
+        return hit
+
+
+class DecimalFlowSignals:
+    """The footprint signals of one symbol: feed it every delivered trade and every closed bar."""
+
+    def __init__(self, symbol: str, options: SignalOptions | None = None) -> None:
+        self.symbol = symbol
+        self.options = options = options or SignalOptions()
+        self._windows = frozenset(options.windows)
+        self._tick = options.tick
+        # the bars before the one closing, one more than the lookback: a revision replaces the newest
+        self._recent: dict[str, deque[Bar]] = {w: deque(maxlen=options.divergence_lookback + 1)
+                                               for w in options.windows}
+        self._naked = _NakedPocs(options.naked_poc_max)
+        self._last_price: Decimal | None = None
+        # sweep: the run of trades with consecutive ids, one ms and one side
+        self._run: list[Trade] = []
+        self._run_last: Trade | None = None
+        # tape speed: the open second and the counts of the seconds before it
+        self._second = -1
+        self._second_trades = 0
+        self._baseline: deque[int] = deque(maxlen=options.tape_baseline)
+        # session profile
+        self._session_start = -1
+        self._session_end = -1  # the first trade is past it: it starts the first session
+        self._session_trades = 0
+        self._session: dict[Decimal, list[Decimal]] = {}
+        self._floor = self._edge = _ZERO  # the bucket of the last trade's level, and that level
+        self._level: list[Decimal] = [_ZERO, _ZERO]
+
+    @property
+    def naked_pocs(self) -> list[NakedPoc]:
+        """The POCs listed and not touched yet, by price."""
+        return list(self._naked.entries)
+
+    def session_profile(self) -> SessionProfile | None:
+        """The session in progress so far (None before the first trade or without a footprint tick)."""
+        if self._session_start < 0 or self.options.tick is None:
+            return None
+        return self._profile()
+
+    # In
+
+    def trade(self, trade: Trade) -> Sequence[Metric]:
+        """Take the next delivered trade (after the engine took it); return the signals it ended.
+
+        Per trade on the hot path: most trades end nothing and get a shared empty tuple, no list.
+        """
+        out: list[Metric] | None = None
+        # sweep: the run of consecutive ids in one ms and side goes on, or ends here
+        last = self._run_last
+        self._run_last = trade
+        run = self._run  # empty unless the last trades continue each other
+        if last is not None and trade.id == last.id + 1 and trade.time == last.time and trade.side == last.side:
+            if not run:
+                run.append(last)
+            run.append(trade)
+        elif run:
+            out = []
+            self._end_run(out)
+        # tape speed: a trade in the open second (or, backfilled, an earlier one) is counted in it
+        time_ms = trade.time
+        if time_ms - time_ms % 1000 <= self._second:
+            self._second_trades += 1
+        else:
+            if out is None:
+                out = []
+            self._speed(time_ms - time_ms % 1000, out)
+        tick = self._tick
+        if tick is not None:
+            if time_ms >= self._session_end:
+                if out is None:
+                    out = []
+                self._next_session(time_ms, tick, out)
+            self._profile_add(trade, tick)
+            previous = self._last_price
+            naked = self._naked
+            # The same price as the last trade touches nothing new (that trade's move ended at it), unless a POC
+            # was listed since.
+            if naked.entries and previous is not None and (trade.price != previous or naked.fresh):
+                naked.fresh = False
+                for entry in naked.touched(previous, trade.price, tick):
+                    if out is None:
+                        out = []
+                    out.append(NakedPoc(symbol=self.symbol, source=entry.source, start=entry.start,
+                                        price=entry.price, tick=tick, status="touched", touched_at=time_ms,
+                                        touched_id=trade.id))
+            self._last_price = trade.price
+        return _NOTHING if out is None else out
+
+    def bar(self, bar: Bar) -> list[Metric]:
+        """Take a closed (or revised) bar; return its signals. Bars of other windows give none."""
+        if bar.window not in self._windows or bar.closed_by == "open":
+            return []
+        out: list[Metric] = []
+        recent = self._recent[bar.window]
+        if recent and recent[-1].start == bar.start:  # a revision replaces the bar it revises
+            recent.pop()
+        previous = list(recent)[-self.options.divergence_lookback:]
+        recent.append(bar)
+        self._divergence(bar, previous, out)
+        footprint = bar.footprint
+        if footprint is not None and footprint.levels:
+            self._imbalances(bar, footprint, out)
+            self._extremes(bar, footprint, out)
+            poc = footprint.poc
+            assert poc is not None
+            entry = NakedPoc(symbol=self.symbol, source=bar.window, start=bar.start, price=poc,
+                             tick=footprint.tick, status="naked")
+            self._naked.add(entry)
+            out.append(entry)
+        return out
+
+    # Per bar
+
+    def _imbalances(self, bar: Bar, footprint: Footprint, out: list[Metric]) -> None:
+        options = self.options
+        buys, sells = imbalances(footprint, options.imbalance_percent, options.imbalance_min_volume)
+        if not buys and not sells:
+            return
+        out.append(Imbalance(symbol=self.symbol, window=bar.window, start=bar.start,
+                             percent=options.imbalance_percent, buy=tuple(buys), sell=tuple(sells)))
+        for side, found in (("buy", buys), ("sell", sells)):
+            for low, high, count in stacks([level[0] for level in found], footprint.tick, options.stack_length):
+                out.append(StackedImbalance(symbol=self.symbol, window=bar.window, start=bar.start,
+                                            side=side, low=low, high=high, levels=count))  # type: ignore[arg-type]
+
+    def _divergence(self, bar: Bar, previous: list[Bar], out: list[Metric]) -> None:
+        if not previous:
+            return
+        last = previous[-1]
+        delta = bar.delta
+        make = DeltaDivergence
+        if bar.high > last.high and delta < 0:
+            out.append(make(symbol=self.symbol, window=bar.window, start=bar.start, side="sell", scope="bar",
+                            price=bar.high, delta=delta, against=last.high, against_delta=_ZERO))
+        if bar.low < last.low and delta > 0:
+            out.append(make(symbol=self.symbol, window=bar.window, start=bar.start, side="buy", scope="bar",
+                            price=bar.low, delta=delta, against=last.low, against_delta=_ZERO))
+        if len(previous) < self.options.divergence_lookback:
+            return
+        top = max(previous, key=lambda b: b.high)  # the earliest of equal highs
+        if bar.high > top.high and bar.cvd < top.cvd:
+            out.append(make(symbol=self.symbol, window=bar.window, start=bar.start, side="sell", scope="lookback",
+                            price=bar.high, delta=bar.cvd, against=top.high, against_delta=top.cvd))
+        bottom = min(previous, key=lambda b: b.low)
+        if bar.low < bottom.low and bar.cvd > bottom.cvd:
+            out.append(make(symbol=self.symbol, window=bar.window, start=bar.start, side="buy", scope="lookback",
+                            price=bar.low, delta=bar.cvd, against=bottom.low, against_delta=bottom.cvd))
+
+    def _extremes(self, bar: Bar, footprint: Footprint, out: list[Metric]) -> None:
+        levels = footprint.levels
+        if len(levels) < 2:  # one level is the whole bar: no extreme to read
+            return
+        options = self.options
+        volume = bar.volume
+        for extreme, (price, buy, sell) in (("high", levels[-1]), ("low", levels[0])):
+            fields = dict(symbol=self.symbol, window=bar.window, start=bar.start, extreme=extreme, price=price,
+                          buy_volume=buy, sell_volume=sell)
+            if _add(buy, sell) <= _mul(options.exhaustion_share, volume):
+                out.append(Exhaustion(**fields))  # type: ignore[arg-type]
+            if buy > 0 and sell > 0:
+                out.append(UnfinishedAuction(**fields))  # type: ignore[arg-type]
+            pushed = buy if extreme == "high" else sell
+            if len(levels) >= options.absorption_min_levels and pushed >= _mul(options.absorption_share, volume):
+                out.append(Absorption(symbol=self.symbol, window=bar.window, start=bar.start, extreme=extreme,
+                                      price=price, volume=pushed, bar_volume=volume))
+
+    # Per trade
+
+    def _end_run(self, out: list[Metric]) -> None:
+        run = self._run
+        if len(run) >= self.options.sweep_levels:
+            prices = {t.price for t in run}
+            if len(prices) >= self.options.sweep_levels:
+                qty = notional = _ZERO
+                for t in run:
+                    qty = _add(qty, t.qty)
+                    notional = _add(notional, _mul(t.price, t.qty))
+                first = run[0]
+                out.append(Sweep(symbol=self.symbol, side=first.side, time=first.time, first_id=first.id,
+                                 last_id=run[-1].id, levels=len(prices), low=min(prices), high=max(prices), qty=qty,
+                                 notional=notional))
+        run.clear()
+
+    def _speed(self, second: int, out: list[Metric]) -> None:
+        """The open second ended at a trade of ``second``: report it, and open that one."""
+        if self._second >= 0:
+            count = self._second_trades
+            baseline = self._baseline
+            mean = z = None
+            if len(baseline) == baseline.maxlen:
+                total = sum(baseline)
+                n = len(baseline)
+                mean = _QUOTIENT.divide(Decimal(total), Decimal(n))
+                # population variance, exactly: (n * sum(x^2) - sum(x)^2) / n^2
+                spread = n * sum(x * x for x in baseline) - total * total
+                if spread > 0:
+                    # z = (count - mean) / stdev = (n * count - sum) / sqrt(spread); 34 digits, like the ratios
+                    z = _QUOTIENT.divide(Decimal(n * count - total), _QUOTIENT.sqrt(Decimal(spread)))
+            out.append(TapeSpeed(symbol=self.symbol, start=self._second, trades=count, mean=mean, z=z))
+            baseline.append(count)
+            empty = min((second - self._second) // 1000 - 1, baseline.maxlen or 0)
+            baseline.extend([0] * empty)
+        self._second = second
+        self._second_trades = 1
+
+    def _profile_add(self, trade: Trade, tick: Decimal) -> None:
+        # (a late trade of the session before, time < start, is counted in this one)
+        price = trade.price
+        if self._floor <= price < self._edge:  # the last trade's bucket, as the engine caches it
+            level = self._level
+        else:
+            floor = _mul(_EXACT.divide_int(price, tick), tick)
+            level = self._session.get(floor)
+            if level is None:
+                level = self._session[floor] = [_ZERO, _ZERO]
+            self._floor, self._edge, self._level = floor, _add(floor, tick), level
+        if trade.side == "buy":
+            level[0] = _add(level[0], trade.qty)
+        else:
+            level[1] = _add(level[1], trade.qty)
+        self._session_trades += 1
+
+    def _next_session(self, time_ms: int, tick: Decimal, out: list[Metric]) -> None:
+        """End the session in progress (its profile, its POC listed naked) and start the one ``time_ms`` is in."""
+        options = self.options
+        if self._session_start >= 0:
+            profile = self._profile()
+            out.append(profile)
+            poc = profile.poc
+            if poc is not None:
+                entry = NakedPoc(symbol=self.symbol, source="session", start=profile.start, price=poc, tick=tick,
+                                 status="naked")
+                self._naked.add(entry)
+                out.append(entry)
+        self._session_start = time_ms - (time_ms - options.session_offset_ms) % options.session_ms
+        self._session_end = self._session_start + options.session_ms
+        self._session = {}
+        self._session_trades = 0
+        self._floor, self._edge = _ZERO, _ZERO  # no cached bucket: price < 0 never holds
+
+    def _profile(self) -> SessionProfile:
+        options = self.options
+        assert options.tick is not None
+        levels = tuple((price, buy, sell) for price, (buy, sell) in sorted(self._session.items()))
+        return SessionProfile(symbol=self.symbol, start=self._session_start,
+                              end=self._session_start + options.session_ms, trades=self._session_trades,
+                              profile=Footprint(tick=options.tick, levels=levels,
+                                                value_area_share=options.value_area))
