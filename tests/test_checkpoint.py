@@ -158,7 +158,7 @@ async def test_sigkill_at_twenty_random_moments_loses_nothing(orderflow_sim_fact
         bot = await asyncio.create_subprocess_exec(sys.executable, str(BOT), str(csv), stdout=asyncio.subprocess.PIPE,
                                                    env=env)
         assert bot.stdout is not None
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(30 * TIMEOUT_FACTOR):
             assert await bot.stdout.readline() == b"streaming\n"
         await asyncio.sleep(rng.uniform(0.05, 1.5))  # a random moment: connecting, backfilling or streaming
         bot.send_signal(signal.SIGKILL)
