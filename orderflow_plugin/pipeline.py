@@ -164,12 +164,6 @@ class Pipeline:
         finally:
             self._inside = None
 
-    def take_actions(self) -> list[Action]:
-        """The queued actions, oldest first, and an empty queue (a driver pops :attr:`outbox` itself)."""
-        actions = list(self.outbox)
-        self.outbox.clear()
-        return actions
-
     def _enter(self, name: str) -> None:
         if self._inside is not None:
             raise Reentered(f"Pipeline.{name} called while {self._inside} runs")

@@ -132,9 +132,12 @@ class Recorder:
 
     @property
     def actions(self) -> list[Any]:
-        """Every action the pipeline queued so far, in order (nothing here carries them out)."""
+        """Every action the pipeline queued so far, in order (nothing here carries them out): popped from its
+        outbox, as a driver pops them."""
         if self.pipeline is not None:
-            self._actions.extend(self.pipeline.take_actions())
+            outbox = self.pipeline.outbox
+            while outbox:
+                self._actions.append(outbox.popleft())
         return self._actions
 
     def trade(self, trade: Trade) -> None:
