@@ -33,7 +33,7 @@ logger = logging.getLogger("orderflow_plugin.transport")
 async def open_connection(
     url: str,
     streams: list[str],
-    on_frame: Callable[[WsConnection, bytes, float], None],
+    on_frames: Callable[[WsConnection, list[bytes], float], int],
     *,
     deadlines: Timeouts,
     max_size: int = 2**20,
@@ -50,7 +50,7 @@ async def open_connection(
     returned open instead of failing.
     """
     loop = asyncio.get_running_loop()
-    connection = WsConnection(url, on_frame, max_size=max_size, reader=reader)
+    connection = WsConnection(url, on_frames, max_size=max_size, reader=reader)
     uri, endpoint = connection.uri, connection.endpoint
 
     def stage(name: str) -> None:

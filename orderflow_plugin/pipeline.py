@@ -142,7 +142,7 @@ class Pipeline:
     def receive(self, connection: Hashable, frame: bytes, now: float | None = None) -> None:
         """One frame from ``connection`` (a handle), read at ``now`` (by default, the ``clock``'s now).
 
-        The driver's :meth:`~orderflow_plugin.driver.Driver.receive` is the transport's ``on_frame``: it
+        The driver's :meth:`~orderflow_plugin.driver.Driver.receive_read` is the transport's ``on_frames``: it
         calls this, then carries out what it queued (a pause lands before the next frame of the read).
         """
         if self._inside is not None:

@@ -480,7 +480,7 @@ def test_pipeline_teaches_liveness_from_live_deliveries_only() -> None:
 
 class HeldFrames:
     """A connection as the driver sees it: paused, it holds frames; resumed, it hands them back at once, as
-    WsConnection.resume does through its on_frame."""
+    WsConnection.resume does through its on_frames."""
 
     def __init__(self, driver: Driver, frames: list[bytes], now: float) -> None:
         self.driver, self.frames, self.now = driver, frames, now

@@ -21,7 +21,7 @@ TAPE = Tape("BTCUSDT", "spot", bundled_tape().rows[:600], "test")
 
 
 class Collector:
-    """An on_frame that keeps every frame; the stream's pipeline ends the connect stages, as in the stream."""
+    """An on_frames that keeps every frame taken; the stream's pipeline ends the connect stages, as in the stream."""
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
@@ -30,10 +30,11 @@ class Collector:
         self.driver = Driver(self.pipeline)
         self.changed = asyncio.Event()
 
-    def __call__(self, connection: WsConnection, frame: bytes, now: float) -> None:
-        self.frames.append(frame)
+    def __call__(self, connection: WsConnection, frames: list[bytes], now: float) -> int:
+        taken = self.driver.receive_read(connection, frames, now)
+        self.frames.extend(frames[:taken])
         self.changed.set()
-        self.driver.receive(connection, frame, now)
+        return taken
 
     async def until(self, count: int, timeout: float = 10.0) -> None:
         """Wait for ``count`` frames."""
