@@ -23,11 +23,11 @@ from websockets.protocol import State
 from .errors import ConnectFailed, ConnectionLost, HandshakeRejected, StageTimeout, StreamError
 from .options import Timeouts
 from .stages import STAGES
-from .transport import WsConnection
+from .wsconnection import WsConnection
 
 __all__ = ["connect_first", "open_connection"]
 
-logger = logging.getLogger("orderflow_plugin.transport")
+logger = logging.getLogger("orderflow_plugin.wsconnection")
 
 
 async def open_connection(

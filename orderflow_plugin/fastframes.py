@@ -25,7 +25,7 @@ _WHOLE_DATA = (0x81, 0x82)  # FIN + text, FIN + binary, no reserved bits: one fr
 
 
 class FastFrames:
-    """The fast reader's part of :class:`~orderflow_plugin.transport.WsConnection`, which it is mixed into.
+    """The fast reader's part of :class:`~orderflow_plugin.wsconnection.WsConnection`, which it is mixed into.
 
     A mixin rather than an object of its own so that ``_scan`` reaches the connection's state
     without one more attribute hop per read.

@@ -29,7 +29,7 @@ from .options import Limits, Reconnect, Reporting, Timeouts
 from .stages import STAGES
 from .supervisor import OpenLimiter, Supervisor
 from .symbols import stream_name
-from .transport import WsConnection
+from .wsconnection import WsConnection
 
 __all__ = ["QuietJudge", "Shard", "ShardSupervision", "chunks"]
 

@@ -21,7 +21,7 @@ from .liveness import QUIET_CHECKS, TRADE_GRACE, no_new_trades
 from .loopclock import loop_time
 from .options import Sequencing, Timeouts
 from .shards import Shard
-from .transport import WsConnection
+from .wsconnection import WsConnection
 
 __all__ = ["QuietAtConnect", "SilenceWatch"]
 

@@ -41,8 +41,8 @@ from .silence import QuietAtConnect, SilenceWatch
 from .symbols import normalize_symbol
 from .threaded import FlowThread
 from .tls import client_context
-from .transport import READERS
 from .views import FlowViews, Life
+from .wsconnection import READERS
 
 __all__ = ["DEFAULT_ENDPOINTS", "OrderFlow"]
 
@@ -117,7 +117,7 @@ class OrderFlow:
             reader = transport
         if reader not in READERS:
             raise ValueError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
-        self.reader = reader  # the frame reader: "fast" or "websockets" (transport.py)
+        self.reader = reader  # the frame reader: "fast" or "websockets" (wsconnection.py)
         limit = _STREAM_LIMIT[market]
         self.streams_per_connection = min(lim.streams_per_connection or limit, limit)
         self.dispatcher = Dispatcher(self.plugins, self, slow_hook_ms=rep.slow_hook_ms,

@@ -17,7 +17,7 @@ import pytest
 
 from orderflow_plugin import ConnectionLost, OrderFlow, Stalled, StreamError
 from orderflow_plugin.sim import FaultProxy, Pace, Simulator
-from orderflow_plugin.transport import READERS
+from orderflow_plugin.wsconnection import READERS
 
 from .flowhelpers import RECONNECT, TIMEOUT_FACTOR, TIMEOUTS, Events, make_flow
 

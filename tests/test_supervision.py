@@ -15,7 +15,7 @@ import pytest
 from orderflow_plugin import ConnectFailed, GaveUp, OrderFlow, Reconnect, bundled_tape
 from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.supervisor import Supervisor
-from orderflow_plugin.transport import STAGES, WsConnection
+from orderflow_plugin.wsconnection import STAGES, WsConnection
 
 from .flowhelpers import TIMEOUT_FACTOR, Events, make_flow, require_unshare
 

@@ -13,7 +13,7 @@ from orderflow_plugin.driver import CallSink, Driver, discard
 from orderflow_plugin.pipeline import Pipeline
 from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.tape import Tape
-from orderflow_plugin.transport import WsConnection
+from orderflow_plugin.wsconnection import WsConnection
 
 from .flowhelpers import TIMEOUT_FACTOR
 
@@ -153,9 +153,9 @@ async def test_reads_taken_while_paused_wait_for_resume_in_order(orderflow_sim_f
     await connection.close(timeout=1.0)
 
 
-@pytest.mark.parametrize("module", ["transport", "connect", "keepalive", "stages"])
+@pytest.mark.parametrize("module", ["wsconnection", "connect", "keepalive", "stages"])
 def test_the_connection_modules_import_nothing_that_imports_them_back(module: str) -> None:
-    """transport, connect and keepalive form no import circle (TYPE_CHECKING and lazy imports count too)."""
+    """wsconnection, connect and keepalive form no import circle (TYPE_CHECKING and lazy imports count too)."""
     from .importgraph import path_back
 
     assert path_back(f"orderflow_plugin.{module}") is None

@@ -14,7 +14,7 @@ from ..options import Flow, Sequencing, Timeouts
 from ..pipeline import Pipeline
 from ..stages import STAGES
 from ..symbols import normalize_symbol, stream_name
-from ..transport import WsConnection
+from ..wsconnection import WsConnection
 from .check import CERTIFICATE_ADVICE, Check, certificate_error
 
 __all__ = ["STREAM_CHECKS", "check_stream"]

@@ -31,7 +31,7 @@ from .stages import STAGES
 __all__ = ["READERS", "STAGES", "WsConnection"]
 
 logger = logging.getLogger(__name__)
-_protocol_logger = logging.getLogger("orderflow_plugin.transport.protocol")
+_protocol_logger = logging.getLogger("orderflow_plugin.wsconnection.protocol")
 _protocol_logger.setLevel(logging.WARNING)  # websockets logs every handshake at INFO
 
 READERS = ("websockets", "fast")
