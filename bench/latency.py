@@ -27,7 +27,7 @@ from _machine import describe
 from _sim import simulator
 
 from orderflow_plugin import OrderFlow, PluginManager, Reporting, Timeouts, signals
-from orderflow_plugin.transport import READERS, WsConnection
+from orderflow_plugin.wsconnection import READERS, WsConnection
 
 _clock = time.perf_counter_ns
 _arrived = [0]  # when the bytes being handled reached data_received

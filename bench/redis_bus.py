@@ -41,7 +41,7 @@ from orderflow_plugin import OrderFlow, PluginManager
 from orderflow_plugin.bundled.redis_streams import RedisPublisher
 from orderflow_plugin.redisbus.server import RedisServer
 from orderflow_plugin.redisbus.source import RedisSource
-from orderflow_plugin.transport import WsConnection
+from orderflow_plugin.wsconnection import WsConnection
 
 
 class Stamp:

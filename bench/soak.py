@@ -48,7 +48,7 @@ from orderflow_plugin import OrderFlow, PluginManager, Reconnect, Reporting, Tim
 from orderflow_plugin.sim import Fault, Pace, Scenario, Simulator, SymbolFeed
 from orderflow_plugin.sim.scenario import MALFORMED_VARIANTS
 from orderflow_plugin.tape import Tape
-from orderflow_plugin.transport import READERS
+from orderflow_plugin.wsconnection import READERS
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -28,7 +28,7 @@ from orderflow_plugin.dispatch import Dispatcher
 from orderflow_plugin.engine import FlowEngine
 from orderflow_plugin.sequencer import Sequencer
 from orderflow_plugin.sim import frames
-from orderflow_plugin.transport import WsConnection
+from orderflow_plugin.wsconnection import WsConnection
 
 ROWS = bundled_tape().rows
 PAYLOADS = [frames.combined("btcusdt@aggTrade", frames.aggtrade_payload("spot", "BTCUSDT", r)) for r in ROWS]

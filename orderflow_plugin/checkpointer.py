@@ -130,17 +130,21 @@ class Checkpointer:
         if self._future is not None:
             await asyncio.gather(self._future, return_exceptions=True)
         try:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._final)
+            error = await asyncio.get_running_loop().run_in_executor(self._thread, self._final)
         finally:
             self._thread.shutdown(wait=False)
             self.checkpoint.close()
+        if error is not None:  # reported here, on the loop: hooks and signals never run on the worker thread
+            self._reported_at = -math.inf  # the last word is always said
+            self._failed(error, loop_time())
 
-    def _final(self) -> None:
+    def _final(self) -> CheckpointError | None:
+        """The final write, on the worker thread: its error, reported by the caller on the loop."""
         try:
             self.checkpoint.write(final=True)
         except CheckpointError as exc:
-            self._reported_at = -math.inf  # the last word is always said
-            self._failed(exc, loop_time())
+            return exc
+        return None
 
     def _failed(self, exc: CheckpointError, now: float) -> None:
         """Keep streaming without limits until a write succeeds; report at most once per report interval."""

@@ -23,17 +23,17 @@ from websockets.protocol import State
 from .errors import ConnectFailed, ConnectionLost, HandshakeRejected, StageTimeout, StreamError
 from .options import Timeouts
 from .stages import STAGES
-from .transport import WsConnection
+from .wsconnection import WsConnection
 
 __all__ = ["connect_first", "open_connection"]
 
-logger = logging.getLogger("orderflow_plugin.transport")
+logger = logging.getLogger("orderflow_plugin.wsconnection")
 
 
 async def open_connection(
     url: str,
     streams: list[str],
-    on_frame: Callable[[WsConnection, bytes, float], None],
+    on_frames: Callable[[WsConnection, list[bytes], float], int],
     *,
     deadlines: Timeouts,
     max_size: int = 2**20,
@@ -50,7 +50,7 @@ async def open_connection(
     returned open instead of failing.
     """
     loop = asyncio.get_running_loop()
-    connection = WsConnection(url, on_frame, max_size=max_size, reader=reader)
+    connection = WsConnection(url, on_frames, max_size=max_size, reader=reader)
     uri, endpoint = connection.uri, connection.endpoint
 
     def stage(name: str) -> None:

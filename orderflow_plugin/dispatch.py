@@ -235,7 +235,7 @@ class Dispatcher:
         worker = self._workers.get(receiver)
         if worker is None:
             try:
-                worker = _AsyncReceiver(self, receiver)
+                worker = _AsyncReceiver(receiver, self.sender, self._queue_size, self._failed)
             except RuntimeError:
                 name = _receiver_name(receiver)
                 message = f"{name} is async but {hook} was sent with no running event loop; event dropped"
@@ -310,23 +310,27 @@ class Dispatcher:
 
 
 class _AsyncReceiver:
-    """One ``async def`` receiver: a bounded queue and the task that awaits it in order."""
+    """One ``async def`` receiver: a bounded queue and the task that awaits it in order.
 
-    def __init__(self, dispatcher: Dispatcher, receiver: Callable[..., Any]) -> None:
+    ``sender`` is what the receiver is called with; ``failed(name, hook, exc)`` reports a call that raised.
+    """
+
+    def __init__(self, receiver: Callable[..., Any], sender: Any, queue_size: int,
+                 failed: Callable[[str, str, Exception], None]) -> None:
         loop = asyncio.get_running_loop()  # RuntimeError when there is none
-        self.dispatcher = dispatcher
         self.receiver = receiver
-        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(dispatcher._queue_size)
+        self.sender = sender
+        self.failed = failed
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(queue_size)
         self.task = loop.create_task(self._run(), name=f"orderflow receiver {_receiver_name(receiver)}")
 
     async def _run(self) -> None:
-        dispatcher = self.dispatcher
         while True:
             hook, kwargs = await self.queue.get()
             try:
-                await self.receiver(dispatcher.sender, **kwargs)
+                await self.receiver(self.sender, **kwargs)
             except Exception as exc:
-                dispatcher._failed(_receiver_name(self.receiver), hook, exc)
+                self.failed(_receiver_name(self.receiver), hook, exc)
             finally:
                 self.queue.task_done()
 

@@ -85,11 +85,26 @@ class Driver:
     # Inputs: each is the pipeline's, then what it queued is carried out
 
     def receive(self, connection: Hashable, frame: bytes, now: float | None = None) -> None:
-        """One frame from ``connection`` (the transport's ``on_frame``): a pause it asks for lands before the
-        next frame of the same read."""
+        """One frame from ``connection`` (a Redis entry's, a test's)."""
         self._receive(connection, frame, now)
         if self._outbox:
             self.carry_out()
+
+    def receive_read(self, connection: Hashable, frames: list[bytes], now: float) -> int:
+        """Data frames of one read from ``connection`` (the connection's ``on_frames``), then what they queued
+        carried out once: how many were taken. It stops after a frame that paused ``connection``, so that the
+        pause lands before the next frame of the read, which the connection holds for its resume."""
+        receive = self._receive
+        paused = self.pipeline.paused
+        taken = 0
+        for frame in frames:
+            receive(connection, frame, now)
+            taken += 1
+            if paused and connection in paused:
+                break
+        if self._outbox:
+            self.carry_out()
+        return taken
 
     def receive_trade(self, connection: Hashable, trade: Trade, now: float) -> None:
         """One trade already decoded (a tape read from a file), as :meth:`receive` takes a frame."""

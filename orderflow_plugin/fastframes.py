@@ -25,14 +25,14 @@ _WHOLE_DATA = (0x81, 0x82)  # FIN + text, FIN + binary, no reserved bits: one fr
 
 
 class FastFrames:
-    """The fast reader's part of :class:`~orderflow_plugin.transport.WsConnection`, which it is mixed into.
+    """The fast reader's part of :class:`~orderflow_plugin.wsconnection.WsConnection`, which it is mixed into.
 
     A mixin rather than an object of its own so that ``_scan`` reaches the connection's state
     without one more attribute hop per read.
     """
 
     # The connection's state, set up by WsConnection.__init__
-    on_frame: Callable[[Any, bytes, float], None]  # (connection, frame, when it was read)
+    on_frames: Callable[[Any, list[bytes], float], int]  # (connection, one read's frames, when read) -> taken
     max_size: int
     protocol: ClientProtocol
     paused: bool
@@ -63,13 +63,14 @@ class FastFrames:
             self._feed(rest)
 
     def _scan(self, data: bytes) -> None:
-        """Fast reader: hand each whole data frame in the buffer to ``on_frame``; control frames to websockets."""
+        """Fast reader: hand the whole data frames in the buffer to ``on_frames``, a run at a time (up to a control
+        frame, or the end of what was read); control frames to websockets."""
         buffer = self._buffer + data if self._buffer else data
         size = len(buffer)
         position = 0
-        on_frame = self.on_frame
         max_size = self.max_size
-        now = self._now  # one read, one time: the pipeline need not read the clock per frame
+        frames: list[bytes] = []  # the run of data frames not yet handed over, from ``run_at`` on
+        run_at = 0
         while size - position >= 2:
             first = buffer[position]
             length = buffer[position + 1]  # a set mask bit makes it >= 128: handed over below
@@ -80,26 +81,47 @@ class FastFrames:
                 length = (buffer[start] << 8) | buffer[start + 1]
                 start += 2
             elif length > 126:
-                self._hand_over(buffer[position:])
+                if not frames or self._hand(frames, buffer, run_at):
+                    self._hand_over(buffer[position:])
                 return
             end = start + length
             if end > size:
                 break
             if first in _WHOLE_DATA and length <= max_size:
-                on_frame(self, buffer[start:end], now)
+                if not frames:
+                    run_at = position
+                frames.append(buffer[start:end])
                 position = end
-                if self.paused:  # the rest of this read waits for resume()
-                    break
             elif first & 0x0F >= 0x08 and first & 0x80 and not first & 0x70:  # a control frame: websockets'
+                if frames:  # the data frames before it first, as they came
+                    if not self._hand(frames, buffer, run_at):
+                        return
+                    frames = []
                 self._feed(buffer[position:end])
                 position = end
                 if self.protocol.state is not State.OPEN:  # a close: websockets finishes the connection
                     self._hand_over(buffer[position:])
                     return
             else:  # a fragment, a reserved bit, an oversized frame: websockets reads (and judges) the rest
-                self._hand_over(buffer[position:])
+                if not frames or self._hand(frames, buffer, run_at):
+                    self._hand_over(buffer[position:])
                 return
+        if frames and not self._hand(frames, buffer, run_at):
+            return
         self._buffer = buffer[position:] if position < size else b""
+
+    def _hand(self, frames: list[bytes], buffer: bytes, run_at: int) -> bool:
+        """Hand ``frames`` (whole data frames, from ``run_at`` in ``buffer``) over; False when the reader paused
+        before taking them all: the rest of ``buffer``, from the first frame not taken, waits for resume()."""
+        while True:
+            taken = self.on_frames(self, frames, self._now)  # one read, one time: no clock read per frame
+            if self.paused:
+                self._buffer = buffer[_skip(buffer, run_at, taken):]
+                return False
+            if taken >= len(frames):
+                return True
+            # Asked to pause but not paused (the transport is closing): the rest goes on, as it would have.
+            run_at, frames = _skip(buffer, run_at, taken), frames[taken:]
 
     def _hand_over(self, data: bytes) -> None:
         """Stop the fast reader; websockets parses ``data`` (which starts at a frame) and all that follows."""
@@ -107,3 +129,14 @@ class FastFrames:
         self._buffer = b""
         if data:
             self._feed(data)
+
+
+def _skip(buffer: bytes, position: int, count: int) -> int:
+    """Where the frame after ``count`` whole data frames from ``position`` starts (their lengths are < 64 KiB)."""
+    for _ in range(count):
+        length = buffer[position + 1]
+        if length == 126:
+            position += 4 + ((buffer[position + 2] << 8) | buffer[position + 3])
+        else:
+            position += 2 + length
+    return position

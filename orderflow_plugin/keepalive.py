@@ -11,7 +11,7 @@ __all__ = ["Pinged", "ping_when_quiet"]
 
 
 class Pinged(Protocol):
-    """What the keepalive needs of a connection (a :class:`~.transport.WsConnection`, which calls it)."""
+    """What the keepalive needs of a connection (a :class:`~.wsconnection.WsConnection`, which calls it)."""
 
     url: str
     endpoint: str

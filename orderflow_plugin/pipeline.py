@@ -142,7 +142,7 @@ class Pipeline:
     def receive(self, connection: Hashable, frame: bytes, now: float | None = None) -> None:
         """One frame from ``connection`` (a handle), read at ``now`` (by default, the ``clock``'s now).
 
-        The driver's :meth:`~orderflow_plugin.driver.Driver.receive` is the transport's ``on_frame``: it
+        The driver's :meth:`~orderflow_plugin.driver.Driver.receive_read` is the transport's ``on_frames``: it
         calls this, then carries out what it queued (a pause lands before the next frame of the read).
         """
         if self._inside is not None:
@@ -163,12 +163,6 @@ class Pipeline:
                 self._act(Subscribed(connection, event.id, event.error))
         finally:
             self._inside = None
-
-    def take_actions(self) -> list[Action]:
-        """The queued actions, oldest first, and an empty queue (a driver pops :attr:`outbox` itself)."""
-        actions = list(self.outbox)
-        self.outbox.clear()
-        return actions
 
     def _enter(self, name: str) -> None:
         if self._inside is not None:

@@ -29,7 +29,7 @@ from .options import Limits, Reconnect, Reporting, Timeouts
 from .stages import STAGES
 from .supervisor import OpenLimiter, Supervisor
 from .symbols import stream_name
-from .transport import WsConnection
+from .wsconnection import WsConnection
 
 __all__ = ["QuietJudge", "Shard", "ShardSupervision", "chunks"]
 
@@ -230,7 +230,7 @@ class ShardSupervision:
                     ", ".join(shard.symbols), machine.attempt_text(action.attempt))
         try:
             connection = await open_connection(
-                f"{self.ws_url}/stream", shard.streams, self.driver.receive, deadlines=self.timeouts,
+                f"{self.ws_url}/stream", shard.streams, self.driver.receive_read, deadlines=self.timeouts,
                 max_size=self.limits.max_size, ssl_context=self.ssl_context,
                 on_stage=lambda c, shard=shard: self._on_stage(shard, c), reader=self.reader,
                 quiet=lambda c, shard=shard: self._quiet.quiet_market(shard, c),

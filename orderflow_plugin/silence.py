@@ -21,7 +21,7 @@ from .liveness import QUIET_CHECKS, TRADE_GRACE, no_new_trades
 from .loopclock import loop_time
 from .options import Sequencing, Timeouts
 from .shards import Shard
-from .transport import WsConnection
+from .wsconnection import WsConnection
 
 __all__ = ["QuietAtConnect", "SilenceWatch"]
 
@@ -98,13 +98,12 @@ class QuietAtConnect:
 class SilenceWatch:
     """The streaming silence checks of the stream's shards, over its pipeline (fed through the driver) and REST.
 
-    ``spawn`` starts a task the stream keeps and stops; ``fills`` are the backfill requests under way
-    (symbol -> its task), which a check waits for when it fetched a tail itself.
+    ``spawn`` starts a task the stream keeps and stops. A check that fetched a tail itself waits for the
+    driver's backfill requests under way (``driver.fills``).
     """
 
-    def __init__(self, shards: Sequence[Shard], driver: Driver, backfiller: Backfiller | None,
-                 timeouts: Timeouts, sequencing: Sequencing, *, spawn: Callable[[Coroutine[Any, Any, Any], str], Any],
-                 fills: Mapping[str, asyncio.Task[None]]) -> None:
+    def __init__(self, shards: Sequence[Shard], driver: Driver, backfiller: Backfiller | None, timeouts: Timeouts,
+                 sequencing: Sequencing, *, spawn: Callable[[Coroutine[Any, Any, Any], str], Any]) -> None:
         self.shards = shards
         self.driver = driver  # every input into the pipeline goes through it
         self.pipeline = driver.pipeline
@@ -112,7 +111,6 @@ class SilenceWatch:
         self.timeouts = timeouts
         self.sequencing = sequencing
         self._spawn = spawn
-        self._fills = fills
         self._quiet_until: dict[str | int, float] = {}  # symbol or shard number -> no silence check before
         self._rest_newest: dict[str, tuple[int, float]] = {}  # symbol -> REST's newest id at a look, last trade then
 
@@ -237,7 +235,7 @@ class SilenceWatch:
         if not self.driver.fill_tail(symbol, newest, loop_time()):
             return False
         while symbol in self.pipeline.filling:  # a long tail comes in chunks, each its own request
-            task = self._fills.get(symbol)
+            task = self.driver.fills.get(symbol)
             if task is None:
                 break
             await asyncio.wait([task])

@@ -1,6 +1,6 @@
 """The connect stages, in order: each has a deadline, the :class:`~.options.Timeouts` field of the same name.
 
-A module of its own so that the connection (:mod:`.transport`), the staged connect (:mod:`.connect`)
+A module of its own so that the connection (:mod:`.wsconnection`), the staged connect (:mod:`.connect`)
 and those who report stages (shards, doctor) share the names without importing one another.
 """
 

@@ -41,8 +41,8 @@ from .silence import QuietAtConnect, SilenceWatch
 from .symbols import normalize_symbol
 from .threaded import FlowThread
 from .tls import client_context
-from .transport import READERS
 from .views import FlowViews, Life
+from .wsconnection import READERS
 
 __all__ = ["DEFAULT_ENDPOINTS", "OrderFlow"]
 
@@ -117,7 +117,7 @@ class OrderFlow:
             reader = transport
         if reader not in READERS:
             raise ValueError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
-        self.reader = reader  # the frame reader: "fast" or "websockets" (transport.py)
+        self.reader = reader  # the frame reader: "fast" or "websockets" (wsconnection.py)
         limit = _STREAM_LIMIT[market]
         self.streams_per_connection = min(lim.streams_per_connection or limit, limit)
         self.dispatcher = Dispatcher(self.plugins, self, slow_hook_ms=rep.slow_hook_ms,
@@ -153,7 +153,6 @@ class OrderFlow:
         self.engines = self.pipeline.engines
         self.counters = self.pipeline.counters  # one dict: the pipeline's counts and the shell's
         self.counters.update(dict.fromkeys(("reconnects", "stalls", "rotations", "loop_blocks"), 0))
-        self._fills = self.driver.fills  # symbol -> its backfill request under way (the silence watch waits on it)
         self.watchdog: LoopWatchdog | None = None
         # Each symbol's exchangeInfo status once REST told it ("unknown": not listed); empty until then.
         self.listed: dict[str, str] = {}
@@ -167,8 +166,7 @@ class OrderFlow:
             driver=self.driver, counters=self.counters, emit=self._emit, spawn=self._spawn,
             running=lambda: self.life.running, quiet=QuietAtConnect(self.driver, self.backfiller, t, self.listed),
             rest=self.backfiller is not None)
-        self.silence = SilenceWatch(self.shards.shards, self.driver, self.backfiller, t, q, spawn=self._spawn,
-                                    fills=self._fills)
+        self.silence = SilenceWatch(self.shards.shards, self.driver, self.backfiller, t, q, spawn=self._spawn)
         dispatcher = self.dispatcher
         self.views = FlowViews(
             self.pipeline, self.counters, life=self.life, connections=self.shards, feed=self.feed,

@@ -13,7 +13,7 @@ import pytest
 import uvloop
 
 from orderflow_plugin import Dispatcher, PluginManager, Settings, load_settings
-from orderflow_plugin.transport import READERS
+from orderflow_plugin.wsconnection import READERS
 
 from . import flowhelpers
 

@@ -15,9 +15,35 @@ import pytest
 from orderflow_plugin import Limits, OrderFlow, PluginManager, Reconnect, Reporting, Timeouts, Trade
 
 READER = "websockets"  # the frame reader make_flow uses; conftest runs the fault suites on each
+
+
+class _TimeoutFactor:
+    """ORDERFLOW_TESTS_TIMEOUT_FACTOR times the machine's load per CPU over the last minute (at least 1), read
+    each time a limit is computed.
+
+    A shared CI machine at a load of 20 on 2 cores gives each runnable thread a tenth of a CPU: a limit that holds
+    idle fails there (issue #26: the doctor, stuck-stage, long-hole and slow-subscriber tests, seen at 15-20).
+    Idle, the factor is the variable's (1): limits stay as tight as written. A hang still fails at any load.
+    """
+
+    def __init__(self, base: float) -> None:
+        self.base = base
+
+    def __float__(self) -> float:
+        return self.base * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+    def __mul__(self, seconds: float) -> float:
+        return float(self) * seconds
+
+    __rmul__ = __mul__
+
+    def __repr__(self) -> str:
+        return f"TIMEOUT_FACTOR({float(self):.2f})"
+
+
 # Wall-clock limits in tests are multiplied by this (websockets' WEBSOCKETS_TESTS_TIMEOUT_FACTOR): a slow machine
-# sets ORDERFLOW_TESTS_TIMEOUT_FACTOR=3 rather than editing tests.
-TIMEOUT_FACTOR = float(os.environ.get("ORDERFLOW_TESTS_TIMEOUT_FACTOR", "1"))
+# sets ORDERFLOW_TESTS_TIMEOUT_FACTOR=3 rather than editing tests, and a loaded one scales itself (above).
+TIMEOUT_FACTOR = _TimeoutFactor(float(os.environ.get("ORDERFLOW_TESTS_TIMEOUT_FACTOR", "1")))
 
 
 def require_unshare() -> None:
@@ -80,8 +106,8 @@ class Events:
         return [t.id for t in self.trades if t.symbol == symbol]
 
     async def until(self, predicate: Callable[[Events], bool], timeout: float) -> None:
-        """Wait until ``predicate(self)`` holds; TimeoutError after ``timeout`` s."""
-        async with asyncio.timeout(timeout):
+        """Wait until ``predicate(self)`` holds; TimeoutError after ``timeout`` s (times TIMEOUT_FACTOR)."""
+        async with asyncio.timeout(timeout * TIMEOUT_FACTOR):
             while not predicate(self):
                 self._changed.clear()
                 await self._changed.wait()

@@ -8,6 +8,8 @@ import struct
 
 import websockets
 
+from .flowhelpers import TIMEOUT_FACTOR
+
 UPGRADE = (
     "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -24,9 +26,9 @@ def connect(sim, path: str = "/stream?streams=btcusdt@aggTrade", **kwargs):
 
 
 async def recv_ids(ws, count: int, timeout: float = 5.0) -> list[int]:
-    """Receive ``count`` aggTrade messages and return their ids."""
+    """Receive ``count`` aggTrade messages and return their ids (fail after ``timeout`` s, times TIMEOUT_FACTOR)."""
     ids = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(timeout * TIMEOUT_FACTOR):
         while len(ids) < count:
             message = json.loads(await ws.recv())
             event = message.get("data", message)

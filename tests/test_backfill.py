@@ -15,7 +15,7 @@ from orderflow_plugin import Sequencing, StreamError, bundled_tape
 from orderflow_plugin.backfill import Backfiller, BackfillFailed
 from orderflow_plugin.sim import Fault, Pace, Scenario
 
-from .flowhelpers import LIMITS, RECONNECT, TIMEOUTS, Events, make_flow
+from .flowhelpers import LIMITS, RECONNECT, TIMEOUT_FACTOR, TIMEOUTS, Events, make_flow
 from .simclient import connect, recv_ids
 
 TAPE = bundled_tape()
@@ -38,7 +38,7 @@ async def test_issue_scenario_delivers_exactly_the_tape(orderflow_sim_factory) -
     sim = await orderflow_sim_factory(scenario=scenario, pace=Pace(rate=2000))
     events = Events()
     async with make_flow(sim, events, reconnect=replace(RECONNECT, backoff_initial=0.05)) as flow:
-        await sim.wait_for(lambda r: r.market_finished, 20)
+        await sim.wait_for(lambda r: r.market_finished, 20 * TIMEOUT_FACTOR)
         await events.until(lambda e: e.ids() and e.ids()[-1] == LAST, 10)
     assert events.ids() == list(range(FIRST, LAST + 1))
     assert len(sim.record.connections) == 4
@@ -59,7 +59,7 @@ async def test_server_max_age_closes_are_backfilled(orderflow_sim_factory) -> No
     sim = await orderflow_sim_factory(scenario=Scenario(every=[Fault("max_age", seconds=0.3)]), pace=Pace(rate=2000))
     events = Events()
     async with make_flow(sim, events, reconnect=replace(RECONNECT, backoff_initial=0.05)):
-        await sim.wait_for(lambda r: r.market_finished, 20)
+        await sim.wait_for(lambda r: r.market_finished, 20 * TIMEOUT_FACTOR)
         await events.until(lambda e: e.ids() and e.ids()[-1] == LAST, 10)
     assert len(sim.record.connections) >= 5
     assert events.ids() == list(range(FIRST, LAST + 1))
@@ -78,7 +78,7 @@ async def test_failing_rest_gives_up_with_exact_range_and_stream_goes_on(orderfl
     async with make_flow(sim, events, timeouts=replace(TIMEOUTS, rest=0.3), limits=replace(LIMITS, rest_retries=1)):
         await events.until(lambda e: any(c["where"] == "sequence" for c in e.of("on_error")), 10)
         await events.until(lambda e: len(e.trades) >= 200, 10)
-    assert time.monotonic() - started < 8
+    assert time.monotonic() - started < 8 * TIMEOUT_FACTOR
     failed = next(c["error"] for c in events.of("on_error") if c["where"] == "backfill")
     assert isinstance(failed, BackfillFailed) and expect in str(failed)
     gap = events.of("on_gap")[0]
@@ -123,7 +123,7 @@ async def test_overflow_gives_up_gap_and_reports_range(orderflow_sim_factory) ->
 async def test_start_from_id_backfills_history_then_joins_live(orderflow_sim_factory) -> None:
     """sequencing.start_from_id fetches the past from REST and continues live with no seam."""
     sim = await orderflow_sim_factory(pace=Pace(rate=2000), start_on_subscribe=False)
-    await sim.wait_for(lambda r: sim.happened("BTCUSDT") > 1500, 10)
+    await sim.wait_for(lambda r: sim.happened("BTCUSDT") > 1500, 10 * TIMEOUT_FACTOR)
     events = Events()
     async with make_flow(sim, events, sequencing=Sequencing(start_from_id=FIRST + 100)) as flow:
         await events.until(lambda e: len(e.trades) >= 2500, 10)
@@ -193,7 +193,7 @@ async def test_backfiller_keeps_within_weight_budget(orderflow_sim_factory) -> N
         await hurried.fetch("BTCUSDT", FIRST, FIRST + 5)
         await hurried.fetch("BTCUSDT", FIRST + 6, FIRST + 10)
         with pytest.raises(BackfillFailed, match="weight budget of 8 a minute is spent") as failed:
-            await asyncio.wait_for(hurried.fetch("BTCUSDT", FIRST + 11, FIRST + 12), 0.5)
+            await asyncio.wait_for(hurried.fetch("BTCUSDT", FIRST + 11, FIRST + 12), 0.5 * TIMEOUT_FACTOR)
     finally:
         await patient.aclose()
         await hurried.aclose()
@@ -298,7 +298,7 @@ async def test_rest_answering_429_forever_ends_in_an_exact_report(orderflow_sim_
         await events.until(lambda e: len(e.trades) >= 300, 10)
     assert reported(events) == [(FIRST + 50, FIRST + 149)]
     waited = events.at("on_error")[0] - events.at("on_gap")[0]
-    assert 1.0 <= waited < 1.9  # one Retry-After between the two tries, none after the last
+    assert 1.0 <= waited < 1.0 + 0.9 * TIMEOUT_FACTOR  # one Retry-After between the two tries, none after the last
     assert "HTTP 429, Retry-After 1 s" in str(events.of("on_error")[0]["error"])
     assert rest_asked(sim) == 2
     assert_nothing_lost(events, sim)
@@ -315,7 +315,7 @@ async def test_retry_after_longer_than_max_wait_reports_at_once(orderflow_sim_fa
         await events.until(lambda e: len(reported(e)) == 2, 10)
         await events.until(lambda e: len(e.trades) >= 600, 10)
     assert reported(events) == [(FIRST + 50, FIRST + 149), (FIRST + 400, FIRST + 409)]
-    assert all(error - gap < 1.0 for gap, error in zip(events.at("on_gap"), events.at("on_error")[1::2],
+    assert all(error - gap < 1.0 * TIMEOUT_FACTOR for gap, error in zip(events.at("on_gap"), events.at("on_error")[1::2],
                                                         strict=True))
     assert "429 (rate limited) for 30.0 s more, longer than max_wait 1 s" in str(events.of("on_error")[0]["error"])
     assert rest_asked(sim) == 1
@@ -377,7 +377,7 @@ async def test_rest_answer_dripping_past_rest_timeout_is_cut_off(orderflow_sim_f
         await events.until(lambda e: len(e.trades) >= 300, 10)
     assert reported(events) == [(FIRST + 50, FIRST + 149)]
     assert "failed after 2 tries: no answer within 0.3 s" in str(events.of("on_error")[0]["error"])
-    assert events.at("on_error")[0] - events.at("on_gap")[0] < 3.0  # the whole answer would take ~40 s
+    assert events.at("on_error")[0] - events.at("on_gap")[0] < 3.0 * TIMEOUT_FACTOR  # the whole answer would take ~40 s
     assert_nothing_lost(events, sim)
 
 
@@ -394,7 +394,7 @@ async def test_hanging_rest_while_reads_are_paused(orderflow_sim_factory, caplog
                          limits=replace(LIMITS, max_buffered_trades=6000, rest_retries=1),
                          sequencing=Sequencing(reorder_window=1.5)):
         await events.until(lambda e: reported(e), 10)
-        await sim.wait_for(lambda r: r.market_finished, 10)
+        await sim.wait_for(lambda r: r.market_finished, 10 * TIMEOUT_FACTOR)
         await events.until(lambda e: e.ids() and e.ids()[-1] == LAST, 10)
     assert "trades wait behind a hole; pausing reads" in caplog.text
     assert "reads were paused 0.3 s (timeouts.rest) for a hole still open; reading on" in caplog.text
@@ -428,7 +428,7 @@ async def test_a_long_hole_is_fetched_and_delivered_a_chunk_at_a_time(orderflow_
     sim = await orderflow_sim_factory(scenario=Scenario([[Fault("skip_ids", after=100, count=12_000)]]),
                                       pace=Pace(rate=20_000), loop=True)
     events = Events()
-    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, rest=2.0)):
+    async with make_flow(sim, events, timeouts=replace(TIMEOUTS, rest=2.0 * TIMEOUT_FACTOR)):
         await events.until(lambda e: len(e.trades) >= 12_300, 20)
     chunks = [(b["first"], b["last"], b["count"]) for b in events.of("on_backfill")]
     assert chunks == [(FIRST + 100, FIRST + 10_099, 10_000), (FIRST + 10_100, FIRST + 12_099, 2_000)]

@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from decimal import Decimal
@@ -158,7 +159,7 @@ async def test_sigkill_at_twenty_random_moments_loses_nothing(orderflow_sim_fact
         bot = await asyncio.create_subprocess_exec(sys.executable, str(BOT), str(csv), stdout=asyncio.subprocess.PIPE,
                                                    env=env)
         assert bot.stdout is not None
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(30 * TIMEOUT_FACTOR):
             assert await bot.stdout.readline() == b"streaming\n"
         await asyncio.sleep(rng.uniform(0.05, 1.5))  # a random moment: connecting, backfilling or streaming
         bot.send_signal(signal.SIGKILL)
@@ -221,6 +222,18 @@ async def test_a_checkpoint_that_cannot_be_written_is_reported_and_trades_go_on(
     errors = [c["error"] for c in events.of("on_error") if c["where"] == "checkpoint"]
     assert errors and all(isinstance(e, CheckpointError) and "cannot be written" in str(e) for e in errors)
     assert events.ids() == list(range(FIRST, FIRST + len(events.trades)))
+
+
+async def test_a_final_write_that_fails_is_reported_on_the_loop_thread(tmp_path: Path) -> None:
+    """The final checkpoint write runs on the worker thread; its failure reaches on_failure (hooks) on the loop's."""
+    checkpoint = Checkpoint(tmp_path / ("c" * 250), market="spot")  # the temporary file's name is too long
+    checkpoint.load(("BTCUSDT",))
+    checkpoint.delivered("BTCUSDT", 5)
+    reported: list[tuple[int, CheckpointError]] = []
+    checkpointer = Checkpointer(checkpoint, {}, lambda exc: reported.append((threading.get_ident(), exc)))
+    await checkpointer.close()
+    assert len(reported) == 1 and "cannot be written" in str(reported[0][1])
+    assert reported[0][0] == threading.get_ident()  # the old code reported from the worker thread
 
 
 def test_a_second_crash_still_tags_what_the_first_run_sent(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from orderflow_plugin import bundled_tape
 from orderflow_plugin.sim import Fault, Pace, Scenario
 
 from .conftest import ROOT
+from .flowhelpers import TIMEOUT_FACTOR
 
 TRADE_KEYS = ["event", "symbol", "id", "price", "qty", "side", "time", "first_id", "last_id", "source"]
 SUMMARY_KEYS = {"event", "trades", "reconnects", "gaps", "backfilled", "bad_frames", "plugin_errors", "slow_hooks", "uptime_s"}
@@ -86,13 +87,13 @@ async def test_sigint_stops_cleanly_with_summary_last(orderflow_sim_factory) -> 
     sim = await orderflow_sim_factory(pace=Pace(rate=200))
     process = await start("stream", "--json", "--ws-url", sim.ws_url, "--rest-url", sim.rest_url)
     assert process.stdout is not None
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(10 * TIMEOUT_FACTOR):
         while b'"event":"trade"' not in await process.stdout.readline():
             pass
     process.send_signal(signal.SIGINT)
     started = time.monotonic()
     rest, _ = await process.communicate()
-    assert time.monotonic() - started < 5.0 + 1.0  # timeouts.close + 1 s
+    assert time.monotonic() - started < 5.0 + 1.0 * TIMEOUT_FACTOR  # timeouts.close + 1 s
     assert process.returncode == 0
     assert parse(rest)[-1]["event"] == "summary"
 

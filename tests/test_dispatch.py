@@ -14,6 +14,8 @@ import pytest
 from orderflow_plugin import Dispatcher, HookFailed, HookTooSlow, PluginError, PluginManager, Trade, hookimpl, signals
 from orderflow_plugin.config import Settings
 
+from .flowhelpers import TIMEOUT_FACTOR
+
 TRADE = Trade("BTCUSDT", 1, Decimal("87648.21"), Decimal("0.5"), 10, 11, 1767225600039, "sell")
 
 # One sample event per hook, with the exact argument names of its hookspec.
@@ -166,7 +168,7 @@ def test_slow_plugin_reported_once_per_interval(manager: PluginManager, dispatch
     assert len(reports) == 1
     error, where = reports[0]
     assert isinstance(error, HookTooSlow) and where == "plugin:slow.on_trade"
-    assert error.seconds >= 0.02
+    assert error.seconds > 0.02 - 0.005  # less run-queue wait since a mark at most one budget before the call
     assert "slow.on_trade took" in caplog.text and "budget 5.0 ms" in caplog.text
 
 
@@ -247,7 +249,7 @@ async def test_async_receiver_gets_events_in_order(dispatcher) -> None:
     with signals.trade.connected_to(receiver):
         for i in range(50):
             dispatcher.emit("on_trade", trade=Trade("BTCUSDT", i, Decimal(1), Decimal(1), i, i, 0, "buy"))
-        await asyncio.wait_for(done.wait(), 5)
+        await asyncio.wait_for(done.wait(), 5 * TIMEOUT_FACTOR)
     await dispatcher.aclose()
     assert got == list(range(50))
 

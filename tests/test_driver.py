@@ -11,7 +11,7 @@ from orderflow_plugin.checkpoint import Checkpoint
 from orderflow_plugin.checkpointer import Checkpointer
 from orderflow_plugin.driver import CallSink, Driver, discard
 from orderflow_plugin.models import Trade
-from orderflow_plugin.options import Flow, Sequencing
+from orderflow_plugin.options import Flow, Limits, Sequencing
 from orderflow_plugin.pipeline import Pipeline
 
 BTC = "BTCUSDT"
@@ -85,3 +85,30 @@ def test_checkpoint_writes_need_no_event_loop_and_every_delivery_is_covered_on_d
     driver.deliver_as_is(Trade(BTC, 2001, Decimal(1), Decimal(1), 2001, 2001, 0, "buy"), 3.0)
     assert covered[-1] is True and len(covered) == 2001
     checkpoint.close()
+
+
+class Pausing(Connection):
+    """A connection that counts its pauses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pauses = 0
+
+    def pause(self) -> None:
+        self.pauses += 1
+
+
+def test_a_read_is_taken_up_to_the_frame_that_pauses_and_its_actions_carried_out_after_it() -> None:
+    """receive_read takes a read's frames until one pauses the connection: the pause lands before the next
+    frame (the connection keeps the rest), and what the read queued is carried out once it is taken."""
+    trades: list[Trade] = []
+    pipeline = Pipeline([BTC], "spot", CallSink(trades.append, discard, discard), flow=Flow(enabled=False),
+                        sequencing=Sequencing(reorder_window=5.0), limits=Limits(max_buffered_trades=8))
+    driver = Driver(pipeline)
+    connection = Pausing()
+    read = [frame(agg_id) for agg_id in (1, 2, 10, 11, 12, 13, 14, 15, 16)]  # a hole at 3..9: 4 held pause
+    assert driver.receive_read(connection, read, 1.0) == 6  # 10..13 held: the pause came before 14
+    assert connection.pauses == 1 and connection.first_trades == 1 and not pipeline.outbox
+    assert [t.id for t in trades] == [1, 2]
+    # Not paused after all (its transport was closing): a connection hands the rest on, one frame at a time.
+    assert driver.receive_read(connection, read[6:], 1.0) == 1 and connection.pauses == 1

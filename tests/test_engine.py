@@ -19,7 +19,7 @@ from orderflow_plugin import Bar, Flow, FlowEngine, Snapshot, Trade, Whale
 from orderflow_plugin.engine import parse_window
 from orderflow_plugin.sim import Fault, Pace, Scenario
 
-from .flowhelpers import RECONNECT, Events, make_flow
+from .flowhelpers import RECONNECT, TIMEOUT_FACTOR, Events, make_flow
 
 CSV = Path(__file__).resolve().parents[1] / "orderflow_plugin" / "data" / "BTCUSDT-aggTrades-2026-01-01_first5000.csv.gz"
 WINDOWS = {"1s": 1000, "1m": 60_000, "5m": 300_000}
@@ -209,7 +209,7 @@ async def test_stream_emits_bars_whales_and_snapshots(orderflow_sim_factory) -> 
     events = Events()
     async with make_flow(sim, events, flow=Flow(windows=["1s", "1m"], bar_close_grace=0.2, snapshot_interval=0.2,
                                                 whale_notional=40_000)):  # one trade of the 400 is over it (40,853.51)
-        await sim.wait_for(lambda r: r.market_finished, 10)
+        await sim.wait_for(lambda r: r.market_finished, 10 * TIMEOUT_FACTOR)
         await events.until(lambda e: len(e.trades) == 400, 5)
         # The last trade is 46.5 s into its minute: the 1 s bar after it is closed by the timer.
         await events.until(lambda e: any(isinstance(m, Bar) and m.window == "1s" and m.closed_by == "timer"
@@ -231,7 +231,7 @@ async def test_bars_identical_with_and_without_reconnects(orderflow_sim_factory)
         events = Events()
         async with make_flow(sim, events, reconnect=replace(RECONNECT, backoff_initial=0.05),
                              flow=Flow(windows=["1s", "1m"], bar_close_grace=3600)):
-            await sim.wait_for(lambda r: r.market_finished, 20)
+            await sim.wait_for(lambda r: r.market_finished, 20 * TIMEOUT_FACTOR)
             await events.until(lambda e: e.ids() and e.ids()[-1] == ROWS[-1]["a"], 10)
         return [m for m in events.metrics if isinstance(m, Bar)]
 

@@ -34,7 +34,7 @@ async def world(orderflow_sim_factory):
     async def start(tape: Tape, archive: Archive, **kwargs):
         sim = await orderflow_sim_factory(tapes=[tape], archive=archive, pace=Pace(rate=1e9),
                                           start_on_subscribe=False, weight_limit=1_000_000, **kwargs)
-        await sim.wait_for(lambda record: record.market_finished, timeout=20)
+        await sim.wait_for(lambda record: record.market_finished, timeout=20 * TIMEOUT_FACTOR)
         return sim
     return start
 

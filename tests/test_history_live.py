@@ -12,7 +12,7 @@ from orderflow_plugin.history import Store, bars_from_table, history
 from orderflow_plugin.metrics import Bar
 from orderflow_plugin.sim import Archive, Pace, tiled_tape
 
-from .flowhelpers import TIMEOUT_FACTOR, Events, make_flow
+from .flowhelpers import Events, make_flow
 
 DAY = date(2025, 11, 1)
 _FIELDS = [name for name in Bar.__struct_fields__ if name != "closed_by"]
@@ -33,7 +33,7 @@ async def test_archive_bars_equal_live_bars(orderflow_sim_factory, tmp_path) -> 
                                       weight_limit=1_000_000)
     events = Events()
     async with make_flow(sim, events):
-        await events.until(lambda e: len(e.trades) >= 5000, 30 * TIMEOUT_FACTOR)
+        await events.until(lambda e: len(e.trades) >= 5000, 30)
     assert events.ids() == [row.id for row in tape.rows]
     live = _final([m for m in events.metrics if isinstance(m, Bar)])
     backfiller = Backfiller(sim.rest_url)

@@ -29,7 +29,7 @@ async def test_since_warms_up_from_the_archive_with_no_seam(orderflow_sim_factor
     sequencing = Sequencing(since=first_day.isoformat(), history_store=str(tmp_path), archive_url=sim.archive_url)
     flow = make_flow(sim, events, sequencing=sequencing)
     async with flow:
-        await events.until(lambda e: sum(t.source == "live" for t in e.trades) >= 200, 30 * TIMEOUT_FACTOR)
+        await events.until(lambda e: sum(t.source == "live" for t in e.trades) >= 200, 30)
     ids = events.ids()
     start = tape.rows[0].id
     assert ids == list(range(start, start + len(ids)))  # no hole, no repeat, in order
@@ -82,7 +82,7 @@ async def test_a_restart_on_a_days_old_checkpoint_is_filled_from_the_archive(ord
     sequencing = Sequencing(checkpoint_path=str(path), history_store=str(tmp_path / "store"),
                             archive_url=sim.archive_url)
     async with make_flow(sim, events, sequencing=sequencing):
-        await events.until(lambda e: sum(t.source == "live" for t in e.trades) >= 100, 30 * TIMEOUT_FACTOR)
+        await events.until(lambda e: sum(t.source == "live" for t in e.trades) >= 100, 30)
     ids = events.ids()
     assert ids == list(range(stored.id + 1, stored.id + 1 + len(ids)))  # no hole, no repeat, in order
     sources = [t.source for t in events.trades]
@@ -118,7 +118,7 @@ async def test_a_restart_on_a_recent_checkpoint_is_filled_over_rest(orderflow_si
     sequencing = Sequencing(checkpoint_path=str(path), history_store=str(tmp_path / "store"),
                             archive_url=sim.archive_url)
     async with make_flow(sim, events, sequencing=sequencing):
-        await events.until(lambda e: sum(t.source == "live" for t in e.trades) >= 50, 30 * TIMEOUT_FACTOR)
+        await events.until(lambda e: sum(t.source == "live" for t in e.trades) >= 50, 30)
     ids = events.ids()
     assert ids == list(range(stored.id + 1, stored.id + 1 + len(ids)))
     assert "archive" not in {t.source for t in events.trades} and not archive.requests

@@ -66,7 +66,7 @@ async def test_a_symbol_not_trading_is_reported_as_such(orderflow_sim_factory) -
     sim = await orderflow_sim_factory(statuses={"BTCUSDT": "BREAK"})
     events = Events()
     async with make_flow(sim, events) as flow:
-        await events.until(lambda e: e.of("on_error") and e.trades, timeout=10 * TIMEOUT_FACTOR)
+        await events.until(lambda e: e.of("on_error") and e.trades, timeout=10)
         [error] = [call["error"] for call in events.of("on_error")]
         assert isinstance(error, SymbolNotTrading) and error.status == "BREAK"
         assert events.of("on_error")[0]["where"] == "symbols"
@@ -89,10 +89,10 @@ async def test_rest_down_at_start_holds_nothing_and_a_late_unknown_symbol_is_dro
     urls = SimpleNamespace(ws_url=sim.ws_url, rest_url=f"http://127.0.0.1:{port}")  # no REST there yet
     flow = make_flow(urls, events, symbols=("BTCUSDT", "BTCUSTD"), limits=replace(LIMITS, streams_per_connection=1))
     async with flow:
-        await events.until(lambda e: len(e.trades) >= 20, timeout=10 * TIMEOUT_FACTOR)
+        await events.until(lambda e: len(e.trades) >= 20, timeout=10)
         assert flow.health()["symbols"]["BTCUSTD"]["status"] is None and events.of("on_error") == []
         await orderflow_sim_factory(port=port)  # REST comes up
-        await events.until(lambda e: e.of("on_error"), timeout=10 * TIMEOUT_FACTOR)
+        await events.until(lambda e: e.of("on_error"), timeout=10)
         [error] = [call["error"] for call in events.of("on_error")]
         assert isinstance(error, UnknownSymbol) and str(error) == \
             "BTCUSTD is not a Binance spot symbol; did you mean BTCUSDT?"
@@ -102,7 +102,7 @@ async def test_rest_down_at_start_holds_nothing_and_a_late_unknown_symbol_is_dro
         states = {tuple(c["symbols"]): c["state"] for c in health["connections"]}
         assert states[("BTCUSTD",)] == "stopped" and states[("BTCUSDT",)] == "streaming"
         before = len(events.trades)
-        await events.until(lambda e: len(e.trades) > before + 20, timeout=10 * TIMEOUT_FACTOR)
+        await events.until(lambda e: len(e.trades) > before + 20, timeout=10)
 
 
 async def test_doctor_names_an_unknown_symbol_with_the_streams_own_line(orderflow_sim) -> None:

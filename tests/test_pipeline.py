@@ -132,9 +132,12 @@ class Recorder:
 
     @property
     def actions(self) -> list[Any]:
-        """Every action the pipeline queued so far, in order (nothing here carries them out)."""
+        """Every action the pipeline queued so far, in order (nothing here carries them out): popped from its
+        outbox, as a driver pops them."""
         if self.pipeline is not None:
-            self._actions.extend(self.pipeline.take_actions())
+            outbox = self.pipeline.outbox
+            while outbox:
+                self._actions.append(outbox.popleft())
         return self._actions
 
     def trade(self, trade: Trade) -> None:
@@ -477,7 +480,7 @@ def test_pipeline_teaches_liveness_from_live_deliveries_only() -> None:
 
 class HeldFrames:
     """A connection as the driver sees it: paused, it holds frames; resumed, it hands them back at once, as
-    WsConnection.resume does through its on_frame."""
+    WsConnection.resume does through its on_frames."""
 
     def __init__(self, driver: Driver, frames: list[bytes], now: float) -> None:
         self.driver, self.frames, self.now = driver, frames, now

@@ -273,7 +273,7 @@ async def test_orderflow_takes_a_list_of_plugins(orderflow_sim) -> None:
                      plugins=[module, events])
     assert flow.plugins.describe() == "Events, my_strategy"
     async with flow:
-        await events.until(lambda e: len(e.trades) >= 5 and len(module.seen) >= 5, 10 * TIMEOUT_FACTOR)
+        await events.until(lambda e: len(e.trades) >= 5 and len(module.seen) >= 5, 10)
     assert module.seen[:5] == events.trades[:5]
     assert flow.summary()["plugin_errors"] == 0
 

@@ -17,7 +17,7 @@ import pytest
 
 from orderflow_plugin import ConnectionLost, OrderFlow, Stalled, StreamError
 from orderflow_plugin.sim import FaultProxy, Pace, Simulator
-from orderflow_plugin.transport import READERS
+from orderflow_plugin.wsconnection import READERS
 
 from .flowhelpers import RECONNECT, TIMEOUT_FACTOR, TIMEOUTS, Events, make_flow
 
@@ -245,7 +245,7 @@ async def test_refused_connects_retried_until_listening_again(rig, scheme: str) 
         await events.until(lambda e: len(e.trades) >= 100, 10)
         r.proxy.refuse(1.0)
         r.proxy.reset()  # the open connection goes, so the stream must connect while refused
-        await r.proxy.wait_for(lambda record: "listen" in record.faults, 5)
+        await r.proxy.wait_for(lambda record: "listen" in record.faults, 5 * TIMEOUT_FACTOR)
         after = len(events.trades)
         await events.until(lambda e: len(e.of("on_connected")) >= 2 and len(e.trades) >= after + 300, 10)
     assert isinstance(events.of("on_disconnected")[0]["error"], ConnectionLost)
@@ -267,7 +267,7 @@ async def test_refused_replacement_keeps_the_open_connection_streaming(rig) -> N
         r.proxy.refuse(1.0)
         await events.until(lambda e: any(c["where"] == "connect:tcp_connect" for c in e.of("on_error")), 5)
         during = len(events.trades)
-        await r.proxy.wait_for(lambda record: "listen" in record.faults, 5)
+        await r.proxy.wait_for(lambda record: "listen" in record.faults, 5 * TIMEOUT_FACTOR)
         assert len(events.trades) > during + 100  # the open connection kept delivering while refused
         connected = len(events.of("on_connected"))
         await events.until(lambda e: len(e.of("on_connected")) > connected and len(e.trades) >= during + 600, 10)

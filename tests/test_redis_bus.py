@@ -22,6 +22,8 @@ from orderflow_plugin.redisbus.writer import StreamWriter
 from orderflow_plugin.sim import Pace
 from orderflow_plugin.tape import bundled_tape
 
+from .flowhelpers import TIMEOUT_FACTOR
+
 KEY = trades_key("spot", "BTCUSDT")
 
 
@@ -53,7 +55,7 @@ class Collected:
 
     async def until(self, predicate: Any, timeout: float = 10.0) -> None:
         """Wait for ``predicate()``, looked at on each of our events and every 50 ms (it may read other plugins)."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout * TIMEOUT_FACTOR):
             while not predicate():
                 self.changed.clear()
                 with contextlib.suppress(TimeoutError):
@@ -81,7 +83,7 @@ async def write(url: str, trades: list[Trade], **options: Any) -> StreamWriter:
 
 async def until(predicate: Any, timeout: float = 10.0) -> None:
     """Wait for ``predicate()`` with a deadline, looking every 10 ms."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(timeout * TIMEOUT_FACTOR):
         while not predicate():
             await asyncio.sleep(0.01)
 
@@ -156,7 +158,7 @@ async def test_collector_writes_the_simulator_tape_exactly(orderflow_redis: Any,
     flow = OrderFlow(["BTCUSDT"], ws_url=sim.ws_url, rest_url=sim.rest_url, plugins=[publisher])
     await flow.start()
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(20 * TIMEOUT_FACTOR):
             while flow.health()["symbols"]["BTCUSDT"]["last_id"] != tape.rows[-1].id:
                 await asyncio.sleep(0.05)
     finally:
@@ -272,7 +274,7 @@ async def test_a_consumer_rides_out_a_redis_restart(orderflow_redis: Any) -> Non
     try:
         await collected.until(lambda: len(collected.trades) >= 50)
         orderflow_redis.kill()
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(10 * TIMEOUT_FACTOR):
             while source.state != "retrying":
                 await asyncio.sleep(0.02)
         orderflow_redis.restart()
@@ -328,7 +330,7 @@ async def test_two_collectors_write_each_bar_and_whale_once(orderflow_redis: Any
     # are judged on what a stream has seen, so a collector that started late can write a whale the other refuses).
     await asyncio.gather(*(flow.start() for flow in flows))
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(20 * TIMEOUT_FACTOR):
             while any(f.health()["symbols"]["BTCUSDT"]["last_id"] != tape.rows[-1].id for f in flows):
                 await asyncio.sleep(0.05)
     finally:
@@ -361,7 +363,7 @@ async def test_the_redis_plugin_is_turned_on_by_settings(orderflow_redis: Any, o
                                    rest_url=sim.rest_url)
     await flow.start()
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(20 * TIMEOUT_FACTOR):
             while len(await ids_in(orderflow_redis.url)) < 1000:
                 await asyncio.sleep(0.05)
     finally:
@@ -520,13 +522,13 @@ async def test_collect_exits_1_in_one_line_with_its_summary_when_redis_refuses_t
         sys.executable, "-m", "orderflow_plugin", "collect", "--to", orderflow_redis.url, "--ws-url", sim.ws_url,
         "--rest-url", sim.rest_url, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(20 * TIMEOUT_FACTOR):
             while not await ids_in(orderflow_redis.url):
                 await asyncio.sleep(0.05)
         client = aioredis.Redis.from_url(orderflow_redis.url)
         await client.execute_command("ACL", "SETUSER", "default", "-evalsha", "-eval")
         await client.aclose()
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(20 * TIMEOUT_FACTOR):
             out, err = await collector.communicate()
     finally:
         if collector.returncode is None:
@@ -548,7 +550,7 @@ async def test_a_publishing_bot_outlives_a_fault_its_writer_cannot_retry(orderfl
     client = aioredis.Redis.from_url(orderflow_redis.url)
     await flow.start()
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(20 * TIMEOUT_FACTOR):
             while not await ids_in(orderflow_redis.url):
                 await asyncio.sleep(0.05)
             await client.execute_command("ACL", "SETUSER", "default", "-evalsha", "-eval")

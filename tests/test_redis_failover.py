@@ -19,6 +19,7 @@ from orderflow_plugin.redisbus.writer import StreamWriter
 from orderflow_plugin.sim import Pace
 from orderflow_plugin.tape import bundled_tape
 
+from .flowhelpers import TIMEOUT_FACTOR
 from .test_redis_bus import KEY, Collected, consume, ids_in, trade, write
 
 
@@ -135,7 +136,7 @@ async def test_wait_replicas_waits_for_them_and_says_when_too_few_answer(tmp_pat
     with RedisServer(directory=tmp_path / "p") as primary, RedisServer(directory=tmp_path / "r",
                                                                       replicaof=primary.port) as replica:
         client = aioredis.Redis.from_url(replica.url)
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(30 * TIMEOUT_FACTOR):
             while (await client.info("replication"))["master_link_status"] != "up":
                 await asyncio.sleep(0.05)
         await client.aclose()
@@ -214,7 +215,7 @@ async def test_a_cluster_of_three_primaries_takes_collectors_and_a_consumer_grou
             # at the same moment a little later in the tape would begin it there (docs/scale-out.md).
             await crew[0].start()
             probe = aioredis.RedisCluster(host="127.0.0.1", port=cluster.servers[0].port)
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(30 * TIMEOUT_FACTOR):
                 while None in [await newest_entry(probe, trades_key("spot", s)) for s in ("BTCUSDT", "ETHUSDT")]:
                     await asyncio.sleep(0.05)
             await probe.aclose()
@@ -283,7 +284,7 @@ async def test_an_idle_writer_finds_a_failover_that_lost_its_tail(orderflow_redi
     try:
         for number in range(1, 101):
             writer.add_trade(trade(number))
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(10 * TIMEOUT_FACTOR):
             while writer.backlog or writer.confirmed.get("BTCUSDT") != 100:
                 await asyncio.sleep(0.05)
         client = aioredis.Redis.from_url(orderflow_redis.url)
@@ -293,7 +294,7 @@ async def test_an_idle_writer_finds_a_failover_that_lost_its_tail(orderflow_redi
                 swap.xadd(KEY, {"d": trade_payload(trade(number))}, id=f"{number}-0")
             await swap.execute()
         await client.aclose()
-        async with asyncio.timeout(10):  # old code: nothing more to write, so nothing ever looked
+        async with asyncio.timeout(10 * TIMEOUT_FACTOR):  # old code: nothing more to write, so nothing ever looked
             while await ids_in(orderflow_redis.url) != list(range(1, 101)):
                 await asyncio.sleep(0.1)
     finally:

@@ -49,11 +49,11 @@ async def test_a_source_retries_until_redis_comes_up(orderflow_redis_factory: An
     manager.register(events, name="events")
     flow = OrderFlow(["BTCUSDT"], feed=RedisSource(f"redis://127.0.0.1:{port}/0", timeout=1.0), plugins=manager)
     async with flow:
-        await events.until(lambda e: e.of("on_error"), timeout=10 * TIMEOUT_FACTOR)
+        await events.until(lambda e: e.of("on_error"), timeout=10)
         assert [name for _, name, _ in events.calls] == ["on_startup", "on_error"]
         assert isinstance(events.of("on_error")[0]["error"], RedisFeedError)
         assert flow.summary()["source"]["connects"] == 0
         await asyncio.to_thread(orderflow_redis_factory, port=port)
-        await events.until(lambda e: e.of("on_connected"), timeout=20 * TIMEOUT_FACTOR)
+        await events.until(lambda e: e.of("on_connected"), timeout=20)
         assert flow.summary()["source"]["connects"] == 1 and flow.health()["connections"][0]["state"] == "reading"
     assert events.of("on_disconnected") == []

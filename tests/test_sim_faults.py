@@ -14,6 +14,7 @@ import websockets
 from orderflow_plugin import bundled_tape
 from orderflow_plugin.sim import Fault, Pace, Scenario
 
+from .flowhelpers import TIMEOUT_FACTOR
 from .simclient import connect, raw_open, recv_ids
 
 FIRST = bundled_tape().rows[0].id
@@ -66,7 +67,7 @@ async def test_hang_after_handshake_sends_nothing_but_answers_pings(orderflow_si
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.5):
                 await ws.recv()
-        await asyncio.wait_for(await ws.ping(b"x"), 1)
+        await asyncio.wait_for(await ws.ping(b"x"), 1 * TIMEOUT_FACTOR)
     assert sim.happened("BTCUSDT") > 0  # the market played on
 
 
@@ -114,7 +115,7 @@ async def test_server_shutdown_event_then_close(orderflow_sim_factory, path: str
     messages = []
     async with connect(sim, path) as ws:
         with pytest.raises(websockets.ConnectionClosed) as info:
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(5 * TIMEOUT_FACTOR):
                 while True:
                     messages.append(json.loads(await ws.recv()))
     assert info.value.rcvd.code == 1001
@@ -160,7 +161,7 @@ async def test_malformed_frame_then_stream_continues(orderflow_sim_factory, vari
     sim = await orderflow_sim_factory(scenario=one(Fault("malformed_after", after=3, variant=variant)),
                                       pace=Pace(rate=2000))
     async with connect(sim, "/ws/btcusdt@aggTrade") as ws:
-        texts = [await asyncio.wait_for(ws.recv(), 5) for _ in range(6)]
+        texts = [await asyncio.wait_for(ws.recv(), 5 * TIMEOUT_FACTOR) for _ in range(6)]
     good = [json.loads(t)["a"] for i, t in enumerate(texts) if i != 3]
     assert good == list(range(FIRST, FIRST + 5))
     if variant == "wrong_types":
@@ -198,7 +199,7 @@ async def test_max_age_closes_every_connection(orderflow_sim_factory) -> None:
         started = time.monotonic()
         async with connect(sim) as ws:
             with pytest.raises(websockets.ConnectionClosed) as info:
-                async with asyncio.timeout(3):
+                async with asyncio.timeout(3 * TIMEOUT_FACTOR):
                     while True:
                         await ws.recv()
         assert info.value.rcvd.code == 1001 and time.monotonic() - started >= 0.3

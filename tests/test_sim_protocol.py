@@ -11,6 +11,7 @@ import websockets
 from orderflow_plugin import bundled_tape
 from orderflow_plugin.sim import Pace
 
+from .flowhelpers import TIMEOUT_FACTOR
 from .simclient import connect, raw_open, read_frame, recv_ids
 
 FIRST = bundled_tape().rows[0].id
@@ -51,7 +52,7 @@ async def test_subscribe_list_unsubscribe(orderflow_sim_factory) -> None:
         await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 2}))
         await ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 3}))
         replies = []
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(5 * TIMEOUT_FACTOR):
             while len(replies) < 2:
                 message = json.loads(await ws.recv())
                 if "id" in message:
@@ -82,7 +83,7 @@ async def test_control_message_rate_limit_disconnects(orderflow_sim_factory) -> 
         for i in range(6):
             await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}))
         with pytest.raises(websockets.ConnectionClosed) as info:
-            async with asyncio.timeout(3):
+            async with asyncio.timeout(3 * TIMEOUT_FACTOR):
                 while True:
                     await ws.recv()
         assert info.value.rcvd.code == 1008
@@ -107,7 +108,7 @@ async def test_two_symbols_on_one_combined_connection(orderflow_sim_factory) -> 
     sim = await orderflow_sim_factory([bundled_tape(), eth], pace=Pace(speed=200))
     seen: dict[str, list[int]] = {"btcusdt@aggTrade": [], "ethusdt@aggTrade": []}
     async with connect(sim, "/stream?streams=btcusdt@aggTrade/ethusdt@aggTrade") as ws:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(10 * TIMEOUT_FACTOR):
             while min(len(v) for v in seen.values()) < 100:
                 message = json.loads(await ws.recv())
                 seen[message["stream"]].append(message["data"]["a"])
@@ -121,7 +122,7 @@ async def test_server_pings_and_drops_client_without_pong(orderflow_sim_factory)
     sim = await orderflow_sim_factory(ping_interval=0.2, pong_timeout=0.3)
     reader, writer = await raw_open(sim, "/ws")
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(5 * TIMEOUT_FACTOR):
         opcode, payload = await read_frame(reader)
         assert opcode == 0x9 and payload  # ping with a payload; we never answer
         opcode, payload = await read_frame(reader)
@@ -134,7 +135,7 @@ async def test_client_that_pongs_stays_connected(orderflow_sim_factory) -> None:
     """websockets answers the server's pings, so the connection survives several intervals."""
     sim = await orderflow_sim_factory(ping_interval=0.1, pong_timeout=0.2)
     async with connect(sim, "/ws") as ws:
-        await sim.wait_for(lambda r: r.connections[0].pongs_received >= 3, timeout=5)
+        await sim.wait_for(lambda r: r.connections[0].pongs_received >= 3, timeout=5 * TIMEOUT_FACTOR)
         assert ws.state is websockets.State.OPEN
 
 
@@ -142,7 +143,7 @@ async def test_client_ping_answered_with_same_payload(orderflow_sim_factory) -> 
     """A client ping gets a pong carrying the same payload."""
     sim = await orderflow_sim_factory()
     async with connect(sim, "/ws") as ws:
-        latency = await asyncio.wait_for(await ws.ping(b"payload-123"), 2)
+        latency = await asyncio.wait_for(await ws.ping(b"payload-123"), 2 * TIMEOUT_FACTOR)
         assert latency >= 0
 
 

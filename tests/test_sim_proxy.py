@@ -16,6 +16,8 @@ import trustme
 
 from orderflow_plugin.sim import FaultProxy
 
+from .flowhelpers import TIMEOUT_FACTOR
+
 SLACK = 0.01  # loop timers may fire a few ms early by time.monotonic() (uvloop reads libuv's cached clock)
 
 
@@ -48,7 +50,7 @@ class Echo:
 
     async def until(self, predicate, timeout: float = 5.0) -> None:
         """Wait until ``predicate(self)`` holds."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout * TIMEOUT_FACTOR):
             while not predicate(self):
                 self.changed.clear()
                 await self.changed.wait()
@@ -117,9 +119,9 @@ async def test_passes_bytes_both_ways_and_records_them(proxy: FaultProxy, open_c
     link = proxy.record.links[0]
     assert link.number == 1 and link.sent == {"up": 300_000, "down": 300_000}
     writer.write_eof()
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(5 * TIMEOUT_FACTOR):
         assert await reader.read() == b""
-    await proxy.wait_for(lambda r: r.links[0].closed == "closed", 5)
+    await proxy.wait_for(lambda r: r.links[0].closed == "closed", 5 * TIMEOUT_FACTOR)
     assert echo.ended == ["eof"]
 
 
@@ -134,7 +136,7 @@ async def test_latency_delays_every_chunk_and_keeps_order(proxy: FaultProxy, ope
         writer.write(b"%d" % index)
         await writer.drain()
         await asyncio.sleep(0.01)  # distinct writes, not a wait for an event
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(5 * TIMEOUT_FACTOR):
         assert await reader.readexactly(5) == b"01234"
     assert proxy.record.faults == ["latency 0.2 both"]
 
@@ -169,7 +171,7 @@ async def test_hold_passes_nothing_but_keeps_sockets_open(proxy: FaultProxy, ope
     assert not reader.at_eof() and not writer.is_closing() and not late_reader.at_eof()
     assert [link.closed for link in proxy.record.links] == [None, None]
     proxy.release()
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(5 * TIMEOUT_FACTOR):
         assert await reader.readexactly(29) == b"down while held;up while held"
         assert await late_reader.readexactly(4) == b"late"
     assert proxy.record.faults == ["hold", "release"]
@@ -186,7 +188,7 @@ async def test_hold_open_only_lets_new_connections_pass(proxy: FaultProxy, open_
         async with asyncio.timeout(0.3):
             await reader.read(1)
     proxy.release()
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(5 * TIMEOUT_FACTOR):
         assert await reader.readexactly(15) == b"lost in the NAT"
     assert proxy.record.faults == ["hold open", "release"]
 
@@ -207,7 +209,7 @@ async def test_reset_makes_both_ends_see_econnreset(proxy: FaultProxy, open_clie
     assert await roundtrip(reader, writer, b"hello") == b"hello"
     proxy.reset()
     with pytest.raises(ConnectionResetError):
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(5 * TIMEOUT_FACTOR):
             await reader.read(1)
     await echo.until(lambda e: e.ended)
     assert echo.ended == ["ConnectionResetError"]
@@ -224,7 +226,7 @@ async def test_upstream_reset_goes_on_to_the_client(proxy: FaultProxy, open_clie
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     echo.writers[0].transport.abort()
     with pytest.raises(ConnectionResetError):
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(5 * TIMEOUT_FACTOR):
             await reader.read(1)
     assert proxy.record.links[0].closed.startswith("upstream reset")
 
@@ -236,7 +238,7 @@ async def test_trickle_writes_one_byte_per_chunk(proxy: FaultProxy, open_client)
     data = os.urandom(64)
     writer.write(data)
     chunks = []
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(5 * TIMEOUT_FACTOR):
         while sum(map(len, chunks)) < len(data):
             chunks.append(await reader.read(65536))
     assert b"".join(chunks) == data
@@ -251,7 +253,7 @@ async def test_refuse_fails_new_connects_while_open_ones_work(proxy: FaultProxy,
     with pytest.raises(ConnectionRefusedError):
         await open_client()
     assert await roundtrip(reader, writer, b"still here") == b"still here"
-    await proxy.wait_for(lambda r: r.faults[-1] == "listen", 5)
+    await proxy.wait_for(lambda r: r.faults[-1] == "listen", 5 * TIMEOUT_FACTOR)
     late_reader, late_writer = await open_client()
     assert await roundtrip(late_reader, late_writer, b"back") == b"back"
     assert proxy.record.faults == ["refuse 0.5", "listen"]
@@ -271,7 +273,7 @@ async def test_clear_restores_pass_through(proxy: FaultProxy, open_client) -> No
     assert await roundtrip(reader, writer, data) == data
     new_reader, new_writer = await open_client()
     assert await roundtrip(new_reader, new_writer, data) == data
-    assert time.monotonic() - started < 2.0  # with any fault left this takes far longer
+    assert time.monotonic() - started < 2.0 * TIMEOUT_FACTOR  # with any fault left this takes far longer
 
 
 async def test_schedule_fires_steps_in_order(proxy: FaultProxy, open_client) -> None:
@@ -279,11 +281,11 @@ async def test_schedule_fires_steps_in_order(proxy: FaultProxy, open_client) -> 
     await open_client()
     started = time.monotonic()
     proxy.schedule([(0.1, "hold", 0.2), (0.4, "reset")])
-    await proxy.wait_for(lambda r: "reset 1" in r.faults, 5)
+    await proxy.wait_for(lambda r: "reset 1" in r.faults, 5 * TIMEOUT_FACTOR)
     assert time.monotonic() - started >= 0.4 - SLACK
     assert proxy.record.faults == ["hold 0.2", "release", "reset 1"]
     proxy.schedule([(0.05, "reset")], repeat=True)
-    await proxy.wait_for(lambda r: r.faults.count("reset 0") >= 3, 5)
+    await proxy.wait_for(lambda r: r.faults.count("reset 0") >= 3, 5 * TIMEOUT_FACTOR)
     proxy.clear()
     count = len(proxy.record.faults)
     await asyncio.sleep(0.2)  # nothing may happen in this window
@@ -306,7 +308,7 @@ async def test_stop_leaves_no_task_or_socket(echo: Echo) -> None:
     await proxy.stop()
     assert asyncio.all_tasks() - before - echo.handlers == set()
     with contextlib.suppress(ConnectionResetError):  # an RST: the proxy closed with "in flight" unread
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(5 * TIMEOUT_FACTOR):
             assert await reader.read() == b""
     writer.close()
     with pytest.raises(ConnectionRefusedError):
@@ -318,7 +320,7 @@ async def test_upstream_down_resets_the_client(unused_tcp_port: int) -> None:
     async with FaultProxy("127.0.0.1", unused_tcp_port) as proxy:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         with pytest.raises(ConnectionResetError):
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(5 * TIMEOUT_FACTOR):
                 await reader.read(1)
         writer.close()
         assert proxy.record.links[0].closed.startswith("upstream unreachable")

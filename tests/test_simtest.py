@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from orderflow_plugin import hotpath, pipeline, transport
+from orderflow_plugin import hotpath, pipeline, wsconnection
 from orderflow_plugin.simtest import PLANTS, is_pure_seed, planted, replay_command, run_seed, run_seeds, seeds_to_catch
 from orderflow_plugin.simtest.__main__ import main
 from orderflow_plugin.simtest.runner import trace_lines
@@ -47,10 +47,10 @@ def test_a_bug_planted_in_the_real_code_is_caught(name: str) -> None:
 
 def test_planted_bugs_are_removed_after_the_block() -> None:
     """A plant lives only inside its block: the real code is back afterwards."""
-    ping, hole_opened = transport.ping_when_quiet, pipeline.Pipeline._hole_opened
+    ping, hole_opened = wsconnection.ping_when_quiet, pipeline.Pipeline._hole_opened
     with planted("ping-never-fails"):
-        assert transport.ping_when_quiet is not ping
-    assert transport.ping_when_quiet is ping and pipeline.Pipeline._hole_opened is hole_opened
+        assert wsconnection.ping_when_quiet is not ping
+    assert wsconnection.ping_when_quiet is ping and pipeline.Pipeline._hole_opened is hole_opened
 
 
 def test_unplanted_seeds_pass() -> None:

@@ -44,7 +44,7 @@ async def test_the_tail_the_socket_skipped_is_fetched_on_a_quiet_market(orderflo
     async with make_flow(sim, events, timeouts=DEFAULTS) as flow:
         await sim.wait_for(lambda record: record.market_finished, timeout=20 * TIMEOUT_FACTOR)
         silent_from = time.monotonic()
-        await events.until(lambda e: len(e.trades) >= 5100, 20 * TIMEOUT_FACTOR)
+        await events.until(lambda e: len(e.trades) >= 5100, 20)
         caught_up = time.monotonic() - silent_from
         # time passing, not an event: a few silence deadlines on a quiet market with everything delivered
         await asyncio.sleep(3 * DEFAULTS.silence_floor)

@@ -38,7 +38,7 @@ async def test_trades_and_backfill_flow_over_verified_tls(orderflow_sim_factory,
     assert sim.ws_url.startswith("wss://localhost:") and sim.rest_url.startswith("https://localhost:")
     events = Events()
     async with make_flow(sim, events, ca_file=orderflow_tls.ca_file):
-        await events.until(lambda e: bool(e.of("on_backfill")) and len(e.trades) >= 150, timeout=10 * TIMEOUT_FACTOR)
+        await events.until(lambda e: bool(e.of("on_backfill")) and len(e.trades) >= 150, timeout=10)
     assert events.of("on_connected")[0]["url"].startswith("wss://localhost:")
     assert events.of("on_backfill")[0]["count"] == 40
     ids = events.ids()
@@ -85,7 +85,7 @@ async def test_a_server_silent_after_tcp_accept_hits_the_tls_deadline(orderflow_
     events = Events()
     async with server:
         async with make_flow(silent, events, ca_file=orderflow_tls.ca_file, timeouts=replace(TIMEOUTS, tls=0.5)):
-            await events.until(lambda e: len(e.of("on_reconnect_scheduled")) >= 2, timeout=10 * TIMEOUT_FACTOR)
+            await events.until(lambda e: len(e.of("on_reconnect_scheduled")) >= 2, timeout=10)
     error = events.of("on_reconnect_scheduled")[0]["error"]
     assert isinstance(error, StageTimeout) and error.stage == "tls" and error.deadline == 0.5
     assert f"TLS handshake with 127.0.0.1:{port} did not complete within 0.5 s" in str(error)

@@ -13,13 +13,15 @@ from orderflow_plugin.driver import CallSink, Driver, discard
 from orderflow_plugin.pipeline import Pipeline
 from orderflow_plugin.sim import Fault, Pace, Scenario
 from orderflow_plugin.tape import Tape
-from orderflow_plugin.transport import WsConnection
+from orderflow_plugin.wsconnection import WsConnection
+
+from .flowhelpers import TIMEOUT_FACTOR
 
 TAPE = Tape("BTCUSDT", "spot", bundled_tape().rows[:600], "test")
 
 
 class Collector:
-    """An on_frame that keeps every frame; the stream's pipeline ends the connect stages, as in the stream."""
+    """An on_frames that keeps every frame taken; the stream's pipeline ends the connect stages, as in the stream."""
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
@@ -28,14 +30,15 @@ class Collector:
         self.driver = Driver(self.pipeline)
         self.changed = asyncio.Event()
 
-    def __call__(self, connection: WsConnection, frame: bytes, now: float) -> None:
-        self.frames.append(frame)
+    def __call__(self, connection: WsConnection, frames: list[bytes], now: float) -> int:
+        taken = self.driver.receive_read(connection, frames, now)
+        self.frames.extend(frames[:taken])
         self.changed.set()
-        self.driver.receive(connection, frame, now)
+        return taken
 
     async def until(self, count: int, timeout: float = 10.0) -> None:
         """Wait for ``count`` frames."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout * TIMEOUT_FACTOR):
             while len(self.frames) < count:
                 self.changed.clear()
                 await self.changed.wait()
@@ -79,7 +82,7 @@ async def test_fast_reader_answers_pings_through_websockets(orderflow_sim_factor
     collector = Collector()
     connection = await open_connection(f"{sim.ws_url}/stream", ["btcusdt@aggTrade"], collector,
                                        deadlines=Timeouts(), reader="fast")
-    await sim.wait_for(lambda record: record.connections[0].pongs_received >= 3, 5)
+    await sim.wait_for(lambda record: record.connections[0].pongs_received >= 3, 5 * TIMEOUT_FACTOR)
     assert connection.fast is True and len(collector.frames) > 1
     await connection.close(timeout=1.0)
     assert sim.record.connections[0].closed == "client close frame"
@@ -92,7 +95,7 @@ async def test_fast_reader_hands_an_oversized_frame_to_websockets(orderflow_sim_
     collector = Collector()
     connection = await open_connection(f"{sim.ws_url}/stream", ["btcusdt@aggTrade"], collector,
                                        deadlines=Timeouts(), max_size=4096, reader="fast")
-    error = await asyncio.wait_for(connection.done, 5)
+    error = await asyncio.wait_for(connection.done, 5 * TIMEOUT_FACTOR)
     assert error.code == 1009 and "max_size (4096 bytes)" in str(error)  # type: ignore[attr-defined]
     assert len(collector.frames) == 6 and connection.fast is False
 
@@ -118,7 +121,7 @@ async def test_endless_response_headers_fail_the_upgrade_at_once(reader: str) ->
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(5 * TIMEOUT_FACTOR):
             with pytest.raises(StreamError) as info:
                 await open_connection(f"ws://127.0.0.1:{port}/stream", ["btcusdt@aggTrade"], Collector(),
                                       deadlines=Timeouts(http_upgrade=10.0), reader=reader)
@@ -150,9 +153,9 @@ async def test_reads_taken_while_paused_wait_for_resume_in_order(orderflow_sim_f
     await connection.close(timeout=1.0)
 
 
-@pytest.mark.parametrize("module", ["transport", "connect", "keepalive", "stages"])
+@pytest.mark.parametrize("module", ["wsconnection", "connect", "keepalive", "stages"])
 def test_the_connection_modules_import_nothing_that_imports_them_back(module: str) -> None:
-    """transport, connect and keepalive form no import circle (TYPE_CHECKING and lazy imports count too)."""
+    """wsconnection, connect and keepalive form no import circle (TYPE_CHECKING and lazy imports count too)."""
     from .importgraph import path_back
 
     assert path_back(f"orderflow_plugin.{module}") is None

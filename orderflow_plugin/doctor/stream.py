@@ -14,7 +14,7 @@ from ..options import Flow, Sequencing, Timeouts
 from ..pipeline import Pipeline
 from ..stages import STAGES
 from ..symbols import normalize_symbol, stream_name
-from ..transport import WsConnection
+from ..wsconnection import WsConnection
 from .check import CERTIFICATE_ADVICE, Check, certificate_error
 
 __all__ = ["STREAM_CHECKS", "check_stream"]
@@ -44,7 +44,7 @@ async def check_stream(done: list[Check], url: str, symbol: str, market: str, co
     # The stream's own pipeline ends the subscribed and first_message stages, as it does for the stream.
     pipeline = Pipeline([symbol], market, CallSink(discard, discard, discard),  # type: ignore[arg-type]
                         sequencing=Sequencing(backfill=False), flow=Flow(enabled=False))
-    on_frame = Driver(pipeline).receive  # no REST, nothing to rotate: only the connection's own actions
+    on_frames = Driver(pipeline).receive_read  # no REST, nothing to rotate: only the connection's own actions
     opened: list[WsConnection] = []
 
     def on_stage(connection: WsConnection) -> None:
@@ -54,7 +54,7 @@ async def check_stream(done: list[Check], url: str, symbol: str, market: str, co
     error: Exception | None = None
     connection: WsConnection | None = None
     try:
-        connection = await open_connection(f"{url}/stream", [stream_name(symbol)], on_frame, deadlines=deadlines,
+        connection = await open_connection(f"{url}/stream", [stream_name(symbol)], on_frames, deadlines=deadlines,
                                            max_size=max_size, ssl_context=context, on_stage=on_stage, reader=reader)
     except Exception as exc:  # a StreamError naming its stage; anything else is named by the stage it ran in
         error = exc

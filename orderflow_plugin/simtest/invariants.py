@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine import parse_window
 from ..errors import HookTooSlow
-from ..transport import STAGES
+from ..wsconnection import STAGES
 from .memnet import Link
 from .reach import is_running
 from .reference import Row, compare_bars

@@ -28,7 +28,7 @@ from .. import (
     shards,
     silence,
     supervisor,
-    transport,
+    wsconnection,
 )
 from ..errors import StreamError
 
@@ -60,7 +60,7 @@ def _ping_never_fails() -> Callable[[], None]:
                 connection.protocol.send_ping(b"ping")  # asks, and never holds the answer's absence against it
                 connection._flush()
 
-    return _patch(transport, "ping_when_quiet", pinging_only)
+    return _patch(wsconnection, "ping_when_quiet", pinging_only)
 
 
 class _NoDeadlines:
@@ -199,7 +199,7 @@ def _hole_never_declared() -> Callable[[], None]:
 
 
 PLANTS = {plant.name: plant for plant in (
-    Plant("ping-never-fails", "keepalive.ping_when_quiet (as transport calls it)",
+    Plant("ping-never-fails", "keepalive.ping_when_quiet (as wsconnection calls it)",
                "pings a quiet connection but never fails it when no answer comes", _ping_never_fails),
     Plant("stages-without-deadline", "connect.open_connection's stage deadlines",
                "every connect stage (DNS, TCP, TLS, upgrade, subscribe, first trade) waits with no deadline",

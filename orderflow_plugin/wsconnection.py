@@ -1,15 +1,16 @@
 """One WebSocket client connection: websockets' sans-I/O protocol under an asyncio.Protocol, with flow control.
 
-Frames are handed to ``on_frame`` synchronously from ``data_received``: no queue and no task
-per message on the hot path. Two frame readers sit behind the same class (``reader``, the
-``connector.reader`` setting): ``"fast"`` (the default) cuts whole data frames out of each
-read itself (:mod:`.fastframes`); ``"websockets"`` parses every frame with websockets' protocol.
-The connection is opened stage by stage by :func:`.connect.open_connection`.
+Frames are handed to ``on_frames`` synchronously from ``data_received``, a read's run of data
+frames at a time: no queue and no task per message on the hot path. Two frame readers sit behind
+the same class (``reader``, the ``connector.reader`` setting): ``"fast"`` (the default) cuts whole
+data frames out of each read itself (:mod:`.fastframes`); ``"websockets"`` parses every frame with
+websockets' protocol. The connection is opened stage by stage by :func:`.connect.open_connection`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from .stages import STAGES
 __all__ = ["READERS", "STAGES", "WsConnection"]
 
 logger = logging.getLogger(__name__)
-_protocol_logger = logging.getLogger("orderflow_plugin.transport.protocol")
+_protocol_logger = logging.getLogger("orderflow_plugin.wsconnection.protocol")
 _protocol_logger.setLevel(logging.WARNING)  # websockets logs every handshake at INFO
 
 READERS = ("websockets", "fast")
@@ -41,16 +42,19 @@ class WsConnection(FastFrames, asyncio.Protocol):
 
     ``done`` resolves (never raises) with the :class:`StreamError` that ended the connection.
     ``stage`` is where it is now; ``timings`` how long each finished stage took.
+    ``on_frames(connection, frames, now)`` takes data frames of one read (received at ``now``) and returns how
+    many it took, at least one: it stops early only when the connection is to pause before the next one
+    (:meth:`~orderflow_plugin.driver.Driver.receive_read`).
     """
 
-    def __init__(self, url: str, on_frame: Callable[[WsConnection, bytes, float], None], *, max_size: int,
+    def __init__(self, url: str, on_frames: Callable[[WsConnection, list[bytes], float], int], *, max_size: int,
                  reader: str = "websockets") -> None:
         if reader not in READERS:
             raise ValueError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
         self.url = url
         self.uri = parse_uri(url)
         self.endpoint = f"{self.uri.host}:{self.uri.port}"
-        self.on_frame = on_frame
+        self.on_frames = on_frames
         self.max_size = max_size
         self.protocol = ClientProtocol(self.uri, max_size=max_size, logger=_protocol_logger)
         self.transport: asyncio.Transport | None = None
@@ -64,7 +68,7 @@ class WsConnection(FastFrames, asyncio.Protocol):
         self.stage_started = loop.time()
         self.timings: dict[str, float] = {}
         self.last_received = 0.0  # monotonic time of the last read: any byte proves the path alive
-        self._now = 0.0  # when the frames being handed to on_frame were read (or released by resume)
+        self._now = 0.0  # when the frames being handed to on_frames were read (or released by resume)
         self.opened_at = 0.0
         self.got_trade = False
         self.task: asyncio.Task[Any] | None = None  # the task opening this connection
@@ -148,16 +152,31 @@ class WsConnection(FastFrames, asyncio.Protocol):
 
 
     def _handle(self, events: Iterator[Any]) -> None:
+        run: list[Frame] = []  # data frames not yet handed over
         for event in events:
             if type(event) is Frame:
                 opcode = event.opcode
                 if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                    self.on_frame(self, event.data, self._now)
-                    if self.paused:  # the rest of this read waits for resume()
-                        self._pending = list(events)
-                        return
-            elif isinstance(event, Response) and not self._handshake.done():
-                self._handshake.set_result(None)
+                    run.append(event)
+            else:
+                if run and not self._hand_run(run, itertools.chain((event,), events)):
+                    return
+                run = []
+                if isinstance(event, Response) and not self._handshake.done():
+                    self._handshake.set_result(None)
+        if run:
+            self._hand_run(run, events)
+
+    def _hand_run(self, run: list[Frame], events: Iterator[Any]) -> bool:
+        """websockets reader: hand ``run`` over; False when paused first: what was not taken waits for resume()."""
+        while True:
+            taken = self.on_frames(self, [frame.data for frame in run], self._now)
+            if self.paused:
+                self._pending = [*run[taken:], *events]
+                return False
+            if taken >= len(run):
+                return True
+            run = run[taken:]  # asked to pause but not paused (the transport is closing): the rest goes on
 
     def eof_received(self) -> bool:
         if self._head:  # an HTTP response cut short: websockets reports it
