@@ -19,7 +19,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 PACKAGE = ROOT / "orderflow_plugin"
-MODULES = ("fixed", "ranking", "openbar", "engine", "decode", "sequencer")  # hotpath.COMPILED (a test checks)
+MODULES = ("fixed", "ranking", "metrics", "openbar", "engine", "decode", "sequencer")  # hotpath.COMPILED (a test checks)
 MANIFEST = "_compiled.txt"
 
 

@@ -11,6 +11,7 @@ cimport cython
 from orderflow_plugin.openbar cimport OpenBar, int128
 from orderflow_plugin.ranking cimport Ranked
 from orderflow_plugin.fixed cimport from_e8, from_e16
+from orderflow_plugin.metrics cimport closed_bar
 
 @cython.locals(bucket=cython.longlong, level=list)
 cdef list _level(OpenBar bar, long long price, long long tick)
@@ -20,7 +21,7 @@ cdef class FlowEngine:
     cdef public long long trades, _tick_units
     cdef public object _tick, _whale
     cdef public list _closed_totals, _parent, _direct, _descendants, _open, _last_closed
-    cdef public dict _units, _prices
+    cdef public dict _units
     cdef public Ranked _ranked
 
     @cython.locals(bar=OpenBar, totals=list)
@@ -38,5 +39,4 @@ cdef class FlowEngine:
     @cython.locals(bar=OpenBar)
     cpdef bint _closed_holds(self, Py_ssize_t index, long long time_ms)
 
-    @cython.locals(prices=dict, levels=list, level=list, bucket=object, price=object)
     cpdef object _closed(self, OpenBar bar, object window, str closed_by, object cvd)

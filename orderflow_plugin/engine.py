@@ -7,8 +7,9 @@ footprint (volume at price by side, point of control, value area). Whale trades 
 notional or by percentile of the recent notional distribution.
 
 Sums are exact integers (``fixed``: prices and quantities in units of 10^-8, notionals in units of
-10^-16), never rounded; a ``Decimal`` is made only where a value leaves the engine (a bar, a
-footprint level, a whale, a snapshot), from the integers or from the trade's own decimals.
+10^-16), never rounded; a ``Decimal`` is made only where a value leaves the engine (a whale, a
+snapshot), from the integers or from the trade's own decimals. A closed :class:`~orderflow_plugin.metrics.Bar`
+holds its sums and footprint as integers and makes each ``Decimal`` when it is read (most 1 s bars never are).
 
 Compiled, ``FlowEngine`` is a C extension type whose per-trade step works on C integers (``engine.pxd``
 and ``openbar.pxd`` say which, and why none can overflow); this source is the pure path, the same code.
@@ -24,14 +25,13 @@ from decimal import ROUND_CEILING, Decimal
 from . import fixed
 from . import openbar as _openbar
 from .fixed import FixedPointError, from_e8, from_e16, to_e8
-from .metrics import _EXACT, Bar, Footprint, Snapshot, Whale
+from .metrics import _EXACT, Bar, Footprint, Snapshot, Whale, closed_bar
 from .models import Metric, Trade
 from .openbar import OpenBar
 from .ranking import Ranked
 
 __all__ = ["Bar", "FlowEngine", "Footprint", "Snapshot", "Whale", "Window", "parse_window"]
 
-_PRICES = 4096  # bucket prices remembered per engine (a few hundred KB at most)
 _UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
@@ -95,7 +95,6 @@ class FlowEngine:
         # Totals of the closed bars of the finest window (always updated per trade); the open bar adds the rest.
         # Buy volume, sell volume (units of 10^-8), buy notional, sell notional (units of 10^-16).
         self._closed_totals = [0, 0, 0, 0]
-        self._prices: dict[int, Decimal] = {}  # footprint bucket number -> its price, the bucket times the tick
         self._units = fixed._UNITS  # a trade's price or quantity -> units of 10^-8, filled by fixed.decimal
         self.trades = 0
         self.last: Trade | None = None
@@ -316,6 +315,8 @@ class FlowEngine:
         closed one, revised the same way."""
         bar = self._last_closed[index]
         assert bar is not None
+        # Its levels went out with the Bar it closed as (``_closed``): that Bar keeps them, this one gets a copy.
+        bar.levels = {bucket: list(level) for bucket, level in bar.levels.items()}
         _openbar.fold(bar, late)
         out.append(self._closed(bar, self.windows[index], "revised", cvd))
         parent_index = self._parent[index]
@@ -383,26 +384,13 @@ class FlowEngine:
         return own
 
     def _closed(self, bar: OpenBar, window: Window, closed_by: str, cvd: int) -> Bar:
-        """The public Bar of ``bar``: its integers made Decimals (a bucket's price is its number times the tick)."""
-        footprint = None
-        tick = self.tick
-        if tick is not None:
-            prices = self._prices
-            levels = []
-            for bucket in sorted(bar.levels):
-                price = prices.get(bucket)
-                if price is None:  # a bucket's price repeats bar after bar: made once
-                    if len(prices) >= _PRICES:
-                        prices.clear()
-                    price = prices[bucket] = _EXACT.multiply(bucket, tick)
-                level = bar.levels[bucket]
-                levels.append((price, from_e8(level[0]), from_e8(level[1])))
-            footprint = Footprint(tick=tick, value_area_share=self.value_area, levels=tuple(levels))
-        # Positional, in Bar's field order: a bar closes every second per window, and 19 keywords cost 0.6 us.
-        return Bar(window.name, bar.start, bar.start + window.ms, bar.open, bar.high, bar.low, bar.close,
-                   from_e8(bar.buy_volume), from_e8(bar.sell_volume), from_e16(bar.buy_notional),
-                   from_e16(bar.sell_notional), bar.trades, bar.trade_count,
-                   bar.largest_qty, bar.largest_id, from_e8(cvd), footprint, closed_by, symbol=self.symbol)
+        """The public Bar of ``bar``: its integers, made Decimals when read (``metrics.closed_bar``). The bar's
+        footprint levels go with it: a closed bar's levels are never changed again (``_revise`` copies them)."""
+        return closed_bar(window.name, bar.start, bar.start + window.ms, bar.open, bar.high, bar.low, bar.close,
+                          bar.buy_volume, bar.sell_volume, bar.buy_notional, bar.sell_notional, bar.trades,
+                          bar.trade_count, bar.largest_qty, bar.largest_id, cvd,
+                          None if self.tick is None else bar.levels, self.tick, self._tick_units, self.value_area,
+                          closed_by, self.symbol)
 
 
 def _level(bar: OpenBar, price: int, tick: int) -> list[int]:

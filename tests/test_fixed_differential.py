@@ -8,9 +8,11 @@ compares equal), and, where every input has Binance's 8 decimals, written the sa
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
+import pickle
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -25,8 +27,9 @@ from hypothesis import strategies as st
 
 from orderflow_plugin import FlowEngine, Trade, bundled_tape, hotpath
 from orderflow_plugin.decode import Decoder
-from orderflow_plugin.fixed import LIMIT
-from orderflow_plugin.metrics import Bar
+from orderflow_plugin.fixed import LIMIT, from_e8, from_e16
+from orderflow_plugin.metrics import Bar, Footprint
+from orderflow_plugin.models import Metric
 
 from .conftest import ROOT
 from .decimal_engine import DecimalFlowEngine
@@ -48,7 +51,7 @@ def plain(value: Any, strict: bool) -> Any:
     """
     if isinstance(value, Decimal):
         return ("Decimal", value, str(value) if strict and value else None)
-    if isinstance(value, msgspec.Struct):
+    if isinstance(value, (msgspec.Struct, Bar)):  # a Bar reads as a struct of its fields (made when read)
         fields = tuple((name, plain(getattr(value, name), strict)) for name in value.__struct_fields__)
         if isinstance(value, Bar):  # what users read off a bar, computed from its fields
             fields += tuple((name, plain(getattr(value, name), strict)) for name in ("volume", "delta", "vwap",
@@ -217,6 +220,54 @@ def test_sums_past_64_bits_stay_exact() -> None:
         assert_same(ops, windows=windows, footprint_tick="1000000", whale_percentile=50.0, whale_window=3)
 
 
+class StructBar(Metric, frozen=True, gc=False):
+    """Bar as it was before its sums waited as integers: a msgspec struct of Decimals (the surface to keep)."""
+
+    window: str
+    start: int
+    end: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    buy_volume: Decimal
+    sell_volume: Decimal
+    buy_notional: Decimal
+    sell_notional: Decimal
+    trades: int
+    trade_count: int
+    largest_qty: Decimal
+    largest_id: int
+    cvd: Decimal
+    footprint: Footprint | None
+    closed_by: str
+
+
+@pytest.mark.parametrize("name,trades", TAPES[:2], ids=[name for name, _ in TAPES[:2]])
+def test_a_bar_reads_encodes_and_compares_as_the_struct_it_was(name: str, trades: list[Trade]) -> None:
+    """An engine Bar, encoded before any field is read, gives msgspec's bytes and builtins for the same struct of
+    Decimals; its repr, equality, hash, pickle, dataclasses.replace and units() agree with that struct's values."""
+    engine = FlowEngine("BTCUSDT")
+    bars = [m for t in trades for m in engine.add(t) if type(m) is Bar]
+    bars += list(engine.snapshot().bars.values())
+    assert len(bars) > 10
+    for bar in bars:
+        encoded, builtins = msgspec.json.encode(bar), msgspec.to_builtins(bar)
+        values = [getattr(bar, field) for field in StructBar.__struct_fields__]
+        struct = StructBar(*values[:-1], symbol=values[-1])
+        assert (encoded, builtins) == (msgspec.json.encode(struct), msgspec.to_builtins(struct))
+        assert repr(bar) == repr(struct).replace("StructBar(", "Bar(", 1)
+        made = Bar(*values[:-1], symbol=values[-1])  # the public constructor, from Decimals
+        assert made == bar and hash(made) == hash(bar) and not made != bar
+        assert pickle.loads(pickle.dumps(bar)) == bar
+        assert dataclasses.replace(bar, closed_by="revised") == Bar(*values[:-2], "revised", symbol=values[-1])
+        assert made.units() == bar.units()
+        units = bar.units()
+        assert (from_e8(units.buy_volume), from_e16(units.sell_notional)) == (bar.buy_volume, bar.sell_notional)
+        assert [(Decimal(p) / 10**8, Decimal(b) / 10**8, Decimal(s) / 10**8) for p, b, s in units.levels] == list(
+            bar.footprint.levels)
+
+
 def test_a_trade_that_does_not_fit_is_refused_naming_it_and_the_engine_goes_on() -> None:
     """A price with 9 decimals: FixedPointError naming the trade; the engine's state is untouched."""
     engine = FlowEngine("BTCUSDT")
@@ -240,7 +291,7 @@ def test_the_checkout_runs_the_compiled_path() -> None:
 @pytest.mark.timeout(600 * TIMEOUT_FACTOR)
 def test_the_other_path_passes_the_same_tests() -> None:
     """These tests and the first simulation seeds, in a process on the other path (pure if this one is compiled)."""
-    env = {**os.environ, "ORDERFLOW_PURE": "1" if hotpath.is_compiled() else "0"}
+    env = {**os.environ, "ORDERFLOW_PURE": "1" if hotpath.is_compiled() else "0", "ORDERFLOW_REAL_DATA": str(SHARED)}
     if not hotpath.is_compiled() and "ORDERFLOW_PURE" not in hotpath.hot_path():
         pytest.skip(f"there is no other path: {hotpath.hot_path()}")
     result = subprocess.run(
