@@ -8,6 +8,8 @@
 # footprint levels and the ranking's values are Python integers, which cannot overflow.
 cimport cython
 
+cdef long long _MAX_UNITS  # fixed.LIMIT - 1
+
 from orderflow_plugin.openbar cimport OpenBar, int128
 from orderflow_plugin.ranking cimport Ranked
 from orderflow_plugin.fixed cimport from_e8, from_e16
@@ -27,11 +29,25 @@ cdef class FlowEngine:
     @cython.locals(bar=OpenBar, totals=list)
     cpdef object _cvd(self)
 
-    @cython.locals(price_obj=object, qty_obj=object, price_units=cython.longlong, qty=cython.longlong,
-                   notional=object, time_ms=cython.longlong, agg_id=cython.longlong, count=int128, buy=cython.bint,
-                   tick=cython.longlong, opened=list, index=Py_ssize_t, ms=cython.longlong, bar=OpenBar,
-                   level=list, ranked=Ranked, current=list, units=dict)
+    cdef public object _trade_of
+    cdef public Py_ssize_t _row
+
+    @cython.locals(price_obj=object, qty_obj=object, units=dict, count=int128)
     cpdef add(self, trade)
+
+    @cython.locals(count=int128, price=cython.longlong, qty=cython.longlong)
+    cpdef add_units(self, trade, object price_units, object qty_units)
+
+    @cython.locals(count_rows=Py_ssize_t, row=Py_ssize_t, out=list, price_units=cython.longlong,
+                   qty=cython.longlong, count=int128, metrics=object, price_obj=object, qty_obj=object)
+    cpdef list add_many(self, list ids, list prices, list quantities, list first_ids, list last_ids, list times,
+                        list sells, list price_decimals, list qty_decimals, object trade_of)
+
+    @cython.locals(price_units=cython.longlong, qty=cython.longlong, notional=object, tick=cython.longlong,
+                   opened=list, index=Py_ssize_t, ms=cython.longlong, bar=OpenBar, level=list, ranked=Ranked,
+                   current=list)
+    cdef object _step(self, object trade, object price_obj, object qty_obj, object price, object decimal_qty,
+                      long long time_ms, long long agg_id, int128 count, bint buy)
 
     @cython.locals(bar=OpenBar, parent=OpenBar, totals=list, parent_index=object, ms=cython.longlong)
     cpdef _close(self, Py_ssize_t index, long long now, str closed_by, object cvd, list out)

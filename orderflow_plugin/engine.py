@@ -18,7 +18,7 @@ and ``openbar.pxd`` say which, and why none can overflow); this source is the pu
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
@@ -32,6 +32,7 @@ from .ranking import Ranked
 
 __all__ = ["Bar", "FlowEngine", "Footprint", "Snapshot", "Whale", "Window", "parse_window"]
 
+_MAX_UNITS = 9_223_372_036_854_775_807  # fixed.LIMIT - 1: the largest price or quantity in units (a C long long)
 _UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
@@ -118,6 +119,8 @@ class FlowEngine:
         self._open: list[OpenBar | None] = [None] * len(self.windows)
         self._last_closed: list[OpenBar | None] = [None] * len(self.windows)  # revised by a late trade
         self._ranked = Ranked(whale_window, self.whale_percentile) if self.whale_percentile else None
+        self._trade_of: Callable[[int], Trade] | None = None  # add_many: the Trade of row _row, when one is needed
+        self._row = 0
 
     def _totals(self) -> list[int]:
         """Buy volume, sell volume (units of 10^-8), buy notional and sell notional (10^-16) so far."""
@@ -182,16 +185,83 @@ class FlowEngine:
         qty_obj = units.get(decimal_qty)
         if qty_obj is None:
             qty_obj = self._unit(trade, decimal_qty)
+        count = trade.last_id
+        count = count - trade.first_id + 1  # 128 bits when compiled: no id range overflows it
+        return self._step(trade, price_obj, qty_obj, price, decimal_qty, trade.time, trade.id, count,
+                          trade.side == "buy")
+
+    def add_units(self, trade: Trade, price_units: int, qty_units: int) -> Sequence[Metric]:
+        """:meth:`add`, given ``trade``'s price and quantity in units of 10^-8 (as the decoder parsed them from
+        the frame's digits): no lookup by Decimal. They must be ``trade``'s; FixedPointError if out of range."""
+        try:
+            price = price_units
+            qty = qty_units
+        except OverflowError:  # compiled: past 2^63
+            price = qty = -1
+        if price < 0 or qty < 0 or price > _MAX_UNITS or qty > _MAX_UNITS:
+            raise FixedPointError(f"{trade.symbol} trade {trade.id}: {price_units} or {qty_units} units of 10^-8 "
+                                  "is out of range")
+        count = trade.last_id
+        count = count - trade.first_id + 1
+        return self._step(trade, price_units, qty_units, trade.price, trade.qty, trade.time, trade.id, count,
+                          trade.side == "buy")
+
+    def add_many(self, ids: list[int], prices: list[int], quantities: list[int], first_ids: list[int],
+                 last_ids: list[int], times: list[int], sells: list[bool], price_decimals: list[Decimal],
+                 qty_decimals: list[Decimal], trade_of: Callable[[int], Trade]) -> list[Metric]:
+        """Take trades given as columns, in id order: what :meth:`add` of each row's trade returns, in one list.
+
+        Row ``i`` is the trade with id ``ids[i]``, price ``prices[i]`` and quantity ``quantities[i]`` in units
+        of 10^-8 (``price_decimals[i]`` and ``qty_decimals[i]`` as Decimals, the bar's prices), ``first_ids[i]``
+        to ``last_ids[i]``, time ``times[i]`` (ms), the taker a seller when ``sells[i]``. No :class:`Trade` is
+        made but ``trade_of(i)``'s, for a whale, a late trade and the last row (:attr:`last`). A row out of
+        range is a FixedPointError naming its id: the rows before it are taken, as :meth:`add` would have.
+        """
+        count_rows = len(ids)
+        for column in (prices, quantities, first_ids, last_ids, times, sells, price_decimals, qty_decimals):
+            if len(column) != count_rows:
+                raise ValueError(f"add_many: columns of {count_rows} and {len(column)} rows")
+        out: list[Metric] = []
+        self._trade_of = trade_of
+        row = 0
+        try:
+            for row in range(count_rows):
+                price_obj = prices[row]
+                qty_obj = quantities[row]
+                try:
+                    price_units = price_obj
+                    qty = qty_obj
+                except OverflowError:  # compiled: past 2^63
+                    price_units = qty = -1
+                if price_units < 0 or qty < 0 or price_units > _MAX_UNITS or qty > _MAX_UNITS:
+                    raise FixedPointError(f"{self.symbol} trade {ids[row]}: {price_obj} or {qty_obj} units of "
+                                          "10^-8 is out of range")
+                count = last_ids[row]
+                count = count - first_ids[row] + 1
+                self._row = row
+                metrics = self._step(None, price_obj, qty_obj, price_decimals[row], qty_decimals[row], times[row],
+                                     ids[row], count, not sells[row])
+                if metrics:
+                    out.extend(metrics)
+            row = count_rows
+        finally:
+            if row:  # the last row taken
+                self.last = trade_of(row - 1)
+            self._trade_of = None
+        return out
+
+    def _trade(self, trade: Trade | None) -> Trade:
+        """``trade``, or the :meth:`add_many` row's, made now."""
+        return self._trade_of(self._row) if trade is None else trade  # type: ignore[misc]
+
+    def _step(self, trade: Trade | None, price_obj: int, qty_obj: int, price: Decimal, decimal_qty: Decimal,
+              time_ms: int, agg_id: int, count: int, buy: bool) -> Sequence[Metric]:
+        """One trade's step: ``trade`` (None for a row of :meth:`add_many`) at ``price_obj`` x ``qty_obj`` units."""
         # Compiled, these are C integers (below fixed.LIMIT = 2^63, checked by fixed.units); the notional stays a
         # Python integer (up to 2^126), as the whale ranking keeps it.
         price_units = price_obj
         qty = qty_obj
         notional = price_obj * qty_obj
-        time_ms = trade.time
-        agg_id = trade.id
-        count = trade.last_id
-        count = count - trade.first_id + 1  # 128 bits when compiled: no id range overflows it
-        buy = trade.side == "buy"
         self.trades += 1
         metrics = ()  # most trades close nothing: no list for them
         tick = self._tick_units
@@ -237,12 +307,15 @@ class FlowEngine:
                     level[0] += qty_obj
                 else:
                     level[1] += qty_obj
-        self.last = trade
+        if trade is not None:
+            self.last = trade
         if late is not None:
+            trade = self._trade(trade)
             metrics = [*metrics, *revise_late(self, trade, price_obj, qty_obj, notional, late)]
         whale = self._whale
         if whale is not None and notional >= whale:
-            metrics = [*metrics, Whale(symbol=self.symbol, trade=trade, notional=from_e16(notional), rule="absolute",
+            metrics = [*metrics, Whale(symbol=self.symbol, trade=self._trade(trade), notional=from_e16(notional),
+                                       rule="absolute",
                                        threshold=self.whale_notional)]  # type: ignore[arg-type]
         elif (ranked := self._ranked) is not None:  # trades under whale_notional make the distribution
             threshold = ranked.threshold  # ranked before this trade joined it
@@ -251,7 +324,7 @@ class FlowEngine:
             if len(current) >= ranked.every:
                 ranked.rank()
             if threshold is not None and notional >= threshold:
-                metrics = [*metrics, Whale(symbol=self.symbol, trade=trade, notional=from_e16(notional),
+                metrics = [*metrics, Whale(symbol=self.symbol, trade=self._trade(trade), notional=from_e16(notional),
                                            rule="percentile", threshold=from_e16(threshold))]
         return metrics
 

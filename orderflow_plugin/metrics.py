@@ -209,22 +209,24 @@ class Bar:
     def units(self) -> BarUnits:
         """The sums as exact integers, without making a Decimal: for readers that add them up (``fixed``).
 
-        Volumes and CVD in units of 10^-8, notionals in units of 10^-16, footprint levels as (bucket price,
-        buy volume, sell volume) in units of 10^-8, ascending; FixedPointError for a bar made from values
-        that do not fit."""
+        Volumes and CVD in units of 10^-8, notionals in units of 10^-16, the footprint's tick and levels (bucket
+        price, buy volume, sell volume, ascending) in units of 10^-8, or None without a footprint;
+        FixedPointError for a bar made from values that do not fit."""
         buy = self._buy_e8
         if buy is None:  # made from Decimals
             footprint = self._footprint
-            levels = () if footprint is None else tuple(
-                [(to_e8(price), to_e8(bought), to_e8(sold)) for price, bought, sold in footprint.levels])
+            tick = levels = None
+            if footprint is not None:
+                tick = to_e8(footprint.tick)
+                levels = tuple([(to_e8(price), to_e8(bought), to_e8(sold)) for price, bought, sold in footprint.levels])
             return BarUnits(to_e8(self._buy_volume), to_e8(self._sell_volume), _e16(self._buy_notional),
-                            _e16(self._sell_notional), _signed_e8(self._cvd), levels)
+                            _e16(self._sell_notional), _signed_e8(self._cvd), tick, levels)
         source = self._levels
-        levels = ()
+        tick = levels = None
         if source is not None:
             tick = self._tick_e8
             levels = tuple([(bucket * tick, source[bucket][0], source[bucket][1]) for bucket in sorted(source)])
-        return BarUnits(buy, self._sell_e8, self._buy_e16, self._sell_e16, self._cvd_e8, levels)
+        return BarUnits(buy, self._sell_e8, self._buy_e16, self._sell_e16, self._cvd_e8, tick, levels)
 
     # Read off the fields
 
@@ -341,7 +343,9 @@ class BarUnits(NamedTuple):
     buy_notional: int  # units of 10^-16
     sell_notional: int
     cvd: int  # units of 10^-8, may be negative
-    levels: tuple[tuple[int, int, int], ...]  # (bucket price, buy volume, sell volume), units of 10^-8, ascending
+    tick: int | None  # the footprint's, units of 10^-8; None without a footprint
+    # (bucket price, buy volume, sell volume), units of 10^-8, ascending; None without a footprint
+    levels: tuple[tuple[int, int, int], ...] | None
 
 
 class Whale(Metric, frozen=True, kw_only=True):
