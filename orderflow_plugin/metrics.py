@@ -28,6 +28,7 @@ _sub = _EXACT.subtract
 _mul = _EXACT.multiply
 _QUOTIENT = Context(prec=34)  # VWAP and imbalance are ratios: 34 digits, far past 1e-12
 _ZERO = Decimal(0)
+_new_tuple = tuple.__new__
 
 
 class Footprint(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -219,14 +220,15 @@ class Bar:
             if footprint is not None:
                 tick = to_e8(footprint.tick)
                 levels = tuple([(to_e8(price), to_e8(bought), to_e8(sold)) for price, bought, sold in footprint.levels])
-            return BarUnits(to_e8(self._buy_volume), to_e8(self._sell_volume), _e16(self._buy_notional),
-                            _e16(self._sell_notional), _signed_e8(self._cvd), tick, levels)
+            return _new_tuple(BarUnits, (to_e8(self._buy_volume), to_e8(self._sell_volume), _e16(self._buy_notional),
+                                         _e16(self._sell_notional), _signed_e8(self._cvd), tick, levels))
         source = self._levels
         tick = levels = None
         if source is not None:
             tick = self._tick_e8
             levels = tuple([(bucket * tick, source[bucket][0], source[bucket][1]) for bucket in sorted(source)])
-        return BarUnits(buy, self._sell_e8, self._buy_e16, self._sell_e16, self._cvd_e8, tick, levels)
+        # tuple.__new__: a NamedTuple's own __new__ is Python code, several times slower (bars_table asks per bar)
+        return _new_tuple(BarUnits, (buy, self._sell_e8, self._buy_e16, self._sell_e16, self._cvd_e8, tick, levels))
 
     # Read off the fields
 

@@ -364,7 +364,10 @@ def test_bars_go_to_parquet_from_their_integers_as_from_their_decimals(monkeypat
     bars = [m for t in trades for m in engine.add(t) if type(m) is Bar] + list(engine.snapshot().bars.values())
     bars += [Bar(*[getattr(bars[0], f) for f in StructBar.__struct_fields__[:-3]], None, "timer", symbol="BTCUSDT")]
     fast = store.bars_table(bars)
-    monkeypatch.setattr(store, "_fits", lambda units: False)
+    def past_38_digits(values: list[int | None], kind: Any) -> Any:
+        raise OverflowError
+
+    monkeypatch.setattr(store, "_units_array", past_38_digits)  # the Decimals' path, as for a sum past 38 digits
     assert fast.equals(store.bars_table(bars)) and fast.num_rows == len(bars)
 
 

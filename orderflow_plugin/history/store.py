@@ -17,6 +17,8 @@ from (``missing``: the archive had no file; its trades came over REST).
 from __future__ import annotations
 
 import os
+import sys
+from array import array
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -229,9 +231,9 @@ def bars_table(bars: list[Bar]) -> pa.Table:
         units: list[BarUnits] | None = [bar.units() for bar in bars]
     except FixedPointError:  # a Bar made from values past the fixed-point range: pyarrow casts them, or says why
         units = None
-    if units is None or not _fits(units):
-        _decimal_columns(bars, columns)
-    else:
+    try:
+        if units is None:
+            raise OverflowError
         for index, name in enumerate(_SUM_FIELDS):
             columns[name] = _units_array([u[index] for u in units], BARS_SCHEMA.field(name).type)
         offsets = [0]
@@ -248,22 +250,34 @@ def bars_table(bars: list[Bar]) -> pa.Table:
                                             fields=list(_LEVEL))
         columns["footprint"] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), levels,
                                                         mask=pa.array([u.levels is None for u in units], pa.bool_()))
+    except OverflowError:  # a sum past decimal128(38): pyarrow casts the Decimals, or says why
+        _decimal_columns(bars, columns)
     columns["closed_by"] = pa.array([bar.closed_by for bar in bars], pa.string())
     return pa.table([columns[name] for name in BARS_SCHEMA.names], schema=BARS_SCHEMA)
 
 
-def _fits(units: list[BarUnits]) -> bool:
-    """Whether every sum fits its decimal128(38, ...) column (all do but sums of extreme trades)."""
-    top = 10**38
-    return all(-top < value < top for u in units for value in u[:5])
-
-
 def _units_array(values: list[int | None], kind: pa.DataType) -> pa.Array:
-    """Exact integers (unscaled: units of 10^-scale) as a decimal128 array, from their 16 bytes each."""
-    data = b"".join([(v or 0).to_bytes(16, "little", signed=True) for v in values])
+    """Exact integers (unscaled: units of 10^-scale) as a decimal128 array, from their 16 bytes each (two int64
+    words, low then high); OverflowError for one past the type's 38 digits."""
     validity = None
     if None in values:
         validity = pa.array([v is not None for v in values], pa.bool_()).buffers()[1]
+        values = [v or 0 for v in values]
+    try:
+        if sys.byteorder != "little":  # Arrow's decimal128 is one native 128-bit integer: no two-word shortcut
+            raise OverflowError
+        low = array("q", values)  # type: ignore[arg-type]
+    except OverflowError:  # past 2^63 (a notional can be): each value's 16 bytes
+        top = 10**38
+        if max(values) >= top or min(values) <= -top:  # type: ignore[type-var]
+            raise
+        data = b"".join([v.to_bytes(16, sys.byteorder, signed=True) for v in values])  # type: ignore[union-attr]
+    else:
+        words = array("q", bytes(16 * len(values)))
+        words[0::2] = low
+        if len(low) and min(low) < 0:
+            words[1::2] = array("q", [-1 if v < 0 else 0 for v in low])
+        data = words.tobytes()
     return pa.Array.from_buffers(kind, len(values), [validity, pa.py_buffer(data)])
 
 
