@@ -21,6 +21,7 @@ cdef list _level(OpenBar bar, long long price, long long tick)
 cdef class FlowEngine:
     cdef public object symbol, windows, tick, value_area, whale_notional, whale_percentile, whale_window, last
     cdef public long long trades, _tick_units
+    cdef readonly long long last_price_units, last_qty_units
     cdef public object _tick, _whale
     cdef public list _closed_totals, _parent, _direct, _descendants, _open, _last_closed
     cdef public dict _units

@@ -99,6 +99,9 @@ class FlowEngine:
         self._units = fixed._UNITS  # a trade's price or quantity -> units of 10^-8, filled by fixed.decimal
         self.trades = 0
         self.last: Trade | None = None
+        # The last trade's price and quantity in units of 10^-8 (fixed), for readers that sum integers after the
+        # engine (FlowSignals): read them instead of looking the trade's Decimals up again.
+        self.last_price_units = self.last_qty_units = 0
         # parent[i]: the index of the window rolled up from window i (or None); direct: updated per trade
         self._parent: list[int | None] = [None] * len(self.windows)
         rolled = set()
@@ -263,6 +266,7 @@ class FlowEngine:
         qty = qty_obj
         notional = price_obj * qty_obj
         self.trades += 1
+        self.last_price_units, self.last_qty_units = price_units, qty
         metrics = ()  # most trades close nothing: no list for them
         tick = self._tick_units
         opened = self._open

@@ -187,6 +187,7 @@ def feed(engine: FlowEngine, op: Op, entry: str) -> Any:
     out: list[Any] = []
     for trade in arg:
         out += engine.add_units(trade, to_e8(trade.price), to_e8(trade.qty)) if entry == "units" else engine.add(trade)
+        assert (engine.last_price_units, engine.last_qty_units) == (to_e8(trade.price), to_e8(trade.qty))
     return out
 
 
