@@ -39,10 +39,14 @@ cdef class FlowEngine:
     @cython.locals(count=int128, price=cython.longlong, qty=cython.longlong)
     cpdef add_units(self, trade, object price_units, object qty_units)
 
+    @cython.locals(count_rows=Py_ssize_t)
+    cpdef list add_many(self, ids, prices, quantities, first_ids, last_ids, times, sells, price_decimals,
+                        qty_decimals, trade_of)
+
     @cython.locals(count_rows=Py_ssize_t, row=Py_ssize_t, out=list, price_units=cython.longlong,
                    qty=cython.longlong, count=int128, metrics=object, price_obj=object, qty_obj=object)
-    cpdef list add_many(self, list ids, list prices, list quantities, list first_ids, list last_ids, list times,
-                        list sells, list price_decimals, list qty_decimals, object trade_of)
+    cdef list _add_rows(self, tuple ids, tuple prices, tuple quantities, tuple first_ids, tuple last_ids,
+                        tuple times, tuple sells, tuple price_decimals, tuple qty_decimals, object trade_of)
 
     @cython.locals(price_units=cython.longlong, qty=cython.longlong, notional=object, tick=cython.longlong,
                    opened=list, index=Py_ssize_t, ms=cython.longlong, bar=OpenBar, level=list, ranked=Ranked,

@@ -166,7 +166,7 @@ def trades_of(table: pa.Table, symbol: str, market: Market) -> Iterator[Trade]:
         yield Trade(symbol, agg, price, qty, first, last, ms, "sell" if maker else "buy", ms, market, source)
 
 
-def trade_columns(table: pa.Table, symbol: str, market: Market) -> tuple[list[Any], ...] | None:
+def trade_columns(table: pa.Table, symbol: str, market: Market) -> tuple[Any, ...] | None:
     """The store's rows as :meth:`FlowEngine.add_many <orderflow_plugin.engine.FlowEngine.add_many>`'s columns
     (prices and quantities in units of 10^-8 read straight from the decimals' 128-bit integers), its last
     argument making the one :class:`Trade` of a row that :func:`trades_of` gives; None when a price or quantity
@@ -174,10 +174,12 @@ def trade_columns(table: pa.Table, symbol: str, market: Market) -> tuple[list[An
     prices, quantities = _units(table.column("price")), _units(table.column("qty"))
     if prices is None or quantities is None:
         return None
-    millis = pc.divide(table.column("time").cast(pa.int64()), 1000).to_pylist()
-    ids, firsts, lasts, makers, sources = (table.column(name).to_pylist()
+    # Tuples, which the garbage collector stops scanning after one look (lists of millions it would scan again
+    # at every collection the engine's allocations set off: add_many takes tuples as they are).
+    millis = tuple(pc.divide(table.column("time").cast(pa.int64()), 1000).to_pylist())
+    ids, firsts, lasts, makers, sources = (tuple(table.column(name).to_pylist())
                                            for name in ("id", "first_id", "last_id", "is_buyer_maker", "source"))
-    price_decimals, qty_decimals = _decimals(table.column("price")), _decimals(table.column("qty"))
+    price_decimals, qty_decimals = tuple(_decimals(table.column("price"))), tuple(_decimals(table.column("qty")))
 
     def trade_of(row: int) -> Trade:
         return Trade(symbol, ids[row], price_decimals[row], qty_decimals[row], firsts[row], lasts[row], millis[row],
@@ -199,7 +201,7 @@ def _units(column: pa.ChunkedArray) -> list[int] | None:
     low, high = words[::2], words[1::2]
     if pc.min_max(high).as_py() != {"min": 0, "max": 0} or pc.min(low).as_py() < 0:
         return None
-    return low.to_pylist()
+    return tuple(low.to_pylist())  # type: ignore[return-value]
 
 
 def _decimals(column: pa.ChunkedArray) -> list[Decimal]:
