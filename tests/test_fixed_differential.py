@@ -358,18 +358,22 @@ def test_a_bar_reads_encodes_and_compares_as_the_struct_it_was(name: str, trades
     assert bar.footprint is None and (bar.units().tick, bar.units().levels) == (None, None)
 
 
-def test_bars_go_to_parquet_from_their_integers_as_from_their_decimals(monkeypatch: pytest.MonkeyPatch) -> None:
-    """bars_table from the bars' integers (Bar.units) makes the very table the Decimals' exact strings make."""
+def test_bars_go_to_parquet_from_their_integers_exactly() -> None:
+    """bars_table from the bars' integers (Bar.units): every sum, tick and footprint level reads back as the
+    bar's own Decimal, and a bar without a footprint as null."""
     engine = FlowEngine("BTCUSDT", windows=("1s", "1m"))
     trades = TAPES[0][1]
     bars = [m for t in trades for m in engine.add(t) if type(m) is Bar] + list(engine.snapshot().bars.values())
     bars += [Bar(*[getattr(bars[0], f) for f in StructBar.__struct_fields__[:-3]], None, "timer", symbol="BTCUSDT")]
-    fast = store.bars_table(bars)
-    def past_38_digits(values: list[int | None], kind: Any) -> Any:
-        raise OverflowError
-
-    monkeypatch.setattr(store, "_units_array", past_38_digits)  # the Decimals' path, as for a sum past 38 digits
-    assert fast.equals(store.bars_table(bars)) and fast.num_rows == len(bars)
+    table = store.bars_table(bars)
+    assert table.num_rows == len(bars)
+    for name in ("buy_volume", "sell_volume", "buy_notional", "sell_notional", "cvd", "open", "close"):
+        assert table.column(name).to_pylist() == [getattr(bar, name) for bar in bars], name
+    assert table.column("footprint_tick").to_pylist() == [b.footprint.tick if b.footprint else None for b in bars]
+    levels = [None if b.footprint is None else [{"price": p, "buy_volume": buy, "sell_volume": sell}
+                                                for p, buy, sell in b.footprint.levels] for b in bars]
+    assert table.column("footprint").to_pylist() == levels
+    assert store.bars_from_table(table) == [dataclasses.replace(b) for b in bars]
 
 
 def test_a_trade_that_does_not_fit_is_refused_naming_it_and_the_engine_goes_on() -> None:
