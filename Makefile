@@ -26,11 +26,10 @@ $(STAMP): pyproject.toml Makefile
 # The hot modules compiled in the checkout again when their source changes (pip install -e compiled them once;
 # hotpath.py runs the pure source while a compiled module does not match it). See hatch_build.py.
 COMPILED := $(VENV)/.compiled
-$(COMPILED): $(STAMP) hatch_build.py $(foreach m,fixed ranking openbar engine decode sequencer,orderflow_plugin/$(m).py) \
+$(COMPILED): $(STAMP) hatch_build.py $(foreach m,fixed ranking metrics openbar engine decode sequencer flowsignals,orderflow_plugin/$(m).py) \
 		$(wildcard orderflow_plugin/*.pxd)
 	$(BIN)/python hatch_build.py >/dev/null
 	touch $(COMPILED)
-$(COMPILED): orderflow_plugin/flowsignals.py  # compiled too (hotpath.COMPILED): the footprint signals
 
 # No Python 3.12 fails the build (one line), never skips: CI must run the nautilus tests.
 $(STAMP_NAUTILUS): pyproject.toml Makefile

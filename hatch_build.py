@@ -19,7 +19,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 PACKAGE = ROOT / "orderflow_plugin"
-MODULES = ("fixed", "ranking", "openbar", "engine", "decode", "sequencer", "flowsignals")  # hotpath.COMPILED (tested)
+MODULES = ("fixed", "ranking", "metrics", "openbar", "engine", "decode", "sequencer", "flowsignals")  # hotpath.COMPILED
 MANIFEST = "_compiled.txt"
 
 

@@ -7,8 +7,9 @@ footprint (volume at price by side, point of control, value area). Whale trades 
 notional or by percentile of the recent notional distribution.
 
 Sums are exact integers (``fixed``: prices and quantities in units of 10^-8, notionals in units of
-10^-16), never rounded; a ``Decimal`` is made only where a value leaves the engine (a bar, a
-footprint level, a whale, a snapshot), from the integers or from the trade's own decimals.
+10^-16), never rounded; a ``Decimal`` is made only where a value leaves the engine (a whale, a
+snapshot), from the integers or from the trade's own decimals. A closed :class:`~orderflow_plugin.metrics.Bar`
+holds its sums and footprint as integers and makes each ``Decimal`` when it is read (most 1 s bars never are).
 
 Compiled, ``FlowEngine`` is a C extension type whose per-trade step works on C integers (``engine.pxd``
 and ``openbar.pxd`` say which, and why none can overflow); this source is the pure path, the same code.
@@ -17,21 +18,21 @@ and ``openbar.pxd`` say which, and why none can overflow); this source is the pu
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
 from . import fixed
 from . import openbar as _openbar
 from .fixed import FixedPointError, from_e8, from_e16, to_e8
-from .metrics import _EXACT, Bar, Footprint, Snapshot, Whale
+from .metrics import _EXACT, Bar, Footprint, Snapshot, Whale, closed_bar
 from .models import Metric, Trade
 from .openbar import OpenBar
 from .ranking import Ranked
 
 __all__ = ["Bar", "FlowEngine", "Footprint", "Snapshot", "Whale", "Window", "parse_window"]
 
-_PRICES = 4096  # bucket prices remembered per engine (a few hundred KB at most)
+_MAX_UNITS = 9_223_372_036_854_775_807  # fixed.LIMIT - 1: the largest price or quantity in units (a C long long)
 _UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
@@ -95,10 +96,12 @@ class FlowEngine:
         # Totals of the closed bars of the finest window (always updated per trade); the open bar adds the rest.
         # Buy volume, sell volume (units of 10^-8), buy notional, sell notional (units of 10^-16).
         self._closed_totals = [0, 0, 0, 0]
-        self._prices: dict[int, Decimal] = {}  # footprint bucket number -> its price, the bucket times the tick
         self._units = fixed._UNITS  # a trade's price or quantity -> units of 10^-8, filled by fixed.decimal
         self.trades = 0
         self.last: Trade | None = None
+        # The last trade's price and quantity in units of 10^-8 (fixed), for readers that sum integers after the
+        # engine (FlowSignals): read them instead of looking the trade's Decimals up again.
+        self.last_price_units = self.last_qty_units = 0
         # parent[i]: the index of the window rolled up from window i (or None); direct: updated per trade
         self._parent: list[int | None] = [None] * len(self.windows)
         rolled = set()
@@ -119,6 +122,8 @@ class FlowEngine:
         self._open: list[OpenBar | None] = [None] * len(self.windows)
         self._last_closed: list[OpenBar | None] = [None] * len(self.windows)  # revised by a late trade
         self._ranked = Ranked(whale_window, self.whale_percentile) if self.whale_percentile else None
+        self._trade_of: Callable[[int], Trade] | None = None  # add_many: the Trade of row _row, when one is needed
+        self._row = 0
 
     def _totals(self) -> list[int]:
         """Buy volume, sell volume (units of 10^-8), buy notional and sell notional (10^-16) so far."""
@@ -183,17 +188,102 @@ class FlowEngine:
         qty_obj = units.get(decimal_qty)
         if qty_obj is None:
             qty_obj = self._unit(trade, decimal_qty)
+        count = trade.last_id
+        count = count - trade.first_id + 1  # 128 bits when compiled: no id range overflows it
+        return self._step(trade, price_obj, qty_obj, price, decimal_qty, trade.time, trade.id, count,
+                          trade.side == "buy")
+
+    def add_units(self, trade: Trade, price_units: int, qty_units: int) -> Sequence[Metric]:
+        """:meth:`add`, given ``trade``'s price and quantity in units of 10^-8 (as the decoder parsed them from
+        the frame's digits): no lookup by Decimal. They must be ``trade``'s; FixedPointError if out of range."""
+        try:
+            price = price_units
+            qty = qty_units
+        except OverflowError:  # compiled: past 2^63
+            price = qty = -1
+        if price < 0 or qty < 0 or price > _MAX_UNITS or qty > _MAX_UNITS:
+            raise FixedPointError(f"{trade.symbol} trade {trade.id}: {price_units} or {qty_units} units of 10^-8 "
+                                  "is out of range")
+        count = trade.last_id
+        count = count - trade.first_id + 1
+        return self._step(trade, price_units, qty_units, trade.price, trade.qty, trade.time, trade.id, count,
+                          trade.side == "buy")
+
+    def add_many(self, ids: Sequence[int], prices: Sequence[int], quantities: Sequence[int],
+                 first_ids: Sequence[int], last_ids: Sequence[int], times: Sequence[int], sells: Sequence[bool],
+                 price_decimals: Sequence[Decimal], qty_decimals: Sequence[Decimal],
+                 trade_of: Callable[[int], Trade]) -> list[Metric]:
+        """Take trades given as columns (sequences; tuples are used as they are), in id order: what :meth:`add` of
+        each row's trade returns, in one list.
+
+        Row ``i`` is the trade with id ``ids[i]``, price ``prices[i]`` and quantity ``quantities[i]`` in units
+        of 10^-8 (``price_decimals[i]`` and ``qty_decimals[i]`` as Decimals, the bar's prices), ``first_ids[i]``
+        to ``last_ids[i]``, time ``times[i]`` (ms), the taker a seller when ``sells[i]``. No :class:`Trade` is
+        made but ``trade_of(i)``'s, for a whale, a late trade and the last row (:attr:`last`). A row out of
+        range is a FixedPointError naming its id: the rows before it are taken, as :meth:`add` would have.
+        """
+        # Tuples: a tuple of numbers leaves the garbage collector's lists at its first pass, where a list of millions
+        # would be scanned again by every collection the bars' allocations set off (half the time, measured).
+        ids, prices, quantities, first_ids, last_ids = tuple(ids), tuple(prices), tuple(quantities), tuple(
+            first_ids), tuple(last_ids)
+        times, sells, price_decimals, qty_decimals = tuple(times), tuple(sells), tuple(price_decimals), tuple(
+            qty_decimals)
+        count_rows = len(ids)
+        for column in (prices, quantities, first_ids, last_ids, times, sells, price_decimals, qty_decimals):
+            if len(column) != count_rows:
+                raise ValueError(f"add_many: columns of {count_rows} and {len(column)} rows")
+        return self._add_rows(ids, prices, quantities, first_ids, last_ids, times, sells, price_decimals,
+                              qty_decimals, trade_of)
+
+    def _add_rows(self, ids: tuple[int, ...], prices: tuple[int, ...], quantities: tuple[int, ...],
+                  first_ids: tuple[int, ...], last_ids: tuple[int, ...], times: tuple[int, ...],
+                  sells: tuple[bool, ...], price_decimals: tuple[Decimal, ...], qty_decimals: tuple[Decimal, ...],
+                  trade_of: Callable[[int], Trade]) -> list[Metric]:
+        """:meth:`add_many`'s loop, over columns of equal length."""
+        count_rows = len(ids)
+        out: list[Metric] = []
+        self._trade_of = trade_of
+        row = 0
+        try:
+            for row in range(count_rows):
+                price_obj = prices[row]
+                qty_obj = quantities[row]
+                try:
+                    price_units = price_obj
+                    qty = qty_obj
+                except OverflowError:  # compiled: past 2^63
+                    price_units = qty = -1
+                if price_units < 0 or qty < 0 or price_units > _MAX_UNITS or qty > _MAX_UNITS:
+                    raise FixedPointError(f"{self.symbol} trade {ids[row]}: {price_obj} or {qty_obj} units of "
+                                          "10^-8 is out of range")
+                count = last_ids[row]
+                count = count - first_ids[row] + 1
+                self._row = row
+                metrics = self._step(None, price_obj, qty_obj, price_decimals[row], qty_decimals[row], times[row],
+                                     ids[row], count, not sells[row])
+                if metrics:
+                    out.extend(metrics)
+            row = count_rows
+        finally:
+            if row:  # the last row taken
+                self.last = trade_of(row - 1)
+            self._trade_of = None
+        return out
+
+    def _trade(self, trade: Trade | None) -> Trade:
+        """``trade``, or the :meth:`add_many` row's, made now."""
+        return self._trade_of(self._row) if trade is None else trade  # type: ignore[misc]
+
+    def _step(self, trade: Trade | None, price_obj: int, qty_obj: int, price: Decimal, decimal_qty: Decimal,
+              time_ms: int, agg_id: int, count: int, buy: bool) -> Sequence[Metric]:
+        """One trade's step: ``trade`` (None for a row of :meth:`add_many`) at ``price_obj`` x ``qty_obj`` units."""
         # Compiled, these are C integers (below fixed.LIMIT = 2^63, checked by fixed.units); the notional stays a
         # Python integer (up to 2^126), as the whale ranking keeps it.
         price_units = price_obj
         qty = qty_obj
         notional = price_obj * qty_obj
-        time_ms = trade.time
-        agg_id = trade.id
-        count = trade.last_id
-        count = count - trade.first_id + 1  # 128 bits when compiled: no id range overflows it
-        buy = trade.side == "buy"
         self.trades += 1
+        self.last_price_units, self.last_qty_units = price_units, qty
         metrics = ()  # most trades close nothing: no list for them
         tick = self._tick_units
         opened = self._open
@@ -238,12 +328,15 @@ class FlowEngine:
                     level[0] += qty_obj
                 else:
                     level[1] += qty_obj
-        self.last = trade
+        if trade is not None:
+            self.last = trade
         if late is not None:
+            trade = self._trade(trade)
             metrics = [*metrics, *revise_late(self, trade, price_obj, qty_obj, notional, late)]
         whale = self._whale
         if whale is not None and notional >= whale:
-            metrics = [*metrics, Whale(symbol=self.symbol, trade=trade, notional=from_e16(notional), rule="absolute",
+            metrics = [*metrics, Whale(symbol=self.symbol, trade=self._trade(trade), notional=from_e16(notional),
+                                       rule="absolute",
                                        threshold=self.whale_notional)]  # type: ignore[arg-type]
         elif (ranked := self._ranked) is not None:  # trades under whale_notional make the distribution
             threshold = ranked.threshold  # ranked before this trade joined it
@@ -252,7 +345,7 @@ class FlowEngine:
             if len(current) >= ranked.every:
                 ranked.rank()
             if threshold is not None and notional >= threshold:
-                metrics = [*metrics, Whale(symbol=self.symbol, trade=trade, notional=from_e16(notional),
+                metrics = [*metrics, Whale(symbol=self.symbol, trade=self._trade(trade), notional=from_e16(notional),
                                            rule="percentile", threshold=from_e16(threshold))]
         return metrics
 
@@ -316,6 +409,8 @@ class FlowEngine:
         closed one, revised the same way."""
         bar = self._last_closed[index]
         assert bar is not None
+        # Its levels went out with the Bar it closed as (``_closed``): that Bar keeps them, this one gets a copy.
+        bar.levels = {bucket: list(level) for bucket, level in bar.levels.items()}
         _openbar.fold(bar, late)
         out.append(self._closed(bar, self.windows[index], "revised", cvd))
         parent_index = self._parent[index]
@@ -383,26 +478,13 @@ class FlowEngine:
         return own
 
     def _closed(self, bar: OpenBar, window: Window, closed_by: str, cvd: int) -> Bar:
-        """The public Bar of ``bar``: its integers made Decimals (a bucket's price is its number times the tick)."""
-        footprint = None
-        tick = self.tick
-        if tick is not None:
-            prices = self._prices
-            levels = []
-            for bucket in sorted(bar.levels):
-                price = prices.get(bucket)
-                if price is None:  # a bucket's price repeats bar after bar: made once
-                    if len(prices) >= _PRICES:
-                        prices.clear()
-                    price = prices[bucket] = _EXACT.multiply(bucket, tick)
-                level = bar.levels[bucket]
-                levels.append((price, from_e8(level[0]), from_e8(level[1])))
-            footprint = Footprint(tick=tick, value_area_share=self.value_area, levels=tuple(levels))
-        # Positional, in Bar's field order: a bar closes every second per window, and 19 keywords cost 0.6 us.
-        return Bar(window.name, bar.start, bar.start + window.ms, bar.open, bar.high, bar.low, bar.close,
-                   from_e8(bar.buy_volume), from_e8(bar.sell_volume), from_e16(bar.buy_notional),
-                   from_e16(bar.sell_notional), bar.trades, bar.trade_count,
-                   bar.largest_qty, bar.largest_id, from_e8(cvd), footprint, closed_by, symbol=self.symbol)
+        """The public Bar of ``bar``: its integers, made Decimals when read (``metrics.closed_bar``). The bar's
+        footprint levels go with it: a closed bar's levels are never changed again (``_revise`` copies them)."""
+        return closed_bar(window.name, bar.start, bar.start + window.ms, bar.open, bar.high, bar.low, bar.close,
+                          bar.buy_volume, bar.sell_volume, bar.buy_notional, bar.sell_notional, bar.trades,
+                          bar.trade_count, bar.largest_qty, bar.largest_id, cvd,
+                          None if self.tick is None else bar.levels, self.tick, self._tick_units, self.value_area,
+                          closed_by, self.symbol)
 
 
 def _level(bar: OpenBar, price: int, tick: int) -> list[int]:

@@ -213,7 +213,7 @@ def test_bad_chart_options_are_one_line(capsys, args: list[str], words: str) -> 
 
 async def test_a_revised_bar_replaces_its_column() -> None:
     """A bar sent again with closed_by="revised" replaces the page's column with that start, adding none."""
-    import msgspec
+    import dataclasses
 
     from orderflow_plugin.metrics import Footprint
 
@@ -230,7 +230,7 @@ async def test_a_revised_bar_replaces_its_column() -> None:
             fp = bar.footprint
             extra = fp.levels[-1][0] + fp.tick
             # A late trade of 0.5 bought one level above the bar's high, as the engine would fold it in.
-            revised = msgspec.structs.replace(
+            revised = dataclasses.replace(
                 bar, closed_by="revised", high=extra, buy_volume=bar.buy_volume + Decimal("0.5"),
                 footprint=Footprint(tick=fp.tick, value_area_share=fp.value_area_share,
                                     levels=(*fp.levels, (extra, Decimal("0.5"), Decimal(0)))))

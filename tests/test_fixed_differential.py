@@ -8,9 +8,11 @@ compares equal), and, where every input has Binance's 8 decimals, written the sa
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
+import pickle
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -19,14 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orderflow_plugin import FlowEngine, Trade, bundled_tape, hotpath
 from orderflow_plugin.decode import Decoder
-from orderflow_plugin.fixed import LIMIT
-from orderflow_plugin.metrics import Bar
+from orderflow_plugin.fixed import LIMIT, from_e8, from_e16, to_e8
+from orderflow_plugin.history import store
+from orderflow_plugin.history.store import trade_columns, trades_of, trades_table
+from orderflow_plugin.metrics import Bar, Footprint
+from orderflow_plugin.models import Metric
 
 from .conftest import ROOT
 from .decimal_engine import DecimalFlowEngine
@@ -48,7 +54,7 @@ def plain(value: Any, strict: bool) -> Any:
     """
     if isinstance(value, Decimal):
         return ("Decimal", value, str(value) if strict and value else None)
-    if isinstance(value, msgspec.Struct):
+    if isinstance(value, (msgspec.Struct, Bar)):  # a Bar reads as a struct of its fields (made when read)
         fields = tuple((name, plain(getattr(value, name), strict)) for name in value.__struct_fields__)
         if isinstance(value, Bar):  # what users read off a bar, computed from its fields
             fields += tuple((name, plain(getattr(value, name), strict)) for name in ("volume", "delta", "vwap",
@@ -155,6 +161,87 @@ def test_real_tapes_give_the_same_outputs(name: str, trades: list[Trade], config
     assert assert_same(with_clock(trades), **CONFIGS[config]) > len(trades)
 
 
+def batched(ops: Sequence[Op]) -> list[Op]:
+    """``ops`` with each run of consecutive trades made one ("trades", [Trade, ...]) op."""
+    out: list[Op] = []
+    for kind, arg in ops:
+        if kind == "trade" and out and out[-1][0] == "trades":
+            out[-1][1].append(arg)
+        else:
+            out.append(("trades", [arg]) if kind == "trade" else (kind, arg))
+    return out
+
+
+def feed(engine: FlowEngine, op: Op, entry: str) -> Any:
+    """One op into ``engine`` through ``entry``: "add" and "units" per trade, "many" a run as columns."""
+    kind, arg = op
+    if kind == "timer":
+        return engine.close_until(arg)
+    if kind == "snapshot":
+        return engine.snapshot()
+    if entry == "many":
+        return engine.add_many([t.id for t in arg], [to_e8(t.price) for t in arg], [to_e8(t.qty) for t in arg],
+                               [t.first_id for t in arg], [t.last_id for t in arg], [t.time for t in arg],
+                               [t.side == "sell" for t in arg], [t.price for t in arg], [t.qty for t in arg],
+                               arg.__getitem__)
+    out: list[Any] = []
+    for trade in arg:
+        out += engine.add_units(trade, to_e8(trade.price), to_e8(trade.qty)) if entry == "units" else engine.add(trade)
+        assert (engine.last_price_units, engine.last_qty_units) == (to_e8(trade.price), to_e8(trade.qty))
+    return out
+
+
+def assert_entries_agree(ops: Sequence[Op], **options: Any) -> None:
+    """``ops`` through :meth:`FlowEngine.add`, ``add_units`` and ``add_many`` (runs of trades as columns): the
+    same metrics, in the same order, the same totals and the same ``last`` trade."""
+    runs = batched(ops)
+    strict = all(t.price.as_tuple().exponent == -8 and t.qty.as_tuple().exponent == -8
+                 for kind, arg in ops if kind == "trade" for t in [arg])
+    engines = {entry: FlowEngine("BTCUSDT", **options) for entry in ("add", "units", "many")}
+    for step, op in enumerate(runs):
+        got = {entry: plain(feed(engine, op, entry), strict) for entry, engine in engines.items()}
+        assert got["units"] == got["add"] and got["many"] == got["add"], f"run {step}: {op[0]}"
+    totals = {entry: plain([e.buy_volume, e.sell_volume, e.buy_notional, e.sell_notional, e.cvd, e.trades, e.last],
+                           strict) for entry, e in engines.items()}
+    assert totals["units"] == totals["add"] and totals["many"] == totals["add"]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=list(CONFIGS))
+@pytest.mark.parametrize("name,trades", TAPES, ids=[name for name, _ in TAPES])
+def test_real_tapes_give_the_same_outputs_through_every_entry(name: str, trades: list[Trade], config: str) -> None:
+    """Every recorded tape: add_many over its columns and add_units give exactly what add gives, field by field."""
+    assert_entries_agree(with_clock(trades), **CONFIGS[config])
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=list(CONFIGS))
+@pytest.mark.parametrize("name,trades", TAPES, ids=[name for name, _ in TAPES])
+def test_a_stored_day_gives_through_its_columns_what_its_trades_give(name: str, trades: list[Trade],
+                                                                      config: str, tmp_path: Path) -> None:
+    """A tape written to the Parquet store and read back: add_many over trade_columns (prices and quantities from
+    the decimals' integers) gives every metric, engine.last and the totals that add over trades_of gives."""
+    table = trades_table(trades, source="archive")
+    path = tmp_path / "day.parquet"
+    pq.write_table(table, path)
+    table = pq.read_table(path)
+    columns = trade_columns(table, "BTCUSDT", "spot")
+    assert columns is not None
+    batch, single = FlowEngine("BTCUSDT", **CONFIGS[config]), FlowEngine("BTCUSDT", **CONFIGS[config])
+    want = [metric for trade in trades_of(table, "BTCUSDT", "spot") for metric in single.add(trade)]
+    got = batch.add_many(*columns)
+    assert len(got) == len(want) and plain(got, False) == plain(want, False)
+    assert plain([batch.last, batch.snapshot(), batch.cvd, batch.trades], False) == plain(
+        [single.last, single.snapshot(), single.cvd, single.trades], False)
+
+
+def test_a_stored_value_past_the_fixed_point_range_gives_no_columns() -> None:
+    """A quantity at 2^63 units of 10^-8 (it fits the store's decimal, not the engine): no columns, so the
+    per-trade path refuses it naming the trade."""
+    big = Decimal(LIMIT) / 10**8
+    table = trades_table([Trade("BTCUSDT", 1, Decimal("1"), big, 1, 1, 1_000, "buy")], source="archive")
+    assert trade_columns(table, "BTCUSDT", "spot") is None
+    assert trade_columns(table.slice(0, 0), "BTCUSDT", "spot") is not None
+
+
 def test_shared_recordings_are_found_where_the_repository_sits() -> None:
     """Next to a checkout of the project the shared recordings are compared too (CI may not have them)."""
     if not SHARED.is_dir():
@@ -203,6 +290,8 @@ def test_generated_tapes_give_the_same_outputs(trades: list[tuple[int, int, int,
             ops.append(("snapshot", None))
     assert_same(ops, windows=windows, footprint_tick=tick, whale_notional=whale, whale_percentile=percentile,
                 whale_window=ranked)
+    assert_entries_agree(ops, windows=windows, footprint_tick=tick, whale_notional=whale, whale_percentile=percentile,
+                         whale_window=ranked)
 
 
 def test_sums_past_64_bits_stay_exact() -> None:
@@ -215,6 +304,76 @@ def test_sums_past_64_bits_stay_exact() -> None:
     ops += [("timer", 1_700_000_010_000), ("snapshot", None)]
     for windows in (("1s",), ("1s", "1m", "5m"), ("1s", "3s", "7s")):
         assert_same(ops, windows=windows, footprint_tick="1000000", whale_percentile=50.0, whale_window=3)
+        assert_entries_agree(ops, windows=windows, footprint_tick="1000000", whale_percentile=50.0, whale_window=3)
+
+
+class StructBar(Metric, frozen=True, gc=False):
+    """Bar as it was before its sums waited as integers: a msgspec struct of Decimals (the surface to keep)."""
+
+    window: str
+    start: int
+    end: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    buy_volume: Decimal
+    sell_volume: Decimal
+    buy_notional: Decimal
+    sell_notional: Decimal
+    trades: int
+    trade_count: int
+    largest_qty: Decimal
+    largest_id: int
+    cvd: Decimal
+    footprint: Footprint | None
+    closed_by: str
+
+
+@pytest.mark.parametrize("name,trades", TAPES[:2], ids=[name for name, _ in TAPES[:2]])
+def test_a_bar_reads_encodes_and_compares_as_the_struct_it_was(name: str, trades: list[Trade]) -> None:
+    """An engine Bar, encoded before any field is read, gives msgspec's bytes and builtins for the same struct of
+    Decimals; its repr, equality, hash, pickle, dataclasses.replace and units() agree with that struct's values."""
+    engine = FlowEngine("BTCUSDT")
+    bars = [m for t in trades for m in engine.add(t) if type(m) is Bar]
+    bars += list(engine.snapshot().bars.values())
+    assert len(bars) > 10
+    for bar in bars:
+        encoded, builtins = msgspec.json.encode(bar), msgspec.to_builtins(bar)
+        values = [getattr(bar, field) for field in StructBar.__struct_fields__]
+        struct = StructBar(*values[:-1], symbol=values[-1])
+        assert (encoded, builtins) == (msgspec.json.encode(struct), msgspec.to_builtins(struct))
+        assert repr(bar) == repr(struct).replace("StructBar(", "Bar(", 1)
+        made = Bar(*values[:-1], symbol=values[-1])  # the public constructor, from Decimals
+        assert made == bar and hash(made) == hash(bar) and not made != bar
+        assert pickle.loads(pickle.dumps(bar)) == bar
+        assert dataclasses.replace(bar, closed_by="revised") == Bar(*values[:-2], "revised", symbol=values[-1])
+        assert made.units() == bar.units()
+        units = bar.units()
+        assert (from_e8(units.buy_volume), from_e16(units.sell_notional)) == (bar.buy_volume, bar.sell_notional)
+        assert units.tick is not None and units.levels is not None and from_e8(units.tick) == bar.footprint.tick
+        assert [(from_e8(p), from_e8(b), from_e8(s)) for p, b, s in units.levels] == list(bar.footprint.levels)
+    no_footprint = FlowEngine("BTCUSDT", footprint_tick=None)
+    bar = next(m for t in trades for m in no_footprint.add(t) if type(m) is Bar)
+    assert bar.footprint is None and (bar.units().tick, bar.units().levels) == (None, None)
+
+
+def test_bars_go_to_parquet_from_their_integers_exactly() -> None:
+    """bars_table from the bars' integers (Bar.units): every sum, tick and footprint level reads back as the
+    bar's own Decimal, and a bar without a footprint as null."""
+    engine = FlowEngine("BTCUSDT", windows=("1s", "1m"))
+    trades = TAPES[0][1]
+    bars = [m for t in trades for m in engine.add(t) if type(m) is Bar] + list(engine.snapshot().bars.values())
+    bars += [Bar(*[getattr(bars[0], f) for f in StructBar.__struct_fields__[:-3]], None, "timer", symbol="BTCUSDT")]
+    table = store.bars_table(bars)
+    assert table.num_rows == len(bars)
+    for name in ("buy_volume", "sell_volume", "buy_notional", "sell_notional", "cvd", "open", "close"):
+        assert table.column(name).to_pylist() == [getattr(bar, name) for bar in bars], name
+    assert table.column("footprint_tick").to_pylist() == [b.footprint.tick if b.footprint else None for b in bars]
+    levels = [None if b.footprint is None else [{"price": p, "buy_volume": buy, "sell_volume": sell}
+                                                for p, buy, sell in b.footprint.levels] for b in bars]
+    assert table.column("footprint").to_pylist() == levels
+    assert store.bars_from_table(table) == [dataclasses.replace(b) for b in bars]
 
 
 def test_a_trade_that_does_not_fit_is_refused_naming_it_and_the_engine_goes_on() -> None:
@@ -226,6 +385,23 @@ def test_a_trade_that_does_not_fit_is_refused_naming_it_and_the_engine_goes_on()
     with pytest.raises(ArithmeticError, match=r"BTCUSDT trade 2: 100\.123456789 has more than 8 decimals"):
         engine.add(bad)
     assert engine.trades == 1 and engine.buy_volume == 2 and engine.last is good
+
+
+@pytest.mark.parametrize("bad", [LIMIT, -1, 2**64], ids=["limit", "negative", "past-64-bits"])
+def test_a_row_out_of_range_is_refused_naming_it_after_the_rows_before(bad: int) -> None:
+    """add_many: a price out of range is a FixedPointError naming its id; the rows before it are taken (as add's
+    loop would), ``last`` is the last of them; add_units refuses it the same way."""
+    trades = [Trade("BTCUSDT", n, Decimal("100.5"), Decimal("2"), n, n, 1_000 + n, "buy") for n in range(1, 4)]
+    engine = FlowEngine("BTCUSDT")
+    prices = [to_e8(t.price) for t in trades]
+    prices[2] = bad
+    with pytest.raises(ArithmeticError, match=r"BTCUSDT trade 3: .* out of range"):
+        engine.add_many([1, 2, 3], prices, [2 * 10**8] * 3, [1, 2, 3], [1, 2, 3], [1001, 1002, 1003],
+                        [False] * 3, [t.price for t in trades], [t.qty for t in trades], trades.__getitem__)
+    assert engine.trades == 2 and engine.buy_volume == 4 and engine.last is trades[1]
+    with pytest.raises(ArithmeticError, match=r"BTCUSDT trade 3: .* out of range"):
+        engine.add_units(trades[2], bad, 2 * 10**8)
+    assert engine.trades == 2
 
 
 def test_the_checkout_runs_the_compiled_path() -> None:
@@ -240,7 +416,7 @@ def test_the_checkout_runs_the_compiled_path() -> None:
 @pytest.mark.timeout(600 * TIMEOUT_FACTOR)
 def test_the_other_path_passes_the_same_tests() -> None:
     """These tests and the first simulation seeds, in a process on the other path (pure if this one is compiled)."""
-    env = {**os.environ, "ORDERFLOW_PURE": "1" if hotpath.is_compiled() else "0"}
+    env = {**os.environ, "ORDERFLOW_PURE": "1" if hotpath.is_compiled() else "0", "ORDERFLOW_REAL_DATA": str(SHARED)}
     if not hotpath.is_compiled() and "ORDERFLOW_PURE" not in hotpath.hot_path():
         pytest.skip(f"there is no other path: {hotpath.hot_path()}")
     result = subprocess.run(

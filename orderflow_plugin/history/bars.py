@@ -1,7 +1,8 @@
 """Closed bars from the store's trades, by the live stream's own engine: the same numbers as live.
 
 The trades go through :class:`~orderflow_plugin.engine.FlowEngine` built from the same ``[flow]``
-settings as the stream's pipeline, in id order from the first asked day, so CVD counts from there.
+settings as the stream's pipeline, in id order from the first asked day, so CVD counts from there:
+as columns (``FlowEngine.add_many``, no ``Trade`` per row), which gives exactly what ``add`` gives.
 A bar the engine revises (a late trade) replaces the one with its start. The last bars are closed
 at the end of the last day, whose trades are all in.
 """
@@ -14,7 +15,7 @@ from datetime import date, timedelta
 from ..engine import FlowEngine
 from ..metrics import Bar
 from ..options import Flow
-from .store import Store, trades_of
+from .store import Store, trade_columns, trades_of
 
 __all__ = ["compute_bars", "flow_engine"]
 
@@ -48,10 +49,14 @@ def compute_bars(store: Store, days: Sequence[date], flow: Flow) -> tuple[dict[s
         table = store.read_day(day)
         if table is None:
             continue
-        for trade in trades_of(table, store.symbol, store.market):
-            metrics = add(trade)
-            if metrics:
-                take(metrics)
+        columns = trade_columns(table, store.symbol, store.market)
+        if columns is not None:  # no Trade per row: the engine reads the columns
+            take(engine.add_many(*columns))
+        else:  # a value past the fixed-point range: the per-trade path refuses it naming the trade
+            for trade in trades_of(table, store.symbol, store.market):
+                metrics = add(trade)
+                if metrics:
+                    take(metrics)
         count += table.num_rows
     if days:
         end = (days[-1] + timedelta(days=1) - date(1970, 1, 1)).days * _DAY_MS

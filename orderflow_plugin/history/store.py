@@ -17,20 +17,24 @@ from (``missing``: the archive had no file; its trades came over REST).
 from __future__ import annotations
 
 import os
+import sys
+from array import array
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..metrics import Bar, Footprint
+from ..fixed import FixedPointError
+from ..metrics import Bar, BarUnits, Footprint
 from ..models import Market, Trade
 from .normalize import DECIMAL, TRADES_SCHEMA, _sorted
 
-__all__ = ["BARS_SCHEMA", "Store", "bars_from_table", "bars_table", "trades_of", "trades_table"]
+__all__ = ["BARS_SCHEMA", "Store", "bars_from_table", "bars_table", "trade_columns", "trades_of", "trades_table"]
 
 _TAG = b"orderflow.archive"
 _REPEATED = ("source", "symbol", "window", "closed_by")
@@ -44,8 +48,8 @@ BARS_SCHEMA = pa.schema([
     ("trades", pa.int64()), ("trade_count", pa.int64()), ("largest_qty", DECIMAL), ("largest_id", pa.int64()),
     ("cvd", DECIMAL), ("footprint_tick", DECIMAL), ("footprint", pa.list_(_LEVEL)), ("closed_by", pa.string()),
 ])
-_DECIMAL_FIELDS = ("open", "high", "low", "close", "buy_volume", "sell_volume", "buy_notional", "sell_notional",
-                   "largest_qty", "cvd")
+_PRICE_FIELDS = ("open", "high", "low", "close", "largest_qty")
+_SUM_FIELDS = ("buy_volume", "sell_volume", "buy_notional", "sell_notional", "cvd")  # BarUnits' first five
 
 
 class Store:
@@ -162,6 +166,44 @@ def trades_of(table: pa.Table, symbol: str, market: Market) -> Iterator[Trade]:
         yield Trade(symbol, agg, price, qty, first, last, ms, "sell" if maker else "buy", ms, market, source)
 
 
+def trade_columns(table: pa.Table, symbol: str, market: Market) -> tuple[Any, ...] | None:
+    """The store's rows as :meth:`FlowEngine.add_many <orderflow_plugin.engine.FlowEngine.add_many>`'s columns
+    (prices and quantities in units of 10^-8 read straight from the decimals' 128-bit integers), its last
+    argument making the one :class:`Trade` of a row that :func:`trades_of` gives; None when a price or quantity
+    is past the fixed-point range (the per-trade path then names the trade)."""
+    prices, quantities = _units(table.column("price")), _units(table.column("qty"))
+    if prices is None or quantities is None:
+        return None
+    # Tuples, which the garbage collector stops scanning after one look (lists of millions it would scan again
+    # at every collection the engine's allocations set off: add_many takes tuples as they are).
+    millis = tuple(pc.divide(table.column("time").cast(pa.int64()), 1000).to_pylist())
+    ids, firsts, lasts, makers, sources = (tuple(table.column(name).to_pylist())
+                                           for name in ("id", "first_id", "last_id", "is_buyer_maker", "source"))
+    price_decimals, qty_decimals = tuple(_decimals(table.column("price"))), tuple(_decimals(table.column("qty")))
+
+    def trade_of(row: int) -> Trade:
+        return Trade(symbol, ids[row], price_decimals[row], qty_decimals[row], firsts[row], lasts[row], millis[row],
+                     "sell" if makers[row] else "buy", millis[row], market, sources[row])
+
+    return ids, prices, quantities, firsts, lasts, millis, makers, price_decimals, qty_decimals, trade_of
+
+
+def _units(column: pa.ChunkedArray) -> list[int] | None:
+    """A decimal128 column of scale 8 as units of 10^-8, from its integers; None unless each is in [0, 2^63)."""
+    array = column.combine_chunks()
+    if array.type != DECIMAL or array.null_count:
+        return None
+    if not len(array):
+        return []
+    # Each value is a little-endian 128-bit integer: two int64 words, low then high.
+    words = pa.Array.from_buffers(pa.int64(), 2 * (len(array) + array.offset), [None, array.buffers()[1]])
+    words = words[2 * array.offset:]
+    low, high = words[::2], words[1::2]
+    if pc.min_max(high).as_py() != {"min": 0, "max": 0} or pc.min(low).as_py() < 0:
+        return None
+    return tuple(low.to_pylist())  # type: ignore[return-value]
+
+
 def _decimals(column: pa.ChunkedArray) -> list[Decimal]:
     """The column's values as Decimals, each distinct value built once (prices and sizes repeat a lot):
     pyarrow's own decimal128 to Decimal conversion costs several times more per value."""
@@ -173,8 +215,9 @@ def _decimals(column: pa.ChunkedArray) -> list[Decimal]:
 def bars_table(bars: list[Bar]) -> pa.Table:
     """Closed bars as a table: the Bar fields by name, the footprint as a list of (price, buy, sell) levels.
 
-    Decimals go in as their exact strings and are cast by pyarrow (exact, or an error): several times
-    faster than handing it Decimal objects.
+    The sums and footprint levels go in from their exact integers (:meth:`Bar.units`, which an engine Bar holds:
+    no Decimal is made), as decimal128's own 16-byte integers. Prices (the trades' own Decimals) go in as their
+    exact strings, cast by pyarrow (exact, or an error): several times faster than handing it Decimal objects.
     """
     columns: dict[str, pa.Array] = {
         "symbol": pa.array([bar.symbol for bar in bars], pa.string()),
@@ -184,7 +227,65 @@ def bars_table(bars: list[Bar]) -> pa.Table:
     }
     for name in ("trades", "trade_count", "largest_id"):
         columns[name] = pa.array([getattr(bar, name) for bar in bars], pa.int64())
-    for name in _DECIMAL_FIELDS:
+    for name in _PRICE_FIELDS:
+        columns[name] = _decimal_array([getattr(bar, name) for bar in bars], BARS_SCHEMA.field(name).type)
+    try:
+        units: list[BarUnits] | None = [bar.units() for bar in bars]
+    except FixedPointError:  # a Bar made from values past the fixed-point range: pyarrow casts them, or says why
+        units = None
+    try:
+        if units is None:
+            raise OverflowError
+        for index, name in enumerate(_SUM_FIELDS):
+            columns[name] = _units_array([u[index] for u in units], BARS_SCHEMA.field(name).type)
+        offsets = [0]
+        level_columns: tuple[list[int | None], list[int | None], list[int | None]] = ([], [], [])
+        for u in units:
+            if u.levels is not None:
+                for price, buy, sell in u.levels:
+                    level_columns[0].append(price)
+                    level_columns[1].append(buy)
+                    level_columns[2].append(sell)
+            offsets.append(len(level_columns[0]))
+        columns["footprint_tick"] = _units_array([u.tick for u in units], DECIMAL)
+        levels = pa.StructArray.from_arrays([_units_array(values, DECIMAL) for values in level_columns],
+                                            fields=list(_LEVEL))
+        columns["footprint"] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), levels,
+                                                        mask=pa.array([u.levels is None for u in units], pa.bool_()))
+    except OverflowError:  # a sum past decimal128(38): pyarrow casts the Decimals, or says why
+        _decimal_columns(bars, columns)
+    columns["closed_by"] = pa.array([bar.closed_by for bar in bars], pa.string())
+    return pa.table([columns[name] for name in BARS_SCHEMA.names], schema=BARS_SCHEMA)
+
+
+def _units_array(values: list[int | None], kind: pa.DataType) -> pa.Array:
+    """Exact integers (unscaled: units of 10^-scale) as a decimal128 array, from their 16 bytes each (two int64
+    words, low then high); OverflowError for one past the type's 38 digits."""
+    validity = None
+    if None in values:
+        validity = pa.array([v is not None for v in values], pa.bool_()).buffers()[1]
+        values = [v or 0 for v in values]
+    try:
+        if sys.byteorder != "little":  # Arrow's decimal128 is one native 128-bit integer: no two-word shortcut
+            raise OverflowError
+        low = array("q", values)  # type: ignore[arg-type]
+    except OverflowError:  # past 2^63 (a notional can be): each value's 16 bytes
+        top = 10**38
+        if max(values) >= top or min(values) <= -top:  # type: ignore[type-var]
+            raise
+        data = b"".join([v.to_bytes(16, sys.byteorder, signed=True) for v in values])  # type: ignore[union-attr]
+    else:
+        words = array("q", bytes(16 * len(values)))
+        words[0::2] = low
+        if len(low) and min(low) < 0:
+            words[1::2] = array("q", [-1 if v < 0 else 0 for v in low])
+        data = words.tobytes()
+    return pa.Array.from_buffers(kind, len(values), [validity, pa.py_buffer(data)])
+
+
+def _decimal_columns(bars: list[Bar], columns: dict[str, pa.Array]) -> None:
+    """The sums and footprint columns from the Decimals, as exact strings cast by pyarrow."""
+    for name in _SUM_FIELDS:
         columns[name] = _decimal_array([getattr(bar, name) for bar in bars], BARS_SCHEMA.field(name).type)
     ticks: list[Decimal | None] = []
     offsets = [0]
@@ -200,13 +301,11 @@ def bars_table(bars: list[Bar]) -> pa.Table:
                 level_columns[1].append(buy)
                 level_columns[2].append(sell)
         offsets.append(len(level_columns[0]))
-    columns["footprint_tick"] = _decimal_array(ticks, DECIMAL)
-    levels = pa.StructArray.from_arrays([_decimal_array(values, DECIMAL) for values in level_columns],
+    columns["footprint_tick"] = _decimal_array(ticks, DECIMAL)  # type: ignore[arg-type]
+    levels = pa.StructArray.from_arrays([_decimal_array(values, DECIMAL) for values in level_columns],  # type: ignore[arg-type]
                                         fields=list(_LEVEL))
     columns["footprint"] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), levels,
                                                     mask=pa.array([not v for v in valid], pa.bool_()))
-    columns["closed_by"] = pa.array([bar.closed_by for bar in bars], pa.string())
-    return pa.table([columns[name] for name in BARS_SCHEMA.names], schema=BARS_SCHEMA)
 
 
 def _decimal_array(values: list[Decimal | None], kind: pa.DataType) -> pa.Array:
