@@ -54,9 +54,13 @@ class QuietAtConnect:
         """Half way through first_message with no trade yet (or at the silence deadline, if sooner): note
         REST's newest ids, and fetch what they show beyond the last delivered ones (never raises)."""
         shard.quiet_before = None
-        # As soon as the silence watch would look: trades REST has and we lack are not left for first_message.
-        deadlines = (self.pipeline.liveness.deadline(s) for s in shard.symbols)
-        await asyncio.sleep(min(self.timeouts.first_message / 2, *deadlines))
+        # As soon as the silence watch would look, counted from each symbol's last trade, not from this connect:
+        # trades REST has and we lack are not left for first_message, nor for ever when connections keep dying
+        # sooner than a deadline (a flapping link on a quiet market).
+        liveness, now = self.pipeline.liveness, loop_time()
+        waits = (liveness.deadline(s) - (now - liveness.last_at[s]) if s in liveness.last_at else liveness.deadline(s)
+                 for s in shard.symbols)
+        await asyncio.sleep(max(0.0, min(self.timeouts.first_message / 2, *waits)))
         if connection.stage != "first_message" or self.backfiller is None:
             return
         try:

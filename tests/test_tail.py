@@ -55,6 +55,29 @@ async def test_the_tail_the_socket_skipped_is_fetched_on_a_quiet_market(orderflo
     assert len(events.of("on_connected")) == 1 and not events.of("on_disconnected") and health["reconnects"] == 0
 
 
+async def test_a_tail_missed_between_connections_that_keep_dying_is_fetched(orderflow_sim_factory) -> None:
+    """The market ends while the stream reconnects, then every connection dies 0.3 s after it opens (sooner than
+    any silence deadline): the missed tail is still fetched, a deadline after the last trade, not never.
+
+    The old code looked at REST only a deadline (2 s) after each connect, so a link that kept dying sooner never
+    looked: test_backfill's max_age test lost its tail whenever the market ended during a reconnect (under load).
+    """
+    tape = bundled_tape()
+    flapping = [[Fault("max_age", seconds=0.3)]] * 100  # then the link holds: the old code looks only then
+    sim = await orderflow_sim_factory(tape, scenario=Scenario([[Fault("close_after", after=4990)], *flapping]),
+                                      pace=Pace(rate=2000))
+    events = Events()
+    async with make_flow(sim, events, timeouts=DEFAULTS):
+        await sim.wait_for(lambda record: record.market_finished, timeout=20 * TIMEOUT_FACTOR)
+        silent_from = time.monotonic()
+        await events.until(lambda e: len(e.trades) >= len(tape.rows), 3 * DEFAULTS.silence_floor)
+        caught_up = time.monotonic() - silent_from
+        connections = len(sim.record.connections)
+    assert events.ids() == [row.id for row in tape.rows]
+    assert {t.source for t in events.trades[4990:]} == {"backfill"}
+    assert connections < 1 + len(flapping), (connections, caught_up)  # fetched while the link still flapped
+
+
 def tail_pipeline(**sequencing: Any) -> tuple[Pipeline, list[Trade], list[tuple[str, dict[str, Any]]], Any]:
     """A one-symbol pipeline with its trades, events and actions in lists (no loop, no socket)."""
     trades: list[Trade] = []
