@@ -115,6 +115,7 @@ class SilenceWatch:
         self._fills = fills
         self._quiet_until: dict[str | int, float] = {}  # symbol or shard number -> no silence check before
         self._rest_newest: dict[str, tuple[int, float]] = {}  # symbol -> REST's newest id at a look, last trade then
+        self._turns: dict[int, int] = {}  # shard number -> shard-wide looks so far (each looks at the next symbol)
 
     def silence_deadline(self, symbol: str) -> float:
         """Seconds without a trade after which ``symbol``'s feed is checked: learned from its own recent gaps."""
@@ -137,10 +138,10 @@ class SilenceWatch:
             newest = max(connection.opened_at, *(last_at.get(s, 0.0) for s in shard.symbols))
             if now - newest >= self.timeouts.stall and now >= self._quiet_until.get(shard.number, 0.0):
                 self._quiet_until[shard.number] = math.inf
-                traded = [s for s in shard.symbols if s in last_at]
-                # the symbol that traded last; before any trade, each in turn (one halted symbol is not the shard)
-                latest = max(traded, key=last_at.__getitem__) if traded else \
-                    shard.symbols[int(now // self.timeouts.stall) % len(shard.symbols)]
+                # each symbol in turn (one halted symbol is not the shard): the one that traded last is not always
+                # it, as a tail fetched at each look counts as its trades while another's feed is lost (seed 1831)
+                turn = self._turns[shard.number] = self._turns.get(shard.number, -1) + 1
+                latest = shard.symbols[turn % len(shard.symbols)]
                 self._spawn(self._verify_silence(shard, connection, latest, self.timeouts.stall,
                                                  key=shard.number), f"orderflow silence check {shard.number}")
                 continue
