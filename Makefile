@@ -65,7 +65,7 @@ test: $(STAMP) $(COMPILED) $(STAMP_NAUTILUS) redis-server chromium
 	$(BIN)/python -m ruff check orderflow_plugin hooks tests bench examples
 	$(BIN)/python -m pytest -n 4 --dist worksteal
 	$(VENV_NAUTILUS)/bin/python -m pytest tests/nautilus
-	$(BIN)/python -m orderflow_plugin.simtest --seeds 2500
+	$(BIN)/python -m orderflow_plugin.simtest --seeds 10000
 
 clean:
 	rm -rf $(VENV) $(VENV_NAUTILUS) build dist *.egg-info

@@ -60,7 +60,7 @@ class Checkpointer:
                     self.waiting = checkpoint.prepare(upcoming={symbol: trade_id})
                     self.act(WriteCheckpoint(self.waiting, True))
                 return None
-            self.write_soon()
+            self.write_soon(upcoming={symbol: trade_id})  # its lease must still cover this trade (seed 1738)
         checkpoint.delivered(symbol, trade_id)
         if self.resumed:
             self.resumed.pop(symbol, None)
@@ -86,11 +86,12 @@ class Checkpointer:
             f"is at id {live_id}, behind it: the checkpoint comes from another feed (a testnet, another "
             f"exchange?); starting {symbol} from the live stream")
 
-    def write_soon(self) -> None:
-        """Ask for a background write, unless one is under way (or trades wait for one)."""
+    def write_soon(self, upcoming: dict[str, int] | None = None) -> None:
+        """Ask for a background write, unless one is under way (or trades wait for one); ``upcoming``: ids about to
+        be delivered that its leases must cover (a prepare lowers the lease in force to its own at once)."""
         if self._writing is not None or self.waiting is not None:
             return
-        self._writing = self.checkpoint.prepare()
+        self._writing = self.checkpoint.prepare(upcoming=upcoming)
         self.act(WriteCheckpoint(self._writing, False))
 
     def written(self, pending: Pending, error: BaseException | None, now: float) -> None:

@@ -107,7 +107,11 @@ class PluginManager(pluggy.PluginManager):
         if isinstance(plugin, PluginHooks):
             opts = plugin.hook_opts.get(name)
             return None if opts is None else pluggy.HookimplOpts(**opts)  # a copy: pluggy fills it in
-        opts = super().parse_hookimpl_opts(plugin, name)
+        return self._unmarked_hook(plugin, name, super().parse_hookimpl_opts(plugin, name))
+
+    @staticmethod
+    def _unmarked_hook(plugin: Any, name: str, opts: pluggy.HookimplOpts | None) -> pluggy.HookimplOpts | None:
+        """``opts`` (pluggy's reading of ``plugin.name``), or empty options for a plain function named like a hook."""
         if opts is None and name in HOOK_NAMES:
             attr = inspect.getattr_static(plugin, name, None)
             if inspect.isroutine(attr) or isinstance(attr, (staticmethod, classmethod)):
@@ -117,8 +121,9 @@ class PluginManager(pluggy.PluginManager):
     def register(self, plugin: Any, name: str | None = None) -> str | None:
         """Register ``plugin``, refusing unknown ``on_*`` names and wrappers with a clear error."""
         label = name or self.get_canonical_name(plugin)
+        markers: dict[str, pluggy.HookimplOpts | None] = {}  # pluggy's static scan is the cost: once per name
         for attr in dir(plugin):
-            marked = pluggy.PluginManager.parse_hookimpl_opts(self, plugin, attr)
+            marked = markers[attr] = pluggy.PluginManager.parse_hookimpl_opts(self, plugin, attr)
             unknown = attr not in HOOK_NAMES and (
                 marked is not None or (attr.startswith("on_") and callable(getattr(plugin, attr, None)))
             )
@@ -135,8 +140,8 @@ class PluginManager(pluggy.PluginManager):
         if self.is_registered(plugin):
             raise PluginLoadError(label, f"plugin {label}: already registered as {self.get_name(plugin)}")
         hooks = PluginHooks(plugin)
-        for attr in dir(plugin):
-            opts = self.parse_hookimpl_opts(plugin, attr)
+        for attr, marked in markers.items():
+            opts = self._unmarked_hook(plugin, attr, marked)
             if opts is not None:
                 hook = opts.get("specname") or attr
                 setattr(hooks, attr, _run_through(self, label, hook, getattr(plugin, attr)))

@@ -117,6 +117,7 @@ class SilenceWatch:
         self._spawn = spawn
         self._quiet_until: dict[str | int, float] = {}  # symbol or shard number -> no silence check before
         self._rest_newest: dict[str, tuple[int, float]] = {}  # symbol -> REST's newest id at a look, last trade then
+        self._turns: dict[int, int] = {}  # shard number -> shard-wide looks so far (each looks at the next symbol)
 
     def silence_deadline(self, symbol: str) -> float:
         """Seconds without a trade after which ``symbol``'s feed is checked: learned from its own recent gaps."""
@@ -137,12 +138,13 @@ class SilenceWatch:
             if any(self.pipeline.busy(s) for s in shard.symbols):
                 continue  # trades are arriving and waiting behind a hole: the feed is alive
             newest = max(connection.opened_at, *(last_at.get(s, 0.0) for s in shard.symbols))
-            if now - newest >= self.timeouts.stall and now >= self._quiet_until.get(shard.number, 0.0):
+            shard_silent = now - newest >= self.timeouts.stall
+            if shard_silent and now >= self._quiet_until.get(shard.number, 0.0):
                 self._quiet_until[shard.number] = math.inf
-                traded = [s for s in shard.symbols if s in last_at]
-                # the symbol that traded last; before any trade, each in turn (one halted symbol is not the shard)
-                latest = max(traded, key=last_at.__getitem__) if traded else \
-                    shard.symbols[int(now // self.timeouts.stall) % len(shard.symbols)]
+                # each symbol in turn (one halted symbol is not the shard): the one that traded last is not always
+                # it, as a tail fetched at each look counts as its trades while another's feed is lost (seed 1831)
+                turn = self._turns[shard.number] = self._turns.get(shard.number, -1) + 1
+                latest = shard.symbols[turn % len(shard.symbols)]
                 self._spawn(self._verify_silence(shard, connection, latest, self.timeouts.stall,
                                                  key=shard.number), f"orderflow silence check {shard.number}")
                 continue
@@ -151,7 +153,10 @@ class SilenceWatch:
             for symbol in shard.symbols:
                 deadline = self.silence_deadline(symbol)
                 since = now - max(connection.opened_at, last_at.get(symbol, 0.0))
-                if deadline < self.timeouts.stall and since >= deadline and now >= self._quiet_until.get(symbol, 0):
+                # a deadline at the ceiling (nothing learned yet, as after a restart) is the shard look's, unless
+                # another symbol of the shard trades: then no shard look comes, and the symbol has its own (seed 6459)
+                if (deadline < self.timeouts.stall or not shard_silent) and since >= deadline \
+                        and now >= self._quiet_until.get(symbol, 0):
                     self._quiet_until[symbol] = math.inf
                     self._spawn(self._verify_silence(shard, connection, symbol, deadline, key=symbol),
                                 f"orderflow silence check {symbol}")

@@ -336,3 +336,27 @@ async def test_a_checkpoint_ahead_of_the_live_stream_is_reported_not_waited_on(o
     ids = events.ids()
     assert ids == list(range(ids[0], ids[0] + len(ids))) and {t.source for t in events.trades} == {"live"}
     assert json.loads(path.read_text())["symbols"]["BTCUSDT"]["last_id"] == ids[-1]
+
+
+async def test_a_trade_past_a_resumed_lease_stays_covered_by_the_background_write_after_it(tmp_path: Path) -> None:
+    """Simulation seed 1738: resumed at last_id 533 with lease 538, ids 534..539 given up, then 540 waits for a write
+    whose lease covers it and goes out. The background write that check asks for next must not put a lease below 540
+    on disk (it did: a kill then repeated 540 without ``source="replay"``)."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"format": "orderflow-checkpoint", "version": 1, "market": "spot", "interval_s": 1.0,
+                                "symbols": {"SOLUSDT": {"last_id": 533, "lease": 538}}}))
+    checkpoint = Checkpoint(path, market="spot", interval=1.0)
+    checkpointer = Checkpointer(checkpoint, checkpoint.load(("SOLUSDT",)), lambda exc: pytest.fail(str(exc)))
+    delivered: list[int] = []
+    pipeline = Pipeline(["SOLUSDT"], "spot", CallSink(lambda trade: delivered.append(trade.id), discard, discard),
+                        flow=Flow(enabled=False), checkpointer=checkpointer)
+    driver = Driver(pipeline)
+    driver.deliver_as_is(Trade("SOLUSDT", 540, Decimal(1), Decimal(1), 540, 540, 0, "buy"), time.monotonic())
+    assert delivered == [540]
+    deadline = time.monotonic() + 5 * TIMEOUT_FACTOR
+    while checkpoint.writes < 2 and time.monotonic() < deadline:  # the sync write, then the background one
+        await asyncio.sleep(0.01)
+    assert checkpoint.writes == 2
+    on_disk = json.loads(path.read_text())["symbols"]["SOLUSDT"]
+    assert on_disk["lease"] >= 540 or on_disk["last_id"] >= 540, on_disk
+    await checkpointer.close()

@@ -21,14 +21,14 @@ from .flowhelpers import TIMEOUT_FACTOR
 _WITHIN = {
     "ping-never-fails": 60,  # measured 20
     "stages-without-deadline": 30,  # 10
-    "silent-stream-judged-quiet": 24,  # 7
+    "silent-stream-judged-quiet": 51,  # 17
     "crashed-shard-not-restarted": 10,  # 3
-    "slow-hook-wrong-plugin": 24,  # 8
-    "checkpoint-before-delivery": 24,  # 7
+    "slow-hook-wrong-plugin": 6,  # 2
+    "checkpoint-before-delivery": 21,  # 7
     "late-trade-not-revised": 51,  # 17
-    "drop-one-in-1000": 66,  # 22
-    "backoff-gives-up-after-3": 171,  # 57
-    "fold-buy-into-sell": 20,  # 6
+    "drop-one-in-1000": 18,  # 6
+    "backoff-gives-up-after-3": 790,  # 263 (7 and 91 from seeds 1000 and 2000: it needs four failed connects in a row)
+    "fold-buy-into-sell": 18,  # 6
     "hole-never-declared": 10,  # 3
 }
 
@@ -73,6 +73,18 @@ def test_a_muted_stream_on_a_quiet_market_without_backfill_is_replaced() -> None
     newest id moves from one silence look to the next while nothing comes live: the stream is replaced and what it
     missed is reported (before, each look saw REST still within its grace and judged a quiet market, for good)."""
     result = run_seed(682)
+    assert result.ok, result.violation
+
+
+@pytest.mark.parametrize("seed", [950, 1738, 1831, 3280, 6459, 7426],
+                         ids=["950", "1738", "1831", "3280", "6459", "7426"])
+def test_seeds_that_found_a_bug_hold(seed: int) -> None:
+    """Seeds that failed once the worlds were shorter, each for its own reason (docs/simtest.md): 950, REST faults
+    left after the faults stopped; 1738, a checkpoint lease lowered under a delivered trade; 1831, a muted shard of two
+    symbols whose silence looks took the same symbol each time; 3280, a run that settled before a bar's revision;
+    6459 and 7426, a quiet symbol with nothing learned never looked at while its shard's other symbol traded (7426:
+    so its bars, held back after its feed was lost, never closed and a late trade's revision never came)."""
+    result = run_seed(seed)
     assert result.ok, result.violation
 
 

@@ -73,6 +73,7 @@ class RestApi:
         self.clock = clock
         self.statuses: dict[str, str] = {}  # symbol -> its exchangeInfo status when not TRADING (a halt, a break)
         self._used: dict[str, tuple[int, int]] = {}  # family -> (window number, weight used)
+        self._filters: dict[str, list[dict[str, str]]] = {}  # symbol -> its exchangeInfo filters (its rows are fixed)
 
     def handle(self, path: str, query: Mapping[str, list[str]], *, max_rows: int | None = None) -> RestResponse:
         """Answer ``GET path?query``; ``aggTrades`` with at most ``max_rows`` rows (a short page)."""
@@ -131,10 +132,10 @@ class RestApi:
                 "status": self.statuses.get(symbol, "TRADING"),
                 "baseAsset": base,
                 "quoteAsset": quote,
-                "filters": [
+                "filters": self._filters.get(symbol) or self._filters.setdefault(symbol, [
                     {"filterType": "PRICE_FILTER", "tickSize": _step([r.price for r in feed.rows[:1000]])},
                     {"filterType": "LOT_SIZE", "stepSize": _step([r.qty for r in feed.rows[:1000]])},
-                ],
+                ]),
             })
         limit = self.limits[family]
         return json.dumps({

@@ -267,6 +267,11 @@ class Simulator:
         self.record.connections.append(record)
         return record
 
+    def end_rest_faults(self) -> None:
+        """Answer every REST request from now on as it should be (the faults of ``scenario.rest`` not yet used are
+        dropped)."""
+        self._rest_faults.clear()
+
     def next_rest_fault(self) -> Fault | None:
         """The REST fault the next request gets, if any (each applies to ``count`` requests)."""
         while self._rest_faults:

@@ -90,8 +90,9 @@ class Summary:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def _tape(symbol: str, stretch: float, shift: int, calms: float, until: float) -> Tape:
-    """The bundled real tape as ``symbol``'s, its gaps times ``stretch``, starting ``shift`` ms later.
+def _tape(symbol: str, stretch: float, shift: int, calms: float, until: float, start: int = 0) -> Tape:
+    """The bundled real tape from row ``start`` as ``symbol``'s, its gaps times ``stretch``, starting ``shift`` ms
+    later.
 
     From ``calms`` virtual seconds on, a busy market trades up to CALM times slower (its gaps at most
     CALM_STRETCH times the tape's: a quiet market is not made quieter, so a trade a muted stream missed is
@@ -101,18 +102,20 @@ def _tape(symbol: str, stretch: float, shift: int, calms: float, until: float) -
         _BASE.append(bundled_tape())
     base = _BASE[0]
     t0 = base.rows[0].time
+    start = min(start, len(base.rows) - 1)
+    first = base.rows[start].time  # played as if at t0
     calm_ms, until_ms = calms * 1000, until * 1000
 
     calm = max(1.0, min(CALM, CALM_STRETCH / stretch))  # a busy market calms; a quiet one stays as it is
 
     def at(ms: int) -> int:
-        offset = shift + (ms - t0) * stretch
+        offset = shift + (ms - first) * stretch
         if offset > calm_ms:
             offset = calm_ms + (offset - calm_ms) * calm
         return t0 + round(offset)
 
     rows = []
-    for row in base.rows:
+    for row in base.rows[start:]:
         time = at(row.time)
         if time - t0 > until_ms and rows:
             break
@@ -151,8 +154,8 @@ def run_seed(seed: int) -> SeedResult:
     network = Network(random.Random(f"{seed}-net"), world.net, world.latency)
     loop = VirtualLoop(network)
     slow: set[tuple[str, str]] = set()
-    tapes = [_tape(s, x, d, world.market_calms, world.run_for + 10.0)
-             for s, x, d in zip(world.symbols, world.stretch, world.shift, strict=True)]
+    tapes = [_tape(s, x, d, world.market_calms, world.run_for + 10.0, r)
+             for s, x, d, r in zip(world.symbols, world.stretch, world.shift, world.tape_start, strict=True)]
     sim = Simulator(tapes, scenario=world.scenario, pace=world.pace, port=9443,
                     ping_interval=20.0, pong_timeout=60.0)
     checker = Checker(world, loop, sim, slow)
@@ -204,6 +207,7 @@ def run_seed(seed: int) -> SeedResult:
         loop.call_soon(checker.look)
         if world.shard_crash_at is not None:
             loop.call_later(world.shard_crash_at, lambda: crash_a_shard(checker.flow, rng))
+        loop.call_at(network.start + world.faults_stop, sim.end_rest_faults)  # the REST faults stop with the others
         for at in world.kills:
             loop.call_at(network.start + at, lambda: loop.create_task(restart()))
         end = network.start + world.run_for
