@@ -25,7 +25,7 @@ from typing import Any
 
 __all__ = ["COMPILED", "MANIFEST", "hot_path", "is_compiled", "loaded"]
 
-COMPILED = ("fixed", "ranking", "metrics", "openbar", "engine", "decode", "sequencer", "flowsignals")  # in dependency order
+COMPILED = ("fixed", "ranking", "metrics", "openbar", "engine", "decode", "sequencer", "flowsignals")  # by dependency
 MANIFEST = "_compiled.txt"  # "<module> <sha256 of its .py>" per line, written by the build
 _HERE = Path(__file__).resolve().parent
 
