@@ -26,6 +26,7 @@ from .wsconnection import WsConnection
 __all__ = ["QuietAtConnect", "SilenceWatch"]
 
 logger = logging.getLogger("orderflow_plugin.stream")
+CEILING_SPACING = 1.0  # seconds between two looks, on one shard, at symbols whose deadline is the stall timeout
 
 
 class QuietAtConnect:
@@ -118,6 +119,8 @@ class SilenceWatch:
         self._quiet_until: dict[str | int, float] = {}  # symbol or shard number -> no silence check before
         self._rest_newest: dict[str, tuple[int, float]] = {}  # symbol -> REST's newest id at a look, last trade then
         self._turns: dict[int, int] = {}  # shard number -> shard-wide looks so far (each looks at the next symbol)
+        self._ceiling_next: dict[int, float] = {}  # shard number -> no look at a symbol at the ceiling before
+        self._looked_at: dict[str, float] = {}  # symbol -> when its own look last started
 
     def silence_deadline(self, symbol: str) -> float:
         """Seconds without a trade after which ``symbol``'s feed is checked: learned from its own recent gaps."""
@@ -150,16 +153,31 @@ class SilenceWatch:
                 continue
             if self.backfiller is None:
                 continue
+            at_ceiling: list[str] = []  # due symbols whose deadline is the stall timeout
             for symbol in shard.symbols:
                 deadline = self.silence_deadline(symbol)
                 since = now - max(connection.opened_at, last_at.get(symbol, 0.0))
-                # a deadline at the ceiling (nothing learned yet, as after a restart) is the shard look's, unless
-                # another symbol of the shard trades: then no shard look comes, and the symbol has its own (seed 6459)
-                if (deadline < self.timeouts.stall or not shard_silent) and since >= deadline \
-                        and now >= self._quiet_until.get(symbol, 0):
-                    self._quiet_until[symbol] = math.inf
-                    self._spawn(self._verify_silence(shard, connection, symbol, deadline, key=symbol),
-                                f"orderflow silence check {symbol}")
+                if since < deadline or now < self._quiet_until.get(symbol, 0):
+                    continue
+                if deadline < self.timeouts.stall:
+                    self._look(shard, connection, symbol, deadline)
+                elif not shard_silent:
+                    at_ceiling.append(symbol)
+            # A deadline at the ceiling (nothing learned yet, as after a restart, or a very quiet symbol) is the shard
+            # look's, unless another symbol of the shard trades: then no shard look comes, and such a symbol has its
+            # own (seed 6459). Hundreds of them would spend the REST budget at once and the same first ones would
+            # win every time: one look per shard every CEILING_SPACING s, the symbol looked at longest ago first.
+            if at_ceiling and now >= self._ceiling_next.get(shard.number, 0.0):
+                self._ceiling_next[shard.number] = now + CEILING_SPACING
+                symbol = min(at_ceiling, key=lambda s: self._looked_at.get(s, -math.inf))
+                self._look(shard, connection, symbol, self.timeouts.stall)
+
+    def _look(self, shard: Shard, connection: WsConnection, symbol: str, deadline: float) -> None:
+        """Start one symbol's silence check."""
+        self._quiet_until[symbol] = math.inf
+        self._looked_at[symbol] = loop_time()
+        self._spawn(self._verify_silence(shard, connection, symbol, deadline, key=symbol),
+                    f"orderflow silence check {symbol}")
 
     async def _verify_silence(self, shard: Shard, connection: WsConnection, symbol: str, deadline: float, *,
                               key: str | int) -> None:
