@@ -324,10 +324,12 @@ async def test_two_collectors_write_each_bar_and_whale_once(orderflow_redis: Any
     sim = await orderflow_sim_factory(tape, pace=Pace(rate=5000))
     publishers = [RedisPublisher(orderflow_redis.url, market="spot") for _ in range(2)]
     seen = Bars()
-    flows = [OrderFlow(["BTCUSDT"], ws_url=sim.ws_url, rest_url=sim.rest_url, plugins=plugins)
+    # Both from the tape's first trade (backfilled), whenever each connects: whales are judged on what a stream
+    # has seen, so a collector that started a few trades later (a loaded machine) could write a whale the other
+    # refuses, and the stream would hold a mix of the two judgements (seen once at load ~7, 4 whales apart).
+    sequencing = Sequencing(start_from_id=tape.rows[0].id)
+    flows = [OrderFlow(["BTCUSDT"], ws_url=sim.ws_url, rest_url=sim.rest_url, plugins=plugins, sequencing=sequencing)
              for plugins in ([publishers[0], seen], [publishers[1]])]
-    # Together: start() awaits exchangeInfo, and one started after the other would miss the first trades (whales
-    # are judged on what a stream has seen, so a collector that started late can write a whale the other refuses).
     await asyncio.gather(*(flow.start() for flow in flows))
     try:
         async with asyncio.timeout(20 * TIMEOUT_FACTOR):
