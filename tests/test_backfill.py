@@ -225,6 +225,8 @@ async def test_backpressure_instead_of_overflow(orderflow_sim_factory) -> None:
     assert not [e for e in events.of("on_error") if "not delivered" in str(e["error"])]
     assert [(g["first"], g["last"]) for g in events.of("on_gap")] == [(b["first"], b["last"])
                                                                      for b in events.of("on_backfill")]
+    # Only the skipped ids came from REST: the frames held by each pause were all delivered live.
+    assert [t.id for t in events.trades if t.source != "live"] == list(range(FIRST + 100, FIRST + 400))
 
 
 # REST faults through the real stream: each ends filled, or in a report of exactly the ids not delivered.
@@ -401,6 +403,9 @@ async def test_hanging_rest_while_reads_are_paused(orderflow_sim_factory, caplog
     assert reported(events) == [(FIRST + 20, FIRST + 69)]
     assert "no answer within 0.3 s" in str(events.of("on_error")[0]["error"])
     assert_nothing_lost(events, sim)
+    # REST never answers: every trade delivered came from the socket, once (a pause that re-sent or skipped
+    # frames would show as a duplicate dropped or a backfilled trade, not here as a lost id).
+    assert {trade.source for trade in events.trades} == {"live"}
 
 
 async def test_backfill_that_raises_still_ends_in_a_report(orderflow_sim_factory) -> None:
