@@ -57,7 +57,8 @@ def parse() -> None:
 
 def _fast_reader() -> WsConnection:
     async def make() -> WsConnection:
-        connection = WsConnection("ws://127.0.0.1:9/stream", lambda c, frame, now: None, max_size=2**20, reader="fast")
+        connection = WsConnection("ws://127.0.0.1:9/stream", lambda c, frames, now: len(frames), max_size=2**20,
+                                  reader="fast")
         connection.fast, connection._head = True, None  # as after the handshake
         return connection
 
