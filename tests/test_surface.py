@@ -18,7 +18,7 @@ from .conftest import ROOT
 
 TESTS = Path(__file__).resolve().parent
 CURATED = {
-    "FlowThread", "Bar", "FlowEngine", "Footprint", "Snapshot", "Whale", "BadFrame", "ConnectFailed", "ConnectionLost", "GaveUp", "HandshakeRejected", "OrderFlow", "StageTimeout",
+    "FlowThread", "Bar", "BarUnits", "FlowEngine", "Footprint", "Snapshot", "Whale", "BadFrame", "ConnectFailed", "ConnectionLost", "GaveUp", "HandshakeRejected", "OrderFlow", "StageTimeout",
     "Stalled", "StreamError", "Dispatcher", "HookFailed", "HookTooSlow", "Metric", "OrderFlowError", "PluginError", "PluginLoadError",
     "PluginManager", "Settings", "SettingsError", "Tape", "TapeError", "TapeRow", "Trade", "bundled_tape",
     "hookimpl", "load_plugins", "load_settings", "load_tape", "normalize_symbol", "plugins_from_settings",
