@@ -299,6 +299,13 @@ class Bar:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_bar_of, (self._values(),))
 
+    @classmethod
+    def from_builtins(cls, data: Any) -> Bar:
+        """The Bar that ``msgspec.to_builtins`` (or ``msgspec.json.encode``, then ``decode``) made ``data`` of: what
+        ``msgspec.json.decode(..., type=Bar)`` did when Bar was a Struct. msgspec.ValidationError for bad data."""
+        fields = msgspec.convert(data, _BarFields)
+        return Bar(*[getattr(fields, name) for name in FIELDS[:-1]], symbol=fields.symbol)
+
 
 def _bar_of(values: tuple[Any, ...]) -> Bar:
     """A Bar from its fields' values in order (unpickling)."""
