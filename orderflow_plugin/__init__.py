@@ -25,6 +25,7 @@ from .errors import (
     UnknownSymbol,
 )
 from .hookspecs import hookimpl
+from .metrics import BarUnits
 from .models import Metric, Trade
 from .options import Flow, Limits, Reconnect, Reporting, Sequencing, Timeouts
 from .plugins import PluginManager, load_plugins, plugins_from_settings
@@ -36,6 +37,7 @@ from .threaded import FlowThread
 __all__ = [
     "BadFrame",
     "Bar",
+    "BarUnits",
     "ConnectFailed",
     "ConnectionLost",
     "Dispatcher",

@@ -22,6 +22,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .metrics import Bar
     from .models import Metric, Trade
 
 __all__ = ["PROJECT", "hookimpl", "hookspec"]
@@ -124,10 +125,11 @@ def on_trade(trade: Trade) -> None:
 
 
 @hookspec
-def on_metric(metric: Metric) -> None:
+def on_metric(metric: Metric | Bar) -> None:
     """An order-flow metric (a closed bar, a whale trade, a snapshot, ...).
 
-    :param metric: a :class:`~orderflow_plugin.Metric`; ``metric.kind`` says which.
+    :param metric: a :class:`~orderflow_plugin.Bar` (not a ``Metric`` subclass: a compiled class of its own) or a
+        :class:`~orderflow_plugin.Metric`; ``metric.kind`` says which, ``metric.symbol`` for what.
     """
 
 

@@ -109,8 +109,9 @@ class Bar:
     Its fields may be given by position, in this order, or by keyword; ``symbol`` by keyword only.
     It reads, compares, hashes, prints and encodes (``msgspec``, ``dataclasses``) as a frozen struct of its
     fields. A bar the engine closes holds its sums as integers (``fixed``) and makes each ``Decimal`` (the
-    volumes, notionals, CVD and footprint) when it is first read: most 1 s bars are never read. Compiled,
-    it is a C extension type (``metrics.pxd``) whose fields cannot be assigned.
+    volumes, notionals, CVD and footprint) when it is first read: most 1 s bars are never read. Its fields cannot
+    be assigned (AttributeError): compiled, it is a C extension type (``metrics.pxd``) with ``readonly`` fields;
+    pure, ``_write_once`` refuses.
     """
 
     __slots__ = ("_buy_e8", "_buy_e16", "_buy_notional", "_buy_volume", "_cvd", "_cvd_e8", "_footprint", "_levels",
@@ -298,6 +299,13 @@ class Bar:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_bar_of, (self._values(),))
 
+    @classmethod
+    def from_builtins(cls, data: Any) -> Bar:
+        """The Bar that ``msgspec.to_builtins`` (or ``msgspec.json.encode``, then ``decode``) made ``data`` of: what
+        ``msgspec.json.decode(..., type=Bar)`` did when Bar was a Struct. msgspec.ValidationError for bad data."""
+        fields = msgspec.convert(data, _BarFields)
+        return Bar(*[getattr(fields, name) for name in FIELDS[:-1]], symbol=fields.symbol)
+
 
 def _bar_of(values: tuple[Any, ...]) -> Bar:
     """A Bar from its fields' values in order (unpickling)."""
@@ -321,6 +329,55 @@ def closed_bar(window: str, start: int, end: int, open: Decimal, high: Decimal, 
     bar._levels, bar._tick, bar._tick_e8, bar._value_area = levels, tick, tick_e8, value_area
     bar.closed_by, bar.symbol = closed_by, symbol
     return bar
+
+
+_UNSET = object()
+_set_slot = object.__setattr__
+
+
+def _write_once(bar: Bar, name: str, value: Any) -> None:
+    """The pure path's ``Bar.__setattr__``: a field is written while the bar is made, and a cached sum when first
+    read, never after, so a pure Bar is as read-only as the compiled one (whose fields are ``readonly``)."""
+    current = getattr(bar, name, _UNSET)
+    if current is not _UNSET and (current is not None or name[0] != "_"):
+        raise AttributeError(f"Bar is read-only: cannot assign {name!r}")
+    _set_slot(bar, name, value)
+
+
+def _never(bar: Bar, name: str) -> None:
+    """The pure path's ``Bar.__delattr__``: no field is deleted, as compiled."""
+    raise AttributeError(f"Bar is read-only: cannot delete {name!r}")
+
+
+if __file__.endswith(".py"):  # the pure path: a Python class with slots, writable unless told (compiled: readonly)
+    Bar.__setattr__ = _write_once  # type: ignore[assignment]
+    Bar.__delattr__ = _never  # type: ignore[assignment]
+
+    class _Making:
+        """A Bar while the pure closed_bar fills it (the engine makes one per window per symbol): its slots, written
+        at C speed (a subclass of Bar would take Bar's __setattr__ path), then made a Bar, read-only from then on."""
+
+        __slots__ = Bar.__slots__
+
+    def _pure_closed_bar(window: str, start: int, end: int, open: Decimal, high: Decimal, low: Decimal,
+                         close: Decimal, buy_e8: int, sell_e8: int, buy_e16: int, sell_e16: int, trades: int,
+                         trade_count: int, largest_qty: Decimal, largest_id: int, cvd_e8: int,
+                         levels: dict[int, list[int]] | None, tick: Decimal | None, tick_e8: int,
+                         value_area: Decimal | None, closed_by: str, symbol: str) -> Bar:
+        """:func:`closed_bar` on the pure path: the same Bar, read-only once made."""
+        bar: Any = _Making.__new__(_Making)
+        bar.window, bar.start, bar.end = window, start, end
+        bar.open, bar.high, bar.low, bar.close = open, high, low, close
+        bar._buy_e8, bar._sell_e8, bar._buy_e16, bar._sell_e16, bar._cvd_e8 = buy_e8, sell_e8, buy_e16, sell_e16, cvd_e8
+        bar._buy_volume = bar._sell_volume = bar._buy_notional = bar._sell_notional = bar._cvd = bar._footprint = None
+        bar.trades, bar.trade_count, bar.largest_qty, bar.largest_id = trades, trade_count, largest_qty, largest_id
+        bar._levels, bar._tick, bar._tick_e8, bar._value_area = levels, tick, tick_e8, value_area
+        bar.closed_by, bar.symbol = closed_by, symbol
+        bar.__class__ = Bar
+        return bar  # type: ignore[no-any-return]
+
+    _pure_closed_bar.__name__ = _pure_closed_bar.__qualname__ = "closed_bar"
+    globals()["closed_bar"] = _pure_closed_bar
 
 
 def _e16(value: Decimal) -> int:

@@ -358,6 +358,40 @@ def test_a_bar_reads_encodes_and_compares_as_the_struct_it_was(name: str, trades
     assert bar.footprint is None and (bar.units().tick, bar.units().levels) == (None, None)
 
 
+def test_a_bar_comes_back_from_its_json_and_builtins() -> None:
+    """Bar.from_builtins undoes msgspec.json.encode (then decode) and msgspec.to_builtins: equal, the same bytes;
+    data that is not a bar is refused by msgspec, naming the field."""
+    engine = FlowEngine("BTCUSDT")
+    bars = [m for t in TAPES[0][1] for m in engine.add(t) if type(m) is Bar]
+    bars += list(engine.snapshot().bars.values())
+    for bar in bars:
+        encoded = msgspec.json.encode(bar)
+        for data in (msgspec.json.decode(encoded), msgspec.to_builtins(bar)):
+            made = Bar.from_builtins(data)
+            assert made == bar and msgspec.json.encode(made) == encoded
+    data = msgspec.to_builtins(bars[0])
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.trades"):
+        Bar.from_builtins({**data, "trades": "many"})
+
+
+@pytest.mark.parametrize("field", ["trades", "symbol", "buy_volume", "cvd", "footprint", "_buy_volume", "kind"])
+def test_a_bar_refuses_assignment_on_either_path(field: str) -> None:
+    """A Bar is read-only on the pure path as compiled: assigning or deleting a field, before or after its sums
+    are read, raises AttributeError and leaves its value and hash as they were."""
+    engine = FlowEngine("BTCUSDT")
+    made = [m for t in TAPES[0][1] for m in engine.add(t) if type(m) is Bar][:2]
+    values = [getattr(made[1], name) for name in StructBar.__struct_fields__]
+    made.append(Bar(*values[:-1], symbol=values[-1]))  # the public constructor, from Decimals
+    for bar in made:
+        for _ in range(2):  # the first time with its sums unread (engine bars), then read
+            before, digest = msgspec.json.encode(bar), hash(bar)
+            with pytest.raises(AttributeError):
+                setattr(bar, field, 3)
+            with pytest.raises(AttributeError):
+                delattr(bar, field)
+            assert (msgspec.json.encode(bar), hash(bar)) == (before, digest)
+
+
 def test_bars_go_to_parquet_from_their_integers_exactly() -> None:
     """bars_table from the bars' integers (Bar.units): every sum, tick and footprint level reads back as the
     bar's own Decimal, and a bar without a footprint as null."""

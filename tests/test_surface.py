@@ -6,6 +6,8 @@ import importlib
 import inspect
 import pkgutil
 import re
+import typing
+from decimal import Decimal
 from pathlib import Path
 
 import orderflow_plugin
@@ -16,7 +18,7 @@ from .conftest import ROOT
 
 TESTS = Path(__file__).resolve().parent
 CURATED = {
-    "FlowThread", "Bar", "FlowEngine", "Footprint", "Snapshot", "Whale", "BadFrame", "ConnectFailed", "ConnectionLost", "GaveUp", "HandshakeRejected", "OrderFlow", "StageTimeout",
+    "FlowThread", "Bar", "BarUnits", "FlowEngine", "Footprint", "Snapshot", "Whale", "BadFrame", "ConnectFailed", "ConnectionLost", "GaveUp", "HandshakeRejected", "OrderFlow", "StageTimeout",
     "Stalled", "StreamError", "Dispatcher", "HookFailed", "HookTooSlow", "Metric", "OrderFlowError", "PluginError", "PluginLoadError",
     "PluginManager", "Settings", "SettingsError", "Tape", "TapeError", "TapeRow", "Trade", "bundled_tape",
     "hookimpl", "load_plugins", "load_settings", "load_tape", "normalize_symbol", "plugins_from_settings",
@@ -73,3 +75,15 @@ def test_every_signal_has_a_doc_section_and_a_test() -> None:
     for name in signals.SIGNALS:
         assert f"## `{name}`" in docs, f"docs/signals.md has no section for {name}"
         assert getattr(signals, name.replace("-", "_")) is signals.SIGNALS[name]
+
+
+def test_on_metric_is_typed_with_what_the_engine_emits() -> None:
+    """on_metric's annotation, resolved, admits every metric the engine emits: a Bar is not a Metric, so it says so."""
+    hint = typing.get_type_hints(hookspecs.on_metric, localns={"Metric": orderflow_plugin.Metric,
+                                                                "Bar": orderflow_plugin.Bar})["metric"]
+    engine = orderflow_plugin.FlowEngine("BTCUSDT", whale_notional=Decimal(10_000))
+    metrics = [m for t in orderflow_plugin.bundled_tape().trades() for m in engine.add(t)]
+    metrics.append(engine.snapshot())
+    assert {m.kind for m in metrics} == {"bar", "whale", "snapshot"}
+    assert not isinstance(next(m for m in metrics if m.kind == "bar"), orderflow_plugin.Metric)
+    assert [m.kind for m in metrics if not isinstance(m, hint)] == []
