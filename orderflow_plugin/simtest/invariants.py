@@ -362,6 +362,9 @@ class Life:
     def __init__(self, checker: Checker) -> None:
         self.checker, self.life = checker, checker.life
 
+    def __dir__(self) -> list[str]:
+        return [name for name in vars(Life) if name.startswith("on_")]  # as WorldPlugin's: the hooks only
+
     def on_trade(self, trade: Any) -> None:
         if self.checker.life == self.life:
             self.checker.on_trade(trade)
