@@ -83,6 +83,8 @@ class SymbolFeed:
 
     def row(self, position: int) -> TapeRow:
         """The trade at ``position``: the tape's row, shifted by whole tapes when looped."""
+        if 0 <= position < len(self.rows):  # the first pass (every trade of a short run): the row itself
+            return self.rows[position]
         k, j = divmod(position, len(self.rows))
         if k and not self.loop:
             raise IndexError(position)

@@ -9,8 +9,10 @@ weight is counted per window and a request over the limit gets ``429`` with ``Re
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import operator
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -133,8 +135,8 @@ class RestApi:
                 "baseAsset": base,
                 "quoteAsset": quote,
                 "filters": self._filters.get(symbol) or self._filters.setdefault(symbol, [
-                    {"filterType": "PRICE_FILTER", "tickSize": _step([r.price for r in feed.rows[:1000]])},
-                    {"filterType": "LOT_SIZE", "stepSize": _step([r.qty for r in feed.rows[:1000]])},
+                    {"filterType": "PRICE_FILTER", "tickSize": _step(frozenset(map(_PRICE, feed.rows[:1000])))},
+                    {"filterType": "LOT_SIZE", "stepSize": _step(frozenset(map(_QTY, feed.rows[:1000])))},
                 ]),
             })
         limit = self.limits[family]
@@ -213,7 +215,11 @@ def _split_symbol(symbol: str) -> tuple[str, str]:
     return symbol[:-3], symbol[-3:]
 
 
-def _step(values: list[str]) -> str:
+_PRICE, _QTY = operator.attrgetter("price"), operator.attrgetter("qty")
+
+
+@functools.lru_cache(maxsize=256)  # a process's simulators mostly serve the same bundled tape's numbers
+def _step(values: frozenset[str]) -> str:
     """The smallest decimal step the sample uses, in Binance's 8-decimal format."""
     decimals = max((len(v.split(".")[1].rstrip("0")) for v in values if "." in v), default=0)
     return f"{10 ** -decimals:.8f}"

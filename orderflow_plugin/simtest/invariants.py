@@ -134,10 +134,11 @@ class Checker:
         self.rows[symbol].append((agg_id, price, qty, buy, row.time, row.last_id - row.first_id + 1))
         before = self.cvd[symbol][1]
         self.cvd[symbol] = (before, _EXACT.add(before, qty) if buy else _EXACT.subtract(before, qty))
-        for window in self.world.flow.windows:
-            end = self.closed_end.get((symbol, window))
-            if end is not None and trade.time < end:
-                self.late.append((symbol, window, trade.time, agg_id, self.loop.time() + self.revise_within))
+        if self.closed_end:  # none before the first bar closes
+            for window in self.world.flow.windows:
+                end = self.closed_end.get((symbol, window))
+                if end is not None and trade.time < end:
+                    self.late.append((symbol, window, trade.time, agg_id, self.loop.time() + self.revise_within))
         if trade.source == "replay":
             self.replays += 1
         if agg_id <= self.seen.get(symbol, -1) and agg_id in self.delivered[symbol]:
@@ -360,6 +361,9 @@ class Life:
 
     def __init__(self, checker: Checker) -> None:
         self.checker, self.life = checker, checker.life
+
+    def __dir__(self) -> list[str]:
+        return [name for name in vars(Life) if name.startswith("on_")]  # as WorldPlugin's: the hooks only
 
     def on_trade(self, trade: Any) -> None:
         if self.checker.life == self.life:

@@ -26,6 +26,7 @@ Row = tuple[int, Decimal, Decimal, bool, int, int]  # id, price, quantity, taker
 _FIELDS = ("end", "open", "high", "low", "close", "buy_volume", "sell_volume", "buy_notional", "sell_notional",
            "trades", "trade_count", "largest_qty", "largest_id", "cvd", "levels")
 _ZERO = Decimal(0)
+_BUY, _SELL = ("buy_volume", "buy_notional"), ("sell_volume", "sell_notional")
 
 
 def reference_bars(rows: Sequence[Row], window_ms: int,
@@ -45,9 +46,9 @@ def reference_bars(rows: Sequence[Row], window_ms: int,
             bar["high"] = max(bar["high"], price)
             bar["low"] = min(bar["low"], price)
             bar["close"] = price
-            side = "buy" if buy else "sell"
-            bar[f"{side}_volume"] += qty
-            bar[f"{side}_notional"] += price * qty
+            volume, notional = _BUY if buy else _SELL
+            bar[volume] += qty
+            bar[notional] += price * qty
             bar["trades"] += 1
             bar["trade_count"] += count
             if qty > bar["largest_qty"]:  # the earliest of equal trades stays
