@@ -56,8 +56,17 @@ def timed(make: type | None, trades: list[Trade]) -> tuple[float, int]:
             add(t)
         return time.process_time() - started, 0
     signals = make("BTCUSDT", SignalOptions())
-    trade, bar = signals.trade, signals.bar
+    bar = signals.bar
     started = time.process_time()
+    if hasattr(signals, "trade_units"):  # as the pipeline does: the units the engine converted
+        trade_units = signals.trade_units
+        for t in trades:
+            for m in add(t):
+                if m.kind == "bar":
+                    emitted += len(bar(m))
+            emitted += len(trade_units(t, engine.last_price_units, engine.last_qty_units))
+        return time.process_time() - started, emitted
+    trade = signals.trade
     for t in trades:
         for m in add(t):
             if m.kind == "bar":

@@ -27,12 +27,15 @@ cdef class FlowSignals:
     cdef public long long _tick_units, _last_price, _second, _second_trades, _last_id, _last_time
     cdef public bint _last_buy
     cdef public long long _session_start, _session_end, _session_trades, _floor
-    cdef public dict _units, _recent, _session
+    cdef public dict _units, _recent, _session, _means
     cdef public list _run, _level
     cdef public _NakedPocs _naked
 
-    @cython.locals(out=list, price_obj=object, qty_obj=object, price=cython.longlong,
+    @cython.locals(price_obj=object, qty_obj=object)
+    cpdef trade(self, trade)
+
+    @cython.locals(out=list, qty_obj=object, price=cython.longlong,
                    time_ms=cython.longlong, agg_id=cython.longlong, last_id=cython.longlong, buy=cython.bint,
                    tick=cython.longlong, last=object, run=list, second=cython.longlong,
                    level=list, bucket=cython.longlong, previous=cython.longlong, naked=_NakedPocs)
-    cpdef trade(self, trade)
+    cpdef trade_units(self, trade, object price_units, object qty_units)

@@ -427,7 +427,7 @@ class Pipeline:
                     self.metric(metric)
             signals = self.signals.get(symbol)
             if signals is not None:  # after the bars the trade closed: a POC listed at their close may be touched
-                metrics = signals.trade(trade)
+                metrics = signals.trade_units(trade, engine.last_price_units, engine.last_qty_units)
                 if metrics:
                     for metric in metrics:
                         self.metric(metric)

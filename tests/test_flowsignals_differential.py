@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from orderflow_plugin import FlowEngine, Trade, bundled_tape, hotpath
 from orderflow_plugin.decode import Decoder
 from orderflow_plugin.fixed import LIMIT
-from orderflow_plugin.flowsignals import FlowSignals, SignalOptions
-from orderflow_plugin.metrics import Footprint
+from orderflow_plugin.flowsignals import FlowSignals, SignalOptions, sqrt34
+from orderflow_plugin.metrics import _QUOTIENT, Footprint
 from orderflow_plugin.signalmetrics import SessionProfile
 
 from .conftest import ROOT
@@ -60,8 +60,11 @@ def plain(value: Any, strict: bool) -> Any:
     return (type(value).__name__, value)
 
 
-def outputs(signals: Any, engine: FlowEngine, ops: Sequence[Op], strict: bool) -> Iterator[Any]:
-    """What ``signals`` returns for each bar the engine closes and each trade, as :func:`plain` values."""
+def outputs(signals: Any, engine: FlowEngine, ops: Sequence[Op], strict: bool, units: bool = False) -> Iterator[Any]:
+    """What ``signals`` returns for each bar the engine closes and each trade, as :func:`plain` values.
+
+    ``units``: each trade goes in as the pipeline gives it, with the units the engine converted (``trade_units``).
+    """
     for kind, arg in ops:
         try:
             bars = engine.add(arg) if kind == "trade" else engine.close_until(arg)
@@ -69,7 +72,10 @@ def outputs(signals: Any, engine: FlowEngine, ops: Sequence[Op], strict: bool) -
                 if metric.kind == "bar":
                     yield plain(signals.bar(metric), strict)
             if kind == "trade":
-                yield plain(signals.trade(arg), strict)
+                if units:
+                    yield plain(signals.trade_units(arg, engine.last_price_units, engine.last_qty_units), strict)
+                else:
+                    yield plain(signals.trade(arg), strict)
         except ArithmeticError as exc:
             yield ("error", type(exc).__name__)
             return
@@ -78,16 +84,19 @@ def outputs(signals: Any, engine: FlowEngine, ops: Sequence[Op], strict: bool) -
 
 
 def assert_same(ops: Sequence[Op], options: SignalOptions, windows: Sequence[str] = ("1m",)) -> int:
-    """Run ``ops`` through an engine and both FlowSignals; assert every output equal; return how many were metrics."""
+    """Run ``ops`` through an engine and the FlowSignals (taking Decimals, and taking the engine's units) and the
+    Decimal one; assert every output equal; return how many were metrics."""
     trades = [arg for kind, arg in ops if kind == "trade"]
     strict = all(t.price.as_tuple().exponent == -8 and t.qty.as_tuple().exponent == -8 for t in trades)
     symbol = trades[0].symbol if trades else "BTCUSDT"
     make = lambda: FlowEngine(symbol, windows=list(windows), footprint_tick=options.tick)  # noqa: E731
     want_all = outputs(DecimalFlowSignals(symbol, options), make(), ops, strict)
     got_all = outputs(FlowSignals(symbol, options), make(), ops, strict)
+    units_all = outputs(FlowSignals(symbol, options), make(), ops, strict, units=True)
     metrics = 0
-    for step, (want, got) in enumerate(zip(want_all, got_all, strict=True)):
+    for step, (want, got, from_units) in enumerate(zip(want_all, got_all, units_all, strict=True)):
         assert got == want, f"output {step}"
+        assert from_units == want, f"output {step}, from the engine's units"
         metrics += len(want) if isinstance(want, tuple) and want[:1] != ("error",) else 0
     return metrics
 
@@ -208,6 +217,24 @@ def test_generated_tapes_give_the_same_signals(trades: list, tick: str | None, s
                             naked_poc_max=naked, sweep_levels=sweep_levels, session_ms=session[0],
                             session_offset_ms=session[1], tape_baseline=baseline)
     assert_same(ops, options, windows=("1s", "2s", "3s", "5s", "1m"))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(spread=st.one_of(st.integers(1, 10**6), st.integers(1, 10**40), st.integers(1, 10**80),
+                        st.integers(1, 10**20).map(lambda n: n * n), st.integers(1, 10**20).map(lambda n: n * n + 1),
+                        st.integers(1, 10**34).map(lambda n: n * n - 1)))
+def test_tape_speeds_root_is_decimals_sqrt(spread: int) -> None:
+    """sqrt34 (tape speed's z, on integers) is the Decimal the 34-digit sqrt gives: value, exponent and text."""
+    want = _QUOTIENT.sqrt(Decimal(spread))
+    got = sqrt34(spread)
+    assert (got, str(got)) == (want, str(want))
+
+
+def test_tape_speeds_root_rounds_half_even_up_to_a_new_digit() -> None:
+    """A root just under 10^34 rounds up to 1.000...E+34 with 34 digits, as Decimal's sqrt writes it."""
+    for spread in (10**36 - 1, 10**40 - 1, 10**64 - 1, (10**34 - 1) ** 2 + 2 * (10**34 - 1), 2, 3, 10**33 + 1):
+        want = _QUOTIENT.sqrt(Decimal(spread))
+        assert str(sqrt34(spread)) == str(want), spread
 
 
 def test_sums_past_64_bits_stay_exact() -> None:
