@@ -28,7 +28,9 @@ cdef class FlowSignals:
     cdef public bint _last_buy
     cdef public long long _session_start, _session_end, _session_trades, _floor
     cdef public dict _units, _recent, _session, _means
-    cdef public list _run, _level
+    cdef public list _run, _level, _run_prices, _run_qtys
+    cdef public long long _run_price
+    cdef public object _run_qty
     cdef public _NakedPocs _naked
 
     @cython.locals(price_obj=object, qty_obj=object)
@@ -39,3 +41,7 @@ cdef class FlowSignals:
                    tick=cython.longlong, last=object, run=list, second=cython.longlong,
                    level=list, bucket=cython.longlong, previous=cython.longlong, naked=_NakedPocs)
     cpdef trade_units(self, trade, object price_units, object qty_units)
+
+    @cython.locals(run=list, prices=list, quantities=list, levels=Py_ssize_t, count=Py_ssize_t, i=Py_ssize_t,
+                   qty=object, notional=object, size=object, first=object)
+    cpdef _end_run(self, list out)

@@ -210,7 +210,11 @@ class FlowSignals:
         self._last_price = -1  # units of 10^-8; none yet
         # sweep: the run of trades with consecutive ids, one ms and one side
         self._run: list[Trade] = []
+        self._run_prices: list[int] = []  # the run's prices and quantities in units of 10^-8, as trade_units took them
+        self._run_qtys: list[int] = []
         self._run_last: Trade | None = None
+        self._run_price = 0  # the last trade's price and quantity in units
+        self._run_qty = 0
         self._last_id = self._last_time = 0  # the last trade's id and time, and whether a buy (read once)
         self._last_buy = False
         # tape speed: the open second and the counts of the seconds before it
@@ -289,11 +293,17 @@ class FlowSignals:
                 and buy == self._last_buy):
             if not run:
                 run.append(last)
+                self._run_prices.append(self._run_price)
+                self._run_qtys.append(self._run_qty)
             run.append(trade)
+            self._run_prices.append(price)
+            self._run_qtys.append(qty_obj)
         elif run:
             out = []
             self._end_run(out)
         self._run_last = trade
+        self._run_price = price
+        self._run_qty = qty_obj
         self._last_id, self._last_time, self._last_buy = agg_id, time_ms, buy
         # tape speed: a trade in the open second (or, backfilled, an earlier one) is counted in it
         second = time_ms - time_ms % 1000
@@ -419,22 +429,26 @@ class FlowSignals:
 
     def _end_run(self, out: list[Metric]) -> None:
         run = self._run
-        if len(run) >= self.options.sweep_levels:
-            prices = {t.price for t in run}
-            if len(prices) >= self.options.sweep_levels:
+        prices = self._run_prices
+        quantities = self._run_qtys
+        levels = self.options.sweep_levels
+        if len(run) >= levels:
+            count = len(set(prices))
+            if count >= levels:
                 qty = notional = 0  # units of 10^-8 and of 10^-16: Python integers, never an overflow
-                for t in run:  # each taken by trade(): whole 10^-8 below fixed.LIMIT
-                    price = self._units.get(t.price)
-                    if price is None:
-                        price = self._unit(t, t.price)
-                    size = units(t.qty)
+                for i in range(len(prices)):
+                    size = quantities[i]
                     qty += size
-                    notional += price * size
+                    notional += prices[i] * size
                 first = run[0]
+                # each end as the first trade of the run at that price wrote it, as a set of its Decimals keeps it
                 out.append(Sweep(symbol=self.symbol, side=first.side, time=first.time, first_id=first.id,
-                                 last_id=run[-1].id, levels=len(prices), low=min(prices), high=max(prices),
-                                 qty=from_e8(qty), notional=from_e16(notional)))
+                                 last_id=run[-1].id, levels=count, low=run[prices.index(min(prices))].price,
+                                 high=run[prices.index(max(prices))].price, qty=from_e8(qty),
+                                 notional=from_e16(notional)))
         run.clear()
+        prices.clear()
+        quantities.clear()
 
     def _count_second(self, count: int) -> None:
         """Append ``count`` to the baseline, and keep its sum and sum of squares (exact integers) with it."""
