@@ -46,28 +46,38 @@ _HUNDRED = Decimal(100)
 _NOTHING: tuple[()] = ()
 _CACHED = 1024  # a FlowSignals' prices -> units remembered, started over when full
 _DIGITS = _QUOTIENT.prec  # 34: tape speed's mean and z, like the ratios
+_TENS = [10 ** e for e in range(2 * _DIGITS + 2)]
 _SQUARES = [100 ** e for e in range(_DIGITS + 1)]  # 10^(2e): scales a spread so its root has _DIGITS digits
-_WIDE = 10 ** (2 * _DIGITS - 2)  # a spread at or over it (never from counts of trades a second): Decimal's sqrt
+_SCALES = [Decimal(f"1E-{e}") for e in range(_DIGITS + 1)]  # 10^-e: the root's exponent
+_WIDE = _TENS[2 * _DIGITS - 2]  # a spread at or over it (never from counts of trades a second): Decimal's sqrt
 
 
 def sqrt34(spread: int) -> Decimal:
     """``_QUOTIENT.sqrt(Decimal(spread))`` for an integer ``spread`` > 0: the same Decimal, from ``math.isqrt``.
 
-    Decimal's sqrt is correctly rounded (half even) to 34 digits, with exponent 0 when the root is a whole number:
-    here the root of ``spread * 10^(2e)`` (34 digits) is rounded up when the remainder passes it (a non-square has no
-    exact half), then scaled by 10^-e. A quarter of the cost of Decimal's sqrt, which tape speed paid each second.
+    Decimal's sqrt is correctly rounded (half even) to 34 digits, with exponent 0 when the root is a whole number.
+    Here ``spread`` of ``d`` digits is scaled by 10^(2e), e = (68 - d) // 2, to 67 or 68 digits: its integer root
+    has 34, rounded up when the remainder passes it (a non-square has no exact half), then times 10^-e (a carry to
+    10^34 is rounded to 34 digits by the context, as sqrt does). A perfect square's root is the whole number.
+    Less than Decimal's sqrt, which tape speed paid each second.
     """
     if spread >= _WIDE:
         return _QUOTIENT.sqrt(Decimal(spread))
-    whole = isqrt(spread)
-    if whole * whole == spread:
-        return Decimal(whole)
-    shift = _DIGITS - len(str(whole))
+    tens = _TENS
+    digits = (spread.bit_length() * 1233 >> 12) - 1  # log10(2) ~ 1233 / 4096: at most one short of the count
+    if digits < 0:
+        digits = 0
+    while spread >= tens[digits]:
+        digits += 1
+    shift = (2 * _DIGITS - digits) >> 1
     scaled = spread * _SQUARES[shift]
-    digits = isqrt(scaled)
-    if scaled - digits * digits > digits:
-        digits += 1  # 10^34 at most: scaleb rounds it to 34 digits, as sqrt does
-    return _QUOTIENT.scaleb(Decimal(digits), -shift)
+    root = isqrt(scaled)
+    rest = scaled - root * root
+    if not rest:
+        return Decimal(root // tens[shift])
+    if rest > root:
+        root += 1
+    return _QUOTIENT.multiply(Decimal(root), _SCALES[shift])
 
 
 @dataclass(frozen=True)
