@@ -9,8 +9,6 @@ compares equal), and, where every input has Binance's 8 decimals, written the sa
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import json
 import os
 import pickle
 import subprocess
@@ -26,8 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orderflow_plugin import FlowEngine, Trade, bundled_tape, hotpath
-from orderflow_plugin.decode import Decoder
+from orderflow_plugin import FlowEngine, Trade, hotpath
 from orderflow_plugin.fixed import LIMIT, from_e8, from_e16, to_e8
 from orderflow_plugin.history import store
 from orderflow_plugin.history.store import trade_columns, trades_of, trades_table
@@ -37,10 +34,7 @@ from orderflow_plugin.models import Metric
 from .conftest import ROOT
 from .decimal_engine import DecimalFlowEngine
 from .flowhelpers import TIMEOUT_FACTOR
-
-PACKAGED = Path(__file__).resolve().parents[1] / "orderflow_plugin" / "data"
-# The shared recordings: next to the repository as in tests/test_tape.py, or where ORDERFLOW_REAL_DATA says.
-SHARED = Path(os.environ.get("ORDERFLOW_REAL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "real")
+from .realtapes import SHARED, real_tapes
 
 Op = tuple[str, Any]  # ("trade", Trade) | ("timer", trade time) | ("snapshot", None)
 
@@ -113,35 +107,6 @@ def with_clock(trades: Sequence[Trade], every: int = 97) -> list[Op]:
                 ops.append(("snapshot", None))
     ops.append(("snapshot", None))
     return ops
-
-
-def recorded_trades(path: Path) -> list[Trade]:
-    """Every aggTrade of one recording, decoded by the real decoder (frames) or read from REST rows."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        text = handle.read()
-    if path.suffix == ".json":  # REST aggTrades rows: the exchange's own decimal strings
-        return [Trade("X", r["a"], Decimal(r["p"]), Decimal(r["q"]), r["f"], r["l"], r["T"],
-                      "sell" if r["m"] else "buy") for r in json.loads(text)]
-    decoder = Decoder("usdm" if "perp" in path.name or "usdm" in path.name else "spot")
-    frames = (line[line.index("{"):] for line in text.splitlines() if '"aggTrade"' in line)
-    return [t for t in map(decoder.decode, frames) if type(t) is Trade]
-
-
-def real_tapes() -> list[tuple[str, list[Trade]]]:
-    """The bundled tapes, and the shared recordings that carry aggTrades as exact decimal strings."""
-    tapes = [("bundled-csv", list(bundled_tape().trades()))]
-    tapes += [(path.name.split("_aggTrade")[0], recorded_trades(path)) for path in sorted(PACKAGED.glob("*.jsonl.gz"))]
-    if SHARED.is_dir():
-        # Not the ccxt and volume-spike files: their prices are JSON floats, not the exchange's text.
-        names = ["cryptofeed_binance_aggTrade_ws_frames.tsv", "polysim_spot_aggTrade_BTCUSDT_2026-07-18_ws_frames.jsonl",
-                 "polysim_perp_aggTrade_BTCUSDT_2026-07-18_ws_frames.jsonl",
-                 "rest_spot_BTCUSDT_aggTrades_2021-10-22_10rows.json", "rest_usdm_CLUSDT_aggTrades_2026-05-01_1000.json"]
-        tapes += [("shared-" + name.split(".")[0], recorded_trades(SHARED / name)) for name in names]
-        csv = SHARED / "spot_BTCUSDT-aggTrades-2026-01-01_first5000.csv"
-        from orderflow_plugin.tape import load_tape
-        tapes.append(("shared-csv", list(load_tape(csv).trades())))
-    return tapes
 
 
 TAPES = real_tapes()

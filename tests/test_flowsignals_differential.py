@@ -9,8 +9,6 @@ Then the naked POCs still listed and the session in progress are compared too.
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import subprocess
 import sys
@@ -25,8 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orderflow_plugin import FlowEngine, Trade, bundled_tape, hotpath
-from orderflow_plugin.decode import Decoder
+from orderflow_plugin import FlowEngine, Trade, hotpath
 from orderflow_plugin.fixed import LIMIT
 from orderflow_plugin.flowsignals import FlowSignals, SignalOptions, sqrt34
 from orderflow_plugin.metrics import _QUOTIENT, Footprint
@@ -35,11 +32,7 @@ from orderflow_plugin.signalmetrics import SessionProfile
 from .conftest import ROOT
 from .decimal_flowsignals import DecimalFlowSignals
 from .flowhelpers import TIMEOUT_FACTOR
-
-# The shared recordings: next to the repository (or two levels up from a worktree), or where ORDERFLOW_REAL_DATA says.
-SHARED = Path(os.environ.get("ORDERFLOW_REAL_DATA") or next(
-    (p / "shared" / "data" / "real" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared" / "data" / "real").is_dir()),
-    ROOT.parent / "shared" / "data" / "real"))
+from .realtapes import SHARED, real_tapes
 
 Op = tuple[str, Any]  # ("trade", Trade) | ("timer", trade time)
 
@@ -99,33 +92,6 @@ def assert_same(ops: Sequence[Op], options: SignalOptions, windows: Sequence[str
         assert from_units == want, f"output {step}, from the engine's units"
         metrics += len(want) if isinstance(want, tuple) and want[:1] != ("error",) else 0
     return metrics
-
-
-def recorded_trades(path: Path) -> list[Trade]:
-    """Every aggTrade of one recording, decoded by the real decoder (frames) or read from REST rows."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        text = handle.read()
-    if path.suffix == ".json":  # REST aggTrades rows: the exchange's own decimal strings
-        return [Trade("X", r["a"], Decimal(r["p"]), Decimal(r["q"]), r["f"], r["l"], r["T"],
-                      "sell" if r["m"] else "buy") for r in json.loads(text)]
-    decoder = Decoder("usdm" if "perp" in path.name or "usdm" in path.name else "spot")
-    frames = (line[line.index("{"):] for line in text.splitlines() if '"aggTrade"' in line)
-    return [t for t in map(decoder.decode, frames) if type(t) is Trade]
-
-
-def real_tapes() -> list[tuple[str, list[Trade]]]:
-    """The bundled tape, and the shared recordings that carry aggTrades as exact decimal strings."""
-    tapes = [("bundled-csv", list(bundled_tape().trades()))]
-    if SHARED.is_dir():
-        # Not the ccxt and volume-spike files: their prices are JSON floats, not the exchange's text.
-        names = ["cryptofeed_binance_aggTrade_ws_frames.tsv", "polysim_spot_aggTrade_BTCUSDT_2026-07-18_ws_frames.jsonl",
-                 "polysim_perp_aggTrade_BTCUSDT_2026-07-18_ws_frames.jsonl",
-                 "rest_spot_BTCUSDT_aggTrades_2021-10-22_10rows.json", "rest_usdm_CLUSDT_aggTrades_2026-05-01_1000.json"]
-        tapes += [("shared-" + name.split(".")[0], recorded_trades(SHARED / name)) for name in names]
-        from orderflow_plugin.tape import load_tape
-        tapes.append(("shared-csv", list(load_tape(SHARED / "spot_BTCUSDT-aggTrades-2026-01-01_first5000.csv").trades())))
-    return tapes
 
 
 TAPES = real_tapes()
