@@ -157,7 +157,7 @@ class Dispatcher:
                     end = clock()
                 start = end
             if signal.receivers:  # muted() empties the cached receiver list, as blinker's send() sends to nobody
-                send(signal, hook, {argname: value})
+                send(signal, hook, {argname: value}, start)  # the receivers' time starts where the hooks' ended
 
         self._emitters[hook, argname] = emit
         return emit
@@ -200,14 +200,17 @@ class Dispatcher:
             self._calls[hook] = calls
         return calls
 
-    def _send(self, signal: NamedSignal, hook: str, kwargs: dict[str, Any]) -> None:
+    def _send(self, signal: NamedSignal, hook: str, kwargs: dict[str, Any], start: float | None = None) -> None:
+        """Send to the receivers, each call timed from ``start`` (the clock's time when the caller's last call
+        ended: one read less per event) or from now."""
         cached = self._receivers.get(signal)
         if cached is None or cached[0] != signal.version:  # type: ignore[attr-defined]
             cached = self._receivers[signal] = (signal.version,  # type: ignore[attr-defined]
                                                 signal.held_receivers(self.sender))  # type: ignore[attr-defined]
         clock = self.clock
         sender = self.sender
-        start = clock()
+        if start is None:
+            start = clock()
         for held, is_async in cached[1]:
             receiver = held()
             if receiver is None:  # collected since: blinker has let it go, so the next event asks blinker again
