@@ -6,9 +6,11 @@ as metrics (:mod:`.signalmetrics`). Per closed bar of ``signal_windows``: diagon
 stacks, delta divergence, exhaustion, unfinished auctions, absorption (a proxy), a naked POC. Per
 trade: sweeps, tape speed, the session's volume profile, touches of naked POCs.
 
-Per trade, prices and quantities are integers of 10^-8 (:mod:`.fixed`, exact): the session profile's
-volumes are Python integers (no overflow), and a Decimal is made only when a signal is emitted (a level's
-price is its bucket times the tick, a volume ``fixed.from_e8``, a notional ``fixed.from_e16``). Per bar,
+Per trade, prices and quantities are integers of 10^-8 (:mod:`.fixed`, exact), the ones the engine converted
+(:meth:`FlowSignals.trade_units`, as the pipeline calls it): the session profile's volumes and a sweep's sums are
+Python integers (no overflow), and a Decimal is made only when a signal is emitted (a level's price is its bucket
+times the tick, a volume ``fixed.from_e8``, a notional ``fixed.from_e16``; tape speed's z through :func:`sqrt34`,
+Decimal's 34-digit square root on integers). Per bar,
 the engine's Decimals are read as they are: sums run in its exact context (``Inexact`` trapped); ratios
 are compared exactly by cross-multiplying (``buy * 100 >= percent * sell``), never by dividing.
 Compiled with Cython like the engine (``flowsignals.pxd``; ``hotpath.py`` says which path runs).
