@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from decimal import Decimal
+from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from orderflow_plugin import FlowEngine, Trade, hotpath
 from orderflow_plugin.fixed import LIMIT
 from orderflow_plugin.flowsignals import FlowSignals, SignalOptions, sqrt34
-from orderflow_plugin.metrics import _QUOTIENT, Footprint
+from orderflow_plugin.metrics import Footprint
 from orderflow_plugin.signalmetrics import SessionProfile
 
 from .conftest import ROOT
@@ -35,6 +35,7 @@ from .flowhelpers import TIMEOUT_FACTOR
 from .realtapes import SHARED, real_tapes
 
 Op = tuple[str, Any]  # ("trade", Trade) | ("timer", trade time)
+QUOTIENT = Context(prec=34)  # the ratios' 34 digits (docs/metrics.md), where the Decimal reference takes tape speed's z
 
 
 def plain(value: Any, strict: bool) -> Any:
@@ -191,7 +192,7 @@ def test_generated_tapes_give_the_same_signals(trades: list, tick: str | None, s
                         st.integers(1, 10**34).map(lambda n: n * n - 1)))
 def test_tape_speeds_root_is_decimals_sqrt(spread: int) -> None:
     """sqrt34 (tape speed's z, on integers) is the Decimal the 34-digit sqrt gives: value, exponent and text."""
-    want = _QUOTIENT.sqrt(Decimal(spread))
+    want = QUOTIENT.sqrt(Decimal(spread))
     got = sqrt34(spread)
     assert (got, str(got)) == (want, str(want))
 
@@ -199,7 +200,7 @@ def test_tape_speeds_root_is_decimals_sqrt(spread: int) -> None:
 def test_tape_speeds_root_rounds_half_even_up_to_a_new_digit() -> None:
     """A root just under 10^34 rounds up to 1.000...E+34 with 34 digits, as Decimal's sqrt writes it."""
     for spread in (10**36 - 1, 10**40 - 1, 10**64 - 1, (10**34 - 1) ** 2 + 2 * (10**34 - 1), 2, 3, 10**33 + 1):
-        want = _QUOTIENT.sqrt(Decimal(spread))
+        want = QUOTIENT.sqrt(Decimal(spread))
         assert str(sqrt34(spread)) == str(want), spread
 
 
