@@ -225,7 +225,7 @@ def _plain_rows(text: str, rows: list[TapeRow], first: bool) -> None:
     lines = text.split("\n")
     if first and lines[0].split(",", 1)[0].strip() == _CSV_HEADER_FIRST:
         del lines[0]
-    append, maker = rows.append, _MAKER
+    append, maker, check, row, micro = rows.append, _MAKER, decimal, TapeRow, _MICROSECONDS  # locals: cheaper
     for line in lines:
         if not line:
             continue
@@ -233,10 +233,10 @@ def _plain_rows(text: str, rows: list[TapeRow], first: bool) -> None:
         if len(fields) < 7:
             raise ValueError("a short row")
         price, qty = fields[1], fields[2]
-        decimal(price), decimal(qty)  # as _read_csv: checked now, and the replay's trades get these Decimals
+        check(price), check(qty)  # as _read_csv: checked now, and the replay's trades get these Decimals
         stamp = int(fields[5])
-        append(TapeRow(int(fields[0]), price, qty, int(fields[3]), int(fields[4]),
-                       stamp // 1000 if stamp >= _MICROSECONDS else stamp, maker[fields[6]]))
+        append(row(int(fields[0]), price, qty, int(fields[3]), int(fields[4]),
+                   stamp // 1000 if stamp >= micro else stamp, maker[fields[6]]))
 
 
 def _price(value: object) -> str:
