@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Coroutine, Hashable, Iterable
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +111,14 @@ class Driver:
         self.pipeline.receive_trade(connection, trade, now)
         if self._outbox:
             self.carry_out()
+
+    def receive_trades(self, connection: Hashable, trades: Sequence[Trade], start: int, stop: int, now: float) -> int:
+        """Decoded trades ``trades[start:stop]`` (a tape's), read at ``now``, up to the first that queued an action,
+        which is then carried out (:meth:`Pipeline.receive_trades`): returns the index after the last taken."""
+        index = self.pipeline.receive_trades(connection, trades, start, stop, now)
+        if self._outbox:
+            self.carry_out()
+        return index
 
     def tick(self, now: float) -> None:
         """The pipeline's clock: gaps past their reorder window, a pause run out, bars, snapshots, checkpoints."""

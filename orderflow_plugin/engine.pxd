@@ -33,11 +33,15 @@ cdef class FlowEngine:
     cdef public object _trade_of
     cdef public Py_ssize_t _row
 
-    @cython.locals(price_obj=object, qty_obj=object, units=dict, count=int128)
+    @cython.locals(price_obj=object, qty_obj=object, units=dict)
     cpdef add(self, trade)
 
-    @cython.locals(count=int128, price=cython.longlong, qty=cython.longlong)
+    @cython.locals(price=cython.longlong, qty=cython.longlong)
     cpdef add_units(self, trade, object price_units, object qty_units)
+
+    @cython.locals(count=int128)
+    cdef inline object _add_trade(self, object trade, object price_obj, object qty_obj, object price,
+                                  object decimal_qty)
 
     @cython.locals(count_rows=Py_ssize_t)
     cpdef list add_many(self, ids, prices, quantities, first_ids, last_ids, times, sells, price_decimals,

@@ -188,10 +188,7 @@ class FlowEngine:
         qty_obj = units.get(decimal_qty)
         if qty_obj is None:
             qty_obj = self._unit(trade, decimal_qty)
-        count = trade.last_id
-        count = count - trade.first_id + 1  # 128 bits when compiled: no id range overflows it
-        return self._step(trade, price_obj, qty_obj, price, decimal_qty, trade.time, trade.id, count,
-                          trade.side == "buy")
+        return self._add_trade(trade, price_obj, qty_obj, price, decimal_qty)
 
     def add_units(self, trade: Trade, price_units: int, qty_units: int) -> Sequence[Metric]:
         """:meth:`add`, given ``trade``'s price and quantity in units of 10^-8 (as the decoder parsed them from
@@ -204,9 +201,15 @@ class FlowEngine:
         if price < 0 or qty < 0 or price > _MAX_UNITS or qty > _MAX_UNITS:
             raise FixedPointError(f"{trade.symbol} trade {trade.id}: {price_units} or {qty_units} units of 10^-8 "
                                   "is out of range")
+        return self._add_trade(trade, price_units, qty_units, trade.price, trade.qty)
+
+    def _add_trade(self, trade: Trade, price_obj: int, qty_obj: int, price: Decimal,
+                   decimal_qty: Decimal) -> Sequence[Metric]:
+        """``trade``'s step at ``price_obj`` x ``qty_obj`` units (``price`` and ``decimal_qty`` its Decimals), the
+        rest of its fields read here: what :meth:`add` and :meth:`add_units` share (a C call when compiled)."""
         count = trade.last_id
-        count = count - trade.first_id + 1
-        return self._step(trade, price_units, qty_units, trade.price, trade.qty, trade.time, trade.id, count,
+        count = count - trade.first_id + 1  # 128 bits when compiled: no id range overflows it
+        return self._step(trade, price_obj, qty_obj, price, decimal_qty, trade.time, trade.id, count,
                           trade.side == "buy")
 
     def add_many(self, ids: Sequence[int], prices: Sequence[int], quantities: Sequence[int],

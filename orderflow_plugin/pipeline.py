@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 from .actions import (
@@ -176,6 +176,25 @@ class Pipeline:
         try:
             self.now = now
             self._take(connection, trade)
+        finally:
+            self._inside = None
+
+    def receive_trades(self, connection: Hashable, trades: Sequence[Trade], start: int, stop: int, now: float) -> int:
+        """``trades[start:stop]`` from ``connection``, decoded already (a tape), all read at ``now``: each taken as
+        :meth:`receive_trade` takes it, in one input. It stops after a trade that queued an action, so the driver
+        carries that out before the next trade, as it would after :meth:`receive_trade`; returns the index after
+        the last trade taken."""
+        self._enter("receive_trades")
+        try:
+            self.now = now
+            take, outbox = self._take, self.outbox
+            index = start
+            while index < stop:
+                take(connection, trades[index])
+                index += 1
+                if outbox:
+                    break
+            return index
         finally:
             self._inside = None
 

@@ -20,10 +20,13 @@ from typing import Any
 
 from .config import Settings
 from .driver import Driver
+from .models import Trade
 from .stream import OrderFlow
 from .tape import Tape
 
-__all__ = ["ReplayResult", "offline", "replay"]
+__all__ = ["BATCH", "ReplayResult", "offline", "replay"]
+
+BATCH = 1024  # trades of an unpaced replay taken as one input at one time, as a socket read's frames are
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,24 @@ class TapeFeed:
         """Nothing was held back."""
 
 
+def _unpaced(driver: Driver, connection: TapeFeed, trades: list[Trade], batch: int) -> tuple[int, float]:
+    """Every trade of ``trades`` into ``driver``, ``batch`` at a time: how many, and the seconds it took."""
+    receive, tick, clock, timer = driver.receive_trades, driver.tick, time.monotonic, time.perf_counter
+    total = len(trades)
+    position = 0
+    busy = 0.0
+    while position < total:
+        begin = timer()
+        now = clock()
+        stop = min(position + batch, total)
+        while position < stop:  # a trade that queued an action ends an input early: the rest go in at once
+            position = receive(connection, trades, position, stop, now)
+            if now >= driver.due:
+                tick(now)
+        busy += timer() - begin
+    return total, busy
+
+
 async def offline(flow: OrderFlow) -> OrderFlow:
     """``flow`` with backfill off: a replay reports holes, it never asks a REST server."""
     if flow.backfiller is not None:
@@ -69,8 +90,13 @@ async def offline(flow: OrderFlow) -> OrderFlow:
     return flow
 
 
-async def replay(flow: OrderFlow, tape: Tape, *, speed: float = 0.0, duration: float = 0.0) -> ReplayResult:
-    """Feed ``tape`` into ``flow``'s pipeline; ``speed`` > 0 paces it by trade time (1 = as recorded)."""
+async def replay(flow: OrderFlow, tape: Tape, *, speed: float = 0.0, duration: float = 0.0,
+                 batch: int = BATCH) -> ReplayResult:
+    """Feed ``tape`` into ``flow``'s pipeline; ``speed`` > 0 paces it by trade time (1 = as recorded).
+
+    Unpaced, up to ``batch`` trades go in as one input read at one time, as the frames of one socket read do
+    (:meth:`~orderflow_plugin.driver.Driver.receive_trades`: each trade's actions are still carried out before
+    the next trade); ``batch=1`` gives each trade its own input and time."""
     await offline(flow)
     connection = TapeFeed(tape.source)
     # A file has nothing to pause, resume, rotate or fetch; the pipeline's deadlines are read from driver.due.
@@ -83,7 +109,10 @@ async def replay(flow: OrderFlow, tape: Tape, *, speed: float = 0.0, duration: f
     started = clock()
     first_time = tape.rows[0].time if tape.rows else 0
     fed = 0
-    for row, trade in zip(tape.rows, trades, strict=True):
+    if speed <= 0 and batch > 1:
+        fed, busy = _unpaced(driver, connection, trades, batch)
+    paced = zip(tape.rows, trades, strict=True) if fed == 0 else ()
+    for row, trade in paced:
         if speed > 0:
             wait = started + (row.time - first_time) / 1000.0 / speed - clock()
             if duration and clock() - started + max(wait, 0.0) > duration:

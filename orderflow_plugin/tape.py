@@ -106,7 +106,10 @@ def load_tape(path: str | Path, *, symbol: str | None = None, market: Market | N
     try:
         with _open_text(path) as handle:
             if name.endswith(".csv"):
-                rows = _read_csv(handle, path)
+                plain = _read_plain_csv(handle.buffer)  # type: ignore[attr-defined]  # a TextIOWrapper's bytes
+                if plain is None:  # not a plain dump, or a bad row: the csv module reads it, and names the line
+                    handle.buffer.seek(0)  # type: ignore[attr-defined]
+                rows = _read_csv(handle, path) if plain is None else plain
                 found_market: Market | None = None
                 found_symbol = _symbol_from_name(name)
             else:
@@ -181,6 +184,59 @@ def _read_csv(handle: IO[str], path: Path) -> list[TapeRow]:
             raise TapeError(f"tape {path}, line {line}: not an aggTrades CSV row ({exc}): {fields!r:.120}"
                            + (f"; {_FORMATS}" if line == 1 else "")) from exc
     return rows
+
+
+# Bytes of a CSV dump split at once by the plain reader (whole lines of it: the rest waits for the next read).
+_CHUNK = 1 << 22
+_MAKER = {"True": True, "False": False, "true": True, "false": False}
+
+
+def _read_plain_csv(raw: IO[bytes]) -> list[TapeRow] | None:
+    """The rows of a plain dump (7 or more unquoted columns, lines ending in ``\n`` or ``\r\n``), split by hand:
+    about twice as cheap as ``csv.reader`` plus its text decoding. The same rows as :func:`_read_csv`, or None
+    for anything else (quotes, a NUL, a lone ``\r``, a bad row): the csv reader then reads the file again, and
+    names a bad line exactly as before."""
+    rows: list[TapeRow] = []
+    tail = b""
+    first = True  # the block holding line 1 (a header may be there)
+    try:
+        while chunk := raw.read(_CHUNK):
+            chunk = tail + chunk
+            cut = chunk.rfind(b"\n") + 1
+            tail = chunk[cut:]
+            if cut:
+                _plain_rows(chunk[:cut].decode("utf-8"), rows, first)
+                first = False
+        if tail:
+            _plain_rows(tail.decode("utf-8"), rows, first)
+    except (ValueError, ArithmeticError, LookupError):  # UnicodeDecodeError and FixedPointError among them
+        return None
+    return rows
+
+
+def _plain_rows(text: str, rows: list[TapeRow], first: bool) -> None:
+    """Append the rows of ``text`` (whole lines); ValueError, ArithmeticError or KeyError at the first doubt."""
+    if '"' in text or "\x00" in text:
+        raise ValueError("not a plain dump")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            raise ValueError("not a plain dump")
+    lines = text.split("\n")
+    if first and lines[0].split(",", 1)[0].strip() == _CSV_HEADER_FIRST:
+        del lines[0]
+    append, maker, check, row, micro = rows.append, _MAKER, decimal, TapeRow, _MICROSECONDS  # locals: cheaper
+    for line in lines:
+        if not line:
+            continue
+        fields = line.split(",")
+        if len(fields) < 7:
+            raise ValueError("a short row")
+        price, qty = fields[1], fields[2]
+        check(price), check(qty)  # as _read_csv: checked now, and the replay's trades get these Decimals
+        stamp = int(fields[5])
+        append(row(int(fields[0]), price, qty, int(fields[3]), int(fields[4]),
+                   stamp // 1000 if stamp >= micro else stamp, maker[fields[6]]))
 
 
 def _price(value: object) -> str:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from orderflow_plugin import OrderFlow, PluginManager, bundled_tape
-from orderflow_plugin.replay import replay
+import pytest
+
+from orderflow_plugin import Limits, OrderFlow, PluginManager, Sequencing, bundled_tape, load_tape
+from orderflow_plugin.replay import BATCH, replay
+from orderflow_plugin.tape import Tape
 
 from .flowhelpers import Events
 
@@ -44,3 +51,72 @@ async def test_a_hole_in_the_tape_is_reported_as_a_gap_and_never_fetched() -> No
     errors = [c["error"] for c in events.of("on_error") if c["where"] == "sequence"]
     assert len(errors) == 1 and f"{missing[0]}..{missing[1]}" in str(errors[0]) and "backfill is off" in str(errors[0])
     assert events.of("on_backfill") == []
+
+
+# The shared recordings (read-only): next to the repository (or two levels up from a worktree), or where
+# ORDERFLOW_REAL_DATA says.
+_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ORDERFLOW_REAL_DATA") or next(
+    (p / "shared" / "data" / "real" for p in (_ROOT.parent, _ROOT.parent.parent) if (p / "shared" / "data" / "real").is_dir()),
+    _ROOT.parent / "shared" / "data" / "real"))
+SHARED_TAPES = ["polysim_spot_aggTrade_BTCUSDT_2026-07-18_ws_frames.jsonl",
+                "polysim_perp_aggTrade_BTCUSDT_2026-07-18_ws_frames.jsonl"]
+
+
+def _holed(tape: Tape) -> Tape:
+    """The bundled tape with two holes and two trades swapped: held, paused, given up and reordered mid-replay."""
+    rows = list(tape.rows)
+    rows[2000], rows[2001] = rows[2001], rows[2000]
+    del rows[3000:3004]
+    del rows[1000:1010]
+    return dataclasses.replace(tape, rows=rows)
+
+
+def _tapes() -> list[tuple[str, Callable[[], Tape]]]:
+    """(id, a function reading the tape): the bundled slice, it holed, and the shared real tapes present."""
+    tapes: list[tuple[str, Callable[[], Tape]]] = [("bundled", bundled_tape), ("bundled-holed", lambda: _holed(
+        bundled_tape()))]
+    tapes += [(name.split("_ws")[0], lambda name=name: load_tape(SHARED / name)) for name in SHARED_TAPES
+              if (SHARED / name).exists()]
+    return tapes
+
+
+async def _replayed(tape: Tape, batch: int) -> tuple[Events, OrderFlow]:
+    """``tape`` replayed unpaced, ``batch`` trades an input: what the hooks saw, and the flow."""
+    events = Events()
+    manager = PluginManager()
+    manager.register(events, name="events")
+    # Holes wait for trades, not for the wall clock: given up when 40 trades wait behind one (a pause at 20),
+    # the same in both runs however fast the machine replays.
+    flow = OrderFlow([tape.symbol], market=tape.market, plugins=manager, limits=Limits(max_buffered_trades=40),
+                     sequencing=Sequencing(reorder_window=60))
+    result = await replay(flow, tape, batch=batch)
+    assert result.frames == len(tape.rows)
+    return events, flow
+
+
+def _delivered(events: Events) -> dict[str, Any]:
+    """Everything a replay sends out that does not depend on the wall clock (periodic snapshots do: the last one,
+    the replay's final state, does not)."""
+    metrics = [m for m in events.metrics if m.kind != "snapshot"]
+    snapshots = [m for m in events.metrics if m.kind == "snapshot"]
+    return {"trades": events.trades, "metrics": metrics, "final": snapshots[-1:],
+            "gaps": events.of("on_gap"), "errors": [(c["where"], str(c["error"])) for c in events.of("on_error")],
+            "backfills": events.of("on_backfill"), "summary": [c["summary"]["trades"] for c in events.of("on_shutdown")]}
+
+
+@pytest.mark.parametrize("name,make", _tapes(), ids=[name for name, _ in _tapes()])
+async def test_a_batched_replay_delivers_what_a_trade_by_trade_replay_does(name: str,
+                                                                          make: Callable[[], Tape]) -> None:
+    """Trades taken ``batch`` at a time give the same trades, bars, whales, signals, gaps and errors, in the same
+    order, as each trade in its own input: on the bundled tape, the same with holes and a swap, and real tapes."""
+    tape = make()
+    one, _ = await _replayed(tape, 1)
+    batched, _ = await _replayed(tape, BATCH)
+    expected, got = _delivered(one), _delivered(batched)
+    assert sorted(t.id for t in expected["trades"]) == sorted(row.id for row in tape.rows)  # every row, once
+    assert any(m.kind == "bar" for m in expected["metrics"]) and expected["final"]
+    if name == "bundled-holed":  # both holes given up with 40 trades behind each
+        assert [where for where, _ in expected["errors"]] == ["sequence", "sequence"]
+    for key in expected:
+        assert got[key] == expected[key], key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 
 from orderflow_plugin import TapeError, bundled_tape, load_tape
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+# The shared recordings: next to the repository, or where ORDERFLOW_REAL_DATA says (as tests/test_replay.py).
+SHARED = Path(os.environ.get("ORDERFLOW_REAL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "real")
 
 
 def test_bundled_tape_is_the_real_contiguous_slice() -> None:
