@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import re
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import pytest
 from orderflow_plugin import TapeError, load_tape
 from orderflow_plugin.tape import BUNDLED_TAPE, _read_csv, _read_plain_csv
 
-# The shared recordings: next to the repository as in tests/test_tape.py, or where ORDERFLOW_REAL_DATA says.
-SHARED = Path(os.environ.get("ORDERFLOW_REAL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "real")
+from .realtapes import SHARED
+
 BUNDLED = Path(__file__).resolve().parents[1] / "orderflow_plugin" / "data" / BUNDLED_TAPE
 REAL_CSV = SHARED / "spot_BTCUSDT-aggTrades-2026-01-01_first5000.csv"
 HEADER = b"agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker,is_best_match\n"
