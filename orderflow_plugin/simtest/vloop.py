@@ -1,9 +1,10 @@
 """An asyncio event loop in virtual time whose sockets are an in-memory network.
 
 The loop is asyncio's own selector loop; only two things differ. Its ``time()`` is a number it
-keeps: when nothing is ready, the selector does not sleep until the next timer, it moves the
+keeps: when nothing is ready, its loop pass does not sleep until the next timer, it moves the
 clock to it (as the ``looptime`` package does; written here because the loop must also own the
-network below). And its ``getaddrinfo``, ``create_connection``, ``create_server``, ``start_tls``
+network below). That pass is asyncio's own, without the selector (nothing is ever ready there) and
+with timers kept as ``(when, order, handle)`` tuples: same-time timers run in the order they were set. And its ``getaddrinfo``, ``create_connection``, ``create_server``, ``start_tls``
 and ``run_in_executor`` go to :class:`~.memnet.Network`, the world the seed drives. websockets,
 httpx (through anyio) and the shell then run unchanged, and one seed is one exact run.
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import itertools
 import operator
 import selectors
 from collections.abc import Callable, Mapping
@@ -33,7 +36,7 @@ class Idle(RuntimeError):
 
 
 class _VirtualSelector(selectors.BaseSelector):
-    """Registers what asyncio registers (its self-pipe); never reports it ready; moves the clock instead of waiting."""
+    """Registers what asyncio registers (its self-pipe); never reports it ready (the loop pass never asks it)."""
 
     def __init__(self) -> None:
         self._keys: dict[Any, selectors.SelectorKey] = {}
@@ -83,6 +86,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         # time() is asyncio's most called method (thousands of times a seed): read ``now`` without a Python frame
         self.time = functools.partial(_NOW, self)  # type: ignore[method-assign]
         self.steps = 0  # callbacks run: a measure of work, and a guard against a loop that spins
+        self._order = itertools.count()  # ties between timers due at the same time: first set, first run
         self.blocks: list[tuple[float, float]] = []  # (when, seconds) the loop was held: timers ran that late
         network.loop = self
 
@@ -98,9 +102,47 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         """Seconds the loop was held since ``since``: a deadline may fire that much late, and rightly."""
         return sum(seconds for when, seconds in self.blocks if when + seconds > since)
 
+    # The timers: asyncio's own loop pass, for virtual time. ``_scheduled`` holds ``(when, order, handle)``
+    # (tuples compare in C; TimerHandle's ``__lt__`` is Python), timers due at the same time run in the
+    # order they were set, and no selector is asked: the clock moves to the next timer when nothing is ready.
+
+    def call_at(self, when: float, callback: Callable[..., Any], *args: Any,  # type: ignore[override]
+                context: Any = None) -> asyncio.TimerHandle:
+        timer = asyncio.TimerHandle(when, callback, args, self, context)
+        heapq.heappush(self._scheduled, (when, next(self._order), timer))  # type: ignore[attr-defined]
+        timer._scheduled = True  # type: ignore[attr-defined]
+        return timer
+
     def _run_once(self) -> None:
-        self.steps += len(self._ready)
-        super()._run_once()  # type: ignore[misc]
+        scheduled: list[tuple[float, int, asyncio.TimerHandle]] = self._scheduled  # type: ignore[attr-defined]
+        ready = self._ready  # type: ignore[attr-defined]
+        if self._timer_cancelled_count > 100 and self._timer_cancelled_count * 2 > len(scheduled):  # type: ignore[attr-defined]
+            for _, _, timer in scheduled:
+                if timer._cancelled:  # type: ignore[attr-defined]
+                    timer._scheduled = False  # type: ignore[attr-defined]
+            scheduled[:] = [entry for entry in scheduled if not entry[2]._cancelled]  # type: ignore[attr-defined]
+            heapq.heapify(scheduled)
+            self._timer_cancelled_count = 0
+        self.steps += len(ready)
+        if not ready and not self._stopping:  # type: ignore[attr-defined]
+            while scheduled and scheduled[0][2]._cancelled:  # type: ignore[attr-defined]
+                self._timer_cancelled_count -= 1
+                heapq.heappop(scheduled)[2]._scheduled = False  # type: ignore[attr-defined]
+            if not scheduled:
+                raise Idle(f"nothing scheduled at virtual {self.now:.3f} s: the loop would wait forever")
+            if scheduled[0][0] > self.now:
+                self.now = scheduled[0][0]
+        end = self.now + 1e-9
+        while scheduled and scheduled[0][0] < end:
+            timer = heapq.heappop(scheduled)[2]
+            timer._scheduled = False  # type: ignore[attr-defined]
+            ready.append(timer)
+        popleft = ready.popleft
+        for _ in range(len(ready)):
+            handle = popleft()
+            if not handle._cancelled:
+                handle._run()
+        handle = None  # breaks a cycle when a callback raised
         self.network.after_step()
 
     # The network: all of it is the world's
