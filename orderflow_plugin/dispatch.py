@@ -268,7 +268,7 @@ class Dispatcher:
     def _mark(self, now: float) -> None:
         """Take the run-queue wait mark that a slow call started at most one budget after."""
         self._marked_at = now
-        self._mark_wait = run_wait()
+        self._mark_wait = run_wait() if self.real_time else 0.0  # _waited() reads no wait in virtual time
         self._mark_thread = threading.get_native_id()
 
     def _waited(self) -> float:

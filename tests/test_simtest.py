@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
 from orderflow_plugin import hotpath, pipeline, wsconnection
+from orderflow_plugin.checkpoint import Checkpoint
 from orderflow_plugin.simtest import PLANTS, is_pure_seed, planted, replay_command, run_seed, run_seeds, seeds_to_catch
 from orderflow_plugin.simtest.__main__ import main
+from orderflow_plugin.simtest.reach import kill as world_kill
 from orderflow_plugin.simtest.runner import trace_lines
 
 from .conftest import ROOT
@@ -85,6 +88,36 @@ def test_seeds_that_found_a_bug_hold(seed: int) -> None:
     6459 and 7426, a quiet symbol with nothing learned never looked at while its shard's other symbol traded (7426:
     so its bars, held back after its feed was lost, never closed and a late trade's revision never came)."""
     result = run_seed(seed)
+    assert result.ok, result.violation
+
+
+def test_a_killed_process_writes_no_checkpoint_after_its_kill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 runs nothing of the dead process. Seed 148 kills a process with checkpoint writes under way: the old
+    world let it go on (its reads already in the network, the completions of its writes), and it wrote 4 checkpoints
+    after its kill, one with a last_id its hooks never saw, so the next process skipped 143 trades."""
+    made: list[Checkpoint] = []  # each process opens its checkpoint as it starts: the last one is the live process's
+    dead: set[int] = set()
+    late: list[str] = []
+    real_init, real_persist = Checkpoint.__init__, Checkpoint.persist
+
+    def init(self: Checkpoint, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    def persist(self: Checkpoint, pending: Any) -> None:
+        if id(self) in dead:
+            late.append(str(self.path))
+        real_persist(self, pending)
+
+    def kill(flow: Any, *args: Any) -> None:
+        dead.add(id(made[-1]))
+        world_kill(flow, *args)
+
+    monkeypatch.setattr(Checkpoint, "__init__", init)
+    monkeypatch.setattr(Checkpoint, "persist", persist)
+    monkeypatch.setattr("orderflow_plugin.simtest.runner.kill", kill)
+    result = run_seed(148)
+    assert dead and not late, f"{len(late)} checkpoint write(s) by a killed process"
     assert result.ok, result.violation
 
 

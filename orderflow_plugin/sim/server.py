@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ..models import Market
 from ..tape import Tape, bundled_tape
@@ -179,7 +179,11 @@ class Simulator:
         loop = asyncio.get_running_loop()
         start = loop.time()
         batch: list[tuple[str, int]] = []
-        for offset, symbol, position in schedule(self.feeds, self.pace):
+        plays = schedule(self.feeds, self.pace)
+        if not self.pace.asap and not self.pace.smooth:
+            await self._play_on_timers(plays, start)
+            plays = iter(())
+        for offset, symbol, position in plays:
             if self.pace.asap:
                 batch.append((symbol, position))
                 if len(batch) >= _BATCH:
@@ -207,6 +211,55 @@ class Simulator:
         self.notify()
         logger.info("simulator: the tape ended after %s trades; no more will be sent",
                     ", ".join(f"{count} {symbol}" for symbol, count in self._happened.items()))
+
+    async def _play_on_timers(self, plays: Iterator[tuple[float, str, int]], start: float) -> None:
+        """Play ``plays`` at their times on the loop's own timers: one timer per trade time.
+
+        The same as sleeping until each due time, without a task wake-up (a future, a second loop
+        pass) per trade: the market is the simulator's busiest timer.
+        """
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+        batch: list[tuple[str, int]] = []
+        pending: tuple[float, str, int] | None = None  # pulled from ``plays``, not yet due
+        handle: asyncio.Handle | None = None
+
+        def tick() -> None:
+            nonlocal batch, pending, handle
+            handle = None
+            try:
+                while True:
+                    if pending is None:
+                        item = next(plays, None)
+                        if item is None:
+                            self._publish(batch)
+                            finished.set_result(None)
+                            return
+                        pending = (start + item[0], item[1], item[2])
+                    due, symbol, position = pending
+                    if due > loop.time():
+                        if batch:
+                            self._publish(batch)
+                            batch = []
+                        handle = loop.call_at(due, tick)
+                        return
+                    pending = None
+                    batch.append((symbol, position))
+                    if len(batch) >= 4 * _BATCH:
+                        self._publish(batch)
+                        batch = []
+                        handle = loop.call_soon(tick)
+                        return
+            except BaseException as exc:  # the task that awaits the market fails with it, as before
+                if not finished.done():
+                    finished.set_exception(exc)
+
+        tick()
+        try:
+            await finished
+        finally:
+            if handle is not None:
+                handle.cancel()
 
     def _publish(self, batch: list[tuple[str, int]]) -> None:
         touched: set[SimConnection] = set()

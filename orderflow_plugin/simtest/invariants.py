@@ -289,10 +289,10 @@ class Checker:
     def link_opened(self, link: Link) -> None:
         """The world may end this WebSocket path later: dead (nobody told) or reset."""
         net, rng = self.loop.network, self.loop.network.rng
-        if net._faulty(net.faults.dead_path):
-            self.loop.call_later(rng.uniform(0.5, 15), self._die, link)
+        if net._faulty(net.faults.dead_path):  # the world's timers: they outlive the process that opened the link
+            self.loop.call_later(rng.uniform(0.5, 15), self._die, link, context=net.context)
         elif net._faulty(net.faults.reset):
-            self.loop.call_later(rng.uniform(0.5, 15), net.kill, link, "reset")
+            self.loop.call_later(rng.uniform(0.5, 15), net.kill, link, "reset", context=net.context)
 
     def _die(self, link: Link) -> None:
         connection = link.client.get_protocol() if link.client is not None else None

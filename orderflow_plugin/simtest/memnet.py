@@ -11,12 +11,15 @@ fails as drawn; the bytes stay plain (the crypto is the ssl module's, not ours).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .vloop import LIFE
 
 __all__ = ["End", "Link", "NetFaults", "Network"]
 
@@ -65,6 +68,10 @@ class End(asyncio.Transport):
         self._paused = False
         self._held: list[Any] = []  # bytes (or an EOF or a loss) that arrived while reading was paused
         self._next_at = 0.0  # arrivals at the peer stay in order
+        # What arrives runs in the receiving process's context (the server's is the world's): a killed process
+        # reads nothing more, and what it does on a read (tasks, timers) is its own
+        self.context = contextvars.copy_context() if client else network.context.copy()
+        self.life = self.context.get(LIFE, 0)
 
     # What asyncio code calls
 
@@ -94,7 +101,7 @@ class End(asyncio.Transport):
         if self._paused:
             self._paused = False
             if self._held:
-                self.network.loop.call_soon(self._release)
+                self.network.loop.call_soon(self._release, context=self.context)
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -127,7 +134,7 @@ class End(asyncio.Transport):
         self._closing = True
         self._closed_by_us()
         self._send(_EOF)
-        self.network.loop.call_soon(self._gone, None)
+        self.network.loop.call_soon(self._gone, None, context=self.context)
 
     def abort(self) -> None:
         """RST: the peer hears of it after the latency (if the path still carries anything)."""
@@ -136,7 +143,7 @@ class End(asyncio.Transport):
         self._closing = True
         self._closed_by_us()
         self._send(_RESET)
-        self.network.loop.call_soon(self._gone, None)
+        self.network.loop.call_soon(self._gone, None, context=self.context)
 
     # The wire
 
@@ -150,7 +157,7 @@ class End(asyncio.Transport):
         loop = self.network.loop
         at = max(loop.time() + self.link.latency, self._next_at)
         self._next_at = at
-        loop.call_at(at, self.peer._arrive, data)
+        loop.call_at(at, self.peer._arrive, data, context=self.peer.context)  # the receiver's, not the sender's
 
     def _arrive(self, data: Any) -> None:
         if self._lost:
@@ -253,6 +260,9 @@ class Network:
         self.on_step: Callable[[], None] | None = None
         self.on_link: Callable[[Link], None] | None = None  # a WebSocket link opened (the world may plan its end)
         self.events: list[tuple[float, str]] = []  # faults the network caused, for the trace
+        # The world's context (no process): a server's protocol is not the connecting process's, and timers the
+        # world sets on a process's link outlive that process
+        self.context = contextvars.Context()
 
     def after_step(self) -> None:
         if self.on_step is not None:
@@ -304,10 +314,11 @@ class Network:
         link = Link(len(self.links) + 1, latency, websocket)
         self.links.append(link)
         client = End(self, link, protocol, int(port), client=True)
-        server = End(self, link, listener(), int(port), client=False)
+        world = self.context.copy()
+        server = End(self, link, world.run(listener), int(port), client=False)
         client.peer, server.peer = server, client
         link.client, link.server = client, server
-        server._protocol.connection_made(server)
+        server.context.run(server._protocol.connection_made, server)
         protocol.connection_made(client)
         if websocket and self.on_link is not None:
             self.on_link(link)
@@ -326,6 +337,21 @@ class Network:
         await asyncio.sleep(4 * transport.link.latency)
         transport.set_protocol(protocol)
         return transport
+
+    def kill_process(self, life: int) -> None:
+        """Process ``life`` was killed: the kernel closes its sockets (a reset, unless it had closed them already);
+        nothing more reaches the process, and bytes it wrote before still arrive."""
+        now = self.loop.time()
+        for link in self.links:
+            client = link.client
+            if client is None or client.life != life or client._lost:
+                continue
+            if not client._closing:
+                client._send(_RESET)
+            client._closing = client._lost = True
+            client._held.clear()
+            if link.client_closed_at is None:
+                link.client_closed_at = now
 
     def kill(self, link: Link, how: str) -> None:
         """End ``link``'s path: ``dead`` (nothing arrives any more, nobody is told) or ``reset`` (both ends told)."""

@@ -4,7 +4,7 @@ The world the simulation plays (a kill -9, a bug in a shard task, the machine's 
 no public surface in the stream, so these few functions use its private parts. Nothing else in
 ``simtest`` does: when the stream's parts are renamed or become objects, only this module changes.
 
-Private names used here: ``OrderFlow._tasks``, ``._checkpointer`` (``.checkpoint.close()``), a
+Private names used here: ``OrderFlow._checkpointer`` (``.checkpoint.close()``), a
 shard's ``.machine.tick`` and ``.wake``, and the module attribute ``stream.client_context``; the
 rest goes through the stream's parts (``flow.life``, ``flow.shards``).
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import stream
 from ..stream import OrderFlow
+from .vloop import VirtualLoop
 
 __all__ = ["crash_a_shard", "is_running", "kill", "one_trust_store"]
 
@@ -29,13 +30,11 @@ def is_running(flow: OrderFlow) -> bool:
     return flow.life.running
 
 
-def kill(flow: OrderFlow) -> None:
-    """kill -9: the kernel resets the process's sockets and releases its file lock; nothing of it runs again."""
-    flow.life.state = "stopped"  # its timers still in the loop find a dead process
-    for connection in list(flow.shards.live):
-        connection.abort()
-    for task in list(flow._tasks):
-        task.cancel()
+def kill(flow: OrderFlow, loop: VirtualLoop, life: int) -> None:
+    """kill -9 of ``flow``, process ``life``: the kernel resets its sockets and releases its file lock; nothing of it
+    runs again (none of its tasks, timers or pending callbacks: no ``finally``, no write not yet issued)."""
+    flow.life.state = "stopped"  # what the checker's looks read of a dead process
+    loop.kill_process(life)
     checkpointer = flow._checkpointer
     if checkpointer is not None:
         checkpointer.checkpoint.close()  # the kernel drops the flock of a dead process

@@ -14,7 +14,9 @@ A seed always runs on its own path, so ``--seed S`` replays it exactly.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
+import gc
 import hashlib
 import importlib.util
 import logging
@@ -40,7 +42,7 @@ from .invariants import LOOK_EVERY, Checker, Life, Violation
 from .memnet import Network
 from .plants import PLANTS, planted
 from .reach import crash_a_shard, kill, one_trust_store
-from .vloop import VirtualLoop
+from .vloop import LIFE, VirtualLoop
 from .world import Bystander, RaisingPlugin, SlowPlugin, draw_world
 
 __all__ = ["PURE_EVERY", "SeedResult", "Summary", "is_pure_seed", "replay_command", "run_seed", "run_seeds",
@@ -180,18 +182,26 @@ def run_seed(seed: int) -> SeedResult:
         return flow
 
     restarting: list[bool] = []
+    lives = [1]  # the running process's LIFE: its tasks and timers carry it, and a kill drops them all
+
+    async def start(flow: OrderFlow) -> None:
+        """Start ``flow`` as process ``lives[-1]``: everything it schedules belongs to that process."""
+        process = contextvars.copy_context()
+        process.run(LIFE.set, lives[-1])
+        await loop.create_task(flow.start(), context=process)
 
     async def restart() -> None:
         if restarting:  # killed again while it was starting: the same restart goes on
             return
         restarting.append(True)
         assert checker.flow is not None
-        kill(checker.flow)
+        kill(checker.flow, loop, lives[-1])
+        lives.append(lives[-1] + 1)
         checker.new_life()
         await asyncio.sleep(rng.uniform(0.05, 3.0))  # the supervisor (systemd, docker) starts it again
         try:
             checker.flow = build()
-            await checker.flow.start()
+            await start(checker.flow)
         except Exception as exc:
             checker.fail("restart", f"the restarted process did not start: {exc!r}")
         finally:
@@ -202,8 +212,8 @@ def run_seed(seed: int) -> SeedResult:
         network.on_link = checker.link_opened
         network.on_step = checker.after_step
         await sim.start()
-        flow = checker.flow = build()
-        await flow.start()
+        checker.flow = build()
+        await start(checker.flow)
         loop.call_soon(checker.look)
         if world.shard_crash_at is not None:
             loop.call_later(world.shard_crash_at, lambda: crash_a_shard(checker.flow, rng))
@@ -218,9 +228,13 @@ def run_seed(seed: int) -> SeedResult:
         await checker.flow.stop()
         await sim.stop()
 
+    over: list[bool] = []
+
     def uncaught(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         # A callback or task that raised with nobody to tell: the checker's own look, or the shell's glue.
         exc = context.get("exception")
+        if over:  # the run's cleanup: the verdict is in
+            return
         if checker.violation is None and exc is not None and not isinstance(exc, (asyncio.CancelledError,)):
             checker.fail("crash", f"{context.get('message', 'uncaught')}: {exc!r}")
 
@@ -236,13 +250,19 @@ def run_seed(seed: int) -> SeedResult:
         if checker.violation is None:
             checker.violation = Violation("crash", loop.time() - network.start, repr(exc))
     finally:
+        over.append(True)
+        loop.revive()  # the killed processes' tasks end as the live ones do: cancelled, after the verdict
+        for _ in range(10):  # a task cancelled may await another's end: a few passes, until none is left
+            tasks = asyncio.all_tasks(loop)
+            if not tasks:
+                break
+            for task in tasks:
+                task.cancel()
+            try:
+                loop.run_until_complete(asyncio.sleep(0))
+            except RuntimeError:
+                break
         root.setLevel(level)
-        for task in asyncio.all_tasks(loop):
-            task.cancel()
-        try:
-            loop.run_until_complete(asyncio.sleep(0))
-        except RuntimeError:
-            pass
         asyncio.set_event_loop(None)
         loop.close()
         shutil.rmtree(folder, ignore_errors=True)
@@ -266,6 +286,10 @@ def is_pure_seed(seed: int, pure_every: int = PURE_EVERY) -> bool:
 
 
 def _worker_start(plant: str | None) -> None:
+    # A worker allocates and frees asyncio's objects by the hundred thousand a seed: the cyclic collector's
+    # default 700-object generation made it a tenth of a seed. What a worker has loaded is never collected.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     if plant is not None:
         PLANTS[plant].apply()  # this worker process only, for its lifetime
 

@@ -1,9 +1,11 @@
 """An asyncio event loop in virtual time whose sockets are an in-memory network.
 
 The loop is asyncio's own selector loop; only two things differ. Its ``time()`` is a number it
-keeps: when nothing is ready, the selector does not sleep until the next timer, it moves the
+keeps: when nothing is ready, its loop pass does not sleep until the next timer, it moves the
 clock to it (as the ``looptime`` package does; written here because the loop must also own the
-network below). And its ``getaddrinfo``, ``create_connection``, ``create_server``, ``start_tls``
+network below). That pass is asyncio's own, without the selector (nothing is ever ready there) and
+with timers kept as ``(when, order, handle)`` tuples: same-time timers run in the order they were set.
+And its ``getaddrinfo``, ``create_connection``, ``create_server``, ``start_tls``
 and ``run_in_executor`` go to :class:`~.memnet.Network`, the world the seed drives. websockets,
 httpx (through anyio) and the shell then run unchanged, and one seed is one exact run.
 
@@ -13,7 +15,10 @@ A host that blocks the loop is :meth:`VirtualLoop.block`: the clock jumps while 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
+import heapq
+import itertools
 import operator
 import selectors
 from collections.abc import Callable, Mapping
@@ -22,7 +27,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .memnet import Network
 
-__all__ = ["Idle", "VirtualLoop"]
+__all__ = ["LIFE", "Idle", "VirtualLoop"]
+
+# Which simulated process a callback belongs to (0: the world). A process's tasks and timers carry it in their
+# context; once that process is killed, none of them runs again (kill -9: no finally, no pending write, no timer).
+LIFE: contextvars.ContextVar[int] = contextvars.ContextVar("simulated_process", default=0)
 
 _NOW = operator.attrgetter("now")
 START = 1000.0  # virtual seconds at the start (not 0: code that treats 0.0 as "never" stays honest)
@@ -33,7 +42,7 @@ class Idle(RuntimeError):
 
 
 class _VirtualSelector(selectors.BaseSelector):
-    """Registers what asyncio registers (its self-pipe); never reports it ready; moves the clock instead of waiting."""
+    """Registers what asyncio registers (its self-pipe); never reports it ready (the loop pass never asks it)."""
 
     def __init__(self) -> None:
         self._keys: dict[Any, selectors.SelectorKey] = {}
@@ -83,6 +92,10 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         # time() is asyncio's most called method (thousands of times a seed): read ``now`` without a Python frame
         self.time = functools.partial(_NOW, self)  # type: ignore[method-assign]
         self.steps = 0  # callbacks run: a measure of work, and a guard against a loop that spins
+        self._order = itertools.count()  # ties between timers due at the same time: first set, first run
+        self.dead: set[int] = set()  # killed processes (LIFE values): their callbacks are dropped
+        self._dropped: list[asyncio.Handle] = []  # ... kept till the end: nothing of theirs is collected mid-run
+        self._kept: list[asyncio.Task[Any]] = []  # the simulated processes' tasks, for the same reason
         self.blocks: list[tuple[float, float]] = []  # (when, seconds) the loop was held: timers ran that late
         network.loop = self
 
@@ -94,13 +107,75 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         self.blocks.append((self.now, seconds))
         self.now += seconds
 
+    def kill_process(self, life: int) -> None:
+        """kill -9 of process ``life``: none of its callbacks runs again, the kernel resets its sockets."""
+        self.dead.add(life)
+        self.network.kill_process(life)
+
+    def create_task(self, coro: Any, *, name: str | None = None,  # type: ignore[override]
+                    context: contextvars.Context | None = None) -> asyncio.Task[Any]:
+        task = super().create_task(coro, name=name, context=context)
+        if (context.get(LIFE, 0) if context is not None else LIFE.get()) != 0:
+            self._kept.append(task)  # a killed process's tasks are never collected mid-run (and finalized then)
+        return task
+
+    def revive(self) -> None:
+        """At the end of a run, after the verdict: the killed processes' callbacks run again, so their tasks can be
+        cancelled and finish (in a running loop) instead of being finalized whenever they are collected."""
+        self.dead.clear()
+        self._ready.extend(handle for handle in self._dropped if not handle._cancelled)  # type: ignore[attr-defined]
+        self._dropped.clear()
+        self._kept.clear()
+
     def blocked_since(self, since: float) -> float:
         """Seconds the loop was held since ``since``: a deadline may fire that much late, and rightly."""
         return sum(seconds for when, seconds in self.blocks if when + seconds > since)
 
+    # The timers: asyncio's own loop pass, for virtual time. ``_scheduled`` holds ``(when, order, handle)``
+    # (tuples compare in C; TimerHandle's ``__lt__`` is Python), timers due at the same time run in the
+    # order they were set, and no selector is asked: the clock moves to the next timer when nothing is ready.
+
+    def call_at(self, when: float, callback: Callable[..., Any], *args: Any,  # type: ignore[override]
+                context: Any = None) -> asyncio.TimerHandle:
+        timer = asyncio.TimerHandle(when, callback, args, self, context)
+        heapq.heappush(self._scheduled, (when, next(self._order), timer))  # type: ignore[attr-defined]
+        timer._scheduled = True  # type: ignore[attr-defined]
+        return timer
+
     def _run_once(self) -> None:
-        self.steps += len(self._ready)
-        super()._run_once()  # type: ignore[misc]
+        scheduled: list[tuple[float, int, asyncio.TimerHandle]] = self._scheduled  # type: ignore[attr-defined]
+        ready = self._ready  # type: ignore[attr-defined]
+        if self._timer_cancelled_count > 100 and self._timer_cancelled_count * 2 > len(scheduled):  # type: ignore[attr-defined]
+            for _, _, timer in scheduled:
+                if timer._cancelled:  # type: ignore[attr-defined]
+                    timer._scheduled = False  # type: ignore[attr-defined]
+            scheduled[:] = [entry for entry in scheduled if not entry[2]._cancelled]  # type: ignore[attr-defined]
+            heapq.heapify(scheduled)
+            self._timer_cancelled_count = 0
+        self.steps += len(ready)
+        if not ready and not self._stopping:  # type: ignore[attr-defined]
+            while scheduled and scheduled[0][2]._cancelled:  # type: ignore[attr-defined]
+                self._timer_cancelled_count -= 1
+                heapq.heappop(scheduled)[2]._scheduled = False  # type: ignore[attr-defined]
+            if not scheduled:
+                raise Idle(f"nothing scheduled at virtual {self.now:.3f} s: the loop would wait forever")
+            if scheduled[0][0] > self.now:
+                self.now = scheduled[0][0]
+        end = self.now + 1e-9
+        while scheduled and scheduled[0][0] < end:
+            timer = heapq.heappop(scheduled)[2]
+            timer._scheduled = False  # type: ignore[attr-defined]
+            ready.append(timer)
+        popleft, dead = ready.popleft, self.dead
+        for _ in range(len(ready)):
+            handle = popleft()
+            if handle._cancelled:
+                continue
+            if dead and handle._context.get(LIFE, 0) in dead:
+                self._dropped.append(handle)
+                continue
+            handle._run()
+        handle = None  # breaks a cycle when a callback raised
         self.network.after_step()
 
     # The network: all of it is the world's
