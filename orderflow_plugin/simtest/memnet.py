@@ -19,9 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .vloop import LIFE
+__all__ = ["LIFE", "End", "Link", "NetFaults", "Network"]
 
-__all__ = ["End", "Link", "NetFaults", "Network"]
+# Which simulated process a callback belongs to (0: the world). A process's tasks and timers carry it in their
+# context; once that process is killed, none of them runs again (kill -9: no finally, no pending write, no timer).
+LIFE: contextvars.ContextVar[int] = contextvars.ContextVar("simulated_process", default=0)
 
 
 @dataclass(frozen=True)

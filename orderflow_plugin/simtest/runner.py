@@ -39,10 +39,10 @@ from ..plugins import plugin_manager
 from ..sim import Simulator
 from ..tape import Tape, bundled_tape
 from .invariants import LOOK_EVERY, Checker, Life, Violation
-from .memnet import Network
+from .memnet import LIFE, Network
 from .plants import PLANTS, planted
 from .reach import crash_a_shard, kill, one_trust_store
-from .vloop import LIFE, VirtualLoop
+from .vloop import VirtualLoop
 from .world import Bystander, RaisingPlugin, SlowPlugin, draw_world
 
 __all__ = ["PURE_EVERY", "SeedResult", "Summary", "is_pure_seed", "replay_command", "run_seed", "run_seeds",

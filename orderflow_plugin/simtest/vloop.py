@@ -24,14 +24,13 @@ import selectors
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .memnet import LIFE
+
 if TYPE_CHECKING:
     from .memnet import Network
 
-__all__ = ["LIFE", "Idle", "VirtualLoop"]
+__all__ = ["Idle", "VirtualLoop"]
 
-# Which simulated process a callback belongs to (0: the world). A process's tasks and timers carry it in their
-# context; once that process is killed, none of them runs again (kill -9: no finally, no pending write, no timer).
-LIFE: contextvars.ContextVar[int] = contextvars.ContextVar("simulated_process", default=0)
 
 _NOW = operator.attrgetter("now")
 START = 1000.0  # virtual seconds at the start (not 0: code that treats 0.0 as "never" stays honest)
