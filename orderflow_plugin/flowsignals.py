@@ -61,12 +61,12 @@ def sqrt34(spread: int) -> Decimal:
     Here ``spread`` of ``d`` digits is scaled by 10^(2e), e = (68 - d) // 2, to 67 or 68 digits: its integer root
     has 34, rounded up when the remainder passes it (a non-square has no exact half), then times 10^-e (a carry to
     10^34 is rounded to 34 digits by the context, as sqrt does). A perfect square's root is the whole number.
-    Less than Decimal's sqrt, which tape speed paid each second.
+    It costs less than Decimal's sqrt, which tape speed paid each second.
     """
     if spread >= _WIDE:
         return _QUOTIENT.sqrt(Decimal(spread))
     tens = _TENS
-    digits = (spread.bit_length() * 1233 >> 12) - 1  # log10(2) ~ 1233 / 4096: at most one short of the count
+    digits = (spread.bit_length() * 1233 >> 12) - 1  # log10(2) ~ 1233 / 4096: 1-2 short of the count
     if digits < 0:
         digits = 0
     while spread >= tens[digits]:

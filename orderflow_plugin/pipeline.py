@@ -441,12 +441,13 @@ class Pipeline:
         self._trade_out(trade)
         if engine is not None:
             metrics = engine.add(trade)
+            price_units, qty_units = engine.last_price_units, engine.last_qty_units  # this trade's, whatever hooks do
             if metrics:
                 for metric in metrics:
                     self.metric(metric)
             signals = self.signals.get(symbol)
             if signals is not None:  # after the bars the trade closed: a POC listed at their close may be touched
-                metrics = signals.trade_units(trade, engine.last_price_units, engine.last_qty_units)
+                metrics = signals.trade_units(trade, price_units, qty_units)
                 if metrics:
                     for metric in metrics:
                         self.metric(metric)

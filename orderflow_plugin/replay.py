@@ -97,6 +97,8 @@ async def replay(flow: OrderFlow, tape: Tape, *, speed: float = 0.0, duration: f
     Unpaced, up to ``batch`` trades go in as one input read at one time, as the frames of one socket read do
     (:meth:`~orderflow_plugin.driver.Driver.receive_trades`: each trade's actions are still carried out before
     the next trade); ``batch=1`` gives each trade its own input and time."""
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"replay: batch must be a whole number of trades >= 1, not {batch!r}")
     await offline(flow)
     connection = TapeFeed(tape.source)
     # A file has nothing to pause, resume, rotate or fetch; the pipeline's deadlines are read from driver.due.

@@ -126,3 +126,12 @@ async def test_a_batch_ends_at_a_hole_due_at_once_as_a_trade_by_trade_replay_doe
     assert len(expected["errors"]) > 2  # the swap's hole is given up too, not only the two real ones
     for key in expected:
         assert got[key] == expected[key], key
+
+
+@pytest.mark.parametrize("batch", [0, -5, 2.5], ids=["zero", "negative", "fraction"])
+async def test_a_batch_below_one_trade_is_a_one_line_error(batch: Any) -> None:
+    """``replay(batch=...)`` refuses a batch that is not a whole number >= 1, naming the value, before any trade."""
+    events = Events()
+    with pytest.raises(ValueError, match=rf"batch must be a whole number of trades >= 1, not {batch!r}"):
+        await replay(_flow(events), bundled_tape(), batch=batch)
+    assert events.trades == []
