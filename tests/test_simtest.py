@@ -172,3 +172,11 @@ def test_many_seeds_report_the_first_failure_and_how_many_seeds_it_took(capsys: 
     assert "planted crashed-shard-not-restarted: caught at seed " in capsys.readouterr().out
     assert main(["--seeds", "3", "--jobs", "1", "--pure-every", "0"]) == 0
     assert "every invariant held" in capsys.readouterr().out
+
+
+def test_a_killed_processs_unstarted_tasks_leave_no_unawaited_coroutine() -> None:
+    """Seed 9119 (pure path) kills a process inside anyio's connect: its teardown leaves no coroutine unawaited."""
+    out = subprocess.run([sys.executable, "-m", "orderflow_plugin.simtest", "--seed", "9119"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120 * TIMEOUT_FACTOR)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "never awaited" not in out.stderr, out.stderr[-2000:]
