@@ -227,6 +227,8 @@ class Simulator:
         def tick() -> None:
             nonlocal batch, pending, handle
             handle = None
+            if finished.done():  # stopped (cancelled) while this tick was already due: nothing more is published
+                return
             try:
                 while True:
                     if pending is None:
