@@ -180,3 +180,38 @@ def test_a_killed_processs_unstarted_tasks_leave_no_unawaited_coroutine() -> Non
                          capture_output=True, text=True, timeout=120 * TIMEOUT_FACTOR)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "never awaited" not in out.stderr, out.stderr[-2000:]
+
+
+def test_a_task_that_raised_with_nobody_to_tell_is_found_before_the_verdict() -> None:
+    """A simulated process's task, and a killed one's, that raised and were never read are named by the loop while
+    the collector has not run (a run's large thresholds would report them after the verdict); a read one is not."""
+    import asyncio
+    import contextvars
+    import gc
+    import random
+
+    from orderflow_plugin.simtest.memnet import LIFE, NetFaults, Network
+    from orderflow_plugin.simtest.vloop import VirtualLoop
+
+    async def boom(what: str) -> None:
+        raise ValueError(what)
+
+    loop = VirtualLoop(Network(random.Random(1), NetFaults(), (0.001, 0.002)))
+    gc.disable()
+    try:
+        for life, what in ((1, "killed"), (2, "live"), (2, "read")):
+            context = contextvars.copy_context()
+            context.run(LIFE.set, life)
+            task = loop.create_task(boom(what), context=context)
+            loop.run_until_complete(asyncio.sleep(0.1))
+            if what == "read":
+                assert isinstance(task.exception(), ValueError)
+            cycle: list[Any] = [task]
+            cycle.append(cycle)  # held by a reference cycle only, as a task often is: freed by the collector alone
+            del task, cycle
+        loop.kill_process(1)
+        assert [failure.split(": ", 1)[1] for failure in loop.unread_failures()] == [
+            "ValueError('killed')", "ValueError('live')"]
+    finally:
+        gc.enable()
+        loop.close()

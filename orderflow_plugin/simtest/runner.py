@@ -251,6 +251,8 @@ def run_seed(seed: int) -> SeedResult:
         if checker.violation is None:
             checker.violation = Violation("crash", loop.time() - network.start, repr(exc))
     finally:
+        for failure in loop.unread_failures()[:1]:  # a task that raised with nobody to tell, not yet collected
+            checker.fail("crash", f"Task exception was never retrieved: {failure}")
         over.append(True)
         loop.revive()  # the killed processes' tasks end as the live ones do: cancelled, after the verdict
         for _ in range(10):  # a task cancelled may await another's end: a few passes, until none is left

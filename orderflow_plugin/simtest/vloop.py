@@ -21,6 +21,7 @@ import heapq
 import itertools
 import operator
 import selectors
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +95,9 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         self._order = itertools.count()  # ties between timers due at the same time: first set, first run
         self.dead: set[int] = set()  # killed processes (LIFE values): their callbacks are dropped
         self._dropped: list[asyncio.Handle] = []  # ... kept till the end: nothing of theirs is collected mid-run
-        self._kept: list[asyncio.Task[Any]] = []  # the simulated processes' tasks, for the same reason
+        self._kept: list[asyncio.Task[Any]] = []  # a killed process's unfinished tasks, for the same reason
+        self._tasks_of: dict[int, weakref.WeakSet[asyncio.Task[Any]]] = {}  # LIFE -> its tasks, weakly held
+        self._failed: list[asyncio.Task[Any]] = []  # a killed process's tasks that had raised with nobody to tell
         self.blocks: list[tuple[float, float]] = []  # (when, seconds) the loop was held: timers ran that late
         network.loop = self
 
@@ -109,14 +112,23 @@ class VirtualLoop(asyncio.SelectorEventLoop):
     def kill_process(self, life: int) -> None:
         """kill -9 of process ``life``: none of its callbacks runs again, the kernel resets its sockets."""
         self.dead.add(life)
+        tasks = self._tasks_of.pop(life, ())
+        self._kept += [task for task in tasks if not task.done()]  # never finalized mid-run
+        self._failed += [task for task in tasks if _unread_failure(task)]
         self.network.kill_process(life)
 
     def create_task(self, coro: Any, *, name: str | None = None,  # type: ignore[override]
                     context: contextvars.Context | None = None) -> asyncio.Task[Any]:
         task = super().create_task(coro, name=name, context=context)
-        if (context.get(LIFE, 0) if context is not None else LIFE.get()) != 0:
-            self._kept.append(task)  # a killed process's tasks are never collected mid-run (and finalized then)
+        life = context.get(LIFE, 0) if context is not None else LIFE.get()
+        self._tasks_of.setdefault(life, weakref.WeakSet()).add(task)  # weakly: what nobody holds is still collected
         return task
+
+    def unread_failures(self) -> list[str]:
+        """What the tasks that ended with an exception nobody read raised, sorted: asyncio reports those only when
+        they are collected, which a run's large collector thresholds may put after its verdict."""
+        tasks = [*self._failed, *(task for life in self._tasks_of.values() for task in life if _unread_failure(task))]
+        return sorted(f"task {task.get_name()}: {task.exception()!r}" for task in tasks)
 
     def revive(self) -> None:
         """At the end of a run, after the verdict: the killed processes' callbacks run again, so their tasks can be
@@ -205,3 +217,8 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         except Exception as exc:
             future.set_exception(exc)
         return future
+
+
+def _unread_failure(task: asyncio.Task[Any]) -> bool:
+    """``task`` ended with an exception that nobody has read (asyncio's own flag for "never retrieved")."""
+    return task.done() and not task.cancelled() and task._log_traceback  # type: ignore[attr-defined]
