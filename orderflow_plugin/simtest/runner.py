@@ -253,6 +253,13 @@ def run_seed(seed: int) -> SeedResult:
     finally:
         for failure in loop.unread_failures()[:1]:  # a task that raised with nobody to tell, not yet collected
             checker.fail("crash", f"Task exception was never retrieved: {failure}")
+        # The record is taken at the verdict: the teardown below runs the killed processes' leftovers, in no set order
+        digest = hashlib.blake2b(digest_size=12)
+        for symbol in world.symbols:
+            digest.update(repr(sorted(checker.delivered[symbol].items())).encode())
+        digest.update(repr(checker.trace).encode())
+        digest.update(repr(network.events).encode())
+        digest.update(repr(checker.violation).encode())
         over.append(True)
         loop.revive()  # the killed processes' tasks end as the live ones do: cancelled, after the verdict
         for _ in range(10):  # a task cancelled may await another's end: a few passes, until none is left
@@ -272,12 +279,6 @@ def run_seed(seed: int) -> SeedResult:
         asyncio.set_event_loop(None)
         loop.close()
         shutil.rmtree(folder, ignore_errors=True)
-    digest = hashlib.blake2b(digest_size=12)
-    for symbol in world.symbols:
-        digest.update(repr(sorted(checker.delivered[symbol].items())).encode())
-    digest.update(repr(checker.trace).encode())
-    digest.update(repr(network.events).encode())
-    digest.update(repr(checker.violation).encode())
     return SeedResult(seed, checker.violation, digest.hexdigest(),
                        sum(len(d) for d in checker.delivered.values()),
                        sum(sim.happened(s) for s in world.symbols), loop.steps, loop.time() - network.start,
